@@ -1,0 +1,148 @@
+"""The backend Protocols that activities delegate to.
+
+Each platform (local, kubernetes) and provider (prometheus, ECR, docker, ...) implements some of
+these. Every method must be idempotent: activities run at least once, so deploying the same
+digest twice, setting the same weight twice or rolling back twice must be harmless.
+
+The methods are synchronous: the SDKs behind them (docker, kubernetes, boto3,
+prometheus-api-client) block, so activities call them in a worker thread.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Protocol, runtime_checkable
+
+from activities.contracts import (
+    Artifact,
+    BuildRequest,
+    CheckoutRequest,
+    DeployRequest,
+    DeployResult,
+    HttpCheckReport,
+    HttpCheckRequest,
+    LoadReport,
+    LoadRequest,
+    MetricsQuery,
+    MetricsSample,
+    NotifyRequest,
+    PublishRequest,
+    RollbackRequest,
+    RollbackResult,
+    ScannerReport,
+    TestReport,
+    TestRequest,
+    WeightRequest,
+    Workspace,
+)
+
+__all__ = [
+    "Builder",
+    "DeployTarget",
+    "Heartbeat",
+    "LoadGenerator",
+    "MetricsProvider",
+    "Notifier",
+    "Registry",
+    "Scanner",
+    "SourceProvider",
+    "TestRunner",
+    "TrafficRouter",
+]
+
+Heartbeat = Callable[[str], None]
+"""Called by long operations with a short progress note; activities forward it to Temporal."""
+
+
+@runtime_checkable
+class SourceProvider(Protocol):
+    def ensure(self, request: CheckoutRequest) -> Workspace:
+        """Return a checkout of the commit, reusing a cached one for the same sha."""
+        ...
+
+
+@runtime_checkable
+class Scanner(Protocol):
+    name: str
+
+    def scan(self, path: str) -> ScannerReport:
+        """Scan a source tree. Report `available=False` (with a reason) when the scanner or its
+        data source cannot be reached: never an empty, passing report."""
+        ...
+
+
+@runtime_checkable
+class TestRunner(Protocol):
+    def run(self, request: TestRequest, heartbeat: Heartbeat) -> TestReport:
+        """Run the tests and parse their reports. A failing test is data, not an exception."""
+        ...
+
+
+@runtime_checkable
+class Builder(Protocol):
+    def build(self, request: BuildRequest, heartbeat: Heartbeat) -> Artifact:
+        """Build an artifact with a content digest; the same input yields the same digest."""
+        ...
+
+
+@runtime_checkable
+class Registry(Protocol):
+    def publish(self, request: PublishRequest) -> Artifact:
+        """Store the artifact under the tags; return it with the digest the registry reports."""
+        ...
+
+    def scan(self, artifact: Artifact) -> ScannerReport:
+        """Findings the registry (or an image scanner) reports for the artifact."""
+        ...
+
+
+@runtime_checkable
+class DeployTarget(Protocol):
+    def deploy(self, request: DeployRequest, heartbeat: Heartbeat) -> DeployResult:
+        """Run the artifact in the slot and wait for it to be healthy (a rollout that misses
+        its deadline raises a DeployFailed verdict naming the reason)."""
+        ...
+
+    def promote(self, request: DeployRequest, heartbeat: Heartbeat) -> DeployResult:
+        """Make the slot's version the stable one (canary → stable, or blue/green switch)."""
+        ...
+
+    def rollback(self, request: RollbackRequest, heartbeat: Heartbeat) -> RollbackResult:
+        """Restore the previous version; a second call changes nothing."""
+        ...
+
+    def check(self, request: HttpCheckRequest) -> HttpCheckReport:
+        """Probe the environment (or one slot) over HTTP."""
+        ...
+
+
+@runtime_checkable
+class TrafficRouter(Protocol):
+    def set_weight(self, request: WeightRequest) -> None:
+        """Route `canary_weight`% of the environment's traffic to the canary slot."""
+        ...
+
+    def verify_weight(self, request: WeightRequest) -> bool:
+        """Read the routing back and say whether it matches."""
+        ...
+
+
+@runtime_checkable
+class MetricsProvider(Protocol):
+    def query(self, query: MetricsQuery) -> MetricsSample:
+        """Measure the slot; a metric with no samples (or NaN) is `None`, never a pass."""
+        ...
+
+
+@runtime_checkable
+class LoadGenerator(Protocol):
+    def run(self, request: LoadRequest, heartbeat: Heartbeat) -> LoadReport:
+        """Send bounded traffic to the environment's entry point."""
+        ...
+
+
+@runtime_checkable
+class Notifier(Protocol):
+    def send(self, request: NotifyRequest) -> None:
+        """Deliver the event (a log line, a Slack message)."""
+        ...

@@ -1,0 +1,354 @@
+"""Data that crosses the workflow/activity boundary.
+
+Workflows call activities *by name* with one of these models and get one of these models back,
+so workflow code never imports an activity implementation, and tests can register a fake under
+the same name. Every model is a single object (never a positional list) so that adding a field
+with a default does not break runs already in history.
+
+This module is pure data: it is imported by deterministic workflow code.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from enum import StrEnum
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+__all__ = [
+    "ActivityName",
+    "Artifact",
+    "BuildRequest",
+    "CheckoutRequest",
+    "DeployRequest",
+    "DeployResult",
+    "Finding",
+    "HttpCheck",
+    "HttpCheckReport",
+    "HttpCheckRequest",
+    "ImageScanRequest",
+    "LoadReport",
+    "LoadRequest",
+    "MetricName",
+    "MetricsQuery",
+    "MetricsSample",
+    "NotifyRequest",
+    "PublishRequest",
+    "RollbackRequest",
+    "RollbackResult",
+    "ScanReport",
+    "ScanRequest",
+    "ScannerReport",
+    "Severity",
+    "Slot",
+    "TestReport",
+    "TestRequest",
+    "WeightRequest",
+    "Workspace",
+]
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class ActivityName(StrEnum):
+    """The registered name of every activity; workflows call activities by these names."""
+
+    CHECKOUT = "checkout"
+    SCAN = "scan"
+    SCAN_IMAGE = "scan_image"
+    RUN_TESTS = "run_tests"
+    BUILD = "build"
+    PUBLISH = "publish"
+    DEPLOY = "deploy"
+    SET_WEIGHT = "set_weight"
+    PROMOTE = "promote"
+    ROLLBACK = "rollback"
+    HTTP_CHECK = "http_check"
+    QUERY_METRICS = "query_metrics"
+    GENERATE_LOAD = "generate_load"
+    NOTIFY = "notify"
+
+
+class Severity(StrEnum):
+    """Finding severities, ordered from least to most severe (see `Severity.rank`)."""
+
+    INFO = "info"
+    LOW = "low"
+    MEDIUM = "medium"
+    HIGH = "high"
+    CRITICAL = "critical"
+
+    @property
+    def rank(self) -> int:
+        return list(Severity).index(self)
+
+
+Slot = Literal["stable", "canary", "blue", "green"]
+"""Where a version runs inside an environment. Canary strategy uses stable/canary;
+blue/green uses blue/green; rolling uses stable only."""
+
+
+# --- source -------------------------------------------------------------------------------
+
+
+class CheckoutRequest(_Model):
+    """Check out `commit` of `repo` (a path or URL)."""
+
+    repo: str
+    commit: str
+    service_path: str = Field(".", description="Directory of the service inside the repository.")
+
+
+class Workspace(_Model):
+    """A checked-out tree of one commit, cached by sha."""
+
+    path: str = Field(description="Absolute path of the service directory in the checkout.")
+    commit: str = Field(description="The full sha that was checked out.")
+    commit_time: datetime | None = Field(None, description="Committer time, for lead time.")
+    author: str | None = Field(None, description="Commit author, as git knows them.")
+
+
+# --- scan ---------------------------------------------------------------------------------
+
+
+class Finding(_Model):
+    """One finding of one scanner, with a normalised severity."""
+
+    scanner: str
+    rule: str
+    severity: Severity
+    message: str
+    location: str = ""
+
+
+class ScanRequest(_Model):
+    """Run `scanners` over the checked-out service at `path`."""
+
+    path: str
+    scanners: list[str]
+
+
+class ImageScanRequest(_Model):
+    """Scan a built artifact (a container image or an archive) with `scanner`."""
+
+    artifact: Artifact
+    scanner: str = "trivy"
+
+
+class ScannerReport(_Model):
+    """What one scanner said. `available=False` means it could not run (binary or data source
+    missing): the gate's policy decides, it is never a silent pass."""
+
+    scanner: str
+    available: bool = True
+    reason: str = Field("", description="Why the scanner was unavailable, when it was.")
+    findings: list[Finding] = []
+    metrics: dict[str, float] = Field(
+        default_factory=dict,
+        description="Quality figures a scanner may report: duplication_pct, complexity.",
+    )
+
+
+class ScanReport(_Model):
+    """All scanners of one scan stage."""
+
+    reports: list[ScannerReport]
+
+    def count_at_least(self, severity: Severity) -> int:
+        return sum(1 for r in self.reports for f in r.findings if f.severity.rank >= severity.rank)
+
+    def counts(self) -> dict[str, int]:
+        out = {s.value: 0 for s in Severity}
+        for r in self.reports:
+            for f in r.findings:
+                out[f.severity.value] += 1
+        return out
+
+
+# --- test ---------------------------------------------------------------------------------
+
+
+class TestRequest(_Model):
+    """Run a test command in `path` and read its JUnit (and optional coverage) XML."""
+
+    __test__ = False  # not a pytest test class
+
+    path: str
+    command: list[str]
+    junit: str = Field(description="JUnit XML path, relative to `path`.")
+    coverage: str | None = Field(None, description="Cobertura coverage XML, relative to `path`.")
+    env: dict[str, str] = {}
+
+
+class TestReport(_Model):
+    """Counts from JUnit XML and line coverage from the coverage XML."""
+
+    __test__ = False
+
+    exit_code: int
+    tests: int
+    failures: int
+    errors: int
+    skipped: int
+    coverage_pct: float | None = None
+    duration_s: float = 0.0
+    failed_tests: list[str] = Field(default_factory=list, description="First failing test ids.")
+
+
+# --- build / publish ----------------------------------------------------------------------
+
+
+class Artifact(_Model):
+    """A built artifact, identified by its content digest. Built once; the same digest is
+    deployed to every environment."""
+
+    digest: str = Field(description="'sha256:<hex>' of the artifact's content.")
+    uri: str = Field(description="Where the deploy target fetches it (path, image reference).")
+    kind: Literal["wheel", "sdist", "image"] = "wheel"
+    size_bytes: int = 0
+    version: str = Field("", description="Human version label, e.g. the short sha.")
+    tags: list[str] = []
+
+
+class BuildRequest(_Model):
+    """Build the service at `path` for `commit`."""
+
+    path: str
+    service: str
+    commit: str
+    branch: str = ""
+
+
+class PublishRequest(_Model):
+    """Push `artifact` to the registry under `tags`; the digest does not change."""
+
+    artifact: Artifact
+    service: str
+    tags: list[str]
+
+
+# --- deploy / traffic ---------------------------------------------------------------------
+
+
+class DeployRequest(_Model):
+    """Run `artifact` in `slot` of `environment` and wait until it is healthy.
+    Idempotent: deploying the digest already running in the slot is a no-op."""
+
+    service: str
+    environment: str
+    slot: Slot
+    artifact: Artifact
+    strategy: Literal["rolling", "blue_green", "canary"] = "rolling"
+
+
+class DeployResult(_Model):
+    environment: str
+    slot: Slot
+    digest: str
+    previous_digest: str | None = None
+    endpoint: str = ""
+    changed: bool = True
+
+
+class WeightRequest(_Model):
+    """Send `canary_weight` percent of `environment`'s traffic to the canary slot."""
+
+    service: str
+    environment: str
+    canary_weight: int = Field(ge=0, le=100)
+
+
+class RollbackRequest(_Model):
+    """Put `environment` back on its previous version: canary weight 0 and the canary slot
+    scaled down; if the stable slot was already switched, restore its previous revision."""
+
+    service: str
+    environment: str
+    reason: str = ""
+
+
+class RollbackResult(_Model):
+    environment: str
+    restored_digest: str | None
+    changed: bool
+
+
+class HttpCheck(_Model):
+    """One HTTP probe: GET `path` expects `status` and, if set, `contains` in the body."""
+
+    path: str = "/"
+    status: int = 200
+    contains: str | None = None
+
+
+class HttpCheckRequest(_Model):
+    service: str
+    environment: str
+    checks: list[HttpCheck]
+    slot: Slot | None = Field(None, description="Probe one slot directly instead of the router.")
+
+
+class HttpCheckReport(_Model):
+    passed: int
+    failed: int
+    failures: list[str] = []
+
+
+# --- metrics ------------------------------------------------------------------------------
+
+
+MetricName = Literal["success_rate", "error_rate", "p95_latency_ms", "cpu_percent"]
+
+
+class MetricsQuery(_Model):
+    """Measure `slot` of `environment` over the last `window_s` seconds."""
+
+    service: str
+    environment: str
+    slot: Slot
+    window_s: float = Field(gt=0)
+    metrics: list[MetricName]
+
+
+class MetricsSample(_Model):
+    """Measured values; `None` means no data (never a pass)."""
+
+    values: dict[str, float | None]
+    requests: int = 0
+    source: str = ""
+
+
+class LoadRequest(_Model):
+    """Send bounded synthetic traffic to `environment` for `duration_s` (Flagger's load tester
+    role), so analysis has requests to judge on a quiet environment."""
+
+    service: str
+    environment: str
+    duration_s: float = Field(gt=0, le=3600)
+    rps: float = Field(gt=0, le=500)
+    path: str = "/"
+
+
+class LoadReport(_Model):
+    sent: int
+    errors: int
+
+
+# --- notify -------------------------------------------------------------------------------
+
+
+class NotifyRequest(_Model):
+    """An event for humans; the seed's three levels plus info."""
+
+    level: Literal["info", "success", "warning", "error"]
+    event: str
+    message: str
+    service: str = ""
+    environment: str = ""
+    fields: dict[str, str] = {}
+
+
+ImageScanRequest.model_rebuild()

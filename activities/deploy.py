@@ -1,0 +1,79 @@
+"""Deployments, traffic weights, promotion, rollback and HTTP checks of an environment."""
+
+from __future__ import annotations
+
+from temporalio import activity
+
+from activities._blocking import run_blocking
+from activities.backends import DeployTarget, TrafficRouter
+from activities.contracts import (
+    ActivityName,
+    DeployRequest,
+    DeployResult,
+    HttpCheckReport,
+    HttpCheckRequest,
+    RollbackRequest,
+    RollbackResult,
+    WeightRequest,
+)
+from activities.observability import activity_log
+
+
+class WeightNotAppliedError(RuntimeError):
+    """The router did not report the weight we set; retryable (the router may be reloading)."""
+
+
+class DeployActivities:
+    def __init__(self, target: DeployTarget, router: TrafficRouter) -> None:
+        self._target = target
+        self._router = router
+
+    @activity.defn(name=ActivityName.DEPLOY)
+    async def deploy(self, request: DeployRequest) -> DeployResult:
+        activity_log(
+            environment=request.environment, slot=request.slot, digest=request.artifact.digest
+        ).info("deploy")
+        return await run_blocking(lambda progress: self._target.deploy(request, progress))
+
+    @activity.defn(name=ActivityName.PROMOTE)
+    async def promote(self, request: DeployRequest) -> DeployResult:
+        activity_log(environment=request.environment, digest=request.artifact.digest).info(
+            "promote"
+        )
+        return await run_blocking(lambda progress: self._target.promote(request, progress))
+
+    @activity.defn(name=ActivityName.SET_WEIGHT)
+    async def set_weight(self, request: WeightRequest) -> None:
+        activity_log(environment=request.environment, weight=request.canary_weight).info(
+            "set_weight"
+        )
+
+        def apply(_progress: object) -> None:
+            self._router.set_weight(request)
+            if not self._router.verify_weight(request):
+                raise WeightNotAppliedError(
+                    f"router for {request.environment!r} does not show canary weight "
+                    f"{request.canary_weight}% after setting it"
+                )
+
+        await run_blocking(apply)
+
+    @activity.defn(name=ActivityName.ROLLBACK)
+    async def rollback(self, request: RollbackRequest) -> RollbackResult:
+        activity_log(environment=request.environment, reason=request.reason).warning("rollback")
+
+        def undo(progress: object) -> RollbackResult:
+            # Traffic first: users stop seeing the bad version before anything restarts.
+            self._router.set_weight(
+                WeightRequest(
+                    service=request.service, environment=request.environment, canary_weight=0
+                )
+            )
+            return self._target.rollback(request, lambda note: None)
+
+        return await run_blocking(undo)
+
+    @activity.defn(name=ActivityName.HTTP_CHECK)
+    async def http_check(self, request: HttpCheckRequest) -> HttpCheckReport:
+        activity_log(environment=request.environment, checks=len(request.checks)).info("http_check")
+        return await run_blocking(lambda _progress: self._target.check(request))

@@ -1,0 +1,67 @@
+"""Security and quality scanners over source trees and built artifacts."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+from temporalio import activity
+
+from activities._blocking import run_blocking
+from activities.backends import Registry, Scanner
+from activities.contracts import (
+    ActivityName,
+    ImageScanRequest,
+    ScannerReport,
+    ScanReport,
+    ScanRequest,
+)
+from activities.observability import activity_log
+
+
+class ScanActivities:
+    """Runs the scanners a stage names. A scanner the worker does not have is reported as
+    unavailable (the stage's policy decides), not skipped."""
+
+    def __init__(self, scanners: Mapping[str, Scanner], registry: Registry | None = None) -> None:
+        self._scanners = dict(scanners)
+        self._registry = registry
+
+    def _scan_all(self, request: ScanRequest) -> ScanReport:
+        reports: list[ScannerReport] = []
+        for name in request.scanners:
+            scanner = self._scanners.get(name)
+            if scanner is None:
+                reports.append(
+                    ScannerReport(
+                        scanner=name,
+                        available=False,
+                        reason=f"scanner {name!r} is not configured on this worker "
+                        f"(have: {', '.join(sorted(self._scanners)) or 'none'})",
+                    )
+                )
+                continue
+            reports.append(scanner.scan(request.path))
+        return ScanReport(reports=reports)
+
+    @activity.defn(name=ActivityName.SCAN)
+    async def scan(self, request: ScanRequest) -> ScanReport:
+        activity_log(scanners=request.scanners).info("scan")
+        return await run_blocking(lambda _progress: self._scan_all(request))
+
+    @activity.defn(name=ActivityName.SCAN_IMAGE)
+    async def scan_image(self, request: ImageScanRequest) -> ScanReport:
+        activity_log(digest=request.artifact.digest).info("scan_image")
+        registry = self._registry
+        if registry is None:
+            return ScanReport(
+                reports=[
+                    ScannerReport(
+                        scanner=request.scanner,
+                        available=False,
+                        reason="no registry/image scanner is configured on this worker",
+                    )
+                ]
+            )
+        return await run_blocking(
+            lambda _progress: ScanReport(reports=[registry.scan(request.artifact)])
+        )

@@ -1,0 +1,20 @@
+"""Checkout: a working tree of one commit, cached by sha."""
+
+from __future__ import annotations
+
+from temporalio import activity
+
+from activities._blocking import run_blocking
+from activities.backends import SourceProvider
+from activities.contracts import ActivityName, CheckoutRequest, Workspace
+from activities.observability import activity_log
+
+
+class SourceActivities:
+    def __init__(self, source: SourceProvider) -> None:
+        self._source = source
+
+    @activity.defn(name=ActivityName.CHECKOUT)
+    async def checkout(self, request: CheckoutRequest) -> Workspace:
+        activity_log(repo=request.repo, commit=request.commit).info("checkout")
+        return await run_blocking(lambda _progress: self._source.ensure(request))
