@@ -242,6 +242,12 @@ class DeployRequest(_Model):
     slot: Slot
     artifact: Artifact
     strategy: Literal["rolling", "blue_green", "canary"] = "rolling"
+    run_command: list[str] = Field(
+        default_factory=list,
+        description="How a process-based platform starts the service; '{port}' is replaced.",
+    )
+    health_path: str = "/health"
+    ready_path: str = "/ready"
 
 
 class DeployResult(_Model):
