@@ -1,0 +1,416 @@
+"""Process slots on loopback: one running release per (service, environment, slot).
+
+A slot's state lives on disk (`<state_dir>/slots/<service>/<environment>/<slot>.json`): the
+running digest, port, pid and the revisions it ran before. A worker that restarts reads it and
+finds the processes still running, because they run in their own session.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+import shutil
+import sys
+import time
+import uuid
+import zipfile
+from collections.abc import Callable
+from pathlib import Path
+
+import httpx
+from pydantic import BaseModel, ConfigDict, Field
+
+from activities.backends import Heartbeat
+from activities.contracts import Artifact, DeployRequest, DeployResult, Slot
+from activities.errors import ErrorType, verdict
+from activities.platforms.local._proc import (
+    LOOPBACK,
+    atomic_write_text,
+    file_lock,
+    free_port,
+    pid_alive,
+    process_start_ticks,
+    spawn,
+    stop_process,
+    tail,
+)
+
+__all__ = ["SlotManager", "SlotRevision", "SlotState"]
+
+_PYTHON = re.compile(r"python(\d+(\.\d+)?)?")
+_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
+HISTORY_KEPT = 20
+
+
+class SlotRevision(BaseModel):
+    """Everything needed to run one release again: a rollback redeploys from this."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    digest: str
+    artifact: Artifact
+    run_command: list[str]
+    health_path: str = "/health"
+    ready_path: str = "/ready"
+    deployed_at: float = Field(default_factory=time.time)
+
+
+class SlotState(BaseModel):
+    """What runs in one slot, as recorded on disk."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    service: str
+    environment: str
+    slot: Slot
+    current: SlotRevision | None = None
+    port: int | None = None
+    pid: int | None = None
+    pid_start: int | None = Field(None, description="Start ticks of `pid`, against pid reuse.")
+    history: list[SlotRevision] = Field(
+        default_factory=list, description="Revisions this slot ran before, oldest first."
+    )
+
+    @property
+    def digest(self) -> str | None:
+        return self.current.digest if self.current else None
+
+    @property
+    def previous_digest(self) -> str | None:
+        return self.history[-1].digest if self.history else None
+
+    @property
+    def endpoint(self) -> str:
+        return f"http://{LOOPBACK}:{self.port}" if self.port else ""
+
+    def running(self) -> bool:
+        return self.pid is not None and pid_alive(self.pid, self.pid_start)
+
+
+class SlotManager:
+    """Runs releases (unpacked wheels) as processes on free loopback ports, one per slot.
+
+    `deploy` is idempotent: the digest already running healthy in the slot is a no-op. A new
+    release is started beside the old one, and the old process is stopped only after the new
+    one is ready and `on_ready` (the router rewiring) has returned.
+    """
+
+    def __init__(
+        self,
+        state_dir: Path,
+        *,
+        ready_timeout_s: float = 30.0,
+        stop_timeout_s: float = 10.0,
+        probe_timeout_s: float = 2.0,
+    ) -> None:
+        self.state_dir = Path(state_dir)
+        self.ready_timeout_s = ready_timeout_s
+        self.stop_timeout_s = stop_timeout_s
+        self.probe_timeout_s = probe_timeout_s
+
+    # --- state ---------------------------------------------------------------------------
+
+    def _dir(self, service: str, environment: str) -> Path:
+        for label, value in (("service", service), ("environment", environment)):
+            if not _NAME.fullmatch(value):
+                raise verdict(
+                    ErrorType.INVALID_DEFINITION,
+                    f"{label} name {value!r} cannot name a local slot: use letters, digits, "
+                    "'-', '_' and '.'",
+                )
+        return self.state_dir / "slots" / service / environment
+
+    def _path(self, service: str, environment: str, slot: Slot) -> Path:
+        return self._dir(service, environment) / f"{slot}.json"
+
+    def state(self, service: str, environment: str, slot: Slot) -> SlotState:
+        """The slot's recorded state (empty when nothing was ever deployed there)."""
+        path = self._path(service, environment, slot)
+        if not path.exists():
+            return SlotState(service=service, environment=environment, slot=slot)
+        return SlotState.model_validate_json(path.read_text(encoding="utf-8"))
+
+    def _save(self, state: SlotState) -> None:
+        path = self._path(state.service, state.environment, state.slot)
+        atomic_write_text(path, state.model_dump_json(indent=2))
+
+    def _lock(self, service: str, environment: str, slot: Slot) -> Path:
+        return self._dir(service, environment) / f"{slot}.lock"
+
+    def states(self) -> list[SlotState]:
+        """Every slot recorded under the state dir."""
+        root = self.state_dir / "slots"
+        if not root.exists():
+            return []
+        return [
+            SlotState.model_validate_json(p.read_text(encoding="utf-8"))
+            for p in sorted(root.glob("*/*/*.json"))
+        ]
+
+    def healthy(self, state: SlotState, path: str | None = None) -> bool:
+        """The slot's process is alive and answers 200 on `path` (its ready path by default)."""
+        if state.current is None or state.port is None or not state.running():
+            return False
+        return self._probe(state.port, path or state.current.ready_path)
+
+    def _probe(self, port: int, path: str) -> bool:
+        try:
+            response = httpx.get(f"http://{LOOPBACK}:{port}{path}", timeout=self.probe_timeout_s)
+        except httpx.HTTPError:
+            return False
+        return response.status_code == 200
+
+    # --- deploy --------------------------------------------------------------------------
+
+    def deploy(
+        self,
+        request: DeployRequest,
+        heartbeat: Heartbeat,
+        *,
+        on_ready: Callable[[SlotState], None] | None = None,
+    ) -> DeployResult:
+        """Run `request.artifact` in `request.slot`; see the class docstring."""
+        revision = SlotRevision(
+            digest=request.artifact.digest,
+            artifact=request.artifact,
+            run_command=list(request.run_command),
+            health_path=request.health_path,
+            ready_path=request.ready_path,
+        )
+        return self.run_revision(
+            request.service, request.environment, request.slot, revision, heartbeat, on_ready
+        )
+
+    def run_revision(
+        self,
+        service: str,
+        environment: str,
+        slot: Slot,
+        revision: SlotRevision,
+        heartbeat: Heartbeat,
+        on_ready: Callable[[SlotState], None] | None = None,
+    ) -> DeployResult:
+        """Run `revision` in the slot (a deploy, or a rollback restoring an older one)."""
+        with file_lock(self._lock(service, environment, slot)):
+            old = self.state(service, environment, slot)
+            if old.digest == revision.digest and self.healthy(old):
+                if on_ready is not None:
+                    # Re-wire anyway: a retried activity may have died before wiring.
+                    on_ready(old)
+                return DeployResult(
+                    environment=environment,
+                    slot=slot,
+                    digest=revision.digest,
+                    previous_digest=old.previous_digest,
+                    endpoint=old.endpoint,
+                    changed=False,
+                )
+            release_dir = self.unpack(revision.artifact)
+            port = free_port()
+            command = self._command(revision, port)
+            log_path = self.log_path(service, environment, slot)
+            offset = log_path.stat().st_size if log_path.exists() else 0
+            env = {
+                **os.environ,
+                "PYTHONPATH": os.pathsep.join(
+                    p for p in (str(release_dir), os.environ.get("PYTHONPATH", "")) if p
+                ),
+                "SLIPWAY_SERVICE": service,
+                "SLIPWAY_ENVIRONMENT": environment,
+                "SLIPWAY_SLOT": slot,
+                "SLIPWAY_DIGEST": revision.digest,
+                "SLIPWAY_VERSION": revision.artifact.version,
+                "SLIPWAY_PORT": str(port),
+            }
+            heartbeat(f"starting {service} {revision.digest[:19]} in {environment}/{slot}")
+            pid = spawn(command, cwd=release_dir, env=env, log_path=log_path)
+            pid_start = process_start_ticks(pid)
+            try:
+                self._wait_ready(pid, port, revision, heartbeat, log_path, offset, slot)
+            except BaseException:
+                stop_process(pid, pid_start, self.stop_timeout_s)
+                raise
+            history = list(old.history)
+            if old.current is not None and old.current.digest != revision.digest:
+                history.append(old.current)
+            new = SlotState(
+                service=service,
+                environment=environment,
+                slot=slot,
+                current=revision.model_copy(update={"deployed_at": time.time()}),
+                port=port,
+                pid=pid,
+                pid_start=pid_start,
+                history=history[-HISTORY_KEPT:],
+            )
+            self._save(new)
+            if on_ready is not None:
+                on_ready(new)
+            if old.pid is not None and old.pid != pid:
+                heartbeat(f"stopping the previous process of {environment}/{slot}")
+                stop_process(old.pid, old.pid_start, self.stop_timeout_s)
+            return DeployResult(
+                environment=environment,
+                slot=slot,
+                digest=revision.digest,
+                previous_digest=old.digest,
+                endpoint=new.endpoint,
+                changed=True,
+            )
+
+    def _command(self, revision: SlotRevision, port: int) -> list[str]:
+        if not revision.run_command:
+            raise verdict(
+                ErrorType.INVALID_DEFINITION,
+                "the deploy request has no run_command: the local platform needs the command "
+                "that starts the service, e.g. ['python', '-m', 'hello_service', '--port', "
+                "'{port}']",
+            )
+        command = [
+            part.replace("{port}", str(port)).replace("{host}", LOOPBACK)
+            for part in revision.run_command
+        ]
+        if _PYTHON.fullmatch(command[0]):
+            # The worker's interpreter has the service's dependencies; a bare `python` on PATH
+            # might not be the same one.
+            command[0] = sys.executable
+        return command
+
+    def _wait_ready(
+        self,
+        pid: int,
+        port: int,
+        revision: SlotRevision,
+        heartbeat: Heartbeat,
+        log_path: Path,
+        offset: int,
+        slot: Slot,
+    ) -> None:
+        started = time.monotonic()
+        deadline = started + self.ready_timeout_s
+        url = f"http://{LOOPBACK}:{port}{revision.ready_path}"
+        last = "no answer yet"
+        while True:
+            if not pid_alive(pid):
+                raise verdict(
+                    ErrorType.DEPLOY_FAILED,
+                    f"{revision.digest} exited before {url} answered 200 in slot {slot!r}; "
+                    f"fix the release and deploy again. Last output:\n"
+                    f"{tail(log_path, 20, offset)}",
+                )
+            try:
+                response = httpx.get(url, timeout=self.probe_timeout_s)
+                if response.status_code == 200:
+                    break
+                last = f"HTTP {response.status_code}"
+            except httpx.HTTPError as error:
+                last = type(error).__name__
+            if time.monotonic() > deadline:
+                raise verdict(
+                    ErrorType.DEPLOY_FAILED,
+                    f"{revision.digest} in slot {slot!r} was not ready within "
+                    f"{self.ready_timeout_s:.0f} s ({url}: {last}); check the release's "
+                    f"readiness endpoint. Last output:\n{tail(log_path, 20, offset)}",
+                )
+            heartbeat(f"waiting for {url} ({time.monotonic() - started:.0f} s, {last})")
+            time.sleep(0.1)
+        health = f"http://{LOOPBACK}:{port}{revision.health_path}"
+        if revision.health_path != revision.ready_path and not self._probe(
+            port, revision.health_path
+        ):
+            raise verdict(
+                ErrorType.DEPLOY_FAILED,
+                f"{revision.digest} in slot {slot!r} is ready but {health} does not answer 200; "
+                f"check the release's liveness endpoint. Last output:\n"
+                f"{tail(log_path, 20, offset)}",
+            )
+
+    def log_path(self, service: str, environment: str, slot: Slot) -> Path:
+        """Where the slot's processes write stdout and stderr."""
+        return self.state_dir / "logs" / f"{service}-{environment}-{slot}.log"
+
+    # --- artifacts -----------------------------------------------------------------------
+
+    def unpack(self, artifact: Artifact) -> Path:
+        """Extract the wheel once into `releases/<digest-hex>/`; reused by every slot."""
+        if artifact.kind != "wheel":
+            raise verdict(
+                ErrorType.INVALID_DEFINITION,
+                f"the local platform runs wheels, not {artifact.kind!r} artifacts "
+                f"({artifact.digest}); build a wheel or use the kubernetes platform",
+            )
+        hex_digest = artifact.digest.split(":", 1)[-1]
+        if not re.fullmatch(r"[0-9a-fA-F]{8,128}", hex_digest):
+            raise verdict(
+                ErrorType.ARTIFACT_MISSING,
+                f"artifact digest {artifact.digest!r} is not 'sha256:<hex>'; rebuild it",
+            )
+        target = self.state_dir / "releases" / hex_digest
+        if target.is_dir():
+            return target
+        source = Path(artifact.uri)
+        if not source.is_file():
+            raise verdict(
+                ErrorType.ARTIFACT_MISSING,
+                f"artifact {artifact.digest} not found at {artifact.uri}; build and publish "
+                "it again",
+            )
+        if not zipfile.is_zipfile(source):
+            raise verdict(
+                ErrorType.ARTIFACT_MISSING,
+                f"artifact {artifact.digest} at {artifact.uri} is not a wheel (zip); rebuild it",
+            )
+        target.parent.mkdir(parents=True, exist_ok=True)
+        staging = target.parent / f".{hex_digest}.{uuid.uuid4().hex[:8]}.tmp"
+        with zipfile.ZipFile(source) as wheel:
+            # extractall drops absolute paths and '..' parts, so a wheel cannot write outside.
+            wheel.extractall(staging)
+        try:
+            staging.rename(target)
+        except OSError:
+            # Another worker unpacked the same digest first; theirs is identical.
+            shutil.rmtree(staging, ignore_errors=True)
+        return target
+
+    @staticmethod
+    def file_digest(path: Path) -> str:
+        """'sha256:<hex>' of a file's bytes (what a local build records as the digest)."""
+        h = hashlib.sha256()
+        with path.open("rb") as f:
+            for chunk in iter(lambda: f.read(1 << 20), b""):
+                h.update(chunk)
+        return f"sha256:{h.hexdigest()}"
+
+    # --- stop ----------------------------------------------------------------------------
+
+    def stop(self, service: str, environment: str, slot: Slot) -> bool:
+        """Stop the slot's process and empty the slot (its revision goes to history).
+        Returns whether anything was running or recorded."""
+        with file_lock(self._lock(service, environment, slot)):
+            state = self.state(service, environment, slot)
+            if state.current is None and state.pid is None:
+                return False
+            if state.pid is not None:
+                stop_process(state.pid, state.pid_start, self.stop_timeout_s)
+            history = list(state.history)
+            if state.current is not None:
+                history.append(state.current)
+            self._save(
+                SlotState(
+                    service=service,
+                    environment=environment,
+                    slot=slot,
+                    history=history[-HISTORY_KEPT:],
+                )
+            )
+            return True
+
+    def stop_all(self) -> int:
+        """Stop every slot's process recorded under the state dir (demo and test teardown);
+        returns how many slots were emptied."""
+        stopped = 0
+        for state in self.states():
+            if self.stop(state.service, state.environment, state.slot):
+                stopped += 1
+        return stopped

@@ -1,0 +1,81 @@
+"""Measuring an environment for the canary and the monitor (workflow-side, deterministic).
+
+Checks may ask for different windows (the seed: success rate over 1 min, latency over 30 s);
+one query per distinct window, concurrently, merged into one sample. A query that fails after
+its retries yields no data for its metrics: the judgment decides what no data means.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+
+from temporalio import workflow
+from temporalio.exceptions import ActivityError
+
+with workflow.unsafe.imports_passed_through():
+    from activities.contracts import (
+        ActivityName,
+        LoadReport,
+        LoadRequest,
+        MetricName,
+        MetricsQuery,
+        MetricsSample,
+        Slot,
+    )
+    from workflows.calls import call
+    from workflows.spec import LoadSpec, MetricCheck
+
+__all__ = ["measure", "start_load"]
+
+
+async def measure(
+    service: str, environment: str, slot: Slot, checks: Sequence[MetricCheck]
+) -> MetricsSample:
+    by_window: dict[float, list[MetricName]] = {}
+    for check in checks:
+        metrics = by_window.setdefault(check.window.total_seconds(), [])
+        if check.metric not in metrics:
+            metrics.append(check.metric)
+
+    async def one(window_s: float, metrics: list[MetricName]) -> MetricsSample:
+        query = MetricsQuery(
+            service=service,
+            environment=environment,
+            slot=slot,
+            window_s=window_s,
+            metrics=metrics,
+        )
+        try:
+            return await call(ActivityName.QUERY_METRICS, query, MetricsSample)
+        except ActivityError as err:
+            workflow.logger.warning("metrics query failed, counting as no data: %s", err.cause)
+            return MetricsSample(values=dict.fromkeys(metrics), source=f"error: {err.cause or err}")
+
+    samples = await asyncio.gather(*(one(w, m) for w, m in sorted(by_window.items())))
+    values: dict[str, float | None] = {}
+    for check in checks:
+        for window_s, sample in zip(sorted(by_window), samples, strict=True):
+            if window_s == check.window.total_seconds() and check.metric in sample.values:
+                values[check.metric] = sample.values[check.metric]
+    return MetricsSample(
+        values=values,
+        requests=max((s.requests for s in samples), default=0),
+        source=", ".join(sorted({s.source for s in samples if s.source})),
+    )
+
+
+def start_load(
+    service: str, environment: str, load: LoadSpec | None, duration_s: float
+) -> asyncio.Task[LoadReport] | None:
+    """Start the load generator for one analysis interval, if the stage asks for load."""
+    if load is None or duration_s <= 0:
+        return None
+    request = LoadRequest(
+        service=service,
+        environment=environment,
+        duration_s=duration_s,
+        rps=load.rps,
+        path=load.path,
+    )
+    return asyncio.ensure_future(call(ActivityName.GENERATE_LOAD, request, LoadReport))

@@ -1,0 +1,235 @@
+"""CanaryWorkflow: shift traffic step by step, analyse each interval, promote or abort.
+
+For each weight (step_weight .. max_weight): set the weight, wait one interval (with synthetic
+load if the stage asks), measure the canary slot and judge every check. A failed analysis
+keeps the weight and counts a failure; `threshold` failures abort (weight 0, canary scaled
+down). All steps passed → promote (100% to the new version). Signals pause/resume/promote/
+abort steer it; a cancelled canary (the pipeline was aborted) aborts before it ends.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import timedelta
+
+from temporalio import workflow
+from temporalio.exceptions import ActivityError
+
+with workflow.unsafe.imports_passed_through():
+    from activities.contracts import (
+        ActivityName,
+        DeployRequest,
+        DeployResult,
+        LoadReport,
+        NotifyRequest,
+        RollbackRequest,
+        RollbackResult,
+        WeightRequest,
+    )
+    from workflows.analysis import measure, start_load
+    from workflows.calls import call
+    from workflows.messages import (
+        CanaryControl,
+        CanaryInput,
+        CanaryResult,
+        CanaryStatus,
+        CanaryStep,
+    )
+    from workflows.policy import analyse
+
+__all__ = ["CanaryWorkflow"]
+
+
+@workflow.defn(name="CanaryWorkflow")
+class CanaryWorkflow:
+    @workflow.init
+    def __init__(self, input: CanaryInput) -> None:
+        self._input = input
+        self._weight = 0
+        self._paused = False
+        self._promote_now: CanaryControl | None = None
+        self._abort: CanaryControl | None = None
+        self._failed = 0
+        self._steps: list[CanaryStep] = []
+
+    @workflow.run
+    async def run(self, input: CanaryInput) -> CanaryResult:
+        stage = input.stage
+        await self._notify("info", "canary.started", f"canary of {input.artifact.version} starts")
+        try:
+            reason = await self._progress()
+        except asyncio.CancelledError:
+            # The pipeline was aborted: take traffic off the canary before we stop.
+            await asyncio.shield(asyncio.ensure_future(self._rollback("pipeline aborted")))
+            raise
+        if reason is not None:
+            await self._rollback(reason)
+            await self._notify("error", "canary.rolled_back", reason)
+            await workflow.wait_condition(workflow.all_handlers_finished)
+            return CanaryResult(
+                outcome="aborted", reason=reason, failed_checks=self._failed, steps=self._steps
+            )
+        await call(
+            ActivityName.PROMOTE,
+            self._deploy_request(),
+            DeployResult,
+            timeout=max(stage.progress_deadline * 5, timedelta(minutes=5)),
+        )
+        self._weight = 100
+        why = f"promoted by {self._promote_now.by}" if self._promote_now else "all steps passed"
+        await self._notify("success", "canary.promoted", why)
+        await workflow.wait_condition(workflow.all_handlers_finished)
+        return CanaryResult(
+            outcome="promoted", reason=why, failed_checks=self._failed, steps=self._steps
+        )
+
+    async def _progress(self) -> str | None:
+        """Walk the weights; return an abort reason, or None to promote."""
+        stage = self._input.stage
+        for weight in stage.weights:
+            while True:
+                await workflow.wait_condition(lambda: not self._paused or self._interrupted)
+                if self._abort:
+                    return f"aborted by {self._abort.by or 'an operator'}: {self._abort.reason}"
+                if self._promote_now:
+                    return None
+                if self._weight != weight:
+                    await call(
+                        ActivityName.SET_WEIGHT,
+                        WeightRequest(
+                            service=self._input.service,
+                            environment=stage.environment,
+                            canary_weight=weight,
+                        ),
+                        type(None),
+                        timeout=stage.progress_deadline,
+                    )
+                    self._weight = weight
+                step = await self._analyse(weight)
+                if step is None:  # interrupted during the interval
+                    continue
+                if step.passed:
+                    break
+                self._failed += 1
+                if self._failed >= stage.threshold:
+                    return (
+                        f"{self._failed} failed analyses reached threshold {stage.threshold} "
+                        f"at weight {weight}%: {step.summary}"
+                    )
+        return None
+
+    async def _analyse(self, weight: int) -> CanaryStep | None:
+        stage = self._input.stage
+        interval = stage.interval.total_seconds()
+        load = start_load(self._input.service, stage.environment, stage.load, interval)
+        interrupted = await self._wait_interval(stage.interval)
+        await _finish_load(load, cancel=interrupted)
+        if interrupted:
+            return None
+        sample = await measure(self._input.service, stage.environment, "canary", stage.metrics)
+        analysis = analyse(stage.metrics, sample, stage.no_data)
+        step = CanaryStep(
+            weight=weight,
+            at=workflow.now(),
+            passed=analysis.passed,
+            summary=analysis.summary,
+            judgments=analysis.judgments,
+            sample=sample,
+        )
+        self._steps.append(step)
+        workflow.logger.info("canary %s%%: %s", weight, analysis.summary)
+        return step
+
+    @property
+    def _interrupted(self) -> bool:
+        return self._abort is not None or self._promote_now is not None
+
+    async def _wait_interval(self, interval: timedelta) -> bool:
+        """Sleep one interval; return True if abort/promote arrived meanwhile."""
+        try:
+            await workflow.wait_condition(lambda: self._interrupted, timeout=interval)
+        except TimeoutError:
+            return False
+        return True
+
+    async def _rollback(self, reason: str) -> None:
+        await call(
+            ActivityName.ROLLBACK,
+            RollbackRequest(
+                service=self._input.service,
+                environment=self._input.stage.environment,
+                reason=reason,
+            ),
+            RollbackResult,
+        )
+        self._weight = 0
+
+    def _deploy_request(self) -> DeployRequest:
+        return DeployRequest(
+            service=self._input.service,
+            environment=self._input.stage.environment,
+            slot="canary",
+            artifact=self._input.artifact,
+            strategy="canary",
+            run_command=self._input.run_command,
+            health_path=self._input.health_path,
+            ready_path=self._input.ready_path,
+        )
+
+    async def _notify(self, level: str, event: str, message: str) -> None:
+        request = NotifyRequest.model_validate(
+            {
+                "level": level,
+                "event": event,
+                "message": message,
+                "service": self._input.service,
+                "environment": self._input.stage.environment,
+            }
+        )
+        try:
+            await call(ActivityName.NOTIFY, request, type(None))
+        except ActivityError as err:
+            workflow.logger.warning("notification %s not delivered: %s", event, err.cause)
+
+    @workflow.signal(description='Hold the canary at its current weight: {"by": "dave"}')
+    def pause(self, control: CanaryControl) -> None:
+        self._paused = True
+
+    @workflow.signal(description='Continue a paused canary: {"by": "dave"}')
+    def resume(self, control: CanaryControl) -> None:
+        self._paused = False
+
+    @workflow.signal(description='Skip remaining steps and promote now: {"by": "dave"}')
+    def promote(self, control: CanaryControl) -> None:
+        self._promote_now = control
+
+    @workflow.signal(description='Abort: weight 0, canary down: {"by": "dave", "reason": ".."}')
+    def abort(self, control: CanaryControl) -> None:
+        self._abort = control
+
+    @workflow.query(description="Current weight, pause state, failed checks and every step.")
+    def status(self) -> CanaryStatus:
+        return CanaryStatus(
+            weight=self._weight,
+            paused=self._paused,
+            failed_checks=self._failed,
+            steps=self._steps,
+        )
+
+
+async def _finish_load(task: asyncio.Task[LoadReport] | None, *, cancel: bool) -> None:
+    """Load is best effort: its failure never decides an analysis (no data does). It runs
+    as long as the interval, so normally it is simply awaited."""
+    if task is None:
+        return
+    if cancel and not task.done():
+        task.cancel()
+        try:
+            await task
+        except (ActivityError, asyncio.CancelledError):
+            workflow.logger.info("load generator stopped early")
+        return
+    try:
+        await task
+    except ActivityError as err:
+        workflow.logger.info("load generator failed: %s", err.cause)

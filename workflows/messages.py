@@ -1,0 +1,260 @@
+"""Inputs and outputs of the workflows and of their signals, updates and queries.
+
+One pydantic model per message: the Web UI's "Send a Signal / Update" dialog sends exactly one
+JSON object, and adding a field with a default never breaks a run already in history.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from enum import StrEnum
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from activities.contracts import Artifact, MetricsSample
+from workflows.policy import Judgment
+from workflows.spec import CanaryStage, MonitorStage, PipelineSpec
+
+__all__ = [
+    "AbortRequest",
+    "ApprovalRecord",
+    "CanaryControl",
+    "CanaryInput",
+    "CanaryResult",
+    "CanaryStatus",
+    "CanaryStep",
+    "Decision",
+    "MonitorCheck",
+    "MonitorInput",
+    "MonitorResult",
+    "PendingApproval",
+    "PipelineInput",
+    "PipelineResult",
+    "PipelineState",
+    "PipelineStatus",
+    "RunContext",
+    "StageState",
+    "StageStatus",
+]
+
+
+class _Message(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class RunContext(_Message):
+    """Which commit of which service this run carries, as CI knows it."""
+
+    service: str
+    repo: str
+    commit: str = Field(min_length=7)
+    author: str
+    branch: str = "main"
+    commit_time: datetime | None = Field(None, description="For lead time; else checkout's.")
+    diff_url: str = ""
+    trigger: str = "ci"
+
+    @property
+    def sha12(self) -> str:
+        return self.commit[:12]
+
+
+class PipelineInput(_Message):
+    """Everything a run needs, resolved by the starter: the workflow never reads files."""
+
+    spec: PipelineSpec
+    run: RunContext
+    roles: dict[str, list[str]] = Field(
+        default_factory=dict, description="Person → roles, from the roles file."
+    )
+    ui_url: str = ""
+
+
+class StageState(StrEnum):
+    PENDING = "pending"
+    RUNNING = "running"
+    WAITING = "waiting"  # an approval gate waiting for people
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    SKIPPED = "skipped"
+    CANCELLED = "cancelled"
+
+    @property
+    def finished(self) -> bool:
+        return self in (
+            StageState.SUCCEEDED,
+            StageState.FAILED,
+            StageState.SKIPPED,
+            StageState.CANCELLED,
+        )
+
+
+class StageStatus(_Message):
+    name: str
+    kind: str
+    state: StageState = StageState.PENDING
+    environment: str | None = None
+    attempt: int = 0
+    started_at: datetime | None = None
+    ended_at: datetime | None = None
+    summary: str = ""
+
+    @property
+    def duration_s(self) -> float | None:
+        if self.started_at and self.ended_at:
+            return (self.ended_at - self.started_at).total_seconds()
+        return None
+
+
+class Decision(_Message):
+    """An approval decision, as typed in the Web UI, the `temporal` CLI or `slipway approve`:
+    {"approver": "carol", "gate": "production", "comment": "LGTM"}."""
+
+    approver: str = Field(description="Who decides; must be in the roles file.")
+    gate: str = Field(description="The gate's name (by default its environment).")
+    comment: str = ""
+
+
+class ApprovalRecord(_Message):
+    """Every decision, accepted or refused, with when and why."""
+
+    gate: str
+    approver: str
+    decision: Literal["approve", "reject"]
+    accepted: bool
+    at: datetime
+    comment: str = ""
+    reason: str = Field("", description="Why it was refused, when it was.")
+    via: Literal["update", "signal", "timeout"] = "update"
+
+
+class PendingApproval(_Message):
+    """What an approver is asked to approve."""
+
+    gate: str
+    environment: str
+    roles: list[str]
+    quorum: int
+    approved_by: list[str]
+    deadline: datetime | None
+    service: str
+    commit: str
+    author: str
+    diff_url: str
+    digest: str | None
+    evidence: dict[str, str] = Field(
+        default_factory=dict, description="Stage → outcome summary (tests, scans, gates)."
+    )
+
+
+class AbortRequest(_Message):
+    """Stop the run and roll back what it deployed: {"by": "dave", "reason": "..."}."""
+
+    by: str
+    reason: str = ""
+
+
+class CanaryControl(_Message):
+    """Pause, resume, promote or abort a running canary: {"by": "dave"}."""
+
+    by: str = ""
+    reason: str = ""
+
+
+class PipelineState(StrEnum):
+    RUNNING = "running"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    ROLLED_BACK = "rolled_back"
+    ABORTED = "aborted"
+
+
+class PipelineStatus(_Message):
+    """The `status` query."""
+
+    state: PipelineState
+    service: str
+    commit: str
+    stages: list[StageStatus]
+    pending_approvals: list[PendingApproval] = []
+    artifact: Artifact | None = None
+    deployed: dict[str, str] = {}
+
+
+class PipelineResult(_Message):
+    """What a run did: every stage's outcome, every decision, the deployed digest, timings."""
+
+    state: PipelineState
+    service: str
+    commit: str
+    stages: list[StageStatus]
+    approvals: list[ApprovalRecord]
+    artifact: Artifact | None
+    deployed: dict[str, str] = Field(description="Environment → digest serving now.")
+    rolled_back: list[str] = Field(default_factory=list, description="Environments restored.")
+    failure: str = ""
+    started_at: datetime
+    ended_at: datetime
+    lead_time_s: float | None = Field(None, description="Commit time → production serving.")
+
+
+# --- canary -------------------------------------------------------------------------------
+
+
+class CanaryInput(_Message):
+    service: str
+    stage: CanaryStage
+    artifact: Artifact
+    run_command: list[str] = []
+    health_path: str = "/health"
+    ready_path: str = "/ready"
+
+
+class CanaryStep(_Message):
+    weight: int
+    at: datetime
+    passed: bool
+    summary: str
+    judgments: list[Judgment] = []
+    sample: MetricsSample | None = None
+
+
+class CanaryStatus(_Message):
+    weight: int
+    paused: bool
+    failed_checks: int
+    steps: list[CanaryStep]
+
+
+class CanaryResult(_Message):
+    outcome: Literal["promoted", "aborted"]
+    reason: str
+    failed_checks: int
+    steps: list[CanaryStep]
+
+
+# --- monitor ------------------------------------------------------------------------------
+
+
+class MonitorInput(_Message):
+    service: str
+    stage: MonitorStage
+    elapsed_s: float = Field(0, description="Carried across continue-as-new.")
+    transient: int = 0
+    checks: int = 0
+
+
+class MonitorCheck(_Message):
+    at: datetime
+    passed: bool
+    summary: str
+    rechecked: bool = False
+
+
+class MonitorResult(_Message):
+    outcome: Literal["healthy", "rolled_back"]
+    reason: str
+    checks: int
+    transient_violations: int
+    violations: list[MonitorCheck] = []

@@ -1,0 +1,149 @@
+"""MonitorWorkflow: the post-deploy watch (the seed's smart rollback).
+
+Every `interval`, measure production's stable slot and judge the criteria. On a violation,
+wait `recheck` and measure again: still violated → roll back and alert; cleared → logged as
+transient and monitoring goes on. Ends healthy after `duration`. One timer and one or two
+activities per interval keep the history small; if a definition asks for hours, the
+workflow continues as new when Temporal suggests it, carrying its counters.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from temporalio import workflow
+from temporalio.exceptions import ActivityError
+
+with workflow.unsafe.imports_passed_through():
+    from activities.contracts import (
+        ActivityName,
+        NotifyRequest,
+        RollbackRequest,
+        RollbackResult,
+    )
+    from workflows.analysis import measure, start_load
+    from workflows.calls import call
+    from workflows.messages import MonitorCheck, MonitorInput, MonitorResult
+    from workflows.policy import Analysis, analyse
+
+__all__ = ["MonitorWorkflow"]
+
+
+@workflow.defn(name="MonitorWorkflow")
+class MonitorWorkflow:
+    @workflow.init
+    def __init__(self, input: MonitorInput) -> None:
+        self._checks = input.checks
+        self._transient = input.transient
+        self._violations: list[MonitorCheck] = []
+
+    @workflow.run
+    async def run(self, input: MonitorInput) -> MonitorResult:
+        stage = input.stage
+        remaining = stage.duration - timedelta(seconds=input.elapsed_s)
+        while remaining > timedelta(0):
+            wait = min(stage.interval, remaining)
+            await self._wait(input, wait)
+            remaining -= wait
+            analysis = await self._measure(input)
+            self._checks += 1
+            if analysis.passed:
+                self._maybe_continue_as_new(input, remaining)
+                continue
+            workflow.logger.warning("monitor violation, re-checking: %s", analysis.summary)
+            await self._wait(input, stage.recheck)
+            remaining -= stage.recheck
+            recheck = await self._measure(input)
+            if recheck.passed:
+                self._transient += 1
+                self._violations.append(
+                    MonitorCheck(
+                        at=workflow.now(), passed=True, summary=analysis.summary, rechecked=True
+                    )
+                )
+                workflow.logger.info("transient violation cleared on re-check")
+                self._maybe_continue_as_new(input, remaining)
+                continue
+            reason = f"confirmed after {stage.recheck.total_seconds():g}s re-check: " + (
+                recheck.summary
+            )
+            self._violations.append(
+                MonitorCheck(at=workflow.now(), passed=False, summary=reason, rechecked=True)
+            )
+            await call(
+                ActivityName.ROLLBACK,
+                RollbackRequest(
+                    service=input.service, environment=stage.environment, reason=reason
+                ),
+                RollbackResult,
+            )
+            await self._notify(input, "error", "monitor.rolled_back", reason)
+            return self._result("rolled_back", reason)
+        await self._notify(
+            input,
+            "success",
+            "monitor.healthy",
+            f"{stage.environment} healthy for {stage.duration.total_seconds() / 60:g} min",
+        )
+        return self._result("healthy", "no confirmed violation")
+
+    def _maybe_continue_as_new(self, input: MonitorInput, remaining: timedelta) -> None:
+        """Hours-long watches roll over into a fresh history, carrying their counters."""
+        if remaining > timedelta(0) and workflow.info().is_continue_as_new_suggested():
+            elapsed = input.stage.duration - remaining
+            workflow.continue_as_new(
+                input.model_copy(
+                    update={
+                        "elapsed_s": elapsed.total_seconds(),
+                        "checks": self._checks,
+                        "transient": self._transient,
+                    }
+                )
+            )
+
+    async def _wait(self, input: MonitorInput, duration: timedelta) -> None:
+        """Sleep, generating load meanwhile if asked; continue as new if history is long."""
+        load = start_load(
+            input.service, input.stage.environment, input.stage.load, duration.total_seconds()
+        )
+        await workflow.sleep(duration)
+        if load is not None:
+            try:
+                await load
+            except ActivityError as err:
+                workflow.logger.info("load generator failed: %s", err.cause)
+
+    async def _measure(self, input: MonitorInput) -> Analysis:
+        stage = input.stage
+        sample = await measure(input.service, stage.environment, "stable", stage.criteria)
+        return analyse(stage.criteria, sample, stage.no_data)
+
+    def _result(self, outcome: str, reason: str) -> MonitorResult:
+        return MonitorResult.model_validate(
+            {
+                "outcome": outcome,
+                "reason": reason,
+                "checks": self._checks,
+                "transient_violations": self._transient,
+                "violations": self._violations,
+            }
+        )
+
+    async def _notify(self, input: MonitorInput, level: str, event: str, message: str) -> None:
+        request = NotifyRequest.model_validate(
+            {
+                "level": level,
+                "event": event,
+                "message": message,
+                "service": input.service,
+                "environment": input.stage.environment,
+            }
+        )
+        try:
+            await call(ActivityName.NOTIFY, request, type(None))
+        except ActivityError as err:
+            workflow.logger.warning("notification %s not delivered: %s", event, err.cause)
+
+    @workflow.query(description="Checks done, transient and confirmed violations so far.")
+    def progress(self) -> MonitorResult:
+        return self._result("healthy", "monitoring")

@@ -1,0 +1,535 @@
+"""PipelineWorkflow: interprets a pipeline definition (a DAG of stages) for one commit.
+
+Every stage whose needs are done runs, concurrently. A failed stage applies its `on_failure`
+policy: `fail` stops scheduling, `continue` lets dependents run, `rollback` also restores the
+environments this run deployed. Approval gates wait for people (updates with validators, and
+signal twins for the Web UI, checked by the same policy; refused signals are recorded).
+`abort` stops the run and rolls back what it deployed.
+
+A failed run ends the workflow as *failed* (so CI's `--wait` exits non-zero and a new start
+for the commit is allowed); the full `PipelineResult` travels in the failure's details.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import datetime
+
+from temporalio import workflow
+from temporalio.exceptions import ActivityError, ApplicationError
+
+with workflow.unsafe.imports_passed_through():
+    from activities.contracts import (
+        ActivityName,
+        NotifyRequest,
+        RollbackRequest,
+        RollbackResult,
+    )
+    from workflows import dag, policy
+    from workflows.calls import call
+    from workflows.messages import (
+        AbortRequest,
+        ApprovalRecord,
+        CanaryControl,
+        Decision,
+        PendingApproval,
+        PipelineInput,
+        PipelineResult,
+        PipelineState,
+        PipelineStatus,
+        StageState,
+        StageStatus,
+    )
+    from workflows.naming import ENVIRONMENT, PIPELINE_STATUS, STAGE
+    from workflows.spec import ApprovalStage, RollbackStage, Stage
+    from workflows.stages import RunState, StageFailedError, run_stage
+
+__all__ = ["PIPELINE_FAILED", "PipelineWorkflow"]
+
+PIPELINE_FAILED = "PipelineFailed"
+"""`ApplicationError.type` of a failed run; its first detail is the PipelineResult."""
+
+
+@workflow.defn(name="PipelineWorkflow")
+class PipelineWorkflow:
+    @workflow.init
+    def __init__(self, input: PipelineInput) -> None:
+        self._input = input
+        self._spec = input.spec
+        self._started_at = workflow.now()
+        self._stages = {
+            s.name: StageStatus(name=s.name, kind=s.kind, environment=s.environment_name)
+            for s in self._spec.stages
+        }
+        self._state = RunState(input=input, workflow_id=workflow.info().workflow_id)
+        self._open_gates: dict[str, ApprovalStage] = {}
+        self._gate_deadlines: dict[str, datetime | None] = {}
+        self._decided_gates: set[str] = set()
+        self._votes: list[policy.ApprovalVote] = []
+        self._records: list[ApprovalRecord] = []
+        self._abort: AbortRequest | None = None
+        self._pipeline_state = PipelineState.RUNNING
+        self._failure = ""
+
+    # --- the run ------------------------------------------------------------------------
+
+    @workflow.run
+    async def run(self, input: PipelineInput) -> PipelineResult:
+        self._publish_details()
+        rollback_for = await self._schedule()
+        if self._abort is not None:
+            self._pipeline_state = PipelineState.ABORTED
+            self._failure = f"aborted by {self._abort.by}: {self._abort.reason}".rstrip(": ")
+            await self._roll_back(list(reversed(self._state.touched)), self._failure)
+        elif rollback_for:
+            await self._roll_back(rollback_for, self._failure)
+            self._pipeline_state = PipelineState.ROLLED_BACK
+        elif self._failure:
+            self._pipeline_state = (
+                PipelineState.ROLLED_BACK if self._state.rolled_back else PipelineState.FAILED
+            )
+        else:
+            self._pipeline_state = PipelineState.SUCCEEDED
+        self._set_attributes(status=self._pipeline_state.value)
+        self._publish_details()
+        await workflow.wait_condition(workflow.all_handlers_finished)
+        result = self._result()
+        if self._pipeline_state != PipelineState.SUCCEEDED:
+            raise ApplicationError(
+                f"pipeline {self._pipeline_state.value}: {self._failure}",
+                result,
+                type=PIPELINE_FAILED,
+                non_retryable=True,
+            )
+        return result
+
+    async def _schedule(self) -> list[str]:
+        """Run stages as their needs finish. Return environments to roll back, if any."""
+        stages = self._spec.stages
+        by_name = self._spec.by_name
+        started: set[str] = set()
+        finished: set[str] = set()
+        running: dict[str, asyncio.Task[None]] = {}
+        rollback_for: list[str] = []
+        while True:
+            if not self._failure and self._abort is None:
+                for name in dag.ready(stages, finished, started):
+                    started.add(name)
+                    skip = self._skip_reason(by_name[name])
+                    if skip:
+                        self._finish(name, StageState.SKIPPED, skip)
+                        finished.add(name)
+                        continue
+                    running[name] = asyncio.ensure_future(self._run_one(by_name[name]))
+                if any(n not in started for n in dag.ready(stages, finished, started)):
+                    continue  # skipping unlocked more stages
+            if not running:
+                return rollback_for
+            await workflow.wait_condition(
+                lambda: self._abort is not None or any(t.done() for t in running.values())
+            )
+            if self._abort is not None:
+                for task in running.values():
+                    task.cancel()
+                await asyncio.gather(*running.values(), return_exceptions=True)
+                for name in running:
+                    self._finish(name, StageState.CANCELLED, "cancelled by abort")
+                return []
+            for name in [n for n, t in running.items() if t.done()]:
+                running.pop(name).result()
+                finished.add(name)
+                status = self._stages[name]
+                if status.state != StageState.FAILED:
+                    continue
+                stage = by_name[name]
+                if stage.on_failure == "continue":
+                    continue
+                self._failure = self._failure or f"stage {name!r} failed: {status.summary}"
+                if stage.on_failure == "rollback":
+                    for env in self._rollback_targets(stage):
+                        if env not in rollback_for:
+                            rollback_for.append(env)
+
+    def _skip_reason(self, stage: Stage) -> str:
+        run = self._input.run
+        if stage.when is not None and not policy.branch_matches(run.branch, stage.when.branches):
+            return f"branch {run.branch!r} not in {stage.when.branches}"
+        env = stage.environment_name
+        env_policy = self._spec.environments.get(env) if env else None
+        if env_policy is not None and not policy.branch_matches(run.branch, env_policy.branches):
+            return f"environment {env!r} takes branches {env_policy.branches}"
+        skipped = [n for n in stage.needs if self._stages[n].state == StageState.SKIPPED]
+        if skipped:
+            return f"needs {skipped[0]!r}, which was skipped"
+        return ""
+
+    def _rollback_targets(self, stage: Stage) -> list[str]:
+        env = stage.environment_name
+        touched = [e for e in self._state.touched if e not in self._state.rolled_back]
+        if env is not None:
+            return [env] if env in touched else []
+        return list(reversed(touched))
+
+    async def _run_one(self, stage: Stage) -> None:
+        status = self._stages[stage.name]
+        status.state = StageState.RUNNING
+        status.attempt += 1
+        status.started_at = workflow.now()
+        self._set_attributes(stage=stage.name, environment=stage.environment_name)
+        self._publish_details()
+        try:
+            if isinstance(stage, ApprovalStage):
+                summary = await self._gate(stage)
+            else:
+                summary = await run_stage(stage, self._state)
+        except StageFailedError as failed:
+            self._finish(stage.name, StageState.FAILED, str(failed))
+            return
+        except asyncio.CancelledError:
+            self._finish(stage.name, StageState.CANCELLED, "cancelled by abort")
+            raise
+        self._finish(stage.name, StageState.SUCCEEDED, summary)
+
+    def _finish(self, name: str, state: StageState, summary: str) -> None:
+        status = self._stages[name]
+        if status.state.finished:
+            return
+        status.state = state
+        status.summary = summary
+        status.ended_at = workflow.now()
+        workflow.logger.info("stage %s %s: %s", name, state.value, summary)
+        self._publish_details()
+
+    async def _roll_back(self, environments: list[str], reason: str) -> None:
+        """Restore each environment, through its `rollback` stage when the definition has one
+        (so the stage shows in status), else directly. Honors `auto_rollback: false`."""
+        for env in environments:
+            if env in self._state.rolled_back:
+                continue
+            env_policy = self._spec.environments.get(env)
+            if env_policy is not None and not env_policy.auto_rollback:
+                self._failure += (
+                    f"; {env} needs a manual rollback (auto_rollback is off): "
+                    f"slipway rollback --environment {env}"
+                )
+                continue
+            stage = next(
+                (
+                    s
+                    for s in self._spec.stages
+                    if isinstance(s, RollbackStage)
+                    and s.environment in (env, None)
+                    and self._stages[s.name].state == StageState.PENDING
+                ),
+                None,
+            )
+            if stage is not None:
+                status = self._stages[stage.name]
+                status.state = StageState.RUNNING
+                status.started_at = workflow.now()
+                self._set_attributes(stage=stage.name, environment=env)
+            try:
+                result = await call(
+                    ActivityName.ROLLBACK,
+                    RollbackRequest(service=self._state.service, environment=env, reason=reason),
+                    RollbackResult,
+                    activity_id=f"{stage.name if stage else 'rollback'}:{env}",
+                )
+            except ActivityError as err:
+                if stage is not None:
+                    self._finish(stage.name, StageState.FAILED, f"{env}: {err.cause or err}")
+                self._failure += f"; rollback of {env} FAILED: {err.cause or err}"
+                continue
+            self._state.rolled_back.append(env)
+            restored = result.restored_digest or "previous version"
+            if result.restored_digest:
+                self._state.deployed[env] = result.restored_digest
+            else:
+                self._state.deployed.pop(env, None)
+            if stage is not None:
+                self._finish(stage.name, StageState.SUCCEEDED, f"{env} restored to {restored}")
+            await self._notify("error", "pipeline.rolled_back", f"{env} rolled back: {reason}", env)
+
+    async def _notify(self, level: str, event: str, message: str, env: str = "") -> None:
+        try:
+            await call(
+                ActivityName.NOTIFY,
+                NotifyRequest.model_validate(
+                    {
+                        "level": level,
+                        "event": event,
+                        "message": message,
+                        "service": self._state.service,
+                        "environment": env,
+                    }
+                ),
+                type(None),
+            )
+        except ActivityError as err:
+            workflow.logger.warning("notification %s not delivered: %s", event, err.cause)
+
+    # --- approval gates -----------------------------------------------------------------
+
+    async def _gate(self, stage: ApprovalStage) -> str:
+        name = stage.gate_name
+        self._open_gates[name] = stage
+        deadline = workflow.now() + stage.timeout if stage.timeout else None
+        self._gate_deadlines[name] = deadline
+        self._stages[stage.name].state = StageState.WAITING
+        self._publish_details()
+        try:
+            await workflow.wait_condition(
+                lambda: (
+                    policy.approval_state(stage, self._votes, self._input.roles) != "pending"
+                    or self._abort is not None
+                ),
+                timeout=stage.timeout,
+            )
+        except TimeoutError:
+            self._records.append(
+                ApprovalRecord(
+                    gate=name,
+                    approver="(timeout)",
+                    decision="reject",
+                    accepted=True,
+                    at=workflow.now(),
+                    via="timeout",
+                    reason=f"no decision within {stage.timeout}",
+                )
+            )
+            raise StageFailedError(
+                f"gate {name!r} timed out after {stage.timeout}: rejected"
+            ) from None
+        finally:
+            self._open_gates.pop(name, None)
+            self._decided_gates.add(name)
+        outcome = policy.approval_state(stage, self._votes, self._input.roles)
+        people = [r for r in self._records if r.gate == name and r.accepted]
+        if outcome == "rejected":
+            who = next((r for r in people if r.decision == "reject"), None)
+            why = f": {who.comment}" if who and who.comment else ""
+            raise StageFailedError(f"rejected by {who.approver if who else '?'}{why}")
+        if outcome != "approved":
+            raise StageFailedError("gate closed without a decision")
+        return "approved by " + ", ".join(r.approver for r in people)
+
+    def _refusal(self, decision: Decision, approve: bool) -> str | None:
+        gate = self._open_gates.get(decision.gate)
+        return policy.approval_refusal(
+            gate,
+            gate_name=decision.gate,
+            approver=decision.approver,
+            approve=approve,
+            roles=self._input.roles,
+            author=self._input.run.author,
+            votes=self._votes,
+            decided=decision.gate in self._decided_gates and gate is None,
+        )
+
+    def _accept(self, decision: Decision, approve: bool, via: str) -> ApprovalRecord:
+        self._votes.append(
+            policy.ApprovalVote(gate=decision.gate, approver=decision.approver, approve=approve)
+        )
+        record = ApprovalRecord.model_validate(
+            {
+                "gate": decision.gate,
+                "approver": decision.approver,
+                "decision": "approve" if approve else "reject",
+                "accepted": True,
+                "at": workflow.now(),
+                "comment": decision.comment,
+                "via": via,
+            }
+        )
+        self._records.append(record)
+        self._publish_details()
+        return record
+
+    def _signal_decision(self, decision: Decision, approve: bool) -> None:
+        refusal = self._refusal(decision, approve)
+        if refusal is None:
+            self._accept(decision, approve, "signal")
+            return
+        # A signal cannot be refused to its sender: record it so nobody thinks it counted.
+        workflow.logger.warning("refused %s signal: %s", decision.approver, refusal)
+        self._records.append(
+            ApprovalRecord(
+                gate=decision.gate,
+                approver=decision.approver,
+                decision="approve" if approve else "reject",
+                accepted=False,
+                at=workflow.now(),
+                comment=decision.comment,
+                reason=refusal,
+                via="signal",
+            )
+        )
+        self._publish_details()
+
+    @workflow.update(
+        name="approve",
+        description='Approve an open gate: {"approver": "carol", "gate": "production", '
+        '"comment": "LGTM"}',
+    )
+    def approve_update(self, decision: Decision) -> ApprovalRecord:
+        return self._accept(decision, True, "update")
+
+    @approve_update.validator
+    def _validate_approve(self, decision: Decision) -> None:
+        refusal = self._refusal(decision, True)
+        if refusal:
+            raise ValueError(refusal)
+
+    @workflow.update(
+        name="reject",
+        description='Reject an open gate: {"approver": "carol", "gate": "production", '
+        '"comment": "why"}',
+    )
+    def reject_update(self, decision: Decision) -> ApprovalRecord:
+        return self._accept(decision, False, "update")
+
+    @reject_update.validator
+    def _validate_reject(self, decision: Decision) -> None:
+        refusal = self._refusal(decision, False)
+        if refusal:
+            raise ValueError(refusal)
+
+    @workflow.signal(
+        name="approve",
+        description="Approve an open gate (refusals are recorded in the result): "
+        '{"approver": "carol", "gate": "production", "comment": "LGTM"}',
+    )
+    def approve_signal(self, decision: Decision) -> None:
+        self._signal_decision(decision, True)
+
+    @workflow.signal(
+        name="reject",
+        description="Reject an open gate (refusals are recorded in the result): "
+        '{"approver": "carol", "gate": "production", "comment": "why"}',
+    )
+    def reject_signal(self, decision: Decision) -> None:
+        self._signal_decision(decision, False)
+
+    # --- operator controls ----------------------------------------------------------------
+
+    @workflow.signal(
+        description='Stop the run and roll back what it deployed: {"by": "dave", "reason": ".."}'
+    )
+    def abort(self, request: AbortRequest) -> None:
+        if self._abort is None and self._pipeline_state == PipelineState.RUNNING:
+            self._abort = request
+
+    async def _forward(self, signal: str, control: CanaryControl) -> None:
+        for handle in list(self._state.canaries.values()):
+            await handle.signal(signal, control)
+
+    @workflow.signal(description='Pause the running canary: {"by": "dave"}')
+    async def pause(self, control: CanaryControl) -> None:
+        await self._forward("pause", control)
+
+    @workflow.signal(description='Resume the paused canary: {"by": "dave"}')
+    async def resume(self, control: CanaryControl) -> None:
+        await self._forward("resume", control)
+
+    @workflow.signal(description='Promote the running canary now: {"by": "dave"}')
+    async def promote(self, control: CanaryControl) -> None:
+        await self._forward("promote", control)
+
+    # --- visibility -----------------------------------------------------------------------
+
+    @workflow.query(description="Stages with state and timings, open approvals, artifact.")
+    def status(self) -> PipelineStatus:
+        return PipelineStatus(
+            state=self._pipeline_state,
+            service=self._state.service,
+            commit=self._input.run.commit,
+            stages=list(self._stages.values()),
+            pending_approvals=[self._pending(g) for g in self._open_gates.values()],
+            artifact=self._state.artifact,
+            deployed=dict(self._state.deployed),
+        )
+
+    def _pending(self, gate: ApprovalStage) -> PendingApproval:
+        run = self._input.run
+        evidence = {
+            s.name: f"{s.state.value}: {s.summary}"
+            for s in self._stages.values()
+            if s.kind in ("scan", "test", "quality_gate", "image_scan", "e2e", "smoke", "canary")
+            and s.state.finished
+        }
+        return PendingApproval(
+            gate=gate.gate_name,
+            environment=gate.environment,
+            roles=gate.roles,
+            quorum=gate.required_quorum,
+            approved_by=[v.approver for v in self._votes if v.gate == gate.gate_name],
+            deadline=self._gate_deadlines.get(gate.gate_name),
+            service=self._state.service,
+            commit=run.commit,
+            author=run.author,
+            diff_url=run.diff_url,
+            digest=self._state.artifact.digest if self._state.artifact else None,
+            evidence=evidence,
+        )
+
+    def _set_attributes(
+        self,
+        *,
+        stage: str | None = None,
+        environment: str | None = None,
+        status: str | None = None,
+    ) -> None:
+        updates = []
+        if stage is not None:
+            updates.append(STAGE.value_set(stage))
+        if environment is not None:
+            updates.append(ENVIRONMENT.value_set(environment))
+        if status is not None:
+            updates.append(PIPELINE_STATUS.value_set(status))
+        if updates:
+            workflow.upsert_search_attributes(updates)
+
+    def _publish_details(self) -> None:
+        """A markdown table of the stages for the Web UI's 'current details'."""
+        lines = [
+            f"**{self._state.service}** `{self._input.run.sha12}` by {self._input.run.author}"
+            f" — {self._pipeline_state.value}",
+            "",
+            "| stage | kind | state | summary |",
+            "|---|---|---|---|",
+        ]
+        for s in self._stages.values():
+            summary = s.summary.replace("|", "\\|")[:120]
+            lines.append(f"| {s.name} | {s.kind} | {s.state.value} | {summary} |")
+        for gate in self._open_gates.values():
+            lines.append("")
+            lines.append(
+                f"Waiting for approval of **{gate.gate_name}** by {', '.join(gate.roles)}: "
+                f'send update `approve` with `{{"approver": "<you>", "gate": "{gate.gate_name}"}}`'
+            )
+        workflow.set_current_details("\n".join(lines))
+
+    def _result(self) -> PipelineResult:
+        production = self._state.production_at
+        commit_time = self._input.run.commit_time or (
+            self._state.workspace.commit_time if self._state.workspace else None
+        )
+        lead = (
+            (production - commit_time).total_seconds()
+            if production and commit_time and "production" in self._state.deployed
+            else None
+        )
+        return PipelineResult(
+            state=self._pipeline_state,
+            service=self._state.service,
+            commit=self._input.run.commit,
+            stages=list(self._stages.values()),
+            approvals=self._records,
+            artifact=self._state.artifact,
+            deployed=dict(self._state.deployed),
+            rolled_back=list(self._state.rolled_back),
+            failure=self._failure,
+            started_at=self._started_at,
+            ended_at=workflow.now(),
+            lead_time_s=lead,
+        )

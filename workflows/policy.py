@@ -1,0 +1,319 @@
+"""Pure judgments: metric thresholds, scan and test gates, quality gates, approvals.
+
+Every function returns a verdict with a reason a human can read; none does I/O. "No data" is
+never a pass (the argo-rollouts lesson: rollouts that passed because every measurement
+errored).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from datetime import timedelta
+from enum import StrEnum
+from fnmatch import fnmatchcase
+
+from pydantic import BaseModel, ConfigDict
+
+from activities.contracts import MetricsSample, ScanReport, Severity, TestReport
+from workflows.spec import ApprovalStage, MetricCheck, QualityGateStage, ScanStage, TestStage
+
+__all__ = [
+    "Analysis",
+    "ApprovalVote",
+    "GateVerdict",
+    "Judgment",
+    "Verdict",
+    "analyse",
+    "approval_refusal",
+    "approval_state",
+    "branch_matches",
+    "judge",
+    "judge_error_rate",
+    "judge_p95_latency",
+    "judge_scan",
+    "judge_success_rate",
+    "judge_tests",
+    "quality_gate",
+]
+
+
+class Verdict(StrEnum):
+    PASS = "pass"
+    FAIL = "fail"
+    NO_DATA = "no_data"
+
+
+class _Frozen(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class Judgment(_Frozen):
+    """One metric against one bound."""
+
+    metric: str
+    verdict: Verdict
+    observed: float | None
+    bound: str
+    reason: str
+
+
+def judge(check: MetricCheck, observed: float | None) -> Judgment:
+    """Judge one observed value (None = no data) against a check's min or max."""
+    if check.min is not None:
+        bound = f">= {check.min:g}"
+        ok = observed is not None and observed >= check.min
+    else:
+        assert check.max is not None
+        bound = f"<= {check.max:g}"
+        ok = observed is not None and observed <= check.max
+    if observed is None or observed != observed:  # NaN is no data too
+        return Judgment(
+            metric=check.metric,
+            verdict=Verdict.NO_DATA,
+            observed=None,
+            bound=bound,
+            reason=f"{check.metric}: no data",
+        )
+    verdict = Verdict.PASS if ok else Verdict.FAIL
+    return Judgment(
+        metric=check.metric,
+        verdict=verdict,
+        observed=observed,
+        bound=bound,
+        reason=f"{check.metric} {observed:.4g} {'meets' if ok else 'violates'} {bound}",
+    )
+
+
+def judge_success_rate(observed: float | None, minimum: float) -> Judgment:
+    return judge(MetricCheck(metric="success_rate", min=minimum), observed)
+
+
+def judge_error_rate(observed: float | None, maximum: float) -> Judgment:
+    return judge(MetricCheck(metric="error_rate", max=maximum), observed)
+
+
+def judge_p95_latency(observed_ms: float | None, maximum_ms: float) -> Judgment:
+    return judge(MetricCheck(metric="p95_latency_ms", max=maximum_ms), observed_ms)
+
+
+class Analysis(_Frozen):
+    """All checks of one analysis run. `passed` is False on any failure, and on no data
+    unless the definition says no-data is ignored."""
+
+    passed: bool
+    judgments: list[Judgment]
+    summary: str
+
+
+def analyse(
+    checks: Sequence[MetricCheck], sample: MetricsSample, no_data: str = "fail"
+) -> Analysis:
+    judgments = [judge(c, sample.values.get(c.metric)) for c in checks]
+    failing = [
+        j
+        for j in judgments
+        if j.verdict == Verdict.FAIL or (j.verdict == Verdict.NO_DATA and no_data == "fail")
+    ]
+    summary = "; ".join(j.reason for j in (failing or judgments))
+    return Analysis(passed=not failing, judgments=judgments, summary=summary)
+
+
+def window_for(checks: Iterable[MetricCheck]) -> timedelta:
+    """One query window covering every check (the longest one asked for)."""
+    return max((c.window for c in checks), default=timedelta(minutes=1))
+
+
+# --- CI gates -----------------------------------------------------------------------------
+
+
+class GateVerdict(_Frozen):
+    passed: bool
+    reasons: list[str]
+    warnings: list[str] = []
+
+    @property
+    def summary(self) -> str:
+        if self.passed:
+            return "passed" + (f" ({'; '.join(self.warnings)})" if self.warnings else "")
+        return "; ".join(self.reasons)
+
+
+def judge_scan(
+    report: ScanReport, fail_on: Severity, unavailable: str = "fail", label: str = "scan"
+) -> GateVerdict:
+    """Findings at or above `fail_on` fail; an unavailable scanner fails closed unless the
+    stage says `unavailable: warn`."""
+    reasons: list[str] = []
+    warnings: list[str] = []
+    for r in report.reports:
+        if not r.available:
+            text = f"{r.scanner} unavailable: {r.reason}"
+            (reasons if unavailable == "fail" else warnings).append(text)
+    blocking = [f for r in report.reports for f in r.findings if f.severity.rank >= fail_on.rank]
+    if blocking:
+        first = blocking[0]
+        reasons.append(
+            f"{len(blocking)} finding(s) at or above {fail_on.value}, e.g. "
+            f"{first.scanner} {first.rule} ({first.severity.value}) {first.location}".rstrip()
+        )
+    if not report.reports:
+        reasons.append(f"{label}: no scanner ran")
+    return GateVerdict(passed=not reasons, reasons=reasons, warnings=warnings)
+
+
+def judge_tests(report: TestReport, stage: TestStage) -> GateVerdict:
+    reasons: list[str] = []
+    failed = report.failures + report.errors
+    if failed > stage.max_failures:
+        shown = ", ".join(report.failed_tests[:3])
+        reasons.append(f"{failed} test(s) failed" + (f": {shown}" if shown else ""))
+    if report.tests == 0:
+        reasons.append("no tests ran")
+    if stage.min_coverage is not None:
+        if report.coverage_pct is None:
+            reasons.append(f"coverage report missing (need >= {stage.min_coverage:g}%)")
+        elif report.coverage_pct < stage.min_coverage:
+            reasons.append(f"coverage {report.coverage_pct:.1f}% below {stage.min_coverage:g}%")
+    if report.exit_code != 0 and not reasons:
+        reasons.append(f"test command exited {report.exit_code}")
+    return GateVerdict(passed=not reasons, reasons=reasons)
+
+
+def quality_gate(
+    gate: QualityGateStage,
+    tests: Mapping[str, TestReport],
+    scans: Mapping[str, ScanReport],
+    scan_stages: Mapping[str, ScanStage],
+    test_durations: Mapping[str, float],
+) -> GateVerdict:
+    """The seed's quality gate over the results of earlier stages. A missing report is an
+    error, and any error fails the gate."""
+    reasons: list[str] = []
+    for name, minimum in gate.min_coverage.items():
+        report = tests.get(name)
+        if report is None:
+            reasons.append(f"coverage of {name!r}: report missing")
+        elif report.coverage_pct is None:
+            reasons.append(f"coverage of {name!r}: no coverage in the report")
+        elif report.coverage_pct < minimum:
+            reasons.append(f"coverage of {name!r} {report.coverage_pct:.1f}% < {minimum:g}%")
+    if gate.require_scan and not scans:
+        reasons.append("security: a scan is required and none ran")
+    for severity, allowed in sorted(gate.max_findings.items(), key=lambda kv: -kv[0].rank):
+        found = sum(
+            1
+            for s in scans.values()
+            for r in s.reports
+            for f in r.findings
+            if f.severity == severity
+        )
+        if found > allowed:
+            reasons.append(f"security: {found} {severity.value} finding(s), allowed {allowed}")
+    for name, scan in scans.items():
+        policy = scan_stages.get(name)
+        fail_closed = policy is None or policy.unavailable == "fail"
+        for r in scan.reports:
+            if not r.available and fail_closed:
+                reasons.append(f"security: {r.scanner} in {name!r} could not run ({r.reason})")
+    metrics = {k: v for s in scans.values() for r in s.reports for k, v in r.metrics.items()}
+    for key, limit in (
+        ("duplication_pct", gate.max_duplication_pct),
+        ("complexity", gate.max_complexity),
+    ):
+        if limit is None:
+            continue
+        value = metrics.get(key)
+        if value is None:
+            reasons.append(f"code quality: no scanner reported {key}")
+        elif value > limit:
+            reasons.append(f"code quality: {key} {value:g} > {limit:g}")
+    if gate.max_test_duration is not None:
+        limit_s = gate.max_test_duration.total_seconds()
+        for name, seconds in test_durations.items():
+            if seconds > limit_s:
+                reasons.append(f"performance: {name!r} took {seconds:.0f}s > {limit_s:.0f}s")
+    return GateVerdict(passed=not reasons, reasons=reasons)
+
+
+def branch_matches(branch: str, patterns: Sequence[str]) -> bool:
+    """Empty patterns match every branch; patterns are shell globs ('release/*')."""
+    return not patterns or any(fnmatchcase(branch, p) for p in patterns)
+
+
+# --- approvals ----------------------------------------------------------------------------
+
+
+class ApprovalVote(_Frozen):
+    """An accepted decision on a gate."""
+
+    gate: str
+    approver: str
+    approve: bool
+
+
+def approval_refusal(
+    gate: ApprovalStage | None,
+    *,
+    gate_name: str,
+    approver: str,
+    approve: bool,
+    roles: Mapping[str, Sequence[str]],
+    author: str,
+    votes: Sequence[ApprovalVote],
+    decided: bool,
+) -> str | None:
+    """Why this decision must be refused, or None if it is accepted. `gate` is the open gate
+    with that name (None when no such gate is open)."""
+    if not approver.strip():
+        return "approver is empty"
+    if approver not in roles:
+        return f"unknown approver {approver!r}: not in the roles file"
+    if gate is None:
+        return f"no approval gate named {gate_name!r} is open"
+    if decided:
+        return f"gate {gate_name!r} is already decided"
+    held = set(roles[approver])
+    if not held & set(gate.roles):
+        return (
+            f"{approver!r} holds {sorted(held) or 'no roles'}; gate {gate_name!r} needs one of "
+            f"{sorted(gate.roles)}"
+        )
+    if not gate.allow_self_approval and approver == author:
+        return f"{approver!r} authored this commit and may not approve or reject it"
+    if any(v.approver == approver and v.gate == gate_name for v in votes):
+        return f"{approver!r} has already decided on gate {gate_name!r}"
+    return None
+
+
+def approval_state(
+    gate: ApprovalStage, votes: Sequence[ApprovalVote], roles: Mapping[str, Sequence[str]]
+) -> str:
+    """'approved', 'rejected' or 'pending'. One rejection rejects; approval needs every
+    required role covered by a distinct approver and `quorum` distinct approvers."""
+    mine = [v for v in votes if v.gate == gate.gate_name]
+    if any(not v.approve for v in mine):
+        return "rejected"
+    approvers = [v.approver for v in mine if v.approve]
+    if len(set(approvers)) < gate.required_quorum:
+        return "pending"
+    if _covers_roles(gate.roles, approvers, roles):
+        return "approved"
+    return "pending"
+
+
+def _covers_roles(
+    required: Sequence[str], approvers: Sequence[str], roles: Mapping[str, Sequence[str]]
+) -> bool:
+    """Each required role matched to a different approver (small bipartite matching)."""
+    assignment: dict[str, str] = {}  # approver -> role
+
+    def place(role: str, tried: set[str]) -> bool:
+        for person in approvers:
+            if role in roles.get(person, ()) and person not in tried:
+                tried.add(person)
+                if person not in assignment or place(assignment[person], tried):
+                    assignment[person] = role
+                    return True
+        return False
+
+    return all(place(role, set()) for role in dict.fromkeys(required))

@@ -1,0 +1,590 @@
+"""The pipeline definition: a DAG of stages, written in YAML and validated by pydantic.
+
+`load_pipeline(path)` reads a file (resolving `extends:`), validates every stage on its own so
+that *all* problems are reported at once, then checks the graph (`workflows.dag`) and the
+cross-stage rules (approvals before protected deploys, canary steps reaching max weight).
+Every problem names the file, the stage and the field.
+
+This module is pure (no I/O but `load_pipeline`'s file reads, which only the CLI calls): the
+validated `PipelineSpec` travels inside the workflow input, so a run never re-reads a file.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Mapping
+from datetime import timedelta
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import (
+    AliasChoices,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    TypeAdapter,
+    ValidationError,
+    model_validator,
+)
+
+from activities.contracts import HttpCheck, MetricName, Severity
+
+__all__ = [
+    "ApprovalStage",
+    "BuildStage",
+    "CanaryStage",
+    "CheckoutStage",
+    "DefinitionError",
+    "DeployStage",
+    "E2EStage",
+    "EnvironmentSpec",
+    "ImageScanStage",
+    "LoadSpec",
+    "MetricCheck",
+    "MonitorStage",
+    "NotifyStage",
+    "PipelineSpec",
+    "Problem",
+    "PublishStage",
+    "QualityGateStage",
+    "RetrySpec",
+    "RollbackStage",
+    "ScanStage",
+    "ServiceSpec",
+    "SmokeStage",
+    "Stage",
+    "TestStage",
+    "load_pipeline",
+    "parse_duration",
+    "validate_definition",
+]
+
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)\s*$")
+_UNIT_SECONDS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def parse_duration(value: Any) -> Any:
+    """Accept '500ms', '30s', '1m', '15m', '4h' or a number of seconds; anything else (an
+    ISO-8601 duration, a timedelta) is left to pydantic."""
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return timedelta(seconds=value)
+    if isinstance(value, str):
+        match = _DURATION.match(value)
+        if match:
+            return timedelta(seconds=float(match.group(1)) * _UNIT_SECONDS[match.group(2)])
+    return value
+
+
+Duration = Annotated[timedelta, BeforeValidator(parse_duration)]
+Percent = Annotated[float, Field(ge=0, le=100)]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+
+class RetrySpec(_Strict):
+    """How Temporal retries a stage's activity on transient errors."""
+
+    max_attempts: int = Field(3, ge=1, le=100)
+    initial_interval: Duration = timedelta(seconds=2)
+    backoff: float = Field(2.0, ge=1.0, le=10.0)
+    max_interval: Duration = timedelta(minutes=1)
+
+
+class When(_Strict):
+    """Run the stage only for these branches (glob patterns like 'release/*')."""
+
+    branches: list[str] = Field(min_length=1)
+
+
+class _StageBase(_Strict):
+    name: str = Field(min_length=1, pattern=r"^[A-Za-z0-9_.-]+$")
+    needs: list[str] = []
+    when: When | None = None
+    retry: RetrySpec | None = None
+    timeout: Duration | None = None
+    on_failure: Literal["fail", "continue", "rollback"] = "fail"
+    description: str = ""
+
+    @property
+    def environment_name(self) -> str | None:
+        """The environment the stage acts on, if any."""
+        return getattr(self, "environment", None)
+
+
+class CheckoutStage(_StageBase):
+    """Check out the run's commit; every later stage works on this tree."""
+
+    kind: Literal["checkout"]
+
+
+class ScanStage(_StageBase):
+    """Run source scanners; fail on findings at or above `fail_on`."""
+
+    kind: Literal["scan"]
+    scanners: list[str] = Field(min_length=1)
+    fail_on: Severity = Severity.HIGH
+    unavailable: Literal["fail", "warn"] = Field(
+        "fail", description="What a scanner that cannot run means: fail closed by default."
+    )
+
+
+class TestStage(_StageBase):
+    """Run a test command and judge its JUnit and coverage reports."""
+
+    __test__ = False
+    kind: Literal["test"]
+    command: list[str] = Field(min_length=1)
+    junit: str = "junit.xml"
+    coverage: str | None = None
+    min_coverage: Percent | None = None
+    max_failures: int = Field(0, ge=0)
+    services: list[str] = Field(
+        default_factory=list, description="Backing services the suite expects (informational)."
+    )
+
+
+class QualityGateStage(_StageBase):
+    """Combine earlier results against thresholds. A report the gate needs but no stage
+    produced is an error, and any error fails the gate (the seed's rule)."""
+
+    kind: Literal["quality_gate"]
+    inputs: list[str] = Field(
+        default_factory=list, description="Stages whose results are judged; default: needs."
+    )
+    min_coverage: dict[str, Percent] = Field(
+        default_factory=dict, description="Test stage name → minimum line coverage %."
+    )
+    max_findings: dict[Severity, int] = Field(
+        default_factory=lambda: {Severity.CRITICAL: 0, Severity.HIGH: 0}
+    )
+    require_scan: bool = True
+    max_duplication_pct: Percent | None = None
+    max_complexity: float | None = Field(None, gt=0)
+    max_test_duration: Duration | None = None
+
+
+class BuildStage(_StageBase):
+    """Build the artifact once; its digest flows to every deploy."""
+
+    kind: Literal["build"]
+    max_size_mb: float | None = Field(None, gt=0)
+    max_duration: Duration | None = None
+
+
+class ImageScanStage(_StageBase):
+    """Scan the built artifact; fail on findings at or above `fail_on`."""
+
+    kind: Literal["image_scan"]
+    scanner: str = "trivy"
+    fail_on: Severity = Severity.HIGH
+    unavailable: Literal["fail", "warn"] = "fail"
+
+
+class PublishStage(_StageBase):
+    """Push the artifact to the registry under tags; '{branch}', '{sha}', '{sha12}' expand."""
+
+    kind: Literal["publish"]
+    tags: list[str] = Field(default_factory=lambda: ["{branch}", "{branch}-{sha12}"])
+
+
+class DeployStage(_StageBase):
+    """Deploy the build's artifact to an environment."""
+
+    kind: Literal["deploy"]
+    environment: str
+    strategy: Literal["rolling", "blue_green", "canary"] | None = Field(
+        None, description="Default: the environment's strategy."
+    )
+
+
+class _HttpCheckStage(_StageBase):
+    environment: str
+    checks: list[HttpCheck] = Field(default_factory=lambda: [HttpCheck(path="/health")])
+    slot: Literal["stable", "canary", "blue", "green"] | None = None
+
+
+class E2EStage(_HttpCheckStage):
+    """End-to-end HTTP checks against an environment."""
+
+    kind: Literal["e2e"]
+
+
+class SmokeStage(_HttpCheckStage):
+    """Quick HTTP checks against an environment."""
+
+    kind: Literal["smoke"]
+
+
+class ApprovalStage(_StageBase):
+    """A human gate. Each role in `roles` must be covered by a distinct approver, and at least
+    `quorum` distinct people must approve; one rejection by an allowed person closes it."""
+
+    kind: Literal["approval"]
+    environment: str
+    gate: str | None = Field(None, description="Gate name approvers type; default: environment.")
+    roles: list[str] = Field(min_length=1)
+    quorum: int | None = Field(None, ge=1, le=20)
+    timeout: Duration | None = timedelta(hours=24)
+    allow_self_approval: bool = False
+
+    @property
+    def gate_name(self) -> str:
+        return self.gate or self.environment
+
+    @property
+    def required_quorum(self) -> int:
+        return self.quorum or len(self.roles)
+
+
+class MetricCheck(_Strict):
+    """One metric judged against a bound over a window: exactly one of `min`/`max`."""
+
+    metric: MetricName
+    min: float | None = None
+    max: float | None = None
+    window: Duration = timedelta(minutes=1)
+    description: str = ""
+
+    @model_validator(mode="after")
+    def _one_bound_in_range(self) -> MetricCheck:
+        if (self.min is None) == (self.max is None):
+            raise ValueError(f"metric {self.metric!r}: give exactly one of 'min' or 'max'")
+        bound = self.min if self.min is not None else self.max
+        assert bound is not None
+        if self.metric in ("success_rate", "error_rate", "cpu_percent") and not 0 <= bound <= 100:
+            raise ValueError(f"metric {self.metric!r}: a percentage must be 0..100, got {bound}")
+        if self.metric == "p95_latency_ms" and bound <= 0:
+            raise ValueError(f"metric {self.metric!r}: latency bound must be > 0 ms, got {bound}")
+        if self.window <= timedelta(0):
+            raise ValueError(f"metric {self.metric!r}: window must be positive")
+        return self
+
+
+class LoadSpec(_Strict):
+    """Synthetic traffic during analysis (Flagger's load tester), for quiet environments."""
+
+    rps: float = Field(20, gt=0, le=500)
+    path: str = "/"
+
+
+class CanaryStage(_StageBase):
+    """Shift traffic to the canary step by step, analysing metrics after each interval."""
+
+    kind: Literal["canary"]
+    environment: str
+    interval: Duration = timedelta(minutes=1)
+    threshold: int = Field(5, ge=1, le=100)
+    max_weight: int = Field(
+        50, ge=1, le=100, validation_alias=AliasChoices("max_weight", "maxWeight")
+    )
+    step_weight: int = Field(
+        10, ge=1, le=100, validation_alias=AliasChoices("step_weight", "stepWeight")
+    )
+    progress_deadline: Duration = timedelta(seconds=60)
+    metrics: list[MetricCheck] = Field(min_length=1)
+    no_data: Literal["fail", "ignore"] = Field(
+        "fail", description="How an analysis with no data counts: a failure by default."
+    )
+    load: LoadSpec | None = None
+
+    @model_validator(mode="after")
+    def _steps_reach_max(self) -> CanaryStage:
+        if self.step_weight > self.max_weight or self.max_weight % self.step_weight:
+            raise ValueError(
+                f"step_weight {self.step_weight} does not reach max_weight {self.max_weight} "
+                "in whole steps; choose a step that divides it"
+            )
+        return self
+
+    @property
+    def weights(self) -> list[int]:
+        return list(range(self.step_weight, self.max_weight + 1, self.step_weight))
+
+
+class MonitorStage(_StageBase):
+    """Watch production after promotion; a violation confirmed on re-check rolls back."""
+
+    kind: Literal["monitor"]
+    environment: str
+    duration: Duration = timedelta(minutes=15)
+    interval: Duration = timedelta(seconds=60)
+    recheck: Duration = timedelta(seconds=30)
+    criteria: list[MetricCheck] = Field(min_length=1)
+    no_data: Literal["fail", "ignore"] = "ignore"
+    load: LoadSpec | None = None
+
+    @model_validator(mode="after")
+    def _interval_fits(self) -> MonitorStage:
+        if self.interval > self.duration:
+            raise ValueError("interval must not exceed duration")
+        return self
+
+
+class RollbackStage(_StageBase):
+    """Runs only when a stage with `on_failure: rollback` failed: restores the previous
+    version of `environment` (default: the failed stage's environment)."""
+
+    kind: Literal["rollback"]
+    environment: str | None = None
+
+
+class NotifyStage(_StageBase):
+    """Send a notification; never fails the pipeline."""
+
+    kind: Literal["notify"]
+    level: Literal["info", "success", "warning", "error"] = "info"
+    message: str
+
+
+Stage = Annotated[
+    CheckoutStage
+    | ScanStage
+    | TestStage
+    | QualityGateStage
+    | BuildStage
+    | ImageScanStage
+    | PublishStage
+    | DeployStage
+    | E2EStage
+    | SmokeStage
+    | ApprovalStage
+    | CanaryStage
+    | MonitorStage
+    | RollbackStage
+    | NotifyStage,
+    Field(discriminator="kind"),
+]
+STAGE_KINDS = [
+    "checkout",
+    "scan",
+    "test",
+    "quality_gate",
+    "build",
+    "image_scan",
+    "publish",
+    "deploy",
+    "e2e",
+    "smoke",
+    "approval",
+    "canary",
+    "monitor",
+    "rollback",
+    "notify",
+]
+_STAGE = TypeAdapter[Stage](Stage)
+
+
+class ServiceSpec(_Strict):
+    """The service the pipeline ships."""
+
+    name: str = Field(pattern=r"^[a-z0-9]([a-z0-9-]*[a-z0-9])?$")
+    path: str = Field(".", description="Directory of the service inside the repository.")
+    run: list[str] = Field(
+        default_factory=list,
+        description="Command a process-based platform runs; '{port}' is replaced.",
+    )
+    health_path: str = "/health"
+    ready_path: str = "/ready"
+
+
+class EnvironmentSpec(_Strict):
+    """Per-environment policy (the seed's environment table)."""
+
+    requires_approval: bool = False
+    strategy: Literal["rolling", "blue_green", "canary"] = "rolling"
+    branches: list[str] = Field(default_factory=list, description="Empty: any branch.")
+    auto_rollback: bool = True
+
+
+class PipelineSpec(_Strict):
+    """A validated pipeline definition."""
+
+    name: str
+    service: ServiceSpec
+    environments: dict[str, EnvironmentSpec] = Field(default_factory=dict)
+    stages: list[Stage] = Field(min_length=1)
+    source: str = Field("", description="File the definition was loaded from.")
+
+    def stage(self, name: str) -> Stage:
+        for stage in self.stages:
+            if stage.name == name:
+                return stage
+        raise KeyError(name)
+
+    @property
+    def by_name(self) -> dict[str, Stage]:
+        return {s.name: s for s in self.stages}
+
+
+class Problem(_Strict):
+    """One thing wrong with a definition."""
+
+    file: str
+    stage: str | None = None
+    field: str | None = None
+    message: str
+
+    def __str__(self) -> str:
+        where = self.file
+        if self.stage:
+            where += f": stage {self.stage!r}"
+        if self.field:
+            where += f", field {self.field!r}"
+        return f"{where}: {self.message}"
+
+
+class DefinitionError(ValueError):
+    """A definition that cannot run; carries every problem found, not only the first."""
+
+    def __init__(self, problems: list[Problem]) -> None:
+        self.problems = problems
+        lines = "\n".join(f"  - {p}" for p in problems)
+        super().__init__(f"invalid pipeline definition ({len(problems)} problems):\n{lines}")
+
+
+# --- loading ------------------------------------------------------------------------------
+
+
+def _read_yaml(path: Path, problems: list[Problem]) -> dict[str, Any] | None:
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        problems.append(Problem(file=str(path), message="file not found"))
+        return None
+    except yaml.YAMLError as exc:
+        problems.append(Problem(file=str(path), message=f"not valid YAML: {exc}"))
+        return None
+    if not isinstance(data, dict):
+        problems.append(Problem(file=str(path), message="expected a mapping at the top level"))
+        return None
+    return data
+
+
+def _merge_stages(base: list[Any], override: list[Any]) -> list[Any]:
+    """Stages of the child replace (deep-merged) base stages of the same name; new ones are
+    appended. This is how a service reuses a shared pipeline library."""
+    merged = [dict(s) if isinstance(s, dict) else s for s in base]
+    index = {s.get("name"): i for i, s in enumerate(merged) if isinstance(s, dict)}
+    for stage in override:
+        name = stage.get("name") if isinstance(stage, dict) else None
+        if name in index:
+            merged[index[name]] = _deep_merge(merged[index[name]], stage)
+        else:
+            merged.append(stage)
+    return merged
+
+
+def _deep_merge(base: Mapping[str, Any], override: Mapping[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for key, value in override.items():
+        # An empty mapping clears the base's value (how a child drops inherited thresholds).
+        if value and isinstance(value, Mapping) and isinstance(out.get(key), Mapping):
+            out[key] = _deep_merge(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+def _resolve_extends(path: Path, problems: list[Problem], seen: tuple[Path, ...] = ()) -> Any:
+    data = _read_yaml(path, problems)
+    if data is None:
+        return None
+    parent = data.pop("extends", None)
+    if parent is None:
+        return data
+    base_path = (path.parent / str(parent)).resolve()
+    if base_path in seen or base_path == path.resolve():
+        problems.append(
+            Problem(file=str(path), field="extends", message=f"extends itself via {base_path}")
+        )
+        return data
+    base = _resolve_extends(base_path, problems, (*seen, path.resolve()))
+    if not isinstance(base, dict):
+        return data
+    stages = _merge_stages(base.get("stages") or [], data.pop("stages", None) or [])
+    merged = _deep_merge(base, data)
+    merged["stages"] = stages
+    return merged
+
+
+def load_pipeline(path: str | Path) -> PipelineSpec:
+    """Read, resolve `extends:` and validate a definition; raise `DefinitionError` listing
+    every problem."""
+    file = Path(path)
+    problems: list[Problem] = []
+    data = _resolve_extends(file, problems)
+    if data is None:
+        raise DefinitionError(problems)
+    return validate_definition(data, str(file), problems)
+
+
+def _loc_field(loc: Iterable[int | str]) -> str:
+    return ".".join(str(p) for p in loc) or "(stage)"
+
+
+def validate_definition(
+    data: Mapping[str, Any], file: str, problems: list[Problem] | None = None
+) -> PipelineSpec:
+    """Validate a parsed definition; raise `DefinitionError` with every problem found."""
+    from workflows import dag  # local import: dag imports this module's types
+
+    problems = list(problems or [])
+    raw_stages = data.get("stages")
+    if not isinstance(raw_stages, list) or not raw_stages:
+        problems.append(Problem(file=file, field="stages", message="a non-empty list is required"))
+        raw_stages = []
+
+    stages: list[Stage] = []
+    for position, raw in enumerate(raw_stages):
+        label = f"#{position + 1}"
+        if not isinstance(raw, dict):
+            problems.append(Problem(file=file, stage=label, message="a stage must be a mapping"))
+            continue
+        label = str(raw.get("name") or label)
+        kind = raw.get("kind")
+        if kind not in STAGE_KINDS:
+            problems.append(
+                Problem(
+                    file=file,
+                    stage=label,
+                    field="kind",
+                    message=f"unknown kind {kind!r}; one of: {', '.join(STAGE_KINDS)}",
+                )
+            )
+            continue
+        try:
+            stages.append(_STAGE.validate_python(raw))
+        except ValidationError as exc:
+            for err in exc.errors():
+                loc = [p for p in err["loc"] if p != kind]
+                problems.append(
+                    Problem(file=file, stage=label, field=_loc_field(loc), message=err["msg"])
+                )
+
+    top = {k: v for k, v in data.items() if k != "stages"}
+    header: PipelineSpec | None = None
+    try:
+        header = PipelineSpec.model_validate(
+            {**top, "source": file, "stages": [CheckoutStage(name="_", kind="checkout")]}
+        )
+    except ValidationError as exc:
+        for err in exc.errors():
+            problems.append(Problem(file=file, field=_loc_field(err["loc"]), message=err["msg"]))
+
+    graph_input = [
+        (str(s.get("name", f"#{i + 1}")), list(s.get("needs") or []), str(s.get("kind")))
+        for i, s in enumerate(raw_stages)
+        if isinstance(s, dict)
+    ]
+    problems.extend(Problem(file=file, **p) for p in dag.graph_problems(graph_input))
+    if header is not None:
+        problems.extend(
+            Problem(file=file, **p) for p in dag.policy_problems(stages, header.environments)
+        )
+    if problems or header is None:
+        raise DefinitionError(problems)
+    return header.model_copy(update={"stages": stages})

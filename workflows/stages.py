@@ -1,0 +1,429 @@
+"""What each stage kind does inside PipelineWorkflow (deterministic: activities and children).
+
+A runner returns a one-line summary on success or raises `StageFailedError` with the reason. The
+results later stages need (workspace, reports, the artifact, what was deployed) live in
+`RunState`, owned by the workflow. Approval gates are in `pipeline.py`, next to their handlers.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from temporalio import workflow
+from temporalio.exceptions import ActivityError, ChildWorkflowError
+from temporalio.workflow import ChildWorkflowCancellationType, ChildWorkflowHandle
+
+with workflow.unsafe.imports_passed_through():
+    from activities.contracts import (
+        ActivityName,
+        Artifact,
+        BuildRequest,
+        CheckoutRequest,
+        DeployRequest,
+        DeployResult,
+        HttpCheckReport,
+        HttpCheckRequest,
+        ImageScanRequest,
+        NotifyRequest,
+        PublishRequest,
+        ScanReport,
+        ScanRequest,
+        TestReport,
+        TestRequest,
+        Workspace,
+    )
+    from workflows import policy
+    from workflows.calls import call
+    from workflows.messages import (
+        CanaryInput,
+        CanaryResult,
+        MonitorInput,
+        MonitorResult,
+        PipelineInput,
+    )
+    from workflows.naming import canary_id, monitor_id
+    from workflows.spec import (
+        BuildStage,
+        CanaryStage,
+        CheckoutStage,
+        DeployStage,
+        E2EStage,
+        ImageScanStage,
+        MonitorStage,
+        NotifyStage,
+        PublishStage,
+        QualityGateStage,
+        ScanStage,
+        SmokeStage,
+        Stage,
+        TestStage,
+    )
+
+__all__ = ["RunState", "StageFailedError", "run_stage"]
+
+
+class StageFailedError(Exception):
+    """A stage's verdict: it ran and said no (or its activity gave up)."""
+
+
+@dataclass
+class RunState:
+    """What a run has produced so far."""
+
+    input: PipelineInput
+    workflow_id: str
+    workspace: Workspace | None = None
+    artifact: Artifact | None = None
+    tests: dict[str, TestReport] = field(default_factory=dict)
+    test_durations: dict[str, float] = field(default_factory=dict)
+    scans: dict[str, ScanReport] = field(default_factory=dict)
+    deployed: dict[str, str] = field(default_factory=dict)
+    touched: list[str] = field(default_factory=list)
+    rolled_back: list[str] = field(default_factory=list)
+    canaries: dict[str, ChildWorkflowHandle[Any, CanaryResult]] = field(default_factory=dict)
+    production_at: datetime | None = None
+
+    @property
+    def service(self) -> str:
+        return self.input.spec.service.name
+
+    def need_workspace(self, stage: Stage) -> Workspace:
+        if self.workspace is None:
+            raise StageFailedError(f"stage {stage.name!r} needs a checkout stage before it")
+        return self.workspace
+
+    def need_artifact(self, stage: Stage) -> Artifact:
+        if self.artifact is None:
+            raise StageFailedError(f"stage {stage.name!r} needs a build stage before it")
+        return self.artifact
+
+    def deploy_request(self, environment: str, slot: Any, strategy: Any) -> DeployRequest:
+        service = self.input.spec.service
+        return DeployRequest(
+            service=service.name,
+            environment=environment,
+            slot=slot,
+            artifact=self.artifact,
+            strategy=strategy,
+            run_command=service.run,
+            health_path=service.health_path,
+            ready_path=service.ready_path,
+        )
+
+
+def _cause(err: BaseException) -> str:
+    """The innermost message of an activity/child failure, for a stage summary."""
+    while isinstance(err, ActivityError | ChildWorkflowError) and err.cause is not None:
+        err = err.cause
+    return str(err)
+
+
+async def run_stage(stage: Stage, state: RunState) -> str:
+    """Run one non-approval stage; return its summary or raise StageFailedError."""
+    runner = _RUNNERS.get(stage.kind)
+    if runner is None:
+        raise StageFailedError(f"kind {stage.kind!r} is not run by the scheduler")
+    try:
+        summary: str = await runner(stage, state)
+    except (ActivityError, ChildWorkflowError) as err:
+        raise StageFailedError(_cause(err)) from err
+    return summary
+
+
+def _id(stage: Stage, suffix: str = "") -> str:
+    """Activity ids carry the stage name, so `retry` can find a stage in the history."""
+    return f"{stage.name}{suffix}"
+
+
+async def _checkout(stage: CheckoutStage, state: RunState) -> str:
+    run = state.input.run
+    ws = await call(
+        ActivityName.CHECKOUT,
+        CheckoutRequest(
+            repo=run.repo, commit=run.commit, service_path=state.input.spec.service.path
+        ),
+        Workspace,
+        retry=stage.retry,
+        timeout=stage.timeout,
+        activity_id=_id(stage),
+    )
+    state.workspace = ws
+    return f"{ws.commit[:12]} checked out"
+
+
+async def _scan(stage: ScanStage, state: RunState) -> str:
+    ws = state.need_workspace(stage)
+    report = await call(
+        ActivityName.SCAN,
+        ScanRequest(path=ws.path, scanners=stage.scanners),
+        ScanReport,
+        retry=stage.retry,
+        timeout=stage.timeout,
+        activity_id=_id(stage),
+    )
+    state.scans[stage.name] = report
+    verdict = policy.judge_scan(report, stage.fail_on, stage.unavailable, stage.name)
+    counts = report.counts()
+    shown = ", ".join(f"{k} {v}" for k, v in counts.items() if v) or "no findings"
+    if not verdict.passed:
+        raise StageFailedError(verdict.summary)
+    return shown + ("; " + "; ".join(verdict.warnings) if verdict.warnings else "")
+
+
+async def _test(stage: TestStage, state: RunState) -> str:
+    ws = state.need_workspace(stage)
+    started = workflow.now()
+    report = await call(
+        ActivityName.RUN_TESTS,
+        TestRequest(
+            path=ws.path, command=stage.command, junit=stage.junit, coverage=stage.coverage
+        ),
+        TestReport,
+        retry=stage.retry,
+        timeout=stage.timeout,
+        activity_id=_id(stage),
+    )
+    state.tests[stage.name] = report
+    state.test_durations[stage.name] = (workflow.now() - started).total_seconds()
+    verdict = policy.judge_tests(report, stage)
+    if not verdict.passed:
+        raise StageFailedError(verdict.summary)
+    cov = f", coverage {report.coverage_pct:.1f}%" if report.coverage_pct is not None else ""
+    return f"{report.tests} tests, {report.failures + report.errors} failed{cov}"
+
+
+async def _quality_gate(stage: QualityGateStage, state: RunState) -> str:
+    names = stage.inputs or stage.needs
+    spec = state.input.spec.by_name
+    tests = {n: r for n, r in state.tests.items() if n in names or n in stage.min_coverage}
+    scans = {n: r for n, r in state.scans.items() if n in names}
+    scan_stages = {n: s for n, s in spec.items() if isinstance(s, ScanStage)}
+    verdict = policy.quality_gate(
+        stage,
+        tests,
+        scans,
+        scan_stages,
+        {n: d for n, d in state.test_durations.items() if n in tests},
+    )
+    if not verdict.passed:
+        raise StageFailedError("quality gate failed: " + verdict.summary)
+    return f"passed ({len(tests)} test reports, {len(scans)} scans)"
+
+
+async def _build(stage: BuildStage, state: RunState) -> str:
+    if state.artifact is not None:
+        # Built once per run: a second build stage (or a replayed one) reuses the digest.
+        return f"reused {state.artifact.digest[:19]}"
+    ws = state.need_workspace(stage)
+    run = state.input.run
+    started = workflow.now()
+    artifact = await call(
+        ActivityName.BUILD,
+        BuildRequest(path=ws.path, service=state.service, commit=ws.commit, branch=run.branch),
+        Artifact,
+        retry=stage.retry,
+        timeout=stage.timeout,
+        activity_id=_id(stage),
+    )
+    took = (workflow.now() - started).total_seconds()
+    if stage.max_size_mb is not None and artifact.size_bytes > stage.max_size_mb * 1e6:
+        raise StageFailedError(
+            f"artifact is {artifact.size_bytes / 1e6:.1f} MB, limit {stage.max_size_mb:g} MB"
+        )
+    if stage.max_duration is not None and took > stage.max_duration.total_seconds():
+        raise StageFailedError(
+            f"build took {took:.0f}s, limit {stage.max_duration.total_seconds():.0f}s"
+        )
+    state.artifact = artifact
+    return f"{artifact.kind} {artifact.digest[:19]} ({artifact.size_bytes / 1e3:.0f} kB)"
+
+
+async def _image_scan(stage: ImageScanStage, state: RunState) -> str:
+    artifact = state.need_artifact(stage)
+    report = await call(
+        ActivityName.SCAN_IMAGE,
+        ImageScanRequest(artifact=artifact, scanner=stage.scanner),
+        ScanReport,
+        retry=stage.retry,
+        timeout=stage.timeout,
+        activity_id=_id(stage),
+    )
+    state.scans[stage.name] = report
+    verdict = policy.judge_scan(report, stage.fail_on, stage.unavailable, stage.name)
+    if not verdict.passed:
+        raise StageFailedError(verdict.summary)
+    counts = report.counts()
+    return f"HIGH {counts['high']}, CRITICAL {counts['critical']}" + (
+        "; " + "; ".join(verdict.warnings) if verdict.warnings else ""
+    )
+
+
+async def _publish(stage: PublishStage, state: RunState) -> str:
+    artifact = state.need_artifact(stage)
+    run = state.input.run
+    branch = run.branch.replace("/", "-")
+    tags = [t.format(branch=branch, sha=run.commit, sha12=run.sha12) for t in stage.tags]
+    published = await call(
+        ActivityName.PUBLISH,
+        PublishRequest(artifact=artifact, service=state.service, tags=tags),
+        Artifact,
+        retry=stage.retry,
+        timeout=stage.timeout,
+        activity_id=_id(stage),
+    )
+    if published.digest != artifact.digest:
+        raise StageFailedError(
+            f"registry answered digest {published.digest}, built {artifact.digest}: refusing "
+            "to deploy something other than what was built and scanned"
+        )
+    state.artifact = published
+    return "tags " + ", ".join(tags)
+
+
+async def _deploy(stage: DeployStage, state: RunState) -> str:
+    state.need_artifact(stage)
+    env_policy = state.input.spec.environments.get(stage.environment)
+    strategy = stage.strategy or (env_policy.strategy if env_policy else "rolling")
+    slot = "canary" if strategy == "canary" else "stable"
+    request = state.deploy_request(stage.environment, slot, strategy)
+    if stage.environment not in state.touched:
+        state.touched.append(stage.environment)
+    result = await call(
+        ActivityName.DEPLOY,
+        request,
+        DeployResult,
+        retry=stage.retry,
+        timeout=stage.timeout,
+        activity_id=_id(stage),
+    )
+    if strategy == "blue_green":
+        # Preview is healthy: switch the active colour.
+        result = await call(
+            ActivityName.PROMOTE,
+            request,
+            DeployResult,
+            retry=stage.retry,
+            timeout=stage.timeout,
+            activity_id=_id(stage, ":switch"),
+        )
+    if strategy != "canary":
+        state.deployed[stage.environment] = result.digest
+        _mark_production(stage.environment, state)
+    note = "" if result.changed else " (already running)"
+    return f"{strategy} {result.digest[:19]} to {result.slot}{note}"
+
+
+def _mark_production(environment: str, state: RunState) -> None:
+    if environment == "production" and state.production_at is None:
+        state.production_at = workflow.now()
+
+
+async def _http_checks(stage: E2EStage | SmokeStage, state: RunState) -> str:
+    report = await call(
+        ActivityName.HTTP_CHECK,
+        HttpCheckRequest(
+            service=state.service,
+            environment=stage.environment,
+            checks=stage.checks,
+            slot=stage.slot,
+        ),
+        HttpCheckReport,
+        retry=stage.retry,
+        timeout=stage.timeout,
+        activity_id=_id(stage),
+    )
+    if report.failed:
+        raise StageFailedError(
+            f"{report.failed} check(s) failed: " + "; ".join(report.failures[:3])
+        )
+    return f"{report.passed} check(s) passed"
+
+
+async def _canary(stage: CanaryStage, state: RunState) -> str:
+    artifact = state.need_artifact(stage)
+    service = state.input.spec.service
+    handle = await workflow.start_child_workflow(
+        "CanaryWorkflow",
+        CanaryInput(
+            service=service.name,
+            stage=stage,
+            artifact=artifact,
+            run_command=service.run,
+            health_path=service.health_path,
+            ready_path=service.ready_path,
+        ),
+        id=canary_id(state.workflow_id, stage.name),
+        result_type=CanaryResult,
+        cancellation_type=ChildWorkflowCancellationType.WAIT_CANCELLATION_COMPLETED,
+        static_summary=f"canary of {service.name} {artifact.version} in {stage.environment}",
+    )
+    state.canaries[stage.name] = handle
+    try:
+        result = await handle
+    finally:
+        state.canaries.pop(stage.name, None)
+    if result.outcome != "promoted":
+        if stage.environment not in state.rolled_back:
+            state.rolled_back.append(stage.environment)
+        raise StageFailedError(f"canary aborted: {result.reason}")
+    state.deployed[stage.environment] = artifact.digest
+    _mark_production(stage.environment, state)
+    return f"promoted after {len(result.steps)} analyses ({result.failed_checks} failed)"
+
+
+async def _monitor(stage: MonitorStage, state: RunState) -> str:
+    result = await workflow.execute_child_workflow(
+        "MonitorWorkflow",
+        MonitorInput(service=state.service, stage=stage),
+        id=monitor_id(state.workflow_id, stage.name),
+        result_type=MonitorResult,
+        cancellation_type=ChildWorkflowCancellationType.WAIT_CANCELLATION_COMPLETED,
+        static_summary=f"post-deploy monitor of {state.service} in {stage.environment}",
+    )
+    if result.outcome == "rolled_back":
+        if stage.environment not in state.rolled_back:
+            state.rolled_back.append(stage.environment)
+        state.deployed.pop(stage.environment, None)
+        raise StageFailedError(f"rolled back: {result.reason}")
+    return f"healthy: {result.checks} checks, {result.transient_violations} transient violation(s)"
+
+
+async def _notify(stage: NotifyStage, state: RunState) -> str:
+    run = state.input.run
+    try:
+        await call(
+            ActivityName.NOTIFY,
+            NotifyRequest(
+                level=stage.level,
+                event=f"stage.{stage.name}",
+                message=stage.message.format(
+                    service=state.service, sha12=run.sha12, branch=run.branch, author=run.author
+                ),
+                service=state.service,
+            ),
+            type(None),
+            activity_id=_id(stage),
+        )
+    except ActivityError as err:
+        # A notifier that is down never fails the pipeline.
+        return f"not delivered: {_cause(err)}"
+    return "sent"
+
+
+_RUNNERS: dict[str, Any] = {
+    "checkout": _checkout,
+    "scan": _scan,
+    "test": _test,
+    "quality_gate": _quality_gate,
+    "build": _build,
+    "image_scan": _image_scan,
+    "publish": _publish,
+    "deploy": _deploy,
+    "e2e": _http_checks,
+    "smoke": _http_checks,
+    "canary": _canary,
+    "monitor": _monitor,
+    "notify": _notify,
+}
