@@ -168,7 +168,7 @@ class SlotManager:
         request: DeployRequest,
         heartbeat: Heartbeat,
         *,
-        on_ready: Callable[[SlotState], None] | None = None,
+        on_ready: Callable[[SlotState, bool], None] | None = None,
     ) -> DeployResult:
         """Run `request.artifact` in `request.slot`; see the class docstring."""
         revision = SlotRevision(
@@ -189,7 +189,7 @@ class SlotManager:
         slot: Slot,
         revision: SlotRevision,
         heartbeat: Heartbeat,
-        on_ready: Callable[[SlotState], None] | None = None,
+        on_ready: Callable[[SlotState, bool], None] | None = None,
     ) -> DeployResult:
         """Run `revision` in the slot (a deploy, or a rollback restoring an older one)."""
         with file_lock(self._lock(service, environment, slot)):
@@ -197,7 +197,7 @@ class SlotManager:
             if old.digest == revision.digest and self.healthy(old):
                 if on_ready is not None:
                     # Re-wire anyway: a retried activity may have died before wiring.
-                    on_ready(old)
+                    on_ready(old, False)
                 return DeployResult(
                     environment=environment,
                     slot=slot,
@@ -246,7 +246,7 @@ class SlotManager:
             )
             self._save(new)
             if on_ready is not None:
-                on_ready(new)
+                on_ready(new, True)
             if old.pid is not None and old.pid != pid:
                 heartbeat(f"stopping the previous process of {environment}/{slot}")
                 stop_process(old.pid, old.pid_start, self.stop_timeout_s)

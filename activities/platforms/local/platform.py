@@ -1,0 +1,91 @@
+"""The local platform in one object: what a worker or the demo builds in one line."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from types import TracebackType
+
+from activities.platforms.local.load import HttpLoadGenerator
+from activities.platforms.local.metrics import TraefikMetricsProvider
+from activities.platforms.local.slots import SlotManager
+from activities.platforms.local.target import LocalDeployTarget
+from activities.platforms.local.traefik import TraefikRouter
+
+__all__ = ["DEFAULT_BASE_PORT", "DEFAULT_ENVIRONMENTS", "LocalPlatform"]
+
+DEFAULT_ENVIRONMENTS = ("development", "staging", "production")
+DEFAULT_BASE_PORT = 18080
+
+
+class LocalPlatform:
+    """Slots, Traefik router, deploy target, metrics provider and load generator on loopback,
+    all keeping their state under `state_dir`.
+
+    Ports: Traefik's API and /metrics on `base_port`, then one entrypoint per environment on
+    `base_port + 1`, `base_port + 2`, ... in the order given (development 18081, staging 18082,
+    production 18083 by default). `ports` and `api_port` override the layout (tests use free
+    ports). Nothing starts until `start()`; `stop()` stops every slot process and Traefik.
+    """
+
+    def __init__(
+        self,
+        state_dir: Path | str,
+        *,
+        environments: Sequence[str] = DEFAULT_ENVIRONMENTS,
+        base_port: int = DEFAULT_BASE_PORT,
+        ports: Mapping[str, int] | None = None,
+        api_port: int | None = None,
+        traefik_binary: Path | None = None,
+        ready_timeout_s: float = 30.0,
+    ) -> None:
+        self.state_dir = Path(state_dir).resolve()
+        entrypoints = (
+            dict(ports)
+            if ports is not None
+            else {env: base_port + 1 + i for i, env in enumerate(environments)}
+        )
+        self.slots = SlotManager(self.state_dir, ready_timeout_s=ready_timeout_s)
+        self.router = TraefikRouter(
+            self.state_dir,
+            entrypoints,
+            api_port if api_port is not None else base_port,
+            binary=traefik_binary,
+        )
+        self.target = LocalDeployTarget(self.slots, self.router, self.state_dir)
+        self.metrics = TraefikMetricsProvider(self.router, self.slots, self.state_dir)
+        self.load = HttpLoadGenerator(self.router)
+
+    @property
+    def environments(self) -> list[str]:
+        return list(self.router.entrypoints)
+
+    def entrypoint_port(self, environment: str) -> int:
+        return self.router.entrypoint_port(environment)
+
+    def entrypoint_url(self, environment: str) -> str:
+        """Where `environment`'s users (and the load generator) send requests."""
+        return self.router.entrypoint_url(environment)
+
+    def start(self) -> None:
+        """Start Traefik (or reuse the one a previous worker left running)."""
+        self.router.start()
+
+    def stop(self) -> None:
+        """Stop every slot process recorded under the state dir, then Traefik."""
+        try:
+            self.slots.stop_all()
+        finally:
+            self.router.stop()
+
+    def __enter__(self) -> LocalPlatform:
+        self.start()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()

@@ -1,0 +1,382 @@
+"""The local DeployTarget: slots for processes, Traefik for which slot takes the traffic.
+
+Strategies map onto slots like this:
+- rolling: the `stable` slot is replaced in place (new process ready, router switched, old
+  process stopped);
+- canary: the `canary` slot runs beside `stable` at weight 0 until `set_weight` shifts
+  traffic; promote runs the canary's release in `stable` and empties `canary`;
+- blue/green: the idle colour gets the release; promote switches the active colour, the old one
+  stays warm until the next release or a rollback.
+
+For rollback, each environment keeps a small record on disk
+(`<state_dir>/targets/<service>/<environment>.json`): the digest of the current release and,
+once this release has switched the serving version, how to undo that (redeploy the previous
+stable revision, or switch back to the previous colour). A rollback consumes it, so a second
+rollback changes nothing.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Literal
+
+import httpx
+from pydantic import BaseModel, ConfigDict
+
+from activities.backends import Heartbeat
+from activities.contracts import (
+    DeployRequest,
+    DeployResult,
+    HttpCheckReport,
+    HttpCheckRequest,
+    RollbackRequest,
+    RollbackResult,
+    Slot,
+    WeightRequest,
+)
+from activities.errors import ErrorType, verdict
+from activities.platforms.local._proc import atomic_write_text, file_lock
+from activities.platforms.local.slots import SlotManager, SlotRevision, SlotState
+from activities.platforms.local.traefik import TraefikRouter
+
+__all__ = ["LocalDeployTarget", "ReleaseRecord", "Undo"]
+
+_COLOURS: tuple[Slot, Slot] = ("blue", "green")
+
+
+class Undo(BaseModel):
+    """How to put back what this release replaced."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    kind: Literal["redeploy", "switch"]
+    slot: Slot
+    revision: SlotRevision | None = None
+
+
+class ReleaseRecord(BaseModel):
+    """The environment's current release and its undo step, as recorded on disk."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    service: str
+    release_digest: str | None = None
+    undo: Undo | None = None
+
+
+class LocalDeployTarget:
+    """DeployTarget running releases as loopback processes behind a real Traefik.
+
+    State lives on disk (slots, routes, release records), so a new instance on the same state
+    dir, in a restarted worker, carries on where the previous one stopped.
+    """
+
+    def __init__(
+        self,
+        slots: SlotManager,
+        router: TraefikRouter,
+        state_dir: Path,
+        *,
+        check_timeout_s: float = 5.0,
+    ) -> None:
+        self.slots = slots
+        self.router = router
+        self.root = Path(state_dir) / "targets"
+        self.check_timeout_s = check_timeout_s
+
+    # --- records -------------------------------------------------------------------------
+
+    def _record_path(self, service: str, environment: str) -> Path:
+        self.slots.state(service, environment, "stable")  # validates the names
+        self.router.entrypoint_port(environment)  # refuses unknown environments
+        return self.root / service / f"{environment}.json"
+
+    def record(self, service: str, environment: str) -> ReleaseRecord:
+        """The environment's release record (empty before the first deploy)."""
+        path = self._record_path(service, environment)
+        if not path.exists():
+            return ReleaseRecord(service=service)
+        return ReleaseRecord.model_validate_json(path.read_text(encoding="utf-8"))
+
+    def _save(self, environment: str, record: ReleaseRecord) -> None:
+        path = self._record_path(record.service, environment)
+        atomic_write_text(path, record.model_dump_json(indent=2))
+
+    def _lock(self, service: str, environment: str) -> Path:
+        return self._record_path(service, environment).with_suffix(".lock")
+
+    # --- wiring --------------------------------------------------------------------------
+
+    def _wire(
+        self,
+        service: str,
+        environment: str,
+        slot: Slot,
+        *,
+        activate: bool = False,
+        zero_weight: Literal["never", "if_changed", "always"] = "never",
+    ) -> Callable[[SlotState, bool], None]:
+        """The callback a slot runs once its new process is ready, before the old one stops:
+        point the router at the new port and wait until Traefik has loaded it."""
+
+        def on_ready(state: SlotState, changed: bool) -> None:
+            if zero_weight == "always" or (zero_weight == "if_changed" and changed):
+                # A new canary starts without traffic, whatever weight the last one had.
+                self.router.set_weight(
+                    WeightRequest(service=service, environment=environment, canary_weight=0)
+                )
+            self.router.set_backend(service, environment, slot, state.port)
+            if activate:
+                self.router.set_active(service, environment, slot)
+            self.router.wait_loaded(environment)
+
+        return on_ready
+
+    def _unwire_canary(self, service: str, environment: str) -> bool:
+        """Weight 0, canary out of the router, canary process stopped; whether anything was."""
+        route = self.router.route(environment)
+        changed = False
+        if "canary" in route.ports or route.canary_weight:
+            self.router.set_backend(service, environment, "canary", None)
+            self.router.wait_loaded(environment)
+            changed = True
+        return self.slots.stop(service, environment, "canary") or changed
+
+    # --- deploy --------------------------------------------------------------------------
+
+    def deploy(self, request: DeployRequest, heartbeat: Heartbeat) -> DeployResult:
+        """Run the release in the slot its strategy calls for (see the module docstring)."""
+        with file_lock(self._lock(request.service, request.environment)):
+            if request.slot == "canary":
+                return self._deploy_canary(request, heartbeat)
+            if request.strategy == "blue_green" or request.slot in _COLOURS:
+                return self._deploy_idle_colour(request, heartbeat)
+            return self._deploy_stable(request, heartbeat)
+
+    def _deploy_stable(self, request: DeployRequest, heartbeat: Heartbeat) -> DeployResult:
+        service, env = request.service, request.environment
+        previous = self.slots.state(service, env, "stable").current
+        result = self.slots.deploy(
+            request.model_copy(update={"slot": "stable"}),
+            heartbeat,
+            on_ready=self._wire(service, env, "stable", activate=True),
+        )
+        if result.changed:
+            undo = None
+            if previous is not None and previous.digest != result.digest:
+                undo = Undo(kind="redeploy", slot="stable", revision=previous)
+            self._save(env, ReleaseRecord(service=service, release_digest=result.digest, undo=undo))
+        return result
+
+    def _deploy_canary(self, request: DeployRequest, heartbeat: Heartbeat) -> DeployResult:
+        service, env = request.service, request.environment
+        result = self.slots.deploy(
+            request,
+            heartbeat,
+            on_ready=self._wire(service, env, "canary", zero_weight="if_changed"),
+        )
+        if result.changed:
+            # A new release begins: the previous release's undo step is no longer ours.
+            self._save(env, ReleaseRecord(service=service, release_digest=result.digest))
+        return result
+
+    def _active_slot(self, environment: str) -> Slot | None:
+        route = self.router.route(environment)
+        if route.active in route.ports and route.active != "canary":
+            return route.active
+        return None
+
+    def _deploy_idle_colour(self, request: DeployRequest, heartbeat: Heartbeat) -> DeployResult:
+        service, env = request.service, request.environment
+        active = self._active_slot(env)
+        if active is not None:
+            state = self.slots.state(service, env, active)
+            if state.digest == request.artifact.digest and self.slots.healthy(state):
+                return DeployResult(
+                    environment=env,
+                    slot=active,
+                    digest=request.artifact.digest,
+                    previous_digest=state.previous_digest,
+                    endpoint=state.endpoint,
+                    changed=False,
+                )
+        idle: Slot = "green" if active == "blue" else "blue"
+        result = self.slots.deploy(
+            request.model_copy(update={"slot": idle}),
+            heartbeat,
+            on_ready=self._wire(service, env, idle),
+        )
+        if result.changed:
+            self._save(env, ReleaseRecord(service=service, release_digest=result.digest))
+        return result
+
+    # --- promote -------------------------------------------------------------------------
+
+    def promote(self, request: DeployRequest, heartbeat: Heartbeat) -> DeployResult:
+        """Canary → stable, or switch blue/green to the colour running the release; a rolling
+        release is already stable (deploying it again is a no-op)."""
+        with file_lock(self._lock(request.service, request.environment)):
+            if request.slot in _COLOURS or request.strategy == "blue_green":
+                return self._promote_colour(request)
+            if request.slot == "canary" or request.strategy == "canary":
+                return self._promote_canary(request, heartbeat)
+            return self._deploy_stable(request, heartbeat)
+
+    def _promote_canary(self, request: DeployRequest, heartbeat: Heartbeat) -> DeployResult:
+        service, env, digest = request.service, request.environment, request.artifact.digest
+        canary = self.slots.state(service, env, "canary")
+        stable = self.slots.state(service, env, "stable")
+        if canary.current is not None and canary.digest == digest:
+            revision = canary.current
+        else:
+            revision = SlotRevision(
+                digest=digest,
+                artifact=request.artifact,
+                run_command=list(request.run_command),
+                health_path=request.health_path,
+                ready_path=request.ready_path,
+            )
+        previous = stable.current
+        result = self.slots.run_revision(
+            service,
+            env,
+            "stable",
+            revision,
+            heartbeat,
+            on_ready=self._wire(service, env, "stable", activate=True, zero_weight="always"),
+        )
+        if result.changed:
+            undo = None
+            if previous is not None and previous.digest != digest:
+                undo = Undo(kind="redeploy", slot="stable", revision=previous)
+            self._save(env, ReleaseRecord(service=service, release_digest=digest, undo=undo))
+        stopped = False
+        if canary.digest == digest or canary.current is None:
+            heartbeat(f"stopping the canary of {env}")
+            stopped = self._unwire_canary(service, env)
+        return result.model_copy(update={"changed": result.changed or stopped})
+
+    def _promote_colour(self, request: DeployRequest) -> DeployResult:
+        service, env, digest = request.service, request.environment, request.artifact.digest
+        states = {c: self.slots.state(service, env, c) for c in _COLOURS}
+        colour = next(
+            (c for c, s in states.items() if s.digest == digest and s.running()),
+            None,
+        )
+        if colour is None:
+            raise verdict(
+                ErrorType.DEPLOY_FAILED,
+                f"no blue/green slot of {env!r} runs {digest}; deploy it before promoting",
+            )
+        active = self._active_slot(env)
+        target = states[colour]
+        if active == colour:
+            return DeployResult(
+                environment=env,
+                slot=colour,
+                digest=digest,
+                endpoint=target.endpoint,
+                changed=False,
+            )
+        previous_digest = None
+        if active is not None:
+            previous_digest = self.slots.state(service, env, active).digest
+        self.router.set_active(service, env, colour)
+        self.router.wait_loaded(env)
+        undo = Undo(kind="switch", slot=active) if active is not None else None
+        self._save(env, ReleaseRecord(service=service, release_digest=digest, undo=undo))
+        return DeployResult(
+            environment=env,
+            slot=colour,
+            digest=digest,
+            previous_digest=previous_digest,
+            endpoint=target.endpoint,
+            changed=True,
+        )
+
+    # --- rollback ------------------------------------------------------------------------
+
+    def rollback(self, request: RollbackRequest, heartbeat: Heartbeat) -> RollbackResult:
+        """Canary weight 0 and canary stopped; undo this release's switch if it made one;
+        stop idle colours left running this release. A second call changes nothing."""
+        service, env = request.service, request.environment
+        with file_lock(self._lock(service, env)):
+            record = self.record(service, env)
+            changed = self._unwire_canary(service, env)
+            restored: str | None = None
+            undo = record.undo
+            if undo is not None and undo.kind == "redeploy" and undo.revision is not None:
+                heartbeat(f"restoring {undo.revision.digest} in {env}/{undo.slot}")
+                self.slots.run_revision(
+                    service,
+                    env,
+                    undo.slot,
+                    undo.revision,
+                    heartbeat,
+                    on_ready=self._wire(service, env, undo.slot, activate=True),
+                )
+                restored = undo.revision.digest
+                changed = True
+            elif undo is not None and undo.kind == "switch":
+                previous = self.slots.state(service, env, undo.slot)
+                if not previous.running():
+                    raise verdict(
+                        ErrorType.DEPLOY_FAILED,
+                        f"cannot switch {env!r} back to {undo.slot}: its process is gone; "
+                        f"deploy the previous release ({previous.digest}) again",
+                    )
+                self.router.set_active(service, env, undo.slot)
+                self.router.wait_loaded(env)
+                restored = previous.digest
+                changed = True
+            if undo is not None:
+                self._save(env, record.model_copy(update={"undo": None}))
+            active = self._active_slot(env)
+            for colour in _COLOURS:
+                state = self.slots.state(service, env, colour)
+                if colour != active and state.digest == record.release_digest:
+                    # The failed release's idle colour takes no traffic; scale it down.
+                    self.router.set_backend(service, env, colour, None)
+                    self.slots.stop(service, env, colour)
+                    changed = True
+            if restored is None and active is not None:
+                serving = self.slots.state(service, env, active).digest
+                # Nothing older exists when the failed release is the first one.
+                restored = serving if serving != record.release_digest else None
+            return RollbackResult(environment=env, restored_digest=restored, changed=changed)
+
+    # --- checks --------------------------------------------------------------------------
+
+    def check(self, request: HttpCheckRequest) -> HttpCheckReport:
+        """GET each check's path through the environment's entrypoint (or one slot's port)."""
+        if request.slot is not None:
+            state = self.slots.state(request.service, request.environment, request.slot)
+            if not state.running():
+                reason = f"slot {request.slot!r} of {request.environment!r} runs no process"
+                return HttpCheckReport(
+                    passed=0,
+                    failed=len(request.checks),
+                    failures=[f"GET {c.path}: {reason}" for c in request.checks],
+                )
+            base = state.endpoint
+        else:
+            base = self.router.entrypoint_url(request.environment)
+        passed, failures = 0, []
+        with httpx.Client(timeout=self.check_timeout_s) as client:
+            for check in request.checks:
+                url = base + check.path
+                try:
+                    response = client.get(url)
+                except httpx.HTTPError as error:
+                    failures.append(f"GET {url}: {type(error).__name__}: {error}")
+                    continue
+                if response.status_code != check.status:
+                    failures.append(
+                        f"GET {url}: expected HTTP {check.status}, got {response.status_code}"
+                    )
+                elif check.contains is not None and check.contains not in response.text:
+                    failures.append(f"GET {url}: body does not contain {check.contains!r}")
+                else:
+                    passed += 1
+        return HttpCheckReport(passed=passed, failed=len(failures), failures=failures)

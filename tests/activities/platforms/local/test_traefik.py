@@ -1,0 +1,90 @@
+"""The Traefik router: weighted canary traffic, read-back of weights, hot reload, reuse."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import httpx
+import pytest
+from temporalio.exceptions import ApplicationError
+
+from activities.contracts import Artifact, WeightRequest
+from activities.errors import ErrorType
+from activities.platforms.local import LocalPlatform, TraefikRouter
+from tests.activities.platforms.local.helpers import (
+    SERVICE,
+    deploy_request,
+    no_heartbeat,
+    versions_seen,
+)
+
+Wheel = Callable[..., Artifact]
+pytestmark = pytest.mark.realserver
+
+
+def weight(environment: str, percent: int) -> WeightRequest:
+    return WeightRequest(service=SERVICE, environment=environment, canary_weight=percent)
+
+
+def test_canary_at_30_percent_gets_about_30_percent(platform: LocalPlatform, wheel: Wheel) -> None:
+    target, router = platform.target, platform.router
+    target.deploy(deploy_request(wheel("1.0.0"), "production"), no_heartbeat)
+    target.deploy(
+        deploy_request(wheel("2.0.0"), "production", slot="canary", strategy="canary"),
+        no_heartbeat,
+    )
+    url = platform.entrypoint_url("production") + "/"
+    # A new canary starts at weight 0.
+    assert versions_seen(url, 20) == {"1.0.0": 20}
+
+    router.set_weight(weight("production", 30))
+    assert router.verify_weight(weight("production", 30))
+    # A weight Traefik does not show is reported after the (here shortened) reload wait.
+    router.reload_timeout_s = 0.5
+    assert not router.verify_weight(weight("production", 40))
+
+    seen = versions_seen(url, 200)
+    assert seen["1.0.0"] + seen["2.0.0"] == 200
+    assert 45 <= seen["2.0.0"] <= 75, seen
+
+    router.set_weight(weight("production", 0))
+    assert router.verify_weight(weight("production", 0))
+    assert versions_seen(url, 20) == {"1.0.0": 20}
+
+
+def test_slot_header_reaches_the_canary_directly(platform: LocalPlatform, wheel: Wheel) -> None:
+    platform.target.deploy(deploy_request(wheel("1.0.0"), "production"), no_heartbeat)
+    platform.target.deploy(
+        deploy_request(wheel("2.0.0"), "production", slot="canary", strategy="canary"),
+        no_heartbeat,
+    )
+    url = platform.entrypoint_url("production") + "/"
+    assert httpx.get(url, headers={"X-Slipway-Slot": "canary"}).json()["version"] == "2.0.0"
+    assert httpx.get(url, headers={"canary": "true"}).json()["version"] == "2.0.0"
+    assert httpx.get(url).json()["version"] == "1.0.0"
+
+
+def test_weight_without_a_canary_is_refused(platform: LocalPlatform, wheel: Wheel) -> None:
+    platform.target.deploy(deploy_request(wheel("1.0.0"), "production"), no_heartbeat)
+    with pytest.raises(ApplicationError, match="no canary runs") as raised:
+        platform.router.set_weight(weight("production", 10))
+    assert raised.value.type == ErrorType.DEPLOY_FAILED
+    assert not platform.router.verify_weight(weight("production", 10))
+    assert platform.router.verify_weight(weight("production", 0))
+
+
+def test_unknown_environment_is_a_configuration_verdict(platform: LocalPlatform) -> None:
+    with pytest.raises(ApplicationError, match="no entrypoint") as raised:
+        platform.router.set_weight(weight("qa", 0))
+    assert raised.value.type == ErrorType.CONFIGURATION
+
+
+def test_a_new_router_reuses_the_running_traefik(platform: LocalPlatform, wheel: Wheel) -> None:
+    platform.target.deploy(deploy_request(wheel("1.0.0"), "staging"), no_heartbeat)
+    pid = platform.router._recorded()
+    again = TraefikRouter(platform.state_dir, platform.router.entrypoints, platform.router.api_port)
+    again.start()
+    assert again._recorded() == pid
+    assert again.running()
+    url = platform.entrypoint_url("staging") + "/"
+    assert versions_seen(url, 3) == {"1.0.0": 3}
