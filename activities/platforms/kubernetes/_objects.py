@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import copy
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -33,7 +34,7 @@ __all__ = [
     "TEMPLATE_HASH_LABEL",
     "VERSION",
     "RolloutState",
-    "annotations",
+    "annotations_of",
     "deployment_name",
     "digest_of_deployment",
     "digest_of_template",
@@ -90,7 +91,7 @@ def image_reference(artifact: Artifact) -> str:
     return f"{repository}@{artifact.digest}"
 
 
-def annotations(meta: V1ObjectMeta | None) -> dict[str, str]:
+def annotations_of(meta: V1ObjectMeta | None) -> dict[str, str]:
     if meta is None or meta.annotations is None:
         return {}
     return dict(meta.annotations)
@@ -98,7 +99,7 @@ def annotations(meta: V1ObjectMeta | None) -> dict[str, str]:
 
 def revision(meta: V1ObjectMeta | None) -> int:
     """The controller's revision number; 0 when absent or unreadable."""
-    value = annotations(meta).get(REVISION, "0")
+    value = annotations_of(meta).get(REVISION, "0")
     return int(value) if value.isdigit() else 0
 
 
@@ -127,12 +128,12 @@ def main_container(template: V1PodTemplateSpec, service: str) -> V1Container:
 
 
 def digest_of_template(template: V1PodTemplateSpec, service: str) -> str | None:
-    found = annotations(template.metadata).get(DIGEST)
+    found = annotations_of(template.metadata).get(DIGEST)
     if found:
         return found
     image = main_container(template, service).image or ""
     match = _DIGEST_IN_IMAGE.search(image)
-    return match.group(1) if match else None
+    return str(match.group(1)) if match else None
 
 
 def digest_of_deployment(deployment: V1Deployment, service: str) -> str | None:
@@ -142,7 +143,11 @@ def digest_of_deployment(deployment: V1Deployment, service: str) -> str | None:
 def template_json(api: ApiClient, template: V1PodTemplateSpec) -> dict[str, Any]:
     """The pod template as JSON without the controller's pod-template-hash label, the form
     in which a ReplicaSet's template is put back into its Deployment (as kubectl does)."""
-    data: dict[str, Any] = copy.deepcopy(api.sanitize_for_serialization(template))
+    # sanitize_for_serialization is unannotated: bind it to a typed name, check what it gave.
+    serialize: Callable[[object], object] = api.sanitize_for_serialization
+    data = copy.deepcopy(serialize(template))
+    if not isinstance(data, dict):
+        raise TypeError(f"a pod template serialised to {type(data).__name__}, not an object")
     labels = data.get("metadata", {}).get("labels")
     if isinstance(labels, dict):
         labels.pop(TEMPLATE_HASH_LABEL, None)

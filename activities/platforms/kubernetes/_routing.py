@@ -41,6 +41,8 @@ class _RouteDestination(_Open):
 
 
 class HttpRoute(_Open):
+    """One entry of `spec.http`: an optional match and weighted destinations."""
+
     match: list[dict[str, Any]] | None = None
     route: list[_RouteDestination] = []
 

@@ -1,0 +1,687 @@
+"""KubernetesPlatform: Deployments per slot, Istio weights, revision rollback, HTTP checks.
+
+What lives in the cluster (created by the service's own manifests, not by us):
+- one Deployment per slot, `{service}-stable` and `{service}-canary` for rolling and canary
+  environments, `{service}-blue` and `{service}-green` for blue/green; pods carry a
+  `slot` label;
+- a Service `{service}`; for blue/green its selector has `slot: blue|green`;
+- for canary environments an Istio VirtualService (default name `{service}`) whose header route
+  sends `canary: "true"` to the canary and whose default route splits stable/canary.
+
+Every method is idempotent and never retries by itself: transient API errors propagate for
+Temporal to retry; outcomes a retry cannot change are `activities.errors.verdict`s.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import httpx
+from kubernetes.client import ApiClient, V1Deployment, V1Service
+
+from activities.backends import Heartbeat
+from activities.contracts import (
+    DeployRequest,
+    DeployResult,
+    HttpCheckReport,
+    HttpCheckRequest,
+    RollbackRequest,
+    RollbackResult,
+    Slot,
+    WeightRequest,
+)
+from activities.errors import ErrorType, verdict
+from activities.platforms.kubernetes._api import KubeApi
+from activities.platforms.kubernetes._objects import (
+    CANARY_PENDING,
+    DIGEST,
+    PREVIOUS_SLOT,
+    ROLLED_BACK_FROM,
+    ROLLED_BACK_TO,
+    TEMPLATE_HASH_LABEL,
+    VERSION,
+    annotations_of,
+    deployment_name,
+    digest_of_deployment,
+    digest_of_template,
+    image_reference,
+    label_selector,
+    main_container,
+    owned_by,
+    pod_problems,
+    replicas_of,
+    revision,
+    rollout_state,
+    same_template,
+    template_json,
+)
+from activities.platforms.kubernetes._routing import (
+    RoutingError,
+    canary_weight,
+    parse_http_routes,
+    with_canary_weight,
+)
+
+__all__ = ["KubernetesPlatform"]
+
+Lookup = Callable[[str], str] | Mapping[str, str]
+SlotLookup = Callable[[str, Slot], str | None] | Mapping[str, str]
+
+_BLUE_GREEN: tuple[Slot, Slot] = ("blue", "green")
+
+
+class KubernetesPlatform:
+    """DeployTarget and TrafficRouter for Kubernetes with Istio.
+
+    `namespace_for` maps an environment to its namespace; `virtual_service_for` a service to
+    its VirtualService name (default: the service name); `base_url_for` an environment to the
+    ingress URL HTTP checks go through; `slot_url_for` (`"{environment}/{slot}"` keys, or a
+    callable) reaches one slot directly, e.g. a blue/green preview Service. Without a slot URL
+    the canary slot is reached through the ingress with the header `canary: true`.
+
+    A rollout is watched every `poll_interval_s` for at most `progress_deadline_s`.
+    """
+
+    def __init__(
+        self,
+        api_client: ApiClient,
+        namespace_for: Lookup,
+        *,
+        virtual_service_for: Lookup | None = None,
+        base_url_for: Lookup | None = None,
+        slot_url_for: SlotLookup | None = None,
+        progress_deadline_s: float = 300.0,
+        poll_interval_s: float = 2.0,
+        request_timeout_s: float = 10.0,
+        http_timeout_s: float = 10.0,
+    ) -> None:
+        if progress_deadline_s <= 0 or poll_interval_s <= 0:
+            raise ValueError("progress_deadline_s and poll_interval_s must be positive")
+        self._api_client = api_client
+        self._kube = KubeApi(api_client, request_timeout_s)
+        self._namespace_for = namespace_for
+        self._virtual_service_for = virtual_service_for
+        self._base_url_for = base_url_for
+        self._slot_url_for = slot_url_for
+        self._deadline_s = progress_deadline_s
+        self._poll_s = poll_interval_s
+        self._http_timeout_s = http_timeout_s
+
+    # --- DeployTarget --------------------------------------------------------------------
+
+    def deploy(self, request: DeployRequest, heartbeat: Heartbeat) -> DeployResult:
+        """Pin the slot's Deployment to the artifact's digest and wait for the rollout.
+
+        Already running that digest, fully rolled out: nothing is written (`changed=False`).
+        """
+        if request.artifact.kind != "image":
+            raise verdict(
+                ErrorType.CONFIGURATION,
+                f"the kubernetes platform deploys container images; artifact "
+                f"{request.artifact.uri} of {request.service} is a {request.artifact.kind}",
+            )
+        namespace = self._namespace(request.environment)
+        name = deployment_name(request.service, request.slot)
+        image = image_reference(request.artifact)
+        digest = request.artifact.digest
+        current = self._require_deployment(namespace, name)
+        container = main_container(current.spec.template, request.service)
+        previous = digest_of_deployment(current, request.service)
+
+        replicas = replicas_of(current)
+        if request.slot == "canary":
+            # The stable Deployment learns a canary is in flight, so that a rollback before
+            # promote leaves stable alone. Written first: a crash after it is harmless.
+            self._mark_canary_pending(namespace, request.service, digest)
+            if replicas == 0:
+                # A scaled-down canary comes back at the stable's size, so analysis judges
+                # the same shape of pods that will serve everyone after promote.
+                stable = self._kube.read_deployment(
+                    namespace, deployment_name(request.service, "stable")
+                )
+                replicas = max(replicas_of(stable), 1) if stable is not None else 1
+        if request.slot in _BLUE_GREEN:
+            self._forget_previous_slot(namespace, request.service, request.slot)
+
+        in_place = (
+            container.image == image
+            and annotations_of(current.metadata).get(DIGEST) == digest
+            and replicas == replicas_of(current)
+        )
+        settled = in_place and rollout_state(current).done
+        # A direct deploy to stable supersedes a canary that was never promoted.
+        supersedes_canary = request.slot == "stable" and CANARY_PENDING in annotations_of(
+            current.metadata
+        )
+        if settled and not supersedes_canary:
+            return self._deploy_result(request, previous, changed=False)
+        if not in_place or supersedes_canary:
+            meta: dict[str, str | None] = {DIGEST: digest, VERSION: request.artifact.version}
+            if supersedes_canary:
+                meta[CANARY_PENDING] = None
+            body: dict[str, Any] = {
+                "metadata": {"annotations": meta},
+                "spec": {
+                    "template": {
+                        "metadata": {"annotations": {DIGEST: digest}},
+                        "spec": {"containers": [{"name": container.name, "image": image}]},
+                    }
+                },
+            }
+            if replicas != replicas_of(current):
+                body["spec"]["replicas"] = replicas
+            heartbeat(f"deployment {name}: set image {image}")
+            self._kube.patch_deployment(namespace, name, body)
+        self._wait_for_rollout(namespace, name, request.service, heartbeat)
+        # Not settled when we came: this call (or its interrupted first attempt) changed it.
+        return self._deploy_result(request, previous, changed=not settled)
+
+    def promote(self, request: DeployRequest, heartbeat: Heartbeat) -> DeployResult:
+        """Make the slot's version the one everybody gets.
+
+        canary: the stable Deployment takes the canary's digest, then weight 0 and the canary
+        scaled to 0. blue/green: the Service selector switches to the slot once it is ready.
+        stable (rolling): already serving, nothing to do.
+        """
+        namespace = self._namespace(request.environment)
+        if request.slot in _BLUE_GREEN:
+            return self._promote_blue_green(namespace, request, heartbeat)
+        stable_name = deployment_name(request.service, "stable")
+        stable = self._require_deployment(namespace, stable_name)
+        previous = digest_of_deployment(stable, request.service)
+        if request.slot == "stable":
+            return self._deploy_result(request, previous, changed=False, slot="stable")
+
+        image = image_reference(request.artifact)
+        digest = request.artifact.digest
+        container = main_container(stable.spec.template, request.service)
+        stable_meta = annotations_of(stable.metadata)
+        changed = False
+        if container.image != image or stable_meta.get(DIGEST) != digest:
+            heartbeat(f"deployment {stable_name}: promote {image}")
+            self._kube.patch_deployment(
+                namespace,
+                stable_name,
+                {
+                    "metadata": {
+                        "annotations": {
+                            DIGEST: digest,
+                            VERSION: request.artifact.version,
+                            CANARY_PENDING: None,
+                        }
+                    },
+                    "spec": {
+                        "template": {
+                            "metadata": {"annotations": {DIGEST: digest}},
+                            "spec": {"containers": [{"name": container.name, "image": image}]},
+                        }
+                    },
+                },
+            )
+            changed = True
+        elif CANARY_PENDING in stable_meta:
+            self._kube.patch_deployment(
+                namespace, stable_name, {"metadata": {"annotations": {CANARY_PENDING: None}}}
+            )
+        # Stable must serve the new version before the canary's share moves back to it.
+        self._wait_for_rollout(namespace, stable_name, request.service, heartbeat)
+        changed |= self._set_weight(namespace, request.service, 0)
+        changed |= self._scale_to_zero(namespace, deployment_name(request.service, "canary"))
+        return self._deploy_result(request, previous, changed=changed, slot="stable")
+
+    def rollback(self, request: RollbackRequest, heartbeat: Heartbeat) -> RollbackResult:
+        """Put the environment back on its previous version, like `kubectl rollout undo`.
+
+        Canary weight 0 and the canary scaled to 0; if stable already took the new version
+        (promoted, or a rolling deploy), its previous ReplicaSet's pod template is restored.
+        Blue/green: the Service goes back to the slot it served before the last promote.
+        A second call finds nothing to do.
+        """
+        namespace = self._namespace(request.environment)
+        stable_name = deployment_name(request.service, "stable")
+        stable = self._kube.read_deployment(namespace, stable_name)
+        if stable is None:
+            service = self._kube.read_service(namespace, request.service)
+            if service is not None and _selected_slot(service) in _BLUE_GREEN:
+                return self._rollback_blue_green(namespace, request, service, heartbeat)
+            raise verdict(
+                ErrorType.CONFIGURATION,
+                f"cannot roll back {request.service} in namespace {namespace}: there is no "
+                f"Deployment {stable_name} and no Service {request.service} selecting a "
+                "blue/green slot",
+            )
+
+        changed = self._set_weight(namespace, request.service, 0)
+        changed |= self._scale_to_zero(namespace, deployment_name(request.service, "canary"))
+        if CANARY_PENDING in annotations_of(stable.metadata):
+            # Stable never took the canary's version: it is the previous version already.
+            return RollbackResult(
+                environment=request.environment,
+                restored_digest=digest_of_deployment(stable, request.service),
+                changed=changed,
+            )
+        restored, undone = self._undo(namespace, stable, request.service, heartbeat)
+        return RollbackResult(
+            environment=request.environment, restored_digest=restored, changed=changed or undone
+        )
+
+    def check(self, request: HttpCheckRequest) -> HttpCheckReport:
+        """GET each path through the environment's ingress (or one slot) and compare.
+
+        An unreachable endpoint is a failed check, reported as data, not an exception.
+        """
+        base_url, headers = self._probe_target(request)
+        failures: list[str] = []
+        with httpx.Client(base_url=base_url, headers=headers, timeout=self._http_timeout_s) as http:
+            for probe in request.checks:
+                url = f"{base_url.rstrip('/')}{probe.path}"
+                try:
+                    response = http.get(probe.path)
+                except httpx.HTTPError as e:
+                    failures.append(f"GET {url}: {type(e).__name__}: {e}")
+                    continue
+                if response.status_code != probe.status:
+                    failures.append(
+                        f"GET {url}: status {response.status_code}, expected {probe.status}"
+                    )
+                elif probe.contains is not None and probe.contains not in response.text:
+                    failures.append(f"GET {url}: body does not contain {probe.contains!r}")
+        return HttpCheckReport(
+            passed=len(request.checks) - len(failures), failed=len(failures), failures=failures
+        )
+
+    # --- TrafficRouter -------------------------------------------------------------------
+
+    def set_weight(self, request: WeightRequest) -> None:
+        """Split the VirtualService's default route `100 - w` / `w` (stable / canary)."""
+        self._set_weight(
+            self._namespace(request.environment), request.service, request.canary_weight
+        )
+
+    def verify_weight(self, request: WeightRequest) -> bool:
+        """Read the VirtualService back: does the canary get exactly the requested share?"""
+        namespace = self._namespace(request.environment)
+        name = self._virtual_service(request.service)
+        found = self._kube.read_virtual_service(namespace, name)
+        if found is None:
+            return request.canary_weight == 0
+        try:
+            routes = parse_http_routes(_spec(found).get("http"))
+            return canary_weight(routes, request.service) == request.canary_weight
+        except RoutingError:
+            return False
+
+    # --- internals -----------------------------------------------------------------------
+
+    def _set_weight(self, namespace: str, service: str, weight: int) -> bool:
+        name = self._virtual_service(service)
+        found = self._kube.read_virtual_service(namespace, name)
+        if found is None:
+            if weight == 0:
+                # No VirtualService, no canary traffic: weight 0 already holds (rolling and
+                # blue/green environments, rollback of any environment).
+                return False
+            raise verdict(
+                ErrorType.CONFIGURATION,
+                f"VirtualService {name} in namespace {namespace} does not exist; canary "
+                f"weights for {service} need one (a header route and a stable/canary split)",
+            )
+        try:
+            routes = parse_http_routes(_spec(found).get("http"))
+            if canary_weight(routes, service) == weight:
+                return False
+            http = with_canary_weight(routes, service, weight)
+        except RoutingError as e:
+            raise verdict(
+                ErrorType.CONFIGURATION, f"VirtualService {name} in namespace {namespace}: {e}"
+            ) from e
+        metadata = found.get("metadata")
+        version = metadata.get("resourceVersion") if isinstance(metadata, dict) else None
+        body: dict[str, Any] = {"spec": {"http": http}}
+        if isinstance(version, str):
+            # Optimistic concurrency: a concurrent edit makes this a 409, retried by Temporal
+            # on a fresh read, instead of silently overwriting the other writer's routes.
+            body["metadata"] = {"resourceVersion": version}
+        self._kube.patch_virtual_service(namespace, name, body)
+        return True
+
+    def _wait_for_rollout(
+        self, namespace: str, name: str, service: str, heartbeat: Heartbeat
+    ) -> V1Deployment:
+        deadline = time.monotonic() + self._deadline_s
+        # Bounded twice over: by the clock and by the number of polls the deadline allows.
+        for _ in range(int(self._deadline_s / self._poll_s) + 2):
+            deployment = self._require_deployment(namespace, name)
+            state = rollout_state(deployment)
+            if state.done:
+                heartbeat(f"deployment {name}: {state.summary}")
+                return deployment
+            if state.stalled is not None:
+                raise self._rollout_failed(
+                    namespace, deployment, service, f"ProgressDeadlineExceeded: {state.stalled}"
+                )
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                break
+            heartbeat(f"deployment {name}: {state.summary}")
+            time.sleep(min(self._poll_s, remaining))
+        deployment = self._require_deployment(namespace, name)
+        raise self._rollout_failed(
+            namespace,
+            deployment,
+            service,
+            f"not rolled out within {self._deadline_s:g}s ({rollout_state(deployment).summary})",
+        )
+
+    def _rollout_failed(
+        self, namespace: str, deployment: V1Deployment, service: str, reason: str
+    ) -> Exception:
+        name = deployment.metadata.name if deployment.metadata else "?"
+        image = main_container(deployment.spec.template, service).image
+        pods = self._kube.list_pods(namespace, label_selector(deployment.spec.selector))
+        problems = pod_problems(pods)
+        pod_part = "; ".join(problems) if problems else "no pod reports a waiting reason"
+        return verdict(
+            ErrorType.DEPLOY_FAILED,
+            f"Deployment {name} in namespace {namespace} did not roll out {image}: {reason}. "
+            f"Pods: {pod_part}",
+        )
+
+    def _undo(
+        self, namespace: str, stable: V1Deployment, service: str, heartbeat: Heartbeat
+    ) -> tuple[str | None, bool]:
+        """Restore the previous ReplicaSet's template into the Deployment; (digest, changed)."""
+        name = stable.metadata.name if stable.metadata and stable.metadata.name else "?"
+        owned = [
+            rs
+            for rs in self._kube.list_replica_sets(namespace, label_selector(stable.spec.selector))
+            if owned_by(rs, stable) and rs.spec is not None and rs.spec.template is not None
+        ]
+        current = next(
+            (
+                rs
+                for rs in owned
+                if rs.spec is not None
+                and rs.spec.template is not None
+                and same_template(self._api_client, rs.spec.template, stable.spec.template)
+            ),
+            None,
+        )
+        meta = annotations_of(stable.metadata)
+        current_hash = (
+            _template_hash(current.metadata.labels) if current and current.metadata else None
+        )
+        if current_hash is not None and meta.get(ROLLED_BACK_TO) == current_hash:
+            # Already rolled back, and nothing was deployed since: nothing to undo.
+            self._wait_for_rollout(namespace, name, service, heartbeat)
+            return digest_of_deployment(stable, service), False
+
+        # Until the controller has made a ReplicaSet for the newest template, that template
+        # is newer than every ReplicaSet.
+        current_revision = (
+            revision(current.metadata)
+            if current
+            else max((revision(rs.metadata) for rs in owned), default=0) + 1
+        )
+        older = [
+            rs for rs in owned if rs is not current and revision(rs.metadata) < current_revision
+        ]
+        if not older:
+            return digest_of_deployment(stable, service), False
+        target = max(older, key=lambda rs: revision(rs.metadata))
+        template = target.spec.template if target.spec is not None else None
+        if template is None:  # filtered out above; this narrows the type
+            return digest_of_deployment(stable, service), False
+        target_hash = _template_hash(target.metadata.labels if target.metadata else None) or ""
+        patch: list[dict[str, Any]] = []
+        if stable.metadata is None or stable.metadata.annotations is None:
+            patch.append({"op": "add", "path": "/metadata/annotations", "value": {}})
+        patch.append(
+            {
+                "op": "replace",
+                "path": "/spec/template",
+                "value": template_json(self._api_client, template),
+            }
+        )
+        restored = digest_of_template(template, service)
+        for key, value in (
+            (ROLLED_BACK_FROM, str(current_revision)),
+            (ROLLED_BACK_TO, target_hash),
+            (DIGEST, restored),
+        ):
+            if value is not None:
+                patch.append({"op": "add", "path": _annotation_path(key), "value": value})
+        # The bad version's labels must not stay on the Deployment it no longer runs.
+        stale = [VERSION] if restored is not None else [VERSION, DIGEST]
+        patch += [{"op": "remove", "path": _annotation_path(k)} for k in stale if k in meta]
+        heartbeat(f"deployment {name}: roll back to revision {revision(target.metadata)}")
+        self._kube.patch_deployment(namespace, name, patch)
+        self._wait_for_rollout(namespace, name, service, heartbeat)
+        return restored, True
+
+    def _promote_blue_green(
+        self, namespace: str, request: DeployRequest, heartbeat: Heartbeat
+    ) -> DeployResult:
+        name = deployment_name(request.service, request.slot)
+        preview = self._require_deployment(namespace, name)
+        running = main_container(preview.spec.template, request.service).image
+        image = image_reference(request.artifact)
+        if running != image:
+            raise verdict(
+                ErrorType.DEPLOY_FAILED,
+                f"cannot promote {request.slot} of {request.service} in namespace {namespace}: "
+                f"Deployment {name} runs {running}, not {image}; deploy it to the slot first",
+            )
+        self._wait_for_rollout(namespace, name, request.service, heartbeat)
+        service = self._require_service(namespace, request.service)
+        active = _selected_slot(service)
+        previous: str | None = None
+        if active in _BLUE_GREEN and active != request.slot:
+            old = self._kube.read_deployment(namespace, deployment_name(request.service, active))
+            previous = digest_of_deployment(old, request.service) if old else None
+        if active == request.slot:
+            return self._deploy_result(request, request.artifact.digest, changed=False)
+        heartbeat(f"service {request.service}: switch to {request.slot}")
+        self._kube.patch_service(
+            namespace,
+            request.service,
+            {
+                "metadata": {"annotations": {PREVIOUS_SLOT: active, ROLLED_BACK_FROM: None}},
+                "spec": {"selector": {"slot": request.slot}},
+            },
+        )
+        return self._deploy_result(request, previous, changed=True)
+
+    def _rollback_blue_green(
+        self,
+        namespace: str,
+        request: RollbackRequest,
+        service: V1Service,
+        heartbeat: Heartbeat,
+    ) -> RollbackResult:
+        active = _selected_slot(service)
+        back = annotations_of(service.metadata).get(PREVIOUS_SLOT)
+        changed = self._set_weight(namespace, request.service, 0)
+        if back not in _BLUE_GREEN or back == active or active is None:
+            # No promote to undo (never promoted, or already rolled back).
+            current = self._kube.read_deployment(
+                namespace, deployment_name(request.service, active or "blue")
+            )
+            digest = digest_of_deployment(current, request.service) if current else None
+            return RollbackResult(
+                environment=request.environment, restored_digest=digest, changed=changed
+            )
+        slot: Slot = "blue" if back == "blue" else "green"
+        name = deployment_name(request.service, slot)
+        target = self._require_deployment(namespace, name)
+        if replicas_of(target) == 0:
+            live = self._kube.read_deployment(namespace, deployment_name(request.service, active))
+            replicas = max(replicas_of(live), 1) if live else 1
+            self._kube.patch_deployment(namespace, name, {"spec": {"replicas": replicas}})
+        self._wait_for_rollout(namespace, name, request.service, heartbeat)
+        heartbeat(f"service {request.service}: switch back to {slot}")
+        self._kube.patch_service(
+            namespace,
+            request.service,
+            {
+                "metadata": {"annotations": {PREVIOUS_SLOT: None, ROLLED_BACK_FROM: active}},
+                "spec": {"selector": {"slot": slot}},
+            },
+        )
+        return RollbackResult(
+            environment=request.environment,
+            restored_digest=digest_of_deployment(target, request.service),
+            changed=True,
+        )
+
+    def _mark_canary_pending(self, namespace: str, service: str, digest: str) -> None:
+        name = deployment_name(service, "stable")
+        stable = self._kube.read_deployment(namespace, name)
+        if stable is not None and annotations_of(stable.metadata).get(CANARY_PENDING) != digest:
+            self._kube.patch_deployment(
+                namespace, name, {"metadata": {"annotations": {CANARY_PENDING: digest}}}
+            )
+
+    def _forget_previous_slot(self, namespace: str, service: str, slot: Slot) -> None:
+        # Deploying a new preview commits the last promote: from now on a rollback must not
+        # switch back to a slot that is being replaced.
+        found = self._require_service(namespace, service)
+        if _selected_slot(found) != slot and PREVIOUS_SLOT in annotations_of(found.metadata):
+            self._kube.patch_service(
+                namespace, service, {"metadata": {"annotations": {PREVIOUS_SLOT: None}}}
+            )
+
+    def _scale_to_zero(self, namespace: str, name: str) -> bool:
+        found = self._kube.read_deployment(namespace, name)
+        if found is None or replicas_of(found) == 0:
+            return False
+        self._kube.patch_deployment(namespace, name, {"spec": {"replicas": 0}})
+        return True
+
+    def _require_deployment(self, namespace: str, name: str) -> V1Deployment:
+        found = self._kube.read_deployment(namespace, name)
+        if found is None:
+            raise verdict(
+                ErrorType.CONFIGURATION,
+                f"Deployment {name} does not exist in namespace {namespace}; the service's "
+                "manifests must create one Deployment per slot",
+            )
+        return found
+
+    def _require_service(self, namespace: str, name: str) -> V1Service:
+        found = self._kube.read_service(namespace, name)
+        if found is None:
+            raise verdict(
+                ErrorType.CONFIGURATION,
+                f"Service {name} does not exist in namespace {namespace}; blue/green needs it",
+            )
+        return found
+
+    def _deploy_result(
+        self,
+        request: DeployRequest,
+        previous: str | None,
+        *,
+        changed: bool,
+        slot: Slot | None = None,
+    ) -> DeployResult:
+        return DeployResult(
+            environment=request.environment,
+            slot=slot or request.slot,
+            digest=request.artifact.digest,
+            previous_digest=previous,
+            endpoint=_lookup(self._base_url_for, request.environment) or "",
+            changed=changed,
+        )
+
+    def _probe_target(self, request: HttpCheckRequest) -> tuple[str, dict[str, str]]:
+        if request.slot is not None:
+            direct = self._slot_url(request.environment, request.slot)
+            if direct:
+                return direct, {}
+        base = _lookup(self._base_url_for, request.environment)
+        if not base:
+            raise verdict(
+                ErrorType.CONFIGURATION,
+                f"no ingress URL configured for environment {request.environment!r} "
+                "(KubernetesPlatform base_url_for)",
+            )
+        if request.slot is None or (request.slot == "stable" and not self._has_canary(request)):
+            return base, {}
+        if request.slot == "canary":
+            # The VirtualService's header route always sends `canary: true` to the canary.
+            return base, {"canary": "true"}
+        raise verdict(
+            ErrorType.CONFIGURATION,
+            f"no URL configured for slot {request.slot} of environment "
+            f"{request.environment!r} (KubernetesPlatform slot_url_for "
+            f"'{request.environment}/{request.slot}')",
+        )
+
+    def _has_canary(self, request: HttpCheckRequest) -> bool:
+        # Through the ingress, the stable slot is reached alone only while the canary gets
+        # no traffic; otherwise a slot URL is needed.
+        namespace = self._namespace(request.environment)
+        found = self._kube.read_virtual_service(namespace, self._virtual_service(request.service))
+        if found is None:
+            return False
+        try:
+            return canary_weight(parse_http_routes(_spec(found).get("http")), request.service) > 0
+        except RoutingError:
+            return True
+
+    def _slot_url(self, environment: str, slot: Slot) -> str | None:
+        source = self._slot_url_for
+        if source is None:
+            return None
+        if isinstance(source, Mapping):
+            return source.get(f"{environment}/{slot}")
+        return source(environment, slot)
+
+    def _namespace(self, environment: str) -> str:
+        namespace = _lookup(self._namespace_for, environment)
+        if not namespace:
+            raise verdict(
+                ErrorType.CONFIGURATION,
+                f"no Kubernetes namespace configured for environment {environment!r}",
+            )
+        return namespace
+
+    def _virtual_service(self, service: str) -> str:
+        return _lookup(self._virtual_service_for, service) or service
+
+
+def _lookup(source: Lookup | None, key: str) -> str | None:
+    if source is None:
+        return None
+    if isinstance(source, Mapping):
+        return source.get(key)
+    return source(key)
+
+
+def _spec(obj: dict[str, Any]) -> dict[str, Any]:
+    spec = obj.get("spec")
+    return spec if isinstance(spec, dict) else {}
+
+
+def _selected_slot(service: V1Service) -> Slot | None:
+    selector = service.spec.selector if service.spec is not None else None
+    value = (selector or {}).get("slot")
+    slots: dict[str | None, Slot] = {
+        "stable": "stable",
+        "canary": "canary",
+        "blue": "blue",
+        "green": "green",
+    }
+    return slots.get(value)
+
+
+def _template_hash(labels: dict[str, str] | None) -> str | None:
+    return (labels or {}).get(TEMPLATE_HASH_LABEL)
+
+
+def _annotation_path(key: str) -> str:
+    # JSON Pointer escaping (RFC 6901): '~' → '~0', '/' → '~1'.
+    return "/metadata/annotations/" + key.replace("~", "~0").replace("/", "~1")
