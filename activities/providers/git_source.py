@@ -117,9 +117,9 @@ class GitSource:
         checkout.parent.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(prefix=f".{sha[:12]}-", dir=checkout.parent))
         try:
-            # --shared borrows objects from the mirror, so a checkout costs only its files;
-            # the clone is self-contained otherwise and survives the rename below.
-            _git(["clone", "--shared", "--no-checkout", "--quiet", str(mirror), str(tmp)], None)
+            # A local clone hard-links the mirror's objects: cheap, yet self-contained (a later
+            # fetch --prune and gc of the mirror cannot break it) and it survives the rename.
+            _git(["clone", "--no-checkout", "--quiet", str(mirror), str(tmp)], cwd=None)
             _git(["-c", "advice.detachedHead=false", "checkout", "--quiet", sha], cwd=tmp)
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)

@@ -222,15 +222,16 @@ def parse_junit(path: Path) -> JUnitCounts:
     cases = list(root.iter("testcase"))
     for case in cases:
         counts.tests += 1
+        if case.find("skipped") is not None:
+            counts.skipped += 1
+            continue
         if case.find("failure") is not None:
             counts.failures += 1
         elif case.find("error") is not None:
             counts.errors += 1
-        elif case.find("skipped") is not None:
-            counts.skipped += 1
         else:
             continue
-        if case.find("skipped") is None and len(counts.failed_tests) < MAX_FAILED_IDS:
+        if len(counts.failed_tests) < MAX_FAILED_IDS:
             classname, name = case.get("classname", ""), case.get("name", "?")
             counts.failed_tests.append(f"{classname}::{name}" if classname else name)
     if not cases:

@@ -1,0 +1,654 @@
+"""Scanners run as subprocesses (or over HTTP for SonarQube), their JSON parsed into findings.
+
+Every scanner either reports what it found or says plainly that it could not run
+(`available=False` with a reason): a missing binary, an unreachable data source or output that
+cannot be parsed is never an empty, passing report.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from activities.backends import Scanner
+from activities.contracts import Finding, ScannerReport, Severity
+
+__all__ = [
+    "BanditScanner",
+    "DetectSecretsScanner",
+    "HadolintScanner",
+    "PipAuditScanner",
+    "SonarQubeGate",
+    "TrivyScanner",
+    "default_scanners",
+    "find_binary",
+    "parse_bandit",
+    "parse_detect_secrets",
+    "parse_hadolint",
+    "parse_pip_audit",
+    "parse_trivy",
+]
+
+# Directories that are not the service's own source: virtualenvs, caches, build output.
+_NOT_SOURCE = (".git", ".venv", "venv", "node_modules", "__pycache__", "build", "dist", ".tox")
+
+
+def find_binary(name: str) -> Path | None:
+    """A scanner's executable: next to this interpreter first (installed in the venv by pip),
+    then on PATH."""
+    beside = Path(sys.executable).parent / name
+    if beside.is_file() and os.access(beside, os.X_OK):
+        return beside
+    found = shutil.which(name)
+    return Path(found) if found else None
+
+
+@dataclass(frozen=True)
+class _Run:
+    exit_code: int
+    stdout: str
+    stderr: str
+
+
+class _UnavailableError(Exception):
+    """Internal: the scanner could not run; the message is the report's reason."""
+
+
+def _run(
+    argv: Sequence[str],
+    cwd: Path,
+    timeout_s: float,
+    env: Mapping[str, str] | None = None,
+) -> _Run:
+    try:
+        process = subprocess.Popen(
+            list(argv),
+            cwd=cwd,
+            env={**os.environ, **(env or {})},
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            # Own process group: on timeout the scanner's children (pip-audit runs pip) stop too.
+            start_new_session=True,
+        )
+    except OSError as exc:
+        raise _UnavailableError(f"{argv[0]} could not be started: {exc.strerror}") from exc
+    try:
+        stdout, stderr = process.communicate(timeout=timeout_s)
+    except subprocess.TimeoutExpired as exc:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGKILL)
+        process.communicate()
+        raise _UnavailableError(
+            f"{Path(argv[0]).name} did not finish within {timeout_s:.0f} s"
+        ) from exc
+    return _Run(process.returncode, stdout, stderr)
+
+
+def _last_line(text: str) -> str:
+    lines = [line.strip() for line in text.strip().splitlines() if line.strip()]
+    return lines[-1][:300] if lines else "no output"
+
+
+def _json(run: _Run, tool: str) -> Any:
+    try:
+        return json.loads(run.stdout)
+    except json.JSONDecodeError as exc:
+        raise _UnavailableError(
+            f"{tool} exited {run.exit_code} without a JSON report: {_last_line(run.stderr)}"
+        ) from exc
+
+
+def _missing(name: str, hint: str) -> ScannerReport:
+    return ScannerReport(
+        scanner=name, available=False, reason=f"{name} is not installed on this worker: {hint}"
+    )
+
+
+def _unavailable(name: str, reason: object) -> ScannerReport:
+    return ScannerReport(scanner=name, available=False, reason=str(reason))
+
+
+def _not_a_dir(name: str, path: Path) -> ScannerReport | None:
+    if path.is_dir():
+        return None
+    return _unavailable(name, f"{path} is not a directory: nothing was scanned")
+
+
+# --- bandit -------------------------------------------------------------------------------
+
+_BANDIT_SEVERITY = {"HIGH": Severity.HIGH, "MEDIUM": Severity.MEDIUM, "LOW": Severity.LOW}
+
+
+def parse_bandit(report: Mapping[str, Any]) -> list[Finding]:
+    """Findings of a `bandit -f json` report. Files bandit could not parse are INFO findings:
+    visible in the report rather than silently unscanned."""
+    findings = [
+        Finding(
+            scanner="bandit",
+            rule=str(r.get("test_id", "?")),
+            severity=_BANDIT_SEVERITY.get(str(r.get("issue_severity", "")).upper(), Severity.INFO),
+            message=f"{r.get('issue_text', '')} (confidence {r.get('issue_confidence', '?')})",
+            location=f"{_relative(str(r.get('filename', '')))}:{r.get('line_number', 0)}",
+        )
+        for r in report.get("results", [])
+    ]
+    findings += [
+        Finding(
+            scanner="bandit",
+            rule="not-scanned",
+            severity=Severity.INFO,
+            message=f"bandit could not scan this file: {e.get('reason', '?')}",
+            location=_relative(str(e.get("filename", ""))),
+        )
+        for e in report.get("errors", [])
+    ]
+    return findings
+
+
+def _relative(filename: str) -> str:
+    return filename.removeprefix("./")
+
+
+class BanditScanner:
+    """Python security linter: `bandit -r . -f json`, HIGH/MEDIUM/LOW kept as they are."""
+
+    name = "bandit"
+
+    def __init__(self, timeout_s: float = 300.0) -> None:
+        self._timeout_s = timeout_s
+
+    def scan(self, path: str) -> ScannerReport:
+        root = Path(path)
+        if (bad := _not_a_dir(self.name, root)) is not None:
+            return bad
+        binary = find_binary("bandit")
+        if binary is None:
+            return _missing(self.name, "pip install bandit")
+        excluded = ",".join(f"./{d}" for d in _NOT_SOURCE)
+        try:
+            run = _run(
+                [str(binary), "-r", ".", "-f", "json", "-q", "-x", excluded], root, self._timeout_s
+            )
+            # bandit exits 1 when it found issues; anything else without JSON is a failure.
+            report = _json(run, "bandit")
+        except _UnavailableError as exc:
+            return _unavailable(self.name, exc)
+        return ScannerReport(scanner=self.name, findings=parse_bandit(report))
+
+
+# --- pip-audit ----------------------------------------------------------------------------
+
+_PINNED = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*(\[[^\]]*\])?\s*===?\s*[^\s;,*]+\s*(;.*)?$")
+_NETWORK_TROUBLE = re.compile(
+    r"ConnectionError|ProxyError|NewConnectionError|Max retries exceeded|"
+    r"Temporary failure in name resolution|Name or service not known|timed out|"
+    r"Connection refused|Network is unreachable|SSLError",
+    re.IGNORECASE,
+)
+
+
+def parse_pip_audit(report: Mapping[str, Any]) -> tuple[list[Finding], list[str]]:
+    """Findings of a `pip-audit -f json` report, and the dependencies it could not audit.
+
+    pip-audit's services give no severity, so a known vulnerability counts as HIGH: the
+    dependency has a published advisory (usually with a fixed version) and should be upgraded.
+    """
+    findings: list[Finding] = []
+    skipped: list[str] = []
+    for dep in report.get("dependencies", []):
+        name, version = dep.get("name", "?"), dep.get("version", "?")
+        if dep.get("skip_reason"):
+            skipped.append(f"{name}: {dep['skip_reason']}")
+            continue
+        for vuln in dep.get("vulns", []):
+            fixes = ", ".join(vuln.get("fix_versions", [])) or "none yet"
+            aliases = ", ".join(vuln.get("aliases", []))
+            message = f"{name} {version} is vulnerable (fixed in: {fixes})"
+            if aliases:
+                message += f" [{aliases}]"
+            description = str(vuln.get("description") or "").strip()
+            if description:
+                message += f": {description[:200]}"
+            findings.append(
+                Finding(
+                    scanner="pip-audit",
+                    rule=str(vuln.get("id", "?")),
+                    severity=Severity.HIGH,
+                    message=message,
+                    location=f"{name}=={version}",
+                )
+            )
+    return findings, skipped
+
+
+class PipAuditScanner:
+    """Known vulnerabilities in the service's dependencies, from `requirements.txt` (or the
+    project's `pyproject.toml`), checked against pip-audit's vulnerability service.
+
+    Pinned requirements are audited as written, without pip (fast, no resolver). Anything else
+    makes pip-audit resolve the dependencies with pip, which needs the package index and takes
+    longer. When the vulnerability service cannot be reached the report is unavailable.
+    `env` is merged over the worker's environment (proxies, index URL).
+    """
+
+    name = "pip-audit"
+
+    def __init__(
+        self,
+        timeout_s: float = 120.0,
+        network_timeout_s: float = 5.0,
+        service: str = "pypi",
+        cache_dir: Path | None = None,
+        env: Mapping[str, str] | None = None,
+    ) -> None:
+        self._timeout_s = timeout_s
+        self._network_timeout_s = network_timeout_s
+        self._service = service
+        self._cache_dir = cache_dir
+        self._env = dict(env or {})
+
+    def scan(self, path: str) -> ScannerReport:
+        root = Path(path)
+        if (bad := _not_a_dir(self.name, root)) is not None:
+            return bad
+        binary = find_binary("pip-audit")
+        if binary is None:
+            return _missing(self.name, "pip install pip-audit")
+        requirements = root / "requirements.txt"
+        argv = [
+            str(binary),
+            "-f",
+            "json",
+            "--progress-spinner",
+            "off",
+            "--timeout",
+            f"{max(1, round(self._network_timeout_s))}",
+            "-s",
+            self._service,
+        ]
+        if self._cache_dir is not None:
+            argv += ["--cache-dir", str(self._cache_dir)]
+        if requirements.is_file():
+            argv += ["-r", requirements.name]
+            if _all_pinned(requirements):
+                argv += ["--no-deps", "--disable-pip"]
+        elif (root / "pyproject.toml").is_file():
+            argv.append(".")
+        else:
+            return _unavailable(
+                self.name,
+                f"no requirements.txt or pyproject.toml in {root}: nothing says which "
+                "dependencies to audit",
+            )
+        try:
+            run = _run(argv, root, self._timeout_s, self._env)
+            if _NETWORK_TROUBLE.search(run.stderr) and not run.stdout.strip():
+                raise _UnavailableError(
+                    f"pip-audit could not reach its vulnerability service ({self._service}): "
+                    f"{_last_line(run.stderr)}"
+                )
+            report = _json(run, "pip-audit")  # exit 1 with JSON means vulnerabilities found
+        except _UnavailableError as exc:
+            return _unavailable(self.name, exc)
+        findings, skipped = parse_pip_audit(report)
+        if skipped:
+            # Some dependencies were not checked at all: saying "no findings" would be a lie.
+            return ScannerReport(
+                scanner=self.name,
+                available=False,
+                reason=f"pip-audit could not audit {len(skipped)} dependencies: "
+                + "; ".join(skipped[:5]),
+                findings=findings,
+            )
+        return ScannerReport(scanner=self.name, findings=findings)
+
+
+def _all_pinned(requirements: Path) -> bool:
+    lines = [
+        line.split(" #", 1)[0].strip()
+        for line in requirements.read_text(errors="replace").splitlines()
+    ]
+    lines = [line for line in lines if line and not line.startswith("#")]
+    return all(_PINNED.match(line) for line in lines)
+
+
+# --- detect-secrets -----------------------------------------------------------------------
+
+
+def parse_detect_secrets(report: Mapping[str, Any]) -> list[Finding]:
+    """Findings of a `detect-secrets scan` baseline. Every possible secret is HIGH: a secret in
+    the repository must be rotated, whatever its kind. The secret itself is never repeated."""
+    return [
+        Finding(
+            scanner="detect-secrets",
+            rule=str(secret.get("type", "?")),
+            severity=Severity.HIGH,
+            message=f"possible secret ({secret.get('type', '?')}) committed to the repository",
+            location=f"{secret.get('filename', filename)}:{secret.get('line_number', 0)}",
+        )
+        for filename, secrets in sorted(report.get("results", {}).items())
+        for secret in secrets
+    ]
+
+
+class DetectSecretsScanner:
+    """Secrets committed to the tree: `detect-secrets scan --all-files`."""
+
+    name = "detect-secrets"
+
+    def __init__(self, timeout_s: float = 300.0) -> None:
+        self._timeout_s = timeout_s
+
+    def scan(self, path: str) -> ScannerReport:
+        root = Path(path)
+        if (bad := _not_a_dir(self.name, root)) is not None:
+            return bad
+        binary = find_binary("detect-secrets")
+        if binary is None:
+            return _missing(self.name, "pip install detect-secrets")
+        # --all-files: without it detect-secrets scans only git-tracked files, and finds
+        # nothing at all outside a git repository.
+        exclude = r"(^|/)(" + "|".join(re.escape(d) for d in _NOT_SOURCE) + r")(/|$)"
+        argv = [str(binary), "scan", "--all-files", "--exclude-files", exclude, "."]
+        try:
+            report = _json(_run(argv, root, self._timeout_s), "detect-secrets")
+        except _UnavailableError as exc:
+            return _unavailable(self.name, exc)
+        return ScannerReport(scanner=self.name, findings=parse_detect_secrets(report))
+
+
+# --- hadolint -----------------------------------------------------------------------------
+
+_HADOLINT_LEVEL = {
+    "error": Severity.HIGH,
+    "warning": Severity.MEDIUM,
+    "info": Severity.LOW,
+    "style": Severity.INFO,
+}
+
+
+def parse_hadolint(report: Sequence[Mapping[str, Any]]) -> list[Finding]:
+    """Findings of `hadolint -f json`: error→HIGH, warning→MEDIUM, info→LOW, style→INFO."""
+    return [
+        Finding(
+            scanner="hadolint",
+            rule=str(item.get("code", "?")),
+            severity=_HADOLINT_LEVEL.get(str(item.get("level", "")).lower(), Severity.INFO),
+            message=str(item.get("message", "")),
+            location=f"{Path(str(item.get('file', 'Dockerfile'))).name}:{item.get('line', 0)}",
+        )
+        for item in report
+    ]
+
+
+class HadolintScanner:
+    """Dockerfile linter. Runs only when the service has a Dockerfile; without one there is
+    nothing to lint and the report is available and empty."""
+
+    name = "hadolint"
+
+    def __init__(self, binary: Path | None = None, timeout_s: float = 120.0) -> None:
+        self._binary = binary
+        self._timeout_s = timeout_s
+
+    def scan(self, path: str) -> ScannerReport:
+        root = Path(path)
+        if (bad := _not_a_dir(self.name, root)) is not None:
+            return bad
+        dockerfiles = sorted(
+            p.name for p in root.iterdir() if p.is_file() and _is_dockerfile(p.name)
+        )
+        if not dockerfiles:
+            return ScannerReport(scanner=self.name)
+        binary = self._binary or find_binary("hadolint")
+        if binary is None:
+            return _missing(
+                self.name,
+                f"{', '.join(dockerfiles)} not linted; install the hadolint binary on the "
+                "worker's PATH",
+            )
+        findings: list[Finding] = []
+        for dockerfile in dockerfiles:
+            try:
+                run = _run([str(binary), "-f", "json", dockerfile], root, self._timeout_s)
+                findings += parse_hadolint(_json(run, "hadolint"))
+            except _UnavailableError as exc:
+                return _unavailable(self.name, exc)
+        return ScannerReport(scanner=self.name, findings=findings)
+
+
+def _is_dockerfile(name: str) -> bool:
+    return name == "Dockerfile" or name.startswith("Dockerfile.") or name.endswith(".Dockerfile")
+
+
+# --- trivy --------------------------------------------------------------------------------
+
+_TRIVY_SEVERITY = {
+    "CRITICAL": Severity.CRITICAL,
+    "HIGH": Severity.HIGH,
+    "MEDIUM": Severity.MEDIUM,
+    "LOW": Severity.LOW,
+    "UNKNOWN": Severity.INFO,
+}
+
+
+def parse_trivy(report: Mapping[str, Any] | Sequence[Any]) -> list[Finding]:
+    """Findings of a trivy JSON report: vulnerabilities, failed misconfiguration checks and
+    secrets of every result. Accepts the current format (`{"SchemaVersion": 2, "Results":
+    [...]}`) and the old bare list of results."""
+    results = report.get("Results") if isinstance(report, Mapping) else report
+    findings: list[Finding] = []
+    for result in results or []:
+        target = str(result.get("Target", ""))
+        for vuln in result.get("Vulnerabilities") or []:
+            fixed = vuln.get("FixedVersion") or "no fix yet"
+            findings.append(
+                Finding(
+                    scanner="trivy",
+                    rule=str(vuln.get("VulnerabilityID", "?")),
+                    severity=_trivy_severity(vuln),
+                    message=f"{vuln.get('PkgName', '?')} {vuln.get('InstalledVersion', '?')}: "
+                    f"{vuln.get('Title') or vuln.get('Description', '')} (fixed in {fixed})",
+                    location=target,
+                )
+            )
+        for check in result.get("Misconfigurations") or []:
+            if str(check.get("Status", "FAIL")).upper() != "FAIL":
+                continue
+            findings.append(
+                Finding(
+                    scanner="trivy",
+                    rule=str(check.get("ID") or check.get("AVDID") or "?"),
+                    severity=_trivy_severity(check),
+                    message=str(check.get("Message") or check.get("Title") or ""),
+                    location=target,
+                )
+            )
+        for secret in result.get("Secrets") or []:
+            findings.append(
+                Finding(
+                    scanner="trivy",
+                    rule=str(secret.get("RuleID", "?")),
+                    severity=_trivy_severity(secret),
+                    message=f"possible secret: {secret.get('Title', secret.get('Category', ''))}",
+                    location=f"{target}:{secret.get('StartLine', 0)}",
+                )
+            )
+    return findings
+
+
+def _trivy_severity(item: Mapping[str, Any]) -> Severity:
+    return _TRIVY_SEVERITY.get(str(item.get("Severity", "")).upper(), Severity.INFO)
+
+
+class TrivyScanner:
+    """Vulnerabilities, misconfigurations and secrets of a directory: `trivy fs -f json`.
+    Trivy needs its vulnerability database; when it cannot get it the report is unavailable."""
+
+    name = "trivy"
+
+    def __init__(self, binary: Path | None = None, timeout_s: float = 600.0) -> None:
+        self._binary = binary
+        self._timeout_s = timeout_s
+
+    @property
+    def installed(self) -> bool:
+        return (self._binary or find_binary("trivy")) is not None
+
+    def scan(self, path: str) -> ScannerReport:
+        root = Path(path)
+        if (bad := _not_a_dir(self.name, root)) is not None:
+            return bad
+        binary = self._binary or find_binary("trivy")
+        if binary is None:
+            return _missing(self.name, "install the trivy binary on the worker's PATH")
+        argv = [str(binary), "fs", "--format", "json", "--quiet", "."]
+        try:
+            run = _run(argv, root, self._timeout_s)
+            if run.exit_code != 0:
+                raise _UnavailableError(f"trivy exited {run.exit_code}: {_last_line(run.stderr)}")
+            findings = parse_trivy(_json(run, "trivy"))
+        except _UnavailableError as exc:
+            return _unavailable(self.name, exc)
+        return ScannerReport(scanner=self.name, findings=findings)
+
+
+# --- SonarQube ----------------------------------------------------------------------------
+
+_SONAR_METRICS = {"duplicated_lines_density": "duplication_pct", "complexity": "complexity"}
+
+
+class SonarQubeGate:
+    """The quality gate SonarQube computed for `project_key` (the analysis itself is run by a
+    sonar-scanner elsewhere). Failed conditions become HIGH findings, warnings MEDIUM; the
+    project's duplication and complexity are reported as metrics when SonarQube has them.
+    The `path` given to `scan` is not used: SonarQube already holds the analysis."""
+
+    name = "sonarqube"
+
+    def __init__(self, url: str, token: str, project_key: str, timeout_s: float = 5.0) -> None:
+        self._url = url.rstrip("/")
+        self._project_key = project_key
+        self._timeout_s = timeout_s
+        # A SonarQube user token is sent as the basic-auth login with an empty password,
+        # which every SonarQube version accepts (bearer tokens need 10.0+).
+        self._auth = httpx.BasicAuth(token, "")
+
+    def scan(self, path: str) -> ScannerReport:
+        with httpx.Client(base_url=self._url, auth=self._auth, timeout=self._timeout_s) as client:
+            try:
+                response = client.get(
+                    "/api/qualitygates/project_status", params={"projectKey": self._project_key}
+                )
+            except httpx.HTTPError as exc:
+                return _unavailable(self.name, f"SonarQube at {self._url} is unreachable: {exc}")
+            if response.status_code in (401, 403):
+                return _unavailable(
+                    self.name,
+                    f"SonarQube at {self._url} refused the token ({response.status_code}): "
+                    "give the token 'Browse' permission on the project",
+                )
+            if response.status_code == 404:
+                return _unavailable(
+                    self.name,
+                    f"SonarQube at {self._url} has no project {self._project_key!r}: run an "
+                    "analysis first or fix the project key",
+                )
+            if response.status_code != 200:
+                return _unavailable(
+                    self.name, f"SonarQube at {self._url} answered {response.status_code}"
+                )
+            try:
+                status = response.json()["projectStatus"]
+            except (ValueError, KeyError, TypeError):
+                return _unavailable(self.name, "SonarQube's quality gate answer has no status")
+            gate = str(status.get("status", "NONE")).upper()
+            if gate == "NONE":
+                return _unavailable(
+                    self.name,
+                    f"SonarQube has no quality gate result for {self._project_key!r} yet: "
+                    "run an analysis first",
+                )
+            findings = self._findings(gate, status.get("conditions") or [])
+            metrics = self._metrics(client)
+        return ScannerReport(scanner=self.name, findings=findings, metrics=metrics)
+
+    def _findings(self, gate: str, conditions: Sequence[Mapping[str, Any]]) -> list[Finding]:
+        findings = []
+        for condition in conditions:
+            state = str(condition.get("status", "")).upper()
+            if state not in ("ERROR", "WARN"):
+                continue
+            metric = str(condition.get("metricKey", "?"))
+            findings.append(
+                Finding(
+                    scanner=self.name,
+                    rule=metric,
+                    severity=Severity.HIGH if state == "ERROR" else Severity.MEDIUM,
+                    message=f"quality gate condition failed: {metric} is "
+                    f"{condition.get('actualValue', '?')} (must not be "
+                    f"{condition.get('comparator', '?')} {condition.get('errorThreshold', '?')})",
+                    location=self._project_key,
+                )
+            )
+        if gate == "ERROR" and not any(f.severity == Severity.HIGH for f in findings):
+            findings.append(
+                Finding(
+                    scanner=self.name,
+                    rule="quality-gate",
+                    severity=Severity.HIGH,
+                    message="the SonarQube quality gate failed",
+                    location=self._project_key,
+                )
+            )
+        return findings
+
+    def _metrics(self, client: httpx.Client) -> dict[str, float]:
+        """Duplication and complexity; missing figures are left out (never reported as 0)."""
+        try:
+            response = client.get(
+                "/api/measures/component",
+                params={"component": self._project_key, "metricKeys": ",".join(_SONAR_METRICS)},
+            )
+            measures = response.json()["component"]["measures"] if response.is_success else []
+        except (httpx.HTTPError, ValueError, KeyError, TypeError):
+            return {}
+        metrics: dict[str, float] = {}
+        for measure in measures:
+            name = _SONAR_METRICS.get(str(measure.get("metric")))
+            try:
+                if name is not None:
+                    metrics[name] = float(measure["value"])
+            except (KeyError, TypeError, ValueError):
+                continue
+        return metrics
+
+
+# --- registry of scanners -----------------------------------------------------------------
+
+
+def default_scanners() -> dict[str, Scanner]:
+    """The scanners a local worker offers, by the names pipeline definitions use. SonarQube
+    needs a server, a token and a project key, so the worker adds a `SonarQubeGate` itself."""
+    scanners: list[Scanner] = [
+        BanditScanner(),
+        PipAuditScanner(),
+        DetectSecretsScanner(),
+        HadolintScanner(),
+        TrivyScanner(),
+    ]
+    return {scanner.name: scanner for scanner in scanners}

