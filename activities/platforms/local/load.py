@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 import threading
 import time
+from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 
 import httpx
@@ -33,8 +34,11 @@ class HttpLoadGenerator:
         timeout_s: float = 5.0,
         max_in_flight: int = 32,
         heartbeat_every_s: float = 1.0,
+        on_start: Callable[[LoadRequest], None] | None = None,
     ) -> None:
         self.router = router
+        # The platform snapshots metrics here: the analysis interval starts with the load.
+        self.on_start = on_start
         self.timeout_s = timeout_s
         self.max_in_flight = max_in_flight
         self.heartbeat_every_s = heartbeat_every_s
@@ -47,6 +51,8 @@ class HttpLoadGenerator:
         counts = {"sent": 0, "errors": 0}
         in_flight = threading.BoundedSemaphore(self.max_in_flight)
         limits = httpx.Limits(max_connections=self.max_in_flight)
+        if self.on_start is not None:
+            self.on_start(request)
 
         with (
             httpx.Client(timeout=self.timeout_s, limits=limits) as client,

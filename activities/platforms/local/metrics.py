@@ -1,9 +1,11 @@
 """Slot metrics from Traefik's own Prometheus endpoint, without a Prometheus server.
 
-A query must not sleep for its whole window, so every query scrapes once and stores the
-slot's counters on disk with a timestamp; the window's values are the deltas against the
-stored snapshot closest to `now - window_s` (like PromQL's `increase`). When no usable earlier
-snapshot exists (first query, or only stale ones), it scrapes twice a short interval apart.
+A query must not sleep for its whole window, so snapshots of each slot's counters are kept on
+disk with a timestamp, and a window's values are the deltas against the stored snapshot
+closest to `now - window_s` (like PromQL's `increase`). Snapshots are taken by every query and
+by `mark()`, which the local platform calls when a weight is set and when load generation
+starts, i.e. right where an analysis interval begins. When no usable earlier snapshot exists,
+a query scrapes twice a short interval apart instead.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ from typing import Any
 import httpx
 from prometheus_client.parser import text_string_to_metric_families
 
-from activities.contracts import MetricsQuery, MetricsSample
+from activities.contracts import MetricsQuery, MetricsSample, Slot
 from activities.platforms.local._proc import atomic_write_text, file_lock, pid_alive
 from activities.platforms.local.slots import SlotManager
 from activities.platforms.local.traefik import TraefikRouter
@@ -29,6 +31,8 @@ __all__ = ["Snapshot", "TraefikMetricsProvider", "histogram_quantile"]
 REQUESTS = "traefik_service_requests"
 DURATION = "traefik_service_request_duration_seconds"
 SNAPSHOTS_KEPT = 720
+KEEP_S = 7200.0
+SLOTS: tuple[Slot, ...] = ("stable", "canary", "blue", "green")
 
 
 @dataclass
@@ -99,11 +103,13 @@ class TraefikMetricsProvider:
         self.scrape_timeout_s = scrape_timeout_s
 
     def query(self, query: MetricsQuery) -> MetricsSample:
-        name = self.router.service_name(query.service, query.environment, query.slot) + "@file"
-        path = self.root / query.service / query.environment / f"{query.slot}.json"
+        name = self._name(query.service, query.environment, query.slot)
+        path = self._path(query.service, query.environment, query.slot)
         with file_lock(path.with_suffix(".lock")):
             history = self._load(path)
-            current = self._snapshot(name, query)
+            current = self._snapshot(
+                self._scrape(), name, query.service, query.environment, query.slot
+            )
             baseline = self._baseline(history, current.t, query.window_s)
             if baseline is None:
                 # Nothing recent enough to compare with: measure a short interval instead of
@@ -111,14 +117,34 @@ class TraefikMetricsProvider:
                 baseline = current
                 time.sleep(min(self.bootstrap_interval_s, query.window_s))
                 history.append(baseline)
-                current = self._snapshot(name, query)
+                current = self._snapshot(
+                    self._scrape(), name, query.service, query.environment, query.slot
+                )
             history.append(current)
-            cutoff = current.t - 7200.0
-            kept = [s for s in history if s.t >= cutoff][-SNAPSHOTS_KEPT:]
-            atomic_write_text(path, json.dumps([asdict(s) for s in kept]))
+            self._store(path, history, current.t)
         return self._sample(query, name, baseline, current)
 
+    def mark(self, service: str, environment: str) -> None:
+        """Snapshot every slot of the environment now (one scrape), so that a query at the
+        end of the interval that starts here finds its baseline."""
+        text = self._scrape()
+        for slot in SLOTS:
+            path = self._path(service, environment, slot)
+            with file_lock(path.with_suffix(".lock")):
+                history = self._load(path)
+                snapshot = self._snapshot(
+                    text, self._name(service, environment, slot), service, environment, slot
+                )
+                history.append(snapshot)
+                self._store(path, history, snapshot.t)
+
     # --- snapshots -----------------------------------------------------------------------
+
+    def _name(self, service: str, environment: str, slot: Slot) -> str:
+        return self.router.service_name(service, environment, slot) + "@file"
+
+    def _path(self, service: str, environment: str, slot: Slot) -> Path:
+        return self.root / service / environment / f"{slot}.json"
 
     def _load(self, path: Path) -> list[Snapshot]:
         try:
@@ -126,6 +152,11 @@ class TraefikMetricsProvider:
         except (OSError, ValueError):
             return []
         return [Snapshot(**item) for item in raw]
+
+    @staticmethod
+    def _store(path: Path, history: list[Snapshot], now: float) -> None:
+        kept = [s for s in history if s.t >= now - KEEP_S][-SNAPSHOTS_KEPT:]
+        atomic_write_text(path, json.dumps([asdict(s) for s in kept]))
 
     def _baseline(self, history: list[Snapshot], now: float, window_s: float) -> Snapshot | None:
         target = now - window_s
@@ -135,7 +166,7 @@ class TraefikMetricsProvider:
             return None
         return min(usable, key=lambda s: abs(s.t - target))
 
-    def _snapshot(self, name: str, query: MetricsQuery) -> Snapshot:
+    def _scrape(self) -> str:
         try:
             response = httpx.get(self.router.metrics_url, timeout=self.scrape_timeout_s)
             response.raise_for_status()
@@ -144,8 +175,13 @@ class TraefikMetricsProvider:
                 f"cannot scrape Traefik metrics at {self.router.metrics_url} ({error}); "
                 "is the local platform started?"
             ) from error
+        return response.text
+
+    def _snapshot(
+        self, text: str, name: str, service: str, environment: str, slot: Slot
+    ) -> Snapshot:
         snapshot = Snapshot(t=time.time())
-        for family in text_string_to_metric_families(response.text):
+        for family in text_string_to_metric_families(text):
             if family.name not in (REQUESTS, DURATION):
                 continue
             for sample in family.samples:
@@ -157,7 +193,7 @@ class TraefikMetricsProvider:
                 elif sample.name == f"{DURATION}_bucket":
                     le = sample.labels.get("le", "")
                     snapshot.buckets[le] = snapshot.buckets.get(le, 0.0) + sample.value
-        state = self.slots.state(query.service, query.environment, query.slot)
+        state = self.slots.state(service, environment, slot)
         if state.pid is not None and pid_alive(state.pid, state.pid_start):
             snapshot.pid = state.pid
             snapshot.cpu_ticks = _cpu_ticks(state.pid)

@@ -6,6 +6,9 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
 
+import structlog
+
+from activities.contracts import LoadRequest, WeightRequest
 from activities.platforms.local.load import HttpLoadGenerator
 from activities.platforms.local.metrics import TraefikMetricsProvider
 from activities.platforms.local.slots import SlotManager
@@ -16,6 +19,8 @@ __all__ = ["DEFAULT_BASE_PORT", "DEFAULT_ENVIRONMENTS", "LocalPlatform"]
 
 DEFAULT_ENVIRONMENTS = ("development", "staging", "production")
 DEFAULT_BASE_PORT = 18080
+
+_log = structlog.get_logger("slipway.platform.local")
 
 
 class LocalPlatform:
@@ -54,7 +59,23 @@ class LocalPlatform:
         )
         self.target = LocalDeployTarget(self.slots, self.router, self.state_dir)
         self.metrics = TraefikMetricsProvider(self.router, self.slots, self.state_dir)
-        self.load = HttpLoadGenerator(self.router)
+        self.load = HttpLoadGenerator(self.router, on_start=self._mark_load)
+        self.router.on_weight = self._mark_weight
+
+    # An analysis interval starts at a weight change or with its load: snapshot the metrics
+    # there, so the query at its end measures exactly the interval. Best effort: without the
+    # mark, a query falls back to a short measurement of its own.
+    def _mark_weight(self, request: WeightRequest) -> None:
+        self._mark(request.service, request.environment)
+
+    def _mark_load(self, request: LoadRequest) -> None:
+        self._mark(request.service, request.environment)
+
+    def _mark(self, service: str, environment: str) -> None:
+        try:
+            self.metrics.mark(service, environment)
+        except RuntimeError as error:
+            _log.warning("metrics_mark_failed", environment=environment, error=str(error))
 
     @property
     def environments(self) -> list[str]:

@@ -127,6 +127,9 @@ class TraefikRouter:
         self._binary = binary
         self.reload_timeout_s = reload_timeout_s
         self.start_timeout_s = start_timeout_s
+        self.on_weight: Callable[[WeightRequest], None] | None = None
+        """Called after each weight change; the platform snapshots metrics there, since an
+        analysis interval starts at a weight change."""
 
     # --- names and addresses -------------------------------------------------------------
 
@@ -343,6 +346,8 @@ class TraefikRouter:
             return {"canary_weight": request.canary_weight}
 
         self._update(request.environment, request.service, change)
+        if self.on_weight is not None:
+            self.on_weight(request)
 
     def verify_weight(self, request: WeightRequest) -> bool:
         """Whether Traefik's API shows the environment's weighted service with exactly the

@@ -3,10 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
-import socket
-import subprocess
-import sys
 import threading
 import time
 import urllib.error
@@ -17,8 +13,6 @@ from typing import Any
 
 import pytest
 from hello_service import Config, HelloApp, load_config, make_server, service_version
-
-SERVICE_DIR = Path(__file__).resolve().parents[1]
 
 
 class Running:
@@ -137,32 +131,3 @@ def test_config_file_override(tmp_path: Path) -> None:
 def test_version_env_override(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("HELLO_VERSION", "2.0.0-test")
     assert service_version() == "2.0.0-test"
-
-
-def test_module_runs_as_a_process() -> None:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    env = {**os.environ, "PYTHONPATH": str(SERVICE_DIR), "HELLO_VERSION": "7.0.0"}
-    process = subprocess.Popen(
-        [sys.executable, "-m", "hello_service", "--port", str(port)],
-        env=env,
-        stderr=subprocess.PIPE,
-    )
-    try:
-        deadline = time.monotonic() + 10
-        while True:
-            try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=1) as response:
-                    assert json.loads(response.read())["version"] == "7.0.0"
-                    break
-            except OSError:
-                assert process.poll() is None, "hello_service exited before answering"
-                assert time.monotonic() < deadline, "hello_service did not answer in 10 s"
-                time.sleep(0.05)
-    finally:
-        process.terminate()
-        process.wait(timeout=10)
-        assert process.stderr is not None
-        process.stderr.close()
-    assert process.returncode == 0
