@@ -97,7 +97,7 @@ class TraefikMetricsProvider:
     ) -> None:
         self.router = router
         self.slots = slots
-        self.root = Path(state_dir) / "metrics"
+        self.root = Path(state_dir).resolve() / "metrics"
         self.bootstrap_interval_s = bootstrap_interval_s
         self.min_gap_s = min_gap_s
         self.scrape_timeout_s = scrape_timeout_s

@@ -36,11 +36,22 @@ from activities.platforms.local._proc import (
     tail,
 )
 
-__all__ = ["SlotManager", "SlotRevision", "SlotState"]
+__all__ = ["SlotManager", "SlotRevision", "SlotState", "check_names"]
 
 _PYTHON = re.compile(r"python(\d+(\.\d+)?)?")
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
 HISTORY_KEPT = 20
+
+
+def check_names(service: str, environment: str) -> None:
+    """Refuse service or environment names that cannot be part of a path on disk."""
+    for label, value in (("service", service), ("environment", environment)):
+        if not _NAME.fullmatch(value):
+            raise verdict(
+                ErrorType.INVALID_DEFINITION,
+                f"{label} name {value!r} cannot name a local slot: use letters, digits, "
+                "'-', '_' and '.'",
+            )
 
 
 class SlotRevision(BaseModel):
@@ -104,7 +115,8 @@ class SlotManager:
         stop_timeout_s: float = 10.0,
         probe_timeout_s: float = 2.0,
     ) -> None:
-        self.state_dir = Path(state_dir)
+        # Absolute: release dirs become a process's cwd and PYTHONPATH.
+        self.state_dir = Path(state_dir).resolve()
         self.ready_timeout_s = ready_timeout_s
         self.stop_timeout_s = stop_timeout_s
         self.probe_timeout_s = probe_timeout_s
@@ -112,13 +124,7 @@ class SlotManager:
     # --- state ---------------------------------------------------------------------------
 
     def _dir(self, service: str, environment: str) -> Path:
-        for label, value in (("service", service), ("environment", environment)):
-            if not _NAME.fullmatch(value):
-                raise verdict(
-                    ErrorType.INVALID_DEFINITION,
-                    f"{label} name {value!r} cannot name a local slot: use letters, digits, "
-                    "'-', '_' and '.'",
-                )
+        check_names(service, environment)
         return self.state_dir / "slots" / service / environment
 
     def _path(self, service: str, environment: str, slot: Slot) -> Path:

@@ -37,7 +37,7 @@ from activities.contracts import (
 )
 from activities.errors import ErrorType, verdict
 from activities.platforms.local._proc import atomic_write_text, file_lock
-from activities.platforms.local.slots import SlotManager, SlotRevision, SlotState
+from activities.platforms.local.slots import SlotManager, SlotRevision, SlotState, check_names
 from activities.platforms.local.traefik import TraefikRouter
 
 __all__ = ["LocalDeployTarget", "ReleaseRecord", "Undo"]
@@ -82,13 +82,13 @@ class LocalDeployTarget:
     ) -> None:
         self.slots = slots
         self.router = router
-        self.root = Path(state_dir) / "targets"
+        self.root = Path(state_dir).resolve() / "targets"
         self.check_timeout_s = check_timeout_s
 
     # --- records -------------------------------------------------------------------------
 
     def _record_path(self, service: str, environment: str) -> Path:
-        self.slots.state(service, environment, "stable")  # validates the names
+        check_names(service, environment)
         self.router.entrypoint_port(environment)  # refuses unknown environments
         return self.root / service / f"{environment}.json"
 

@@ -121,7 +121,8 @@ class TraefikRouter:
                     f"environment name {env!r} cannot name a Traefik entrypoint: use lowercase "
                     "letters, digits and '-'"
                 )
-        self.root = Path(state_dir) / "traefik"
+        # Absolute: Traefik runs with this as its cwd and reads the dynamic dir by path.
+        self.root = Path(state_dir).resolve() / "traefik"
         self.entrypoints = dict(entrypoints)
         self.api_port = api_port
         self._binary = binary
@@ -165,6 +166,7 @@ class TraefikRouter:
     # --- process -------------------------------------------------------------------------
 
     def binary(self) -> Path:
+        """The Traefik executable this router starts."""
         found = self._binary or find_traefik()
         if found is None:
             raise verdict(
@@ -209,6 +211,12 @@ class TraefikRouter:
         except (OSError, ValueError):
             return None
         return data
+
+    @property
+    def pid(self) -> int | None:
+        """The pid of the Traefik recorded in the pidfile (running or not)."""
+        recorded = self._recorded()
+        return int(recorded["pid"]) if recorded is not None else None
 
     def running(self) -> bool:
         """Whether the Traefik recorded in the pidfile runs and answers /ping."""

@@ -81,10 +81,11 @@ def test_unknown_environment_is_a_configuration_verdict(platform: LocalPlatform)
 
 def test_a_new_router_reuses_the_running_traefik(platform: LocalPlatform, wheel: Wheel) -> None:
     platform.target.deploy(deploy_request(wheel("1.0.0"), "staging"), no_heartbeat)
-    pid = platform.router._recorded()
+    pid = platform.router.pid
     again = TraefikRouter(platform.state_dir, platform.router.entrypoints, platform.router.api_port)
     again.start()
-    assert again._recorded() == pid
+    assert pid is not None
+    assert again.pid == pid
     assert again.running()
     url = platform.entrypoint_url("staging") + "/"
     assert versions_seen(url, 3) == {"1.0.0": 3}
