@@ -146,8 +146,11 @@ class ImageReference:
 
 
 def _is_loopback(host: str) -> bool:
-    hostname = host.rsplit(":", 1)[0] if host.count(":") == 1 else host
-    hostname = hostname.strip("[]")
+    """Whether `host[:port]` (or `[v6]:port`) is a loopback address."""
+    if host.startswith("["):
+        hostname = host[1:].partition("]")[0]
+    else:
+        hostname = host.rsplit(":", 1)[0] if host.count(":") == 1 else host
     if hostname == "localhost":
         return True
     try:
@@ -308,6 +311,8 @@ def _transfer_error(action: str, reference: str, message: str) -> Exception:
         )
     if action == "pull" and ("manifest unknown" in lowered or "not found" in lowered):
         return verdict(ErrorType.ARTIFACT_MISSING, text)
+    if action == "push" and ("name unknown" in lowered or "does not exist" in lowered):
+        return verdict(ErrorType.CONFIGURATION, text + " (create the repository first)")
     return RuntimeError(text)
 
 
@@ -505,9 +510,12 @@ def trivy_findings(report: object) -> list[Finding]:
 class DockerRegistry:
     """Registry backend for any OCI registry, through the Docker Engine API.
 
-    `publish` tags the artifact's digest with more tags and pushes them; the registry must
-    then report the same digest for every tag (checked). `scan` runs `trivy image` when the
-    worker has trivy, and otherwise reports the scanner unavailable (never an empty pass)."""
+    `publish` tags the artifact's digest with more tags and pushes them to
+    `{registry}/{repository_for(service)}`; the registry must then report the same digest for
+    every tag (checked). The source is the artifact's own URI, pulled by digest, so promoting
+    from a build repository to a release one works when the same credentials reach both.
+    `scan` runs `trivy image` when the worker has trivy, and otherwise reports the scanner
+    unavailable (never an empty pass)."""
 
     def __init__(
         self,

@@ -1,0 +1,23 @@
+# Real servers for the provider tests (tests/activities/providers/test_docker_builder.py,
+# test_prometheus.py). Sourced by .ci/run before pytest: it only installs Debian packages;
+# the test fixtures start and stop the servers themselves on 127.0.0.1 (tests/support/podman.py).
+#   podman           Docker Engine API (`podman system service`) that builds FROM-scratch images
+#   docker-registry  the OCI registry images are pushed to (`docker-registry serve CONFIG`)
+#   prometheus       PromQL server for PrometheusMetricsProvider
+# moto_server (ECR) comes from the dev extras (moto[server]) in the venv: nothing to install.
+# No one-time setup: each fixture writes its own registries.conf, storage dirs and configs.
+
+slipway_real_server_packages="podman docker-registry prometheus"
+slipway_missing_real_servers=""
+for slipway_binary in podman docker-registry prometheus; do
+    command -v "$slipway_binary" >/dev/null 2>&1 \
+        || slipway_missing_real_servers="$slipway_missing_real_servers $slipway_binary"
+done
+if [ -n "$slipway_missing_real_servers" ]; then
+    echo "installing real servers for tests:$slipway_missing_real_servers"
+    DEBIAN_FRONTEND=noninteractive apt-get update -q \
+        && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends \
+            $slipway_real_server_packages \
+        || { echo "could not install $slipway_real_server_packages" >&2; return 1 2>/dev/null || exit 1; }
+fi
+unset slipway_real_server_packages slipway_missing_real_servers slipway_binary
