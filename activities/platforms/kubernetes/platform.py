@@ -79,7 +79,8 @@ class KubernetesPlatform:
     its VirtualService name (default: the service name); `base_url_for` an environment to the
     ingress URL HTTP checks go through; `slot_url_for` (`"{environment}/{slot}"` keys, or a
     callable) reaches one slot directly, e.g. a blue/green preview Service. Without a slot URL
-    the canary slot is reached through the ingress with the header `canary: true`.
+    the canary slot is reached through the ingress with the header `canary: true`, and the
+    live blue/green slot (or stable, while the canary gets no traffic) through the ingress.
 
     A rollout is watched every `poll_interval_s` for at most `progress_deadline_s`.
     """
@@ -613,12 +614,20 @@ class KubernetesPlatform:
         if request.slot == "canary":
             # The VirtualService's header route always sends `canary: true` to the canary.
             return base, {"canary": "true"}
+        if request.slot in _BLUE_GREEN and self._is_live(request):
+            return base, {}
         raise verdict(
             ErrorType.CONFIGURATION,
             f"no URL configured for slot {request.slot} of environment "
             f"{request.environment!r} (KubernetesPlatform slot_url_for "
             f"'{request.environment}/{request.slot}')",
         )
+
+    def _is_live(self, request: HttpCheckRequest) -> bool:
+        # The blue/green slot the Service selects is what the ingress serves.
+        namespace = self._namespace(request.environment)
+        found = self._kube.read_service(namespace, request.service)
+        return found is not None and _selected_slot(found) == request.slot
 
     def _has_canary(self, request: HttpCheckRequest) -> bool:
         # Through the ingress, the stable slot is reached alone only while the canary gets
