@@ -40,7 +40,7 @@ with workflow.unsafe.imports_passed_through():
         StageState,
         StageStatus,
     )
-    from workflows.naming import ENVIRONMENT, PIPELINE_STATUS, STAGE
+    from workflows.naming import ENVIRONMENT, PIPELINE_STATUS, SERVICE, STAGE
     from workflows.spec import ApprovalStage, RollbackStage, Stage
     from workflows.stages import RunState, StageFailedError, run_stage
 
@@ -183,6 +183,9 @@ class PipelineWorkflow:
             else:
                 summary = await run_stage(stage, self._state)
         except StageFailedError as failed:
+            if self._abort is not None:  # it failed because we cancelled it
+                self._finish(stage.name, StageState.CANCELLED, "cancelled by abort")
+                raise asyncio.CancelledError from failed
             self._finish(stage.name, StageState.FAILED, str(failed))
             return
         except asyncio.CancelledError:
@@ -304,6 +307,9 @@ class PipelineWorkflow:
             self._open_gates.pop(name, None)
             self._decided_gates.add(name)
         outcome = policy.approval_state(stage, self._votes, self._input.roles)
+        if outcome == "pending" and self._abort is not None:
+            # asyncio.wait_for may prefer a ready result over our cancellation.
+            raise asyncio.CancelledError
         people = [r for r in self._records if r.gate == name and r.accepted]
         if outcome == "rejected":
             who = next((r for r in people if r.decision == "reject"), None)
@@ -479,6 +485,10 @@ class PipelineWorkflow:
         environment: str | None = None,
         status: str | None = None,
     ) -> None:
+        # Only runs started with our search attributes upsert them: a namespace that lacks
+        # them would otherwise fail every workflow task (the starter sets them, or says why).
+        if workflow.info().typed_search_attributes.get(SERVICE) is None:
+            return
         updates = []
         if stage is not None:
             updates.append(STAGE.value_set(stage))

@@ -1,0 +1,259 @@
+"""In-memory backends: every Protocol, no processes, for workflow tests and benchmarks.
+
+They behave like the real ones where a workflow can tell (idempotent deploys, rollback
+restores the previous digest, weights read back) and record every call so tests can assert
+what happened. Behaviour is scripted through plain attributes and callables.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+from activities.backends import Heartbeat
+from activities.contracts import (
+    Artifact,
+    BuildRequest,
+    CheckoutRequest,
+    DeployRequest,
+    DeployResult,
+    Finding,
+    HttpCheckReport,
+    HttpCheckRequest,
+    LoadReport,
+    LoadRequest,
+    MetricsQuery,
+    MetricsSample,
+    NotifyRequest,
+    PublishRequest,
+    RollbackRequest,
+    RollbackResult,
+    ScannerReport,
+    Severity,
+    TestReport,
+    TestRequest,
+    WeightRequest,
+    Workspace,
+)
+
+__all__ = [
+    "MemoryBuilder",
+    "MemoryNotifier",
+    "MemoryPlatform",
+    "MemoryScanner",
+    "MemorySource",
+    "MemoryTestRunner",
+    "ScriptedMetrics",
+]
+
+
+class MemorySource:
+    """Checkouts that exist only as names; `delay_s` simulates a slow clone."""
+
+    def __init__(self, delay_s: float = 0.0) -> None:
+        self.delay_s = delay_s
+        self.calls: list[CheckoutRequest] = []
+
+    def ensure(self, request: CheckoutRequest) -> Workspace:
+        self.calls.append(request)
+        time.sleep(self.delay_s)
+        return Workspace(
+            path=f"/memory/{request.commit[:12]}/{request.service_path}",
+            commit=request.commit,
+            commit_time=datetime(2026, 1, 1, tzinfo=UTC),
+        )
+
+
+class MemoryScanner:
+    """A scanner returning the findings it was given."""
+
+    def __init__(
+        self, name: str, findings: list[Finding] | None = None, available: bool = True,
+        delay_s: float = 0.0, metrics: dict[str, float] | None = None,
+    ) -> None:
+        self.name = name
+        self.metrics = metrics or {}
+        self.findings = findings or []
+        self.available = available
+        self.delay_s = delay_s
+        self.calls = 0
+
+    def scan(self, path: str) -> ScannerReport:
+        self.calls += 1
+        time.sleep(self.delay_s)
+        if not self.available:
+            return ScannerReport(scanner=self.name, available=False, reason="scripted outage")
+        return ScannerReport(scanner=self.name, findings=self.findings, metrics=self.metrics)
+
+    @staticmethod
+    def finding(scanner: str, severity: Severity, rule: str = "R1") -> Finding:
+        return Finding(scanner=scanner, rule=rule, severity=severity, message="scripted")
+
+
+class MemoryTestRunner:
+    """Test results per command keyword; `delays` per keyword to show stages overlap."""
+
+    __test__ = False
+
+    def __init__(self) -> None:
+        self.reports: dict[str, TestReport] = {}
+        self.delays: dict[str, float] = {}
+        self.calls: list[tuple[str, float, float]] = []  # (command, start, end) wall times
+
+    def run(self, request: TestRequest, heartbeat: Heartbeat) -> TestReport:
+        key = " ".join(request.command)
+        start = time.monotonic()
+        for word, delay in self.delays.items():
+            if word in key:
+                time.sleep(delay)
+        self.calls.append((key, start, time.monotonic()))
+        for word, report in self.reports.items():
+            if word in key:
+                return report
+        return TestReport(exit_code=0, tests=10, failures=0, errors=0, skipped=0,
+                          coverage_pct=90.0)
+
+
+class MemoryBuilder:
+    """Digest = sha256 of (service, commit): the same commit always gives the same digest."""
+
+    def __init__(self) -> None:
+        self.calls: list[BuildRequest] = []
+
+    def build(self, request: BuildRequest, heartbeat: Heartbeat) -> Artifact:
+        self.calls.append(request)
+        digest = hashlib.sha256(f"{request.service}@{request.commit}".encode()).hexdigest()
+        return Artifact(
+            digest=f"sha256:{digest}", uri=f"memory://{request.service}/{digest}",
+            size_bytes=1234, version=request.commit[:12],
+        )
+
+    def publish(self, request: PublishRequest) -> Artifact:
+        return request.artifact.model_copy(update={"tags": list(request.tags)})
+
+    def scan(self, artifact: Artifact) -> ScannerReport:
+        return ScannerReport(scanner="trivy")
+
+
+@dataclass
+class _Env:
+    stable: str | None = None
+    previous: list[str] = field(default_factory=list)
+    canary: str | None = None
+    weight: int = 0
+
+
+class MemoryPlatform:
+    """DeployTarget + TrafficRouter kept in a dict; records every call in `events`."""
+
+    def __init__(self) -> None:
+        self.envs: dict[str, _Env] = {}
+        self.events: list[str] = []
+        self.fail_deploy: set[str] = set()
+        self.failing_checks: set[str] = set()
+        self._lock = threading.Lock()
+
+    def _env(self, name: str) -> _Env:
+        return self.envs.setdefault(name, _Env())
+
+    def deploy(self, request: DeployRequest, heartbeat: Heartbeat) -> DeployResult:
+        from activities.errors import ErrorType, verdict
+
+        with self._lock:
+            self.events.append(f"deploy {request.environment} {request.slot}")
+            if request.environment in self.fail_deploy:
+                raise verdict(ErrorType.DEPLOY_FAILED, f"{request.environment}: scripted failure")
+            env = self._env(request.environment)
+            digest = request.artifact.digest
+            if request.slot == "canary":
+                changed = env.canary != digest
+                env.canary = digest
+                return DeployResult(environment=request.environment, slot="canary",
+                                    digest=digest, previous_digest=env.stable, changed=changed)
+            changed = env.stable != digest
+            if changed and env.stable:
+                env.previous.append(env.stable)
+            env.stable = digest
+            return DeployResult(environment=request.environment, slot="stable", digest=digest,
+                                changed=changed)
+
+    def promote(self, request: DeployRequest, heartbeat: Heartbeat) -> DeployResult:
+        with self._lock:
+            self.events.append(f"promote {request.environment}")
+            env = self._env(request.environment)
+            digest = request.artifact.digest
+            changed = env.stable != digest
+            if changed and env.stable:
+                env.previous.append(env.stable)
+            env.stable, env.canary, env.weight = digest, None, 0
+            return DeployResult(environment=request.environment, slot="stable", digest=digest,
+                                changed=changed)
+
+    def rollback(self, request: RollbackRequest, heartbeat: Heartbeat) -> RollbackResult:
+        with self._lock:
+            self.events.append(f"rollback {request.environment}")
+            env = self._env(request.environment)
+            changed = env.canary is not None or env.weight != 0
+            env.canary, env.weight = None, 0
+            if env.previous and env.stable is not None and request.reason != "canary-only":
+                # Restore the last version that served before this release.
+                env.stable = env.previous.pop()
+                changed = True
+            return RollbackResult(environment=request.environment, restored_digest=env.stable,
+                                  changed=changed)
+
+    def check(self, request: HttpCheckRequest) -> HttpCheckReport:
+        self.events.append(f"check {request.environment}")
+        if request.environment in self.failing_checks:
+            return HttpCheckReport(passed=0, failed=len(request.checks),
+                                   failures=[f"GET {c.path}: 500" for c in request.checks])
+        return HttpCheckReport(passed=len(request.checks), failed=0)
+
+    def set_weight(self, request: WeightRequest) -> None:
+        with self._lock:
+            self.events.append(f"weight {request.environment} {request.canary_weight}")
+            self._env(request.environment).weight = request.canary_weight
+
+    def verify_weight(self, request: WeightRequest) -> bool:
+        return self._env(request.environment).weight == request.canary_weight
+
+
+MetricsScript = Callable[[MetricsQuery, int], dict[str, float | None]]
+
+
+class ScriptedMetrics:
+    """Metrics from a function of (query, n-th query for that slot); default: healthy."""
+
+    def __init__(self, script: MetricsScript | None = None) -> None:
+        self.script = script or (lambda q, n: {m: _HEALTHY[m] for m in q.metrics})
+        self.queries: list[MetricsQuery] = []
+        self._count: dict[tuple[str, str], int] = {}
+
+    def query(self, query: MetricsQuery) -> MetricsSample:
+        key = (query.environment, query.slot)
+        n = self._count.get(key, 0)
+        self._count[key] = n + 1
+        self.queries.append(query)
+        values = self.script(query, n)
+        return MetricsSample(values={m: values.get(m) for m in query.metrics}, requests=100,
+                             source="memory")
+
+    def run(self, request: LoadRequest, heartbeat: Heartbeat) -> LoadReport:
+        return LoadReport(sent=0, errors=0)
+
+
+_HEALTHY: dict[str, float | None] = {
+    "success_rate": 100.0, "error_rate": 0.0, "p95_latency_ms": 50.0, "cpu_percent": 10.0
+}
+
+
+class MemoryNotifier:
+    def __init__(self) -> None:
+        self.sent: list[NotifyRequest] = []
+
+    def send(self, request: NotifyRequest) -> None:
+        self.sent.append(request)

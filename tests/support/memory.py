@@ -1,0 +1,47 @@
+"""A fresh set of in-memory backends per test, with handles to script and inspect them."""
+
+from __future__ import annotations
+
+from activities.platforms.memory import (
+    MemoryBuilder,
+    MemoryNotifier,
+    MemoryPlatform,
+    MemoryScanner,
+    MemorySource,
+    MemoryTestRunner,
+    ScriptedMetrics,
+)
+from worker import Backends
+
+__all__ = ["MemoryBackends"]
+
+
+class MemoryBackends:
+    def __init__(self) -> None:
+        self.source = MemorySource()
+        self.tests = MemoryTestRunner()
+        self.builder = MemoryBuilder()
+        self.platform = MemoryPlatform()
+        self.metrics = ScriptedMetrics()
+        self.notifier = MemoryNotifier()
+        self.scanners = {
+            name: MemoryScanner(name) for name in ("bandit", "pip-audit", "detect-secrets")
+        }
+        # SonarQube reports the code-quality figures the HEAL7 gate asks for.
+        self.scanners["sonarqube"] = MemoryScanner(
+            "sonarqube", metrics={"duplication_pct": 1.0, "complexity": 4.0}
+        )
+
+    def backends(self) -> Backends:
+        return Backends(
+            source=self.source,
+            tests=self.tests,
+            builder=self.builder,
+            target=self.platform,
+            router=self.platform,
+            metrics=self.metrics,
+            notifier=self.notifier,
+            scanners=dict(self.scanners),
+            registry=self.builder,
+            load=self.metrics,
+        )

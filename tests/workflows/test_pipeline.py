@@ -1,0 +1,370 @@
+"""PipelineWorkflow on the time-skipping server, with in-memory backends behind the real
+activity classes: the HEAL7 definition with the seed's own timings (1-minute canary steps,
+15-minute monitor), which time skipping runs in about a second."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from temporalio.client import WorkflowFailureError, WorkflowHandle, WorkflowUpdateFailedError
+from temporalio.exceptions import ApplicationError
+from temporalio.testing import WorkflowEnvironment
+
+from activities.contracts import MetricsQuery, Severity, TestReport
+from tests.support.memory import MemoryBackends
+from tests.support.pipelines import run_context, start, status, wait_for_gate
+from worker import build_worker
+from workflows.messages import (
+    AbortRequest,
+    Decision,
+    PipelineResult,
+    PipelineState,
+    StageState,
+)
+from workflows.pipeline import PIPELINE_FAILED, PipelineWorkflow
+
+OLD = "sha256:" + "0" * 64
+
+Handle = WorkflowHandle[PipelineWorkflow, Any]
+
+
+async def approve(handle: Handle, approver: str, gate: str) -> None:
+    await handle.execute_update(
+        PipelineWorkflow.approve_update, Decision(approver=approver, gate=gate)
+    )
+
+
+async def approve_all(handle: Handle) -> None:
+    await wait_for_gate(handle, "staging")
+    await approve(handle, "alice", "staging")
+    await wait_for_gate(handle, "production")
+    await approve(handle, "carol", "production")
+    await approve(handle, "dave", "production")
+
+
+async def outcome(handle: Handle) -> PipelineResult:
+    """The result of a run, successful or not (a failed run carries it in its details)."""
+    try:
+        return await handle.result()
+    except WorkflowFailureError as err:
+        cause = err.cause
+        assert isinstance(cause, ApplicationError), cause
+        assert cause.type == PIPELINE_FAILED
+        return PipelineResult.model_validate(cause.details[0])
+
+
+def stage(result: PipelineResult, name: str) -> tuple[StageState, str]:
+    s = next(s for s in result.stages if s.name == name)
+    return s.state, s.summary
+
+
+async def test_happy_path_reaches_production_with_one_digest(
+    time_env: WorkflowEnvironment, memory: MemoryBackends, task_queue: str
+) -> None:
+    async with build_worker(time_env.client, memory.backends(), task_queue):
+        handle = await start(time_env.client, task_queue)
+        await approve_all(handle)
+        result = await handle.result()
+
+    assert result.state == PipelineState.SUCCEEDED
+    assert all(s.state == StageState.SUCCEEDED for s in result.stages if s.kind != "rollback")
+    assert stage(result, "rollback_production")[0] == StageState.PENDING
+    # Built once; the same digest serves every environment.
+    assert len(memory.builder.calls) == 1
+    assert result.artifact is not None
+    digest = result.artifact.digest
+    assert result.deployed == {"development": digest, "staging": digest, "production": digest}
+    assert memory.platform.envs["production"].stable == digest
+    # The seed's canary: 10 → 50 in steps of 10, then promotion; 15 one-minute monitor checks.
+    weights = [e for e in memory.platform.events if e.startswith("weight production")]
+    assert weights == [f"weight production {w}" for w in (10, 20, 30, 40, 50)]
+    assert "promote production" in memory.platform.events
+    assert "checks, 0 transient" in stage(result, "monitor")[1]
+    assert stage(result, "monitor")[1].startswith("healthy: 15 checks")
+    assert [(a.approver, a.gate) for a in result.approvals] == [
+        ("alice", "staging"),
+        ("carol", "production"),
+        ("dave", "production"),
+    ]
+    assert result.lead_time_s is not None and result.lead_time_s > 0
+    assert any(n.event == "canary.promoted" for n in memory.notifier.sent)
+
+
+async def test_ci_stages_run_in_parallel(
+    time_env: WorkflowEnvironment, memory: MemoryBackends, task_queue: str
+) -> None:
+    memory.tests.delays = {"unit": 1.0, "integration": 1.0}
+    async with build_worker(time_env.client, memory.backends(), task_queue):
+        handle = await start(time_env.client, task_queue)
+        await wait_for_gate(handle, "staging")
+        await handle.cancel()
+    (_, unit_start, unit_end), (_, int_start, int_end) = sorted(
+        memory.tests.calls, key=lambda c: "integration" in c[0]
+    )
+    # Both suites were running at the same moment.
+    assert unit_start < int_end and int_start < unit_end
+
+
+async def test_failed_quality_gate_stops_before_build(
+    time_env: WorkflowEnvironment, memory: MemoryBackends, task_queue: str
+) -> None:
+    memory.tests.reports["unit"] = TestReport(
+        exit_code=0, tests=40, failures=0, errors=0, skipped=0, coverage_pct=80.0
+    )
+    async with build_worker(time_env.client, memory.backends(), task_queue):
+        handle = await start(time_env.client, task_queue)
+        result = await outcome(handle)
+
+    assert result.state == PipelineState.FAILED
+    state, summary = stage(result, "quality_gate")
+    assert state == StageState.FAILED
+    assert "coverage of 'unit_tests' 80.0% < 85%" in summary
+    assert memory.builder.calls == []
+    assert stage(result, "build")[0] == StageState.PENDING
+    assert "quality_gate" in result.failure
+
+
+async def test_high_finding_fails_the_scan_stage(
+    time_env: WorkflowEnvironment, memory: MemoryBackends, task_queue: str
+) -> None:
+    memory.scanners["bandit"].findings = [
+        memory.scanners["bandit"].finding("bandit", Severity.HIGH, "B602")
+    ]
+    async with build_worker(time_env.client, memory.backends(), task_queue):
+        result = await outcome(await start(time_env.client, task_queue))
+    state, summary = stage(result, "security_scan")
+    assert state == StageState.FAILED
+    assert "B602" in summary
+    assert memory.builder.calls == []
+
+
+def canary_errors(query: MetricsQuery, n: int) -> dict[str, float | None]:
+    bad = query.slot == "canary"
+    return {
+        "success_rate": 90.0 if bad else 100.0,
+        "error_rate": 10.0 if bad else 0.0,
+        "p95_latency_ms": 80.0,
+        "cpu_percent": 10.0,
+    }
+
+
+async def test_failing_canary_aborts_and_production_keeps_the_old_version(
+    time_env: WorkflowEnvironment, memory: MemoryBackends, task_queue: str
+) -> None:
+    memory.platform._env("production").stable = OLD
+    memory.metrics.script = canary_errors
+    async with build_worker(time_env.client, memory.backends(), task_queue):
+        handle = await start(time_env.client, task_queue)
+        await approve_all(handle)
+        result = await outcome(handle)
+
+    assert result.state == PipelineState.ROLLED_BACK
+    state, summary = stage(result, "canary")
+    assert state == StageState.FAILED
+    assert "5 failed analyses reached threshold 5 at weight 10%" in summary
+    assert "error_rate 10 violates <= 1" in summary
+    assert memory.platform.envs["production"].stable == OLD
+    assert memory.platform.envs["production"].weight == 0
+    assert "promote production" not in memory.platform.events
+    assert stage(result, "monitor")[0] == StageState.PENDING
+    assert "production" in result.rolled_back
+    assert any(n.event == "canary.rolled_back" for n in memory.notifier.sent)
+
+
+async def test_no_data_is_counted_as_a_canary_failure(
+    time_env: WorkflowEnvironment, memory: MemoryBackends, task_queue: str
+) -> None:
+    memory.metrics.script = lambda q, n: {}
+    async with build_worker(time_env.client, memory.backends(), task_queue):
+        handle = await start(time_env.client, task_queue)
+        await approve_all(handle)
+        result = await outcome(handle)
+    state, summary = stage(result, "canary")
+    assert state == StageState.FAILED
+    assert "no data" in summary
+
+
+def monitor_script(bad_queries: set[int]) -> Any:
+    def script(query: MetricsQuery, n: int) -> dict[str, float | None]:
+        bad = query.slot == "stable" and n in bad_queries
+        return {
+            "success_rate": 80.0 if bad else 100.0,
+            "error_rate": 20.0 if bad else 0.0,
+            "p95_latency_ms": 80.0,
+            "cpu_percent": 10.0,
+        }
+
+    return script
+
+
+async def test_transient_monitor_violation_does_not_roll_back(
+    time_env: WorkflowEnvironment, memory: MemoryBackends, task_queue: str
+) -> None:
+    # The monitor measures the stable slot; each check makes one query per distinct window
+    # (300 s, 180 s, 600 s in HEAL7): queries 6..8 are the third check's.
+    memory.metrics.script = monitor_script({6, 7, 8})
+    async with build_worker(time_env.client, memory.backends(), task_queue):
+        handle = await start(time_env.client, task_queue)
+        await approve_all(handle)
+        result = await handle.result()
+    assert result.state == PipelineState.SUCCEEDED
+    assert "1 transient violation" in stage(result, "monitor")[1]
+    assert not any(e.startswith("rollback") for e in memory.platform.events)
+
+
+async def test_confirmed_monitor_violation_rolls_back(
+    time_env: WorkflowEnvironment, memory: MemoryBackends, task_queue: str
+) -> None:
+    memory.platform._env("production").stable = OLD
+    memory.metrics.script = monitor_script(set(range(6, 1000)))
+    async with build_worker(time_env.client, memory.backends(), task_queue):
+        handle = await start(time_env.client, task_queue)
+        await approve_all(handle)
+        result = await outcome(handle)
+    assert result.state == PipelineState.ROLLED_BACK
+    state, summary = stage(result, "monitor")
+    assert state == StageState.FAILED
+    assert "confirmed after 30s re-check" in summary
+    assert memory.platform.envs["production"].stable == OLD
+    assert result.deployed.get("production") != result.artifact.digest  # type: ignore[union-attr]
+
+
+async def test_approval_timeout_rejects_with_a_reason(
+    time_env: WorkflowEnvironment, memory: MemoryBackends, task_queue: str
+) -> None:
+    async with build_worker(time_env.client, memory.backends(), task_queue):
+        handle = await start(time_env.client, task_queue)
+        await wait_for_gate(handle, "staging")
+        result = await outcome(handle)  # time skips the 24 h gate
+    state, summary = stage(result, "approve_staging")
+    assert state == StageState.FAILED
+    assert "timed out after 1 day" in summary
+    assert result.approvals[-1].via == "timeout"
+    assert "staging" not in result.deployed
+
+
+@pytest.mark.parametrize(
+    ("approver", "gate", "refusal"),
+    [
+        ("mallory", "staging", "unknown approver 'mallory'"),
+        ("erin", "staging", "'erin' holds ['developer']; gate 'staging' needs one of"),
+        ("bob", "staging", "'bob' authored this commit"),
+        ("carol", "production", "no approval gate named 'production' is open"),
+        ("alice", "qa", "no approval gate named 'qa' is open"),
+    ],
+)
+async def test_refused_approvals(
+    time_env: WorkflowEnvironment,
+    memory: MemoryBackends,
+    task_queue: str,
+    approver: str,
+    gate: str,
+    refusal: str,
+) -> None:
+    async with build_worker(time_env.client, memory.backends(), task_queue):
+        handle = await start(time_env.client, task_queue)
+        await wait_for_gate(handle, "staging")
+        with pytest.raises(WorkflowUpdateFailedError) as info:
+            await approve(handle, approver, gate)
+        assert refusal in str(info.value.cause)
+        # The same decision sent as a signal is refused the same way, and recorded.
+        await handle.signal(PipelineWorkflow.approve_signal, Decision(approver=approver, gate=gate))
+        await handle.signal(PipelineWorkflow.abort, AbortRequest(by="test", reason="done"))
+        result = await outcome(handle)
+    refused = [a for a in result.approvals if not a.accepted]
+    assert len(refused) == 1
+    assert refused[0].via == "signal" and refusal in refused[0].reason
+    assert stage(result, "approve_staging") == (StageState.CANCELLED, "cancelled by abort")
+
+
+async def test_production_needs_both_cto_and_devops_lead(
+    time_env: WorkflowEnvironment, memory: MemoryBackends, task_queue: str
+) -> None:
+    async with build_worker(time_env.client, memory.backends(), task_queue):
+        handle = await start(time_env.client, task_queue)
+        await wait_for_gate(handle, "staging")
+        await approve(handle, "alice", "staging")
+        await wait_for_gate(handle, "production")
+        await approve(handle, "carol", "production")
+        st = await wait_for_gate(handle, "production")
+        assert st.pending_approvals[0].approved_by == ["carol"]
+        assert st.pending_approvals[0].evidence["unit_tests"].startswith("succeeded")
+        with pytest.raises(WorkflowUpdateFailedError) as info:
+            await approve(handle, "carol", "production")
+        assert "'carol' has already decided on gate 'production'" in str(info.value.cause)
+        await approve(handle, "dave", "production")
+        result = await handle.result()
+    assert result.state == PipelineState.SUCCEEDED
+    assert "approved by carol, dave" in stage(result, "approve_production")[1]
+
+
+async def test_one_person_with_both_roles_is_not_a_quorum(
+    time_env: WorkflowEnvironment, memory: MemoryBackends, task_queue: str
+) -> None:
+    async with build_worker(time_env.client, memory.backends(), task_queue):
+        handle = await start(time_env.client, task_queue)
+        await wait_for_gate(handle, "staging")
+        await approve(handle, "alice", "staging")
+        await wait_for_gate(handle, "production")
+        await approve(handle, "frank", "production")
+        st = await wait_for_gate(handle, "production")
+        assert st.pending_approvals[0].approved_by == ["frank"]
+        await handle.signal(PipelineWorkflow.abort, AbortRequest(by="test"))
+        await outcome(handle)
+
+
+async def test_rejection_fails_the_run(
+    time_env: WorkflowEnvironment, memory: MemoryBackends, task_queue: str
+) -> None:
+    async with build_worker(time_env.client, memory.backends(), task_queue):
+        handle = await start(time_env.client, task_queue)
+        await wait_for_gate(handle, "staging")
+        await handle.execute_update(
+            PipelineWorkflow.reject_update,
+            Decision(approver="alice", gate="staging", comment="needs a changelog"),
+        )
+        result = await outcome(handle)
+    assert result.state == PipelineState.FAILED
+    assert stage(result, "approve_staging") == (
+        StageState.FAILED,
+        "rejected by alice: needs a changelog",
+    )
+
+
+async def test_abort_during_canary_rolls_production_back(
+    time_env: WorkflowEnvironment, memory: MemoryBackends, task_queue: str
+) -> None:
+    memory.platform._env("production").stable = OLD
+    async with build_worker(time_env.client, memory.backends(), task_queue):
+        handle = await start(time_env.client, task_queue)
+        await approve_all(handle)
+        for _ in range(400):
+            st = await status(handle)
+            if any(s.name == "canary" and s.state == StageState.RUNNING for s in st.stages):
+                break
+        await handle.signal(PipelineWorkflow.abort, AbortRequest(by="dave", reason="bad smell"))
+        result = await outcome(handle)
+    assert result.state == PipelineState.ABORTED
+    assert result.failure.startswith("aborted by dave: bad smell")
+    # Staging's policy (the seed's) is a manual rollback: the run says so instead.
+    assert "staging needs a manual rollback" in result.failure
+    assert stage(result, "canary")[0] == StageState.CANCELLED
+    assert memory.platform.envs["production"].stable == OLD
+    assert memory.platform.envs["production"].weight == 0
+    assert "production" in result.rolled_back
+
+
+async def test_develop_branch_skips_production(
+    time_env: WorkflowEnvironment, memory: MemoryBackends, task_queue: str
+) -> None:
+    async with build_worker(time_env.client, memory.backends(), task_queue):
+        handle = await start(time_env.client, task_queue, run=run_context(branch="develop"))
+        await wait_for_gate(handle, "staging")
+        await approve(handle, "alice", "staging")
+        result = await handle.result()
+    assert result.state == PipelineState.SUCCEEDED
+    assert "production" not in result.deployed
+    state, summary = stage(result, "approve_production")
+    assert state == StageState.SKIPPED and "takes branches ['main']" in summary
+    assert stage(result, "monitor")[0] == StageState.SKIPPED

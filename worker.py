@@ -1,0 +1,177 @@
+"""The Slipway worker: the pipeline workflows plus the activities of the configured platform.
+
+    python worker.py            # platform from SLIPWAY_* settings, Temporal from env config
+
+Runs until SIGINT/SIGTERM, then stops polling and lets running activities finish (graceful
+shutdown); Temporal hands anything unfinished to another replica.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from datetime import timedelta
+from typing import Any
+
+import structlog
+from temporalio.client import Client
+from temporalio.worker import Worker
+
+from activities.backends import (
+    Builder,
+    DeployTarget,
+    LoadGenerator,
+    MetricsProvider,
+    Notifier,
+    Registry,
+    Scanner,
+    SourceProvider,
+    TestRunner,
+    TrafficRouter,
+)
+from activities.build import BuildActivities
+from activities.deploy import DeployActivities
+from activities.metrics import MetricsActivities
+from activities.notify import NotifyActivities
+from activities.scan import ScanActivities
+from activities.source import SourceActivities
+from activities.test import TestActivities
+from workflows.canary import CanaryWorkflow
+from workflows.monitor import MonitorWorkflow
+from workflows.pipeline import PipelineWorkflow
+
+__all__ = ["WORKFLOWS", "Backends", "activities_for", "build_worker", "main"]
+
+WORKFLOWS: Sequence[type] = (PipelineWorkflow, CanaryWorkflow, MonitorWorkflow)
+
+
+@dataclass
+class Backends:
+    """The implementations activities delegate to, built once per worker process."""
+
+    source: SourceProvider
+    tests: TestRunner
+    builder: Builder
+    target: DeployTarget
+    router: TrafficRouter
+    metrics: MetricsProvider
+    notifier: Notifier
+    scanners: dict[str, Scanner] = field(default_factory=dict)
+    registry: Registry | None = None
+    load: LoadGenerator | None = None
+    close: Callable[[], None] = lambda: None
+
+
+def activities_for(backends: Backends) -> list[Callable[..., Any]]:
+    """Bound activity methods, one object per concern, sharing the injected backends."""
+    source = SourceActivities(backends.source)
+    scan = ScanActivities(backends.scanners, backends.registry)
+    test = TestActivities(backends.tests)
+    build = BuildActivities(backends.builder, backends.registry)
+    deploy = DeployActivities(backends.target, backends.router)
+    metrics = MetricsActivities(backends.metrics, backends.load)
+    notify = NotifyActivities(backends.notifier)
+    return [
+        source.checkout,
+        scan.scan,
+        scan.scan_image,
+        test.run_tests,
+        build.build,
+        build.publish,
+        deploy.deploy,
+        deploy.promote,
+        deploy.set_weight,
+        deploy.rollback,
+        deploy.http_check,
+        metrics.query_metrics,
+        metrics.generate_load,
+        notify.notify,
+    ]
+
+
+def build_worker(
+    client: Client,
+    backends: Backends,
+    task_queue: str,
+    *,
+    max_concurrent_activities: int = 20,
+    **options: Any,
+) -> Worker:
+    """A worker running every workflow and the activities bound to `backends`."""
+    return Worker(
+        client,
+        task_queue=task_queue,
+        workflows=list(WORKFLOWS),
+        activities=activities_for(backends),
+        # Blocking SDK calls run in threads (asyncio.to_thread); size the pool like the
+        # activity slots so a busy worker never starves.
+        activity_executor=ThreadPoolExecutor(max_concurrent_activities),
+        max_concurrent_activities=max_concurrent_activities,
+        graceful_shutdown_timeout=timedelta(seconds=30),
+        **options,
+    )
+
+
+async def ensure_search_attributes(client: Client) -> None:
+    """Register our search attributes if the namespace lacks them (dev server, self-hosted).
+    Temporal Cloud refuses this call from workers: there, create them once in the console."""
+    from temporalio.api.enums.v1 import IndexedValueType
+    from temporalio.api.operatorservice.v1 import (
+        AddSearchAttributesRequest,
+        ListSearchAttributesRequest,
+    )
+
+    from workflows.naming import SEARCH_ATTRIBUTES
+
+    log = structlog.get_logger("slipway.worker")
+    try:
+        existing = await client.operator_service.list_search_attributes(
+            ListSearchAttributesRequest(namespace=client.namespace)
+        )
+        missing = {
+            key.name: IndexedValueType.INDEXED_VALUE_TYPE_KEYWORD
+            for key in SEARCH_ATTRIBUTES
+            if key.name not in existing.custom_attributes
+        }
+        if missing:
+            await client.operator_service.add_search_attributes(
+                AddSearchAttributesRequest(namespace=client.namespace, search_attributes=missing)
+            )
+            log.info("search attributes registered", names=sorted(missing))
+    except Exception as exc:  # noqa: BLE001 — a worker still runs without them; say why
+        log.warning("could not check/register search attributes", error=str(exc))
+
+
+async def main() -> None:
+    from activities.factory import backends_from_settings
+    from activities.observability import configure_logging
+    from activities.settings import Settings
+    from starters.connection import connect, task_queue
+
+    settings = Settings()
+    configure_logging(settings.log_level)
+    log = structlog.get_logger("slipway.worker")
+    backends = backends_from_settings(settings)
+    client = await connect()
+    await ensure_search_attributes(client)
+    worker = build_worker(
+        client, backends, task_queue(), max_concurrent_activities=settings.max_activities
+    )
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    log.info("worker started", task_queue=task_queue(), platform=settings.platform)
+    try:
+        async with worker:
+            await stop.wait()
+            log.info("worker stopping")
+    finally:
+        backends.close()
+
+
+if __name__ == "__main__":
+    asyncio.run(main())
