@@ -12,7 +12,6 @@ import asyncio
 import signal
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
 
@@ -20,18 +19,7 @@ import structlog
 from temporalio.client import Client
 from temporalio.worker import Worker
 
-from activities.backends import (
-    Builder,
-    DeployTarget,
-    LoadGenerator,
-    MetricsProvider,
-    Notifier,
-    Registry,
-    Scanner,
-    SourceProvider,
-    TestRunner,
-    TrafficRouter,
-)
+from activities.backends import Backends
 from activities.build import BuildActivities
 from activities.deploy import DeployActivities
 from activities.metrics import MetricsActivities
@@ -42,27 +30,11 @@ from activities.test import TestActivities
 from workflows.canary import CanaryWorkflow
 from workflows.monitor import MonitorWorkflow
 from workflows.pipeline import PipelineWorkflow
+from workflows.rollback import RollbackWorkflow
 
-__all__ = ["WORKFLOWS", "Backends", "activities_for", "build_worker", "main"]
+__all__ = ["WORKFLOWS", "activities_for", "build_worker", "main"]
 
-WORKFLOWS: Sequence[type] = (PipelineWorkflow, CanaryWorkflow, MonitorWorkflow)
-
-
-@dataclass
-class Backends:
-    """The implementations activities delegate to, built once per worker process."""
-
-    source: SourceProvider
-    tests: TestRunner
-    builder: Builder
-    target: DeployTarget
-    router: TrafficRouter
-    metrics: MetricsProvider
-    notifier: Notifier
-    scanners: dict[str, Scanner] = field(default_factory=dict)
-    registry: Registry | None = None
-    load: LoadGenerator | None = None
-    close: Callable[[], None] = lambda: None
+WORKFLOWS: Sequence[type] = (PipelineWorkflow, CanaryWorkflow, MonitorWorkflow, RollbackWorkflow)
 
 
 def activities_for(backends: Backends) -> list[Callable[..., Any]]:
@@ -141,7 +113,7 @@ async def ensure_search_attributes(client: Client) -> None:
                 AddSearchAttributesRequest(namespace=client.namespace, search_attributes=missing)
             )
             log.info("search attributes registered", names=sorted(missing))
-    except Exception as exc:  # noqa: BLE001 — a worker still runs without them; say why
+    except Exception as exc:
         log.warning("could not check/register search attributes", error=str(exc))
 
 

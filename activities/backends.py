@@ -11,6 +11,7 @@ prometheus-api-client) block, so activities call them in a worker thread.
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import Protocol, runtime_checkable
 
 from activities.contracts import (
@@ -37,6 +38,7 @@ from activities.contracts import (
 )
 
 __all__ = [
+    "Backends",
     "Builder",
     "DeployTarget",
     "Heartbeat",
@@ -146,3 +148,20 @@ class Notifier(Protocol):
     def send(self, request: NotifyRequest) -> None:
         """Deliver the event (a log line, a Slack message)."""
         ...
+
+
+@dataclass
+class Backends:
+    """The implementations activities delegate to, built once per worker process."""
+
+    source: SourceProvider
+    tests: TestRunner
+    builder: Builder
+    target: DeployTarget
+    router: TrafficRouter
+    metrics: MetricsProvider
+    notifier: Notifier
+    scanners: dict[str, Scanner] = field(default_factory=dict)
+    registry: Registry | None = None
+    load: LoadGenerator | None = None
+    close: Callable[[], None] = lambda: None

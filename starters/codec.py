@@ -31,8 +31,7 @@ class AesGcmCodec(PayloadCodec):
         for p in payloads:
             nonce = os.urandom(12)
             data = nonce + self._aes.encrypt(nonce, p.SerializeToString(), None)
-            out.append(Payload(metadata={"encoding": ENCODING, "key-id": self._key_id},
-                               data=data))
+            out.append(Payload(metadata={"encoding": ENCODING, "key-id": self._key_id}, data=data))
         return out
 
     async def decode(self, payloads: Sequence[Payload]) -> list[Payload]:

@@ -11,7 +11,7 @@ from activities.platforms.memory import (
     MemoryTestRunner,
     ScriptedMetrics,
 )
-from worker import Backends
+from activities.backends import Backends
 
 __all__ = ["MemoryBackends"]
 

@@ -1,0 +1,245 @@
+"""Build a worker's backends from `Settings`: the one place that knows every implementation.
+
+Clients of external systems (docker, kubernetes, boto3, Prometheus) are created here once per
+worker and injected; nothing is built at import time. Environments can use different
+platforms (`SLIPWAY_ENVIRONMENT_PLATFORMS`): a small dispatcher routes each call by the
+request's environment.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from activities.backends import (
+    Backends,
+    Builder,
+    DeployTarget,
+    Heartbeat,
+    LoadGenerator,
+    MetricsProvider,
+    Notifier,
+    Registry,
+    Scanner,
+    TrafficRouter,
+)
+from activities.contracts import (
+    Artifact,
+    DeployRequest,
+    DeployResult,
+    HttpCheckReport,
+    HttpCheckRequest,
+    LoadReport,
+    LoadRequest,
+    MetricsQuery,
+    MetricsSample,
+    PublishRequest,
+    RollbackRequest,
+    RollbackResult,
+    ScannerReport,
+    WeightRequest,
+)
+from activities.settings import ConfigurationError, Settings
+
+__all__ = ["EnvironmentDispatch", "backends_from_settings"]
+
+
+class EnvironmentDispatch:
+    """DeployTarget + TrafficRouter + MetricsProvider + LoadGenerator that routes each call to
+    the platform configured for the request's environment."""
+
+    def __init__(
+        self,
+        targets: Mapping[str, DeployTarget],
+        routers: Mapping[str, TrafficRouter],
+        metrics: Mapping[str, MetricsProvider],
+        loads: Mapping[str, LoadGenerator | None],
+        default: str,
+    ) -> None:
+        self._targets, self._routers = dict(targets), dict(routers)
+        self._metrics, self._loads = dict(metrics), dict(loads)
+        self._default = default
+
+    def _pick(self, table: Mapping[str, Any], environment: str) -> Any:
+        return table.get(environment, table[self._default])
+
+    def deploy(self, request: DeployRequest, heartbeat: Heartbeat) -> DeployResult:
+        target: DeployTarget = self._pick(self._targets, request.environment)
+        return target.deploy(request, heartbeat)
+
+    def promote(self, request: DeployRequest, heartbeat: Heartbeat) -> DeployResult:
+        target: DeployTarget = self._pick(self._targets, request.environment)
+        return target.promote(request, heartbeat)
+
+    def rollback(self, request: RollbackRequest, heartbeat: Heartbeat) -> RollbackResult:
+        target: DeployTarget = self._pick(self._targets, request.environment)
+        return target.rollback(request, heartbeat)
+
+    def check(self, request: HttpCheckRequest) -> HttpCheckReport:
+        target: DeployTarget = self._pick(self._targets, request.environment)
+        return target.check(request)
+
+    def set_weight(self, request: WeightRequest) -> None:
+        router: TrafficRouter = self._pick(self._routers, request.environment)
+        router.set_weight(request)
+
+    def verify_weight(self, request: WeightRequest) -> bool:
+        router: TrafficRouter = self._pick(self._routers, request.environment)
+        return router.verify_weight(request)
+
+    def query(self, query: MetricsQuery) -> MetricsSample:
+        provider: MetricsProvider = self._pick(self._metrics, query.environment)
+        return provider.query(query)
+
+    def run(self, request: LoadRequest, heartbeat: Heartbeat) -> LoadReport:
+        load: LoadGenerator | None = self._pick(self._loads, request.environment)
+        if load is None:  # real users are the load on a real platform
+            return LoadReport(sent=0, errors=0)
+        return load.run(request, heartbeat)
+
+
+class _EcrPublishing:
+    """registry=ecr: images are pushed with the docker SDK (ECR is a docker registry with a
+    token login); repositories, tag immutability and scan findings come from the ECR API."""
+
+    def __init__(self, docker: Registry, ecr: Registry) -> None:
+        self._docker, self._ecr = docker, ecr
+
+    def publish(self, request: PublishRequest) -> Artifact:
+        return self._docker.publish(request)
+
+    def scan(self, artifact: Artifact) -> ScannerReport:
+        return self._ecr.scan(artifact)
+
+
+def _scanners(settings: Settings) -> dict[str, Scanner]:
+    from activities.providers.scanners import SonarQubeGate, default_scanners
+
+    scanners = default_scanners()
+    if settings.sonarqube_url and settings.sonarqube_token is not None:
+        scanners["sonarqube"] = SonarQubeGate(
+            settings.sonarqube_url,
+            settings.sonarqube_token.get_secret_value(),
+            settings.sonarqube_project,
+        )
+    return scanners
+
+
+def _build_and_registry(settings: Settings) -> tuple[Builder, Registry | None]:
+    if settings.builder == "wheel":
+        from activities.providers.wheel_builder import LocalRegistry, WheelBuilder
+
+        store = settings.state_dir / "artifacts"
+        return WheelBuilder(store), LocalRegistry(store)
+
+    import docker
+
+    from activities.providers.docker_builder import DockerBuilder, DockerRegistry
+
+    def client() -> Any:
+        if settings.docker_host:
+            return docker.DockerClient(base_url=settings.docker_host)
+        return docker.from_env()
+
+    if settings.registry == "ecr":
+        from activities.providers.ecr import EcrRegistry, ecr_client
+
+        ecr = EcrRegistry(ecr_client(settings.ecr_endpoint_url or None, settings.aws_region))
+        builder = DockerBuilder(
+            client,
+            settings.docker_registry,
+            repository_for=ecr.repository_for,
+            auth=ecr.docker_auth,
+        )
+        pusher = DockerRegistry(
+            client,
+            settings.docker_registry,
+            repository_for=ecr.repository_for,
+            auth=ecr.docker_auth,
+        )
+        return builder, _EcrPublishing(pusher, ecr)
+    return (
+        DockerBuilder(client, settings.docker_registry),
+        DockerRegistry(client, settings.docker_registry),
+    )
+
+
+def _notifier(settings: Settings) -> Notifier:
+    from activities.providers.notifiers import LogNotifier, SlackNotifier
+
+    if settings.notifier == "slack" and settings.slack_webhook_url is not None:
+        return SlackNotifier(settings.slack_webhook_url.get_secret_value())
+    return LogNotifier()
+
+
+def backends_from_settings(settings: Settings) -> Backends:
+    """Every backend the settings ask for; a missing piece raises ConfigurationError."""
+    from activities.providers.git_source import GitSource
+    from activities.providers.test_runner import SubprocessTestRunner
+
+    targets: dict[str, DeployTarget] = {}
+    routers: dict[str, TrafficRouter] = {}
+    metrics: dict[str, MetricsProvider] = {}
+    loads: dict[str, LoadGenerator | None] = {}
+
+    prometheus: MetricsProvider | None = None
+    if settings.metrics == "prometheus":
+        from activities.providers.prometheus import PrometheusMetricsProvider
+
+        prometheus = PrometheusMetricsProvider(settings.prometheus_url)
+
+    for name in sorted(settings.platforms):
+        envs = [e for e in settings.environments if settings.platform_for(e) == name]
+        if name == settings.platform:
+            envs.append("*")
+        if name == "local":
+            from activities.platforms.local import LocalPlatform
+
+            local = LocalPlatform(
+                settings.state_dir / "platform",
+                environments=settings.environments,
+                base_port=settings.base_port,
+            )
+            # Started, never stopped by the worker: environments keep serving while workers
+            # restart (a new worker finds Traefik and the slots from the state on disk).
+            local.start()
+            for env in envs:
+                targets[env], routers[env], loads[env] = local.target, local.router, local.load
+                metrics[env] = prometheus or local.metrics
+        elif name == "kubernetes":
+            from activities.platforms.kubernetes import KubernetesPlatform, load_api_client
+
+            kube = KubernetesPlatform(
+                load_api_client(settings.kubeconfig or None),
+                settings.kube_namespaces,
+                base_url_for=settings.kube_ingress_urls or None,
+            )
+            for env in envs:
+                targets[env], routers[env], loads[env] = kube, kube, None
+                if prometheus is None:
+                    raise ConfigurationError("kubernetes needs SLIPWAY_METRICS=prometheus")
+                metrics[env] = prometheus
+        else:
+            from activities.platforms.memory import MemoryPlatform, ScriptedMetrics
+
+            memory = MemoryPlatform()
+            scripted = ScriptedMetrics()
+            for env in envs:
+                targets[env], routers[env], loads[env] = memory, memory, None
+                metrics[env] = prometheus or scripted
+
+    dispatch = EnvironmentDispatch(targets, routers, metrics, loads, default="*")
+    builder, registry = _build_and_registry(settings)
+    return Backends(
+        source=GitSource(Path(settings.state_dir) / "git"),
+        tests=SubprocessTestRunner(),
+        builder=builder,
+        target=dispatch,
+        router=dispatch,
+        metrics=dispatch,
+        notifier=_notifier(settings),
+        scanners=_scanners(settings),
+        registry=registry,
+        load=dispatch,
+    )

@@ -1,0 +1,108 @@
+"""Worker configuration: one settings model choosing every backend, from SLIPWAY_* variables.
+
+A bad configuration fails the worker at start with a message naming the setting, instead of
+failing the first pipeline that reaches the missing piece.
+
+    SLIPWAY_PLATFORM=local|kubernetes|memory       where deploys go (default: local)
+    SLIPWAY_ENVIRONMENT_PLATFORMS='{"production": "kubernetes"}'   per-environment override
+    SLIPWAY_BUILDER=wheel|docker   SLIPWAY_REGISTRY=local|docker|ecr
+    SLIPWAY_METRICS=traefik|prometheus   SLIPWAY_NOTIFIER=log|slack
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, SecretStr, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+__all__ = ["ConfigurationError", "Settings"]
+
+PlatformName = Literal["local", "kubernetes", "memory"]
+
+
+class ConfigurationError(ValueError):
+    """A setting is missing or contradicts another; the message names it."""
+
+
+class Settings(BaseSettings):
+    """Everything a worker needs besides the Temporal connection (Temporal's env config)."""
+
+    model_config = SettingsConfigDict(env_prefix="SLIPWAY_", extra="ignore")
+
+    platform: PlatformName = "local"
+    environment_platforms: dict[str, PlatformName] = Field(
+        default_factory=dict, description="Environment → platform, overriding `platform`."
+    )
+    builder: Literal["wheel", "docker"] = "wheel"
+    registry: Literal["local", "docker", "ecr"] = "local"
+    metrics: Literal["traefik", "prometheus"] = "traefik"
+    notifier: Literal["log", "slack"] = "log"
+
+    state_dir: Path = Field(Path(".demo/state"), description="Local platform, artifacts, git.")
+    base_port: int = Field(18080, ge=1024, le=65000)
+    environments: list[str] = ["development", "staging", "production"]
+
+    docker_host: str = Field("", description="Docker API, e.g. unix:///run/podman.sock.")
+    docker_registry: str = Field("", description="Registry host[:port] images are pushed to.")
+    aws_region: str = "us-east-1"
+    ecr_endpoint_url: str = Field("", description="Override the ECR endpoint (moto, VPC).")
+    prometheus_url: str = ""
+    slack_webhook_url: SecretStr | None = None
+    sonarqube_url: str = ""
+    sonarqube_token: SecretStr | None = None
+    sonarqube_project: str = ""
+
+    kubeconfig: str = Field("", description="Path; empty: in-cluster or default kubeconfig.")
+    kube_namespaces: dict[str, str] = Field(
+        default_factory=dict, description="Environment → namespace."
+    )
+    kube_ingress_urls: dict[str, str] = Field(
+        default_factory=dict, description="Environment → base URL for HTTP checks."
+    )
+
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    max_activities: int = Field(20, ge=1, le=1000)
+    metrics_port: int = Field(0, ge=0, le=65535, description="Worker Prometheus port; 0: off.")
+
+    def platform_for(self, environment: str) -> PlatformName:
+        return self.environment_platforms.get(environment, self.platform)
+
+    @property
+    def platforms(self) -> set[PlatformName]:
+        return {self.platform, *self.environment_platforms.values()}
+
+    @model_validator(mode="after")
+    def _complete(self) -> Settings:
+        problems: list[str] = []
+        if "kubernetes" in self.platforms:
+            k8s_envs = [e for e in self.environments if self.platform_for(e) == "kubernetes"]
+            missing = [e for e in k8s_envs if e not in self.kube_namespaces]
+            if missing:
+                problems.append(
+                    f"SLIPWAY_KUBE_NAMESPACES has no namespace for {', '.join(missing)} "
+                    '(JSON, e.g. {"production": "heal7-prod"})'
+                )
+            if self.metrics == "traefik":
+                problems.append(
+                    "SLIPWAY_METRICS=traefik only measures the local platform; use "
+                    "SLIPWAY_METRICS=prometheus with SLIPWAY_PROMETHEUS_URL for kubernetes"
+                )
+        if self.metrics == "prometheus" and not self.prometheus_url:
+            problems.append("SLIPWAY_METRICS=prometheus needs SLIPWAY_PROMETHEUS_URL")
+        if self.notifier == "slack" and self.slack_webhook_url is None:
+            problems.append("SLIPWAY_NOTIFIER=slack needs SLIPWAY_SLACK_WEBHOOK_URL")
+        if (self.builder == "docker" or self.registry == "docker") and not self.docker_registry:
+            problems.append("SLIPWAY_BUILDER/REGISTRY=docker needs SLIPWAY_DOCKER_REGISTRY")
+        if self.registry == "ecr" and self.builder != "docker":
+            problems.append("SLIPWAY_REGISTRY=ecr stores images: set SLIPWAY_BUILDER=docker")
+        if self.builder == "docker" and self.registry == "local":
+            problems.append("SLIPWAY_BUILDER=docker pushes images: set SLIPWAY_REGISTRY=docker|ecr")
+        if self.sonarqube_url and (self.sonarqube_token is None or not self.sonarqube_project):
+            problems.append(
+                "SLIPWAY_SONARQUBE_URL needs SLIPWAY_SONARQUBE_TOKEN and SLIPWAY_SONARQUBE_PROJECT"
+            )
+        if problems:
+            raise ConfigurationError("invalid worker settings: " + "; ".join(problems))
+        return self

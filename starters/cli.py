@@ -1,0 +1,419 @@
+"""`slipway` (= `python -m starters`): the command line of CI, approvers and engineers.
+
+Every command connects with Temporal's env config (TEMPORAL_ADDRESS, TEMPORAL_NAMESPACE,
+TEMPORAL_API_KEY, TLS, profiles). Exit codes: 0 ok, 1 the pipeline failed or a decision was
+refused, 2 bad input (definition, roles file, arguments).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+import time
+import uuid
+from collections.abc import Callable, Coroutine
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Annotated, Any, TypeVar
+
+import typer
+from temporalio.client import (
+    Client,
+    WorkflowExecutionStatus,
+    WorkflowHistory,
+    WorkflowUpdateFailedError,
+)
+from temporalio.service import RPCError
+
+from starters import render
+from starters.connection import connect, task_queue
+from starters.runs import (
+    RetryError,
+    load_roles,
+    pipeline_outcome,
+    replay_history,
+    reset_to_failed_stage,
+    start_pipeline,
+)
+from workflows import dag
+from workflows.messages import (
+    AbortRequest,
+    ApprovalRecord,
+    CanaryControl,
+    Decision,
+    PipelineState,
+    PipelineStatus,
+    RunContext,
+)
+from workflows.pipeline import PipelineWorkflow
+from workflows.rollback import ManualRollback, RollbackWorkflow
+from workflows.spec import DefinitionError, PipelineSpec, load_pipeline
+
+app = typer.Typer(
+    name="slipway",
+    help="Durable commit-to-production pipelines on Temporal.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+T = TypeVar("T")
+
+RunId = Annotated[str, typer.Argument(help="Workflow id, e.g. pipeline-hello-0123456789ab.")]
+By = Annotated[str, typer.Option("--by", help="Who is asking (recorded in history).")]
+
+
+def _run(coro: Callable[[], Coroutine[Any, Any, T]]) -> T:
+    return asyncio.run(coro())
+
+
+def _fail(message: str, code: int = 2) -> typer.Exit:
+    typer.echo(message, err=True)
+    return typer.Exit(code)
+
+
+def _load(definition: Path) -> PipelineSpec:
+    try:
+        return load_pipeline(definition)
+    except DefinitionError as err:
+        raise _fail(str(err)) from None
+
+
+async def _client() -> Client:
+    try:
+        return await connect()
+    except RuntimeError as err:
+        raise _fail(f"cannot connect to Temporal ({err}); set TEMPORAL_ADDRESS", 1) from None
+
+
+@app.command()
+def validate(
+    definitions: Annotated[list[Path], typer.Argument(help="Pipeline definition files.")],
+) -> None:
+    """Check definitions; every problem is listed with file, stage and field."""
+    bad = 0
+    for path in definitions:
+        try:
+            spec = load_pipeline(path)
+        except DefinitionError as err:
+            bad += 1
+            typer.echo(str(err), err=True)
+            continue
+        typer.echo(f"{path}: ok ({len(spec.stages)} stages, service {spec.service.name})")
+    if bad:
+        raise typer.Exit(2)
+
+
+@app.command()
+def graph(definition: Annotated[Path, typer.Argument(help="Pipeline definition file.")]) -> None:
+    """Print the definition as a mermaid flowchart."""
+    typer.echo(dag.mermaid(_load(definition).stages))
+
+
+@app.command()
+def start(
+    definition: Annotated[Path, typer.Option(help="Pipeline definition (YAML).")],
+    repo: Annotated[str, typer.Option(help="Repository path or URL.")],
+    commit: Annotated[str, typer.Option(help="Full commit sha.")],
+    author: Annotated[str, typer.Option(help="Commit author (may not approve it).")],
+    branch: Annotated[str, typer.Option(help="Branch of the commit.")] = "main",
+    service: Annotated[str, typer.Option(help="Override the definition's service name.")] = "",
+    roles: Annotated[Path, typer.Option(help="Roles file: person → roles.")] = Path(
+        "pipelines/roles.yaml"
+    ),
+    commit_time: Annotated[str, typer.Option(help="ISO time of the commit, for lead time.")] = "",
+    diff_url: Annotated[str, typer.Option(help="Link approvers can read.")] = "",
+    wait: Annotated[bool, typer.Option(help="Wait; exit 1 if the pipeline fails.")] = False,
+    json_output: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+) -> None:
+    """Start the pipeline of one commit (idempotent: an open or succeeded run is reused)."""
+    spec = _load(definition)
+    if service:
+        spec = spec.model_copy(
+            update={"service": spec.service.model_copy(update={"name": service})}
+        )
+    try:
+        people = load_roles(roles)
+        run = RunContext(
+            service=spec.service.name,
+            repo=repo,
+            commit=commit,
+            author=author,
+            branch=branch,
+            commit_time=datetime.fromisoformat(commit_time) if commit_time else None,
+            diff_url=diff_url,
+        )
+    except ValueError as err:
+        raise _fail(str(err)) from None
+
+    async def go() -> int:
+        client = await _client()
+        started = await start_pipeline(client, spec, run, people, task_queue())
+        if json_output:
+            typer.echo(json.dumps(started.__dict__))
+        else:
+            verb = "already running/done" if started.existing else "started"
+            typer.echo(f"{started.workflow_id} {verb}, run {started.run_id}")
+            typer.echo(f"  {started.url}")
+        if not wait:
+            return 0
+        result = await pipeline_outcome(client.get_workflow_handle(started.workflow_id))
+        typer.echo(render.result_table(result))
+        return 0 if result.state == PipelineState.SUCCEEDED else 1
+
+    raise typer.Exit(_run(go))
+
+
+def _decide(workflow_id: str, approver: str, gate: str, comment: str, approve: bool) -> None:
+    async def go() -> int:
+        client = await _client()
+        handle = client.get_workflow_handle(workflow_id)
+        update = PipelineWorkflow.approve_update if approve else PipelineWorkflow.reject_update
+        try:
+            record: ApprovalRecord = await handle.execute_update(
+                update, Decision(approver=approver, gate=gate, comment=comment)
+            )
+        except WorkflowUpdateFailedError as err:
+            typer.echo(f"refused: {err.cause}", err=True)
+            return 1
+        except RPCError as err:
+            typer.echo(f"cannot reach {workflow_id}: {err.message}", err=True)
+            return 1
+        typer.echo(f"{record.decision}d gate {record.gate!r} as {record.approver} at {record.at}")
+        return 0
+
+    raise typer.Exit(_run(go))
+
+
+@app.command()
+def approve(
+    workflow_id: RunId,
+    approver: Annotated[str, typer.Option(help="You, as named in the roles file.")],
+    gate: Annotated[str, typer.Option(help="Gate name (by default the environment).")],
+    comment: Annotated[str, typer.Option(help="Why.")] = "",
+) -> None:
+    """Approve an open gate (refused with the reason when not allowed)."""
+    _decide(workflow_id, approver, gate, comment, True)
+
+
+@app.command()
+def reject(
+    workflow_id: RunId,
+    approver: Annotated[str, typer.Option(help="You, as named in the roles file.")],
+    gate: Annotated[str, typer.Option(help="Gate name (by default the environment).")],
+    comment: Annotated[str, typer.Option(help="Why.")] = "",
+) -> None:
+    """Reject an open gate: the pipeline fails at that gate."""
+    _decide(workflow_id, approver, gate, comment, False)
+
+
+async def _status(client: Client, workflow_id: str) -> tuple[PipelineStatus | None, str]:
+    handle = client.get_workflow_handle(workflow_id)
+    described = await handle.describe()
+    note = f"workflow {described.status.name.lower() if described.status else '?'}"
+    try:
+        return await handle.query(PipelineWorkflow.status), note
+    except RPCError as err:
+        return None, f"{note}; status query unavailable ({err.message}): is a worker running?"
+
+
+@app.command()
+def status(
+    workflow_id: RunId,
+    json_output: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+) -> None:
+    """Stages with state, attempt and timing; open approvals and what they show."""
+
+    async def go() -> int:
+        client = await _client()
+        st, note = await _status(client, workflow_id)
+        if st is None:
+            typer.echo(note, err=True)
+            return 1
+        typer.echo(st.model_dump_json(indent=2) if json_output else render.status_table(st))
+        return 0
+
+    raise typer.Exit(_run(go))
+
+
+@app.command()
+def watch(
+    workflow_id: RunId,
+    interval: Annotated[float, typer.Option(help="Seconds between refreshes.")] = 2.0,
+    timeout: Annotated[float, typer.Option(help="Give up after this many seconds.")] = 3600,
+) -> None:
+    """Redraw the stage table until the run ends; exit code follows the pipeline."""
+
+    async def go() -> int:
+        client = await _client()
+        handle = client.get_workflow_handle(workflow_id)
+        deadline = time.monotonic() + timeout
+        last = ""
+        while time.monotonic() < deadline:
+            st, _ = await _status(client, workflow_id)
+            if st is not None:
+                table = render.status_table(st)
+                if table != last:
+                    if sys.stdout.isatty():
+                        typer.echo("\x1b[2J\x1b[H", nl=False)
+                    typer.echo(table + "\n")
+                    last = table
+                if st.state != PipelineState.RUNNING:
+                    return 0 if st.state == PipelineState.SUCCEEDED else 1
+            described = await handle.describe()
+            if described.status != WorkflowExecutionStatus.RUNNING:
+                return 0 if described.status == WorkflowExecutionStatus.COMPLETED else 1
+            await asyncio.sleep(interval)
+        typer.echo(f"still running after {timeout:g}s", err=True)
+        return 1
+
+    raise typer.Exit(_run(go))
+
+
+@app.command()
+def retry(
+    workflow_id: RunId,
+    stage: Annotated[str, typer.Option(help="Stage to retry from (default: the failed one).")] = "",
+) -> None:
+    """Reset a failed run to just before its failed stage; finished stages are not redone."""
+
+    async def go() -> int:
+        client = await _client()
+        try:
+            name, run_id = await reset_to_failed_stage(client, workflow_id, stage or None)
+        except RetryError as err:
+            typer.echo(str(err), err=True)
+            return 1
+        typer.echo(f"{workflow_id}: retrying from stage {name!r}, new run {run_id}")
+        return 0
+
+    raise typer.Exit(_run(go))
+
+
+@app.command()
+def replay(
+    workflow_id: Annotated[str, typer.Argument(help="Workflow id to fetch and replay.")] = "",
+    file: Annotated[Path | None, typer.Option(help="History JSON (from the UI/CLI).")] = None,
+    save: Annotated[Path | None, typer.Option(help="Also save the fetched history here.")] = None,
+) -> None:
+    """Replay a run's history against the current code (a determinism check)."""
+
+    async def go() -> int:
+        if file is not None:
+            history = WorkflowHistory.from_json(
+                workflow_id or file.stem, file.read_text(encoding="utf-8")
+            )
+        elif workflow_id:
+            client = await _client()
+            history = await client.get_workflow_handle(workflow_id).fetch_history()
+            if save is not None:
+                save.write_text(history.to_json(), encoding="utf-8")
+        else:
+            typer.echo("give a workflow id or --file", err=True)
+            return 2
+        try:
+            await replay_history(history)
+        except Exception as err:
+            typer.echo(f"replay FAILED for {history.workflow_id}: {type(err).__name__}: {err}")
+            return 1
+        typer.echo(f"replay ok: {history.workflow_id} ({len(history.events)} events)")
+        return 0
+
+    raise typer.Exit(_run(go))
+
+
+def _signal(workflow_id: str, name: str, payload: Any) -> None:
+    async def go() -> int:
+        client = await _client()
+        await client.get_workflow_handle(workflow_id).signal(name, payload)
+        typer.echo(f"sent {name} to {workflow_id}")
+        return 0
+
+    raise typer.Exit(_run(go))
+
+
+@app.command()
+def abort(
+    workflow_id: RunId,
+    by: By,
+    reason: Annotated[str, typer.Option(help="Why.")] = "",
+) -> None:
+    """Stop a run and roll back what it deployed."""
+    _signal(workflow_id, "abort", AbortRequest(by=by, reason=reason))
+
+
+@app.command()
+def pause(workflow_id: RunId, by: By) -> None:
+    """Hold the running canary at its weight."""
+    _signal(workflow_id, "pause", CanaryControl(by=by))
+
+
+@app.command()
+def resume(workflow_id: RunId, by: By) -> None:
+    """Continue a paused canary."""
+    _signal(workflow_id, "resume", CanaryControl(by=by))
+
+
+@app.command()
+def promote(workflow_id: RunId, by: By) -> None:
+    """Skip the canary's remaining steps and promote now."""
+    _signal(workflow_id, "promote", CanaryControl(by=by))
+
+
+@app.command()
+def rollback(
+    service: Annotated[str, typer.Option(help="Service name.")],
+    environment: Annotated[str, typer.Option(help="Environment to restore.")],
+    by: By,
+    reason: Annotated[str, typer.Option(help="Why.")] = "",
+) -> None:
+    """Roll an environment back to its previous version (a durable workflow)."""
+
+    async def go() -> int:
+        client = await _client()
+        result = await client.execute_workflow(
+            RollbackWorkflow.run,
+            ManualRollback(service=service, environment=environment, by=by, reason=reason),
+            id=f"rollback-{service}-{environment}-{uuid.uuid4().hex[:8]}",
+            task_queue=task_queue(),
+        )
+        restored = result.restored_digest or "nothing (no previous version)"
+        typer.echo(
+            f"{environment}: restored {restored}" + ("" if result.changed else " (no change)")
+        )
+        return 0
+
+    raise typer.Exit(_run(go))
+
+
+@app.command()
+def dora(
+    service: Annotated[str, typer.Option(help="Service name.")],
+    days: Annotated[int, typer.Option(help="Window in days.")] = 7,
+) -> None:
+    """DORA figures from finished pipelines: deploys/day, lead time, change failure, MTTR."""
+
+    async def go() -> int:
+        client = await _client()
+        since = datetime.now(UTC).timestamp() - days * 86400
+        results = []
+        query = f"WorkflowType = 'PipelineWorkflow' AND Service = '{service}'"
+        async for execution in client.list_workflows(query):
+            if execution.start_time.timestamp() < since:
+                continue
+            if execution.status in (None, WorkflowExecutionStatus.RUNNING):
+                continue
+            handle = client.get_workflow_handle(execution.id, run_id=execution.run_id)
+            try:
+                results.append(await pipeline_outcome(handle))
+            except Exception:
+                continue
+        typer.echo(render.dora_table(results, days))
+        return 0
+
+    raise typer.Exit(_run(go))
+
+
+def main() -> None:
+    app()

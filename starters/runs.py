@@ -1,0 +1,253 @@
+"""What the CLI does, as plain async functions the demo and the tests call too."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+from temporalio.api.common.v1 import WorkflowExecution
+from temporalio.api.enums.v1 import EventType
+from temporalio.api.workflowservice.v1 import ResetWorkflowExecutionRequest
+from temporalio.client import (
+    Client,
+    WorkflowExecutionStatus,
+    WorkflowFailureError,
+    WorkflowHandle,
+    WorkflowHistory,
+)
+from temporalio.common import (
+    SearchAttributePair,
+    TypedSearchAttributes,
+    WorkflowIDConflictPolicy,
+    WorkflowIDReusePolicy,
+)
+from temporalio.exceptions import ApplicationError, WorkflowAlreadyStartedError
+from temporalio.service import RPCError, RPCStatusCode
+from temporalio.worker import Replayer
+
+from starters.connection import data_converter, ui_base_url
+from workflows.messages import (
+    PipelineInput,
+    PipelineResult,
+    PipelineStatus,
+    RunContext,
+    StageState,
+)
+from workflows.naming import COMMIT_SHA, PIPELINE_STATUS, SERVICE, pipeline_id
+from workflows.pipeline import PIPELINE_FAILED, PipelineWorkflow
+from workflows.spec import PipelineSpec
+
+__all__ = [
+    "RetryError",
+    "StartedRun",
+    "load_roles",
+    "pipeline_outcome",
+    "replay_history",
+    "reset_to_failed_stage",
+    "run_url",
+    "start_pipeline",
+]
+
+
+class RetryError(RuntimeError):
+    """`retry` cannot find what to retry; the message says why."""
+
+
+@dataclass(frozen=True)
+class StartedRun:
+    workflow_id: str
+    run_id: str
+    existing: bool
+    url: str
+
+
+def load_roles(path: str | Path) -> dict[str, list[str]]:
+    """The roles file: a YAML mapping person → list of roles."""
+    file = Path(path)
+    try:
+        data = yaml.safe_load(file.read_text(encoding="utf-8")) or {}
+    except FileNotFoundError:
+        raise ValueError(f"{file}: roles file not found") from None
+    except yaml.YAMLError as exc:
+        raise ValueError(f"{file}: not valid YAML: {exc}") from None
+    if not isinstance(data, dict):
+        raise ValueError(f"{file}: expected a mapping of person → [roles]")
+    roles: dict[str, list[str]] = {}
+    for person, held in data.items():
+        if not isinstance(held, list) or not all(isinstance(r, str) for r in held):
+            raise ValueError(f"{file}: {person!r} must map to a list of role names")
+        roles[str(person)] = list(held)
+    return roles
+
+
+def run_url(client: Client, workflow_id: str, run_id: str = "") -> str:
+    base = f"{ui_base_url()}/namespaces/{client.namespace}/workflows/{workflow_id}"
+    return f"{base}/{run_id}/history" if run_id else base
+
+
+async def start_pipeline(
+    client: Client,
+    spec: PipelineSpec,
+    run: RunContext,
+    roles: Mapping[str, Sequence[str]],
+    task_queue: str,
+    *,
+    search_attributes: bool = True,
+) -> StartedRun:
+    """Start the pipeline of `run.commit`, or return the run that already carries it: an
+    open or succeeded run is reused; only after a failed run does a new one start."""
+    workflow_id = pipeline_id(spec.service.name, run.commit)
+    attributes = (
+        TypedSearchAttributes(
+            [
+                SearchAttributePair(SERVICE, spec.service.name),
+                SearchAttributePair(COMMIT_SHA, run.commit),
+                SearchAttributePair(PIPELINE_STATUS, "running"),
+            ]
+        )
+        if search_attributes
+        else TypedSearchAttributes.empty
+    )
+    pipeline_input = PipelineInput(
+        spec=spec,
+        run=run,
+        roles={k: list(v) for k, v in roles.items()},
+        ui_url=run_url(client, workflow_id),
+    )
+    existing = await _open_or_succeeded(client, workflow_id)
+    if existing is not None:
+        return StartedRun(workflow_id, existing, True, run_url(client, workflow_id, existing))
+    try:
+        handle = await client.start_workflow(
+            PipelineWorkflow.run,
+            pipeline_input,
+            id=workflow_id,
+            task_queue=task_queue,
+            # Open run: attach to it. Succeeded run: refuse (below). Failed: a new run.
+            id_reuse_policy=WorkflowIDReusePolicy.ALLOW_DUPLICATE_FAILED_ONLY,
+            id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
+            search_attributes=attributes,
+            static_summary=f"{spec.service.name} {run.sha12} by {run.author} ({run.branch})",
+            static_details=(
+                f"**{spec.name}** pipeline for `{spec.service.name}`\n\n"
+                f"- commit `{run.commit}` on `{run.branch}` by {run.author}\n"
+                f"- repo {run.repo}\n" + (f"- diff {run.diff_url}\n" if run.diff_url else "")
+            ),
+        )
+    except WorkflowAlreadyStartedError as err:
+        # Lost a race with another start of the same commit: report that run.
+        run_id = err.run_id or ""
+        return StartedRun(workflow_id, run_id, True, run_url(client, workflow_id, run_id))
+    run_id = handle.result_run_id or ""
+    return StartedRun(workflow_id, run_id, False, run_url(client, workflow_id, run_id))
+
+
+async def _open_or_succeeded(client: Client, workflow_id: str) -> str | None:
+    """The run id of a run that already carries this commit (open or succeeded), if any."""
+    try:
+        described = await client.get_workflow_handle(workflow_id).describe()
+    except RPCError as err:
+        if err.status == RPCStatusCode.NOT_FOUND:
+            return None
+        raise
+    if described.status in (WorkflowExecutionStatus.RUNNING, WorkflowExecutionStatus.COMPLETED):
+        return described.run_id
+    return None
+
+
+async def pipeline_outcome(handle: WorkflowHandle[Any, Any]) -> PipelineResult:
+    """Wait for the run and return its result, succeeded or not."""
+    try:
+        raw = await handle.result()
+    except WorkflowFailureError as err:
+        cause = err.cause
+        if isinstance(cause, ApplicationError) and cause.type == PIPELINE_FAILED:
+            return PipelineResult.model_validate(cause.details[0])
+        raise
+    return raw if isinstance(raw, PipelineResult) else PipelineResult.model_validate(raw)
+
+
+async def pipeline_status(client: Client, workflow_id: str) -> PipelineStatus:
+    handle = client.get_workflow_handle(workflow_id)
+    return await handle.query(PipelineWorkflow.status)
+
+
+# --- retry: reset to just before the failed stage -------------------------------------------
+
+
+def _stage_markers(event: Any, stage: str) -> bool:
+    """Does this history event begin something of `stage`? (activity ids carry the stage
+    name; children are named after it; the Stage search attribute is upserted at its start)"""
+    kind = event.event_type
+    if kind == EventType.EVENT_TYPE_ACTIVITY_TASK_SCHEDULED:
+        activity_id = event.activity_task_scheduled_event_attributes.activity_id
+        return bool(activity_id == stage or activity_id.startswith(stage + ":"))
+    if kind == EventType.EVENT_TYPE_START_CHILD_WORKFLOW_EXECUTION_INITIATED:
+        child = event.start_child_workflow_execution_initiated_event_attributes.workflow_id
+        return bool(child.endswith((f"-canary-{stage}", f"-monitor-{stage}")))
+    if kind == EventType.EVENT_TYPE_UPSERT_WORKFLOW_SEARCH_ATTRIBUTES:
+        fields = event.upsert_workflow_search_attributes_event_attributes.search_attributes
+        payload = fields.indexed_fields.get("Stage")
+        return payload is not None and json.loads(payload.data or b"null") == stage
+    return False
+
+
+def reset_point(history: WorkflowHistory, stage: str) -> int:
+    """The WorkflowTaskCompleted event that started `stage`: resetting there re-runs that
+    workflow task, so the stage starts again and everything before it is kept."""
+    last_completed = 0
+    for event in history.events:
+        if event.event_type == EventType.EVENT_TYPE_WORKFLOW_TASK_COMPLETED:
+            last_completed = event.event_id
+        elif _stage_markers(event, stage):
+            if last_completed == 0:
+                break
+            return last_completed
+    raise RetryError(f"cannot find where stage {stage!r} started in the history")
+
+
+async def reset_to_failed_stage(
+    client: Client, workflow_id: str, stage: str | None = None, reason: str = ""
+) -> tuple[str, str]:
+    """Reset the latest run of `workflow_id` to just before its (first) failed stage.
+    Returns (stage, new run id)."""
+    handle = client.get_workflow_handle(workflow_id)
+    described = await handle.describe()
+    if described.status == WorkflowExecutionStatus.RUNNING:
+        raise RetryError(f"{workflow_id} is still running; retry applies to a failed run")
+    if stage is None:
+        result = await pipeline_outcome(handle)
+        failed = [s for s in result.stages if s.state == StageState.FAILED]
+        if not failed:
+            raise RetryError(f"{workflow_id} has no failed stage to retry")
+        failed.sort(key=lambda s: s.started_at or result.started_at)
+        stage = failed[0].name
+    history = await handle.fetch_history()
+    event_id = reset_point(history, stage)
+    response = await client.workflow_service.reset_workflow_execution(
+        ResetWorkflowExecutionRequest(
+            namespace=client.namespace,
+            workflow_execution=WorkflowExecution(workflow_id=workflow_id, run_id=described.run_id),
+            reason=reason or f"slipway retry from stage {stage}",
+            workflow_task_finish_event_id=event_id,
+            request_id=str(uuid.uuid4()),
+        )
+    )
+    return stage, response.run_id
+
+
+# --- replay -----------------------------------------------------------------------------
+
+
+async def replay_history(history: WorkflowHistory) -> None:
+    """Replay a history against the current workflow code; raises on nondeterminism."""
+    from worker import WORKFLOWS
+
+    await Replayer(workflows=list(WORKFLOWS), data_converter=data_converter()).replay_workflow(
+        history
+    )

@@ -1,0 +1,66 @@
+"""RollbackWorkflow: an engineer's manual rollback of one environment (`slipway rollback`).
+
+Durable like everything else: the rollback is retried until the platform confirms it, and
+the decision (who, why) stays in history. Environments whose policy is a manual rollback
+(the seed's staging) are restored this way.
+"""
+
+from __future__ import annotations
+
+from temporalio import workflow
+from temporalio.exceptions import ActivityError
+
+with workflow.unsafe.imports_passed_through():
+    from pydantic import BaseModel, ConfigDict
+
+    from activities.contracts import (
+        ActivityName,
+        NotifyRequest,
+        RollbackRequest,
+        RollbackResult,
+    )
+    from workflows.calls import call
+
+__all__ = ["ManualRollback", "RollbackWorkflow"]
+
+
+class ManualRollback(BaseModel):
+    """{"service": "hello", "environment": "staging", "by": "dave", "reason": "..."}"""
+
+    model_config = ConfigDict(extra="forbid")
+
+    service: str
+    environment: str
+    by: str
+    reason: str = ""
+
+
+@workflow.defn(name="RollbackWorkflow")
+class RollbackWorkflow:
+    @workflow.run
+    async def run(self, request: ManualRollback) -> RollbackResult:
+        reason = f"manual rollback by {request.by}" + (
+            f": {request.reason}" if request.reason else ""
+        )
+        result = await call(
+            ActivityName.ROLLBACK,
+            RollbackRequest(
+                service=request.service, environment=request.environment, reason=reason
+            ),
+            RollbackResult,
+        )
+        try:
+            await call(
+                ActivityName.NOTIFY,
+                NotifyRequest(
+                    level="warning",
+                    event="rollback.manual",
+                    message=reason,
+                    service=request.service,
+                    environment=request.environment,
+                ),
+                type(None),
+            )
+        except ActivityError as err:
+            workflow.logger.warning("notification not delivered: %s", err.cause)
+        return result
