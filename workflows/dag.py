@@ -6,7 +6,7 @@ deterministic, so every iteration follows definition order) and unit-tested on t
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -135,15 +135,23 @@ def descendants(stages: Sequence[Stage], name: str) -> list[str]:
 
 
 def policy_problems(
-    stages: Sequence[Stage], environments: Mapping[str, EnvironmentSpec]
+    stages: Sequence[Stage],
+    environments: Mapping[str, EnvironmentSpec],
+    unvalidated_kinds: Collection[str] = (),
 ) -> list[dict[str, Any]]:
     """Cross-stage rules: declared environments, approvals before protected deploys, deploys
-    before what acts on an environment, a build before what needs an artifact."""
+    before what acts on an environment, a build before what needs an artifact.
+
+    `stages` are the stages that validated; `unvalidated_kinds` the kinds of those that did
+    not (already reported). A stage whose needs reach a stage that is not in `stages` is not
+    judged on what runs before it: that would blame it for the other stage's problem."""
     problems: list[dict[str, Any]] = []
     by_name = {s.name: s for s in stages}
     graph = _needs_graph(stages)
     for stage in stages:
-        before = [by_name[a] for a in _ancestors_of(graph, stage.name) if a in by_name]
+        ancestry = _ancestors_of(graph, stage.name)
+        known_before = all(a in by_name for a in ancestry)
+        before = [by_name[a] for a in ancestry if a in by_name]
         env = stage.environment_name
         if env is not None and environments and env not in environments:
             problems.append(
@@ -153,6 +161,8 @@ def policy_problems(
                     "message": f"unknown environment {env!r}; declared: " + ", ".join(environments),
                 }
             )
+            continue
+        if not known_before:
             continue
         if stage.kind in NEEDS_ARTIFACT and not any(b.kind == "build" for b in before):
             problems.append(
@@ -175,8 +185,10 @@ def policy_problems(
                     }
                 )
             strategy = getattr(stage, "strategy", None) or (policy.strategy if policy else None)
-            if strategy == "canary" and not any(
-                s.kind == "canary" and s.environment_name == env for s in stages
+            if (
+                strategy == "canary"
+                and "canary" not in unvalidated_kinds
+                and not any(s.kind == "canary" and s.environment_name == env for s in stages)
             ):
                 problems.append(
                     {

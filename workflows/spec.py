@@ -19,6 +19,7 @@ from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import (
+    AfterValidator,
     AliasChoices,
     BaseModel,
     BeforeValidator,
@@ -26,6 +27,8 @@ from pydantic import (
     Field,
     TypeAdapter,
     ValidationError,
+    ValidationInfo,
+    field_validator,
     model_validator,
 )
 
@@ -77,7 +80,13 @@ def parse_duration(value: Any) -> Any:
     return value
 
 
-Duration = Annotated[timedelta, BeforeValidator(parse_duration)]
+def _positive(value: timedelta) -> timedelta:
+    if value <= timedelta(0):
+        raise ValueError(f"a duration must be positive, got {value.total_seconds():g}s")
+    return value
+
+
+Duration = Annotated[timedelta, BeforeValidator(parse_duration), AfterValidator(_positive)]
 Percent = Annotated[float, Field(ge=0, le=100)]
 
 
@@ -282,7 +291,11 @@ class CanaryStage(_StageBase):
         50, ge=1, le=100, validation_alias=AliasChoices("max_weight", "maxWeight")
     )
     step_weight: int = Field(
-        10, ge=1, le=100, validation_alias=AliasChoices("step_weight", "stepWeight")
+        10,
+        ge=1,
+        le=100,
+        validation_alias=AliasChoices("step_weight", "stepWeight"),
+        validate_default=True,
     )
     progress_deadline: Duration = timedelta(seconds=60)
     metrics: list[MetricCheck] = Field(min_length=1)
@@ -291,14 +304,17 @@ class CanaryStage(_StageBase):
     )
     load: LoadSpec | None = None
 
-    @model_validator(mode="after")
-    def _steps_reach_max(self) -> CanaryStage:
-        if self.step_weight > self.max_weight or self.max_weight % self.step_weight:
+    @field_validator("step_weight")
+    @classmethod
+    def _steps_reach_max(cls, step: int, info: ValidationInfo) -> int:
+        # A field validator (not a model one) so that the problem names the field.
+        maximum = info.data.get("max_weight")
+        if maximum is not None and (step > maximum or maximum % step):
             raise ValueError(
-                f"step_weight {self.step_weight} does not reach max_weight {self.max_weight} "
+                f"step_weight {step} does not reach max_weight {maximum} "
                 "in whole steps; choose a step that divides it"
             )
-        return self
+        return step
 
     @property
     def weights(self) -> list[int]:
@@ -311,17 +327,19 @@ class MonitorStage(_StageBase):
     kind: Literal["monitor"]
     environment: str
     duration: Duration = timedelta(minutes=15)
-    interval: Duration = timedelta(seconds=60)
+    interval: Duration = Field(timedelta(seconds=60), validate_default=True)
     recheck: Duration = timedelta(seconds=30)
     criteria: list[MetricCheck] = Field(min_length=1)
     no_data: Literal["fail", "ignore"] = "ignore"
     load: LoadSpec | None = None
 
-    @model_validator(mode="after")
-    def _interval_fits(self) -> MonitorStage:
-        if self.interval > self.duration:
-            raise ValueError("interval must not exceed duration")
-        return self
+    @field_validator("interval")
+    @classmethod
+    def _interval_fits(cls, interval: timedelta, info: ValidationInfo) -> timedelta:
+        duration = info.data.get("duration")
+        if duration is not None and interval > duration:
+            raise ValueError(f"interval {interval} must not exceed duration {duration}")
+        return interval
 
 
 class RollbackStage(_StageBase):
@@ -471,7 +489,7 @@ def _merge_stages(base: list[Any], override: list[Any]) -> list[Any]:
     index = {s.get("name"): i for i, s in enumerate(merged) if isinstance(s, dict)}
     for stage in override:
         name = stage.get("name") if isinstance(stage, dict) else None
-        if name in index:
+        if name is not None and name in index:
             merged[index[name]] = _deep_merge(merged[index[name]], stage)
         else:
             merged.append(stage)
@@ -505,7 +523,12 @@ def _resolve_extends(path: Path, problems: list[Problem], seen: tuple[Path, ...]
     base = _resolve_extends(base_path, problems, (*seen, path.resolve()))
     if not isinstance(base, dict):
         return data
-    stages = _merge_stages(base.get("stages") or [], data.pop("stages", None) or [])
+    base_stages, own_stages = base.get("stages"), data.pop("stages", None)
+    stages: Any
+    if isinstance(base_stages, list) and isinstance(own_stages, list | None):
+        stages = _merge_stages(base_stages, own_stages or [])
+    else:  # not lists: validation reports whichever is there
+        stages = base_stages if own_stages is None else own_stages
     merged = _deep_merge(base, data)
     merged["stages"] = stages
     return merged
@@ -520,6 +543,10 @@ def load_pipeline(path: str | Path) -> PipelineSpec:
     if data is None:
         raise DefinitionError(problems)
     return validate_definition(data, str(file), problems)
+
+
+def _need_names(needs: Any) -> list[str]:
+    return [n for n in needs if isinstance(n, str)] if isinstance(needs, list) else []
 
 
 def _loc_field(loc: Iterable[int | str]) -> str:
@@ -575,15 +602,19 @@ def validate_definition(
         for err in exc.errors():
             problems.append(Problem(file=file, field=_loc_field(err["loc"]), message=err["msg"]))
 
+    # `needs` that is not a list of names was reported above; the graph sees only names.
     graph_input = [
-        (str(s.get("name", f"#{i + 1}")), list(s.get("needs") or []), str(s.get("kind")))
+        (str(s.get("name", f"#{i + 1}")), _need_names(s.get("needs")), str(s.get("kind")))
         for i, s in enumerate(raw_stages)
         if isinstance(s, dict)
     ]
     problems.extend(Problem(file=file, **p) for p in dag.graph_problems(graph_input))
     if header is not None:
+        valid = {s.name for s in stages}
+        unvalidated = [kind for name, _, kind in graph_input if name not in valid]
         problems.extend(
-            Problem(file=file, **p) for p in dag.policy_problems(stages, header.environments)
+            Problem(file=file, **p)
+            for p in dag.policy_problems(stages, header.environments, unvalidated)
         )
     if problems or header is None:
         raise DefinitionError(problems)
