@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import sys
 import time
 import uuid
@@ -416,4 +417,14 @@ def dora(
 
 
 def main() -> None:
-    app()
+    """Run a command and exit with its code without interpreter finalization: the Temporal
+    client's native runtime threads can abort a finalizing interpreter (seen as a fatal
+    PyGILState_Release error after a command succeeded)."""
+    code: int | str | None = 0
+    try:
+        app()
+    except SystemExit as done:
+        code = done.code
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code if isinstance(code, int) else (0 if code is None else 1))

@@ -10,6 +10,7 @@ import contextlib
 import os
 import signal
 import subprocess
+import sys
 import tempfile
 import time
 from collections.abc import Mapping, Sequence
@@ -119,7 +120,11 @@ class SubprocessTestRunner:
         for stale in (junit, coverage):
             if stale is not None:
                 stale.unlink(missing_ok=True)
-        command = request.command
+        command = list(request.command)
+        if command and command[0] in ("python", "python3"):
+            # The same convention as the local platform's slots: `python` is the worker's
+            # interpreter, whose environment has the test tools installed.
+            command[0] = sys.executable
         if not command:
             raise verdict(
                 ErrorType.INVALID_DEFINITION,
