@@ -254,7 +254,7 @@ class _Proxy:
 @contextmanager
 def running_ecr_endpoint(registry: LocalRegistry, ecr: ECRClient) -> Iterator[EcrEndpoint]:
     """The proxy on a free loopback port in front of `registry`, mirroring into `ecr`."""
-    server = ThreadingHTTPServer(("127.0.0.1", free_port()), BaseHTTPRequestHandler)
+    server = ThreadingHTTPServer(("127.0.0.1", 0), BaseHTTPRequestHandler)
     host, port = server.server_address[:2]
     endpoint = EcrEndpoint(host=f"{host!s}:{port}", registry=registry)
     proxy = _Proxy(endpoint, ecr)
