@@ -7,11 +7,11 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from temporalio.client import WorkflowFailureError, WorkflowHandle, WorkflowUpdateFailedError
-from temporalio.exceptions import ApplicationError
+from temporalio.client import WorkflowHandle, WorkflowUpdateFailedError
 from temporalio.testing import WorkflowEnvironment
 
 from activities.contracts import MetricsQuery, Severity, TestReport
+from starters.runs import pipeline_outcome
 from tests.support.memory import MemoryBackends
 from tests.support.pipelines import run_context, start, status, wait_for_gate
 from worker import build_worker
@@ -22,7 +22,7 @@ from workflows.messages import (
     PipelineState,
     StageState,
 )
-from workflows.pipeline import PIPELINE_FAILED, PipelineWorkflow
+from workflows.pipeline import PipelineWorkflow
 
 OLD = "sha256:" + "0" * 64
 
@@ -41,17 +41,6 @@ async def approve_all(handle: Handle) -> None:
     await wait_for_gate(handle, "production")
     await approve(handle, "carol", "production")
     await approve(handle, "dave", "production")
-
-
-async def outcome(handle: Handle) -> PipelineResult:
-    """The result of a run, successful or not (a failed run carries it in its details)."""
-    try:
-        return await handle.result()
-    except WorkflowFailureError as err:
-        cause = err.cause
-        assert isinstance(cause, ApplicationError), cause
-        assert cause.type == PIPELINE_FAILED
-        return PipelineResult.model_validate(cause.details[0])
 
 
 def stage(result: PipelineResult, name: str) -> tuple[StageState, str]:
@@ -87,7 +76,8 @@ async def test_happy_path_reaches_production_with_one_digest(
         ("carol", "production"),
         ("dave", "production"),
     ]
-    assert result.lead_time_s is not None and result.lead_time_s > 0
+    assert result.lead_time_s is not None
+    assert result.lead_time_s > 0
     assert any(n.event == "canary.promoted" for n in memory.notifier.sent)
 
 
@@ -103,7 +93,8 @@ async def test_ci_stages_run_in_parallel(
         memory.tests.calls, key=lambda c: "integration" in c[0]
     )
     # Both suites were running at the same moment.
-    assert unit_start < int_end and int_start < unit_end
+    assert unit_start < int_end
+    assert int_start < unit_end
 
 
 async def test_failed_quality_gate_stops_before_build(
@@ -114,7 +105,7 @@ async def test_failed_quality_gate_stops_before_build(
     )
     async with build_worker(time_env.client, memory.backends(), task_queue):
         handle = await start(time_env.client, task_queue)
-        result = await outcome(handle)
+        result = await pipeline_outcome(handle)
 
     assert result.state == PipelineState.FAILED
     state, summary = stage(result, "quality_gate")
@@ -132,7 +123,7 @@ async def test_high_finding_fails_the_scan_stage(
         memory.scanners["bandit"].finding("bandit", Severity.HIGH, "B602")
     ]
     async with build_worker(time_env.client, memory.backends(), task_queue):
-        result = await outcome(await start(time_env.client, task_queue))
+        result = await pipeline_outcome(await start(time_env.client, task_queue))
     state, summary = stage(result, "security_scan")
     assert state == StageState.FAILED
     assert "B602" in summary
@@ -157,7 +148,7 @@ async def test_failing_canary_aborts_and_production_keeps_the_old_version(
     async with build_worker(time_env.client, memory.backends(), task_queue):
         handle = await start(time_env.client, task_queue)
         await approve_all(handle)
-        result = await outcome(handle)
+        result = await pipeline_outcome(handle)
 
     assert result.state == PipelineState.ROLLED_BACK
     state, summary = stage(result, "canary")
@@ -179,7 +170,7 @@ async def test_no_data_is_counted_as_a_canary_failure(
     async with build_worker(time_env.client, memory.backends(), task_queue):
         handle = await start(time_env.client, task_queue)
         await approve_all(handle)
-        result = await outcome(handle)
+        result = await pipeline_outcome(handle)
     state, summary = stage(result, "canary")
     assert state == StageState.FAILED
     assert "no data" in summary
@@ -221,7 +212,7 @@ async def test_confirmed_monitor_violation_rolls_back(
     async with build_worker(time_env.client, memory.backends(), task_queue):
         handle = await start(time_env.client, task_queue)
         await approve_all(handle)
-        result = await outcome(handle)
+        result = await pipeline_outcome(handle)
     assert result.state == PipelineState.ROLLED_BACK
     state, summary = stage(result, "monitor")
     assert state == StageState.FAILED
@@ -236,7 +227,7 @@ async def test_approval_timeout_rejects_with_a_reason(
     async with build_worker(time_env.client, memory.backends(), task_queue):
         handle = await start(time_env.client, task_queue)
         await wait_for_gate(handle, "staging")
-        result = await outcome(handle)  # time skips the 24 h gate
+        result = await pipeline_outcome(handle)  # time skips the 24 h gate
     state, summary = stage(result, "approve_staging")
     assert state == StageState.FAILED
     assert "timed out after 1 day" in summary
@@ -271,10 +262,11 @@ async def test_refused_approvals(
         # The same decision sent as a signal is refused the same way, and recorded.
         await handle.signal(PipelineWorkflow.approve_signal, Decision(approver=approver, gate=gate))
         await handle.signal(PipelineWorkflow.abort, AbortRequest(by="test", reason="done"))
-        result = await outcome(handle)
+        result = await pipeline_outcome(handle)
     refused = [a for a in result.approvals if not a.accepted]
     assert len(refused) == 1
-    assert refused[0].via == "signal" and refusal in refused[0].reason
+    assert refused[0].via == "signal"
+    assert refusal in refused[0].reason
     assert stage(result, "approve_staging") == (StageState.CANCELLED, "cancelled by abort")
 
 
@@ -311,7 +303,7 @@ async def test_one_person_with_both_roles_is_not_a_quorum(
         st = await wait_for_gate(handle, "production")
         assert st.pending_approvals[0].approved_by == ["frank"]
         await handle.signal(PipelineWorkflow.abort, AbortRequest(by="test"))
-        await outcome(handle)
+        await pipeline_outcome(handle)
 
 
 async def test_rejection_fails_the_run(
@@ -324,7 +316,7 @@ async def test_rejection_fails_the_run(
             PipelineWorkflow.reject_update,
             Decision(approver="alice", gate="staging", comment="needs a changelog"),
         )
-        result = await outcome(handle)
+        result = await pipeline_outcome(handle)
     assert result.state == PipelineState.FAILED
     assert stage(result, "approve_staging") == (
         StageState.FAILED,
@@ -344,7 +336,7 @@ async def test_abort_during_canary_rolls_production_back(
             if any(s.name == "canary" and s.state == StageState.RUNNING for s in st.stages):
                 break
         await handle.signal(PipelineWorkflow.abort, AbortRequest(by="dave", reason="bad smell"))
-        result = await outcome(handle)
+        result = await pipeline_outcome(handle)
     assert result.state == PipelineState.ABORTED
     assert result.failure.startswith("aborted by dave: bad smell")
     # Staging's policy (the seed's) is a manual rollback: the run says so instead.
@@ -366,5 +358,6 @@ async def test_develop_branch_skips_production(
     assert result.state == PipelineState.SUCCEEDED
     assert "production" not in result.deployed
     state, summary = stage(result, "approve_production")
-    assert state == StageState.SKIPPED and "takes branches ['main']" in summary
+    assert state == StageState.SKIPPED
+    assert "takes branches ['main']" in summary
     assert stage(result, "monitor")[0] == StageState.SKIPPED
