@@ -25,6 +25,7 @@ from temporalio.client import (
     WorkflowHistory,
     WorkflowUpdateFailedError,
 )
+from temporalio.exceptions import ApplicationError
 from temporalio.service import RPCError
 
 from starters import render
@@ -176,7 +177,9 @@ def _decide(workflow_id: str, approver: str, gate: str, comment: str, approve: b
                 update, Decision(approver=approver, gate=gate, comment=comment)
             )
         except WorkflowUpdateFailedError as err:
-            typer.echo(f"refused: {err.cause}", err=True)
+            cause = err.cause
+            reason = cause.message if isinstance(cause, ApplicationError) else str(cause)
+            typer.echo(f"refused: {reason}", err=True)
             return 1
         except RPCError as err:
             typer.echo(f"cannot reach {workflow_id}: {err.message}", err=True)

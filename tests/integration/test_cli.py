@@ -1,0 +1,254 @@
+"""Every `slipway` command of the README, run as a user runs it (a subprocess) against the dev
+server, with a worker on in-memory backends in this process."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+import uuid
+from pathlib import Path
+from typing import Any
+
+import pytest
+from temporalio.testing import WorkflowEnvironment
+
+from starters.runs import pipeline_outcome, start_pipeline
+from tests.support.memory import MemoryBackends
+from tests.support.pipelines import ROLES, ROOT, run_context, wait_for_gate, wait_for_stage
+from worker import build_worker
+from workflows.messages import PipelineState, StageState
+from workflows.naming import canary_id
+from workflows.spec import PipelineSpec, validate_definition
+
+pytestmark = pytest.mark.devserver
+
+
+def definition(**canary: Any) -> dict[str, Any]:
+    return {
+        "name": "cli",
+        "service": {"name": "svc"},
+        "environments": {"development": {}, "production": {"requires_approval": True}},
+        "stages": [
+            {"name": "checkout", "kind": "checkout"},
+            {"name": "build", "kind": "build", "needs": ["checkout"]},
+            {"name": "deploy_dev", "kind": "deploy", "needs": ["build"],
+             "environment": "development", "retry": {"max_attempts": 1}},
+            {"name": "approve", "kind": "approval", "needs": ["deploy_dev"],
+             "environment": "production", "roles": ["cto"]},
+            {"name": "deploy_prod", "kind": "deploy", "needs": ["approve"],
+             "environment": "production", "strategy": "canary"},
+            {"name": "canary", "kind": "canary", "needs": ["deploy_prod"],
+             "environment": "production", "interval": "1s", "stepWeight": 10, "maxWeight": 50,
+             "metrics": [{"metric": "error_rate", "max": 1, "window": "1s"}], **canary},
+        ],
+    }  # fmt: skip
+
+
+def spec(**canary: Any) -> PipelineSpec:
+    return validate_definition(definition(**canary), "cli.yaml")
+
+
+async def slipway(env: WorkflowEnvironment, task_queue: str, *args: str) -> tuple[int, str]:
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "starters",
+        *args,
+        cwd=ROOT,
+        env={
+            "PATH": "/usr/bin:/bin",
+            "TEMPORAL_ADDRESS": env.client.service_client.config.target_host,
+            "SLIPWAY_TASK_QUEUE": task_queue,
+        },
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
+    )
+    out, _ = await asyncio.wait_for(proc.communicate(), 120)
+    assert proc.returncode is not None
+    return proc.returncode, out.decode()
+
+
+async def test_graph_prints_mermaid() -> None:
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "starters",
+        "graph",
+        "pipelines/heal7.yaml",
+        cwd=ROOT,
+        stdout=asyncio.subprocess.PIPE,
+    )
+    out, _ = await proc.communicate()
+    text = out.decode()
+    assert text.startswith("graph TD")
+    assert 's_approve_production{"approve_production<br/>approval (production)"}' in text
+    assert "s_quality_gate --> s_build" in text
+
+
+async def test_retry_and_watch_from_the_cli(
+    dev_env: WorkflowEnvironment, memory: MemoryBackends, task_queue: str
+) -> None:
+    memory.platform.fail_deploy = {"development"}
+    async with build_worker(dev_env.client, memory.backends(), task_queue):
+        run = await start_pipeline(dev_env.client, spec(), run_context(), ROLES, task_queue)
+        failed = await pipeline_outcome(dev_env.client.get_workflow_handle(run.workflow_id))
+        assert failed.state == PipelineState.FAILED
+        code, out = await slipway(dev_env, task_queue, "watch", run.workflow_id)
+        assert code == 1
+        assert "x deploy_dev" in out
+        memory.platform.fail_deploy = set()
+        code, out = await slipway(dev_env, task_queue, "retry", run.workflow_id)
+        assert code == 0, out
+        assert f"{run.workflow_id}: retrying from stage 'deploy_dev'" in out
+        handle = dev_env.client.get_workflow_handle(run.workflow_id)
+        await wait_for_gate(handle, "production")
+        code, out = await slipway(
+            dev_env,
+            task_queue,
+            "reject",
+            run.workflow_id,
+            "--approver",
+            "carol",
+            "--gate",
+            "production",
+            "--comment",
+            "not today",
+        )
+        assert code == 0, out
+        result = await pipeline_outcome(handle)
+    assert result.state == PipelineState.FAILED
+    assert len(memory.builder.calls) == 1
+    assert "rejected by carol: not today" in result.failure
+
+
+async def test_canary_controls_from_the_cli(
+    dev_env: WorkflowEnvironment, memory: MemoryBackends, task_queue: str
+) -> None:
+    async with build_worker(dev_env.client, memory.backends(), task_queue):
+        run = await start_pipeline(dev_env.client, spec(), run_context(), ROLES, task_queue)
+        handle = dev_env.client.get_workflow_handle(run.workflow_id)
+        await wait_for_gate(handle, "production")
+        code, out = await slipway(
+            dev_env,
+            task_queue,
+            "approve",
+            run.workflow_id,
+            "--approver",
+            "carol",
+            "--gate",
+            "production",
+        )
+        assert code == 0, out
+        await wait_for_stage(handle, "canary", StageState.RUNNING)
+        canary = dev_env.client.get_workflow_handle(canary_id(run.workflow_id, "canary"))
+        code, out = await slipway(dev_env, task_queue, "pause", run.workflow_id, "--by", "dave")
+        assert code == 0, out
+        for _ in range(100):
+            st = await canary.query("status")
+            if st["paused"]:
+                break
+            await asyncio.sleep(0.1)
+        assert st["paused"]
+        held = st["weight"]
+        await asyncio.sleep(2.5)  # two intervals: a paused canary does not move
+        assert (await canary.query("status"))["weight"] == held
+        code, _ = await slipway(dev_env, task_queue, "resume", run.workflow_id, "--by", "dave")
+        assert code == 0
+        code, _ = await slipway(dev_env, task_queue, "promote", run.workflow_id, "--by", "dave")
+        assert code == 0
+        result = await pipeline_outcome(handle)
+    assert result.state == PipelineState.SUCCEEDED
+    assert "promoted after" in next(s.summary for s in result.stages if s.name == "canary")
+    assert memory.platform.envs["production"].weight == 0
+    assert memory.platform.envs["production"].stable == result.artifact.digest  # type: ignore[union-attr]
+
+
+async def test_abort_rollback_and_dora_from_the_cli(
+    dev_env: WorkflowEnvironment, memory: MemoryBackends, task_queue: str
+) -> None:
+    service = f"svc{uuid.uuid4().hex[:6]}"
+    pipeline = spec().model_copy(
+        update={"service": spec().service.model_copy(update={"name": service})}
+    )
+    memory.platform._env("development").stable = "sha256:" + "1" * 64
+    async with build_worker(dev_env.client, memory.backends(), task_queue):
+        run = await start_pipeline(dev_env.client, pipeline, run_context(), ROLES, task_queue)
+        handle = dev_env.client.get_workflow_handle(run.workflow_id)
+        await wait_for_gate(handle, "production")
+        code, out = await slipway(
+            dev_env, task_queue, "abort", run.workflow_id, "--by", "dave", "--reason", "freeze"
+        )
+        assert code == 0, out
+        result = await pipeline_outcome(handle)
+        assert result.state == PipelineState.ABORTED
+        # The abort put development back on what it served before this run.
+        assert memory.platform.envs["development"].stable == "sha256:" + "1" * 64
+        code, out = await slipway(
+            dev_env,
+            task_queue,
+            "rollback",
+            "--service",
+            service,
+            "--environment",
+            "development",
+            "--by",
+            "dave",
+        )
+        assert code == 0, out
+        assert "development: restored sha256:1111" in out
+        for _ in range(50):  # visibility is eventually consistent
+            code, out = await slipway(dev_env, task_queue, "dora", "--service", service)
+            if "1 finished runs" in out:
+                break
+            await asyncio.sleep(0.2)
+    assert code == 0
+    assert "1 finished runs, 0 production changes" in out
+    assert "deployment frequency" in out
+
+
+async def test_status_shows_what_an_approver_approves(
+    dev_env: WorkflowEnvironment, memory: MemoryBackends, task_queue: str
+) -> None:
+    async with build_worker(dev_env.client, memory.backends(), task_queue):
+        run = await start_pipeline(
+            dev_env.client,
+            spec(),
+            run_context(diff_url="https://git.example/diff/1"),
+            ROLES,
+            task_queue,
+        )
+        handle = dev_env.client.get_workflow_handle(run.workflow_id)
+        await wait_for_gate(handle, "production")
+        code, out = await slipway(dev_env, task_queue, "status", run.workflow_id)
+        code_json, out_json = await slipway(
+            dev_env, task_queue, "status", run.workflow_id, "--json"
+        )
+        refused, why = await slipway(
+            dev_env,
+            task_queue,
+            "approve",
+            run.workflow_id,
+            "--approver",
+            "dave",
+            "--gate",
+            "production",
+        )
+        await handle.cancel()
+    assert code == 0, out
+    assert "waiting for gate 'production' (production): roles cto" in out
+    assert "https://git.example/diff/1" in out
+    assert "? approve" in out
+    assert json.loads(out_json)["pending_approvals"][0]["gate"] == "production"
+    assert code_json == 0
+    assert refused == 1
+    assert "refused: 'dave' holds ['devops_lead']; gate 'production' needs one of ['cto']" in why
+
+
+def test_roles_file_errors_name_the_file(tmp_path: Path) -> None:
+    from starters.runs import load_roles
+
+    bad = tmp_path / "roles.yaml"
+    bad.write_text("alice: team_lead\n", encoding="utf-8")
+    with pytest.raises(ValueError, match=r"roles.yaml: 'alice' must map to a list of role names"):
+        load_roles(bad)
