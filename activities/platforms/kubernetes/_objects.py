@@ -26,9 +26,11 @@ from activities.contracts import Artifact, Slot
 
 __all__ = [
     "CANARY_PENDING",
+    "CANARY_ROLLED_BACK",
     "DIGEST",
     "PREVIOUS_SLOT",
     "REVISION",
+    "ROLLBACK_REQUEST",
     "ROLLED_BACK_FROM",
     "ROLLED_BACK_TO",
     "TEMPLATE_HASH_LABEL",
@@ -56,7 +58,14 @@ DIGEST = "slipway.dev/digest"
 VERSION = "slipway.dev/version"
 CANARY_PENDING = "slipway.dev/canary-pending"
 """On the stable Deployment: a canary with this digest is deployed and not promoted yet, so
-a rollback must leave the stable Deployment alone."""
+a rollback must leave the stable Deployment alone. That rollback removes it."""
+CANARY_ROLLED_BACK = "slipway.dev/canary-rolled-back"
+"""On the stable Deployment: the digest of the last unpromoted canary a rollback retired (what
+`CANARY_PENDING` said before that rollback removed it)."""
+ROLLBACK_REQUEST = "slipway.dev/rollback-request"
+"""On the stable Deployment: the rollback request that last changed it, until a new version
+replaces stable's pod template. Another attempt of that request finds its work done; any other
+request rolls back on its own."""
 ROLLED_BACK_FROM = "slipway.dev/rolled-back-from"
 """The revision (Deployment) or slot (Service) a rollback moved away from."""
 ROLLED_BACK_TO = "slipway.dev/rolled-back-to"

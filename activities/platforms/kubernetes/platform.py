@@ -20,6 +20,7 @@ from typing import Any
 
 import httpx
 from kubernetes.client import ApiClient, V1Deployment, V1Service
+from temporalio import activity
 
 from activities.backends import Heartbeat
 from activities.contracts import (
@@ -36,8 +37,10 @@ from activities.errors import ErrorType, verdict
 from activities.platforms.kubernetes._api import KubeApi
 from activities.platforms.kubernetes._objects import (
     CANARY_PENDING,
+    CANARY_ROLLED_BACK,
     DIGEST,
     PREVIOUS_SLOT,
+    ROLLBACK_REQUEST,
     ROLLED_BACK_FROM,
     ROLLED_BACK_TO,
     TEMPLATE_HASH_LABEL,
@@ -159,7 +162,12 @@ class KubernetesPlatform:
         if settled and not supersedes_canary:
             return self._deploy_result(request, previous, changed=False)
         if not in_place or supersedes_canary:
-            meta: dict[str, str | None] = {DIGEST: digest, VERSION: request.artifact.version}
+            # A new stable version: the last rollback's request id no longer describes it.
+            meta: dict[str, str | None] = {
+                DIGEST: digest,
+                VERSION: request.artifact.version,
+                ROLLBACK_REQUEST: None,
+            }
             if supersedes_canary:
                 meta[CANARY_PENDING] = None
             body: dict[str, Any] = {
@@ -211,6 +219,7 @@ class KubernetesPlatform:
                             DIGEST: digest,
                             VERSION: request.artifact.version,
                             CANARY_PENDING: None,
+                            ROLLBACK_REQUEST: None,
                         }
                     },
                     "spec": {
@@ -238,7 +247,10 @@ class KubernetesPlatform:
         Canary weight 0 and the canary scaled to 0; if stable already took the new version
         (promoted, or a rolling deploy), its previous ReplicaSet's pod template is restored.
         Blue/green: the Service goes back to the slot it served before the last promote.
-        A second call finds nothing to do.
+
+        Another attempt of the same request finds nothing to do; a new request after the
+        rollback of an unpromoted canary rolls stable back a revision (see `_request_id`).
+        Rolling back twice never swaps back to the version rolled back from.
         """
         namespace = self._namespace(request.environment)
         stable_name = deployment_name(request.service, "stable")
@@ -254,16 +266,46 @@ class KubernetesPlatform:
                 "blue/green slot",
             )
 
+        meta = annotations_of(stable.metadata)
+        request_id = _request_id(request)
+        if meta.get(ROLLBACK_REQUEST) == request_id:
+            # Another attempt of a rollback that already did its work (its result was lost).
+            # The traffic and the canary were settled before it wrote its id; from here on the
+            # environment may have moved on, and a stale attempt must not touch it.
+            self._wait_for_rollout(namespace, stable_name, request.service, heartbeat)
+            return RollbackResult(
+                environment=request.environment,
+                restored_digest=digest_of_deployment(stable, request.service),
+                changed=False,
+            )
+
         changed = self._set_weight(namespace, request.service, 0)
         changed |= self._scale_to_zero(namespace, deployment_name(request.service, "canary"))
-        if CANARY_PENDING in annotations_of(stable.metadata):
-            # Stable never took the canary's version: it is the previous version already.
+        pending = meta.get(CANARY_PENDING)
+        if pending is not None:
+            # Stable never took the canary's version: it is the previous version already. The
+            # marker has done its job once the canary is down; left in place it would turn
+            # every later rollback of this environment into a no-op.
+            heartbeat(f"deployment {stable_name}: canary {pending} rolled back")
+            self._kube.patch_deployment(
+                namespace,
+                stable_name,
+                {
+                    "metadata": {
+                        "annotations": {
+                            CANARY_PENDING: None,
+                            CANARY_ROLLED_BACK: pending,
+                            ROLLBACK_REQUEST: request_id,
+                        }
+                    }
+                },
+            )
             return RollbackResult(
                 environment=request.environment,
                 restored_digest=digest_of_deployment(stable, request.service),
                 changed=changed,
             )
-        restored, undone = self._undo(namespace, stable, request.service, heartbeat)
+        restored, undone = self._undo(namespace, stable, request.service, heartbeat, request_id)
         return RollbackResult(
             environment=request.environment, restored_digest=restored, changed=changed or undone
         )
@@ -391,7 +433,12 @@ class KubernetesPlatform:
         )
 
     def _undo(
-        self, namespace: str, stable: V1Deployment, service: str, heartbeat: Heartbeat
+        self,
+        namespace: str,
+        stable: V1Deployment,
+        service: str,
+        heartbeat: Heartbeat,
+        request_id: str,
     ) -> tuple[str | None, bool]:
         """Restore the previous ReplicaSet's template into the Deployment; (digest, changed)."""
         name = stable.metadata.name if stable.metadata and stable.metadata.name else "?"
@@ -450,6 +497,7 @@ class KubernetesPlatform:
         for key, value in (
             (ROLLED_BACK_FROM, str(current_revision)),
             (ROLLED_BACK_TO, target_hash),
+            (ROLLBACK_REQUEST, request_id),
             (DIGEST, restored),
         ):
             if value is not None:
@@ -660,6 +708,23 @@ class KubernetesPlatform:
 
     def _virtual_service(self, service: str) -> str:
         return _lookup(self._virtual_service_for, service) or service
+
+
+def _request_id(request: RollbackRequest) -> str:
+    """What every attempt of one rollback request shares and no other request has.
+
+    Temporal retries an activity with the same workflow run, activity id and first scheduled
+    time, so that triple is the id; a later rollback (an operator's, another run's) is another
+    activity execution. `RollbackRequest` carries no id of its own, so outside an activity
+    (scripts, tests) the request itself stands in: the same reason again reads as a retry.
+    """
+    if activity.in_activity():
+        info = activity.info()
+        return (
+            f"{info.workflow_id or '-'}/{info.workflow_run_id or '-'}/{info.activity_id}"
+            f"@{info.scheduled_time.isoformat()}"
+        )
+    return f"reason:{request.reason}"
 
 
 def _lookup(source: Lookup | None, key: str) -> str | None:

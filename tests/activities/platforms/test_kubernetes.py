@@ -6,8 +6,11 @@ platform calls, and every test asserts the platform called nothing else.
 
 from __future__ import annotations
 
+import asyncio
+import dataclasses
 import threading
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any, Literal
@@ -15,6 +18,7 @@ from typing import Any, Literal
 import pytest
 from kubernetes.client import AppsV1Api
 from temporalio.exceptions import ApplicationError
+from temporalio.testing import ActivityEnvironment
 
 from activities.backends import DeployTarget, TrafficRouter
 from activities.contracts import (
@@ -23,17 +27,21 @@ from activities.contracts import (
     HttpCheck,
     HttpCheckRequest,
     RollbackRequest,
+    RollbackResult,
     Slot,
     WeightRequest,
 )
+from activities.deploy import DeployActivities
 from activities.errors import ErrorType
 from activities.platforms.kubernetes import KubernetesPlatform, load_api_client
 from activities.platforms.kubernetes._api import KubernetesApiError
 from activities.platforms.kubernetes._objects import (
     CANARY_PENDING,
+    CANARY_ROLLED_BACK,
     DIGEST,
     PREVIOUS_SLOT,
     REVISION,
+    ROLLBACK_REQUEST,
     ROLLED_BACK_FROM,
     image_reference,
 )
@@ -87,8 +95,8 @@ def weight(w: int, environment: str = PROD) -> WeightRequest:
     return WeightRequest(service=SERVICE, environment=environment, canary_weight=w)
 
 
-def rollback_request(environment: str = PROD) -> RollbackRequest:
-    return RollbackRequest(service=SERVICE, environment=environment, reason="test")
+def rollback_request(environment: str = PROD, reason: str = "test") -> RollbackRequest:
+    return RollbackRequest(service=SERVICE, environment=environment, reason=reason)
 
 
 def image(fake: FakeKubeApi, namespace: str, name: str) -> str | None:
@@ -101,6 +109,12 @@ def default_route(fake: FakeKubeApi) -> list[dict[str, Any]]:
     http = fake.virtual_service(PROD_NS, SERVICE)["spec"]["http"]
     route: list[dict[str, Any]] = http[-1]["route"]
     return route
+
+
+def stable_annotations(fake: FakeKubeApi, namespace: str = PROD_NS) -> dict[str, str]:
+    meta = fake.deployment(namespace, "heal7-stable").metadata
+    assert meta is not None
+    return dict(meta.annotations or {})
 
 
 def selected_slot(fake: FakeKubeApi, namespace: str) -> str | None:
@@ -458,6 +472,125 @@ def test_rollback_after_promote_restores_the_previous_stable(
     assert result.restored_digest == digest(1)
     assert image(fake, PROD_NS, "heal7-stable") == artifact(1).uri
     assert not platform.rollback(rollback_request(), Notes()).changed
+
+
+def promote_v2_then_abort_canary_v3(fake: FakeKubeApi, platform: KubernetesPlatform) -> None:
+    """Stable v1 → v2 by canary promote, then a canary of v3 that gets traffic."""
+    platform.deploy(deploy_request(2, "canary"), Notes())
+    platform.promote(deploy_request(2, "canary"), Notes())
+    platform.deploy(deploy_request(3, "canary"), Notes())
+    platform.set_weight(weight(20))
+    assert stable_annotations(fake)[CANARY_PENDING] == digest(3)
+
+
+def test_a_new_rollback_after_an_aborted_canary_restores_the_previous_stable(
+    fake: FakeKubeApi, platform: KubernetesPlatform
+) -> None:
+    promote_v2_then_abort_canary_v3(fake, platform)
+    abort = rollback_request(reason="canary analysis: success_rate 91 < 99")
+
+    aborted = platform.rollback(abort, Notes())
+
+    assert aborted.changed
+    assert aborted.restored_digest == digest(2)
+    assert platform.verify_weight(weight(0))
+    assert fake.deployment(PROD_NS, "heal7-canary").spec.replicas == 0
+    assert image(fake, PROD_NS, "heal7-stable") == artifact(2).uri
+    annotations = stable_annotations(fake)
+    assert CANARY_PENDING not in annotations
+    assert annotations[CANARY_ROLLED_BACK] == digest(3)
+
+    # A retry of that rollback (the same request) is harmless: stable stays on v2.
+    patches = fake.patch_count()
+    retried = platform.rollback(abort, Notes())
+    assert (retried.restored_digest, retried.changed) == (digest(2), False)
+    assert fake.patch_count() == patches
+    assert image(fake, PROD_NS, "heal7-stable") == artifact(2).uri
+
+    # An operator's later rollback goes back to the version before v2.
+    manual = rollback_request(reason="manual rollback by dave")
+    result = platform.rollback(manual, Notes())
+
+    assert (result.restored_digest, result.changed) == (digest(1), True)
+    assert image(fake, PROD_NS, "heal7-stable") == artifact(1).uri
+    assert stable_annotations(fake)[DIGEST] == digest(1)
+    # ... once: neither its retry nor another request swaps back to v2.
+    assert not platform.rollback(manual, Notes()).changed
+    again = platform.rollback(rollback_request(reason="manual rollback by erin"), Notes())
+    assert (again.restored_digest, again.changed) == (digest(1), False)
+    assert image(fake, PROD_NS, "heal7-stable") == artifact(1).uri
+
+
+def run_rollback_activity(
+    platform: KubernetesPlatform,
+    request: RollbackRequest,
+    *,
+    activity_id: str,
+    attempt: int = 1,
+) -> RollbackResult:
+    """The rollback activity as a worker runs it (a thread under the activity's context)."""
+    env = ActivityEnvironment()
+    env.info = dataclasses.replace(
+        env.info,
+        activity_id=activity_id,
+        activity_type="rollback",
+        attempt=attempt,
+        workflow_id="pipeline-heal7",
+        workflow_run_id="run-1",
+        scheduled_time=datetime(2026, 1, 1, tzinfo=UTC),
+        current_attempt_scheduled_time=datetime(2026, 1, 1, 0, attempt, tzinfo=UTC),
+    )
+    activities = DeployActivities(platform, platform)
+    return asyncio.run(env.run(activities.rollback, request))
+
+
+def test_activity_attempts_share_a_rollback_and_other_activities_do_not(
+    fake: FakeKubeApi, platform: KubernetesPlatform
+) -> None:
+    promote_v2_then_abort_canary_v3(fake, platform)
+    same = rollback_request(reason="same words every time")
+
+    # The first attempt stops after the canary is down, before stable is touched.
+    fake.fail_next(503, "PATCH", "/deployments/heal7-stable")
+    with pytest.raises(KubernetesApiError):
+        run_rollback_activity(platform, same, activity_id="canary:abort")
+    assert fake.deployment(PROD_NS, "heal7-canary").spec.replicas == 0
+    assert stable_annotations(fake)[CANARY_PENDING] == digest(3)
+
+    second = run_rollback_activity(platform, same, activity_id="canary:abort", attempt=2)
+    assert second.restored_digest == digest(2)
+    assert stable_annotations(fake)[ROLLBACK_REQUEST].startswith("pipeline-heal7/run-1/")
+    third = run_rollback_activity(platform, same, activity_id="canary:abort", attempt=3)
+    assert (third.restored_digest, third.changed) == (digest(2), False)
+    assert image(fake, PROD_NS, "heal7-stable") == artifact(2).uri
+
+    # Another activity with the very same request is a new rollback, not a retry.
+    later = run_rollback_activity(platform, same, activity_id="rollback:production")
+    assert (later.restored_digest, later.changed) == (digest(1), True)
+    assert image(fake, PROD_NS, "heal7-stable") == artifact(1).uri
+
+
+def test_a_late_attempt_of_a_finished_rollback_leaves_the_next_canary_alone(
+    fake: FakeKubeApi, platform: KubernetesPlatform
+) -> None:
+    promote_v2_then_abort_canary_v3(fake, platform)
+    abort = rollback_request(reason="canary analysis failed")
+    platform.rollback(abort, Notes())
+    platform.deploy(deploy_request(4, "canary"), Notes())
+
+    late = platform.rollback(abort, Notes())
+
+    assert not late.changed
+    assert fake.deployment(PROD_NS, "heal7-canary").spec.replicas == 3
+    assert stable_annotations(fake)[CANARY_PENDING] == digest(4)
+    assert image(fake, PROD_NS, "heal7-stable") == artifact(2).uri
+
+    # Once a new version replaced stable's template, the same request is a new rollback.
+    platform.promote(deploy_request(4, "canary"), Notes())
+    assert ROLLBACK_REQUEST not in stable_annotations(fake)
+    result = platform.rollback(abort, Notes())
+    assert (result.restored_digest, result.changed) == (digest(2), True)
+    assert image(fake, PROD_NS, "heal7-stable") == artifact(2).uri
 
 
 def test_blue_green_rollback_switches_back_once(
