@@ -127,7 +127,7 @@ async def main() -> None:
     configure_logging(settings.log_level)
     log = structlog.get_logger("slipway.worker")
     backends = backends_from_settings(settings)
-    client = await connect()
+    client = await connect(metrics_port=settings.metrics_port)
     await ensure_search_attributes(client)
     worker = build_worker(
         client, backends, task_queue(), max_concurrent_activities=settings.max_activities

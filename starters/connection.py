@@ -15,6 +15,7 @@ from temporalio.client import Client
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.converter import DataConverter
 from temporalio.envconfig import ClientConfig
+from temporalio.runtime import PrometheusConfig, Runtime, TelemetryConfig
 
 from starters.codec import codec_from_env
 
@@ -43,10 +44,17 @@ def ui_base_url() -> str:
     return os.environ.get("SLIPWAY_UI_URL", "http://127.0.0.1:8233").rstrip("/")
 
 
-async def connect(**overrides: Any) -> Client:
+async def connect(*, metrics_port: int = 0, **overrides: Any) -> Client:
     """Connect with Temporal's env config (defaults to 127.0.0.1:7233, namespace default)."""
     config: dict[str, Any] = dict(ClientConfig.load_client_connect_config())
     config.setdefault("target_host", "127.0.0.1:7233")
     config.update(overrides)
     target = config.pop("target_host")
+    if metrics_port:
+        # SDK and pipeline metrics (workflows/telemetry.py) on a Prometheus endpoint.
+        config["runtime"] = Runtime(
+            telemetry=TelemetryConfig(
+                metrics=PrometheusConfig(bind_address=f"0.0.0.0:{metrics_port}")
+            )
+        )
     return await Client.connect(target, data_converter=data_converter(), **config)

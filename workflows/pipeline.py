@@ -13,7 +13,7 @@ for the commit is allowed); the full `PipelineResult` travels in the failure's d
 from __future__ import annotations
 
 import asyncio
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from temporalio import workflow
 from temporalio.exceptions import ActivityError, ApplicationError
@@ -25,7 +25,7 @@ with workflow.unsafe.imports_passed_through():
         RollbackRequest,
         RollbackResult,
     )
-    from workflows import dag, policy
+    from workflows import dag, policy, telemetry
     from workflows.calls import call
     from workflows.messages import (
         AbortRequest,
@@ -94,6 +94,11 @@ class PipelineWorkflow:
         self._publish_details()
         await workflow.wait_condition(workflow.all_handlers_finished)
         result = self._result()
+        telemetry.pipeline_finished(
+            result.service,
+            result.state.value,
+            timedelta(seconds=result.lead_time_s) if result.lead_time_s is not None else None,
+        )
         if self._pipeline_state != PipelineState.SUCCEEDED:
             raise ApplicationError(
                 f"pipeline {self._pipeline_state.value}: {self._failure}",
@@ -201,6 +206,14 @@ class PipelineWorkflow:
         status.summary = summary
         status.ended_at = workflow.now()
         workflow.logger.info("stage %s %s: %s", name, state.value, summary)
+        if status.started_at is not None:
+            telemetry.stage_finished(
+                self._state.service,
+                name,
+                status.kind,
+                state.value,
+                status.ended_at - status.started_at,
+            )
         self._publish_details()
 
     async def _roll_back(self, environments: list[str], reason: str) -> None:
@@ -244,6 +257,7 @@ class PipelineWorkflow:
                 self._failure += f"; rollback of {env} FAILED: {err.cause or err}"
                 continue
             self._state.rolled_back.append(env)
+            telemetry.rolled_back(self._state.service, env)
             restored = result.restored_digest or "previous version"
             if result.restored_digest:
                 self._state.deployed[env] = result.restored_digest
@@ -307,6 +321,8 @@ class PipelineWorkflow:
             self._open_gates.pop(name, None)
             self._decided_gates.add(name)
         outcome = policy.approval_state(stage, self._votes, self._input.roles)
+        opened = self._stages[stage.name].started_at or workflow.now()
+        telemetry.approval_waited(self._state.service, name, workflow.now() - opened, outcome)
         if outcome == "pending" and self._abort is not None:
             # asyncio.wait_for may prefer a ready result over our cancellation.
             raise asyncio.CancelledError
