@@ -18,6 +18,7 @@ from typing import Any
 import structlog
 from temporalio.client import Client
 from temporalio.worker import Worker
+from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxRestrictions
 
 from activities.backends import Backends
 from activities.build import BuildActivities
@@ -70,21 +71,34 @@ def build_worker(
     task_queue: str,
     *,
     max_concurrent_activities: int = 20,
+    max_cached_workflows: int = 300,
+    extra_workflows: Sequence[type] = (),
     **options: Any,
 ) -> Worker:
     """A worker running every workflow and the activities bound to `backends`."""
     return Worker(
         client,
         task_queue=task_queue,
-        workflows=list(WORKFLOWS),
+        workflows=[*WORKFLOWS, *extra_workflows],
         activities=activities_for(backends),
         # Blocking SDK calls run in threads (asyncio.to_thread); size the pool like the
         # activity slots so a busy worker never starves.
         activity_executor=ThreadPoolExecutor(max_concurrent_activities),
         max_concurrent_activities=max_concurrent_activities,
+        # Runs parked at an approval gate for days need not all stay in memory: an evicted
+        # run is replayed from history when its approval arrives (tens of ms, see bench).
+        max_cached_workflows=max_cached_workflows,
+        # Our workflow modules and their pure dependencies hold no per-run state: sharing
+        # them across runs instead of re-importing per run saves ~200 kB per cached run.
+        workflow_runner=SandboxedWorkflowRunner(
+            restrictions=SandboxRestrictions.default.with_passthrough_modules(*PASSTHROUGH)
+        ),
         graceful_shutdown_timeout=timedelta(seconds=30),
         **options,
     )
+
+
+PASSTHROUGH = ("workflows", "activities", "pydantic", "pydantic_core", "yaml", "annotated_types")
 
 
 async def ensure_search_attributes(client: Client) -> None:
@@ -130,7 +144,11 @@ async def main() -> None:
     client = await connect(metrics_port=settings.metrics_port)
     await ensure_search_attributes(client)
     worker = build_worker(
-        client, backends, task_queue(), max_concurrent_activities=settings.max_activities
+        client,
+        backends,
+        task_queue(),
+        max_concurrent_activities=settings.max_activities,
+        max_cached_workflows=settings.max_cached_workflows,
     )
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

@@ -64,6 +64,7 @@ class Settings(BaseSettings):
 
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     max_activities: int = Field(20, ge=1, le=1000)
+    max_cached_workflows: int = Field(300, ge=0, le=100000, description="Runs kept in memory.")
     metrics_port: int = Field(0, ge=0, le=65535, description="Worker Prometheus port; 0: off.")
 
     def platform_for(self, environment: str) -> PlatformName:
