@@ -3,6 +3,11 @@
 A slot's state lives on disk (`<state_dir>/slots/<service>/<environment>/<slot>.json`): the
 running digest, port, pid and the revisions it ran before. A worker that restarts reads it and
 finds the processes still running, because they run in their own session.
+
+A process is recorded from the moment it is spawned, not only once it is ready: a new release's
+process is noted among the slot's `leftovers` while it starts, and so is the process it
+replaces until it is stopped. A worker killed at any point of a deploy therefore leaves no
+process that nothing knows about; the next deploy, rollback or stop of the slot stops them.
 """
 
 from __future__ import annotations
@@ -36,7 +41,7 @@ from activities.platforms.local._proc import (
     tail,
 )
 
-__all__ = ["SlotManager", "SlotRevision", "SlotState", "check_names"]
+__all__ = ["ProcessRef", "SlotManager", "SlotRevision", "SlotState", "check_names"]
 
 _PYTHON = re.compile(r"python(\d+(\.\d+)?)?")
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
@@ -67,6 +72,15 @@ class SlotRevision(BaseModel):
     deployed_at: float = Field(default_factory=time.time)
 
 
+class ProcessRef(BaseModel):
+    """A process by pid and start ticks (so a reused pid is never mistaken for it)."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    pid: int
+    start: int | None = None
+
+
 class SlotState(BaseModel):
     """What runs in one slot, as recorded on disk."""
 
@@ -81,6 +95,11 @@ class SlotState(BaseModel):
     pid_start: int | None = Field(None, description="Start ticks of `pid`, against pid reuse.")
     history: list[SlotRevision] = Field(
         default_factory=list, description="Revisions this slot ran before, oldest first."
+    )
+    leftovers: list[ProcessRef] = Field(
+        default_factory=list,
+        description="Processes of this slot that take no traffic and are to be stopped: one "
+        "still starting (or whose start a crash interrupted), one a new release replaced.",
     )
 
     @property
@@ -204,6 +223,8 @@ class SlotManager:
                 if on_ready is not None:
                     # Re-wire anyway: a retried activity may have died before wiring.
                     on_ready(old, False)
+                # ...or before stopping the process it replaced.
+                self._stop_leftovers(old, heartbeat)
                 return DeployResult(
                     environment=environment,
                     slot=slot,
@@ -232,14 +253,23 @@ class SlotManager:
             heartbeat(f"starting {service} {revision.digest[:19]} in {environment}/{slot}")
             pid = spawn(command, cwd=release_dir, env=env, log_path=log_path)
             pid_start = process_start_ticks(pid)
+            # Recorded before it is ready: a worker killed while it starts must not leave a
+            # process behind that no state file mentions (a retry starts another one).
+            starting = ProcessRef(pid=pid, start=pid_start)
+            self._save(old.model_copy(update={"leftovers": [*old.leftovers, starting]}))
             try:
                 self._wait_ready(pid, port, revision, heartbeat, log_path, offset, slot)
             except BaseException:
                 stop_process(pid, pid_start, self.stop_timeout_s)
+                self._save(old)
                 raise
             history = list(old.history)
             if old.current is not None and old.current.digest != revision.digest:
                 history.append(old.current)
+            leftovers = list(old.leftovers)
+            if old.pid is not None and old.pid != pid:
+                # Still serving until the router points at the new process; stopped below.
+                leftovers.append(ProcessRef(pid=old.pid, start=old.pid_start))
             new = SlotState(
                 service=service,
                 environment=environment,
@@ -249,13 +279,12 @@ class SlotManager:
                 pid=pid,
                 pid_start=pid_start,
                 history=history[-HISTORY_KEPT:],
+                leftovers=leftovers,
             )
             self._save(new)
             if on_ready is not None:
                 on_ready(new, True)
-            if old.pid is not None and old.pid != pid:
-                heartbeat(f"stopping the previous process of {environment}/{slot}")
-                stop_process(old.pid, old.pid_start, self.stop_timeout_s)
+            self._stop_leftovers(new, heartbeat)
             return DeployResult(
                 environment=environment,
                 slot=slot,
@@ -264,6 +293,16 @@ class SlotManager:
                 endpoint=new.endpoint,
                 changed=True,
             )
+
+    def _stop_leftovers(self, state: SlotState, heartbeat: Heartbeat) -> None:
+        """Stop the slot's leftover processes (never its current one) and forget them."""
+        if not state.leftovers:
+            return
+        heartbeat(f"stopping the previous process of {state.environment}/{state.slot}")
+        for ref in state.leftovers:
+            if ref.pid != state.pid:
+                stop_process(ref.pid, ref.start, self.stop_timeout_s)
+        self._save(state.model_copy(update={"leftovers": []}))
 
     def _command(self, revision: SlotRevision, port: int) -> list[str]:
         if not revision.run_command:
@@ -395,10 +434,12 @@ class SlotManager:
         Returns whether anything was running or recorded."""
         with file_lock(self._lock(service, environment, slot)):
             state = self.state(service, environment, slot)
-            if state.current is None and state.pid is None:
+            if state.current is None and state.pid is None and not state.leftovers:
                 return False
             if state.pid is not None:
                 stop_process(state.pid, state.pid_start, self.stop_timeout_s)
+            for ref in state.leftovers:
+                stop_process(ref.pid, ref.start, self.stop_timeout_s)
             history = list(state.history)
             if state.current is not None:
                 history.append(state.current)

@@ -10,9 +10,14 @@ Strategies map onto slots like this:
 
 For rollback, each environment keeps a small record on disk
 (`<state_dir>/targets/<service>/<environment>.json`): the digest of the current release and,
-once this release has switched the serving version, how to undo that (redeploy the previous
+once this release switches the serving version, how to undo that (redeploy the previous
 stable revision, or switch back to the previous colour). A rollback consumes it, so a second
 rollback changes nothing.
+
+The record is written *before* the change it describes: a new release's record replaces the
+previous release's as soon as its deploy begins, and the undo step is saved before traffic
+moves. So a deploy that fails, or a worker killed between switching traffic and writing the
+record, never leaves a rollback undoing the previous release instead of this one.
 """
 
 from __future__ import annotations
@@ -106,6 +111,16 @@ class LocalDeployTarget:
     def _lock(self, service: str, environment: str) -> Path:
         return self._record_path(service, environment).with_suffix(".lock")
 
+    def _begin(self, environment: str, request: DeployRequest, undo: Undo | None = None) -> None:
+        """Record that `request`'s release is this environment's current one, with `undo` when
+        it is about to replace what serves. Called before the change; once the release has
+        an undo step, a retry (that finds the change made) keeps it."""
+        service, digest = request.service, request.artifact.digest
+        record = self.record(service, environment)
+        if undo is not None or record.release_digest != digest:
+            record = ReleaseRecord(service=service, release_digest=digest, undo=undo)
+            self._save(environment, record)
+
     # --- wiring --------------------------------------------------------------------------
 
     def _wire(
@@ -157,29 +172,25 @@ class LocalDeployTarget:
     def _deploy_stable(self, request: DeployRequest, heartbeat: Heartbeat) -> DeployResult:
         service, env = request.service, request.environment
         previous = self.slots.state(service, env, "stable").current
-        result = self.slots.deploy(
+        undo = None
+        if previous is not None and previous.digest != request.artifact.digest:
+            undo = Undo(kind="redeploy", slot="stable", revision=previous)
+        self._begin(env, request, undo)
+        return self.slots.deploy(
             request.model_copy(update={"slot": "stable"}),
             heartbeat,
             on_ready=self._wire(service, env, "stable", activate=True),
         )
-        if result.changed:
-            undo = None
-            if previous is not None and previous.digest != result.digest:
-                undo = Undo(kind="redeploy", slot="stable", revision=previous)
-            self._save(env, ReleaseRecord(service=service, release_digest=result.digest, undo=undo))
-        return result
 
     def _deploy_canary(self, request: DeployRequest, heartbeat: Heartbeat) -> DeployResult:
         service, env = request.service, request.environment
-        result = self.slots.deploy(
+        # A new release begins: the previous release's undo step is no longer ours.
+        self._begin(env, request)
+        return self.slots.deploy(
             request,
             heartbeat,
             on_ready=self._wire(service, env, "canary", zero_weight="if_changed"),
         )
-        if result.changed:
-            # A new release begins: the previous release's undo step is no longer ours.
-            self._save(env, ReleaseRecord(service=service, release_digest=result.digest))
-        return result
 
     def _active_slot(self, environment: str) -> Slot | None:
         route = self.router.route(environment)
@@ -202,14 +213,12 @@ class LocalDeployTarget:
                     changed=False,
                 )
         idle: Slot = "green" if active == "blue" else "blue"
-        result = self.slots.deploy(
+        self._begin(env, request)
+        return self.slots.deploy(
             request.model_copy(update={"slot": idle}),
             heartbeat,
             on_ready=self._wire(service, env, idle),
         )
-        if result.changed:
-            self._save(env, ReleaseRecord(service=service, release_digest=result.digest))
-        return result
 
     # --- promote -------------------------------------------------------------------------
 
@@ -238,6 +247,10 @@ class LocalDeployTarget:
                 ready_path=request.ready_path,
             )
         previous = stable.current
+        undo = None
+        if previous is not None and previous.digest != digest:
+            undo = Undo(kind="redeploy", slot="stable", revision=previous)
+        self._begin(env, request, undo)
         result = self.slots.run_revision(
             service,
             env,
@@ -246,11 +259,6 @@ class LocalDeployTarget:
             heartbeat,
             on_ready=self._wire(service, env, "stable", activate=True, zero_weight="always"),
         )
-        if result.changed:
-            undo = None
-            if previous is not None and previous.digest != digest:
-                undo = Undo(kind="redeploy", slot="stable", revision=previous)
-            self._save(env, ReleaseRecord(service=service, release_digest=digest, undo=undo))
         stopped = False
         if canary.digest == digest or canary.current is None:
             heartbeat(f"stopping the canary of {env}")
@@ -282,10 +290,10 @@ class LocalDeployTarget:
         previous_digest = None
         if active is not None:
             previous_digest = self.slots.state(service, env, active).digest
+        undo = Undo(kind="switch", slot=active) if active is not None else None
+        self._begin(env, request, undo)
         self.router.set_active(service, env, colour)
         self.router.wait_loaded(env)
-        undo = Undo(kind="switch", slot=active) if active is not None else None
-        self._save(env, ReleaseRecord(service=service, release_digest=digest, undo=undo))
         return DeployResult(
             environment=env,
             slot=colour,

@@ -1,0 +1,361 @@
+"""Tools for the crash tests: a port block, a timeline of what was killed when, bounded
+polling of a run that survives a restarting server, and a census of slot processes.
+
+Everything here only observes (queries, describe, history, /proc, files under the state
+dir) or stops processes the test itself started.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import random
+import signal
+import socket
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TypeVar
+
+from temporalio.api.enums.v1 import EventType, PendingActivityState
+from temporalio.client import Client, WorkflowUpdateFailedError
+from temporalio.service import RPCError
+
+from activities.contracts import Slot
+from activities.platforms.local import SlotManager
+from starters.localstack import DevServer, WorkerProcess
+from starters.runs import pipeline_outcome
+from workflows.canary import CanaryWorkflow
+from workflows.messages import (
+    CanaryStatus,
+    Decision,
+    MonitorResult,
+    PipelineResult,
+    PipelineStatus,
+    StageState,
+)
+from workflows.monitor import MonitorWorkflow
+from workflows.naming import canary_id, monitor_id
+from workflows.pipeline import PipelineWorkflow
+
+__all__ = [
+    "ActivityRun",
+    "Stack",
+    "Timeline",
+    "activity_runs",
+    "approve",
+    "canary_status",
+    "free_port_block",
+    "monitor_progress",
+    "outcome",
+    "pending_activity",
+    "poll",
+    "slot_processes",
+    "stage_state",
+    "status",
+    "stop_strays",
+    "stray_processes",
+    "tail",
+]
+
+T = TypeVar("T")
+
+# Below the kernel's ephemeral range (32768+), so no outgoing connection or slot process
+# (they take ephemeral ports) lands on a port the dev server releases while it restarts.
+_PORTS_FROM, _PORTS_TO = 20000, 32000
+
+
+def _is_free(port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+        return True
+
+
+def free_port_block(count: int = 16) -> int:
+    """The first of `count` consecutive free loopback ports. The layout used here:
+    base = dev server gRPC, +1 UI, +4..+7 the platform (Traefik API, development, staging,
+    production), +10 and +11 the dev server's HTTP and metrics ports."""
+    for base in random.sample(range(_PORTS_FROM, _PORTS_TO - count, 41), 200):
+        if all(_is_free(p) for p in range(base, base + count)):
+            return base
+    raise RuntimeError(f"no {count} consecutive free loopback ports in {_PORTS_FROM}..")
+
+
+# --- the stack ------------------------------------------------------------------------------
+
+
+@dataclass
+class Stack:
+    """Dev server, worker subprocess and the service repo of one test module."""
+
+    server: DevServer
+    worker: WorkerProcess
+    home: Path
+    repo: Path
+
+    @property
+    def production_port(self) -> int:
+        return self.worker.base_port + 3
+
+    @property
+    def platform_dir(self) -> Path:
+        return self.worker.state_dir / "platform"
+
+    def slot_log(self, environment: str, slot: Slot) -> Path:
+        return SlotManager(self.platform_dir).log_path("hello", environment, slot)
+
+
+# --- timeline -------------------------------------------------------------------------------
+
+
+@dataclass
+class Timeline:
+    """What happened when, in seconds since the run started; printed as it happens."""
+
+    label: str
+    t0: float = field(default_factory=time.monotonic)
+    events: list[tuple[float, str]] = field(default_factory=list)
+
+    def now(self) -> float:
+        return time.monotonic() - self.t0
+
+    def mark(self, what: str) -> float:
+        at = self.now()
+        self.events.append((at, what))
+        print(f"[{self.label} +{at:6.1f}s] {what}", flush=True)
+        return at
+
+    def at(self, prefix: str) -> float:
+        """When the first event starting with `prefix` happened."""
+        return next(t for t, what in self.events if what.startswith(prefix))
+
+    def summary(self) -> str:
+        return "\n".join(f"  +{t:6.1f}s  {what}" for t, what in self.events)
+
+
+# --- polling --------------------------------------------------------------------------------
+
+
+async def poll(
+    what: str,
+    probe: Callable[[], Awaitable[T | None]],
+    timeout_s: float,
+    every_s: float = 0.2,
+) -> T:
+    """Call `probe` until it returns something other than None; bounded by `timeout_s`."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        found = await probe()
+        if found is not None:
+            return found
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{what}: not within {timeout_s:g}s")
+        await asyncio.sleep(every_s)
+
+
+async def status(client: Client, workflow_id: str) -> PipelineStatus | None:
+    """The pipeline's `status` query, or None while it cannot answer (no worker, server
+    restarting)."""
+    try:
+        return await asyncio.wait_for(
+            client.get_workflow_handle(workflow_id).query(PipelineWorkflow.status), 10
+        )
+    except (RPCError, TimeoutError):
+        return None
+
+
+async def stage_state(client: Client, workflow_id: str, stage: str) -> StageState | None:
+    st = await status(client, workflow_id)
+    if st is None:
+        return None
+    return next(s.state for s in st.stages if s.name == stage)
+
+
+async def canary_status(
+    client: Client, workflow_id: str, stage: str = "canary"
+) -> CanaryStatus | None:
+    handle = client.get_workflow_handle(canary_id(workflow_id, stage))
+    try:
+        return await asyncio.wait_for(handle.query(CanaryWorkflow.status), 10)
+    except (RPCError, TimeoutError):
+        return None
+
+
+async def monitor_progress(
+    client: Client, workflow_id: str, stage: str = "monitor"
+) -> MonitorResult | None:
+    handle = client.get_workflow_handle(monitor_id(workflow_id, stage))
+    try:
+        return await asyncio.wait_for(handle.query(MonitorWorkflow.progress), 10)
+    except (RPCError, TimeoutError):
+        return None
+
+
+@dataclass(frozen=True)
+class PendingActivity:
+    activity_id: str
+    activity_type: str
+    started: bool
+    attempt: int
+    heartbeat: str
+
+
+async def pending_activity(
+    client: Client, workflow_id: str, activity_id: str
+) -> PendingActivity | None:
+    """The activity `activity_id` while it is scheduled or running (from describe)."""
+    try:
+        described = await client.get_workflow_handle(workflow_id).describe()
+    except RPCError:
+        return None
+    for pending in described.raw_description.pending_activities:
+        if pending.activity_id != activity_id:
+            continue
+        details = pending.heartbeat_details.payloads
+        return PendingActivity(
+            activity_id=pending.activity_id,
+            activity_type=pending.activity_type.name,
+            started=pending.state == PendingActivityState.PENDING_ACTIVITY_STATE_STARTED,
+            attempt=pending.attempt,
+            heartbeat=details[0].data.decode(errors="replace") if details else "",
+        )
+    return None
+
+
+async def approve(client: Client, workflow_id: str, gate: str, people: list[str]) -> None:
+    """Approve `gate` as each person, through the workflow's `approve` update."""
+    handle = client.get_workflow_handle(workflow_id)
+    for person in people:
+        try:
+            await asyncio.wait_for(
+                handle.execute_update(
+                    PipelineWorkflow.approve_update,
+                    Decision(approver=person, gate=gate, comment="crash test"),
+                ),
+                60,
+            )
+        except WorkflowUpdateFailedError as err:
+            raise AssertionError(f"{person} could not approve {gate}: {err.cause}") from err
+
+
+async def outcome(client: Client, workflow_id: str, timeout_s: float) -> PipelineResult:
+    """The run's result; waits through server restarts, bounded by `timeout_s`."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        left = deadline - time.monotonic()
+        if left <= 0:
+            raise TimeoutError(f"{workflow_id} did not finish within {timeout_s:g}s")
+        try:
+            return await asyncio.wait_for(
+                pipeline_outcome(client.get_workflow_handle(workflow_id)), left
+            )
+        except RPCError:
+            await asyncio.sleep(0.5)
+
+
+# --- history --------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ActivityRun:
+    """One scheduled activity as its history tells it: the attempt that ended it and how."""
+
+    activity_type: str
+    activity_id: str
+    attempt: int
+    ended: str  # completed | failed | timed_out | cancelled | open
+
+
+_ENDINGS = {
+    EventType.EVENT_TYPE_ACTIVITY_TASK_COMPLETED: "completed",
+    EventType.EVENT_TYPE_ACTIVITY_TASK_FAILED: "failed",
+    EventType.EVENT_TYPE_ACTIVITY_TASK_TIMED_OUT: "timed_out",
+    EventType.EVENT_TYPE_ACTIVITY_TASK_CANCELED: "cancelled",
+}
+
+
+async def activity_runs(client: Client, workflow_id: str) -> list[ActivityRun]:
+    """Every activity the workflow scheduled, with the attempt number it ended on (an
+    attempt above 1 means an earlier attempt was lost, e.g. with a killed worker)."""
+    history = await client.get_workflow_handle(workflow_id).fetch_history()
+    scheduled: dict[int, tuple[str, str]] = {}
+    attempts: dict[int, int] = {}
+    ended: dict[int, str] = {}
+    for event in history.events:
+        kind = event.event_type
+        if kind == EventType.EVENT_TYPE_ACTIVITY_TASK_SCHEDULED:
+            attrs = event.activity_task_scheduled_event_attributes
+            scheduled[event.event_id] = (attrs.activity_type.name, attrs.activity_id)
+        elif kind == EventType.EVENT_TYPE_ACTIVITY_TASK_STARTED:
+            started = event.activity_task_started_event_attributes
+            attempts[started.scheduled_event_id] = started.attempt
+        elif kind in _ENDINGS:
+            # Every ending event's attributes carry the scheduled event id.
+            name = {
+                "completed": "activity_task_completed_event_attributes",
+                "failed": "activity_task_failed_event_attributes",
+                "timed_out": "activity_task_timed_out_event_attributes",
+                "cancelled": "activity_task_canceled_event_attributes",
+            }[_ENDINGS[kind]]
+            ended[getattr(event, name).scheduled_event_id] = _ENDINGS[kind]
+    return [
+        ActivityRun(kind, activity_id, attempts.get(eid, 0), ended.get(eid, "open"))
+        for eid, (kind, activity_id) in sorted(scheduled.items())
+    ]
+
+
+# --- processes ------------------------------------------------------------------------------
+
+
+def slot_processes(platform_dir: Path) -> set[int]:
+    """Every live process running a release of this platform (its cwd is a release dir)."""
+    releases = (platform_dir / "releases").resolve()
+    found: set[int] = set()
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            cwd = Path(os.readlink(entry / "cwd"))
+            state = (entry / "stat").read_text().rsplit(")", 1)[1].split()[0]
+        except OSError:
+            continue
+        if state not in ("Z", "X") and cwd.is_relative_to(releases):
+            found.add(int(entry.name))
+    return found
+
+
+def stray_processes(platform_dir: Path, *, leftovers: bool = False) -> set[int]:
+    """Live release processes that are no slot's current process. With `leftovers`, those
+    a slot records as leftovers (to be stopped by its next deploy or stop) are not strays:
+    a process no slot mentions at all is one nothing would ever stop."""
+    recorded: set[int] = set()
+    for state in SlotManager(platform_dir).states():
+        if state.pid is not None:
+            recorded.add(state.pid)
+        if leftovers:
+            recorded.update(ref.pid for ref in state.leftovers)
+    return slot_processes(platform_dir) - recorded
+
+
+def stop_strays(platform_dir: Path) -> set[int]:
+    """Teardown safety net: SIGKILL whatever release process is still alive."""
+    left = slot_processes(platform_dir)
+    for pid in left:
+        try:
+            os.killpg(pid, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+    return left
+
+
+def tail(path: Path | None, lines: int = 40) -> str:
+    if path is None or not path.exists():
+        return "(no log)"
+    text = path.read_text(encoding="utf-8", errors="replace")
+    return "\n".join(text.splitlines()[-lines:])
