@@ -69,9 +69,13 @@ PUBLISH_TAGS = ["{branch}", "{branch}-{sha12}"]
 ENVIRONMENTS = ("development", "staging", "production")
 
 # --- scripted delays (seconds) for the DAG-fidelity definition ----------------------------
-CHECKOUT_DELAYS: dict[str, float] = {DAG_REPO: 0.3}
-SCANNER_DELAYS: dict[str, float] = {"slow-sast": 0.5, "slow-secrets": 0.4}
-TEST_DELAYS: dict[str, float] = {"dag-unit": 1.0, "dag-integration": 0.8, "dag-lint": 0.3}
+# Stages of 1-3 s, like quick real ones: the fixed cost per workflow task (a few ms of SDK
+# code and server hand-offs) stays small beside them, so the figure is about scheduling the
+# DAG, while five runs still fit in half a minute. Branch B ends 0.5 s before A, so the
+# critical path is unambiguous.
+CHECKOUT_DELAYS: dict[str, float] = {DAG_REPO: 1.0}
+SCANNER_DELAYS: dict[str, float] = {"slow-sast": 1.5, "slow-secrets": 1.5}
+TEST_DELAYS: dict[str, float] = {"dag-unit": 3.0, "dag-integration": 2.5, "dag-lint": 1.0}
 DAG_DURATIONS: dict[str, float] = {
     "checkout": CHECKOUT_DELAYS[DAG_REPO],
     "sast": SCANNER_DELAYS["slow-sast"],
@@ -146,8 +150,8 @@ def overhead_spec() -> PipelineSpec:
 
 def dag_spec() -> PipelineSpec:
     """Branches of known, different lengths after a slow checkout:
-    A: sast 0.5 s → unit 1.0 s; B: integration 0.8 s → secrets 0.4 s; C: lint 0.3 s;
-    then quality_gate → build → notify (no-ops). Critical path 0.3 + 1.5 = 1.8 s."""
+    A: sast 1.5 s → unit 3.0 s; B: integration 2.5 s → secrets 1.5 s; C: lint 1.0 s;
+    then quality_gate → build → notify (no-ops). Critical path 1.0 + 4.5 = 5.5 s."""
     stages: list[BaseModel] = [
         CheckoutStage(name="checkout", kind="checkout"),
         ScanStage(name="sast", kind="scan", needs=["checkout"], scanners=["slow-sast"]),

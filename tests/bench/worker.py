@@ -1,10 +1,12 @@
-"""The bench worker process: every Slipway workflow plus `BaselineWorkflow`, the real activity
-classes over in-memory backends with the bench's scripted delays, and an interceptor that
-timestamps each activity start.
+"""The bench worker process: `worker.build_worker` (every Slipway workflow, the real activity
+classes, the production cache size and sandbox passthrough) over in-memory backends with the
+bench's scripted delays, plus `BaselineWorkflow` and an interceptor that timestamps each
+activity start.
 
     python -m tests.bench.worker --address 127.0.0.1:7233 --task-queue bench --stamps FILE
 
-Configured like `worker.build_worker` unless a what-if option says otherwise.
+Exactly the production worker configuration unless `--max-cached-workflows` (a what-if) says
+otherwise.
 Prints `ready <pid>` once polling, and shuts down gracefully on SIGTERM/SIGINT. Each stamp is a
 line `<time.time()>\t<workflow id>\t<activity type>` written when the worker begins executing
 the activity (before its backend runs), line-buffered so the driver can tail the file.
@@ -18,20 +20,12 @@ import os
 import signal
 import time
 from collections.abc import Mapping
-from concurrent.futures import ThreadPoolExecutor
-from datetime import timedelta
 from typing import Any, TextIO
 
 from temporalio import activity
 from temporalio.client import Client
 from temporalio.contrib.pydantic import pydantic_data_converter
-from temporalio.worker import (
-    ActivityInboundInterceptor,
-    ExecuteActivityInput,
-    Interceptor,
-    Worker,
-)
-from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxRestrictions
+from temporalio.worker import ActivityInboundInterceptor, ExecuteActivityInput, Interceptor
 
 from activities.backends import Backends
 from activities.contracts import CheckoutRequest, Workspace
@@ -40,11 +34,9 @@ from activities.platforms.memory import MemoryScanner, MemorySource
 from tests.bench.baseline import BaselineWorkflow
 from tests.bench.definitions import CHECKOUT_DELAYS, SCANNER_DELAYS, TEST_DELAYS
 from tests.support.memory import MemoryBackends
-from worker import WORKFLOWS, activities_for
+from worker import build_worker
 
-__all__ = ["MAX_CONCURRENT_ACTIVITIES", "RepoDelaySource", "StampInterceptor", "bench_backends"]
-
-MAX_CONCURRENT_ACTIVITIES = 20  # build_worker's default
+__all__ = ["RepoDelaySource", "StampInterceptor", "bench_backends"]
 
 
 class RepoDelaySource(MemorySource):
@@ -98,15 +90,13 @@ async def serve(
     )
     backends = bench_backends()
     try:
-        # Mirrors worker.build_worker (which takes no extra workflows) plus the baseline.
-        worker = Worker(
+        # The production worker, as `worker.main` builds it with default settings, plus the
+        # baseline workflow and the stamping interceptor (one file write per activity start).
+        worker = build_worker(
             client,
-            task_queue=task_queue,
-            workflows=[*WORKFLOWS, BaselineWorkflow],
-            activities=activities_for(backends),
-            activity_executor=ThreadPoolExecutor(MAX_CONCURRENT_ACTIVITIES),
-            max_concurrent_activities=MAX_CONCURRENT_ACTIVITIES,
-            graceful_shutdown_timeout=timedelta(seconds=30),
+            backends,
+            task_queue,
+            extra_workflows=[BaselineWorkflow],
             interceptors=[StampInterceptor(sink)],
             **what_if,
         )
@@ -128,17 +118,13 @@ def main() -> None:
     parser.add_argument("--task-queue", required=True)
     parser.add_argument("--stamps", required=True)
     parser.add_argument("--log-level", default="WARNING")
-    # What-if options (not Slipway's worker configuration): see run.py --help.
+    # What-if option (not Slipway's worker configuration): see run.py --help.
     parser.add_argument("--max-cached-workflows", type=int)
-    parser.add_argument("--passthrough-all-modules", action="store_true")
     args = parser.parse_args()
     configure_logging(args.log_level)
     what_if: dict[str, Any] = {}
     if args.max_cached_workflows is not None:
         what_if["max_cached_workflows"] = args.max_cached_workflows
-    if args.passthrough_all_modules:
-        restrictions = SandboxRestrictions.default.with_passthrough_all_modules()
-        what_if["workflow_runner"] = SandboxedWorkflowRunner(restrictions=restrictions)
     with open(args.stamps, "a", buffering=1, encoding="utf-8") as sink:
         asyncio.run(serve(args.address, args.namespace, args.task_queue, sink, what_if))
 
