@@ -13,9 +13,10 @@ from typing import Any, TypeVar
 
 from temporalio import workflow
 from temporalio.common import RetryPolicy
+from temporalio.exceptions import ActivityError
 
 with workflow.unsafe.imports_passed_through():
-    from activities.contracts import ActivityName
+    from activities.contracts import ActivityName, NotifyRequest
     from activities.errors import ErrorType
     from workflows.spec import RetrySpec
 
@@ -92,3 +93,21 @@ async def call(
         summary=summary,
     )
     return result
+
+
+async def notify(level: str, event: str, message: str, service: str, environment: str = "") -> None:
+    """Send a notification; one that cannot be delivered after its retries is logged, never
+    a failure of the run."""
+    request = NotifyRequest.model_validate(
+        {
+            "level": level,
+            "event": event,
+            "message": message,
+            "service": service,
+            "environment": environment,
+        }
+    )
+    try:
+        await call(ActivityName.NOTIFY, request, type(None))
+    except ActivityError as err:
+        workflow.logger.warning("notification %s not delivered: %s", event, err.cause)

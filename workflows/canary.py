@@ -21,13 +21,12 @@ with workflow.unsafe.imports_passed_through():
         DeployRequest,
         DeployResult,
         LoadReport,
-        NotifyRequest,
         RollbackRequest,
         RollbackResult,
         WeightRequest,
     )
     from workflows.analysis import measure, start_load
-    from workflows.calls import call
+    from workflows.calls import call, notify
     from workflows.messages import (
         CanaryControl,
         CanaryInput,
@@ -177,19 +176,7 @@ class CanaryWorkflow:
         )
 
     async def _notify(self, level: str, event: str, message: str) -> None:
-        request = NotifyRequest.model_validate(
-            {
-                "level": level,
-                "event": event,
-                "message": message,
-                "service": self._input.service,
-                "environment": self._input.stage.environment,
-            }
-        )
-        try:
-            await call(ActivityName.NOTIFY, request, type(None))
-        except ActivityError as err:
-            workflow.logger.warning("notification %s not delivered: %s", event, err.cause)
+        await notify(level, event, message, self._input.service, self._input.stage.environment)
 
     @workflow.signal(description='Hold the canary at its current weight: {"by": "dave"}')
     def pause(self, control: CanaryControl) -> None:

@@ -17,12 +17,11 @@ from temporalio.exceptions import ActivityError
 with workflow.unsafe.imports_passed_through():
     from activities.contracts import (
         ActivityName,
-        NotifyRequest,
         RollbackRequest,
         RollbackResult,
     )
     from workflows.analysis import measure, start_load
-    from workflows.calls import call
+    from workflows.calls import call, notify
     from workflows.messages import MonitorCheck, MonitorInput, MonitorResult
     from workflows.policy import Analysis, analyse
 
@@ -130,19 +129,7 @@ class MonitorWorkflow:
         )
 
     async def _notify(self, input: MonitorInput, level: str, event: str, message: str) -> None:
-        request = NotifyRequest.model_validate(
-            {
-                "level": level,
-                "event": event,
-                "message": message,
-                "service": input.service,
-                "environment": input.stage.environment,
-            }
-        )
-        try:
-            await call(ActivityName.NOTIFY, request, type(None))
-        except ActivityError as err:
-            workflow.logger.warning("notification %s not delivered: %s", event, err.cause)
+        await notify(level, event, message, input.service, input.stage.environment)
 
     @workflow.query(description="Checks done, transient and confirmed violations so far.")
     def progress(self) -> MonitorResult:

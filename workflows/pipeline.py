@@ -21,12 +21,11 @@ from temporalio.exceptions import ActivityError, ApplicationError
 with workflow.unsafe.imports_passed_through():
     from activities.contracts import (
         ActivityName,
-        NotifyRequest,
         RollbackRequest,
         RollbackResult,
     )
     from workflows import dag, policy, telemetry
-    from workflows.calls import call
+    from workflows.calls import call, notify
     from workflows.messages import (
         AbortRequest,
         ApprovalRecord,
@@ -268,22 +267,7 @@ class PipelineWorkflow:
             await self._notify("error", "pipeline.rolled_back", f"{env} rolled back: {reason}", env)
 
     async def _notify(self, level: str, event: str, message: str, env: str = "") -> None:
-        try:
-            await call(
-                ActivityName.NOTIFY,
-                NotifyRequest.model_validate(
-                    {
-                        "level": level,
-                        "event": event,
-                        "message": message,
-                        "service": self._state.service,
-                        "environment": env,
-                    }
-                ),
-                type(None),
-            )
-        except ActivityError as err:
-            workflow.logger.warning("notification %s not delivered: %s", event, err.cause)
+        await notify(level, event, message, self._state.service, env)
 
     # --- approval gates -----------------------------------------------------------------
 

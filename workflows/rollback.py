@@ -8,18 +8,16 @@ the decision (who, why) stays in history. Environments whose policy is a manual 
 from __future__ import annotations
 
 from temporalio import workflow
-from temporalio.exceptions import ActivityError
 
 with workflow.unsafe.imports_passed_through():
     from pydantic import BaseModel, ConfigDict
 
     from activities.contracts import (
         ActivityName,
-        NotifyRequest,
         RollbackRequest,
         RollbackResult,
     )
-    from workflows.calls import call
+    from workflows.calls import call, notify
 
 __all__ = ["ManualRollback", "RollbackWorkflow"]
 
@@ -49,18 +47,5 @@ class RollbackWorkflow:
             ),
             RollbackResult,
         )
-        try:
-            await call(
-                ActivityName.NOTIFY,
-                NotifyRequest(
-                    level="warning",
-                    event="rollback.manual",
-                    message=reason,
-                    service=request.service,
-                    environment=request.environment,
-                ),
-                type(None),
-            )
-        except ActivityError as err:
-            workflow.logger.warning("notification not delivered: %s", err.cause)
+        await notify("warning", "rollback.manual", reason, request.service, request.environment)
         return result

@@ -18,7 +18,6 @@ import time
 from collections.abc import Callable, Mapping
 from typing import Any
 
-import httpx
 from kubernetes.client import ApiClient, V1Deployment, V1Service
 from temporalio import activity
 
@@ -34,6 +33,7 @@ from activities.contracts import (
     WeightRequest,
 )
 from activities.errors import ErrorType, verdict
+from activities.http_checks import run_http_checks
 from activities.platforms.kubernetes._api import KubeApi
 from activities.platforms.kubernetes._objects import (
     CANARY_PENDING,
@@ -316,24 +316,7 @@ class KubernetesPlatform:
         An unreachable endpoint is a failed check, reported as data, not an exception.
         """
         base_url, headers = self._probe_target(request)
-        failures: list[str] = []
-        with httpx.Client(base_url=base_url, headers=headers, timeout=self._http_timeout_s) as http:
-            for probe in request.checks:
-                url = f"{base_url.rstrip('/')}{probe.path}"
-                try:
-                    response = http.get(probe.path)
-                except httpx.HTTPError as e:
-                    failures.append(f"GET {url}: {type(e).__name__}: {e}")
-                    continue
-                if response.status_code != probe.status:
-                    failures.append(
-                        f"GET {url}: status {response.status_code}, expected {probe.status}"
-                    )
-                elif probe.contains is not None and probe.contains not in response.text:
-                    failures.append(f"GET {url}: body does not contain {probe.contains!r}")
-        return HttpCheckReport(
-            passed=len(request.checks) - len(failures), failed=len(failures), failures=failures
-        )
+        return run_http_checks(base_url, request.checks, self._http_timeout_s, headers)
 
     # --- TrafficRouter -------------------------------------------------------------------
 

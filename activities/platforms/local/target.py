@@ -26,7 +26,6 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Literal
 
-import httpx
 from pydantic import BaseModel, ConfigDict
 
 from activities.backends import Heartbeat
@@ -41,6 +40,7 @@ from activities.contracts import (
     WeightRequest,
 )
 from activities.errors import ErrorType, verdict
+from activities.http_checks import run_http_checks
 from activities.platforms.local._proc import atomic_write_text, file_lock
 from activities.platforms.local.slots import SlotManager, SlotRevision, SlotState, check_names
 from activities.platforms.local.traefik import TraefikRouter
@@ -370,21 +370,4 @@ class LocalDeployTarget:
             base = state.endpoint
         else:
             base = self.router.entrypoint_url(request.environment)
-        passed, failures = 0, []
-        with httpx.Client(timeout=self.check_timeout_s) as client:
-            for check in request.checks:
-                url = base + check.path
-                try:
-                    response = client.get(url)
-                except httpx.HTTPError as error:
-                    failures.append(f"GET {url}: {type(error).__name__}: {error}")
-                    continue
-                if response.status_code != check.status:
-                    failures.append(
-                        f"GET {url}: expected HTTP {check.status}, got {response.status_code}"
-                    )
-                elif check.contains is not None and check.contains not in response.text:
-                    failures.append(f"GET {url}: body does not contain {check.contains!r}")
-                else:
-                    passed += 1
-        return HttpCheckReport(passed=passed, failed=len(failures), failures=failures)
+        return run_http_checks(base, request.checks, self.check_timeout_s)

@@ -673,7 +673,7 @@ def test_check_probes_through_the_ingress_and_the_canary_by_header(
 
     env = platform.check(HttpCheckRequest(service=SERVICE, environment=PROD, checks=checks))
     assert (env.passed, env.failed) == (1, 1)
-    assert env.failures == [f"GET {ingress}/ready: status 503, expected 200"]
+    assert env.failures == [f"GET {ingress}/ready: expected HTTP 200, got 503"]
 
     canary = platform.check(
         HttpCheckRequest(service=SERVICE, environment=PROD, checks=checks, slot="canary")
