@@ -72,8 +72,12 @@ class MemoryScanner:
     """A scanner returning the findings it was given."""
 
     def __init__(
-        self, name: str, findings: list[Finding] | None = None, available: bool = True,
-        delay_s: float = 0.0, metrics: dict[str, float] | None = None,
+        self,
+        name: str,
+        findings: list[Finding] | None = None,
+        available: bool = True,
+        delay_s: float = 0.0,
+        metrics: dict[str, float] | None = None,
     ) -> None:
         self.name = name
         self.metrics = metrics or {}
@@ -114,8 +118,7 @@ class MemoryTestRunner:
         for word, report in self.reports.items():
             if word in key:
                 return report
-        return TestReport(exit_code=0, tests=10, failures=0, errors=0, skipped=0,
-                          coverage_pct=90.0)
+        return TestReport(exit_code=0, tests=10, failures=0, errors=0, skipped=0, coverage_pct=90.0)
 
 
 class MemoryBuilder:
@@ -128,8 +131,10 @@ class MemoryBuilder:
         self.calls.append(request)
         digest = hashlib.sha256(f"{request.service}@{request.commit}".encode()).hexdigest()
         return Artifact(
-            digest=f"sha256:{digest}", uri=f"memory://{request.service}/{digest}",
-            size_bytes=1234, version=request.commit[:12],
+            digest=f"sha256:{digest}",
+            uri=f"memory://{request.service}/{digest}",
+            size_bytes=1234,
+            version=request.commit[:12],
         )
 
     def publish(self, request: PublishRequest) -> Artifact:
@@ -172,14 +177,20 @@ class MemoryPlatform:
             if request.slot == "canary":
                 changed = env.canary != digest
                 env.canary = digest
-                return DeployResult(environment=request.environment, slot="canary",
-                                    digest=digest, previous_digest=env.stable, changed=changed)
+                return DeployResult(
+                    environment=request.environment,
+                    slot="canary",
+                    digest=digest,
+                    previous_digest=env.stable,
+                    changed=changed,
+                )
             changed = env.stable != digest
             if changed and env.stable:
                 env.previous.append(env.stable)
             env.stable = digest
-            return DeployResult(environment=request.environment, slot="stable", digest=digest,
-                                changed=changed)
+            return DeployResult(
+                environment=request.environment, slot="stable", digest=digest, changed=changed
+            )
 
     def promote(self, request: DeployRequest, heartbeat: Heartbeat) -> DeployResult:
         with self._lock:
@@ -190,8 +201,9 @@ class MemoryPlatform:
             if changed and env.stable:
                 env.previous.append(env.stable)
             env.stable, env.canary, env.weight = digest, None, 0
-            return DeployResult(environment=request.environment, slot="stable", digest=digest,
-                                changed=changed)
+            return DeployResult(
+                environment=request.environment, slot="stable", digest=digest, changed=changed
+            )
 
     def rollback(self, request: RollbackRequest, heartbeat: Heartbeat) -> RollbackResult:
         with self._lock:
@@ -203,14 +215,18 @@ class MemoryPlatform:
                 # Restore the last version that served before this release.
                 env.stable = env.previous.pop()
                 changed = True
-            return RollbackResult(environment=request.environment, restored_digest=env.stable,
-                                  changed=changed)
+            return RollbackResult(
+                environment=request.environment, restored_digest=env.stable, changed=changed
+            )
 
     def check(self, request: HttpCheckRequest) -> HttpCheckReport:
         self.events.append(f"check {request.environment}")
         if request.environment in self.failing_checks:
-            return HttpCheckReport(passed=0, failed=len(request.checks),
-                                   failures=[f"GET {c.path}: 500" for c in request.checks])
+            return HttpCheckReport(
+                passed=0,
+                failed=len(request.checks),
+                failures=[f"GET {c.path}: 500" for c in request.checks],
+            )
         return HttpCheckReport(passed=len(request.checks), failed=0)
 
     def set_weight(self, request: WeightRequest) -> None:
@@ -239,15 +255,19 @@ class ScriptedMetrics:
         self._count[key] = n + 1
         self.queries.append(query)
         values = self.script(query, n)
-        return MetricsSample(values={m: values.get(m) for m in query.metrics}, requests=100,
-                             source="memory")
+        return MetricsSample(
+            values={m: values.get(m) for m in query.metrics}, requests=100, source="memory"
+        )
 
     def run(self, request: LoadRequest, heartbeat: Heartbeat) -> LoadReport:
         return LoadReport(sent=0, errors=0)
 
 
 _HEALTHY: dict[str, float | None] = {
-    "success_rate": 100.0, "error_rate": 0.0, "p95_latency_ms": 50.0, "cpu_percent": 10.0
+    "success_rate": 100.0,
+    "error_rate": 0.0,
+    "p95_latency_ms": 50.0,
+    "cpu_percent": 10.0,
 }
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from activities.backends import Backends
 from activities.platforms.memory import (
     MemoryBuilder,
     MemoryNotifier,
@@ -11,7 +12,6 @@ from activities.platforms.memory import (
     MemoryTestRunner,
     ScriptedMetrics,
 )
-from activities.backends import Backends
 
 __all__ = ["MemoryBackends"]
 

@@ -32,13 +32,19 @@ def heal7() -> PipelineSpec:
 def run_context(author: str = "bob", branch: str = "main", **kw: Any) -> RunContext:
     commit = uuid.uuid4().hex + uuid.uuid4().hex[:8]
     return RunContext(
-        service="heal7-backend", repo="memory://heal7", commit=commit, author=author,
-        branch=branch, **kw,
+        service="heal7-backend",
+        repo="memory://heal7",
+        commit=commit,
+        author=author,
+        branch=branch,
+        **kw,
     )
 
 
 async def start(
-    client: Client, task_queue: str, spec: PipelineSpec | None = None,
+    client: Client,
+    task_queue: str,
+    spec: PipelineSpec | None = None,
     run: RunContext | None = None,
 ) -> WorkflowHandle[PipelineWorkflow, Any]:
     spec = spec or heal7()
@@ -70,7 +76,9 @@ async def wait_for_gate(
 
 
 async def wait_for_stage(
-    handle: WorkflowHandle[PipelineWorkflow, Any], stage: str, state: StageState,
+    handle: WorkflowHandle[PipelineWorkflow, Any],
+    stage: str,
+    state: StageState,
     timeout_s: float = 20,
 ) -> PipelineStatus:
     deadline = asyncio.get_running_loop().time() + timeout_s
