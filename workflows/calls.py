@@ -33,7 +33,9 @@ class ActivityOptions:
 
     start_to_close: timedelta
     max_attempts: int
-    heartbeat: timedelta | None = timedelta(seconds=30)
+    # Activities heartbeat every 2 s (activities/_blocking.py): a dead worker is noticed
+    # within 10 s and the activity retried elsewhere.
+    heartbeat: timedelta | None = timedelta(seconds=10)
     initial_interval: timedelta = timedelta(seconds=2)
     backoff: float = 2.0
     max_interval: timedelta = timedelta(minutes=1)

@@ -38,6 +38,10 @@ with workflow.unsafe.imports_passed_through():
 
 __all__ = ["CanaryWorkflow"]
 
+REPEAT_LOST_INTERVAL = "repeat-interval-when-load-lost"
+"""Patch id: runs recorded before this change judged an interval whose load was lost."""
+MAX_LOST_INTERVALS = 2
+
 
 @workflow.defn(name="CanaryWorkflow")
 class CanaryWorkflow:
@@ -50,6 +54,7 @@ class CanaryWorkflow:
         self._abort: CanaryControl | None = None
         self._failed = 0
         self._steps: list[CanaryStep] = []
+        self._lost_intervals = 0
 
     @workflow.run
     async def run(self, input: CanaryInput) -> CanaryResult:
@@ -122,9 +127,20 @@ class CanaryWorkflow:
         interval = stage.interval.total_seconds()
         load = start_load(self._input.service, stage.environment, stage.load, interval)
         interrupted = await self._wait_interval(stage.interval)
-        await _finish_load(load, cancel=interrupted)
+        load_lost = not await _finish_load(load, cancel=interrupted)
         if interrupted:
             return None
+        if (
+            load_lost
+            and self._lost_intervals < MAX_LOST_INTERVALS
+            and workflow.patched(REPEAT_LOST_INTERVAL)
+        ):
+            # The generated traffic died with a worker: an interval without it measures
+            # nothing, so it is repeated instead of judged (a bounded number of times).
+            self._lost_intervals += 1
+            workflow.logger.warning("load lost during the interval at %s%%: repeating", weight)
+            return None
+        self._lost_intervals = 0
         sample = await measure(self._input.service, stage.environment, "canary", stage.metrics)
         analysis = analyse(stage.metrics, sample, stage.no_data)
         step = CanaryStep(
@@ -204,19 +220,21 @@ class CanaryWorkflow:
         )
 
 
-async def _finish_load(task: asyncio.Task[LoadReport] | None, *, cancel: bool) -> None:
-    """Load is best effort: its failure never decides an analysis (no data does). It runs
-    as long as the interval, so normally it is simply awaited."""
+async def _finish_load(task: asyncio.Task[LoadReport] | None, *, cancel: bool) -> bool:
+    """Wait for the interval's load (it runs as long as the interval). Return False if it was
+    asked for and did not run to its end (its worker died, or it failed)."""
     if task is None:
-        return
+        return True
     if cancel and not task.done():
         task.cancel()
         try:
             await task
         except (ActivityError, asyncio.CancelledError):
             workflow.logger.info("load generator stopped early")
-        return
+        return True
     try:
         await task
     except ActivityError as err:
-        workflow.logger.info("load generator failed: %s", err.cause)
+        workflow.logger.warning("load generator failed: %s", err.cause)
+        return False
+    return True

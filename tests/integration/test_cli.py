@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from temporalio.client import WorkflowFailureError
 from temporalio.testing import WorkflowEnvironment
 
 from starters.runs import pipeline_outcome, start_pipeline
@@ -235,6 +236,8 @@ async def test_status_shows_what_an_approver_approves(
             "production",
         )
         await handle.cancel()
+        with pytest.raises(WorkflowFailureError):  # processed before the worker stops
+            await handle.result()
     assert code == 0, out
     assert "waiting for gate 'production' (production): roles cto" in out
     assert "https://git.example/diff/1" in out

@@ -7,7 +7,7 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from temporalio.client import WorkflowHandle, WorkflowUpdateFailedError
+from temporalio.client import WorkflowFailureError, WorkflowHandle, WorkflowUpdateFailedError
 from temporalio.testing import WorkflowEnvironment
 
 from activities.contracts import MetricsQuery, Severity, TestReport
@@ -89,6 +89,10 @@ async def test_ci_stages_run_in_parallel(
         handle = await start(time_env.client, task_queue)
         await wait_for_gate(handle, "staging")
         await handle.cancel()
+        # Wait for the cancellation to be processed: an open run whose workflow task no
+        # worker completes holds the time-skipping server's clock for every later test.
+        with pytest.raises(WorkflowFailureError):
+            await handle.result()
     (_, unit_start, unit_end), (_, int_start, int_end) = sorted(
         memory.tests.calls, key=lambda c: "integration" in c[0]
     )
