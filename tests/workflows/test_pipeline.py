@@ -10,10 +10,10 @@ import pytest
 from temporalio.client import WorkflowFailureError, WorkflowHandle, WorkflowUpdateFailedError
 from temporalio.testing import WorkflowEnvironment
 
-from activities.contracts import MetricsQuery, Severity, TestReport
+from activities.contracts import LoadReport, LoadRequest, MetricsQuery, Severity, TestReport
 from starters.runs import pipeline_outcome
 from tests.support.memory import MemoryBackends
-from tests.support.pipelines import run_context, start, status, wait_for_gate
+from tests.support.pipelines import heal7, run_context, start, status, wait_for_gate
 from worker import build_worker
 from workflows.messages import (
     AbortRequest,
@@ -23,6 +23,7 @@ from workflows.messages import (
     StageState,
 )
 from workflows.pipeline import PipelineWorkflow
+from workflows.spec import LoadSpec
 
 OLD = "sha256:" + "0" * 64
 
@@ -365,3 +366,46 @@ async def test_develop_branch_skips_production(
     assert state == StageState.SKIPPED
     assert "takes branches ['main']" in summary
     assert stage(result, "monitor")[0] == StageState.SKIPPED
+
+
+class FlakyLoad:
+    """A load generator whose first run dies (as with its worker); later runs are fine."""
+
+    def __init__(self) -> None:
+        self.calls = 0
+
+    def run(self, request: LoadRequest, heartbeat: Any) -> LoadReport:
+        self.calls += 1
+        if self.calls == 1:
+            raise RuntimeError("worker died mid-interval")
+        return LoadReport(sent=100, errors=0)
+
+
+async def test_an_interval_whose_load_died_is_repeated_not_judged(
+    time_env: WorkflowEnvironment, memory: MemoryBackends, task_queue: str
+) -> None:
+    spec = heal7()
+    canary = spec.stage("canary").model_copy(update={"load": LoadSpec(rps=10)})
+    spec = spec.model_copy(
+        update={"stages": [canary if s.name == "canary" else s for s in spec.stages]}
+    )
+    load = FlakyLoad()
+    # Without its traffic an interval has nothing to measure: no data.
+    healthy: dict[str, float | None] = {
+        "success_rate": 100.0,
+        "error_rate": 0.0,
+        "p95_latency_ms": 50.0,
+        "cpu_percent": 5.0,
+    }
+    memory.metrics.script = lambda q, n: healthy if load.calls >= 2 else {}
+    backends = memory.backends()
+    backends.load = load
+    async with build_worker(time_env.client, backends, task_queue):
+        handle = await start(time_env.client, task_queue, spec=spec)
+        await approve_all(handle)
+        result = await handle.result()
+    assert stage(result, "canary") == (
+        StageState.SUCCEEDED,
+        "promoted after 5 analyses (0 failed)",
+    )
+    assert load.calls == 6  # the lost interval was run again
