@@ -134,10 +134,13 @@ async def ensure_search_attributes(client: Client) -> None:
 async def main() -> None:
     from activities.factory import backends_from_settings
     from activities.observability import configure_logging
-    from activities.settings import Settings
+    from activities.settings import ConfigurationError, Settings
     from starters.connection import connect, task_queue
 
-    settings = Settings()
+    try:
+        settings = Settings.load()
+    except ConfigurationError as err:
+        raise SystemExit(f"worker: {err}") from None
     configure_logging(settings.log_level)
     log = structlog.get_logger("slipway.worker")
     backends = backends_from_settings(settings)

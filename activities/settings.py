@@ -14,7 +14,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, SecretStr, model_validator
+from pydantic import Field, SecretStr, ValidationError, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 __all__ = ["ConfigurationError", "Settings"]
@@ -66,6 +66,20 @@ class Settings(BaseSettings):
     max_activities: int = Field(20, ge=1, le=1000)
     max_cached_workflows: int = Field(300, ge=0, le=100000, description="Runs kept in memory.")
     metrics_port: int = Field(0, ge=0, le=65535, description="Worker Prometheus port; 0: off.")
+
+    @classmethod
+    def load(cls, **values: object) -> Settings:
+        """Settings from the environment (and `values`); every problem in one
+        ConfigurationError whose lines name the variables."""
+        try:
+            return cls.model_validate(values) if values else cls()
+        except ValidationError as exc:
+            lines = []
+            for err in exc.errors():
+                field = ".".join(str(p) for p in err["loc"])
+                where = f"SLIPWAY_{field.upper()}: " if field else ""
+                lines.append(where + str(err["msg"]).removeprefix("Value error, "))
+            raise ConfigurationError("; ".join(lines)) from None
 
     def platform_for(self, environment: str) -> PlatformName:
         return self.environment_platforms.get(environment, self.platform)

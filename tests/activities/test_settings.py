@@ -1,0 +1,79 @@
+"""Worker settings: a bad configuration stops the worker at start, naming the setting."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+from activities.contracts import WeightRequest
+from activities.factory import EnvironmentDispatch
+from activities.platforms.memory import MemoryPlatform, ScriptedMetrics
+from activities.settings import ConfigurationError, Settings
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.mark.parametrize(
+    ("settings", "named"),
+    [
+        ({"metrics": "prometheus"}, "SLIPWAY_PROMETHEUS_URL"),
+        ({"notifier": "slack"}, "SLIPWAY_SLACK_WEBHOOK_URL"),
+        ({"builder": "docker", "registry": "docker"}, "SLIPWAY_DOCKER_REGISTRY"),
+        ({"registry": "ecr"}, "SLIPWAY_BUILDER=docker"),
+        (
+            {"platform": "kubernetes", "metrics": "prometheus", "prometheus_url": "http://p"},
+            "SLIPWAY_KUBE_NAMESPACES has no namespace for development, staging, production",
+        ),
+        ({"environment_platforms": {"production": "kubernetes"}}, "SLIPWAY_METRICS=traefik"),
+        ({"sonarqube_url": "http://sonar"}, "SLIPWAY_SONARQUBE_TOKEN"),
+    ],
+)
+def test_bad_combinations_name_the_setting(settings: dict[str, object], named: str) -> None:
+    with pytest.raises(ConfigurationError, match="invalid worker settings") as info:
+        Settings.load(**settings)
+    assert named in str(info.value)
+
+
+def test_environment_platforms_route_each_call() -> None:
+    settings = Settings.model_validate({"environment_platforms": {"production": "memory"}})
+    assert settings.platform_for("production") == "memory"
+    assert settings.platform_for("staging") == "local"
+    local, prod = MemoryPlatform(), MemoryPlatform()
+    dispatch = EnvironmentDispatch(
+        {"*": local, "production": prod},
+        {"*": local, "production": prod},
+        {"*": ScriptedMetrics()},
+        {"*": None},
+        default="*",
+    )
+    dispatch.set_weight(WeightRequest(service="s", environment="production", canary_weight=30))
+    dispatch.set_weight(WeightRequest(service="s", environment="staging", canary_weight=10))
+    assert prod.envs["production"].weight == 30
+    assert local.envs["staging"].weight == 10
+    assert "production" not in local.envs
+
+
+async def test_a_misconfigured_worker_exits_at_start_naming_the_setting() -> None:
+    env = {**os.environ, "SLIPWAY_METRICS": "prometheus", "TEMPORAL_ADDRESS": "127.0.0.1:1"}
+    env.pop("SLIPWAY_PROMETHEUS_URL", None)
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        str(ROOT / "worker.py"),
+        env=env,
+        cwd=ROOT,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
+    )
+    out, _ = await asyncio.wait_for(proc.communicate(), 60)
+    assert proc.returncode != 0
+    assert "SLIPWAY_METRICS=prometheus needs SLIPWAY_PROMETHEUS_URL" in out.decode()
+
+
+def test_a_malformed_value_names_its_variable(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SLIPWAY_BASE_PORT", "eighty")
+    with pytest.raises(ConfigurationError, match="SLIPWAY_BASE_PORT: Input should be a valid"):
+        Settings.load()
