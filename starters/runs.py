@@ -34,7 +34,6 @@ from starters.connection import data_converter, ui_base_url
 from workflows.messages import (
     PipelineInput,
     PipelineResult,
-    PipelineStatus,
     RunContext,
     StageState,
 )
@@ -170,11 +169,6 @@ async def pipeline_outcome(handle: WorkflowHandle[Any, Any]) -> PipelineResult:
             return PipelineResult.model_validate(cause.details[0])
         raise
     return raw if isinstance(raw, PipelineResult) else PipelineResult.model_validate(raw)
-
-
-async def pipeline_status(client: Client, workflow_id: str) -> PipelineStatus:
-    handle = client.get_workflow_handle(workflow_id)
-    return await handle.query(PipelineWorkflow.status)
 
 
 # --- retry: reset to just before the failed stage -------------------------------------------
