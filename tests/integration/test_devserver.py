@@ -152,6 +152,22 @@ async def test_approvals_through_the_temporal_cli(
         handle = client.get_workflow_handle(started.workflow_id)
         await wait_for_gate(handle, "staging")
         wid = started.workflow_id
+        # What the Web UI reads: handler names with descriptions, and the current details.
+        code, meta, err = await temporal_cli(
+            dev_env, "workflow", "metadata", "--workflow-id", wid, "--output", "json"
+        )
+        assert code == 0, err
+        described = json.loads(meta)["queryResult"][0]
+        updates = {
+            u["name"]: u["description"] for u in described["definition"]["updateDefinitions"]
+        }
+        signals = {
+            u["name"]: u["description"] for u in described["definition"]["signalDefinitions"]
+        }
+        assert '{"approver": "carol", "gate": "production"' in updates["approve"]
+        assert "refusals are recorded" in signals["approve"]
+        assert {"reject", "abort", "pause", "resume", "promote"} <= set(signals)
+        assert "| approve_staging | approval | waiting |" in described["currentDetails"]
         refused = await temporal_cli(
             dev_env,
             "workflow",
