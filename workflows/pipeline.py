@@ -329,7 +329,11 @@ class PipelineWorkflow:
             roles=self._input.roles,
             author=self._input.run.author,
             votes=self._votes,
-            decided=decision.gate in self._decided_gates and gate is None,
+            decided=decision.gate in self._decided_gates
+            or (
+                gate is not None
+                and policy.approval_state(gate, self._votes, self._input.roles) != "pending"
+            ),
         )
 
     def _accept(self, decision: Decision, approve: bool, via: str) -> ApprovalRecord:

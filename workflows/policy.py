@@ -264,15 +264,16 @@ def approval_refusal(
     decided: bool,
 ) -> str | None:
     """Why this decision must be refused, or None if it is accepted. `gate` is the open gate
-    with that name (None when no such gate is open)."""
+    with that name (None when no such gate is open); `decided` says the gate already has its
+    outcome (it may still be open for the instant before the run moves on)."""
     if not approver.strip():
         return "approver is empty"
     if approver not in roles:
         return f"unknown approver {approver!r}: not in the roles file"
-    if gate is None:
-        return f"no approval gate named {gate_name!r} is open"
     if decided:
         return f"gate {gate_name!r} is already decided"
+    if gate is None:
+        return f"no approval gate named {gate_name!r} is open"
     held = set(roles[approver])
     if not held & set(gate.roles):
         return (

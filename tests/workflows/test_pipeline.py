@@ -409,3 +409,20 @@ async def test_an_interval_whose_load_died_is_repeated_not_judged(
         "promoted after 5 analyses (0 failed)",
     )
     assert load.calls == 6  # the lost interval was run again
+
+
+async def test_a_decided_gate_refuses_further_decisions(
+    time_env: WorkflowEnvironment, memory: MemoryBackends, task_queue: str
+) -> None:
+    async with build_worker(time_env.client, memory.backends(), task_queue):
+        handle = await start(time_env.client, task_queue)
+        await wait_for_gate(handle, "staging")
+        await approve(handle, "alice", "staging")
+        await wait_for_gate(handle, "production")
+        with pytest.raises(WorkflowUpdateFailedError) as info:
+            await handle.execute_update(
+                PipelineWorkflow.reject_update, Decision(approver="bob", gate="staging")
+            )
+        assert "gate 'staging' is already decided" in str(info.value.cause)
+        await handle.signal(PipelineWorkflow.abort, AbortRequest(by="test"))
+        await pipeline_outcome(handle)
