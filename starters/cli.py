@@ -222,6 +222,21 @@ async def _status(client: Client, workflow_id: str) -> tuple[PipelineStatus | No
         return None, f"{note}; status query unavailable ({err.message}): is a worker running?"
 
 
+async def _retrying(client: Client, workflow_id: str) -> list[str]:
+    """Stages whose activity is past its first attempt (Temporal retries; the workflow only
+    sees the outcome), with the last failure."""
+    described = await client.get_workflow_handle(workflow_id).describe()
+    lines = []
+    for pending in described.raw_description.pending_activities:
+        if pending.attempt > 1:
+            failure = pending.last_failure.message or "no failure recorded"
+            lines.append(
+                f"{pending.activity_id} ({pending.activity_type.name}): attempt "
+                f"{pending.attempt}, last failure: {failure}"
+            )
+    return lines
+
+
 @app.command()
 def status(
     workflow_id: RunId,
@@ -235,7 +250,14 @@ def status(
         if st is None:
             typer.echo(note, err=True)
             return 1
-        typer.echo(st.model_dump_json(indent=2) if json_output else render.status_table(st))
+        if json_output:
+            typer.echo(st.model_dump_json(indent=2))
+            return 0
+        typer.echo(render.status_table(st))
+        retrying = await _retrying(client, workflow_id)
+        if retrying:
+            typer.echo("\nactivities being retried by Temporal:")
+            typer.echo("\n".join(f"  {line}" for line in retrying))
         return 0
 
     raise typer.Exit(_run(go))

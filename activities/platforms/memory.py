@@ -159,6 +159,8 @@ class MemoryPlatform:
         self.envs: dict[str, _Env] = {}
         self.events: list[str] = []
         self.fail_deploy: set[str] = set()
+        # Environment → how many more deploys fail like a flaky API (retryable).
+        self.transient_failures: dict[str, int] = {}
         self.failing_checks: set[str] = set()
         self._lock = threading.Lock()
 
@@ -172,6 +174,9 @@ class MemoryPlatform:
             self.events.append(f"deploy {request.environment} {request.slot}")
             if request.environment in self.fail_deploy:
                 raise verdict(ErrorType.DEPLOY_FAILED, f"{request.environment}: scripted failure")
+            if self.transient_failures.get(request.environment, 0) > 0:
+                self.transient_failures[request.environment] -= 1
+                raise ConnectionError(f"{request.environment} API: connection refused")
             env = self._env(request.environment)
             digest = request.artifact.digest
             if request.slot == "canary":

@@ -255,3 +255,26 @@ def test_roles_file_errors_name_the_file(tmp_path: Path) -> None:
     bad.write_text("alice: team_lead\n", encoding="utf-8")
     with pytest.raises(ValueError, match=r"roles.yaml: 'alice' must map to a list of role names"):
         load_roles(bad)
+
+
+async def test_status_shows_activities_temporal_is_retrying(
+    dev_env: WorkflowEnvironment, memory: MemoryBackends, task_queue: str
+) -> None:
+    data = definition()
+    data["stages"][2]["retry"] = {"max_attempts": 10, "initial_interval": "1s", "backoff": 1}
+    flaky = validate_definition(data, "cli.yaml")
+    memory.platform.transient_failures["development"] = 3
+    async with build_worker(dev_env.client, memory.backends(), task_queue):
+        run = await start_pipeline(dev_env.client, flaky, run_context(), ROLES, task_queue)
+        out = ""
+        for _ in range(40):
+            _, out = await slipway(dev_env, task_queue, "status", run.workflow_id)
+            if "activities being retried" in out:
+                break
+            await asyncio.sleep(0.25)
+        handle = dev_env.client.get_workflow_handle(run.workflow_id)
+        await wait_for_gate(handle, "production")
+        await handle.signal("abort", {"by": "test"})
+        await pipeline_outcome(handle)
+    assert "deploy_dev (deploy): attempt " in out
+    assert "development API: connection refused" in out
