@@ -12,9 +12,9 @@ failing the first pipeline that reaches the missing piece.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import Field, SecretStr, ValidationError, model_validator
+from pydantic import BeforeValidator, Field, SecretStr, ValidationError, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 __all__ = ["ConfigurationError", "Settings"]
@@ -62,7 +62,10 @@ class Settings(BaseSettings):
         default_factory=dict, description="Environment → base URL for HTTP checks."
     )
 
-    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    log_level: Annotated[
+        Literal["DEBUG", "INFO", "WARNING", "ERROR"],
+        BeforeValidator(lambda v: v.upper() if isinstance(v, str) else v),
+    ] = "INFO"
     max_activities: int = Field(20, ge=1, le=1000)
     max_cached_workflows: int = Field(300, ge=0, le=100000, description="Runs kept in memory.")
     metrics_port: int = Field(0, ge=0, le=65535, description="Worker Prometheus port; 0: off.")

@@ -431,3 +431,26 @@ def test_the_ci_example_starts_a_pipeline_and_waits_for_it() -> None:
     assert (
         workflow["jobs"]["deliver"]["env"]["TEMPORAL_API_KEY"] == "${{ secrets.TEMPORAL_API_KEY }}"
     )
+
+
+def test_the_charts_default_settings_are_a_valid_worker_configuration() -> None:
+    """The worker refuses a bad configuration at start: the chart's defaults must pass."""
+    import yaml
+
+    from activities.settings import Settings
+
+    values = yaml.safe_load(
+        (Path(__file__).resolve().parents[2] / "deploy/helm/slipway-worker/values.yaml").read_text()
+    )
+    env = {k.removeprefix("SLIPWAY_").lower(): v for k, v in values["settings"].items()}
+    settings = Settings.load(**{k: _decode(v) for k, v in env.items()})
+    assert settings.platform == "kubernetes"
+    assert settings.kube_namespaces["production"] == "prod"
+
+
+def _decode(value: object) -> object:
+    import json
+
+    if isinstance(value, str) and value.startswith("{"):
+        return json.loads(value)
+    return value
