@@ -430,6 +430,8 @@ class PipelineWorkflow:
             self._abort = request
 
     async def _forward(self, signal: str, control: CanaryControl) -> None:
+        if not self._state.canaries:
+            workflow.logger.warning("%s from %s ignored: no canary is running", signal, control.by)
         for handle in list(self._state.canaries.values()):
             await handle.signal(signal, control)
 

@@ -76,8 +76,19 @@ def test_http_process_serves_version_health_and_errors(process_url: str) -> None
 def test_http_metrics_count_what_was_served(process_url: str) -> None:
     for _ in range(4):
         _get(process_url + "/")
-    code, body = _get(process_url + "/metrics")
-    assert code == 200
-    text = body.decode()
-    assert 'hello_requests_total{code="500",path="/"} 2.0' in text
-    assert 'hello_requests_total{code="200",path="/"} 2.0' in text
+    expected = [
+        'hello_requests_total{code="500",path="/"} 2.0',
+        'hello_requests_total{code="200",path="/"} 2.0',
+    ]
+    # A request is counted once its response is written, so the last one may land a moment
+    # after the client has read it: scrape again for a bounded while.
+    deadline = time.monotonic() + 5
+    while True:
+        code, body = _get(process_url + "/metrics")
+        assert code == 200
+        text = body.decode()
+        if all(line in text for line in expected) or time.monotonic() > deadline:
+            break
+        time.sleep(0.05)
+    for line in expected:
+        assert line in text
