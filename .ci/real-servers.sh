@@ -7,6 +7,7 @@
 # moto_server (ECR) comes from the dev extras (moto[server]) in the venv: nothing to install.
 # No one-time setup: each fixture writes its own registries.conf, storage dirs and configs.
 
+# With Recommends: podman's helpers (uidmap, fuse-overlayfs, ...) come along on a fresh machine.
 slipway_real_server_packages="podman docker-registry prometheus"
 slipway_missing_real_servers=""
 for slipway_binary in podman docker-registry prometheus; do
@@ -16,7 +17,7 @@ done
 if [ -n "$slipway_missing_real_servers" ]; then
     echo "installing real servers for tests:$slipway_missing_real_servers"
     DEBIAN_FRONTEND=noninteractive apt-get update -q \
-        && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends \
+        && DEBIAN_FRONTEND=noninteractive apt-get install -y -q \
             $slipway_real_server_packages \
         || { echo "could not install $slipway_real_server_packages" >&2; return 1 2>/dev/null || exit 1; }
 fi
