@@ -12,6 +12,7 @@ validated `PipelineSpec` travels inside the workflow input, so a run never re-re
 from __future__ import annotations
 
 import re
+import string
 from collections.abc import Iterable, Mapping
 from datetime import timedelta
 from pathlib import Path
@@ -193,13 +194,38 @@ class ImageScanStage(_StageBase):
     unavailable: Literal["fail", "warn"] = "fail"
 
 
+def _template(allowed: frozenset[str]) -> Any:
+    """A string whose `{placeholders}` are all in `allowed`: checked here, because a bad one
+    found while a run formats it would fail the workflow task over and over."""
+
+    def check(text: str) -> str:
+        try:
+            names = {name for _, name, _, _ in string.Formatter().parse(text) if name is not None}
+        except ValueError as exc:
+            raise ValueError(f"{text!r} is not a valid template: {exc}") from None
+        unknown = sorted(n for n in names if n not in allowed)
+        if unknown:
+            raise ValueError(
+                f"unknown placeholder {{{unknown[0]}}} in {text!r}; use {sorted(allowed)}"
+            )
+        return text
+
+    return AfterValidator(check)
+
+
+TAG_FIELDS = frozenset({"branch", "sha", "sha12"})
+MESSAGE_FIELDS = frozenset({"service", "sha12", "branch", "author"})
+
+
 class PublishStage(_StageBase):
     """Push the artifact to the registry under tags; '{branch}', '{sha}', '{sha12}' expand."""
 
     kind: Literal["publish"]
     # Immutable per-commit tags by default: registries with tag immutability (ECR, as we
     # configure it) refuse to move a floating tag like '{branch}'.
-    tags: list[str] = Field(default_factory=lambda: ["{branch}-{sha12}", "{sha}"])
+    tags: list[Annotated[str, _template(TAG_FIELDS)]] = Field(
+        default_factory=lambda: ["{branch}-{sha12}", "{sha}"]
+    )
 
 
 class DeployStage(_StageBase):
@@ -357,7 +383,9 @@ class NotifyStage(_StageBase):
 
     kind: Literal["notify"]
     level: Literal["info", "success", "warning", "error"] = "info"
-    message: str
+    message: Annotated[str, _template(MESSAGE_FIELDS)] = Field(
+        description="'{service}', '{sha12}', '{branch}', '{author}' expand."
+    )
 
 
 Stage = Annotated[

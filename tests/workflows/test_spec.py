@@ -797,3 +797,23 @@ def test_validate_definition_takes_parsed_data_and_keeps_earlier_problems() -> N
     with pytest.raises(DefinitionError) as info:
         validate_definition(valid(), "inline.yaml", [earlier])
     assert info.value.problems == [earlier]
+
+
+def test_templates_with_unknown_placeholders_are_refused(tmp_path: Path) -> None:
+    # Found at validation, not when a run formats them (that would wedge the workflow task).
+    path = tmp_path / "templates.yaml"
+    path.write_text(
+        "name: t\nservice: {name: svc}\nstages:\n"
+        "  - {name: checkout, kind: checkout}\n"
+        "  - {name: build, kind: build, needs: [checkout]}\n"
+        "  - {name: publish, kind: publish, needs: [build], tags: ['{branch}-{build_id}']}\n"
+        "  - {name: tell, kind: notify, needs: [publish], message: 'done {oops'}\n",
+        encoding="utf-8",
+    )
+    with pytest.raises(DefinitionError) as info:
+        load_pipeline(path)
+    text = str(info.value)
+    assert "stage 'publish', field 'tags.0'" in text
+    assert "unknown placeholder {build_id}" in text
+    assert "stage 'tell', field 'message'" in text
+    assert "is not a valid template" in text
