@@ -36,10 +36,15 @@ async def approve(handle: Handle, approver: str, gate: str) -> None:
     )
 
 
-async def approve_all(handle: Handle) -> None:
+async def reach_production_gate(handle: Handle) -> None:
+    """Approve staging (alice, team lead) and wait until production's gate is open."""
     await wait_for_gate(handle, "staging")
     await approve(handle, "alice", "staging")
     await wait_for_gate(handle, "production")
+
+
+async def approve_all(handle: Handle) -> None:
+    await reach_production_gate(handle)
     await approve(handle, "carol", "production")
     await approve(handle, "dave", "production")
 
@@ -280,9 +285,7 @@ async def test_production_needs_both_cto_and_devops_lead(
 ) -> None:
     async with build_worker(time_env.client, memory.backends(), task_queue):
         handle = await start(time_env.client, task_queue)
-        await wait_for_gate(handle, "staging")
-        await approve(handle, "alice", "staging")
-        await wait_for_gate(handle, "production")
+        await reach_production_gate(handle)
         await approve(handle, "carol", "production")
         st = await wait_for_gate(handle, "production")
         assert st.pending_approvals[0].approved_by == ["carol"]
@@ -301,9 +304,7 @@ async def test_one_person_with_both_roles_is_not_a_quorum(
 ) -> None:
     async with build_worker(time_env.client, memory.backends(), task_queue):
         handle = await start(time_env.client, task_queue)
-        await wait_for_gate(handle, "staging")
-        await approve(handle, "alice", "staging")
-        await wait_for_gate(handle, "production")
+        await reach_production_gate(handle)
         await approve(handle, "frank", "production")
         st = await wait_for_gate(handle, "production")
         assert st.pending_approvals[0].approved_by == ["frank"]
@@ -416,9 +417,7 @@ async def test_a_decided_gate_refuses_further_decisions(
 ) -> None:
     async with build_worker(time_env.client, memory.backends(), task_queue):
         handle = await start(time_env.client, task_queue)
-        await wait_for_gate(handle, "staging")
-        await approve(handle, "alice", "staging")
-        await wait_for_gate(handle, "production")
+        await reach_production_gate(handle)
         with pytest.raises(WorkflowUpdateFailedError) as info:
             await handle.execute_update(
                 PipelineWorkflow.reject_update, Decision(approver="bob", gate="staging")
