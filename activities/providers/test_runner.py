@@ -82,7 +82,12 @@ def run_with_heartbeat(
                     timed_out = True
                     _kill_group(process)
                     break
-                heartbeat(f"{Path(command[0]).name} running for {elapsed:.0f}s")
+                try:
+                    heartbeat(f"{Path(command[0]).name} running for {elapsed:.0f}s")
+                except BaseException:  # cancelled: the command must not outlive its activity
+                    _kill_group(process)
+                    process.wait()
+                    raise
         output.seek(0, os.SEEK_END)
         size = output.tell()
         output.seek(max(0, size - _OUTPUT_TAIL_CHARS * 4))

@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 from temporalio.exceptions import ApplicationError
 
+from activities._blocking import WorkCancelledError
 from activities.contracts import TestRequest
 from activities.errors import ErrorType
 from activities.providers.test_runner import SubprocessTestRunner, parse_cobertura, parse_junit
@@ -185,6 +186,32 @@ def test_command_past_its_timeout_is_stopped(tmp_path: Path) -> None:
         SubprocessTestRunner(heartbeat_every_s=0.05, timeout_s=0.5).run(request, lambda _n: None)
 
     assert time.monotonic() - started < 10
+
+
+def test_a_cancelled_run_stops_its_command(tmp_path: Path) -> None:
+    """Cancellation arrives as the heartbeat raising: the test command must not outlive it."""
+    pid_file = tmp_path / "pid"
+    request = TestRequest(
+        path=str(tmp_path),
+        command=[
+            sys.executable,
+            "-c",
+            f"import os, time; open({str(pid_file)!r}, 'w').write(str(os.getpid())); "
+            "time.sleep(30)",
+        ],
+        junit="junit.xml",
+    )
+
+    def heartbeat(_note: str) -> None:
+        if pid_file.exists():
+            raise WorkCancelledError("cancelled")
+
+    with pytest.raises(WorkCancelledError):
+        SubprocessTestRunner(heartbeat_every_s=0.05).run(request, heartbeat)
+
+    pid = int(pid_file.read_text())
+    with pytest.raises(ProcessLookupError):
+        os.kill(pid, 0)
 
 
 def test_junit_with_testsuites_root_and_nested_suites(tmp_path: Path) -> None:
