@@ -116,6 +116,30 @@ def spawn(command: Sequence[str], *, cwd: Path, env: Mapping[str, str], log_path
     return process.pid
 
 
+LAUNCH_ENV = "SLIPWAY_LAUNCH"
+"""Environment variable carrying a launch token: it finds a process whose pid never got
+recorded (its worker died between spawning it and writing the slot's state)."""
+
+
+def launched_processes(token: str) -> list[int]:
+    """Live process-group leaders started with `LAUNCH_ENV=token` (read from /proc)."""
+    needle = f"{LAUNCH_ENV}={token}".encode()
+    found: list[int] = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        pid = int(entry.name)
+        try:
+            if needle not in (entry / "environ").read_bytes().split(b"\0"):
+                continue
+            # Its children inherit the token; stopping the leader's group stops them.
+            if os.getpgid(pid) == pid and pid_alive(pid):
+                found.append(pid)
+        except OSError:
+            continue
+    return found
+
+
 def stop_process(pid: int, start_ticks: int | None = None, timeout_s: float = 10.0) -> bool:
     """Stop the process group led by `pid`: SIGTERM, then SIGKILL after `timeout_s`.
     Returns False when there was nothing (or something unrelated) to stop."""

@@ -4,10 +4,12 @@ A slot's state lives on disk (`<state_dir>/slots/<service>/<environment>/<slot>.
 running digest, port, pid and the revisions it ran before. A worker that restarts reads it and
 finds the processes still running, because they run in their own session.
 
-A process is recorded from the moment it is spawned, not only once it is ready: a new release's
-process is noted among the slot's `leftovers` while it starts, and so is the process it
-replaces until it is stopped. A worker killed at any point of a deploy therefore leaves no
-process that nothing knows about; the next deploy, rollback or stop of the slot stops them.
+A process is recorded before it is spawned, not only once it is ready: a launch token goes into
+the slot's state and the process's environment first (a worker killed between spawning and
+writing the pid leaves the token, by which the process is found), then the process is noted
+among the slot's `leftovers` while it starts, and so is the process it replaces until it is
+stopped. A worker killed at any point of a deploy therefore leaves no process that nothing
+knows about; the next deploy, rollback or stop of the slot stops them.
 """
 
 from __future__ import annotations
@@ -30,10 +32,12 @@ from activities.backends import Heartbeat
 from activities.contracts import Artifact, DeployRequest, DeployResult, Slot
 from activities.errors import ErrorType, verdict
 from activities.platforms.local._proc import (
+    LAUNCH_ENV,
     LOOPBACK,
     atomic_write_text,
     file_lock,
     free_port,
+    launched_processes,
     pid_alive,
     process_start_ticks,
     spawn,
@@ -100,6 +104,11 @@ class SlotState(BaseModel):
         default_factory=list,
         description="Processes of this slot that take no traffic and are to be stopped: one "
         "still starting (or whose start a crash interrupted), one a new release replaced.",
+    )
+    launching: list[str] = Field(
+        default_factory=list,
+        description="Launch tokens of processes being spawned whose pid is not recorded yet; "
+        "left behind by a crash, they find the process to stop (see LAUNCH_ENV).",
     )
 
     @property
@@ -249,8 +258,10 @@ class SlotManager:
                 "SLIPWAY_DIGEST": revision.digest,
                 "SLIPWAY_VERSION": revision.artifact.version,
                 "SLIPWAY_PORT": str(port),
+                LAUNCH_ENV: uuid.uuid4().hex,
             }
             heartbeat(f"starting {service} {revision.digest[:19]} in {environment}/{slot}")
+            self._save(old.model_copy(update={"launching": [*old.launching, env[LAUNCH_ENV]]}))
             pid = spawn(command, cwd=release_dir, env=env, log_path=log_path)
             pid_start = process_start_ticks(pid)
             # Recorded before it is ready: a worker killed while it starts must not leave a
@@ -280,6 +291,7 @@ class SlotManager:
                 pid_start=pid_start,
                 history=history[-HISTORY_KEPT:],
                 leftovers=leftovers,
+                launching=old.launching,
             )
             self._save(new)
             if on_ready is not None:
@@ -296,13 +308,21 @@ class SlotManager:
 
     def _stop_leftovers(self, state: SlotState, heartbeat: Heartbeat) -> None:
         """Stop the slot's leftover processes (never its current one) and forget them."""
-        if not state.leftovers:
+        if not state.leftovers and not state.launching:
             return
         heartbeat(f"stopping the previous process of {state.environment}/{state.slot}")
-        for ref in state.leftovers:
-            if ref.pid != state.pid:
-                stop_process(ref.pid, ref.start, self.stop_timeout_s)
-        self._save(state.model_copy(update={"leftovers": []}))
+        for pid, start in self._strays(state):
+            if pid != state.pid:
+                stop_process(pid, start, self.stop_timeout_s)
+        self._save(state.model_copy(update={"leftovers": [], "launching": []}))
+
+    @staticmethod
+    def _strays(state: SlotState) -> list[tuple[int, int | None]]:
+        """The slot's leftovers, and processes found by the launch tokens a crash left."""
+        found = [(ref.pid, ref.start) for ref in state.leftovers]
+        for token in state.launching:
+            found += [(pid, None) for pid in launched_processes(token)]
+        return found
 
     def _command(self, revision: SlotRevision, port: int) -> list[str]:
         if not revision.run_command:
@@ -434,12 +454,17 @@ class SlotManager:
         Returns whether anything was running or recorded."""
         with file_lock(self._lock(service, environment, slot)):
             state = self.state(service, environment, slot)
-            if state.current is None and state.pid is None and not state.leftovers:
+            if (
+                state.current is None
+                and state.pid is None
+                and not state.leftovers
+                and not state.launching
+            ):
                 return False
             if state.pid is not None:
                 stop_process(state.pid, state.pid_start, self.stop_timeout_s)
-            for ref in state.leftovers:
-                stop_process(ref.pid, ref.start, self.stop_timeout_s)
+            for pid, start in self._strays(state):
+                stop_process(pid, start, self.stop_timeout_s)
             history = list(state.history)
             if state.current is not None:
                 history.append(state.current)

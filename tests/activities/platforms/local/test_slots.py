@@ -5,13 +5,14 @@ from __future__ import annotations
 import os
 import signal
 from collections.abc import Callable
+from typing import Any
 
 import pytest
 from temporalio.exceptions import ApplicationError
 
 from activities.contracts import Artifact, DeployRequest
 from activities.errors import ErrorType
-from activities.platforms.local import SlotManager
+from activities.platforms.local import SlotManager, _proc
 from activities.platforms.local._proc import pid_alive
 from tests.activities.platforms.local.helpers import (
     SERVICE,
@@ -72,6 +73,38 @@ def test_a_dead_process_is_redeployed(slots: SlotManager, wheel: Wheel) -> None:
     result = slots.deploy(deploy_request(artifact, "development"), no_heartbeat)
     assert result.changed
     assert get_json(result.endpoint + "/")["version"] == "1.0.0"
+
+
+class WorkerKilled(BaseException):
+    """Stands for a SIGKILL of the worker: nothing after it runs."""
+
+
+def test_a_process_whose_worker_died_before_recording_it_is_stopped_by_the_retry(
+    slots: SlotManager, wheel: Wheel, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    artifact = wheel("1.0.0")
+    orphans: list[int] = []
+
+    def spawn_then_die(*args: Any, **kwargs: Any) -> int:
+        orphans.append(_proc.spawn(*args, **kwargs))
+        raise WorkerKilled  # between spawning and writing the pid down
+
+    with monkeypatch.context() as patch:
+        patch.setattr("activities.platforms.local.slots.spawn", spawn_then_die)
+        with pytest.raises(WorkerKilled):
+            slots.deploy(deploy_request(artifact, "development"), no_heartbeat)
+    (orphan,) = orphans
+    assert pid_alive(orphan)
+    assert slots.state(SERVICE, "development", "stable").pid is None
+
+    retried = slots.deploy(deploy_request(artifact, "development"), no_heartbeat)
+
+    assert not pid_alive(orphan)
+    state = slots.state(SERVICE, "development", "stable")
+    assert state.pid is not None
+    assert state.pid != orphan
+    assert state.launching == []
+    assert get_json(retried.endpoint + "/")["version"] == "1.0.0"
 
 
 def test_a_release_that_crashes_is_a_deploy_failed_verdict_with_its_output(
