@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import os
 import sys
 import textwrap
@@ -16,6 +15,7 @@ from activities._blocking import WorkCancelledError
 from activities.contracts import TestRequest
 from activities.errors import ErrorType
 from activities.providers.test_runner import SubprocessTestRunner, parse_cobertura, parse_junit
+from tests.support.binaries import require_module
 
 
 def write_junit(path: Path, text: str) -> Path:
@@ -45,23 +45,13 @@ def project(tmp_path: Path) -> Path:
             def test_wrong():
                 assert add(1, 1) == int(os.environ["EXPECTED"])
 
-            @pytest.mark.skip(reason="not yet")
+            @pytest.mark.skip(reason="the runner must count a skipped test")
             def test_later():
                 pass
             """
         )
     )
     return root
-
-
-def require_module(name: str, hint: str) -> None:
-    """Skip locally (fail in CI, like tests.support.binaries) when a module is missing."""
-    if importlib.util.find_spec(name) is not None:
-        return
-    message = f"{name} is not installed: {hint}"
-    if os.environ.get("REQUIRE_REAL_SERVERS") == "1":
-        pytest.fail(message + " (REQUIRE_REAL_SERVERS=1: CI must install it)")
-    pytest.skip(message)
 
 
 def pytest_command(*extra: str) -> list[str]:
