@@ -20,6 +20,7 @@ from activities.contracts import (
     CheckoutRequest,
     DeployRequest,
     DeployResult,
+    FenceRequest,
     HttpCheckReport,
     HttpCheckRequest,
     LoadReport,
@@ -28,6 +29,8 @@ from activities.contracts import (
     MetricsSample,
     NotifyRequest,
     PublishRequest,
+    RestoreRequest,
+    RestoreResult,
     RollbackRequest,
     RollbackResult,
     ScannerReport,
@@ -110,7 +113,19 @@ class DeployTarget(Protocol):
         ...
 
     def rollback(self, request: RollbackRequest, heartbeat: Heartbeat) -> RollbackResult:
-        """Restore the previous version; a second call changes nothing."""
+        """Legacy (runs started before environment leases): restore the previous version;
+        a second call changes nothing."""
+        ...
+
+    def restore(self, request: RestoreRequest, heartbeat: Heartbeat) -> RestoreResult:
+        """Put the environment back on `request.target` (canary weight 0 and canary down
+        first); what already serves the target is left alone. Fenced like a deploy."""
+        ...
+
+    def fence(self, request: FenceRequest) -> None:
+        """Make `request.token` the environment's fencing token: from now on `deploy`,
+        `promote`, `restore` and `set_weight` refuse a lower one (`check_fence`), at the point
+        where they change anything."""
         ...
 
     def check(self, request: HttpCheckRequest) -> HttpCheckReport:
@@ -121,7 +136,8 @@ class DeployTarget(Protocol):
 @runtime_checkable
 class TrafficRouter(Protocol):
     def set_weight(self, request: WeightRequest) -> None:
-        """Route `canary_weight`% of the environment's traffic to the canary slot."""
+        """Route `canary_weight`% of the environment's traffic to the canary slot; refused for
+        a stale fencing token (`check_fence`)."""
         ...
 
     def verify_weight(self, request: WeightRequest) -> bool:

@@ -23,6 +23,7 @@ __all__ = [
     "CheckoutRequest",
     "DeployRequest",
     "DeployResult",
+    "FenceRequest",
     "Finding",
     "HttpCheck",
     "HttpCheckReport",
@@ -35,6 +36,9 @@ __all__ = [
     "MetricsSample",
     "NotifyRequest",
     "PublishRequest",
+    "ReleaseSpec",
+    "RestoreRequest",
+    "RestoreResult",
     "RollbackRequest",
     "RollbackResult",
     "ScanReport",
@@ -66,6 +70,8 @@ class ActivityName(StrEnum):
     SET_WEIGHT = "set_weight"
     PROMOTE = "promote"
     ROLLBACK = "rollback"
+    FENCE = "fence"
+    RESTORE = "restore"
     HTTP_CHECK = "http_check"
     QUERY_METRICS = "query_metrics"
     GENERATE_LOAD = "generate_load"
@@ -248,6 +254,11 @@ class DeployRequest(_Model):
     )
     health_path: str = "/health"
     ready_path: str = "/ready"
+    fence: int = Field(
+        0,
+        description="The environment lease's fencing token: a platform refuses a call whose "
+        "token is lower than one it has seen for the environment (0: no lease, legacy runs).",
+    )
 
 
 class DeployResult(_Model):
@@ -265,11 +276,55 @@ class WeightRequest(_Model):
     service: str
     environment: str
     canary_weight: int = Field(ge=0, le=100)
+    fence: int = Field(0, description="The lease's fencing token (see DeployRequest.fence).")
+
+
+class FenceRequest(_Model):
+    """Make `token` the environment's current fencing token: from now on the platform refuses
+    calls carrying a lower one (a deposed lease holder's late writes)."""
+
+    service: str
+    environment: str
+    token: int = Field(ge=1)
+
+
+class ReleaseSpec(_Model):
+    """Everything a platform needs to run a release again: what a rollback puts back."""
+
+    artifact: Artifact
+    run_command: list[str] = []
+    health_path: str = "/health"
+    ready_path: str = "/ready"
+
+    @property
+    def digest(self) -> str:
+        return self.artifact.digest
+
+
+class RestoreRequest(_Model):
+    """Put `environment` back on `target`: canary weight 0, canary slot down, and the serving
+    slot on `target`'s digest (no `target`: the environment never had an earlier release, so
+    only the canary is taken away). Idempotent: what already serves `target` is not touched."""
+
+    service: str
+    environment: str
+    target: ReleaseSpec | None
+    strategy: Literal["rolling", "blue_green", "canary"] = "rolling"
+    fence: int = Field(ge=1)
+    reason: str = ""
+
+
+class RestoreResult(_Model):
+    environment: str
+    restored_digest: str | None = Field(description="What serves after the restore.")
+    changed: bool
 
 
 class RollbackRequest(_Model):
-    """Put `environment` back on its previous version: canary weight 0 and the canary slot
-    scaled down; if the stable slot was already switched, restore its previous revision."""
+    """Legacy (runs started before environment leases): put `environment` back on its previous
+    version: canary weight 0 and the canary slot scaled down; if the stable slot was already
+    switched, restore its previous revision. New runs restore a recorded digest instead
+    (`RestoreRequest`)."""
 
     service: str
     environment: str

@@ -10,8 +10,11 @@ from activities.contracts import (
     ActivityName,
     DeployRequest,
     DeployResult,
+    FenceRequest,
     HttpCheckReport,
     HttpCheckRequest,
+    RestoreRequest,
+    RestoreResult,
     RollbackRequest,
     RollbackResult,
     WeightRequest,
@@ -58,8 +61,22 @@ class DeployActivities:
 
         await run_blocking(apply)
 
+    @activity.defn(name=ActivityName.FENCE)
+    async def fence(self, request: FenceRequest) -> None:
+        activity_log(environment=request.environment, token=request.token).info("fence")
+        await run_blocking(lambda _progress: self._target.fence(request))
+
+    @activity.defn(name=ActivityName.RESTORE)
+    async def restore(self, request: RestoreRequest) -> RestoreResult:
+        target = request.target.digest if request.target else None
+        activity_log(environment=request.environment, digest=target, reason=request.reason).warning(
+            "restore"
+        )
+        return await run_blocking(lambda progress: self._target.restore(request, progress))
+
     @activity.defn(name=ActivityName.ROLLBACK)
     async def rollback(self, request: RollbackRequest) -> RollbackResult:
+        """Legacy: the rollback of runs started before environment leases."""
         activity_log(environment=request.environment, reason=request.reason).warning("rollback")
 
         def undo(progress: object) -> RollbackResult:

@@ -11,7 +11,7 @@ from enum import StrEnum
 
 from temporalio.exceptions import ApplicationError
 
-__all__ = ["ErrorType", "verdict"]
+__all__ = ["ErrorType", "check_fence", "verdict"]
 
 
 class ErrorType(StrEnum):
@@ -25,8 +25,22 @@ class ErrorType(StrEnum):
     CHECKOUT_FAILED = "CheckoutFailed"
     BUILD_FAILED = "BuildFailed"
     CONFIGURATION = "ConfigurationError"
+    STALE_LEASE = "StaleLease"
 
 
 def verdict(error_type: ErrorType, message: str) -> ApplicationError:
     """A non-retryable failure whose message says what happened and what to do."""
     return ApplicationError(message, type=error_type.value, non_retryable=True)
+
+
+def check_fence(current: int, token: int, service: str, environment: str) -> int:
+    """The fencing rule every platform applies at its commit point: a call carrying a token
+    lower than the highest seen for the environment comes from a deposed lease holder and is
+    refused; otherwise the token becomes the highest seen. Returns the new highest."""
+    if token < current:
+        raise verdict(
+            ErrorType.STALE_LEASE,
+            f"{service} in {environment}: this run's lease (fencing token {token}) was "
+            f"superseded by token {current}; another run or a rollback owns the environment now",
+        )
+    return max(current, token)

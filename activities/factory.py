@@ -28,6 +28,7 @@ from activities.contracts import (
     Artifact,
     DeployRequest,
     DeployResult,
+    FenceRequest,
     HttpCheckReport,
     HttpCheckRequest,
     LoadReport,
@@ -35,6 +36,8 @@ from activities.contracts import (
     MetricsQuery,
     MetricsSample,
     PublishRequest,
+    RestoreRequest,
+    RestoreResult,
     RollbackRequest,
     RollbackResult,
     ScannerReport,
@@ -75,6 +78,14 @@ class EnvironmentDispatch:
     def rollback(self, request: RollbackRequest, heartbeat: Heartbeat) -> RollbackResult:
         target: DeployTarget = self._pick(self._targets, request.environment)
         return target.rollback(request, heartbeat)
+
+    def restore(self, request: RestoreRequest, heartbeat: Heartbeat) -> RestoreResult:
+        target: DeployTarget = self._pick(self._targets, request.environment)
+        return target.restore(request, heartbeat)
+
+    def fence(self, request: FenceRequest) -> None:
+        target: DeployTarget = self._pick(self._targets, request.environment)
+        target.fence(request)
 
     def check(self, request: HttpCheckRequest) -> HttpCheckReport:
         target: DeployTarget = self._pick(self._targets, request.environment)
@@ -205,7 +216,7 @@ def backends_from_settings(settings: Settings) -> Backends:
             # restart (a new worker finds Traefik and the slots from the state on disk).
             local.start()
             for env in envs:
-                targets[env], routers[env], loads[env] = local.target, local.router, local.load
+                targets[env], routers[env], loads[env] = local.target, local.target, local.load
                 metrics[env] = prometheus or local.metrics
         elif name == "kubernetes":
             from activities.platforms.kubernetes import KubernetesPlatform, load_api_client

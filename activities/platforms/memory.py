@@ -21,6 +21,7 @@ from activities.contracts import (
     CheckoutRequest,
     DeployRequest,
     DeployResult,
+    FenceRequest,
     Finding,
     HttpCheckReport,
     HttpCheckRequest,
@@ -30,6 +31,8 @@ from activities.contracts import (
     MetricsSample,
     NotifyRequest,
     PublishRequest,
+    RestoreRequest,
+    RestoreResult,
     RollbackRequest,
     RollbackResult,
     ScannerReport,
@@ -122,14 +125,20 @@ class MemoryTestRunner:
 
 
 class MemoryBuilder:
-    """Digest = sha256 of (service, commit): the same commit always gives the same digest."""
+    """Digest = sha256 of (service, commit): the same commit always gives the same digest.
+    Like the real builders, a commit already built is not built again (`built` counts real
+    builds, `calls` every request)."""
 
     def __init__(self) -> None:
         self.calls: list[BuildRequest] = []
+        self.built: list[str] = []
 
     def build(self, request: BuildRequest, heartbeat: Heartbeat) -> Artifact:
         self.calls.append(request)
-        digest = hashlib.sha256(f"{request.service}@{request.commit}".encode()).hexdigest()
+        key = f"{request.service}@{request.commit}"
+        if key not in self.built:
+            self.built.append(key)
+        digest = hashlib.sha256(key.encode()).hexdigest()
         return Artifact(
             digest=f"sha256:{digest}",
             uri=f"memory://{request.service}/{digest}",
@@ -153,10 +162,14 @@ class _Env:
 
 
 class MemoryPlatform:
-    """DeployTarget + TrafficRouter kept in a dict; records every call in `events`."""
+    """DeployTarget + TrafficRouter kept in a dict; records every call in `events`.
+    Fencing tokens are checked like the real platforms do (`fences`, per environment)."""
 
     def __init__(self) -> None:
         self.envs: dict[str, _Env] = {}
+        self.fences: dict[str, int] = {}
+        # Called (unlocked) at the start of deploy: tests hold a deploy "in flight" here.
+        self.before_deploy: Callable[[DeployRequest], None] | None = None
         self.events: list[str] = []
         self.fail_deploy: set[str] = set()
         # Environment → how many more deploys fail like a flaky API (retryable).
@@ -167,10 +180,28 @@ class MemoryPlatform:
     def _env(self, name: str) -> _Env:
         return self.envs.setdefault(name, _Env())
 
+    def _fence(self, service: str, environment: str, token: int) -> None:
+        from activities.errors import check_fence
+
+        try:
+            self.fences[environment] = check_fence(
+                self.fences.get(environment, 0), token, service, environment
+            )
+        except Exception:
+            self.events.append(f"refused {environment} token {token}")
+            raise
+
+    def fence(self, request: FenceRequest) -> None:
+        with self._lock:
+            self._fence(request.service, request.environment, request.token)
+
     def deploy(self, request: DeployRequest, heartbeat: Heartbeat) -> DeployResult:
         from activities.errors import ErrorType, verdict
 
+        if self.before_deploy is not None:
+            self.before_deploy(request)
         with self._lock:
+            self._fence(request.service, request.environment, request.fence)
             self.events.append(f"deploy {request.environment} {request.slot}")
             if request.environment in self.fail_deploy:
                 raise verdict(ErrorType.DEPLOY_FAILED, f"{request.environment}: scripted failure")
@@ -199,6 +230,7 @@ class MemoryPlatform:
 
     def promote(self, request: DeployRequest, heartbeat: Heartbeat) -> DeployResult:
         with self._lock:
+            self._fence(request.service, request.environment, request.fence)
             self.events.append(f"promote {request.environment}")
             env = self._env(request.environment)
             digest = request.artifact.digest
@@ -224,6 +256,23 @@ class MemoryPlatform:
                 environment=request.environment, restored_digest=env.stable, changed=changed
             )
 
+    def restore(self, request: RestoreRequest, heartbeat: Heartbeat) -> RestoreResult:
+        with self._lock:
+            self._fence(request.service, request.environment, request.fence)
+            env = self._env(request.environment)
+            target = request.target.digest if request.target else None
+            self.events.append(f"restore {request.environment} {target}")
+            changed = env.canary is not None or env.weight != 0
+            env.canary, env.weight = None, 0
+            if target is not None and env.stable != target:
+                if env.stable:
+                    env.previous.append(env.stable)
+                env.stable = target
+                changed = True
+            return RestoreResult(
+                environment=request.environment, restored_digest=env.stable, changed=changed
+            )
+
     def check(self, request: HttpCheckRequest) -> HttpCheckReport:
         self.events.append(f"check {request.environment}")
         if request.environment in self.failing_checks:
@@ -236,6 +285,7 @@ class MemoryPlatform:
 
     def set_weight(self, request: WeightRequest) -> None:
         with self._lock:
+            self._fence(request.service, request.environment, request.fence)
             self.events.append(f"weight {request.environment} {request.canary_weight}")
             self._env(request.environment).weight = request.canary_weight
 

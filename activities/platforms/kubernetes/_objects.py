@@ -28,6 +28,7 @@ __all__ = [
     "CANARY_PENDING",
     "CANARY_ROLLED_BACK",
     "DIGEST",
+    "FENCE_TOKEN",
     "PREVIOUS_SLOT",
     "REVISION",
     "ROLLBACK_REQUEST",
@@ -73,6 +74,9 @@ ROLLED_BACK_TO = "slipway.dev/rolled-back-to"
 is a no-op (otherwise a second undo would swap back to the bad revision, as kubectl does)."""
 PREVIOUS_SLOT = "slipway.dev/previous-slot"
 """On a blue/green Service: the slot it pointed at before the last promote."""
+FENCE_TOKEN = "slipway.dev/fence-token"
+"""On the Service `{service}`: the highest lease fencing token seen for the environment. Written
+by compare-and-swap (resourceVersion), checked before every write: a lower token is refused."""
 
 REVISION = "deployment.kubernetes.io/revision"
 TEMPLATE_HASH_LABEL = "pod-template-hash"

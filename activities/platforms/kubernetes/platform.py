@@ -25,20 +25,24 @@ from activities.backends import Heartbeat
 from activities.contracts import (
     DeployRequest,
     DeployResult,
+    FenceRequest,
     HttpCheckReport,
     HttpCheckRequest,
+    RestoreRequest,
+    RestoreResult,
     RollbackRequest,
     RollbackResult,
     Slot,
     WeightRequest,
 )
-from activities.errors import ErrorType, verdict
+from activities.errors import ErrorType, check_fence, verdict
 from activities.http_checks import run_http_checks
 from activities.platforms.kubernetes._api import KubeApi
 from activities.platforms.kubernetes._objects import (
     CANARY_PENDING,
     CANARY_ROLLED_BACK,
     DIGEST,
+    FENCE_TOKEN,
     PREVIOUS_SLOT,
     ROLLBACK_REQUEST,
     ROLLED_BACK_FROM,
@@ -127,6 +131,7 @@ class KubernetesPlatform:
                 f"{request.artifact.uri} of {request.service} is a {request.artifact.kind}",
             )
         namespace = self._namespace(request.environment)
+        self._fence(namespace, request.service, request.environment, request.fence)
         name = deployment_name(request.service, request.slot)
         image = image_reference(request.artifact)
         digest = request.artifact.digest
@@ -182,6 +187,7 @@ class KubernetesPlatform:
             if replicas != replicas_of(current):
                 body["spec"]["replicas"] = replicas
             heartbeat(f"deployment {name}: set image {image}")
+            self._fence(namespace, request.service, request.environment, request.fence)
             self._kube.patch_deployment(namespace, name, body)
         self._wait_for_rollout(namespace, name, request.service, heartbeat)
         # Not settled when we came: this call (or its interrupted first attempt) changed it.
@@ -195,6 +201,7 @@ class KubernetesPlatform:
         stable (rolling): already serving, nothing to do.
         """
         namespace = self._namespace(request.environment)
+        self._fence(namespace, request.service, request.environment, request.fence)
         if request.slot in _BLUE_GREEN:
             return self._promote_blue_green(namespace, request, heartbeat)
         stable_name = deployment_name(request.service, "stable")
@@ -322,8 +329,176 @@ class KubernetesPlatform:
 
     def set_weight(self, request: WeightRequest) -> None:
         """Split the VirtualService's default route `100 - w` / `w` (stable / canary)."""
-        self._set_weight(
-            self._namespace(request.environment), request.service, request.canary_weight
+        namespace = self._namespace(request.environment)
+        self._fence(namespace, request.service, request.environment, request.fence)
+        self._set_weight(namespace, request.service, request.canary_weight)
+
+    # --- fencing and restore -------------------------------------------------------------
+
+    def fence(self, request: FenceRequest) -> None:
+        namespace = self._namespace(request.environment)
+        self._fence(namespace, request.service, request.environment, request.token)
+
+    def _fence(self, namespace: str, service: str, environment: str, token: int) -> None:
+        """Check `token` against the Service's fencing annotation and raise it by
+        compare-and-swap. Kubernetes has no transaction across objects, so writers call this
+        right before each write: a deposed holder is refused within one API round trip."""
+        found = self._kube.read_service(namespace, service)
+        meta = annotations_of(found.metadata) if found is not None else {}
+        try:
+            current = int(meta.get(FENCE_TOKEN, "0"))
+        except ValueError:
+            current = 0
+        highest = check_fence(current, token, service, environment)
+        if highest == current:
+            return
+        if found is None or found.metadata is None:
+            raise verdict(
+                ErrorType.CONFIGURATION,
+                f"Service {service} does not exist in namespace {namespace}; it holds the "
+                "environment lease's fencing token, so every environment needs one",
+            )
+        # resourceVersion makes it a compare-and-swap: a concurrent writer's 409 is retried.
+        self._kube.patch_service(
+            namespace,
+            service,
+            {
+                "metadata": {
+                    "resourceVersion": found.metadata.resource_version,
+                    "annotations": {FENCE_TOKEN: str(highest)},
+                }
+            },
+        )
+
+    def restore(self, request: RestoreRequest, heartbeat: Heartbeat) -> RestoreResult:
+        """Weight 0 and the canary scaled to 0, then the serving Deployment (stable, or the
+        blue/green colour the Service selects) on the target's image, by digest. Nothing is
+        written where the target already serves: restoring twice is a no-op."""
+        service, env = request.service, request.environment
+        namespace = self._namespace(env)
+        self._fence(namespace, service, env, request.fence)
+        changed = self._set_weight(namespace, service, 0)
+        changed |= self._scale_to_zero(namespace, deployment_name(service, "canary"))
+        stable_name = deployment_name(service, "stable")
+        stable = self._kube.read_deployment(namespace, stable_name)
+        if stable is None:
+            selected = self._kube.read_service(namespace, service)
+            if selected is not None and _selected_slot(selected) in _BLUE_GREEN:
+                return self._restore_blue_green(namespace, request, selected, heartbeat, changed)
+            raise verdict(
+                ErrorType.CONFIGURATION,
+                f"cannot restore {service} in namespace {namespace}: there is no Deployment "
+                f"{stable_name} and no Service {service} selecting a blue/green slot",
+            )
+        meta = annotations_of(stable.metadata)
+        if CANARY_PENDING in meta:
+            self._kube.patch_deployment(
+                namespace, stable_name, {"metadata": {"annotations": {CANARY_PENDING: None}}}
+            )
+        if request.target is None:
+            return RestoreResult(
+                environment=env,
+                restored_digest=digest_of_deployment(stable, service),
+                changed=changed,
+            )
+        changed |= self._pin(namespace, stable_name, stable, request, heartbeat)
+        return RestoreResult(
+            environment=env, restored_digest=request.target.digest, changed=changed
+        )
+
+    def _pin(
+        self,
+        namespace: str,
+        name: str,
+        deployment: V1Deployment,
+        request: RestoreRequest,
+        heartbeat: Heartbeat,
+    ) -> bool:
+        """Run the restore target in Deployment `name` (scaled up if it was at 0)."""
+        assert request.target is not None
+        image = image_reference(request.target.artifact)
+        digest = request.target.digest
+        container = main_container(deployment.spec.template, request.service)
+        body: dict[str, Any] = {}
+        if container.image != image or annotations_of(deployment.metadata).get(DIGEST) != digest:
+            body = {
+                "metadata": {
+                    "annotations": {
+                        DIGEST: digest,
+                        VERSION: request.target.artifact.version,
+                        ROLLBACK_REQUEST: None,
+                    }
+                },
+                "spec": {
+                    "template": {
+                        "metadata": {"annotations": {DIGEST: digest}},
+                        "spec": {"containers": [{"name": container.name, "image": image}]},
+                    }
+                },
+            }
+        if replicas_of(deployment) == 0:
+            body.setdefault("spec", {})["replicas"] = 1
+        if body:
+            heartbeat(f"deployment {name}: restore {image}")
+            self._fence(namespace, request.service, request.environment, request.fence)
+            self._kube.patch_deployment(namespace, name, body)
+        self._wait_for_rollout(namespace, name, request.service, heartbeat)
+        return bool(body)
+
+    def _restore_blue_green(
+        self,
+        namespace: str,
+        request: RestoreRequest,
+        service: V1Service,
+        heartbeat: Heartbeat,
+        changed: bool,
+    ) -> RestoreResult:
+        active = _selected_slot(service)
+        target = request.target
+        if target is None:
+            current = self._kube.read_deployment(
+                namespace, deployment_name(request.service, active or "blue")
+            )
+            digest = digest_of_deployment(current, request.service) if current else None
+            return RestoreResult(
+                environment=request.environment, restored_digest=digest, changed=changed
+            )
+        image = image_reference(target.artifact)
+        found: dict[Slot, V1Deployment] = {}
+        for slot in _BLUE_GREEN:
+            existing = self._kube.read_deployment(namespace, deployment_name(request.service, slot))
+            if existing is not None:
+                found[slot] = existing
+        running = [
+            c
+            for c, d in found.items()
+            if main_container(d.spec.template, request.service).image == image
+        ]
+        colour: Slot = (
+            active
+            if active in running and active is not None
+            else (running[0] if running else ("green" if active == "blue" else "blue"))
+        )
+        deployment = found.get(colour) or self._require_deployment(
+            namespace, deployment_name(request.service, colour)
+        )
+        changed |= self._pin(
+            namespace, deployment_name(request.service, colour), deployment, request, heartbeat
+        )
+        if active != colour:
+            heartbeat(f"service {request.service}: switch back to {colour}")
+            self._fence(namespace, request.service, request.environment, request.fence)
+            self._kube.patch_service(
+                namespace,
+                request.service,
+                {
+                    "metadata": {"annotations": {PREVIOUS_SLOT: None, ROLLED_BACK_FROM: active}},
+                    "spec": {"selector": {"slot": colour}},
+                },
+            )
+            changed = True
+        return RestoreResult(
+            environment=request.environment, restored_digest=target.digest, changed=changed
         )
 
     def verify_weight(self, request: WeightRequest) -> bool:

@@ -22,7 +22,8 @@ record, never leaves a rollback undoing the previous release instead of this one
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Literal
 
@@ -32,14 +33,18 @@ from activities.backends import Heartbeat
 from activities.contracts import (
     DeployRequest,
     DeployResult,
+    FenceRequest,
     HttpCheckReport,
     HttpCheckRequest,
+    ReleaseSpec,
+    RestoreRequest,
+    RestoreResult,
     RollbackRequest,
     RollbackResult,
     Slot,
     WeightRequest,
 )
-from activities.errors import ErrorType, verdict
+from activities.errors import ErrorType, check_fence, verdict
 from activities.http_checks import run_http_checks
 from activities.platforms.local._proc import atomic_write_text, file_lock
 from activities.platforms.local.slots import SlotManager, SlotRevision, SlotState, check_names
@@ -111,6 +116,38 @@ class LocalDeployTarget:
     def _lock(self, service: str, environment: str) -> Path:
         return self._record_path(service, environment).with_suffix(".lock")
 
+    # --- fencing -------------------------------------------------------------------------
+
+    def fencing_token(self, service: str, environment: str) -> int:
+        """The highest lease token this environment has seen (0: none yet)."""
+        path = self._record_path(service, environment).with_suffix(".fence")
+        return int(path.read_text(encoding="utf-8")) if path.exists() else 0
+
+    @contextmanager
+    def _guard(self, service: str, environment: str, token: int) -> Iterator[None]:
+        """The environment's lock, held for the whole change, with the fencing token checked
+        under it: every writer takes this lock, so no higher token can appear between the
+        check and the change (a rollback waits for a deploy in flight, then fences it)."""
+        with file_lock(self._lock(service, environment)):
+            current = self.fencing_token(service, environment)
+            highest = check_fence(current, token, service, environment)
+            if highest != current:
+                path = self._record_path(service, environment).with_suffix(".fence")
+                atomic_write_text(path, str(highest))
+            yield
+
+    def fence(self, request: FenceRequest) -> None:
+        with self._guard(request.service, request.environment, request.token):
+            pass
+
+    def set_weight(self, request: WeightRequest) -> None:
+        """TrafficRouter: the router's weight, under the environment's fence."""
+        with self._guard(request.service, request.environment, request.fence):
+            self.router.set_weight(request)
+
+    def verify_weight(self, request: WeightRequest) -> bool:
+        return self.router.verify_weight(request)
+
     def _begin(self, environment: str, request: DeployRequest, undo: Undo | None = None) -> None:
         """Record that `request`'s release is this environment's current one, with `undo` when
         it is about to replace what serves. Called before the change; once the release has
@@ -162,7 +199,7 @@ class LocalDeployTarget:
 
     def deploy(self, request: DeployRequest, heartbeat: Heartbeat) -> DeployResult:
         """Run the release in the slot its strategy calls for (see the module docstring)."""
-        with file_lock(self._lock(request.service, request.environment)):
+        with self._guard(request.service, request.environment, request.fence):
             if request.slot == "canary":
                 return self._deploy_canary(request, heartbeat)
             if request.strategy == "blue_green" or request.slot in _COLOURS:
@@ -225,7 +262,7 @@ class LocalDeployTarget:
     def promote(self, request: DeployRequest, heartbeat: Heartbeat) -> DeployResult:
         """Canary → stable, or switch blue/green to the colour running the release; a rolling
         release is already stable (deploying it again is a no-op)."""
-        with file_lock(self._lock(request.service, request.environment)):
+        with self._guard(request.service, request.environment, request.fence):
             if request.slot in _COLOURS or request.strategy == "blue_green":
                 return self._promote_colour(request)
             if request.slot == "canary" or request.strategy == "canary":
@@ -309,7 +346,7 @@ class LocalDeployTarget:
         """Canary weight 0 and canary stopped; undo this release's switch if it made one;
         stop idle colours left running this release. A second call changes nothing."""
         service, env = request.service, request.environment
-        with file_lock(self._lock(service, env)):
+        with self._guard(service, env, 0):
             record = self.record(service, env)
             changed = self._unwire_canary(service, env)
             restored: str | None = None
@@ -354,6 +391,69 @@ class LocalDeployTarget:
                 restored = serving if serving != record.release_digest else None
             return RollbackResult(environment=env, restored_digest=restored, changed=changed)
 
+    # --- restore -------------------------------------------------------------------------
+
+    def restore(self, request: RestoreRequest, heartbeat: Heartbeat) -> RestoreResult:
+        """Canary out, then the serving slot on the target's digest: the active blue/green
+        colour switched back (or the target run in the idle colour first), the stable slot
+        redeployed. What already serves the target is not touched."""
+        service, env, target = request.service, request.environment, request.target
+        with self._guard(service, env, request.fence):
+            changed = self._unwire_canary(service, env)
+            active = self._active_slot(env)
+            colours = request.strategy == "blue_green" or active in _COLOURS
+            if target is not None and colours:
+                changed |= self._restore_colour(service, env, target, heartbeat)
+            elif target is not None:
+                revision = _revision(target)
+                result = self.slots.run_revision(
+                    service,
+                    env,
+                    "stable",
+                    revision,
+                    heartbeat,
+                    on_ready=self._wire(service, env, "stable", activate=True),
+                )
+                changed |= result.changed
+            active = self._active_slot(env)
+            serving = self.slots.state(service, env, active).digest if active else None
+            # What serves now is this environment's release; a legacy rollback has no undo.
+            self._save(env, ReleaseRecord(service=service, release_digest=serving))
+            return RestoreResult(environment=env, restored_digest=serving, changed=changed)
+
+    def _restore_colour(
+        self, service: str, env: str, target: ReleaseSpec, heartbeat: Heartbeat
+    ) -> bool:
+        states = {c: self.slots.state(service, env, c) for c in _COLOURS}
+        active = self._active_slot(env)
+        colour = next(
+            (c for c, st in states.items() if st.digest == target.digest and st.running()),
+            None,
+        )
+        changed = False
+        if colour is None:
+            colour = "green" if active == "blue" else "blue"
+            heartbeat(f"restoring {target.digest} in {env}/{colour}")
+            self.slots.run_revision(
+                service,
+                env,
+                colour,
+                _revision(target),
+                heartbeat,
+                on_ready=self._wire(service, env, colour),
+            )
+            changed = True
+        if active != colour:
+            self.router.set_active(service, env, colour)
+            self.router.wait_loaded(env)
+            changed = True
+        for other in _COLOURS:
+            if other != colour and self.slots.state(service, env, other).digest != target.digest:
+                # The rolled-back release's colour takes no traffic: scale it down.
+                self.router.set_backend(service, env, other, None)
+                changed |= self.slots.stop(service, env, other)
+        return changed
+
     # --- checks --------------------------------------------------------------------------
 
     def check(self, request: HttpCheckRequest) -> HttpCheckReport:
@@ -371,3 +471,13 @@ class LocalDeployTarget:
         else:
             base = self.router.entrypoint_url(request.environment)
         return run_http_checks(base, request.checks, self.check_timeout_s)
+
+
+def _revision(target: ReleaseSpec) -> SlotRevision:
+    return SlotRevision(
+        digest=target.digest,
+        artifact=target.artifact,
+        run_command=list(target.run_command),
+        health_path=target.health_path,
+        ready_path=target.ready_path,
+    )
