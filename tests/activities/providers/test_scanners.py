@@ -8,6 +8,7 @@ import json
 import stat
 import threading
 import time
+import zipfile
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -185,6 +186,98 @@ def test_pip_audit_with_nothing_to_audit_says_so(tmp_path: Path) -> None:
 
     assert not report.available
     assert "requirements.txt" in report.reason
+
+
+def tiny_wheel(folder: Path, name: str, version: str, *requires: str) -> None:
+    """A wheel with metadata only: enough for pip to resolve it from a local folder."""
+    folder.mkdir(exist_ok=True)
+    dist = f"{name.replace('-', '_')}-{version}.dist-info"
+    files = {
+        f"{dist}/METADATA": f"Metadata-Version: 2.1\nName: {name}\nVersion: {version}\n"
+        + "".join(f"Requires-Dist: {r}\n" for r in requires),
+        f"{dist}/WHEEL": "Wheel-Version: 1.0\nGenerator: test\nRoot-Is-Purelib: true\n"
+        "Tag: py3-none-any\n",
+    }
+    files[f"{dist}/RECORD"] = "".join(f"{f},,\n" for f in files) + f"{dist}/RECORD,,\n"
+    wheel = folder / f"{name.replace('-', '_')}-{version}-py3-none-any.whl"
+    with zipfile.ZipFile(wheel, "w") as archive:
+        for member, text in files.items():
+            archive.writestr(member, text)
+
+
+def local_index(tmp_path: Path) -> dict[str, str]:
+    """pip resolves from a folder of tiny wheels only: `slipway-demo-app` 1.0 and 2.0 (which
+    needs `slipway-demo-lib>=1`), `slipway-demo-lib` 1.5."""
+    wheels = tmp_path / "wheels"
+    tiny_wheel(wheels, "slipway-demo-app", "1.0")
+    tiny_wheel(wheels, "slipway-demo-app", "2.0", "slipway-demo-lib>=1")
+    tiny_wheel(wheels, "slipway-demo-lib", "1.5")
+    return {**offline_env(tmp_path), "PIP_FIND_LINKS": str(wheels)}
+
+
+@pytest.mark.parametrize("declared_in", ["requirements.txt", "pyproject.toml"])
+def test_pip_audit_is_given_exact_pins_resolved_by_the_workers_pip(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, declared_in: str
+) -> None:
+    # pip-audit resolving ranges itself builds a throwaway virtualenv and upgrades pip, wheel
+    # and setuptools in it from the index: ~7 s (15 s on a cold cache) for one requirement,
+    # most of the demo's security_scan. The worker's pip resolves the same set in under 1 s.
+    service = tmp_path / "svc"
+    service.mkdir()
+    if declared_in == "requirements.txt":
+        (service / "requirements.txt").write_text("slipway-demo-app>=2\n")
+    else:
+        (service / "pyproject.toml").write_text(
+            '[project]\nname = "svc"\nversion = "1.0"\ndependencies = ["slipway-demo-app>=2"]\n'
+        )
+    seen = tmp_path / "seen"
+    fake = tmp_path / "pip-audit"
+    fake.write_text(
+        "#!/bin/sh\n"
+        f'echo "$@" > {seen}.argv\n'
+        'while [ "$#" -gt 0 ]; do [ "$1" = -r ] && cat "$2" > ' + f"{seen}.pins; shift; done\n"
+        'echo \'{"dependencies": [{"name": "slipway-demo-app", "version": "2.0", "vulns": []},'
+        ' {"name": "slipway-demo-lib", "version": "1.5", "vulns": []}], "fixes": []}\'\n'
+    )
+    fake.chmod(fake.stat().st_mode | stat.S_IXUSR)
+    monkeypatch.setattr(scanners, "find_binary", lambda name: fake if name == "pip-audit" else None)
+
+    report = PipAuditScanner(timeout_s=60, env=local_index(tmp_path)).scan(str(service))
+
+    assert report.available, report.reason
+    argv = Path(f"{seen}.argv").read_text().split()
+    assert "--no-deps" in argv
+    assert "--disable-pip" in argv
+    pins = Path(f"{seen}.pins").read_text().split()
+    assert pins == ["slipway-demo-app==2.0", "slipway-demo-lib==1.5"]
+
+
+def test_pip_audit_of_a_range_offline_is_unavailable_fast(tmp_path: Path) -> None:
+    require_binary("pip-audit", "pip install pip-audit")
+    (tmp_path / "svc").mkdir()
+    (tmp_path / "svc" / "requirements.txt").write_text("slipway-demo-app>=2\n")
+    scanner = PipAuditScanner(timeout_s=60, cache_dir=tmp_path / "cache", env=local_index(tmp_path))
+
+    started = time.monotonic()
+    report = scanner.scan(str(tmp_path / "svc"))
+
+    # Resolved locally, then the vulnerability service is the one thing that is missing.
+    assert not report.available
+    assert "could not reach its vulnerability service" in report.reason, report.reason
+    assert report.findings == []
+    assert time.monotonic() - started < 15
+
+
+def test_pip_audit_of_a_range_nothing_provides_is_unavailable(tmp_path: Path) -> None:
+    require_binary("pip-audit", "pip install pip-audit")
+    (tmp_path / "svc").mkdir()
+    (tmp_path / "svc" / "requirements.txt").write_text("slipway-demo-app>=3\n")
+
+    report = PipAuditScanner(timeout_s=60, env=local_index(tmp_path)).scan(str(tmp_path / "svc"))
+
+    assert not report.available
+    assert "resolving requirements.txt with pip failed" in report.reason
+    assert "slipway-demo-app>=3" in report.reason
 
 
 def test_pip_audit_report_parsing() -> None:
