@@ -50,7 +50,9 @@ def stage_rows(stages: Sequence[StageStatus]) -> list[list[str]]:
     return rows
 
 
-def status_table(st: PipelineStatus) -> str:
+def status_table(st: PipelineStatus, workflow_id: str = "") -> str:
+    """The `status` query as text. `workflow_id` (the status itself does not carry it) goes
+    into the approval hint, so that it can be copied as it is; without it a placeholder."""
     lines = [f"{st.service} {st.commit[:12]}: {st.state.value}"]
     if st.artifact:
         lines.append(f"artifact {st.artifact.digest}")
@@ -69,7 +71,9 @@ def status_table(st: PipelineStatus) -> str:
         lines.append(f"  commit {p.commit} by {p.author} {p.diff_url}".rstrip())
         for name, outcome in p.evidence.items():
             lines.append(f"  {name}: {outcome}")
-        lines.append(f"  slipway approve WORKFLOW_ID --approver YOU --gate {p.gate}")
+        lines.append(
+            f"  slipway approve {workflow_id or 'WORKFLOW_ID'} --approver YOU --gate {p.gate}"
+        )
     return "\n".join(lines)
 
 
