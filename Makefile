@@ -5,10 +5,19 @@ STAMP := $(VENV)/.installed
 
 .PHONY: demo test lint format bench dev-server worker clean
 
+# pip's output goes to $(INSTALL_LOG), not the screen: an index configured with extra
+# locations makes pip warn "Location '...' is ignored" for every package, pages that bury
+# the first screen. On failure the log is printed without those warnings.
+INSTALL_LOG := $(VENV)/install.log
+PIP_INSTALL := $(PY) -m pip install --disable-pip-version-check --progress-bar off
+
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(PY) || python3 -m venv $(VENV)
-	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -c constraints.txt -e '.[dev]'
+	@echo "installing slipway and its tools into $(VENV) (pip's log: $(INSTALL_LOG))"
+	@{ $(PIP_INSTALL) --upgrade pip && $(PIP_INSTALL) -c constraints.txt -e '.[dev]'; } \
+		>$(INSTALL_LOG) 2>&1 \
+		|| { grep -v "^WARNING: Location '.*' is ignored" $(INSTALL_LOG); \
+		     echo "pip install failed; its whole log: $(INSTALL_LOG)"; exit 1; }
 	touch $(STAMP)
 
 demo: $(STAMP)
