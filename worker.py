@@ -23,23 +23,35 @@ from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxR
 from activities.backends import Backends
 from activities.build import BuildActivities
 from activities.deploy import DeployActivities
+from activities.environments import EnvironmentActivities
 from activities.metrics import MetricsActivities
 from activities.notify import NotifyActivities
 from activities.scan import ScanActivities
 from activities.source import SourceActivities
 from activities.test import TestActivities
 from workflows.canary import CanaryWorkflow
+from workflows.environment import EnvironmentWorkflow
 from workflows.monitor import MonitorWorkflow
 from workflows.pipeline import PipelineWorkflow
 from workflows.rollback import RollbackWorkflow
 
 __all__ = ["WORKFLOWS", "activities_for", "build_worker", "main"]
 
-WORKFLOWS: Sequence[type] = (PipelineWorkflow, CanaryWorkflow, MonitorWorkflow, RollbackWorkflow)
+WORKFLOWS: Sequence[type] = (
+    PipelineWorkflow,
+    CanaryWorkflow,
+    MonitorWorkflow,
+    EnvironmentWorkflow,
+    # Kept for manual rollbacks started before environment workflows took them over.
+    RollbackWorkflow,
+)
 
 
-def activities_for(backends: Backends) -> list[Callable[..., Any]]:
-    """Bound activity methods, one object per concern, sharing the injected backends."""
+def activities_for(
+    backends: Backends, client: Client, *, search_attributes: bool = False
+) -> list[Callable[..., Any]]:
+    """Bound activity methods, one object per concern, sharing the injected backends (and
+    the worker's client, for the messages runs send to environment workflows)."""
     source = SourceActivities(backends.source)
     scan = ScanActivities(backends.scanners, backends.registry)
     test = TestActivities(backends.tests)
@@ -47,6 +59,7 @@ def activities_for(backends: Backends) -> list[Callable[..., Any]]:
     deploy = DeployActivities(backends.target, backends.router)
     metrics = MetricsActivities(backends.metrics, backends.load)
     notify = NotifyActivities(backends.notifier)
+    environments = EnvironmentActivities(client, search_attributes=search_attributes)
     return [
         source.checkout,
         scan.scan,
@@ -58,10 +71,17 @@ def activities_for(backends: Backends) -> list[Callable[..., Any]]:
         deploy.promote,
         deploy.set_weight,
         deploy.rollback,
+        deploy.fence,
+        deploy.restore,
         deploy.http_check,
         metrics.query_metrics,
         metrics.generate_load,
         notify.notify,
+        environments.acquire_lease,
+        environments.report_serving,
+        environments.release_lease,
+        environments.request_rollback,
+        environments.run_status,
     ]
 
 
@@ -73,14 +93,16 @@ def build_worker(
     max_concurrent_activities: int = 20,
     max_cached_workflows: int = 300,
     extra_workflows: Sequence[type] = (),
+    search_attributes: bool = False,
     **options: Any,
 ) -> Worker:
-    """A worker running every workflow and the activities bound to `backends`."""
+    """A worker running every workflow and the activities bound to `backends`.
+    `search_attributes`: the namespace has ours (see `ensure_search_attributes`)."""
     return Worker(
         client,
         task_queue=task_queue,
         workflows=[*WORKFLOWS, *extra_workflows],
-        activities=activities_for(backends),
+        activities=activities_for(backends, client, search_attributes=search_attributes),
         # Blocking SDK calls run in threads (asyncio.to_thread); size the pool like the
         # activity slots so a busy worker never starves.
         activity_executor=ThreadPoolExecutor(max_concurrent_activities),
@@ -101,9 +123,10 @@ def build_worker(
 PASSTHROUGH = ("workflows", "activities", "pydantic", "pydantic_core", "yaml", "annotated_types")
 
 
-async def ensure_search_attributes(client: Client) -> None:
-    """Register our search attributes if the namespace lacks them (dev server, self-hosted).
-    Temporal Cloud refuses this call from workers: there, create them once in the console."""
+async def ensure_search_attributes(client: Client) -> bool:
+    """Register our search attributes if the namespace lacks them (dev server, self-hosted);
+    whether the namespace has them now. Temporal Cloud refuses this call from workers: there,
+    create them once in the console."""
     from temporalio.api.enums.v1 import IndexedValueType
     from temporalio.api.operatorservice.v1 import (
         AddSearchAttributesRequest,
@@ -129,6 +152,8 @@ async def ensure_search_attributes(client: Client) -> None:
             log.info("search attributes registered", names=sorted(missing))
     except Exception as exc:
         log.warning("could not check/register search attributes", error=str(exc))
+        return False
+    return True
 
 
 async def main() -> None:
@@ -145,13 +170,14 @@ async def main() -> None:
     log = structlog.get_logger("slipway.worker")
     backends = backends_from_settings(settings)
     client = await connect(metrics_port=settings.metrics_port)
-    await ensure_search_attributes(client)
+    indexed = await ensure_search_attributes(client)
     worker = build_worker(
         client,
         backends,
         task_queue(),
         max_concurrent_activities=settings.max_activities,
         max_cached_workflows=settings.max_cached_workflows,
+        search_attributes=indexed,
     )
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

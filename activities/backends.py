@@ -29,6 +29,7 @@ from activities.contracts import (
     MetricsSample,
     NotifyRequest,
     PublishRequest,
+    ReleaseSpec,
     RestoreRequest,
     RestoreResult,
     RollbackRequest,
@@ -122,10 +123,11 @@ class DeployTarget(Protocol):
         first); what already serves the target is left alone. Fenced like a deploy."""
         ...
 
-    def fence(self, request: FenceRequest) -> None:
+    def fence(self, request: FenceRequest) -> ReleaseSpec | None:
         """Make `request.token` the environment's fencing token: from now on `deploy`,
         `promote`, `restore` and `set_weight` refuse a lower one (`check_fence`), at the point
-        where they change anything."""
+        where they change anything. Returns what serves the environment now (None: nothing),
+        so the environment's record starts from, and stays with, the platform's truth."""
         ...
 
     def check(self, request: HttpCheckRequest) -> HttpCheckReport:

@@ -41,6 +41,7 @@ __all__ = [
     "RestoreResult",
     "RollbackRequest",
     "RollbackResult",
+    "RunRef",
     "ScanReport",
     "ScanRequest",
     "ScannerReport",
@@ -72,6 +73,12 @@ class ActivityName(StrEnum):
     ROLLBACK = "rollback"
     FENCE = "fence"
     RESTORE = "restore"
+    # A pipeline's messages to its environments' workflows (they run these as updates).
+    ACQUIRE_LEASE = "acquire_lease"
+    REPORT_SERVING = "report_serving"
+    RELEASE_LEASE = "release_lease"
+    REQUEST_ROLLBACK = "request_rollback"
+    RUN_STATUS = "run_status"
     HTTP_CHECK = "http_check"
     QUERY_METRICS = "query_metrics"
     GENERATE_LOAD = "generate_load"
@@ -277,6 +284,13 @@ class WeightRequest(_Model):
     environment: str
     canary_weight: int = Field(ge=0, le=100)
     fence: int = Field(0, description="The lease's fencing token (see DeployRequest.fence).")
+
+
+class RunRef(_Model):
+    """A workflow execution, by id (and run id when one run is meant)."""
+
+    workflow_id: str
+    run_id: str = ""
 
 
 class FenceRequest(_Model):

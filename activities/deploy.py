@@ -13,6 +13,7 @@ from activities.contracts import (
     FenceRequest,
     HttpCheckReport,
     HttpCheckRequest,
+    ReleaseSpec,
     RestoreRequest,
     RestoreResult,
     RollbackRequest,
@@ -62,9 +63,9 @@ class DeployActivities:
         await run_blocking(apply)
 
     @activity.defn(name=ActivityName.FENCE)
-    async def fence(self, request: FenceRequest) -> None:
+    async def fence(self, request: FenceRequest) -> ReleaseSpec | None:
         activity_log(environment=request.environment, token=request.token).info("fence")
-        await run_blocking(lambda _progress: self._target.fence(request))
+        return await run_blocking(lambda _progress: self._target.fence(request))
 
     @activity.defn(name=ActivityName.RESTORE)
     async def restore(self, request: RestoreRequest) -> RestoreResult:

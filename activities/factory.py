@@ -36,6 +36,7 @@ from activities.contracts import (
     MetricsQuery,
     MetricsSample,
     PublishRequest,
+    ReleaseSpec,
     RestoreRequest,
     RestoreResult,
     RollbackRequest,
@@ -83,9 +84,9 @@ class EnvironmentDispatch:
         target: DeployTarget = self._pick(self._targets, request.environment)
         return target.restore(request, heartbeat)
 
-    def fence(self, request: FenceRequest) -> None:
+    def fence(self, request: FenceRequest) -> ReleaseSpec | None:
         target: DeployTarget = self._pick(self._targets, request.environment)
-        target.fence(request)
+        return target.fence(request)
 
     def check(self, request: HttpCheckRequest) -> HttpCheckReport:
         target: DeployTarget = self._pick(self._targets, request.environment)

@@ -253,7 +253,7 @@ def status(
         if json_output:
             typer.echo(st.model_dump_json(indent=2))
             return 0
-        typer.echo(render.status_table(st))
+        typer.echo(render.status_table(st, workflow_id))
         retrying = await _retrying(client, workflow_id)
         if retrying:
             typer.echo("\nactivities being retried by Temporal:")
@@ -279,7 +279,7 @@ def watch(
         while time.monotonic() < deadline:
             st, _ = await _status(client, workflow_id)
             if st is not None:
-                table = render.status_table(st)
+                table = render.status_table(st, workflow_id)
                 if table != last:
                     if sys.stdout.isatty():
                         typer.echo("\x1b[2J\x1b[H", nl=False)

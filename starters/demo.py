@@ -84,7 +84,7 @@ async def deliver(address: str, task_queue: str, repo: Path, commit: str, label:
         "--roles",
         str(ROOT / "pipelines" / "roles.yaml"),
     )
-    workflow_id = pipeline_id("hello", commit)
+    workflow_id = pipeline_id("hello", "main", commit)
     client = await connect_to(address)
     for gate, people in APPROVERS.items():
         st = await wait_for_gate(client, workflow_id, gate)

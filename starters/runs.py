@@ -100,7 +100,7 @@ async def start_pipeline(
 ) -> StartedRun:
     """Start the pipeline of `run.commit`, or return the run that already carries it: an
     open or succeeded run is reused; only after a failed run does a new one start."""
-    workflow_id = pipeline_id(spec.service.name, run.commit)
+    workflow_id = pipeline_id(spec.service.name, run.branch, run.commit)
     attributes = (
         TypedSearchAttributes(
             [

@@ -11,7 +11,7 @@ import asyncio
 from collections.abc import Sequence
 
 from temporalio import workflow
-from temporalio.exceptions import ActivityError
+from temporalio.exceptions import ActivityError, is_cancelled_exception
 
 with workflow.unsafe.imports_passed_through():
     from activities.contracts import (
@@ -49,6 +49,8 @@ async def measure(
         try:
             return await call(ActivityName.QUERY_METRICS, query, MetricsSample)
         except ActivityError as err:
+            if is_cancelled_exception(err):
+                raise
             workflow.logger.warning("metrics query failed, counting as no data: %s", err.cause)
             return MetricsSample(values=dict.fromkeys(metrics), source=f"error: {err.cause or err}")
 

@@ -13,14 +13,20 @@ from typing import Any, TypeVar
 
 from temporalio import workflow
 from temporalio.common import RetryPolicy
-from temporalio.exceptions import ActivityError
+from temporalio.exceptions import (
+    ActivityError,
+    ApplicationError,
+    TimeoutError,
+    TimeoutType,
+    is_cancelled_exception,
+)
 
 with workflow.unsafe.imports_passed_through():
     from activities.contracts import ActivityName, NotifyRequest
     from activities.errors import ErrorType
     from workflows.spec import RetrySpec
 
-__all__ = ["OPTIONS", "ActivityOptions", "call"]
+__all__ = ["CRASH_IS_NOT_A_VERDICT", "OPTIONS", "ActivityOptions", "call", "notify"]
 
 T = TypeVar("T")
 
@@ -39,6 +45,9 @@ class ActivityOptions:
     initial_interval: timedelta = timedelta(seconds=2)
     backoff: float = 2.0
     max_interval: timedelta = timedelta(minutes=1)
+    # A heartbeat timeout means the worker died: try again without counting an attempt.
+    # Not for the load generator, whose lost interval the canary repeats itself.
+    retry_lost_workers: bool = True
 
 
 _M = timedelta(minutes=1)
@@ -54,10 +63,19 @@ OPTIONS: dict[ActivityName, ActivityOptions] = {
     ActivityName.SET_WEIGHT: ActivityOptions(2 * _M, 5),
     # Rollback must try hard: it is what restores service.
     ActivityName.ROLLBACK: ActivityOptions(10 * _M, 10),
+    # The lease's fencing token and the restore a rollback is: as hard as a rollback.
+    ActivityName.FENCE: ActivityOptions(2 * _M, 10),
+    ActivityName.RESTORE: ActivityOptions(10 * _M, 10),
+    # Messages to environment workflows; a rollback waits for the restore it asks for.
+    ActivityName.ACQUIRE_LEASE: ActivityOptions(5 * _M, 10),
+    ActivityName.REPORT_SERVING: ActivityOptions(_M, 10),
+    ActivityName.RELEASE_LEASE: ActivityOptions(5 * _M, 10),
+    ActivityName.REQUEST_ROLLBACK: ActivityOptions(30 * _M, 10),
+    ActivityName.RUN_STATUS: ActivityOptions(_M, 3, heartbeat=None),
     ActivityName.HTTP_CHECK: ActivityOptions(2 * _M, 3),
     # A metrics query that keeps failing becomes "no data" for the analysis, never a pass.
     ActivityName.QUERY_METRICS: ActivityOptions(_M, 3, initial_interval=timedelta(seconds=1)),
-    ActivityName.GENERATE_LOAD: ActivityOptions(60 * _M, 1),
+    ActivityName.GENERATE_LOAD: ActivityOptions(60 * _M, 1, retry_lost_workers=False),
     # Notifications never fail a pipeline: a few tries, then the workflow moves on.
     ActivityName.NOTIFY: ActivityOptions(
         timedelta(seconds=30), 5, heartbeat=None, max_interval=timedelta(seconds=10)
@@ -75,8 +93,21 @@ async def call(
     activity_id: str | None = None,
     summary: str | None = None,
 ) -> T:
-    """Execute activity `name` with its kind's options, overridden by a stage's settings."""
+    """Execute activity `name` with its kind's options, overridden by a stage's settings.
+
+    A dead worker is not a verdict: an attempt that ends in a heartbeat timeout (its worker
+    stopped heartbeating) is started again without using up `max_attempts`, which counts
+    failures of the work itself; all attempts together stay within the stage's `timeout`.
+    """
     opts = OPTIONS[name]
+    if (
+        opts.heartbeat is not None
+        and opts.retry_lost_workers
+        and workflow.patched(CRASH_IS_NOT_A_VERDICT)
+    ):
+        return await _call_counting_failures(
+            name, arg, result_type, opts, retry, timeout, activity_id, summary
+        )
     policy = RetryPolicy(
         initial_interval=retry.initial_interval if retry else opts.initial_interval,
         backoff_coefficient=retry.backoff if retry else opts.backoff,
@@ -97,6 +128,69 @@ async def call(
     return result
 
 
+CRASH_IS_NOT_A_VERDICT = "crash-is-not-a-verdict"
+"""Patch id: runs recorded before it let Temporal count a lost worker as a failed attempt."""
+
+
+def _worker_lost(err: ActivityError) -> bool:
+    cause = err.cause
+    return isinstance(cause, TimeoutError) and cause.type == TimeoutType.HEARTBEAT
+
+
+async def _call_counting_failures(
+    name: ActivityName,
+    arg: Any,
+    result_type: type[T],
+    opts: ActivityOptions,
+    retry: RetrySpec | None,
+    timeout: timedelta | None,
+    activity_id: str | None,
+    summary: str | None,
+) -> T:
+    max_attempts = retry.max_attempts if retry else opts.max_attempts
+    interval = retry.initial_interval if retry else opts.initial_interval
+    backoff = retry.backoff if retry else opts.backoff
+    max_interval = retry.max_interval if retry else opts.max_interval
+    deadline = workflow.now() + (timeout or opts.start_to_close)
+    failures = 0
+    lost = 0
+    while True:
+        remaining = deadline - workflow.now()
+        try:
+            result: T = await workflow.execute_activity(
+                name.value,
+                arg,
+                result_type=result_type,
+                start_to_close_timeout=remaining,
+                heartbeat_timeout=opts.heartbeat,
+                # Each execution is one attempt: this loop tells lost workers from failures.
+                retry_policy=RetryPolicy(maximum_attempts=1),
+                activity_id=activity_id,
+                summary=summary,
+            )
+            return result
+        except ActivityError as err:
+            if is_cancelled_exception(err):
+                raise
+            if _worker_lost(err) and deadline - workflow.now() > timedelta(0):
+                lost += 1
+                workflow.logger.warning(
+                    "%s: worker lost (%d so far), starting it again", activity_id or name, lost
+                )
+                continue
+            cause = err.cause
+            if isinstance(cause, ApplicationError) and (
+                cause.non_retryable or cause.type in NON_RETRYABLE
+            ):
+                raise
+            failures += 1
+            pause = min(interval, max_interval)
+            if failures >= max_attempts or deadline - workflow.now() <= pause:
+                raise
+            await workflow.sleep(pause)
+            interval = interval * backoff
+
+
 async def notify(level: str, event: str, message: str, service: str, environment: str = "") -> None:
     """Send a notification; one that cannot be delivered after its retries is logged, never
     a failure of the run."""
@@ -112,4 +206,6 @@ async def notify(level: str, event: str, message: str, service: str, environment
     try:
         await call(ActivityName.NOTIFY, request, type(None))
     except ActivityError as err:
+        if is_cancelled_exception(err):
+            raise  # the workflow is being cancelled: never swallow that
         workflow.logger.warning("notification %s not delivered: %s", event, err.cause)

@@ -13,7 +13,7 @@ import asyncio
 from datetime import timedelta
 
 from temporalio import workflow
-from temporalio.exceptions import ActivityError
+from temporalio.exceptions import ActivityError, is_cancelled_exception
 
 with workflow.unsafe.imports_passed_through():
     from activities.contracts import (
@@ -33,8 +33,10 @@ with workflow.unsafe.imports_passed_through():
         CanaryResult,
         CanaryStatus,
         CanaryStep,
+        RollbackOutcome,
     )
     from workflows.policy import analyse
+    from workflows.run_leases import rollback_through_environment
 
 __all__ = ["CanaryWorkflow"]
 
@@ -55,6 +57,7 @@ class CanaryWorkflow:
         self._failed = 0
         self._steps: list[CanaryStep] = []
         self._lost_intervals = 0
+        self._rolled_back: RollbackOutcome | None = None
 
     @workflow.run
     async def run(self, input: CanaryInput) -> CanaryResult:
@@ -62,8 +65,10 @@ class CanaryWorkflow:
         await self._notify("info", "canary.started", f"canary of {input.artifact.version} starts")
         try:
             reason = await self._progress()
-        except asyncio.CancelledError:
-            # The pipeline was aborted: take traffic off the canary before we stop.
+        except (asyncio.CancelledError, ActivityError) as err:
+            if not is_cancelled_exception(err):
+                raise
+            # The pipeline was aborted (or cancelled): take traffic off the canary first.
             await asyncio.shield(asyncio.ensure_future(self._rollback("pipeline aborted")))
             raise
         if reason is not None:
@@ -71,7 +76,11 @@ class CanaryWorkflow:
             await self._notify("error", "canary.rolled_back", reason)
             await workflow.wait_condition(workflow.all_handlers_finished)
             return CanaryResult(
-                outcome="aborted", reason=reason, failed_checks=self._failed, steps=self._steps
+                outcome="aborted",
+                reason=reason,
+                failed_checks=self._failed,
+                steps=self._steps,
+                rollback=self._rolled_back,
             )
         await call(
             ActivityName.PROMOTE,
@@ -104,6 +113,7 @@ class CanaryWorkflow:
                             service=self._input.service,
                             environment=stage.environment,
                             canary_weight=weight,
+                            fence=self._input.lease.token if self._input.lease else 0,
                         ),
                         type(None),
                         timeout=stage.progress_deadline,
@@ -168,6 +178,20 @@ class CanaryWorkflow:
         return True
 
     async def _rollback(self, reason: str) -> None:
+        lease = self._input.lease
+        if lease is not None:
+            # The environment puts back what served before this run, once per run: the
+            # pipeline's own rollback after an abort finds it done.
+            self._rolled_back = await rollback_through_environment(
+                self._input.service,
+                self._input.stage.environment,
+                lease.owner,
+                reason,
+                lease.strategy,
+                "rollback",
+            )
+            self._weight = 0
+            return
         await call(
             ActivityName.ROLLBACK,
             RollbackRequest(
@@ -189,6 +213,7 @@ class CanaryWorkflow:
             run_command=self._input.run_command,
             health_path=self._input.health_path,
             ready_path=self._input.ready_path,
+            fence=self._input.lease.token if self._input.lease else 0,
         )
 
     async def _notify(self, level: str, event: str, message: str) -> None:
@@ -235,6 +260,8 @@ async def _finish_load(task: asyncio.Task[LoadReport] | None, *, cancel: bool) -
     try:
         await task
     except ActivityError as err:
+        if is_cancelled_exception(err):
+            raise  # the canary itself is being cancelled
         workflow.logger.warning("load generator failed: %s", err.cause)
         return False
     return True

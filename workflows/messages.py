@@ -12,7 +12,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from activities.contracts import Artifact, MetricsSample
+from activities.contracts import Artifact, MetricsSample, ReleaseSpec
 from workflows.policy import Judgment
 from workflows.spec import CanaryStage, MonitorStage, PipelineSpec
 
@@ -24,7 +24,16 @@ __all__ = [
     "CanaryResult",
     "CanaryStatus",
     "CanaryStep",
+    "Concurrency",
     "Decision",
+    "EnvironmentInput",
+    "EnvironmentState",
+    "LeaseAnswer",
+    "LeaseHolder",
+    "LeaseNotice",
+    "LeaseRef",
+    "LeaseRelease",
+    "LeaseRequest",
     "MonitorCheck",
     "MonitorInput",
     "MonitorResult",
@@ -33,9 +42,15 @@ __all__ = [
     "PipelineResult",
     "PipelineState",
     "PipelineStatus",
+    "ReleaseEntry",
+    "RollbackOrder",
+    "RollbackOutcome",
     "RunContext",
+    "Serving",
+    "ServingReport",
     "StageState",
     "StageStatus",
+    "WaitingRun",
 ]
 
 
@@ -75,6 +90,7 @@ class StageState(StrEnum):
     PENDING = "pending"
     RUNNING = "running"
     WAITING = "waiting"  # an approval gate waiting for people
+    QUEUED = "queued"  # waiting for the environment's lease behind another run
     SUCCEEDED = "succeeded"
     FAILED = "failed"
     SKIPPED = "skipped"
@@ -167,7 +183,9 @@ class PipelineState(StrEnum):
     SUCCEEDED = "succeeded"
     FAILED = "failed"
     ROLLED_BACK = "rolled_back"
+    ROLLBACK_FAILED = "rollback_failed"
     ABORTED = "aborted"
+    SUPERSEDED = "superseded"
 
 
 class PipelineStatus(_Message):
@@ -194,6 +212,7 @@ class PipelineResult(_Message):
     deployed: dict[str, str] = Field(description="Environment → digest serving now.")
     rolled_back: list[str] = Field(default_factory=list, description="Environments restored.")
     failure: str = ""
+    superseded_by: str = Field("", description="The run that superseded this one, if one did.")
     started_at: datetime
     ended_at: datetime
     lead_time_s: float | None = Field(None, description="Commit time → production serving.")
@@ -202,10 +221,19 @@ class PipelineResult(_Message):
 # --- canary -------------------------------------------------------------------------------
 
 
+class LeaseRef(_Message):
+    """The environment lease a child acts under: its fencing token and the run holding it."""
+
+    token: int
+    owner: str = Field(description="Workflow id of the pipeline run that holds the lease.")
+    strategy: Literal["rolling", "blue_green", "canary"] = "canary"
+
+
 class CanaryInput(_Message):
     service: str
     stage: CanaryStage
     artifact: Artifact
+    lease: LeaseRef | None = Field(None, description="None: a run from before leases.")
     run_command: list[str] = []
     health_path: str = "/health"
     ready_path: str = "/ready"
@@ -232,6 +260,7 @@ class CanaryResult(_Message):
     reason: str
     failed_checks: int
     steps: list[CanaryStep]
+    rollback: RollbackOutcome | None = Field(None, description="What the abort's rollback did.")
 
 
 # --- monitor ------------------------------------------------------------------------------
@@ -240,6 +269,7 @@ class CanaryResult(_Message):
 class MonitorInput(_Message):
     service: str
     stage: MonitorStage
+    lease: LeaseRef | None = Field(None, description="None: a run from before leases.")
     elapsed_s: float = Field(0, description="Carried across continue-as-new.")
     transient: int = 0
     checks: int = 0
@@ -258,3 +288,165 @@ class MonitorResult(_Message):
     checks: int
     transient_violations: int
     violations: list[MonitorCheck] = []
+    rollback: RollbackOutcome | None = Field(None, description="What its rollback did.")
+
+
+# --- environments -------------------------------------------------------------------------
+
+Concurrency = Literal["queue", "supersede"]
+
+
+class Serving(_Message):
+    """What an environment serves, and the run that put it there."""
+
+    release: ReleaseSpec
+    run: str
+    commit: str
+    commit_time: datetime | None = None
+    since: datetime
+
+
+class ReleaseEntry(_Message):
+    """One line of an environment's release history."""
+
+    release: ReleaseSpec
+    run: str
+    commit: str
+    commit_time: datetime | None = None
+    at: datetime = Field(description="When it started serving (or was restored).")
+    until: datetime | None = None
+    outcome: Literal["serving", "replaced", "rolled_back", "restored"]
+    reason: str = ""
+
+    @property
+    def digest(self) -> str:
+        return self.release.digest
+
+
+class LeaseRequest(_Message):
+    """A pipeline run asks for an environment: granted now, queued, or superseded."""
+
+    service: str
+    environment: str
+    run: str = Field(description="The pipeline's workflow id.")
+    run_id: str = Field(description="Its run id: a reset run asks again.")
+    commit: str
+    commit_time: datetime | None = None
+    policy: Concurrency = "queue"
+    request_id: str = Field(description="Idempotency key (the update id).")
+
+
+class LeaseAnswer(_Message):
+    status: Literal["granted", "queued", "superseded"]
+    token: int = 0
+    holder: str = Field("", description="Queued behind this run.")
+    position: int = 0
+    by: str = Field("", description="Superseded by this run.")
+    reason: str = ""
+
+
+class LeaseNotice(_Message):
+    """Sent by the environment to a pipeline: the lease it waited for, or that it lost it."""
+
+    environment: str
+    run_id: str
+    status: Literal["granted", "superseded"]
+    token: int = 0
+    by: str = ""
+    reason: str = ""
+
+
+class ServingReport(_Message):
+    """The lease holder says its release now serves the environment."""
+
+    service: str
+    environment: str
+    run: str
+    run_id: str
+    token: int
+    release: ReleaseSpec
+    commit: str
+    commit_time: datetime | None = None
+    request_id: str
+
+    @property
+    def digest(self) -> str:
+        return self.release.digest
+
+
+class LeaseRelease(_Message):
+    """A run is done with an environment (or withdraws from its queue)."""
+
+    service: str
+    environment: str
+    run: str
+    run_id: str = ""
+    reason: str = ""
+    request_id: str
+
+
+class RollbackOrder(_Message):
+    """Put back what served before `run` first changed the environment."""
+
+    service: str
+    environment: str
+    run: str = Field(description="The pipeline run whose release is rolled back.")
+    reason: str = ""
+    strategy: Literal["rolling", "blue_green", "canary"] = "rolling"
+    request_id: str
+
+
+class RollbackOutcome(_Message):
+    environment: str
+    status: Literal["rolled_back", "unchanged", "not_owner", "failed"]
+    restored_digest: str | None = None
+    reason: str = ""
+    repeat: bool = Field(False, description="An earlier request already did it.")
+
+
+class LeaseHolder(_Message):
+    run: str
+    run_id: str
+    commit: str
+    commit_time: datetime | None = None
+    token: int
+    order: int
+    granted_at: datetime
+    baseline: Serving | None = Field(None, description="What served when it was granted.")
+    rolled_back: bool = False
+
+
+class WaitingRun(_Message):
+    run: str
+    run_id: str
+    commit: str
+    commit_time: datetime | None = None
+    order: int
+    requested_at: datetime
+
+
+class EnvironmentState(_Message):
+    """The `state` query of an environment workflow, and what it carries across
+    continue-as-new."""
+
+    service: str
+    environment: str
+    token: int = Field(0, description="The last fencing token handed out.")
+    seq: int = Field(0, description="Requests seen; breaks commit-time ties.")
+    serving: Serving | None = None
+    holder: LeaseHolder | None = None
+    queue: list[WaitingRun] = []
+    releases: list[ReleaseEntry] = Field(default_factory=list, description="Oldest first.")
+    rollbacks: dict[str, RollbackOutcome] = Field(
+        default_factory=dict, description="Run → its rollback here (one per run)."
+    )
+
+
+class EnvironmentInput(_Message):
+    service: str
+    environment: str
+    state: EnvironmentState | None = None
+
+
+CanaryResult.model_rebuild()
+MonitorResult.model_rebuild()

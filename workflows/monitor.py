@@ -12,7 +12,7 @@ from __future__ import annotations
 from datetime import timedelta
 
 from temporalio import workflow
-from temporalio.exceptions import ActivityError
+from temporalio.exceptions import ActivityError, is_cancelled_exception
 
 with workflow.unsafe.imports_passed_through():
     from activities.contracts import (
@@ -22,8 +22,9 @@ with workflow.unsafe.imports_passed_through():
     )
     from workflows.analysis import measure, start_load
     from workflows.calls import call, notify
-    from workflows.messages import MonitorCheck, MonitorInput, MonitorResult
+    from workflows.messages import MonitorCheck, MonitorInput, MonitorResult, RollbackOutcome
     from workflows.policy import Analysis, analyse
+    from workflows.run_leases import rollback_through_environment
 
 __all__ = ["MonitorWorkflow"]
 
@@ -69,15 +70,26 @@ class MonitorWorkflow:
             self._violations.append(
                 MonitorCheck(at=workflow.now(), passed=False, summary=reason, rechecked=True)
             )
-            await call(
-                ActivityName.ROLLBACK,
-                RollbackRequest(
-                    service=input.service, environment=stage.environment, reason=reason
-                ),
-                RollbackResult,
-            )
+            outcome: RollbackOutcome | None = None
+            if input.lease is not None:
+                outcome = await rollback_through_environment(
+                    input.service,
+                    stage.environment,
+                    input.lease.owner,
+                    reason,
+                    input.lease.strategy,
+                    "rollback",
+                )
+            else:
+                await call(
+                    ActivityName.ROLLBACK,
+                    RollbackRequest(
+                        service=input.service, environment=stage.environment, reason=reason
+                    ),
+                    RollbackResult,
+                )
             await self._notify(input, "error", "monitor.rolled_back", reason)
-            return self._result("rolled_back", reason)
+            return self._result("rolled_back", reason).model_copy(update={"rollback": outcome})
         await self._notify(
             input,
             "success",
@@ -110,6 +122,8 @@ class MonitorWorkflow:
             try:
                 await load
             except ActivityError as err:
+                if is_cancelled_exception(err):
+                    raise  # the monitor itself is being cancelled
                 workflow.logger.info("load generator failed: %s", err.cause)
 
     async def _measure(self, input: MonitorInput) -> Analysis:

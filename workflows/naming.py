@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import re
 
 from temporalio.common import SearchAttributeKey
@@ -15,6 +16,7 @@ __all__ = [
     "STAGE",
     "TASK_QUEUE",
     "canary_id",
+    "environment_id",
     "monitor_id",
     "pipeline_id",
 ]
@@ -32,9 +34,24 @@ SEARCH_ATTRIBUTES = (SERVICE, COMMIT_SHA, ENVIRONMENT, STAGE, PIPELINE_STATUS)
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]")
 
 
-def pipeline_id(service: str, commit: str) -> str:
-    """One workflow id per commit of a service: starting it again finds the same run."""
-    return f"pipeline-{_UNSAFE.sub('-', service)}-{commit[:12]}"
+_BRANCH_CHARS = 40
+
+
+def pipeline_id(service: str, branch: str, commit: str) -> str:
+    """One workflow id per (service, branch, commit): starting it again finds the same run.
+
+    The branch is part of it: the same sha on `develop` (staging only) and then on `main`
+    (production) are two runs; the second reuses the first's artifact (builders never build a
+    commit twice). A long branch name is cut and given a short hash, so ids stay short."""
+    name = _UNSAFE.sub("-", branch)
+    if len(name) > _BRANCH_CHARS:
+        name = f"{name[: _BRANCH_CHARS - 9]}-{hashlib.sha256(branch.encode()).hexdigest()[:8]}"
+    return f"pipeline-{_UNSAFE.sub('-', service)}-{name}-{commit[:12]}"
+
+
+def environment_id(service: str, environment: str) -> str:
+    """The environment workflow of one service's environment."""
+    return f"environment-{_UNSAFE.sub('-', service)}-{_UNSAFE.sub('-', environment)}"
 
 
 def canary_id(parent_id: str, stage: str) -> str:

@@ -16,7 +16,7 @@ import asyncio
 from datetime import datetime, timedelta
 
 from temporalio import workflow
-from temporalio.exceptions import ActivityError, ApplicationError
+from temporalio.exceptions import ActivityError, ApplicationError, is_cancelled_exception
 
 with workflow.unsafe.imports_passed_through():
     from activities.contracts import (
@@ -26,27 +26,42 @@ with workflow.unsafe.imports_passed_through():
     )
     from workflows import dag, policy, telemetry
     from workflows.calls import call, notify
+    from workflows.environment import LEASE_SIGNAL
     from workflows.messages import (
         AbortRequest,
         ApprovalRecord,
         CanaryControl,
+        Concurrency,
         Decision,
+        LeaseNotice,
         PendingApproval,
         PipelineInput,
         PipelineResult,
         PipelineState,
         PipelineStatus,
+        RollbackOutcome,
         StageState,
         StageStatus,
     )
     from workflows.naming import ENVIRONMENT, PIPELINE_STATUS, SERVICE, STAGE
+    from workflows.run_leases import RunLeases, SupersededError
     from workflows.spec import ApprovalStage, RollbackStage, Stage
     from workflows.stages import RunState, StageFailedError, run_stage
 
-__all__ = ["PIPELINE_FAILED", "PipelineWorkflow"]
+__all__ = ["ENVIRONMENT_LEASES", "PIPELINE_FAILED", "PipelineWorkflow"]
 
 PIPELINE_FAILED = "PipelineFailed"
 """`ApplicationError.type` of a failed run; its first detail is the PipelineResult."""
+ENVIRONMENT_LEASES = "environment-leases"
+"""Patch id: runs recorded before it acted on environments without leases, and rolled back
+with the platform's own notion of 'the previous version'."""
+LEASED_KINDS = ("deploy", "canary", "monitor")
+"""Stage kinds that change an environment: they run under its lease."""
+ACTING_KINDS = ("deploy", "canary", "monitor", "e2e", "smoke")
+"""Stage kinds that act on an environment: its lease is kept until they are all done."""
+CANCELLED_BY_TEMPORAL = AbortRequest(
+    by="(cancel request)", reason="cancelled from the Web UI or `temporal workflow cancel`"
+)
 
 
 @workflow.defn(name="PipelineWorkflow")
@@ -69,11 +84,24 @@ class PipelineWorkflow:
         self._abort: AbortRequest | None = None
         self._pipeline_state = PipelineState.RUNNING
         self._failure = ""
+        self._running: dict[str, asyncio.Task[None]] = {}
+        # Created here (no commands) so a lease signal arriving first has somewhere to go;
+        # `run` decides whether this run uses leases at all.
+        self._lease_book = RunLeases(
+            service=input.spec.service.name,
+            run=workflow.info().workflow_id,
+            commit=input.run.commit,
+            commit_time=input.run.commit_time,
+        )
+        self._rollback_failed: list[str] = []
 
     # --- the run ------------------------------------------------------------------------
 
     @workflow.run
     async def run(self, input: PipelineInput) -> PipelineResult:
+        if workflow.patched(ENVIRONMENT_LEASES):
+            self._state.leases = self._lease_book
+            return await self._run_leased()
         self._publish_details()
         rollback_for = await self._schedule()
         if self._abort is not None:
@@ -107,16 +135,93 @@ class PipelineWorkflow:
             )
         return result
 
+    async def _run_leased(self) -> PipelineResult:
+        """The run with environment leases: every change of an environment under its lease,
+        rollbacks asked of the environment, superseded runs ending as such."""
+        self._publish_details()
+        try:
+            rollback_for = await self._schedule()
+        except asyncio.CancelledError:
+            # Request Cancellation (Web UI, `temporal workflow cancel`) is an abort: stop the
+            # stages (children are cancelled, and wait for), roll back, release, report.
+            if self._abort is None:
+                self._abort = CANCELLED_BY_TEMPORAL
+            await self._stop_running("cancelled by " + self._abort.by)
+            rollback_for = []
+        leases = self._lease_book
+        if leases.superseded is not None:
+            notice = leases.superseded
+            self._pipeline_state = PipelineState.SUPERSEDED
+            self._failure = f"superseded by {notice.by} in {notice.environment}: {notice.reason}"
+        elif self._abort is not None:
+            self._failure = f"aborted by {self._abort.by}: {self._abort.reason}".rstrip(": ")
+            await self._roll_back(list(reversed(leases.held)), self._failure)
+            self._pipeline_state = PipelineState.ABORTED
+        elif rollback_for:
+            await self._roll_back(rollback_for, self._failure)
+        for env, outcome in self._state.child_rollbacks.items():
+            # A canary or monitor rolled back on its own (its stage may not ask for more).
+            if env not in self._state.rolled_back and env not in self._rollback_failed:
+                await self._record_rollback(env, outcome, None, outcome.reason)
+        if self._pipeline_state == PipelineState.RUNNING:
+            if self._rollback_failed:
+                self._pipeline_state = PipelineState.ROLLBACK_FAILED
+            elif self._failure:
+                self._pipeline_state = (
+                    PipelineState.ROLLED_BACK if self._state.rolled_back else PipelineState.FAILED
+                )
+            else:
+                self._pipeline_state = PipelineState.SUCCEEDED
+        elif self._rollback_failed:
+            self._pipeline_state = PipelineState.ROLLBACK_FAILED
+        for env in [*leases.held, *leases.queued]:
+            await leases.release(env, f"run {self._pipeline_state.value}")
+        return await self._finish_run()
+
+    async def _finish_run(self) -> PipelineResult:
+        self._set_attributes(status=self._pipeline_state.value)
+        self._publish_details()
+        await workflow.wait_condition(workflow.all_handlers_finished)
+        result = self._result()
+        telemetry.pipeline_finished(
+            result.service,
+            result.state.value,
+            timedelta(seconds=result.lead_time_s) if result.lead_time_s is not None else None,
+        )
+        if self._pipeline_state != PipelineState.SUCCEEDED:
+            raise ApplicationError(
+                f"pipeline {self._pipeline_state.value}: {self._failure}",
+                result,
+                type=PIPELINE_FAILED,
+                non_retryable=True,
+            )
+        return result
+
+    async def _stop_running(self, why: str) -> None:
+        """Cancel the running stages and wait until they have stopped (a child canary rolls
+        its traffic back before it reports cancelled)."""
+        running = self._running
+        for task in running.values():
+            task.cancel()
+        await asyncio.gather(*running.values(), return_exceptions=True)
+        for name in running:
+            self._finish(name, StageState.CANCELLED, why)
+        running.clear()
+
+    def _stopping(self) -> bool:
+        return self._abort is not None or self._lease_book.superseded is not None
+
     async def _schedule(self) -> list[str]:
         """Run stages as their needs finish. Return environments to roll back, if any."""
         stages = self._spec.stages
         by_name = self._spec.by_name
         started: set[str] = set()
         finished: set[str] = set()
-        running: dict[str, asyncio.Task[None]] = {}
+        running = self._running
         rollback_for: list[str] = []
+        leased = self._state.leases is not None
         while True:
-            if not self._failure and self._abort is None:
+            if not self._failure and not self._stopping():
                 for name in dag.ready(stages, finished, started):
                     started.add(name)
                     skip = self._skip_reason(by_name[name])
@@ -130,14 +235,13 @@ class PipelineWorkflow:
             if not running:
                 return rollback_for
             await workflow.wait_condition(
-                lambda: self._abort is not None or any(t.done() for t in running.values())
+                lambda: self._stopping() or any(t.done() for t in running.values())
             )
-            if self._abort is not None:
-                for task in running.values():
-                    task.cancel()
-                await asyncio.gather(*running.values(), return_exceptions=True)
-                for name in running:
-                    self._finish(name, StageState.CANCELLED, "cancelled by abort")
+            if self._stopping():
+                superseded = self._lease_book.superseded
+                await self._stop_running(
+                    f"superseded by {superseded.by}" if superseded else "cancelled by abort"
+                )
                 return []
             for name in [n for n, t in running.items() if t.done()]:
                 running.pop(name).result()
@@ -153,6 +257,19 @@ class PipelineWorkflow:
                     for env in self._rollback_targets(stage):
                         if env not in rollback_for:
                             rollback_for.append(env)
+            if leased and not self._failure:
+                await self._release_finished(finished)
+
+    async def _release_finished(self, finished: set[str]) -> None:
+        """Give an environment back once every stage acting on it is done."""
+        for env in list(self._lease_book.held):
+            acting = [
+                s.name
+                for s in self._spec.stages
+                if s.environment_name == env and s.kind in ACTING_KINDS
+            ]
+            if all(name in finished for name in acting):
+                await self._lease_book.release(env, "its stages are done")
 
     def _skip_reason(self, stage: Stage) -> str:
         run = self._input.run
@@ -169,7 +286,10 @@ class PipelineWorkflow:
 
     def _rollback_targets(self, stage: Stage) -> list[str]:
         env = stage.environment_name
-        touched = [e for e in self._state.touched if e not in self._state.rolled_back]
+        changed = (
+            list(self._lease_book.held) if self._state.leases is not None else self._state.touched
+        )
+        touched = [e for e in changed if e not in self._state.rolled_back]
         if env is not None:
             return [env] if env in touched else []
         return list(reversed(touched))
@@ -185,9 +305,13 @@ class PipelineWorkflow:
             if isinstance(stage, ApprovalStage):
                 summary = await self._gate(stage)
             else:
+                await self._hold(stage)
                 summary = await run_stage(stage, self._state)
+        except SupersededError as lost:
+            self._finish(stage.name, StageState.CANCELLED, f"superseded: {lost}")
+            return
         except StageFailedError as failed:
-            if self._abort is not None:  # it failed because we cancelled it
+            if self._stopping():  # it failed because we cancelled it
                 self._finish(stage.name, StageState.CANCELLED, "cancelled by abort")
                 raise asyncio.CancelledError from failed
             self._finish(stage.name, StageState.FAILED, str(failed))
@@ -196,6 +320,35 @@ class PipelineWorkflow:
             self._finish(stage.name, StageState.CANCELLED, "cancelled by abort")
             raise
         self._finish(stage.name, StageState.SUCCEEDED, summary)
+
+    async def _hold(self, stage: Stage) -> None:
+        """Take the lease of the environment `stage` changes (waiting in its queue)."""
+        env = stage.environment_name
+        leases = self._state.leases
+        if leases is None or env is None or stage.kind not in LEASED_KINDS:
+            return
+        if leases.commit_time is None and self._state.workspace is not None:
+            leases.commit_time = self._state.workspace.commit_time
+        status = self._stages[stage.name]
+
+        def queued(holder: str, position: int) -> None:
+            status.state = StageState.QUEUED
+            status.summary = f"queued behind {holder} for {env} (position {position})"
+            self._set_attributes(status="queued")
+            self._publish_details()
+
+        await leases.acquire(env, self._concurrency(env), stage.name, queued)
+        if status.state == StageState.QUEUED:
+            status.state = StageState.RUNNING
+            status.summary = ""
+            self._set_attributes(status="running")
+            self._publish_details()
+
+    def _concurrency(self, environment: str) -> Concurrency:
+        env_policy = self._spec.environments.get(environment)
+        if env_policy is not None and env_policy.concurrency is not None:
+            return env_policy.concurrency
+        return "queue" if environment == "production" else "supersede"
 
     def _finish(self, name: str, state: StageState, summary: str) -> None:
         status = self._stages[name]
@@ -243,6 +396,9 @@ class PipelineWorkflow:
                 status.state = StageState.RUNNING
                 status.started_at = workflow.now()
                 self._set_attributes(stage=stage.name, environment=env)
+            if self._state.leases is not None:
+                await self._roll_back_leased(env, reason, stage)
+                continue
             try:
                 result = await call(
                     ActivityName.ROLLBACK,
@@ -265,6 +421,52 @@ class PipelineWorkflow:
             if stage is not None:
                 self._finish(stage.name, StageState.SUCCEEDED, f"{env} restored to {restored}")
             await self._notify("error", "pipeline.rolled_back", f"{env} rolled back: {reason}", env)
+
+    async def _roll_back_leased(self, env: str, reason: str, stage: RollbackStage | None) -> None:
+        """Ask the environment to put back what served before this run; say what happened."""
+        activity_id = f"{stage.name if stage else 'rollback'}:{env}"
+        try:
+            outcome = await self._lease_book.rollback(
+                env, reason, self._state.strategy(env), activity_id
+            )
+        except ActivityError as err:
+            if is_cancelled_exception(err):
+                raise
+            outcome = RollbackOutcome(environment=env, status="failed", reason=str(err.cause))
+        await self._record_rollback(env, outcome, stage.name if stage else None, reason)
+
+    async def _record_rollback(
+        self, env: str, outcome: RollbackOutcome, stage: str | None, reason: str
+    ) -> None:
+        if outcome.status == "rolled_back":
+            if env not in self._state.rolled_back:
+                self._state.rolled_back.append(env)
+                telemetry.rolled_back(self._state.service, env)
+            if outcome.restored_digest:
+                self._state.deployed[env] = outcome.restored_digest
+            else:
+                self._state.deployed.pop(env, None)
+            summary = f"{env} restored to {outcome.restored_digest or 'no earlier release'}"
+            if stage is not None:
+                self._finish(stage, StageState.SUCCEEDED, summary)
+            await self._notify("error", "pipeline.rolled_back", f"{summary}: {reason}", env)
+        elif outcome.status == "failed":
+            if env not in self._rollback_failed:
+                self._rollback_failed.append(env)
+            if stage is not None:
+                self._finish(stage, StageState.FAILED, f"{env}: {outcome.reason}")
+            self._failure += f"; rollback of {env} FAILED: {outcome.reason}"
+            await self._notify(
+                "error",
+                "pipeline.rollback_failed",
+                f"rollback of {env} failed ({outcome.reason}): manual intervention needed, "
+                f"see `slipway env {self._state.service}`",
+                env,
+            )
+        else:
+            if stage is not None:
+                self._finish(stage, StageState.SKIPPED, outcome.reason)
+            self._failure += f"; {env} not rolled back: {outcome.reason}"
 
     async def _notify(self, level: str, event: str, message: str, env: str = "") -> None:
         await notify(level, event, message, self._state.service, env)
@@ -429,6 +631,14 @@ class PipelineWorkflow:
         if self._abort is None and self._pipeline_state == PipelineState.RUNNING:
             self._abort = request
 
+    @workflow.signal(
+        name=LEASE_SIGNAL,
+        description="Sent by an environment workflow: the lease this run waits for, or that a "
+        "newer commit took it. Not for people.",
+    )
+    def environment_lease(self, notice: LeaseNotice) -> None:
+        self._lease_book.on_notice(notice)
+
     async def _forward(self, signal: str, control: CanaryControl) -> None:
         if not self._state.canaries:
             workflow.logger.warning("%s from %s ignored: no canary is running", signal, control.by)
@@ -545,6 +755,7 @@ class PipelineWorkflow:
             deployed=dict(self._state.deployed),
             rolled_back=list(self._state.rolled_back),
             failure=self._failure,
+            superseded_by=self._lease_book.superseded.by if self._lease_book.superseded else "",
             started_at=self._started_at,
             ended_at=workflow.now(),
             lead_time_s=lead,

@@ -446,6 +446,11 @@ class EnvironmentSpec(_Strict):
     strategy: Literal["rolling", "blue_green", "canary"] = "rolling"
     branches: list[str] = Field(default_factory=list, description="Empty: any branch.")
     auto_rollback: bool = True
+    concurrency: Literal["queue", "supersede"] | None = Field(
+        None,
+        description="Several runs at once: 'supersede' (newest commit wins) or 'queue' (in "
+        "commit order). Default: queue for production, supersede elsewhere.",
+    )
 
 
 class PipelineSpec(_Strict):

@@ -12,8 +12,12 @@ from datetime import datetime
 from typing import Any
 
 from temporalio import workflow
-from temporalio.exceptions import ActivityError, ChildWorkflowError
-from temporalio.workflow import ChildWorkflowCancellationType, ChildWorkflowHandle
+from temporalio.exceptions import ActivityError, ChildWorkflowError, is_cancelled_exception
+from temporalio.workflow import (
+    ChildWorkflowCancellationType,
+    ChildWorkflowHandle,
+    ParentClosePolicy,
+)
 
 with workflow.unsafe.imports_passed_through():
     from activities.contracts import (
@@ -39,11 +43,14 @@ with workflow.unsafe.imports_passed_through():
     from workflows.messages import (
         CanaryInput,
         CanaryResult,
+        LeaseRef,
         MonitorInput,
         MonitorResult,
         PipelineInput,
+        RollbackOutcome,
     )
     from workflows.naming import canary_id, monitor_id
+    from workflows.run_leases import RunLeases
     from workflows.spec import (
         BuildStage,
         CanaryStage,
@@ -84,6 +91,10 @@ class RunState:
     rolled_back: list[str] = field(default_factory=list)
     canaries: dict[str, ChildWorkflowHandle[Any, CanaryResult]] = field(default_factory=dict)
     production_at: datetime | None = None
+    leases: RunLeases | None = None
+    """The environment leases of this run; None for runs recorded before leases existed."""
+    child_rollbacks: dict[str, RollbackOutcome] = field(default_factory=dict)
+    """What a canary's or monitor's own rollback did, per environment."""
 
     @property
     def service(self) -> str:
@@ -101,6 +112,7 @@ class RunState:
 
     def deploy_request(self, environment: str, slot: Any, strategy: Any) -> DeployRequest:
         service = self.input.spec.service
+        fence = self.leases.token(environment) if self.leases else 0
         return DeployRequest(
             service=service.name,
             environment=environment,
@@ -110,6 +122,30 @@ class RunState:
             run_command=service.run,
             health_path=service.health_path,
             ready_path=service.ready_path,
+            fence=fence,
+        )
+
+    def strategy(self, environment: str) -> Any:
+        env_policy = self.input.spec.environments.get(environment)
+        return env_policy.strategy if env_policy else "rolling"
+
+    def lease_ref(self, environment: str) -> LeaseRef | None:
+        if self.leases is None:
+            return None
+        return LeaseRef(
+            token=self.leases.token(environment),
+            owner=self.workflow_id,
+            strategy=self.strategy(environment),
+        )
+
+    @property
+    def close_policy(self) -> ParentClosePolicy:
+        # Leased runs: a terminated pipeline's canary is cancelled, so it takes its traffic
+        # away; before leases, children were terminated with their parent.
+        return (
+            ParentClosePolicy.REQUEST_CANCEL
+            if self.leases is not None
+            else ParentClosePolicy.TERMINATE
         )
 
 
@@ -128,6 +164,8 @@ async def run_stage(stage: Stage, state: RunState) -> str:
     try:
         summary: str = await runner(stage, state)
     except (ActivityError, ChildWorkflowError) as err:
+        if is_cancelled_exception(err):
+            raise StageFailedError("cancelled") from err
         raise StageFailedError(_cause(err)) from err
     return summary
 
@@ -288,8 +326,8 @@ async def _deploy(stage: DeployStage, state: RunState) -> str:
     strategy = stage.strategy or (env_policy.strategy if env_policy else "rolling")
     slot = "canary" if strategy == "canary" else "stable"
     request = state.deploy_request(stage.environment, slot, strategy)
-    if stage.environment not in state.touched:
-        state.touched.append(stage.environment)
+    if state.leases is None and stage.environment not in state.touched:
+        state.touched.append(stage.environment)  # before leases: marked before the deploy
     result = await call(
         ActivityName.DEPLOY,
         request,
@@ -309,6 +347,8 @@ async def _deploy(stage: DeployStage, state: RunState) -> str:
             activity_id=_id(stage, ":switch"),
         )
     if strategy != "canary":
+        if state.leases is not None:
+            await state.leases.report_serving(stage.environment, request)
         state.deployed[stage.environment] = result.digest
         _mark_production(stage.environment, state)
     note = "" if result.changed else " (already running)"
@@ -353,10 +393,12 @@ async def _canary(stage: CanaryStage, state: RunState) -> str:
             run_command=service.run,
             health_path=service.health_path,
             ready_path=service.ready_path,
+            lease=state.lease_ref(stage.environment),
         ),
         id=canary_id(state.workflow_id, stage.name),
         result_type=CanaryResult,
         cancellation_type=ChildWorkflowCancellationType.WAIT_CANCELLATION_COMPLETED,
+        parent_close_policy=state.close_policy,
         static_summary=f"canary of {service.name} {artifact.version} in {stage.environment}",
     )
     state.canaries[stage.name] = handle
@@ -365,9 +407,15 @@ async def _canary(stage: CanaryStage, state: RunState) -> str:
     finally:
         state.canaries.pop(stage.name, None)
     if result.outcome != "promoted":
-        if stage.environment not in state.rolled_back:
+        if result.rollback is not None:
+            state.child_rollbacks[stage.environment] = result.rollback
+        if state.leases is None and stage.environment not in state.rolled_back:
             state.rolled_back.append(stage.environment)
         raise StageFailedError(f"canary aborted: {result.reason}")
+    if state.leases is not None:
+        await state.leases.report_serving(
+            stage.environment, state.deploy_request(stage.environment, "canary", "canary")
+        )
     state.deployed[stage.environment] = artifact.digest
     _mark_production(stage.environment, state)
     return f"promoted after {len(result.steps)} analyses ({result.failed_checks} failed)"
@@ -376,14 +424,17 @@ async def _canary(stage: CanaryStage, state: RunState) -> str:
 async def _monitor(stage: MonitorStage, state: RunState) -> str:
     result = await workflow.execute_child_workflow(
         "MonitorWorkflow",
-        MonitorInput(service=state.service, stage=stage),
+        MonitorInput(service=state.service, stage=stage, lease=state.lease_ref(stage.environment)),
         id=monitor_id(state.workflow_id, stage.name),
         result_type=MonitorResult,
         cancellation_type=ChildWorkflowCancellationType.WAIT_CANCELLATION_COMPLETED,
+        parent_close_policy=state.close_policy,
         static_summary=f"post-deploy monitor of {state.service} in {stage.environment}",
     )
     if result.outcome == "rolled_back":
-        if stage.environment not in state.rolled_back:
+        if result.rollback is not None:
+            state.child_rollbacks[stage.environment] = result.rollback
+        if state.leases is None and stage.environment not in state.rolled_back:
             state.rolled_back.append(stage.environment)
         state.deployed.pop(stage.environment, None)
         raise StageFailedError(f"rolled back: {result.reason}")
@@ -407,6 +458,8 @@ async def _notify(stage: NotifyStage, state: RunState) -> str:
             activity_id=_id(stage),
         )
     except ActivityError as err:
+        if is_cancelled_exception(err):
+            raise
         # A notifier that is down never fails the pipeline.
         return f"not delivered: {_cause(err)}"
     return "sent"

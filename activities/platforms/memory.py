@@ -31,6 +31,7 @@ from activities.contracts import (
     MetricsSample,
     NotifyRequest,
     PublishRequest,
+    ReleaseSpec,
     RestoreRequest,
     RestoreResult,
     RollbackRequest,
@@ -191,9 +192,13 @@ class MemoryPlatform:
             self.events.append(f"refused {environment} token {token}")
             raise
 
-    def fence(self, request: FenceRequest) -> None:
+    def fence(self, request: FenceRequest) -> ReleaseSpec | None:
         with self._lock:
             self._fence(request.service, request.environment, request.token)
+            stable = self._env(request.environment).stable
+            if stable is None:
+                return None
+            return ReleaseSpec(artifact=Artifact(digest=stable, uri=f"memory://{stable}"))
 
     def deploy(self, request: DeployRequest, heartbeat: Heartbeat) -> DeployResult:
         from activities.errors import ErrorType, verdict

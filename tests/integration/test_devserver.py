@@ -254,7 +254,7 @@ async def test_replay_passes_for_current_code_and_fails_for_changed_code(
         client,
         task_queue=changed_queue,
         workflows=[ChangedPipelineWorkflow],
-        activities=activities_for(memory.backends()),
+        activities=activities_for(memory.backends(), client),
         workflow_runner=SandboxedWorkflowRunner(),
     ):
         changed = await start_pipeline(client, short_spec(), run_context(), ROLES, changed_queue)

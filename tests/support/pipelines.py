@@ -52,7 +52,7 @@ async def start(
     return await client.start_workflow(
         PipelineWorkflow.run,
         PipelineInput(spec=spec, run=run, roles=ROLES),
-        id=pipeline_id(spec.service.name, run.commit) + "-" + uuid.uuid4().hex[:6],
+        id=pipeline_id(spec.service.name, run.branch, run.commit) + "-" + uuid.uuid4().hex[:6],
         task_queue=task_queue,
     )
 

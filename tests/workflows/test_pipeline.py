@@ -4,17 +4,20 @@ activity classes: the HEAL7 definition with the seed's own timings (1-minute can
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import pytest
 from temporalio.client import WorkflowFailureError, WorkflowHandle, WorkflowUpdateFailedError
+from temporalio.service import RPCError
 from temporalio.testing import WorkflowEnvironment
 
 from activities.contracts import LoadReport, LoadRequest, MetricsQuery, Severity, TestReport
 from starters.runs import pipeline_outcome
 from tests.support.memory import MemoryBackends
-from tests.support.pipelines import heal7, run_context, start, status, wait_for_gate
+from tests.support.pipelines import heal7, run_context, start, wait_for_gate
 from worker import build_worker
+from workflows.canary import CanaryWorkflow
 from workflows.messages import (
     AbortRequest,
     Decision,
@@ -22,6 +25,7 @@ from workflows.messages import (
     PipelineState,
     StageState,
 )
+from workflows.naming import canary_id
 from workflows.pipeline import PipelineWorkflow
 from workflows.spec import LoadSpec
 
@@ -51,6 +55,20 @@ async def approve_all(handle: Handle) -> None:
     await reach_production_gate(handle)
     await approve(handle, "carol", "production")
     await approve(handle, "dave", "production")
+
+
+async def wait_for_canary_interval(env: WorkflowEnvironment, handle: Handle) -> None:
+    """Until the canary holds its first weight (it waits out an interval then)."""
+    canary = env.client.get_workflow_handle(canary_id(handle.id, "canary"))
+    for _ in range(400):
+        try:
+            st = await canary.query(CanaryWorkflow.status)
+        except RPCError:
+            st = None
+        if st is not None and st.weight > 0:
+            return
+        await asyncio.sleep(0.02)
+    raise AssertionError("the canary never set a weight")
 
 
 def stage(result: PipelineResult, name: str) -> tuple[StageState, str]:
@@ -341,17 +359,18 @@ async def test_abort_during_canary_rolls_production_back(
     async with build_worker(time_env.client, memory.backends(), task_queue):
         handle = await start(time_env.client, task_queue)
         await approve_all(handle)
-        for _ in range(400):
-            st = await status(handle)
-            if any(s.name == "canary" and s.state == StageState.RUNNING for s in st.stages):
-                break
+        await wait_for_canary_interval(time_env, handle)
         await handle.signal(PipelineWorkflow.abort, AbortRequest(by="dave", reason="bad smell"))
         result = await pipeline_outcome(handle)
     assert result.state == PipelineState.ABORTED
     assert result.failure.startswith("aborted by dave: bad smell")
-    # Staging's policy (the seed's) is a manual rollback: the run says so instead.
-    assert "staging needs a manual rollback" in result.failure
+    # Staging's stages were done: its lease went back, so the abort leaves staging alone.
+    assert "staging" not in result.rolled_back
     assert stage(result, "canary")[0] == StageState.CANCELLED
+    # The canary rolled back on its cancellation; the pipeline's rollback found it done:
+    # one restore, to the digest production served before.
+    restores = [e for e in memory.platform.events if e.startswith("restore production")]
+    assert restores == [f"restore production {OLD}"]
     assert memory.platform.envs["production"].stable == OLD
     assert memory.platform.envs["production"].weight == 0
     assert "production" in result.rolled_back

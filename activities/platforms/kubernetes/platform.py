@@ -23,11 +23,13 @@ from temporalio import activity
 
 from activities.backends import Heartbeat
 from activities.contracts import (
+    Artifact,
     DeployRequest,
     DeployResult,
     FenceRequest,
     HttpCheckReport,
     HttpCheckRequest,
+    ReleaseSpec,
     RestoreRequest,
     RestoreResult,
     RollbackRequest,
@@ -335,9 +337,24 @@ class KubernetesPlatform:
 
     # --- fencing and restore -------------------------------------------------------------
 
-    def fence(self, request: FenceRequest) -> None:
+    def fence(self, request: FenceRequest) -> ReleaseSpec | None:
         namespace = self._namespace(request.environment)
         self._fence(namespace, request.service, request.environment, request.token)
+        name = deployment_name(request.service, "stable")
+        service = self._kube.read_service(namespace, request.service)
+        if service is not None and _selected_slot(service) in _BLUE_GREEN:
+            name = deployment_name(request.service, _selected_slot(service) or "blue")
+        serving = self._kube.read_deployment(namespace, name)
+        if serving is None or replicas_of(serving) == 0:
+            return None
+        digest = digest_of_deployment(serving, request.service)
+        if digest is None:
+            return None
+        image = main_container(serving.spec.template, request.service).image or ""
+        version = annotations_of(serving.metadata).get(VERSION, "")
+        return ReleaseSpec(
+            artifact=Artifact(digest=digest, uri=image, kind="image", version=version)
+        )
 
     def _fence(self, namespace: str, service: str, environment: str, token: int) -> None:
         """Check `token` against the Service's fencing annotation and raise it by

@@ -136,9 +136,20 @@ class LocalDeployTarget:
                 atomic_write_text(path, str(highest))
             yield
 
-    def fence(self, request: FenceRequest) -> None:
+    def fence(self, request: FenceRequest) -> ReleaseSpec | None:
         with self._guard(request.service, request.environment, request.token):
-            pass
+            active = self._active_slot(request.environment)
+            if active is None:
+                return None
+            current = self.slots.state(request.service, request.environment, active).current
+            if current is None:
+                return None
+            return ReleaseSpec(
+                artifact=current.artifact,
+                run_command=list(current.run_command),
+                health_path=current.health_path,
+                ready_path=current.ready_path,
+            )
 
     def set_weight(self, request: WeightRequest) -> None:
         """TrafficRouter: the router's weight, under the environment's fence."""

@@ -1,0 +1,489 @@
+"""EnvironmentWorkflow: the one owner of what a (service, environment) serves.
+
+A long-lived entity workflow (id `environment-{service}-{environment}`), started by the first
+message a pipeline sends it (signal-with-start, then an update). It holds:
+- what serves now, and the run that put it there;
+- a bounded release history;
+- the lease: which run may change the environment, with a fencing token every platform call
+  carries, and the runs queued behind it.
+
+Granting a lease first raises the platform's fence to the new token, so a deposed holder's
+late deploy is refused at the platform's commit point. A rollback is "put back the release
+that served when this run got the lease", executed here under a fresh token: idempotent per
+run, and never for a run that no longer holds the environment. Updates are serialised by one
+lock (they await activities); the history is kept small with continue-as-new.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import timedelta
+
+from temporalio import workflow
+from temporalio.exceptions import ActivityError
+
+with workflow.unsafe.imports_passed_through():
+    from activities.contracts import (
+        ActivityName,
+        FenceRequest,
+        ReleaseSpec,
+        RestoreRequest,
+        RestoreResult,
+        RunRef,
+    )
+    from workflows import leases
+    from workflows.calls import call, notify
+    from workflows.messages import (
+        EnvironmentInput,
+        EnvironmentState,
+        LeaseAnswer,
+        LeaseHolder,
+        LeaseNotice,
+        LeaseRelease,
+        LeaseRequest,
+        ReleaseEntry,
+        RollbackOrder,
+        RollbackOutcome,
+        Serving,
+        ServingReport,
+        WaitingRun,
+    )
+    from workflows.rollback import ManualRollback
+
+__all__ = ["LEASE_SIGNAL", "EnvironmentWorkflow"]
+
+LEASE_SIGNAL = "environment_lease"
+"""The signal a pipeline receives from an environment: granted, or superseded."""
+RELEASES_KEPT = 100
+ROLLBACKS_KEPT = 200
+HISTORY_LIMIT = 2_000
+HOLDER_CHECK = timedelta(minutes=1)
+
+
+def _cause(err: BaseException) -> str:
+    while isinstance(err, ActivityError) and err.cause is not None:
+        err = err.cause
+    return str(err)
+
+
+@workflow.defn(name="EnvironmentWorkflow")
+class EnvironmentWorkflow:
+    @workflow.init
+    def __init__(self, input: EnvironmentInput) -> None:
+        self._s = input.state or EnvironmentState(
+            service=input.service, environment=input.environment
+        )
+        self._lock = asyncio.Lock()
+        self._changes = 0
+
+    @workflow.run
+    async def run(self, input: EnvironmentInput) -> None:
+        while not self._rollover_due():
+            seen = self._changes
+            waiting = self._s.holder is not None and bool(self._s.queue)
+            try:
+                await workflow.wait_condition(
+                    lambda seen=seen: self._changes != seen or self._rollover_due(),  # type: ignore[misc]
+                    timeout=HOLDER_CHECK if waiting else None,
+                )
+            except TimeoutError:
+                async with self._lock:
+                    await self._check_holder()
+        await workflow.wait_condition(lambda: workflow.all_handlers_finished())
+        workflow.continue_as_new(
+            EnvironmentInput(service=input.service, environment=input.environment, state=self._s)
+        )
+
+    def _rollover_due(self) -> bool:
+        info = workflow.info()
+        return not self._lock.locked() and (
+            info.is_continue_as_new_suggested() or info.get_current_history_length() > HISTORY_LIMIT
+        )
+
+    # --- lease ---------------------------------------------------------------------------
+
+    @workflow.signal(description="Starts the workflow if needed (signal-with-start); no effect.")
+    def wake(self) -> None:
+        pass
+
+    @workflow.update(
+        description="A pipeline run asks for the lease: granted, queued or superseded."
+    )
+    async def acquire(self, request: LeaseRequest) -> LeaseAnswer:
+        async with self._lock:
+            answer = await self._acquire(request)
+        self._changes += 1
+        return answer
+
+    async def _acquire(self, request: LeaseRequest) -> LeaseAnswer:
+        s = self._s
+        holder = s.holder
+        if holder is not None and holder.run == request.run:
+            if holder.run_id == request.run_id and not holder.rolled_back:
+                return LeaseAnswer(status="granted", token=holder.token)
+            # The same pipeline again (reset by `slipway retry`): it takes a fresh token.
+            s.holder = None
+        waiting = next((w for w in s.queue if w.run == request.run), None)
+        if waiting is not None:
+            return self._queued(waiting)
+        s.seq += 1
+        candidate = WaitingRun(
+            run=request.run,
+            run_id=request.run_id,
+            commit=request.commit,
+            commit_time=request.commit_time,
+            order=s.seq,
+            requested_at=workflow.now(),
+        )
+        if leases.behind_serving(candidate, s.serving):
+            assert s.serving is not None
+            return LeaseAnswer(
+                status="superseded",
+                by=s.serving.run,
+                reason=f"{s.environment} serves a newer commit ({s.serving.commit[:12]})",
+            )
+        if s.holder is None:
+            token = await self._grant(candidate)
+            return LeaseAnswer(status="granted", token=token)
+        current = s.holder
+        if request.policy == "supersede":
+            if not leases.newer_than(candidate, current):
+                return LeaseAnswer(
+                    status="superseded",
+                    by=current.run,
+                    reason=f"{current.run} deploys a newer commit to {s.environment}",
+                )
+            token = await self._grant(candidate)
+            await self._tell(
+                current.run,
+                LeaseNotice(
+                    environment=s.environment,
+                    run_id=current.run_id,
+                    status="superseded",
+                    by=candidate.run,
+                    reason=f"{candidate.run} deploys a newer commit to {s.environment}",
+                ),
+            )
+            return LeaseAnswer(status="granted", token=token)
+        s.queue = leases.enqueue(s.queue, candidate)
+        return self._queued(candidate)
+
+    def _queued(self, waiting: WaitingRun) -> LeaseAnswer:
+        holder = self._s.holder
+        position = next(i for i, w in enumerate(self._s.queue) if w.run == waiting.run) + 1
+        return LeaseAnswer(status="queued", holder=holder.run if holder else "", position=position)
+
+    async def _grant(self, run: WaitingRun) -> int:
+        """Hand the lease to `run` under a new token, raising the platform's fence first."""
+        s = self._s
+        s.token += 1
+        found = await call(
+            ActivityName.FENCE,
+            FenceRequest(service=s.service, environment=s.environment, token=s.token),
+            ReleaseSpec,  # or None: nothing serves
+            activity_id=f"fence-{s.token}",
+        )
+        if found is not None and (s.serving is None or s.serving.release.digest != found.digest):
+            # The platform serves something this record does not know (the first lease on an
+            # existing environment, or a change made outside Slipway): that is what serves.
+            workflow.logger.warning(
+                "%s: the platform serves %s; recording it", s.environment, found.digest
+            )
+            self._close_serving("replaced", "changed outside Slipway")
+            s.serving = Serving(
+                release=found, run="(found on the platform)", commit="", since=workflow.now()
+            )
+            self._record(
+                ReleaseEntry(
+                    release=found,
+                    run=s.serving.run,
+                    commit="",
+                    at=workflow.now(),
+                    outcome="serving",
+                    reason="found on the platform when a lease was granted",
+                )
+            )
+        s.holder = LeaseHolder(
+            run=run.run,
+            run_id=run.run_id,
+            commit=run.commit,
+            commit_time=run.commit_time,
+            token=s.token,
+            order=run.order,
+            granted_at=workflow.now(),
+            baseline=s.serving,
+        )
+        workflow.logger.info("%s: lease %s to %s", s.environment, s.token, run.run)
+        return s.token
+
+    async def _grant_next(self) -> None:
+        """The lease is free: give it to the first queued run that is not behind what serves."""
+        s = self._s
+        while s.holder is None and s.queue:
+            nxt = s.queue.pop(0)
+            if leases.behind_serving(nxt, s.serving):
+                assert s.serving is not None
+                await self._tell(
+                    nxt.run,
+                    LeaseNotice(
+                        environment=s.environment,
+                        run_id=nxt.run_id,
+                        status="superseded",
+                        by=s.serving.run,
+                        reason=f"{s.environment} serves a newer commit "
+                        f"({s.serving.commit[:12]}) now",
+                    ),
+                )
+                continue
+            token = await self._grant(nxt)
+            told = await self._tell(
+                nxt.run,
+                LeaseNotice(
+                    environment=s.environment, run_id=nxt.run_id, status="granted", token=token
+                ),
+            )
+            if not told:  # that run is gone: the next one
+                s.holder = None
+
+    async def _tell(self, run: str, notice: LeaseNotice) -> bool:
+        try:
+            await workflow.get_external_workflow_handle(run).signal(LEASE_SIGNAL, notice)
+        except Exception as err:  # the run has ended (or never existed): nobody to tell
+            workflow.logger.warning("%s: cannot tell %s: %s", self._s.environment, run, err)
+            return False
+        return True
+
+    async def _check_holder(self) -> None:
+        """A holder that ended without releasing (terminated) must not block the queue."""
+        holder = self._s.holder
+        if holder is None:
+            return
+        status = await call(
+            ActivityName.RUN_STATUS,
+            RunRef(workflow_id=holder.run, run_id=holder.run_id),
+            str,
+        )
+        if status != "running" and self._s.holder is holder:
+            workflow.logger.warning(
+                "%s: holder %s is %s; releasing its lease", self._s.environment, holder.run, status
+            )
+            self._s.holder = None
+            await self._grant_next()
+
+    @workflow.update(description="The lease holder reports that its release serves now.")
+    def report(self, report: ServingReport) -> None:
+        s = self._s
+        serving = s.serving
+        if serving and serving.run == report.run and serving.release.digest == report.digest:
+            return  # a retry
+        now = workflow.now()
+        self._close_serving("replaced")
+        s.serving = Serving(
+            release=report.release,
+            run=report.run,
+            commit=report.commit,
+            commit_time=report.commit_time,
+            since=now,
+        )
+        self._record(
+            ReleaseEntry(
+                release=report.release,
+                run=report.run,
+                commit=report.commit,
+                commit_time=report.commit_time,
+                at=now,
+                outcome="serving",
+            )
+        )
+        self._changes += 1
+
+    @report.validator
+    def _validate_report(self, report: ServingReport) -> None:
+        holder = self._s.holder
+        if holder is None or holder.run != report.run or holder.token != report.token:
+            owner = holder.run if holder else "nobody"
+            raise ValueError(
+                f"{report.run} does not hold {self._s.environment}'s lease (token "
+                f"{report.token}; held by {owner}): its release is not recorded"
+            )
+        if holder.rolled_back:
+            raise ValueError(f"{report.run}'s release in {self._s.environment} was rolled back")
+
+    @workflow.update(description="A run is done with the environment, or leaves its queue.")
+    async def release(self, request: LeaseRelease) -> None:
+        async with self._lock:
+            s = self._s
+            if s.holder is not None and s.holder.run == request.run:
+                s.holder = None
+                await self._grant_next()
+            else:
+                s.queue = [w for w in s.queue if w.run != request.run]
+        self._changes += 1
+
+    # --- rollback ------------------------------------------------------------------------
+
+    @workflow.update(
+        description="Put back what served before this run changed the environment "
+        "(idempotent per run; nothing for a run that no longer holds it)."
+    )
+    async def rollback(self, order: RollbackOrder) -> RollbackOutcome:
+        async with self._lock:
+            outcome = await self._rollback(order)
+        self._changes += 1
+        return outcome
+
+    async def _rollback(self, order: RollbackOrder) -> RollbackOutcome:
+        s = self._s
+        done = s.rollbacks.get(order.run)
+        if done is not None:
+            return done.model_copy(update={"repeat": True})
+        holder = s.holder
+        if holder is None or holder.run != order.run:
+            s.queue = [w for w in s.queue if w.run != order.run]
+            owner = f"held by {holder.run}" if holder else "not held by this run"
+            return RollbackOutcome(
+                environment=s.environment,
+                status="not_owner",
+                reason=f"{s.environment} is {owner}: nothing of it was rolled back",
+            )
+        target = holder.baseline
+        try:
+            result = await self._restore(target, order.strategy, order.reason)
+        except ActivityError as err:
+            return RollbackOutcome(environment=s.environment, status="failed", reason=_cause(err))
+        holder.rolled_back = True
+        if s.serving is not None and s.serving.run == order.run:
+            self._close_serving("rolled_back", order.reason)
+            s.serving = None
+        if target is not None and (s.serving is None or s.serving.run != target.run):
+            self._restored(target, order.reason)
+        outcome = RollbackOutcome(
+            environment=s.environment,
+            status="rolled_back" if result.changed else "unchanged",
+            restored_digest=result.restored_digest,
+            reason=order.reason
+            if result.changed
+            else f"nothing to roll back: {s.environment} already serves "
+            f"{result.restored_digest or 'no release'}",
+        )
+        s.rollbacks[order.run] = outcome
+        while len(s.rollbacks) > ROLLBACKS_KEPT:
+            s.rollbacks.pop(next(iter(s.rollbacks)))
+        return outcome
+
+    async def _restore(self, target: Serving | None, strategy: str, reason: str) -> RestoreResult:
+        s = self._s
+        s.token += 1  # the rollback fences whoever wrote before it
+        return await call(
+            ActivityName.RESTORE,
+            RestoreRequest.model_validate(
+                {
+                    "service": s.service,
+                    "environment": s.environment,
+                    "target": target.release if target else None,
+                    "strategy": strategy,
+                    "fence": s.token,
+                    "reason": reason,
+                }
+            ),
+            RestoreResult,
+            activity_id=f"restore-{s.token}",
+        )
+
+    def _restored(self, target: Serving, reason: str) -> None:
+        now = workflow.now()
+        self._s.serving = target.model_copy(update={"since": now})
+        self._record(
+            ReleaseEntry(
+                release=target.release,
+                run=target.run,
+                commit=target.commit,
+                commit_time=target.commit_time,
+                at=now,
+                outcome="restored",
+                reason=reason,
+            )
+        )
+
+    @workflow.update(
+        name="rollback_manual",
+        description='Put back the release before the one serving: {"service": "hello", '
+        '"environment": "staging", "by": "dave", "reason": "..."}',
+    )
+    async def rollback_manual(self, request: ManualRollback) -> RollbackOutcome:
+        async with self._lock:
+            s = self._s
+            previous = self._previous_release()
+            reason = f"manual rollback by {request.by}" + (
+                f": {request.reason}" if request.reason else ""
+            )
+            if previous is None:
+                return RollbackOutcome(
+                    environment=s.environment,
+                    status="unchanged",
+                    reason="no earlier release is recorded for this environment",
+                )
+            try:
+                result = await self._restore(previous, "rolling", reason)
+            except ActivityError as err:
+                return RollbackOutcome(
+                    environment=s.environment, status="failed", reason=_cause(err)
+                )
+            self._close_serving("rolled_back", reason)
+            self._restored(previous, reason)
+        await notify("warning", "rollback.manual", reason, s.service, s.environment)
+        self._changes += 1
+        return RollbackOutcome(
+            environment=s.environment,
+            status="rolled_back" if result.changed else "unchanged",
+            restored_digest=result.restored_digest,
+            reason=reason,
+        )
+
+    @rollback_manual.validator
+    def _validate_manual(self, request: ManualRollback) -> None:
+        holder = self._s.holder
+        if holder is not None:
+            raise ValueError(
+                f"{holder.run} holds {self._s.environment}'s lease: abort that run instead "
+                f"(slipway abort {holder.run}), it rolls back what it changed"
+            )
+
+    def _previous_release(self) -> Serving | None:
+        s = self._s
+        current = s.serving.release.digest if s.serving else None
+        for entry in reversed(s.releases):
+            if entry.release.digest != current and entry.outcome in ("replaced", "restored"):
+                return Serving(
+                    release=entry.release,
+                    run=entry.run,
+                    commit=entry.commit,
+                    commit_time=entry.commit_time,
+                    since=entry.at,
+                )
+        return None
+
+    # --- history -------------------------------------------------------------------------
+
+    def _close_serving(self, outcome: str, reason: str = "") -> None:
+        s = self._s
+        if s.serving is None:
+            return
+        for i in range(len(s.releases) - 1, -1, -1):
+            entry = s.releases[i]
+            if entry.until is None and entry.release.digest == s.serving.release.digest:
+                s.releases[i] = entry.model_copy(
+                    update={"until": workflow.now(), "outcome": outcome, "reason": reason}
+                )
+                break
+
+    def _record(self, entry: ReleaseEntry) -> None:
+        s = self._s
+        s.releases.append(entry)
+        del s.releases[:-RELEASES_KEPT]
+
+    @workflow.query(
+        description="What serves, since when and from which run; lease, queue, last releases."
+    )
+    def state(self) -> EnvironmentState:
+        return self._s

@@ -1,0 +1,192 @@
+"""The environment leases one pipeline run holds (workflow side, deterministic).
+
+Before a run changes an environment it asks that environment's workflow for the lease and, if
+queued, waits for the grant (a signal). Every platform call then carries the lease's fencing
+token. The environment may take the lease away (a newer commit superseded this run): the
+notice arrives as a signal and `superseded` says by whom. Rollbacks are asked of the
+environment, which puts back what served before this run, once.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime
+
+from temporalio import workflow
+
+with workflow.unsafe.imports_passed_through():
+    from activities.contracts import ActivityName, DeployRequest, ReleaseSpec
+    from workflows.calls import call
+    from workflows.messages import (
+        Concurrency,
+        LeaseAnswer,
+        LeaseNotice,
+        LeaseRelease,
+        LeaseRequest,
+        RollbackOrder,
+        RollbackOutcome,
+        ServingReport,
+    )
+
+__all__ = ["RunLeases", "SupersededError"]
+
+
+class SupersededError(Exception):
+    """This run lost (or could not get) an environment to a newer commit."""
+
+
+@dataclass
+class RunLeases:
+    service: str
+    run: str
+    commit: str
+    commit_time: datetime | None = None
+    held: dict[str, int] = field(default_factory=dict)
+    """Environment → fencing token, for leases held by this run."""
+    queued: dict[str, str] = field(default_factory=dict)
+    """Environment → the run this one waits behind."""
+    superseded: LeaseNotice | None = None
+    notices: dict[str, LeaseNotice] = field(default_factory=dict)
+    rolled_back: dict[str, RollbackOutcome] = field(default_factory=dict)
+
+    @property
+    def run_id(self) -> str:
+        return workflow.info().run_id
+
+    def token(self, environment: str) -> int:
+        return self.held.get(environment, 0)
+
+    def on_notice(self, notice: LeaseNotice) -> None:
+        """The environment's signal: a grant we wait for, or the lease taken away."""
+        if notice.run_id != self.run_id:
+            return  # meant for an earlier run of this workflow id (before a reset)
+        if notice.status == "superseded":
+            self.held.pop(notice.environment, None)
+            if self.superseded is None:
+                self.superseded = notice
+        else:
+            self.notices[notice.environment] = notice
+
+    def _request_id(self, op: str, environment: str) -> str:
+        return f"{self.run}/{self.run_id}/{op}/{environment}/{workflow.uuid4()}"
+
+    async def acquire(
+        self,
+        environment: str,
+        policy: Concurrency,
+        stage: str,
+        on_queued: Callable[[str, int], None],
+    ) -> int:
+        """The lease's token, once granted; raises SupersededError if a newer run has it."""
+        if environment in self.held:
+            return self.held[environment]
+        answer = await call(
+            ActivityName.ACQUIRE_LEASE,
+            LeaseRequest(
+                service=self.service,
+                environment=environment,
+                run=self.run,
+                run_id=self.run_id,
+                commit=self.commit,
+                commit_time=self.commit_time,
+                policy=policy,
+                request_id=self._request_id("acquire", environment),
+            ),
+            LeaseAnswer,
+            activity_id=f"{stage}:lease",
+        )
+        if answer.status == "superseded":
+            self.superseded = LeaseNotice(
+                environment=environment,
+                run_id=self.run_id,
+                status="superseded",
+                by=answer.by,
+                reason=answer.reason,
+            )
+            raise SupersededError(answer.reason)
+        if answer.status == "queued":
+            self.queued[environment] = answer.holder
+            on_queued(answer.holder, answer.position)
+            await workflow.wait_condition(
+                lambda: environment in self.notices or self.superseded is not None
+            )
+            self.queued.pop(environment, None)
+            if environment not in self.notices:
+                assert self.superseded is not None
+                raise SupersededError(self.superseded.reason)
+            answer = LeaseAnswer(status="granted", token=self.notices[environment].token)
+        self.held[environment] = answer.token
+        return answer.token
+
+    async def report_serving(self, environment: str, request: DeployRequest) -> None:
+        """Tell the environment this run's release serves it now."""
+        await call(
+            ActivityName.REPORT_SERVING,
+            ServingReport(
+                service=self.service,
+                environment=environment,
+                run=self.run,
+                run_id=self.run_id,
+                token=self.token(environment),
+                release=ReleaseSpec(
+                    artifact=request.artifact,
+                    run_command=list(request.run_command),
+                    health_path=request.health_path,
+                    ready_path=request.ready_path,
+                ),
+                commit=self.commit,
+                commit_time=self.commit_time,
+                request_id=self._request_id("report", environment),
+            ),
+            type(None),
+            activity_id=f"report:{environment}",
+        )
+
+    async def release(self, environment: str, reason: str) -> None:
+        """Done with the environment (or leaving its queue)."""
+        self.held.pop(environment, None)
+        self.queued.pop(environment, None)
+        await call(
+            ActivityName.RELEASE_LEASE,
+            LeaseRelease(
+                service=self.service,
+                environment=environment,
+                run=self.run,
+                run_id=self.run_id,
+                reason=reason,
+                request_id=self._request_id("release", environment),
+            ),
+            type(None),
+            activity_id=f"release:{environment}",
+        )
+
+    async def rollback(
+        self, environment: str, reason: str, strategy: str, activity_id: str
+    ) -> RollbackOutcome:
+        return await rollback_through_environment(
+            self.service, environment, self.run, reason, strategy, activity_id
+        )
+
+
+async def rollback_through_environment(
+    service: str, environment: str, run: str, reason: str, strategy: str, activity_id: str
+) -> RollbackOutcome:
+    """Ask the environment to put back what served before `run` changed it (the pipeline, its
+    canary and its monitor all ask the same way; the environment does it once)."""
+    return await call(
+        ActivityName.REQUEST_ROLLBACK,
+        RollbackOrder.model_validate(
+            {
+                "service": service,
+                "environment": environment,
+                "run": run,
+                "reason": reason,
+                "strategy": strategy,
+                "request_id": f"{run}/{workflow.info().workflow_id}/rollback/{environment}/"
+                f"{workflow.uuid4()}",
+            }
+        ),
+        RollbackOutcome,
+        activity_id=activity_id,
+    )
