@@ -2,7 +2,8 @@
 
 Every command connects with Temporal's env config (TEMPORAL_ADDRESS, TEMPORAL_NAMESPACE,
 TEMPORAL_API_KEY, TLS, profiles). Exit codes: 0 ok, 1 the pipeline failed or a decision was
-refused, 2 bad input (definition, roles file, arguments).
+refused, 2 bad input (definition, roles file, arguments), 3 the run was superseded by a newer
+commit (neither a success nor a failure of this one).
 """
 
 from __future__ import annotations
@@ -12,9 +13,8 @@ import json
 import os
 import sys
 import time
-import uuid
 from collections.abc import Callable, Coroutine
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
 
@@ -26,7 +26,7 @@ from temporalio.client import (
     WorkflowUpdateFailedError,
 )
 from temporalio.exceptions import ApplicationError
-from temporalio.service import RPCError
+from temporalio.service import RPCError, RPCStatusCode
 
 from starters import render
 from starters.connection import connect, task_queue
@@ -39,17 +39,21 @@ from starters.runs import (
     start_pipeline,
 )
 from workflows import dag
+from workflows.environment import EnvironmentWorkflow
 from workflows.messages import (
     AbortRequest,
     ApprovalRecord,
     CanaryControl,
     Decision,
+    EnvironmentState,
     PipelineState,
     PipelineStatus,
+    RollbackOutcome,
     RunContext,
 )
+from workflows.naming import environment_id
 from workflows.pipeline import PipelineWorkflow
-from workflows.rollback import ManualRollback, RollbackWorkflow
+from workflows.rollback import ManualRollback
 from workflows.spec import DefinitionError, PipelineSpec, load_pipeline
 
 app = typer.Typer(
@@ -162,9 +166,15 @@ def start(
             return 0
         result = await pipeline_outcome(client.get_workflow_handle(started.workflow_id))
         typer.echo(render.result_table(result))
-        return 0 if result.state == PipelineState.SUCCEEDED else 1
+        return _exit_code(result.state)
 
     raise typer.Exit(_run(go))
+
+
+def _exit_code(state: PipelineState) -> int:
+    if state == PipelineState.SUCCEEDED:
+        return 0
+    return 3 if state == PipelineState.SUPERSEDED else 1
 
 
 def _decide(workflow_id: str, approver: str, gate: str, comment: str, approve: bool) -> None:
@@ -286,7 +296,7 @@ def watch(
                     typer.echo(table + "\n")
                     last = table
                 if st.state != PipelineState.RUNNING:
-                    return 0 if st.state == PipelineState.SUCCEEDED else 1
+                    return _exit_code(st.state)
             described = await handle.describe()
             if described.status != WorkflowExecutionStatus.RUNNING:
                 return 0 if described.status == WorkflowExecutionStatus.COMPLETED else 1
@@ -394,20 +404,84 @@ def rollback(
     by: By,
     reason: Annotated[str, typer.Option(help="Why.")] = "",
 ) -> None:
-    """Roll an environment back to its previous version (a durable workflow)."""
+    """Put an environment back on the release before the one serving (asked of its
+    environment workflow; refused while a run holds the environment)."""
 
     async def go() -> int:
         client = await _client()
-        result = await client.execute_workflow(
-            RollbackWorkflow.run,
-            ManualRollback(service=service, environment=environment, by=by, reason=reason),
-            id=f"rollback-{service}-{environment}-{uuid.uuid4().hex[:8]}",
-            task_queue=task_queue(),
-        )
-        restored = result.restored_digest or "nothing (no previous version)"
+        handle = client.get_workflow_handle(environment_id(service, environment))
+        try:
+            outcome = await handle.execute_update(
+                "rollback_manual",
+                ManualRollback(service=service, environment=environment, by=by, reason=reason),
+                result_type=RollbackOutcome,
+            )
+        except WorkflowUpdateFailedError as err:
+            cause = err.cause
+            typer.echo(
+                f"refused: {cause.message if isinstance(cause, ApplicationError) else cause}",
+                err=True,
+            )
+            return 1
+        except RPCError as err:
+            typer.echo(f"no environment {environment!r} of {service}: {err.message}", err=True)
+            return 1
+        if outcome.status == "failed":
+            typer.echo(f"{environment}: rollback FAILED: {outcome.reason}", err=True)
+            return 1
+        restored = outcome.restored_digest or "nothing (no previous version)"
         typer.echo(
-            f"{environment}: restored {restored}" + ("" if result.changed else " (no change)")
+            f"{environment}: restored {restored}"
+            + ("" if outcome.status == "rolled_back" else f" (no change: {outcome.reason})")
         )
+        return 0
+
+    raise typer.Exit(_run(go))
+
+
+async def _environments(client: Client, service: str) -> list[EnvironmentState]:
+    """The state of each environment workflow of `service` (listed by search attribute,
+    else the usual three by id)."""
+    ids: list[str] = []
+    try:
+        query = f"WorkflowType = 'EnvironmentWorkflow' AND Service = '{service}'"
+        async for execution in client.list_workflows(query):
+            if execution.status == WorkflowExecutionStatus.RUNNING and execution.id not in ids:
+                ids.append(execution.id)
+    except RPCError:
+        pass
+    if not ids:
+        ids = [environment_id(service, e) for e in ("development", "staging", "production")]
+    states = []
+    for workflow_id in ids:
+        try:
+            states.append(
+                await client.get_workflow_handle(workflow_id).query(EnvironmentWorkflow.state)
+            )
+        except RPCError:
+            continue
+    order = {"development": 0, "staging": 1, "production": 2}
+    return sorted(states, key=lambda s: (order.get(s.environment, 9), s.environment))
+
+
+@app.command(name="env")
+def env_command(
+    service: Annotated[str, typer.Argument(help="Service name.")],
+    releases: Annotated[int, typer.Option(help="Last releases shown per environment.")] = 5,
+    json_output: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+) -> None:
+    """What each environment serves, since when and from which run; lease, queue, releases."""
+
+    async def go() -> int:
+        client = await _client()
+        states = await _environments(client, service)
+        if not states:
+            typer.echo(f"no environment of {service} has a record yet", err=True)
+            return 1
+        if json_output:
+            typer.echo(json.dumps([s.model_dump(mode="json") for s in states], indent=2))
+            return 0
+        typer.echo(render.environments(states, releases))
         return 0
 
     raise typer.Exit(_run(go))
@@ -418,24 +492,20 @@ def dora(
     service: Annotated[str, typer.Option(help="Service name.")],
     days: Annotated[int, typer.Option(help="Window in days.")] = 7,
 ) -> None:
-    """DORA figures from finished pipelines: deploys/day, lead time, change failure, MTTR."""
+    """DORA figures from production's release record: deploys/day, lead time, change
+    failure rate, time to restore."""
 
     async def go() -> int:
         client = await _client()
-        since = datetime.now(UTC).timestamp() - days * 86400
-        results = []
-        query = f"WorkflowType = 'PipelineWorkflow' AND Service = '{service}'"
-        async for execution in client.list_workflows(query):
-            if execution.start_time.timestamp() < since:
-                continue
-            if execution.status in (None, WorkflowExecutionStatus.RUNNING):
-                continue
-            handle = client.get_workflow_handle(execution.id, run_id=execution.run_id)
-            try:
-                results.append(await pipeline_outcome(handle))
-            except Exception:
-                continue
-        typer.echo(render.dora_table(results, days))
+        handle = client.get_workflow_handle(environment_id(service, "production"))
+        try:
+            state = await handle.query(EnvironmentWorkflow.state)
+        except RPCError as err:
+            if err.status != RPCStatusCode.NOT_FOUND:
+                raise
+            state = EnvironmentState(service=service, environment="production")
+        since = datetime.now(UTC) - timedelta(days=days)
+        typer.echo(render.dora_table(state, since, days))
         return 0
 
     raise typer.Exit(_run(go))

@@ -6,14 +6,21 @@ import statistics
 from collections.abc import Sequence
 from datetime import datetime
 
-from workflows.messages import PipelineResult, PipelineStatus, StageState, StageStatus
+from workflows.messages import (
+    EnvironmentState,
+    PipelineResult,
+    PipelineStatus,
+    StageState,
+    StageStatus,
+)
 
-__all__ = ["dora_table", "result_table", "stage_rows", "status_table"]
+__all__ = ["dora_table", "environments", "result_table", "stage_rows", "status_table"]
 
 _MARK = {
     StageState.PENDING: " ",
     StageState.RUNNING: ">",
     StageState.WAITING: "?",
+    StageState.QUEUED: "=",
     StageState.SUCCEEDED: "+",
     StageState.FAILED: "x",
     StageState.SKIPPED: "-",
@@ -99,18 +106,57 @@ def result_table(result: PipelineResult) -> str:
     return "\n".join(lines)
 
 
-def dora_table(results: Sequence[PipelineResult], days: int) -> str:
-    """DORA over finished runs. A production *change* is a run that deployed there; it failed
-    if it was rolled back; restore time is from the failing stage's start to the run's end."""
-    changes = [r for r in results if "production" in r.deployed or "production" in r.rolled_back]
-    failed = [r for r in changes if "production" in r.rolled_back]
-    delivered = [r for r in changes if r not in failed]
-    leads = [r.lead_time_s for r in delivered if r.lead_time_s is not None]
-    restores = []
-    for r in failed:
-        starts = [s.started_at for s in r.stages if s.state == StageState.FAILED and s.started_at]
-        if starts:
-            restores.append((r.ended_at - min(starts)).total_seconds())
+def _digest(digest: str | None) -> str:
+    return digest[:19] if digest else "-"
+
+
+def environments(states: Sequence[EnvironmentState], releases: int) -> str:
+    """`slipway env`: per environment, what serves, the lease, the queue, the last releases."""
+    blocks = []
+    for st in states:
+        serving = st.serving
+        head = f"{st.environment}: " + (
+            f"{_digest(serving.release.digest)} since {serving.since:%Y-%m-%d %H:%M:%S} "
+            f"from {serving.run}"
+            if serving
+            else "nothing recorded yet"
+        )
+        lines = [head]
+        if st.holder is not None:
+            lines.append(f"  lease {st.holder.token}: {st.holder.run} (since "
+                         f"{st.holder.granted_at:%H:%M:%S})")  # fmt: skip
+        for position, waiting in enumerate(st.queue, 1):
+            lines.append(f"  queued {position}: {waiting.run}")
+        rows = [
+            [
+                f"{e.at:%Y-%m-%d %H:%M:%S}",
+                _digest(e.digest),
+                e.outcome,
+                e.run,
+                e.reason[:60],
+            ]
+            for e in reversed(st.releases[-releases:])
+        ]
+        if rows:
+            table = _table(["at", "digest", "outcome", "run", "reason"], rows)
+            lines.append("  " + table.replace("\n", "\n  "))
+        blocks.append("\n".join(lines))
+    return "\n\n".join(blocks)
+
+
+def dora_table(production: EnvironmentState, since: datetime, days: int) -> str:
+    """DORA from production's release record. A change is a release a pipeline run put there
+    (promoted, or a canary rolled back); it failed if it was rolled back; lead time is commit
+    to serving; restore time is how long a failed change served before its rollback."""
+    changes = [
+        e
+        for e in production.releases
+        if e.at >= since and e.run.startswith("pipeline-") and e.outcome != "restored"
+    ]
+    failed = [e for e in changes if e.outcome == "rolled_back"]
+    delivered = [e for e in changes if e.outcome != "rolled_back"]
+    leads = [(e.at - e.commit_time).total_seconds() for e in delivered if e.commit_time]
+    restores = [(e.until - e.at).total_seconds() for e in failed if e.until]
     rows = [
         ["deployment frequency", f"{len(delivered) / max(days, 1):.2f}/day", ">= 10/day"],
         [
@@ -129,5 +175,5 @@ def dora_table(results: Sequence[PipelineResult], days: int) -> str:
             "< 60 min",
         ],
     ]
-    head = f"{len(results)} finished runs, {len(changes)} production changes, last {days} days"
+    head = f"{len(changes)} production changes in the last {days} days"
     return head + "\n" + _table(["figure", "value", "seed target"], rows)

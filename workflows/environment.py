@@ -278,12 +278,14 @@ class EnvironmentWorkflow:
             return  # a retry
         now = workflow.now()
         self._close_serving("replaced")
+        baseline = s.holder.baseline if s.holder else None
         s.serving = Serving(
             release=report.release,
             run=report.run,
             commit=report.commit,
             commit_time=report.commit_time,
             since=now,
+            before=baseline.model_copy(update={"before": None}) if baseline else None,
         )
         self._record(
             ReleaseEntry(
@@ -338,23 +340,42 @@ class EnvironmentWorkflow:
         if done is not None:
             return done.model_copy(update={"repeat": True})
         holder = s.holder
-        if holder is None or holder.run != order.run:
+        if holder is not None and holder.run == order.run:
+            target = holder.baseline
+        elif holder is None and s.serving is not None and s.serving.run == order.run:
+            # The run gave the lease back and its release still serves: nobody else owns
+            # the environment, so its rollback is still this run's to make.
+            target = s.serving.before
+        else:
             s.queue = [w for w in s.queue if w.run != order.run]
-            owner = f"held by {holder.run}" if holder else "not held by this run"
+            owner = f"held by {holder.run}" if holder else "serving another run's release"
             return RollbackOutcome(
                 environment=s.environment,
                 status="not_owner",
                 reason=f"{s.environment} is {owner}: nothing of it was rolled back",
             )
-        target = holder.baseline
         try:
             result = await self._restore(target, order.strategy, order.reason)
         except ActivityError as err:
             return RollbackOutcome(environment=s.environment, status="failed", reason=_cause(err))
-        holder.rolled_back = True
+        if holder is not None and holder.run == order.run:
+            holder.rolled_back = True
         if s.serving is not None and s.serving.run == order.run:
             self._close_serving("rolled_back", order.reason)
             s.serving = None
+        elif holder is not None and holder.run == order.run and result.changed:
+            # A canary that never promoted: a change that failed, for the record (DORA).
+            self._record(
+                ReleaseEntry(
+                    run=order.run,
+                    commit=holder.commit,
+                    commit_time=holder.commit_time,
+                    at=holder.granted_at,
+                    until=workflow.now(),
+                    outcome="rolled_back",
+                    reason=order.reason,
+                )
+            )
         if target is not None and (s.serving is None or s.serving.run != target.run):
             self._restored(target, order.reason)
         outcome = RollbackOutcome(
@@ -453,7 +474,11 @@ class EnvironmentWorkflow:
         s = self._s
         current = s.serving.release.digest if s.serving else None
         for entry in reversed(s.releases):
-            if entry.release.digest != current and entry.outcome in ("replaced", "restored"):
+            if (
+                entry.release is not None
+                and entry.digest != current
+                and entry.outcome in ("replaced", "restored")
+            ):
                 return Serving(
                     release=entry.release,
                     run=entry.run,
@@ -471,7 +496,7 @@ class EnvironmentWorkflow:
             return
         for i in range(len(s.releases) - 1, -1, -1):
             entry = s.releases[i]
-            if entry.until is None and entry.release.digest == s.serving.release.digest:
+            if entry.until is None and entry.digest == s.serving.release.digest:
                 s.releases[i] = entry.model_copy(
                     update={"until": workflow.now(), "outcome": outcome, "reason": reason}
                 )

@@ -304,12 +304,15 @@ class Serving(_Message):
     commit: str
     commit_time: datetime | None = None
     since: datetime
+    before: Serving | None = Field(
+        None, description="What served before this run changed the environment (one level)."
+    )
 
 
 class ReleaseEntry(_Message):
     """One line of an environment's release history."""
 
-    release: ReleaseSpec
+    release: ReleaseSpec | None = Field(None, description="None: a canary never promoted.")
     run: str
     commit: str
     commit_time: datetime | None = None
@@ -320,7 +323,7 @@ class ReleaseEntry(_Message):
 
     @property
     def digest(self) -> str:
-        return self.release.digest
+        return self.release.digest if self.release else ""
 
 
 class LeaseRequest(_Message):
@@ -448,5 +451,6 @@ class EnvironmentInput(_Message):
     state: EnvironmentState | None = None
 
 
+Serving.model_rebuild()
 CanaryResult.model_rebuild()
 MonitorResult.model_rebuild()

@@ -155,7 +155,7 @@ class PipelineWorkflow:
             self._failure = f"superseded by {notice.by} in {notice.environment}: {notice.reason}"
         elif self._abort is not None:
             self._failure = f"aborted by {self._abort.by}: {self._abort.reason}".rstrip(": ")
-            await self._roll_back(list(reversed(leases.held)), self._failure)
+            await self._roll_back(list(reversed(leases.changed)), self._failure)
             self._pipeline_state = PipelineState.ABORTED
         elif rollback_for:
             await self._roll_back(rollback_for, self._failure)
@@ -208,6 +208,13 @@ class PipelineWorkflow:
             self._finish(name, StageState.CANCELLED, why)
         running.clear()
 
+    def _stop_reason(self) -> str:
+        superseded = self._lease_book.superseded
+        if superseded is not None:
+            return f"cancelled: superseded by {superseded.by}"
+        by = self._abort.by if self._abort is not None else "abort"
+        return "cancelled by abort" if by != CANCELLED_BY_TEMPORAL.by else "cancelled by request"
+
     def _stopping(self) -> bool:
         return self._abort is not None or self._lease_book.superseded is not None
 
@@ -238,10 +245,7 @@ class PipelineWorkflow:
                 lambda: self._stopping() or any(t.done() for t in running.values())
             )
             if self._stopping():
-                superseded = self._lease_book.superseded
-                await self._stop_running(
-                    f"superseded by {superseded.by}" if superseded else "cancelled by abort"
-                )
+                await self._stop_running(self._stop_reason())
                 return []
             for name in [n for n, t in running.items() if t.done()]:
                 running.pop(name).result()
@@ -287,7 +291,7 @@ class PipelineWorkflow:
     def _rollback_targets(self, stage: Stage) -> list[str]:
         env = stage.environment_name
         changed = (
-            list(self._lease_book.held) if self._state.leases is not None else self._state.touched
+            self._lease_book.changed if self._state.leases is not None else self._state.touched
         )
         touched = [e for e in changed if e not in self._state.rolled_back]
         if env is not None:
@@ -312,12 +316,12 @@ class PipelineWorkflow:
             return
         except StageFailedError as failed:
             if self._stopping():  # it failed because we cancelled it
-                self._finish(stage.name, StageState.CANCELLED, "cancelled by abort")
+                self._finish(stage.name, StageState.CANCELLED, self._stop_reason())
                 raise asyncio.CancelledError from failed
             self._finish(stage.name, StageState.FAILED, str(failed))
             return
         except asyncio.CancelledError:
-            self._finish(stage.name, StageState.CANCELLED, "cancelled by abort")
+            self._finish(stage.name, StageState.CANCELLED, self._stop_reason())
             raise
         self._finish(stage.name, StageState.SUCCEEDED, summary)
 

@@ -48,6 +48,8 @@ class RunLeases:
     """Environment → the run this one waits behind."""
     superseded: LeaseNotice | None = None
     notices: dict[str, LeaseNotice] = field(default_factory=dict)
+    changed: list[str] = field(default_factory=list)
+    """Environments this run may have changed (what an abort rolls back), in order."""
     rolled_back: dict[str, RollbackOutcome] = field(default_factory=dict)
 
     @property
@@ -117,6 +119,10 @@ class RunLeases:
                 raise SupersededError(self.superseded.reason)
             answer = LeaseAnswer(status="granted", token=self.notices[environment].token)
         self.held[environment] = answer.token
+        if environment not in self.changed:
+            # From here on this run may change it: an abort asks the environment to undo
+            # whatever it did (the environment knows whether anything changed).
+            self.changed.append(environment)
         return answer.token
 
     async def report_serving(self, environment: str, request: DeployRequest) -> None:

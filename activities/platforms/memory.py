@@ -176,6 +176,9 @@ class MemoryPlatform:
         # Environment → how many more deploys fail like a flaky API (retryable).
         self.transient_failures: dict[str, int] = {}
         self.failing_checks: set[str] = set()
+        self.fail_restore: set[str] = set()
+        # Environment → seconds an HTTP check takes (holds a run on that environment).
+        self.check_delay_s: dict[str, float] = {}
         self._lock = threading.Lock()
 
     def _env(self, name: str) -> _Env:
@@ -264,6 +267,10 @@ class MemoryPlatform:
     def restore(self, request: RestoreRequest, heartbeat: Heartbeat) -> RestoreResult:
         with self._lock:
             self._fence(request.service, request.environment, request.fence)
+            if request.environment in self.fail_restore:
+                from activities.errors import ErrorType, verdict
+
+                raise verdict(ErrorType.DEPLOY_FAILED, f"{request.environment}: scripted failure")
             env = self._env(request.environment)
             target = request.target.digest if request.target else None
             self.events.append(f"restore {request.environment} {target}")
@@ -280,6 +287,7 @@ class MemoryPlatform:
 
     def check(self, request: HttpCheckRequest) -> HttpCheckReport:
         self.events.append(f"check {request.environment}")
+        time.sleep(self.check_delay_s.get(request.environment, 0.0))
         if request.environment in self.failing_checks:
             return HttpCheckReport(
                 passed=0,

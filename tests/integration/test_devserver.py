@@ -29,6 +29,7 @@ from tests.support.changed_workflow import ChangedPipelineWorkflow
 from tests.support.memory import MemoryBackends
 from tests.support.pipelines import ROLES, ROOT, heal7, run_context, wait_for_gate
 from worker import activities_for, build_worker
+from workflows.environment import EnvironmentWorkflow
 from workflows.messages import PipelineState, StageState
 from workflows.spec import PipelineSpec, validate_definition
 
@@ -61,7 +62,10 @@ SHORT: dict[str, Any] = {
 
 
 def short_spec() -> PipelineSpec:
-    return validate_definition(SHORT, "short.yaml")
+    # A service of its own per test: environment workflows live as long as the dev server,
+    # bound to the task queue of the test that started them.
+    unique = {**SHORT, "service": {"name": f"svc{uuid.uuid4().hex[:8]}"}}
+    return validate_definition(unique, "short.yaml")
 
 
 def cli_env(env: WorkflowEnvironment, task_queue: str) -> dict[str, str]:
@@ -125,8 +129,8 @@ async def test_search_attributes_are_visible_to_the_temporal_cli(
         started = await start_pipeline(client, spec, run, ROLES, task_queue)
         await pipeline_outcome(client.get_workflow_handle(started.workflow_id))
     query = (
-        f"Service = 'svc' AND CommitSha = '{run.commit}' AND PipelineStatus = 'succeeded' "
-        "AND Stage = 'smoke_dev' AND Environment = 'development'"
+        f"Service = '{spec.service.name}' AND CommitSha = '{run.commit}' "
+        "AND PipelineStatus = 'succeeded' AND Stage = 'smoke_dev' AND Environment = 'development'"
     )
     found: list[dict[str, Any]] = []
     for _ in range(50):  # visibility is eventually consistent
@@ -253,7 +257,7 @@ async def test_replay_passes_for_current_code_and_fails_for_changed_code(
     async with Worker(
         client,
         task_queue=changed_queue,
-        workflows=[ChangedPipelineWorkflow],
+        workflows=[ChangedPipelineWorkflow, EnvironmentWorkflow],
         activities=activities_for(memory.backends(), client),
         workflow_runner=SandboxedWorkflowRunner(),
     ):
@@ -326,7 +330,7 @@ async def test_cli_start_wait_and_status_follow_the_pipeline(
             "-m",
             "starters",
             "status",
-            f"pipeline-svc-{commit[:12]}",
+            f"pipeline-svc-main-{commit[:12]}",
             env=env,
             cwd=ROOT,
             stdout=asyncio.subprocess.PIPE,
@@ -335,7 +339,7 @@ async def test_cli_start_wait_and_status_follow_the_pipeline(
         status_out, _ = await asyncio.wait_for(status.communicate(), 60)
     text = out.decode()
     assert proc.returncode == 1, err.decode()
-    assert f"pipeline-svc-{commit[:12]} started" in text
+    assert f"pipeline-svc-main-{commit[:12]} started" in text
     assert "svc " + commit[:12] + ": failed" in text
     assert "1 test(s) failed: test_x" in text
     assert "x unit" in status_out.decode()

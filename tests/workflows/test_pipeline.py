@@ -364,8 +364,8 @@ async def test_abort_during_canary_rolls_production_back(
         result = await pipeline_outcome(handle)
     assert result.state == PipelineState.ABORTED
     assert result.failure.startswith("aborted by dave: bad smell")
-    # Staging's stages were done: its lease went back, so the abort leaves staging alone.
-    assert "staging" not in result.rolled_back
+    # Staging's policy (the seed's) is a manual rollback: the run says so instead.
+    assert "staging needs a manual rollback" in result.failure
     assert stage(result, "canary")[0] == StageState.CANCELLED
     # The canary rolled back on its cancellation; the pipeline's rollback found it done:
     # one restore, to the digest production served before.

@@ -24,8 +24,10 @@ from activities.backends import DeployTarget, TrafficRouter
 from activities.contracts import (
     Artifact,
     DeployRequest,
+    FenceRequest,
     HttpCheck,
     HttpCheckRequest,
+    RestoreRequest,
     RollbackRequest,
     RollbackResult,
     Slot,
@@ -737,3 +739,60 @@ def test_services_without_a_slot_selector_cannot_be_rolled_back(
     fake.add(make_service(PROD_NS, "saju"))
     with pytest.raises(ApplicationError, match=f"cannot roll back saju in namespace {PROD_NS}"):
         platform.rollback(RollbackRequest(service="saju", environment=PROD), Notes())
+
+
+# --- fencing and restore -------------------------------------------------------------------
+
+
+def fence_request(token: int, environment: str = PROD) -> FenceRequest:
+    return FenceRequest(service=SERVICE, environment=environment, token=token)
+
+
+def test_a_stale_token_is_refused_before_any_write(
+    fake: FakeKubeApi, platform: KubernetesPlatform
+) -> None:
+    found = platform.fence(fence_request(2))
+    assert found is not None
+    assert found.digest == digest(1)
+    writes = fake.patch_count()
+    stale = deploy_request(2, "canary").model_copy(update={"fence": 1})
+    for call in (
+        lambda: platform.deploy(stale, lambda _n: None),
+        lambda: platform.promote(stale, lambda _n: None),
+        lambda: platform.set_weight(weight(50).model_copy(update={"fence": 1})),
+        lambda: platform.restore(
+            RestoreRequest(service=SERVICE, environment=PROD, target=None, fence=1),
+            lambda _n: None,
+        ),
+    ):
+        with pytest.raises(ApplicationError) as refused:
+            call()
+        assert refused.value.type == ErrorType.STALE_LEASE
+    assert fake.patch_count() == writes  # nothing was written
+    assert image(fake, PROD_NS, f"{SERVICE}-canary") == image_reference(artifact(1))
+
+
+def test_restore_pins_the_recorded_digest_once(
+    fake: FakeKubeApi, platform: KubernetesPlatform
+) -> None:
+    """An abort during a canary interval: weight back to 0, the canary down, stable on the
+    digest that served before (the recorded one, not "one revision back"); again: no-op."""
+    baseline = platform.fence(fence_request(1))
+    platform.deploy(deploy_request(2, "canary").model_copy(update={"fence": 1}), lambda _n: None)
+    platform.set_weight(weight(30).model_copy(update={"fence": 1}))
+    restore = RestoreRequest(service=SERVICE, environment=PROD, target=baseline, fence=2)
+    first = platform.restore(restore, lambda _n: None)
+    assert first.changed
+    assert first.restored_digest == digest(1)
+    assert canary_weight_of(fake) == 0
+    assert fake.deployment(PROD_NS, f"{SERVICE}-canary").spec.replicas == 0
+    assert image(fake, PROD_NS, f"{SERVICE}-stable") == image_reference(artifact(1))
+    writes = fake.patch_count("deployments")
+    again = platform.restore(restore, lambda _n: None)
+    assert not again.changed
+    assert fake.patch_count("deployments") == writes
+
+
+def canary_weight_of(fake: FakeKubeApi) -> int:
+    route = default_route(fake)
+    return sum(d.get("weight", 0) for d in route if d["destination"].get("subset") == "canary")

@@ -1,0 +1,232 @@
+"""Several runs of one service at once, on the time-skipping server with in-memory platforms:
+environment leases (supersede, queue in commit order), rollback to the recorded release once,
+cancellation, and the same sha on two branches."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+from temporalio.client import WorkflowExecutionStatus, WorkflowHandle
+from temporalio.testing import WorkflowEnvironment
+
+from activities.contracts import MetricsQuery
+from starters.runs import pipeline_outcome
+from tests.support.memory import MemoryBackends
+from tests.support.pipelines import (
+    heal7,
+    run_context,
+    start,
+    wait_for_gate,
+    wait_for_stage,
+)
+from tests.workflows.test_pipeline import approve, approve_all, wait_for_canary_interval
+from worker import build_worker
+from workflows.environment import EnvironmentWorkflow
+from workflows.messages import EnvironmentState, PipelineState, StageState
+from workflows.naming import canary_id, environment_id, pipeline_id
+from workflows.pipeline import PipelineWorkflow
+from workflows.spec import PipelineSpec
+
+pytestmark = pytest.mark.timeout(90)
+
+OLD = "sha256:" + "0" * 64
+T0 = datetime(2026, 11, 1, 12, 0, tzinfo=UTC)
+Handle = WorkflowHandle[PipelineWorkflow, Any]
+
+
+def at(minutes: int) -> datetime:
+    return T0 + timedelta(minutes=minutes)
+
+
+def with_policies(spec: PipelineSpec, **policies: str) -> PipelineSpec:
+    envs = {
+        n: e.model_copy(update={"concurrency": policies[n]}) if n in policies else e
+        for n, e in spec.environments.items()
+    }
+    return spec.model_copy(update={"environments": envs})
+
+
+def queued_everywhere(spec: PipelineSpec) -> PipelineSpec:
+    return with_policies(spec, **dict.fromkeys(spec.environments, "queue"))
+
+
+async def environment(env: WorkflowEnvironment, name: str) -> EnvironmentState:
+    handle = env.client.get_workflow_handle(environment_id("heal7-backend", name))
+    return await handle.query(EnvironmentWorkflow.state)
+
+
+async def outcome_when_closed(handle: Handle) -> Any:
+    """The result of a run that ends on its own in real time. The time-skipping server keeps
+    cancelled activities of a closed run pending (sdk-java#1138), which stalls a time-skipping
+    `result()`; polling until the run is closed avoids waiting on its clock."""
+    for _ in range(400):
+        described = await handle.describe()
+        if described.status != WorkflowExecutionStatus.RUNNING:
+            return await pipeline_outcome(handle)
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"{handle.id} did not end")
+
+
+def stage_of(result: Any, name: str) -> tuple[StageState, str]:
+    s = next(s for s in result.stages if s.name == name)
+    return s.state, s.summary
+
+
+async def test_staging_supersedes_an_older_run(
+    time_env: WorkflowEnvironment, memory: MemoryBackends, task_queue: str
+) -> None:
+    memory.platform.check_delay_s["staging"] = 4.0  # older run A stays on staging a while
+    spec = heal7()
+    async with build_worker(time_env.client, memory.backends(), task_queue):
+        # On develop (staging is the last environment): after the cancellations a supersede
+        # makes, the time-skipping server's clock cannot be trusted (sdk-java#1138).
+        older = await start(
+            time_env.client, task_queue, spec, run_context(branch="develop", commit_time=at(0))
+        )
+        await wait_for_gate(older, "staging")  # past development first: it is older
+        newer = await start(
+            time_env.client, task_queue, spec, run_context(branch="develop", commit_time=at(5))
+        )
+        await wait_for_gate(newer, "staging")
+        await approve(older, "alice", "staging")
+        await wait_for_stage(older, "deploy_staging", StageState.SUCCEEDED)
+        await approve(newer, "alice", "staging")  # takes staging while A checks it
+        lost = await outcome_when_closed(older)
+        won = await outcome_when_closed(newer)
+        staging = await environment(time_env, "staging")
+    assert lost.state == PipelineState.SUPERSEDED
+    assert lost.superseded_by == newer.id
+    assert f"superseded by {newer.id} in staging" in lost.failure
+    assert stage_of(lost, "uat") == (StageState.CANCELLED, f"cancelled: superseded by {newer.id}")
+    assert won.state == PipelineState.SUCCEEDED
+    assert won.artifact is not None
+    assert staging.serving is not None
+    assert staging.serving.run == newer.id
+    assert staging.serving.release.digest == won.artifact.digest
+
+
+async def test_production_queues_in_commit_order_and_ends_on_the_newest(
+    time_env: WorkflowEnvironment, memory: MemoryBackends, task_queue: str
+) -> None:
+    spec = queued_everywhere(heal7())
+    async with build_worker(time_env.client, memory.backends(), task_queue):
+        runs: dict[str, Handle] = {}
+        # They reach production's gate one after another in commit order, so none is older
+        # than what serves dev or staging (which would supersede it there).
+        for name, minute in (("a", 0), ("c", 10), ("b", 20)):
+            runs[name] = handle = await start(
+                time_env.client, task_queue, spec, run_context(commit_time=at(minute))
+            )
+            await wait_for_gate(handle, "staging", timeout_s=40)
+            await approve(handle, "alice", "staging")
+            await wait_for_gate(handle, "production", timeout_s=40)
+        for name in ("a", "b", "c"):  # b asks before c, c's commit is older
+            await approve(runs[name], "carol", "production")
+            await approve(runs[name], "dave", "production")
+            if name == "a":
+                await wait_for_stage(runs["a"], "canary", StageState.RUNNING)
+        st = await wait_for_stage(runs["b"], "deploy_production", StageState.QUEUED)
+        queued = next(s for s in st.stages if s.name == "deploy_production")
+        assert queued.summary.startswith(f"queued behind {runs['a'].id} for production")
+        results = {name: await pipeline_outcome(h) for name, h in runs.items()}
+        prod = await environment(time_env, "production")
+    assert {n: r.state for n, r in results.items()} == dict.fromkeys("abc", PipelineState.SUCCEEDED)
+    served = [e.run for e in prod.releases if e.outcome in ("serving", "replaced")]
+    # a, then c (older than b although it asked later), then b; production ends on b.
+    assert served[-3:] == [runs["a"].id, runs["c"].id, runs["b"].id]
+    assert prod.serving is not None
+    assert prod.serving.run == runs["b"].id
+    assert results["b"].artifact is not None
+    assert memory.platform.envs["production"].stable == results["b"].artifact.digest
+
+
+async def test_a_deploy_that_changed_nothing_rolls_nothing_back(
+    time_env: WorkflowEnvironment, memory: MemoryBackends, task_queue: str
+) -> None:
+    memory.platform._env("production").stable = OLD
+    memory.platform.fail_deploy = {"production"}
+    async with build_worker(time_env.client, memory.backends(), task_queue):
+        handle = await start(time_env.client, task_queue)
+        await approve_all(handle)
+        result = await pipeline_outcome(handle)
+    assert result.state == PipelineState.FAILED  # not "rolled_back": nothing was
+    assert "production" not in result.rolled_back
+    assert "nothing to roll back: production already serves " + OLD in result.failure
+    assert memory.platform.envs["production"].stable == OLD
+    assert memory.platform.envs["production"].previous == []
+
+
+async def test_cancel_request_mid_canary_puts_production_back_once(
+    time_env: WorkflowEnvironment, memory: MemoryBackends, task_queue: str
+) -> None:
+    memory.platform._env("production").stable = OLD
+    async with build_worker(time_env.client, memory.backends(), task_queue):
+        handle = await start(time_env.client, task_queue)
+        await approve_all(handle)
+        await wait_for_canary_interval(time_env, handle)
+        await handle.cancel()  # what the Web UI's "Request Cancellation" sends
+        result = await pipeline_outcome(handle)
+        canary = await time_env.client.get_workflow_handle(
+            canary_id(handle.id, "canary")
+        ).describe()
+    assert result.state == PipelineState.ABORTED
+    assert "cancelled from the Web UI" in result.failure
+    assert canary.status == WorkflowExecutionStatus.CANCELED  # cancelled, not terminated
+    assert memory.platform.envs["production"].weight == 0
+    assert memory.platform.envs["production"].stable == OLD
+    restores = [e for e in memory.platform.events if e.startswith("restore production")]
+    assert restores == [f"restore production {OLD}"]
+    assert "production" in result.rolled_back
+
+
+async def test_same_sha_on_develop_then_main_reaches_production_without_a_rebuild(
+    time_env: WorkflowEnvironment, memory: MemoryBackends, task_queue: str
+) -> None:
+    on_develop = run_context(branch="develop")
+    on_main = on_develop.model_copy(update={"branch": "main"})
+    client = time_env.client
+    # The run identity includes the branch: the main run is a run of its own.
+    assert pipeline_id("heal7-backend", "develop", on_main.commit) != pipeline_id(
+        "heal7-backend", "main", on_main.commit
+    )
+    async with build_worker(client, memory.backends(), task_queue):
+        develop = await start(client, task_queue, run=on_develop)
+        await wait_for_gate(develop, "staging")
+        await approve(develop, "alice", "staging")
+        staged = await pipeline_outcome(develop)
+        main = await start(client, task_queue, run=on_main)
+        await approve_all(main)
+        shipped = await pipeline_outcome(main)
+    assert staged.state == PipelineState.SUCCEEDED
+    assert "production" not in staged.deployed
+    assert shipped.state == PipelineState.SUCCEEDED
+    assert shipped.artifact is not None
+    assert shipped.deployed["production"] == shipped.artifact.digest
+    assert memory.builder.built == [f"heal7-backend@{on_main.commit}"]  # built once
+
+
+def failing_canary(query: MetricsQuery, n: int) -> dict[str, float | None]:
+    bad = query.slot == "canary"
+    return {"success_rate": 80.0 if bad else 100.0, "error_rate": 20.0 if bad else 0.0,
+            "p95_latency_ms": 50.0, "cpu_percent": 10.0}  # fmt: skip
+
+
+async def test_a_rollback_that_fails_is_rollback_failed_and_says_so(
+    time_env: WorkflowEnvironment, memory: MemoryBackends, task_queue: str
+) -> None:
+    memory.platform._env("production").stable = OLD
+    memory.platform.fail_restore = {"production"}
+    memory.metrics.script = failing_canary
+    async with build_worker(time_env.client, memory.backends(), task_queue):
+        handle = await start(time_env.client, task_queue)
+        await approve_all(handle)
+        result = await pipeline_outcome(handle)
+    assert result.state == PipelineState.ROLLBACK_FAILED
+    assert "rollback of production FAILED" in result.failure
+    alerts = [n for n in memory.notifier.sent if n.event == "pipeline.rollback_failed"]
+    assert alerts
+    assert alerts[0].level == "error"
+    assert "manual intervention" in alerts[0].message
