@@ -50,6 +50,7 @@ from workflows.messages import (
     PipelineStatus,
     RollbackOutcome,
     RunContext,
+    StageState,
 )
 from workflows.naming import environment_id
 from workflows.pipeline import PipelineWorkflow
@@ -264,9 +265,13 @@ def status(
             typer.echo(st.model_dump_json(indent=2))
             return 0
         typer.echo(render.status_table(st, workflow_id))
-        retrying = await _retrying(client, workflow_id)
+        retrying = [
+            f"{s.name} ({s.kind}): {s.summary}"
+            for s in st.stages
+            if s.state == StageState.RUNNING and s.summary.startswith("attempt ")
+        ] + await _retrying(client, workflow_id)
         if retrying:
-            typer.echo("\nactivities being retried by Temporal:")
+            typer.echo("\nactivities being retried:")
             typer.echo("\n".join(f"  {line}" for line in retrying))
         return 0
 

@@ -7,6 +7,7 @@ transient errors back off and retry; verdict types (`ErrorType`) never retry.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any, TypeVar
@@ -92,8 +93,10 @@ async def call(
     timeout: timedelta | None = None,
     activity_id: str | None = None,
     summary: str | None = None,
+    on_retry: Callable[[int, str], None] | None = None,
 ) -> T:
     """Execute activity `name` with its kind's options, overridden by a stage's settings.
+    `on_retry(attempt, last failure)` hears of each new attempt (for the run's status).
 
     A dead worker is not a verdict: an attempt that ends in a heartbeat timeout (its worker
     stopped heartbeating) is started again without using up `max_attempts`, which counts
@@ -106,7 +109,7 @@ async def call(
         and workflow.patched(CRASH_IS_NOT_A_VERDICT)
     ):
         return await _call_counting_failures(
-            name, arg, result_type, opts, retry, timeout, activity_id, summary
+            name, arg, result_type, opts, retry, timeout, activity_id, summary, on_retry
         )
     policy = RetryPolicy(
         initial_interval=retry.initial_interval if retry else opts.initial_interval,
@@ -146,6 +149,7 @@ async def _call_counting_failures(
     timeout: timedelta | None,
     activity_id: str | None,
     summary: str | None,
+    on_retry: Callable[[int, str], None] | None,
 ) -> T:
     max_attempts = retry.max_attempts if retry else opts.max_attempts
     interval = retry.initial_interval if retry else opts.initial_interval
@@ -177,6 +181,8 @@ async def _call_counting_failures(
                 workflow.logger.warning(
                     "%s: worker lost (%d so far), starting it again", activity_id or name, lost
                 )
+                if on_retry is not None:
+                    on_retry(failures + 1, f"its worker was lost ({lost} so far; not counted)")
                 continue
             cause = err.cause
             if isinstance(cause, ApplicationError) and (
@@ -187,6 +193,8 @@ async def _call_counting_failures(
             pause = min(interval, max_interval)
             if failures >= max_attempts or deadline - workflow.now() <= pause:
                 raise
+            if on_retry is not None:
+                on_retry(failures + 1, str(cause or err))
             await workflow.sleep(pause)
             interval = interval * backoff
 

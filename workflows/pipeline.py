@@ -101,6 +101,7 @@ class PipelineWorkflow:
     async def run(self, input: PipelineInput) -> PipelineResult:
         if workflow.patched(ENVIRONMENT_LEASES):
             self._state.leases = self._lease_book
+            self._state.on_retry = self._note_retry
             return await self._run_leased()
         self._publish_details()
         rollback_for = await self._schedule()
@@ -207,6 +208,12 @@ class PipelineWorkflow:
         for name in running:
             self._finish(name, StageState.CANCELLED, why)
         running.clear()
+
+    def _note_retry(self, stage: str, attempt: int, failure: str) -> None:
+        status = self._stages[stage]
+        status.attempt = attempt
+        status.summary = f"attempt {attempt}, last failure: {failure}"[:300]
+        self._publish_details()
 
     def _stop_reason(self) -> str:
         superseded = self._lease_book.superseded

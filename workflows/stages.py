@@ -7,6 +7,7 @@ results later stages need (workspace, reports, the artifact, what was deployed) 
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -95,6 +96,14 @@ class RunState:
     """The environment leases of this run; None for runs recorded before leases existed."""
     child_rollbacks: dict[str, RollbackOutcome] = field(default_factory=dict)
     """What a canary's or monitor's own rollback did, per environment."""
+    on_retry: Callable[[str, int, str], None] | None = None
+    """Told (stage, attempt, last failure) when a stage's activity starts again."""
+
+    def retry_note(self, stage: Stage) -> Callable[[int, str], None] | None:
+        listener = self.on_retry
+        if listener is None:
+            return None
+        return lambda attempt, failure: listener(stage.name, attempt, failure)
 
     @property
     def service(self) -> str:
@@ -186,6 +195,7 @@ async def _checkout(stage: CheckoutStage, state: RunState) -> str:
         retry=stage.retry,
         timeout=stage.timeout,
         activity_id=_id(stage),
+        on_retry=state.retry_note(stage),
     )
     state.workspace = ws
     return f"{ws.commit[:12]} checked out"
@@ -200,6 +210,7 @@ async def _scan(stage: ScanStage, state: RunState) -> str:
         retry=stage.retry,
         timeout=stage.timeout,
         activity_id=_id(stage),
+        on_retry=state.retry_note(stage),
     )
     state.scans[stage.name] = report
     verdict = policy.judge_scan(report, stage.fail_on, stage.unavailable, stage.name)
@@ -222,6 +233,7 @@ async def _test(stage: TestStage, state: RunState) -> str:
         retry=stage.retry,
         timeout=stage.timeout,
         activity_id=_id(stage),
+        on_retry=state.retry_note(stage),
     )
     state.tests[stage.name] = report
     state.test_durations[stage.name] = (workflow.now() - started).total_seconds()
@@ -264,6 +276,7 @@ async def _build(stage: BuildStage, state: RunState) -> str:
         retry=stage.retry,
         timeout=stage.timeout,
         activity_id=_id(stage),
+        on_retry=state.retry_note(stage),
     )
     took = (workflow.now() - started).total_seconds()
     if stage.max_size_mb is not None and artifact.size_bytes > stage.max_size_mb * 1e6:
@@ -287,6 +300,7 @@ async def _image_scan(stage: ImageScanStage, state: RunState) -> str:
         retry=stage.retry,
         timeout=stage.timeout,
         activity_id=_id(stage),
+        on_retry=state.retry_note(stage),
     )
     state.scans[stage.name] = report
     verdict = policy.judge_scan(report, stage.fail_on, stage.unavailable, stage.name)
@@ -310,6 +324,7 @@ async def _publish(stage: PublishStage, state: RunState) -> str:
         retry=stage.retry,
         timeout=stage.timeout,
         activity_id=_id(stage),
+        on_retry=state.retry_note(stage),
     )
     if published.digest != artifact.digest:
         raise StageFailedError(
@@ -335,6 +350,7 @@ async def _deploy(stage: DeployStage, state: RunState) -> str:
         retry=stage.retry,
         timeout=stage.timeout,
         activity_id=_id(stage),
+        on_retry=state.retry_note(stage),
     )
     if strategy == "blue_green":
         # Preview is healthy: switch the active colour.
@@ -345,6 +361,7 @@ async def _deploy(stage: DeployStage, state: RunState) -> str:
             retry=stage.retry,
             timeout=stage.timeout,
             activity_id=_id(stage, ":switch"),
+            on_retry=state.retry_note(stage),
         )
     if strategy != "canary":
         if state.leases is not None:
@@ -373,6 +390,7 @@ async def _http_checks(stage: E2EStage | SmokeStage, state: RunState) -> str:
         retry=stage.retry,
         timeout=stage.timeout,
         activity_id=_id(stage),
+        on_retry=state.retry_note(stage),
     )
     if report.failed:
         raise StageFailedError(

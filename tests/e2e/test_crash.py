@@ -81,7 +81,7 @@ from workflows.messages import (
     StageState,
 )
 from workflows.naming import canary_id, monitor_id
-from workflows.spec import load_pipeline
+from workflows.spec import load_pipeline, validate_definition
 
 pytestmark = [pytest.mark.e2e, pytest.mark.realserver]
 
@@ -345,3 +345,64 @@ async def test_dev_server_restarted_mid_canary_still_rolls_back(shared: Shared) 
         assert not stray_processes(stack.platform_dir), "release processes no slot records"
         assert stack.worker.proc is not None
         assert stack.worker.proc.poll() is None, "the worker exited"
+
+
+SLOW_STAGE_S = 20
+SLOW = {
+    "name": "slow",
+    "service": {"name": "hello"},
+    "stages": [
+        {"name": "checkout", "kind": "checkout"},
+        {
+            "name": "slow_tests",
+            "kind": "test",
+            "needs": ["checkout"],
+            # A test suite that takes a while, then reports one passing test.
+            "command": [
+                "python",
+                "-c",
+                f"import time, pathlib; time.sleep({SLOW_STAGE_S}); "
+                "pathlib.Path('junit-slow.xml').write_text('<testsuite tests=\"1\" "
+                'failures="0" errors="0" skipped="0"><testcase name="t"/></testsuite>\')',
+            ],
+            "junit": "junit-slow.xml",
+            "retry": {"max_attempts": 2},
+        },
+    ],
+}
+
+
+async def test_worker_sigkilled_five_times_in_one_long_stage_is_not_a_verdict(
+    shared: Shared,
+) -> None:
+    """Five worker deaths during one stage allowed two attempts: each lost worker is retried
+    without counting, so the stage (and the run) still succeed."""
+    client, stack = shared.client, shared.stack
+    timeline = Timeline("run C")
+    spec = validate_definition(SLOW, "slow.yaml")
+    repo = stack.home / "repo-slow"
+    commit = make_service_repo(repo)
+    run = RunContext(service="hello", repo=str(repo), commit=commit, author=AUTHOR, branch="slow")
+    started = await start_pipeline(client, spec, run, ROLES, stack.worker.task_queue)
+    workflow_id = started.workflow_id
+    with diagnostics(stack, timeline):
+        for kill in range(1, 6):
+
+            async def running(n: int = kill) -> bool | None:
+                runs = await activity_runs(client, workflow_id)
+                mine = [r for r in runs if r.activity_id == "slow_tests"]
+                found = await pending_activity(client, workflow_id, "slow_tests")
+                return True if len(mine) >= n and found is not None and found.started else None
+
+            await poll(f"attempt {kill} of slow_tests running", running, 120)
+            await asyncio.sleep(3)
+            await crash_worker(stack, timeline, f"during slow_tests (kill {kill})")
+        result = await outcome(client, workflow_id, RUN_TIMEOUT_S)
+        timeline.mark(f"run ended {result.state.value}")
+        runs = [
+            r for r in await activity_runs(client, workflow_id) if r.activity_id == "slow_tests"
+        ]
+    assert result.state == PipelineState.SUCCEEDED, result.failure
+    assert [r.ended for r in runs] == ["timed_out"] * 5 + ["completed"]
+    summary = next(s.summary for s in result.stages if s.name == "slow_tests")
+    assert summary.startswith("1 tests, 0 failed")

@@ -204,7 +204,7 @@ async def test_abort_rollback_and_dora_from_the_cli(
         assert "no earlier release is recorded" in out
         code, out = await slipway(dev_env, task_queue, "env", service)
         assert code == 0, out
-        assert "development: sha256:1111111111111" in out
+        assert "development: sha256:111111111111 since" in out
         assert f"rolled_back  {run.workflow_id}" in out
         code, out = await slipway(dev_env, task_queue, "dora", "--service", service)
     assert code == 0
