@@ -27,6 +27,7 @@ from tests.support.memory import MemoryBackends
 from tests.support.pipelines import start, wait_for_gate
 from worker import build_worker
 from workflows.messages import Decision
+from workflows.naming import environment_id
 from workflows.pipeline import PipelineWorkflow
 
 HERE = Path(__file__).parent
@@ -74,6 +75,11 @@ async def record_one(
     # The file is named by workflow id: replay needs the id the history was recorded under.
     path = HERE / f"{handle.id}.json"
     path.write_text(history.to_json(), encoding="utf-8")
+    # The production environment workflow the run leased (still running: a partial history
+    # replays too). `--scenario` keeps the files of one id apart; replay strips it.
+    env_id = environment_id("heal7-backend", "production")
+    env_history = await client.get_workflow_handle(env_id).fetch_history()
+    (HERE / f"{env_id}--{name}.json").write_text(env_history.to_json(), encoding="utf-8")
     return path
 
 
@@ -87,6 +93,11 @@ async def main() -> None:
         for name, prepare in SCENARIOS.items():
             path = await record_one(env.client, name, prepare, approve_everything)
             print(f"recorded {name}: {path}")
+            # A fresh server for the next scenario: environment workflows outlive a run.
+            await env.shutdown()
+            env = await WorkflowEnvironment.start_time_skipping(
+                test_server_existing_path=str(server), data_converter=pydantic_data_converter
+            )
     finally:
         await env.shutdown()
 
