@@ -24,7 +24,7 @@ with workflow.unsafe.imports_passed_through():
         RollbackRequest,
         RollbackResult,
     )
-    from workflows import dag, policy, telemetry
+    from workflows import dag, freeze, policy, telemetry
     from workflows.calls import call, notify
     from workflows.environment import LEASE_SIGNAL
     from workflows.messages import (
@@ -341,6 +341,8 @@ class PipelineWorkflow:
         if leases.commit_time is None and self._state.workspace is not None:
             leases.commit_time = self._state.workspace.commit_time
         status = self._stages[stage.name]
+        if stage.kind == "deploy":
+            await self._wait_for_freeze(env, status)
 
         def queued(holder: str, position: int) -> None:
             status.state = StageState.QUEUED
@@ -354,6 +356,50 @@ class PipelineWorkflow:
             status.summary = ""
             self._set_attributes(status="running")
             self._publish_details()
+
+    async def _wait_for_freeze(self, env: str, status: StageStatus) -> None:
+        """A deploy in a freeze window waits for its end, or for the freeze gate's approval
+        by one of the environment's `freeze_override_roles`."""
+        env_policy = self._spec.environments.get(env)
+        if env_policy is None or not env_policy.freeze:
+            return
+        windows = [(w.cron, w.duration, w.timezone) for w in env_policy.freeze]
+        frozen = freeze.frozen_until(windows, workflow.now())
+        if frozen is None:
+            return
+        until, window = frozen
+        roles = env_policy.freeze_override_roles
+        gate = ApprovalStage(
+            name=f"{status.name}_freeze",
+            kind="approval",
+            environment=env,
+            gate=f"{env}-freeze",
+            roles=roles or ["(nobody)"],
+            quorum=1,
+            timeout=until - workflow.now(),
+        )
+        how = f"; to deploy now, one of {roles} approves gate '{gate.gate_name}'" if roles else ""
+        status.state = StageState.WAITING
+        status.summary = f"{env} is frozen until {until:%Y-%m-%d %H:%M} UTC ({window}){how}"
+        if roles:
+            self._open_gates[gate.gate_name] = gate
+            self._gate_deadlines[gate.gate_name] = until
+        self._publish_details()
+        try:
+            await workflow.wait_condition(
+                lambda: (
+                    policy.approval_state(gate, self._votes, self._input.roles) == "approved"
+                    or self._stopping()
+                ),
+                timeout=until - workflow.now(),
+            )
+        except TimeoutError:
+            pass  # the window is over
+        finally:
+            self._open_gates.pop(gate.gate_name, None)
+        status.state = StageState.RUNNING
+        status.summary = ""
+        self._publish_details()
 
     def _concurrency(self, environment: str) -> Concurrency:
         env_policy = self._spec.environments.get(environment)

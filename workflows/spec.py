@@ -44,6 +44,7 @@ __all__ = [
     "DeployStage",
     "E2EStage",
     "EnvironmentSpec",
+    "FreezeWindow",
     "ImageScanStage",
     "LoadSpec",
     "MetricCheck",
@@ -439,6 +440,31 @@ class ServiceSpec(_Strict):
     ready_path: str = "/ready"
 
 
+class FreezeWindow(_Strict):
+    """When the environment takes no deploys: from each time `cron` matches (read in
+    `timezone`), for `duration`. `{cron: "0 18 * * FRI", duration: 62h, timezone: Asia/Seoul}`"""
+
+    cron: str
+    duration: Duration
+    timezone: str = "UTC"
+
+    @field_validator("cron")
+    @classmethod
+    def _cron_reads(cls, value: str) -> str:
+        from workflows.freeze import parse_cron
+
+        parse_cron(value)
+        return value
+
+    @field_validator("timezone")
+    @classmethod
+    def _zone_exists(cls, value: str) -> str:
+        from workflows.freeze import time_zone
+
+        time_zone(value)
+        return value
+
+
 class EnvironmentSpec(_Strict):
     """Per-environment policy (the seed's environment table)."""
 
@@ -450,6 +476,14 @@ class EnvironmentSpec(_Strict):
         None,
         description="Several runs at once: 'supersede' (newest commit wins) or 'queue' (in "
         "commit order). Default: queue for production, supersede elsewhere.",
+    )
+    freeze: list[FreezeWindow] = Field(
+        default_factory=list, description="Windows when deploys wait for the window's end."
+    )
+    freeze_override_roles: list[str] = Field(
+        default_factory=list,
+        description="Who may let a deploy through a freeze: approving the gate "
+        "'<environment>-freeze'. Empty: nobody; the deploy waits.",
     )
 
 
