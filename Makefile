@@ -3,7 +3,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint format bench dev-server worker clean
+.PHONY: demo test lint format bench soak dev-server worker clean
 
 # pip's output goes to $(INSTALL_LOG), not the screen: an index configured with extra
 # locations makes pip warn "Location '...' is ignored" for every package, pages that bury
@@ -37,6 +37,11 @@ format: $(STAMP)
 
 bench: $(STAMP)
 	$(PY) -m tests.bench.run
+
+# Many commits at once while workers and the server die; SCALE=large for the long one.
+SCALE ?= small
+soak: $(STAMP)
+	$(PY) -m tests.soak.run --scale $(SCALE)
 
 dev-server: $(STAMP)
 	mkdir -p .demo
