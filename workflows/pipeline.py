@@ -24,6 +24,7 @@ with workflow.unsafe.imports_passed_through():
         RollbackRequest,
         RollbackResult,
     )
+    from activities.errors import ErrorType
     from workflows import dag, freeze, policy, telemetry
     from workflows.calls import call, notify
     from workflows.environment import LEASE_SIGNAL
@@ -55,6 +56,8 @@ PIPELINE_FAILED = "PipelineFailed"
 ENVIRONMENT_LEASES = "environment-leases"
 """Patch id: runs recorded before it acted on environments without leases, and rolled back
 with the platform's own notion of 'the previous version'."""
+STALE_LEASE_GRACE = timedelta(minutes=1)
+"""How long a stage refused for a stale lease waits for the notice that says by whom."""
 LEASED_KINDS = ("deploy", "canary", "monitor")
 """Stage kinds that change an environment: they run under its lease."""
 ACTING_KINDS = ("deploy", "canary", "monitor", "e2e", "smoke")
@@ -322,6 +325,13 @@ class PipelineWorkflow:
             self._finish(stage.name, StageState.CANCELLED, f"superseded: {lost}")
             return
         except StageFailedError as failed:
+            if failed.error_type == ErrorType.STALE_LEASE and self._state.leases is not None:
+                # The platform refused this run's token: a newer run took the environment.
+                # Its notice is on the way (a signal); the stage ends as superseded then.
+                await workflow.wait_condition(
+                    lambda: self._lease_book.superseded is not None or self._abort is not None,
+                    timeout=STALE_LEASE_GRACE,
+                )
             if self._stopping():  # it failed because we cancelled it
                 self._finish(stage.name, StageState.CANCELLED, self._stop_reason())
                 raise asyncio.CancelledError from failed
@@ -346,7 +356,7 @@ class PipelineWorkflow:
 
         def queued(holder: str, position: int) -> None:
             status.state = StageState.QUEUED
-            status.summary = f"queued behind {holder} for {env} (position {position})"
+            status.summary = f"queued behind {holder} for {env} (position {position} on arrival)"
             self._set_attributes(status="queued")
             self._publish_details()
 

@@ -13,7 +13,12 @@ from datetime import datetime
 from typing import Any
 
 from temporalio import workflow
-from temporalio.exceptions import ActivityError, ChildWorkflowError, is_cancelled_exception
+from temporalio.exceptions import (
+    ActivityError,
+    ApplicationError,
+    ChildWorkflowError,
+    is_cancelled_exception,
+)
 from temporalio.workflow import (
     ChildWorkflowCancellationType,
     ChildWorkflowHandle,
@@ -73,7 +78,12 @@ __all__ = ["RunState", "StageFailedError", "run_stage"]
 
 
 class StageFailedError(Exception):
-    """A stage's verdict: it ran and said no (or its activity gave up)."""
+    """A stage's verdict: it ran and said no (or its activity gave up). `error_type` is the
+    `ApplicationError.type` it came from, if any (e.g. StaleLease: the lease was taken)."""
+
+    def __init__(self, message: str, error_type: str | None = None) -> None:
+        super().__init__(message)
+        self.error_type = error_type
 
 
 @dataclass
@@ -158,6 +168,12 @@ class RunState:
         )
 
 
+def _error_type(err: BaseException) -> str | None:
+    while isinstance(err, ActivityError | ChildWorkflowError) and err.cause is not None:
+        err = err.cause
+    return err.type if isinstance(err, ApplicationError) else None
+
+
 def _cause(err: BaseException) -> str:
     """The innermost message of an activity/child failure, for a stage summary."""
     while isinstance(err, ActivityError | ChildWorkflowError) and err.cause is not None:
@@ -175,7 +191,7 @@ async def run_stage(stage: Stage, state: RunState) -> str:
     except (ActivityError, ChildWorkflowError) as err:
         if is_cancelled_exception(err):
             raise StageFailedError("cancelled") from err
-        raise StageFailedError(_cause(err)) from err
+        raise StageFailedError(_cause(err), _error_type(err)) from err
     return summary
 
 
