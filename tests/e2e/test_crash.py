@@ -23,7 +23,7 @@ for the load generator, given up) when their 30 s heartbeat timeout expires, so 
 kill costs about 30 s. `pytest -s` prints each run's timeline (seconds since its start).
 Measured on 2 cores: run A killed at +9.5 s (deploy), +42.3 s (canary at 25%), +85.6 s
 (monitor after 1 check), each restarted 1.0 s later, succeeded at +133.9 s (deploy_production
-completed on attempt 2; the canary step cut by the crash counted one no-data analysis, 1 of
+completed on a second execution; the canary step cut by the crash counted one no-data analysis, 1 of
 threshold 2); run B's server was killed at +10.0 s (canary at 25%), back at +11.1 s, run
 rolled back at +17.7 s on p95 987.5 ms; the whole module took ~155 s.
 """
@@ -272,8 +272,9 @@ async def test_worker_sigkilled_mid_deploy_canary_and_monitor_still_promotes(
         assert [(b.attempt, b.ended) for b in builds] == [(1, "completed")], builds
         deploys = [r for r in runs if r.activity_id == "deploy_production"]
         timeline.mark(f"  deploy_production in history: {deploys}")
-        # The kill landed inside the activity: its first attempt was lost with the worker.
-        assert [(d.attempt > 1, d.ended) for d in deploys] == [(True, "completed")], deploys
+        # The kill landed inside the activity: its first execution was lost with the worker
+        # (a heartbeat timeout) and started again, not counted as a failed attempt.
+        assert [d.ended for d in deploys] == ["timed_out", "completed"], deploys
 
         canary = await client.get_workflow_handle(
             canary_id(workflow_id, "canary"), result_type=CanaryResult
