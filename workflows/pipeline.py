@@ -121,23 +121,7 @@ class PipelineWorkflow:
             )
         else:
             self._pipeline_state = PipelineState.SUCCEEDED
-        self._set_attributes(status=self._pipeline_state.value)
-        self._publish_details()
-        await workflow.wait_condition(workflow.all_handlers_finished)
-        result = self._result()
-        telemetry.pipeline_finished(
-            result.service,
-            result.state.value,
-            timedelta(seconds=result.lead_time_s) if result.lead_time_s is not None else None,
-        )
-        if self._pipeline_state != PipelineState.SUCCEEDED:
-            raise ApplicationError(
-                f"pipeline {self._pipeline_state.value}: {self._failure}",
-                result,
-                type=PIPELINE_FAILED,
-                non_retryable=True,
-            )
-        return result
+        return await self._finish_run()
 
     async def _run_leased(self) -> PipelineResult:
         """The run with environment leases: every change of an environment under its lease,
