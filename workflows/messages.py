@@ -209,7 +209,9 @@ class PipelineResult(_Message):
     stages: list[StageStatus]
     approvals: list[ApprovalRecord]
     artifact: Artifact | None
-    deployed: dict[str, str] = Field(description="Environment → digest serving now.")
+    deployed: dict[str, str] = Field(
+        description="Environment → this run's digest, where it serves now (rolled back: gone)."
+    )
     rolled_back: list[str] = Field(default_factory=list, description="Environments restored.")
     failure: str = ""
     superseded_by: str = Field("", description="The run that superseded this one, if one did.")

@@ -493,10 +493,8 @@ class PipelineWorkflow:
             if env not in self._state.rolled_back:
                 self._state.rolled_back.append(env)
                 telemetry.rolled_back(self._state.service, env)
-            if outcome.restored_digest:
-                self._state.deployed[env] = outcome.restored_digest
-            else:
-                self._state.deployed.pop(env, None)
+            # `deployed` is what this run put in place and still serves (lead time reads it).
+            self._state.deployed.pop(env, None)
             summary = f"{env} restored to {outcome.restored_digest or 'no earlier release'}"
             if stage is not None:
                 self._finish(stage, StageState.SUCCEEDED, summary)
