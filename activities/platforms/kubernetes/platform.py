@@ -437,7 +437,11 @@ class KubernetesPlatform:
         digest = request.target.digest
         container = main_container(deployment.spec.template, request.service)
         body: dict[str, Any] = {}
-        if container.image != image or annotations_of(deployment.metadata).get(DIGEST) != digest:
+        if container.image == image and annotations_of(deployment.metadata).get(DIGEST) != digest:
+            # Already running the target: record the digest, without touching the template
+            # (which would restart every pod).
+            body = {"metadata": {"annotations": {DIGEST: digest}}}
+        elif container.image != image:
             body = {
                 "metadata": {
                     "annotations": {
