@@ -168,7 +168,7 @@ class MemoryPlatform:
 
     def __init__(self) -> None:
         self.envs: dict[str, _Env] = {}
-        self.fences: dict[str, int] = {}
+        self.fences: dict[str, int] = {}  # "service/environment" → highest token
         # Called (unlocked) at the start of deploy: tests hold a deploy "in flight" here.
         self.before_deploy: Callable[[DeployRequest], None] | None = None
         self.events: list[str] = []
@@ -187,10 +187,9 @@ class MemoryPlatform:
     def _fence(self, service: str, environment: str, token: int) -> None:
         from activities.errors import check_fence
 
+        key = f"{service}/{environment}"  # like the real platforms: per service
         try:
-            self.fences[environment] = check_fence(
-                self.fences.get(environment, 0), token, service, environment
-            )
+            self.fences[key] = check_fence(self.fences.get(key, 0), token, service, environment)
         except Exception:
             self.events.append(f"refused {environment} token {token}")
             raise

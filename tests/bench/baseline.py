@@ -47,6 +47,8 @@ with workflow.unsafe.imports_passed_through():
 
 __all__ = ["BaselineWorkflow"]
 
+BASELINE_SERVICE = f"{SERVICE}-baseline"
+
 T = TypeVar("T")
 
 
@@ -127,7 +129,9 @@ class BaselineWorkflow:
             await _call(
                 ActivityName.DEPLOY,
                 DeployRequest(
-                    service=SERVICE,
+                    # Environments of its own: the pipeline's runs hold leases (fencing
+                    # tokens) on the bench service's, which this lease-less baseline has not.
+                    service=BASELINE_SERVICE,
                     environment=env,
                     slot="stable",
                     artifact=artifact,
