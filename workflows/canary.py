@@ -172,7 +172,12 @@ class CanaryWorkflow:
     async def _wait_interval(self, interval: timedelta) -> bool:
         """Sleep one interval; return True if abort/promote arrived meanwhile."""
         try:
-            await workflow.wait_condition(lambda: self._interrupted, timeout=interval)
+            await workflow.wait_condition(
+                lambda: self._interrupted,
+                timeout=interval,
+                timeout_summary=f"{self._input.stage.name}: analysis interval of "
+                f"{interval.total_seconds():g}s at {self._weight}%",
+            )
         except TimeoutError:
             return False
         return True

@@ -117,7 +117,11 @@ class MonitorWorkflow:
         load = start_load(
             input.service, input.stage.environment, input.stage.load, duration.total_seconds()
         )
-        await workflow.sleep(duration)
+        await workflow.sleep(
+            duration,
+            summary=f"{input.stage.name}: watching {input.stage.environment} for "
+            f"{duration.total_seconds():g}s",
+        )
         if load is not None:
             try:
                 await load

@@ -386,6 +386,7 @@ class PipelineWorkflow:
                     or self._stopping()
                 ),
                 timeout=until - workflow.now(),
+                timeout_summary=f"{status.name}: {env} is frozen until {until:%Y-%m-%d %H:%M} UTC",
             )
         except TimeoutError:
             pass  # the window is over
@@ -536,6 +537,11 @@ class PipelineWorkflow:
                     or self._abort is not None
                 ),
                 timeout=stage.timeout,
+                timeout_summary=(
+                    f"{stage.name}: {name} approval times out in {_human(stage.timeout)}"
+                    if stage.timeout
+                    else None
+                ),
             )
         except TimeoutError:
             self._records.append(
@@ -809,3 +815,12 @@ class PipelineWorkflow:
             ended_at=workflow.now(),
             lead_time_s=lead,
         )
+
+
+def _human(span: timedelta) -> str:
+    """A duration as people write it in definitions: 24h, 90m, 45s."""
+    seconds = int(span.total_seconds())
+    for unit, size in (("h", 3600), ("m", 60)):
+        if seconds >= size and seconds % size == 0:
+            return f"{seconds // size}{unit}"
+    return f"{seconds}s"

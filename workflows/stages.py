@@ -195,6 +195,16 @@ async def run_stage(stage: Stage, state: RunState) -> str:
     return summary
 
 
+def _ui(stage: Stage, what: str) -> str:
+    """The Web UI's label for a stage's activity: the stage, then what it does."""
+    text = f"{stage.name}: {what}"
+    return text if len(text) <= UI_SUMMARY_MAX else text[: UI_SUMMARY_MAX - 1] + "…"
+
+
+UI_SUMMARY_MAX = 200
+"""Summaries are user metadata on each command: short, like a title."""
+
+
 def _id(stage: Stage, suffix: str = "") -> str:
     """Activity ids carry the stage name, so `retry` can find a stage in the history."""
     return f"{stage.name}{suffix}"
@@ -211,6 +221,7 @@ async def _checkout(stage: CheckoutStage, state: RunState) -> str:
         retry=stage.retry,
         timeout=stage.timeout,
         activity_id=_id(stage),
+        summary=_ui(stage, f"checkout {run.commit[:12]}"),
         on_retry=state.retry_note(stage),
     )
     state.workspace = ws
@@ -226,6 +237,7 @@ async def _scan(stage: ScanStage, state: RunState) -> str:
         retry=stage.retry,
         timeout=stage.timeout,
         activity_id=_id(stage),
+        summary=_ui(stage, ", ".join(stage.scanners)),
         on_retry=state.retry_note(stage),
     )
     state.scans[stage.name] = report
@@ -249,6 +261,7 @@ async def _test(stage: TestStage, state: RunState) -> str:
         retry=stage.retry,
         timeout=stage.timeout,
         activity_id=_id(stage),
+        summary=_ui(stage, " ".join(stage.command)),
         on_retry=state.retry_note(stage),
     )
     state.tests[stage.name] = report
@@ -292,6 +305,7 @@ async def _build(stage: BuildStage, state: RunState) -> str:
         retry=stage.retry,
         timeout=stage.timeout,
         activity_id=_id(stage),
+        summary=_ui(stage, f"build {state.service} at {ws.commit[:12]}"),
         on_retry=state.retry_note(stage),
     )
     took = (workflow.now() - started).total_seconds()
@@ -316,6 +330,7 @@ async def _image_scan(stage: ImageScanStage, state: RunState) -> str:
         retry=stage.retry,
         timeout=stage.timeout,
         activity_id=_id(stage),
+        summary=_ui(stage, f"{stage.scanner} on {artifact.digest[:19]}"),
         on_retry=state.retry_note(stage),
     )
     state.scans[stage.name] = report
@@ -340,6 +355,7 @@ async def _publish(stage: PublishStage, state: RunState) -> str:
         retry=stage.retry,
         timeout=stage.timeout,
         activity_id=_id(stage),
+        summary=_ui(stage, "tags " + ", ".join(tags)),
         on_retry=state.retry_note(stage),
     )
     if published.digest != artifact.digest:
@@ -366,6 +382,7 @@ async def _deploy(stage: DeployStage, state: RunState) -> str:
         retry=stage.retry,
         timeout=stage.timeout,
         activity_id=_id(stage),
+        summary=_ui(stage, f"{strategy} deploy to {stage.environment}"),
         on_retry=state.retry_note(stage),
     )
     if strategy == "blue_green":
@@ -377,6 +394,7 @@ async def _deploy(stage: DeployStage, state: RunState) -> str:
             retry=stage.retry,
             timeout=stage.timeout,
             activity_id=_id(stage, ":switch"),
+            summary=_ui(stage, f"switch {stage.environment} to the new colour"),
             on_retry=state.retry_note(stage),
         )
     if strategy != "canary":
@@ -406,6 +424,7 @@ async def _http_checks(stage: E2EStage | SmokeStage, state: RunState) -> str:
         retry=stage.retry,
         timeout=stage.timeout,
         activity_id=_id(stage),
+        summary=_ui(stage, f"{len(stage.checks)} HTTP check(s) on {stage.environment}"),
         on_retry=state.retry_note(stage),
     )
     if report.failed:
@@ -490,6 +509,7 @@ async def _notify(stage: NotifyStage, state: RunState) -> str:
             ),
             type(None),
             activity_id=_id(stage),
+            summary=_ui(stage, f"{stage.level} notification"),
         )
     except ActivityError as err:
         if is_cancelled_exception(err):
