@@ -232,14 +232,6 @@ def backends_from_settings(settings: Settings) -> Backends:
                 if prometheus is None:
                     raise ConfigurationError("kubernetes needs SLIPWAY_METRICS=prometheus")
                 metrics[env] = prometheus
-        else:
-            from activities.platforms.memory import MemoryPlatform, ScriptedMetrics
-
-            memory = MemoryPlatform()
-            scripted = ScriptedMetrics()
-            for env in envs:
-                targets[env], routers[env], loads[env] = memory, memory, None
-                metrics[env] = prometheus or scripted
 
     dispatch = EnvironmentDispatch(targets, routers, metrics, loads, default="*")
     builder, registry = _build_and_registry(settings)

@@ -3,7 +3,7 @@
 A bad configuration fails the worker at start with a message naming the setting, instead of
 failing the first pipeline that reaches the missing piece.
 
-    SLIPWAY_PLATFORM=local|kubernetes|memory       where deploys go (default: local)
+    SLIPWAY_PLATFORM=local|kubernetes              where deploys go (default: local)
     SLIPWAY_ENVIRONMENT_PLATFORMS='{"production": "kubernetes"}'   per-environment override
     SLIPWAY_BUILDER=wheel|docker   SLIPWAY_REGISTRY=local|docker|ecr
     SLIPWAY_METRICS=traefik|prometheus   SLIPWAY_NOTIFIER=log|slack
@@ -19,7 +19,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 __all__ = ["ConfigurationError", "Settings"]
 
-PlatformName = Literal["local", "kubernetes", "memory"]
+PlatformName = Literal["local", "kubernetes"]
 
 
 class ConfigurationError(ValueError):

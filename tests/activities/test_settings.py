@@ -11,8 +11,8 @@ import pytest
 
 from activities.contracts import WeightRequest
 from activities.factory import EnvironmentDispatch
-from activities.platforms.memory import MemoryPlatform, ScriptedMetrics
 from activities.settings import ConfigurationError, Settings
+from tests.support.memory_platform import MemoryPlatform, ScriptedMetrics
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -39,8 +39,15 @@ def test_bad_combinations_name_the_setting(settings: dict[str, object], named: s
 
 
 def test_environment_platforms_route_each_call() -> None:
-    settings = Settings.model_validate({"environment_platforms": {"production": "memory"}})
-    assert settings.platform_for("production") == "memory"
+    settings = Settings.model_validate(
+        {
+            "environment_platforms": {"production": "kubernetes"},
+            "kube_namespaces": {"production": "heal7-prod"},
+            "metrics": "prometheus",
+            "prometheus_url": "http://prometheus:9090",
+        }
+    )
+    assert settings.platform_for("production") == "kubernetes"
     assert settings.platform_for("staging") == "local"
     local, prod = MemoryPlatform(), MemoryPlatform()
     dispatch = EnvironmentDispatch(
@@ -77,3 +84,9 @@ def test_a_malformed_value_names_its_variable(monkeypatch: pytest.MonkeyPatch) -
     monkeypatch.setenv("SLIPWAY_BASE_PORT", "eighty")
     with pytest.raises(ConfigurationError, match="SLIPWAY_BASE_PORT: Input should be a valid"):
         Settings.load()
+
+
+def test_the_in_memory_test_platform_is_not_a_worker_setting() -> None:
+    """The in-memory platform is a test double: a worker cannot be configured to deploy to it."""
+    with pytest.raises(ConfigurationError, match="SLIPWAY_PLATFORM"):
+        Settings.load(platform="memory")

@@ -30,10 +30,10 @@ from temporalio.worker import ActivityInboundInterceptor, ExecuteActivityInput, 
 from activities.backends import Backends
 from activities.contracts import CheckoutRequest, Workspace
 from activities.observability import configure_logging
-from activities.platforms.memory import MemoryScanner, MemorySource
 from tests.bench.baseline import BaselineWorkflow
 from tests.bench.definitions import CHECKOUT_DELAYS, SCANNER_DELAYS, TEST_DELAYS
 from tests.support.memory import MemoryBackends
+from tests.support.memory_platform import MemoryScanner, MemorySource
 from worker import build_worker
 
 __all__ = ["RepoDelaySource", "StampInterceptor", "bench_backends"]

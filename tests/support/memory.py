@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from activities.backends import Backends
-from activities.platforms.memory import (
+from tests.support.memory_platform import (
     MemoryBuilder,
     MemoryNotifier,
     MemoryPlatform,

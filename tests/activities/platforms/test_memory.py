@@ -16,7 +16,7 @@ from activities.contracts import (
     WeightRequest,
 )
 from activities.errors import ErrorType
-from activities.platforms.memory import MemoryPlatform
+from tests.support.memory_platform import MemoryPlatform
 
 
 def test_a_stale_token_is_refused_and_nothing_changes() -> None:
