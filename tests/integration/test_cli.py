@@ -174,7 +174,7 @@ async def test_abort_rollback_and_dora_from_the_cli(
     pipeline = spec().model_copy(
         update={"service": spec().service.model_copy(update={"name": service})}
     )
-    memory.platform._env("development").stable = "sha256:" + "1" * 64
+    memory.platform.already_serving("development", "sha256:" + "1" * 64)
     async with build_worker(dev_env.client, memory.backends(), task_queue):
         run = await start_pipeline(dev_env.client, pipeline, run_context(), ROLES, task_queue)
         handle = dev_env.client.get_workflow_handle(run.workflow_id)

@@ -181,6 +181,10 @@ class MemoryPlatform:
         self.check_delay_s: dict[str, float] = {}
         self._lock = threading.Lock()
 
+    def already_serving(self, environment: str, digest: str) -> None:
+        """Arrange a test: `environment` serves `digest` before the run starts."""
+        self._env(environment).stable = digest
+
     def _env(self, name: str) -> _Env:
         return self.envs.setdefault(name, _Env())
 

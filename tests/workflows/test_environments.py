@@ -146,7 +146,7 @@ async def test_production_queues_in_commit_order_and_ends_on_the_newest(
 async def test_a_deploy_that_changed_nothing_rolls_nothing_back(
     time_env: WorkflowEnvironment, memory: MemoryBackends, task_queue: str
 ) -> None:
-    memory.platform._env("production").stable = OLD
+    memory.platform.already_serving("production", OLD)
     memory.platform.fail_deploy = {"production"}
     async with build_worker(time_env.client, memory.backends(), task_queue):
         handle = await start(time_env.client, task_queue)
@@ -162,7 +162,7 @@ async def test_a_deploy_that_changed_nothing_rolls_nothing_back(
 async def test_cancel_request_mid_canary_puts_production_back_once(
     time_env: WorkflowEnvironment, memory: MemoryBackends, task_queue: str
 ) -> None:
-    memory.platform._env("production").stable = OLD
+    memory.platform.already_serving("production", OLD)
     async with build_worker(time_env.client, memory.backends(), task_queue):
         handle = await start(time_env.client, task_queue)
         await approve_all(handle)
@@ -217,7 +217,7 @@ def failing_canary(query: MetricsQuery, n: int) -> dict[str, float | None]:
 async def test_a_rollback_that_fails_is_rollback_failed_and_says_so(
     time_env: WorkflowEnvironment, memory: MemoryBackends, task_queue: str
 ) -> None:
-    memory.platform._env("production").stable = OLD
+    memory.platform.already_serving("production", OLD)
     memory.platform.fail_restore = {"production"}
     memory.metrics.script = failing_canary
     async with build_worker(time_env.client, memory.backends(), task_queue):

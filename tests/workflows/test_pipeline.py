@@ -175,7 +175,7 @@ def canary_errors(query: MetricsQuery, n: int) -> dict[str, float | None]:
 async def test_failing_canary_aborts_and_production_keeps_the_old_version(
     time_env: WorkflowEnvironment, memory: MemoryBackends, task_queue: str
 ) -> None:
-    memory.platform._env("production").stable = OLD
+    memory.platform.already_serving("production", OLD)
     memory.metrics.script = canary_errors
     async with build_worker(time_env.client, memory.backends(), task_queue):
         handle = await start(time_env.client, task_queue)
@@ -239,7 +239,7 @@ async def test_transient_monitor_violation_does_not_roll_back(
 async def test_confirmed_monitor_violation_rolls_back(
     time_env: WorkflowEnvironment, memory: MemoryBackends, task_queue: str
 ) -> None:
-    memory.platform._env("production").stable = OLD
+    memory.platform.already_serving("production", OLD)
     memory.metrics.script = monitor_script(set(range(6, 1000)))
     async with build_worker(time_env.client, memory.backends(), task_queue):
         handle = await start(time_env.client, task_queue)
@@ -355,7 +355,7 @@ async def test_rejection_fails_the_run(
 async def test_abort_during_canary_rolls_production_back(
     time_env: WorkflowEnvironment, memory: MemoryBackends, task_queue: str
 ) -> None:
-    memory.platform._env("production").stable = OLD
+    memory.platform.already_serving("production", OLD)
     async with build_worker(time_env.client, memory.backends(), task_queue):
         handle = await start(time_env.client, task_queue)
         await approve_all(handle)
