@@ -312,7 +312,7 @@ class ScriptedMetrics:
     """Metrics from a function of (query, n-th query for that slot); default: healthy."""
 
     def __init__(self, script: MetricsScript | None = None) -> None:
-        self.script = script or (lambda q, n: {m: _HEALTHY[m] for m in q.metrics})
+        self.script = script or (lambda q, n: {m: _HEALTHY.get(m) for m in q.metrics})
         self.queries: list[MetricsQuery] = []
         self._count: dict[tuple[str, str], int] = {}
 
@@ -334,6 +334,7 @@ _HEALTHY: dict[str, float | None] = {
     "success_rate": 100.0,
     "error_rate": 0.0,
     "p95_latency_ms": 50.0,
+    "p99_latency_ms": 90.0,
     "cpu_percent": 10.0,
 }
 
