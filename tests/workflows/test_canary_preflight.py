@@ -26,7 +26,10 @@ from workflows.spec import PipelineSpec, validate_definition
 pytestmark = pytest.mark.timeout(60)
 
 HEAL7 = Path(__file__).resolve().parents[2] / "pipelines" / "heal7.yaml"
-SAJU = 'sum(rate(saju_calculations_total{namespace="{namespace}",pod=~"{service}-{slot}-.*"}[{window}]))'
+SAJU = (
+    'sum(rate(saju_calculations_total{namespace="{namespace}",pod=~"{service}-{slot}-.*"}'
+    "[{window}]))"
+)
 
 
 def heal7_on_istio() -> PipelineSpec:
