@@ -16,10 +16,10 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from pathlib import Path
 
 import pytest
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
+from prometheus_client.metrics_core import Metric
 from prometheus_client.registry import Collector
 
 from activities.contracts import MetricsQuery, Slot
@@ -47,7 +47,7 @@ class _Locked(Collector):
     def __init__(self, inner: CollectorRegistry, lock: threading.Lock) -> None:
         self._inner, self._lock = inner, lock
 
-    def collect(self):  # type: ignore[no-untyped-def]
+    def collect(self) -> list[Metric]:
         with self._lock:
             return list(self._inner.collect())
 
@@ -292,7 +292,7 @@ def test_the_namespace_defaults_to_the_environment_name(prometheus_url: str) -> 
 
 
 def test_a_query_without_templates_uses_the_provider_defaults(
-    prometheus_url: str, tmp_path: Path
+    prometheus_url: str,
 ) -> None:
     # How a run recorded before definitions named their metrics queries: the traefik preset.
     old = MetricsQuery(
