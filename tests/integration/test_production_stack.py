@@ -348,9 +348,8 @@ async def test_production_backends_promote_a_good_canary_and_roll_back_a_bad_one
     assert bad_canary.preflight.passed, bad_canary.preflight.summary
     assert bad_canary.preflight.sample is not None
     assert bad_canary.preflight.sample.values["success_rate"] == pytest.approx(100.0)
-    assert f"{SERVICE}-{ENVIRONMENT}-stable" in (
-        bad_canary.preflight.sample.queries["success_rate"]
-    )
+    stable_query = bad_canary.preflight.sample.queries["success_rate"]
+    assert f"{SERVICE}-{ENVIRONMENT}-stable" in stable_query
     assert bad.rolled_back == [ENVIRONMENT]
     assert bad.artifact is not None
     digest_b = bad.artifact.digest

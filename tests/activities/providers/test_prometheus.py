@@ -220,8 +220,9 @@ def test_a_slot_without_requests_or_series_is_no_data(generated: Generated) -> N
 
 def test_a_template_can_be_overridden_per_metric(generated: Generated) -> None:
     only_2xx = (
-        '100 * sum(rate(traefik_service_requests_total{service=~"{service}-{environment}-{slot}@.*",'
-        'code=~"2.."}[{window}])) / sum(rate(traefik_service_requests_total'
+        "100 * sum(rate(traefik_service_requests_total"
+        '{service=~"{service}-{environment}-{slot}@.*",code=~"2.."}[{window}]))'
+        " / sum(rate(traefik_service_requests_total"
         '{service=~"{service}-{environment}-{slot}@.*"}[{window}]))'
     )
     provider = PrometheusMetricsProvider(generated.url, {"success_rate": only_2xx}, timeout_s=5)
