@@ -130,3 +130,23 @@ async def test_nothing_serving_yet_means_no_preflight(
     assert stage(result, "canary")[0] == StageState.SUCCEEDED
     canary_window = [q for q in memory.metrics.queries if q.environment == "production"][:1]
     assert canary_window[0].slot == "canary"
+
+
+async def test_preflight_false_goes_straight_to_the_first_step(
+    time_env: WorkflowEnvironment, memory: MemoryBackends, task_queue: str
+) -> None:
+    memory.platform._env("production").stable = OLD
+    memory.metrics.script = lambda q, n: {} if q.slot == "stable" else healthy(q, n)
+    spec = heal7_on_istio()
+    canary = spec.stage("canary").model_copy(update={"preflight": False})
+    spec = spec.model_copy(
+        update={"stages": [canary if s.name == "canary" else s for s in spec.stages]}
+    )
+    async with build_worker(time_env.client, memory.backends(), task_queue):
+        handle = await start(time_env.client, task_queue, spec=spec)
+        await approve_all(handle)
+        result = await pipeline_outcome(handle)
+
+    assert stage(result, "canary")[0] == StageState.SUCCEEDED
+    production = [q for q in memory.metrics.queries if q.environment == "production"]
+    assert production[0].slot == "canary"
