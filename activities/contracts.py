@@ -375,7 +375,9 @@ class HttpCheckReport(_Model):
 # --- metrics ------------------------------------------------------------------------------
 
 
-MetricName = Literal["success_rate", "error_rate", "p95_latency_ms", "cpu_percent"]
+MetricName = str
+"""A preset metric (`activities.metric_presets.BUILTIN_METRICS`) or one the definition
+defines under `metrics.custom`."""
 
 
 class MetricsQuery(_Model):
@@ -386,6 +388,10 @@ class MetricsQuery(_Model):
     slot: Slot
     window_s: float = Field(gt=0)
     metrics: list[MetricName]
+    templates: dict[str, str] = Field(
+        default_factory=dict,
+        description="Metric → PromQL template, from the definition; empty: the provider's own.",
+    )
 
 
 class MetricsSample(_Model):
@@ -394,6 +400,9 @@ class MetricsSample(_Model):
     values: dict[str, float | None]
     requests: int = 0
     source: str = ""
+    queries: dict[str, str] = Field(
+        default_factory=dict, description="Metric → the query that was asked (PromQL)."
+    )
 
 
 class LoadRequest(_Model):

@@ -199,7 +199,10 @@ def backends_from_settings(settings: Settings) -> Backends:
     if settings.metrics == "prometheus":
         from activities.providers.prometheus import PrometheusMetricsProvider
 
-        prometheus = PrometheusMetricsProvider(settings.prometheus_url)
+        # `{namespace}` in a metric's PromQL: the namespace the kubernetes platform deploys to.
+        prometheus = PrometheusMetricsProvider(
+            settings.prometheus_url, namespaces=settings.kube_namespaces
+        )
 
     for name in sorted(settings.platforms):
         envs = [e for e in settings.environments if settings.platform_for(e) == name]

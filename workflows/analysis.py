@@ -8,7 +8,7 @@ its retries yields no data for its metrics: the judgment decides what no data me
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 from temporalio import workflow
 from temporalio.exceptions import ActivityError, is_cancelled_exception
@@ -23,6 +23,7 @@ with workflow.unsafe.imports_passed_through():
         MetricsSample,
         Slot,
     )
+    from activities.metric_presets import REQUESTS
     from workflows.calls import call
     from workflows.spec import LoadSpec, MetricCheck
 
@@ -30,8 +31,14 @@ __all__ = ["measure", "start_load"]
 
 
 async def measure(
-    service: str, environment: str, slot: Slot, checks: Sequence[MetricCheck]
+    service: str,
+    environment: str,
+    slot: Slot,
+    checks: Sequence[MetricCheck],
+    templates: Mapping[str, str] | None = None,
 ) -> MetricsSample:
+    """Every check's metric over its window; `templates` (metric → PromQL, from the
+    definition) travel with the queries, only the ones the checks name."""
     by_window: dict[float, list[MetricName]] = {}
     for check in checks:
         metrics = by_window.setdefault(check.window.total_seconds(), [])
@@ -45,6 +52,7 @@ async def measure(
             slot=slot,
             window_s=window_s,
             metrics=metrics,
+            templates=_needed(templates, metrics),
         )
         try:
             return await call(ActivityName.QUERY_METRICS, query, MetricsSample)
@@ -56,15 +64,26 @@ async def measure(
 
     samples = await asyncio.gather(*(one(w, m) for w, m in sorted(by_window.items())))
     values: dict[str, float | None] = {}
+    queries: dict[str, str] = {}
     for check in checks:
         for window_s, sample in zip(sorted(by_window), samples, strict=True):
             if window_s == check.window.total_seconds() and check.metric in sample.values:
                 values[check.metric] = sample.values[check.metric]
+                if check.metric in sample.queries:
+                    queries[check.metric] = sample.queries[check.metric]
     return MetricsSample(
         values=values,
         requests=max((s.requests for s in samples), default=0),
         source=", ".join(sorted({s.source for s in samples if s.source})),
+        queries=queries,
     )
+
+
+def _needed(templates: Mapping[str, str] | None, metrics: Sequence[str]) -> dict[str, str]:
+    if not templates:
+        return {}
+    wanted = [*metrics, REQUESTS]
+    return {name: templates[name] for name in wanted if name in templates}
 
 
 def start_load(

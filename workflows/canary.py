@@ -1,6 +1,12 @@
 """CanaryWorkflow: shift traffic step by step, analyse each interval, promote or abort.
 
-For each weight (step_weight .. max_weight): set the weight, wait one interval (with synthetic
+First a pre-flight: every check's query runs against the stable version (under generated load
+if the stage asks for it), and one that returns no data aborts the canary, quoting the query,
+before any traffic moves: queries written for another mesh would otherwise read "no data" at
+every step and abort for the wrong reason, late. An environment where nothing serves yet has
+no stable version to ask, and skips it.
+
+Then for each weight (step_weight .. max_weight): set the weight, wait one interval (with synthetic
 load if the stage asks), measure the canary slot and judge every check. A failed analysis
 keeps the weight and counts a failure; `threshold` failures abort (weight 0, canary scaled
 down). All steps passed → promote (100% to the new version). Signals pause/resume/promote/
@@ -20,7 +26,9 @@ with workflow.unsafe.imports_passed_through():
         ActivityName,
         DeployRequest,
         DeployResult,
+        FenceRequest,
         LoadReport,
+        ReleaseSpec,
         RollbackRequest,
         RollbackResult,
         WeightRequest,
@@ -43,6 +51,8 @@ __all__ = ["CanaryWorkflow"]
 REPEAT_LOST_INTERVAL = "repeat-interval-when-load-lost"
 """Patch id: runs recorded before this change judged an interval whose load was lost."""
 MAX_LOST_INTERVALS = 2
+PREFLIGHT = "metrics-preflight-on-stable"
+"""Patch id: runs recorded before this change went to the first step without a pre-flight."""
 
 
 @workflow.defn(name="CanaryWorkflow")
@@ -58,13 +68,16 @@ class CanaryWorkflow:
         self._steps: list[CanaryStep] = []
         self._lost_intervals = 0
         self._rolled_back: RollbackOutcome | None = None
+        self._preflight_step: CanaryStep | None = None
 
     @workflow.run
     async def run(self, input: CanaryInput) -> CanaryResult:
         stage = input.stage
         await self._notify("info", "canary.started", f"canary of {input.artifact.version} starts")
         try:
-            reason = await self._progress()
+            reason = await self._preflight()
+            if reason is None:
+                reason = await self._progress()
         except (asyncio.CancelledError, ActivityError) as err:
             if not is_cancelled_exception(err):
                 raise
@@ -81,6 +94,7 @@ class CanaryWorkflow:
                 failed_checks=self._failed,
                 steps=self._steps,
                 rollback=self._rolled_back,
+                preflight=self._preflight_step,
             )
         await call(
             ActivityName.PROMOTE,
@@ -93,8 +107,66 @@ class CanaryWorkflow:
         await self._notify("success", "canary.promoted", why)
         await workflow.wait_condition(workflow.all_handlers_finished)
         return CanaryResult(
-            outcome="promoted", reason=why, failed_checks=self._failed, steps=self._steps
+            outcome="promoted",
+            reason=why,
+            failed_checks=self._failed,
+            steps=self._steps,
+            preflight=self._preflight_step,
         )
+
+    async def _preflight(self) -> str | None:
+        """Ask every check's query of the stable version; return an abort reason naming each
+        query that found no data, or None to go on."""
+        stage, service = self._input.stage, self._input.service
+        if not stage.preflight or not workflow.patched(PREFLIGHT):
+            return None
+        if self._input.lease is not None:
+            serving = await call(
+                ActivityName.FENCE,
+                FenceRequest(
+                    service=service, environment=stage.environment, token=self._input.lease.token
+                ),
+                ReleaseSpec,  # or None: nothing serves
+                activity_id="preflight:serving",
+            )
+            if serving is None:
+                workflow.logger.info("nothing serves in %s yet: no pre-flight", stage.environment)
+                return None
+        load = start_load(service, stage.environment, stage.load, stage.interval.total_seconds())
+        if load is not None:
+            # Quiet environments: the stable version gets the same traffic a step would.
+            interrupted = await self._wait_interval(stage.interval)
+            await _finish_load(load, cancel=interrupted)
+            if interrupted:
+                return None  # the step loop acts on the abort or promote
+        sample = await measure(
+            service, stage.environment, "stable", stage.metrics, self._input.metric_templates
+        )
+        empty = [
+            m
+            for m in dict.fromkeys(c.metric for c in stage.metrics)
+            if sample.values.get(m) is None
+        ]
+        summary = (
+            "; ".join(
+                f"{m}: no data from {sample.queries[m]!r}"
+                if m in sample.queries
+                else f"{m}: no data ({sample.source or 'no query answered'})"
+                for m in empty
+            )
+            or "every query answered"
+        )
+        self._preflight_step = CanaryStep(
+            weight=0,
+            at=workflow.now(),
+            passed=not empty,
+            summary=summary,
+            judgments=analyse(stage.metrics, sample, stage.no_data).judgments,
+            sample=sample,
+        )
+        if not empty:
+            return None
+        return f"pre-flight against the stable version failed: {summary}"
 
     async def _progress(self) -> str | None:
         """Walk the weights; return an abort reason, or None to promote."""
@@ -151,7 +223,13 @@ class CanaryWorkflow:
             workflow.logger.warning("load lost during the interval at %s%%: repeating", weight)
             return None
         self._lost_intervals = 0
-        sample = await measure(self._input.service, stage.environment, "canary", stage.metrics)
+        sample = await measure(
+            self._input.service,
+            stage.environment,
+            "canary",
+            stage.metrics,
+            self._input.metric_templates,
+        )
         analysis = analyse(stage.metrics, sample, stage.no_data)
         step = CanaryStep(
             weight=weight,

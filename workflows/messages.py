@@ -239,6 +239,10 @@ class CanaryInput(_Message):
     run_command: list[str] = []
     health_path: str = "/health"
     ready_path: str = "/ready"
+    metric_templates: dict[str, str] = Field(
+        default_factory=dict,
+        description="Metric → PromQL template for the environment; empty: the provider's own.",
+    )
 
 
 class CanaryStep(_Message):
@@ -263,6 +267,9 @@ class CanaryResult(_Message):
     failed_checks: int
     steps: list[CanaryStep]
     rollback: RollbackOutcome | None = Field(None, description="What the abort's rollback did.")
+    preflight: CanaryStep | None = Field(
+        None, description="The queries against the stable version before the first step."
+    )
 
 
 # --- monitor ------------------------------------------------------------------------------
@@ -275,6 +282,10 @@ class MonitorInput(_Message):
     elapsed_s: float = Field(0, description="Carried across continue-as-new.")
     transient: int = 0
     checks: int = 0
+    metric_templates: dict[str, str] = Field(
+        default_factory=dict,
+        description="Metric → PromQL template for the environment; empty: the provider's own.",
+    )
 
 
 class MonitorCheck(_Message):

@@ -132,7 +132,9 @@ class MonitorWorkflow:
 
     async def _measure(self, input: MonitorInput) -> Analysis:
         stage = input.stage
-        sample = await measure(input.service, stage.environment, "stable", stage.criteria)
+        sample = await measure(
+            input.service, stage.environment, "stable", stage.criteria, input.metric_templates
+        )
         return analyse(stage.criteria, sample, stage.no_data)
 
     def _result(self, outcome: str, reason: str) -> MonitorResult:

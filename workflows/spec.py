@@ -34,6 +34,15 @@ from pydantic import (
 )
 
 from activities.contracts import HttpCheck, MetricName, Severity
+from activities.metric_presets import (
+    BUILTIN_METRICS,
+    LATENCY_METRICS,
+    PERCENT_METRICS,
+    PRESETS,
+    REQUESTS,
+    Preset,
+    template_problem,
+)
 
 __all__ = [
     "ApprovalStage",
@@ -48,6 +57,7 @@ __all__ = [
     "ImageScanStage",
     "LoadSpec",
     "MetricCheck",
+    "MetricsSpec",
     "MonitorStage",
     "NotifyStage",
     "PipelineSpec",
@@ -278,10 +288,14 @@ class ApprovalStage(_StageBase):
         return self.quorum or len(self.roles)
 
 
-class MetricCheck(_Strict):
-    """One metric judged against a bound over a window: exactly one of `min`/`max`."""
+MetricKey = Annotated[str, Field(pattern=r"^[a-z_][a-z0-9_]*$")]
 
-    metric: MetricName
+
+class MetricCheck(_Strict):
+    """One metric judged against a bound over a window: exactly one of `min`/`max`. The
+    metric is a preset one or one defined under the definition's `metrics.custom`."""
+
+    metric: Annotated[MetricName, Field(pattern=r"^[a-z_][a-z0-9_]*$")]
     min: float | None = None
     max: float | None = None
     window: Duration = timedelta(minutes=1)
@@ -293,13 +307,37 @@ class MetricCheck(_Strict):
             raise ValueError(f"metric {self.metric!r}: give exactly one of 'min' or 'max'")
         bound = self.min if self.min is not None else self.max
         assert bound is not None
-        if self.metric in ("success_rate", "error_rate", "cpu_percent") and not 0 <= bound <= 100:
+        if self.metric in PERCENT_METRICS and not 0 <= bound <= 100:
             raise ValueError(f"metric {self.metric!r}: a percentage must be 0..100, got {bound}")
-        if self.metric == "p95_latency_ms" and bound <= 0:
+        if self.metric in LATENCY_METRICS and bound <= 0:
             raise ValueError(f"metric {self.metric!r}: latency bound must be > 0 ms, got {bound}")
         if self.window <= timedelta(0):
             raise ValueError(f"metric {self.metric!r}: window must be positive")
         return self
+
+
+def _promql_template(text: str) -> str:
+    problem = template_problem(text)
+    if problem:
+        raise ValueError(problem)
+    return text
+
+
+class CustomMetric(_Strict):
+    """A metric of the service's own: one PromQL template yielding one number, e.g.
+    `sum(rate(saju_calculations_total{namespace="{namespace}",pod=~"{service}-{slot}-.*"}
+    [{window}]))`."""
+
+    query: Annotated[str, AfterValidator(_promql_template)]
+    description: str = ""
+
+
+class MetricsSpec(_Strict):
+    """Where metrics come from: a `preset` (traefik, istio, http; see
+    `activities.metric_presets`) and `custom` metrics, which may also replace a preset one."""
+
+    preset: Preset | None = Field(None, description="Default: traefik.")
+    custom: dict[MetricKey, CustomMetric] = Field(default_factory=dict)
 
 
 class LoadSpec(_Strict):
@@ -332,6 +370,11 @@ class CanaryStage(_StageBase):
         "fail", description="How an analysis with no data counts: a failure by default."
     )
     load: LoadSpec | None = None
+    preflight: bool = Field(
+        True,
+        description="Before the first step, run every check's query against the stable "
+        "version; one without data fails the stage.",
+    )
 
     @field_validator("step_weight")
     @classmethod
@@ -485,6 +528,9 @@ class EnvironmentSpec(_Strict):
         description="Who may let a deploy through a freeze: approving the gate "
         "'<environment>-freeze'. Empty: nobody; the deploy waits.",
     )
+    metrics: MetricsSpec | None = Field(
+        None, description="This environment's preset and custom metrics, over the top level's."
+    )
 
 
 class PipelineSpec(_Strict):
@@ -495,6 +541,16 @@ class PipelineSpec(_Strict):
     environments: dict[str, EnvironmentSpec] = Field(default_factory=dict)
     stages: list[Stage] = Field(min_length=1)
     source: str = Field("", description="File the definition was loaded from.")
+    metrics: MetricsSpec | None = Field(None, description="Default: the traefik preset.")
+
+    def metric_templates(self, environment: str) -> dict[str, str]:
+        """Metric name → PromQL template for `environment`: its preset (the environment's,
+        else the top level's, else traefik) with the custom metrics of both on top."""
+        env = self.environments.get(environment)
+        top, own = self.metrics or MetricsSpec(), (env.metrics if env else None) or MetricsSpec()
+        preset = own.preset or top.preset or "traefik"
+        custom = {**top.custom, **own.custom}
+        return {**PRESETS[preset], **{name: m.query for name, m in custom.items()}}
 
     def stage(self, name: str) -> Stage:
         for stage in self.stages:
@@ -685,6 +741,37 @@ def validate_definition(
             Problem(file=file, **p)
             for p in dag.policy_problems(stages, header.environments, unvalidated)
         )
+    if header is not None:
+        problems.extend(_metric_problems(stages, header, file))
     if problems or header is None:
         raise DefinitionError(problems)
     return header.model_copy(update={"stages": stages})
+
+
+def _metric_problems(stages: Iterable[Stage], header: PipelineSpec, file: str) -> list[Problem]:
+    """Checks naming a metric that neither the preset nor the environment's custom metrics
+    define."""
+    problems: list[Problem] = []
+    for stage in stages:
+        if isinstance(stage, CanaryStage):
+            field, checks = "metrics", stage.metrics
+        elif isinstance(stage, MonitorStage):
+            field, checks = "criteria", stage.criteria
+        else:
+            continue
+        known = set(header.metric_templates(stage.environment)) - {REQUESTS}
+        for position, check in enumerate(checks):
+            if check.metric not in known:
+                custom = sorted(known - BUILTIN_METRICS)
+                problems.append(
+                    Problem(
+                        file=file,
+                        stage=stage.name,
+                        field=f"{field}.{position}.metric",
+                        message=f"unknown metric {check.metric!r}; preset metrics: "
+                        f"{', '.join(sorted(BUILTIN_METRICS))}"
+                        + (f"; custom: {', '.join(custom)}" if custom else "")
+                        + " (define others under metrics.custom)",
+                    )
+                )
+    return problems

@@ -447,6 +447,7 @@ async def _canary(stage: CanaryStage, state: RunState) -> str:
             health_path=service.health_path,
             ready_path=service.ready_path,
             lease=state.lease_ref(stage.environment),
+            metric_templates=state.input.spec.metric_templates(stage.environment),
         ),
         id=canary_id(state.workflow_id, stage.name),
         result_type=CanaryResult,
@@ -477,7 +478,12 @@ async def _canary(stage: CanaryStage, state: RunState) -> str:
 async def _monitor(stage: MonitorStage, state: RunState) -> str:
     result = await workflow.execute_child_workflow(
         "MonitorWorkflow",
-        MonitorInput(service=state.service, stage=stage, lease=state.lease_ref(stage.environment)),
+        MonitorInput(
+            service=state.service,
+            stage=stage,
+            lease=state.lease_ref(stage.environment),
+            metric_templates=state.input.spec.metric_templates(stage.environment),
+        ),
         id=monitor_id(state.workflow_id, stage.name),
         result_type=MonitorResult,
         cancellation_type=ChildWorkflowCancellationType.WAIT_CANCELLATION_COMPLETED,

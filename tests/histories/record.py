@@ -6,6 +6,10 @@ Runs representative HEAL7 pipelines on the time-skipping server with in-memory b
 writes their histories as JSON beside this file. Re-record only for a deliberate,
 versioned change (behind `workflow.patched`): the point of these files is that code changes
 must still replay them.
+
+The two `*-canary-canary.json` files are CanaryWorkflow histories (a stable version serving,
+so today's canary would run its metrics pre-flight) recorded with the code of before that
+pre-flight, with these scenarios: they pin the `metrics-preflight-on-stable` patch.
 """
 
 from __future__ import annotations

@@ -342,6 +342,14 @@ async def test_production_backends_promote_a_good_canary_and_roll_back_a_bad_one
     assert "canary aborted: 2 failed analyses reached threshold 2 at weight 50%" in (
         _summary(bad, "canary")
     )
+    # Before its first step, the pre-flight asked Prometheus about the stable version (run
+    # 1's release), with the PromQL of the default traefik preset, and every query answered.
+    assert bad_canary.preflight is not None
+    assert bad_canary.preflight.passed, bad_canary.preflight.summary
+    assert bad_canary.preflight.sample is not None
+    assert bad_canary.preflight.sample.values["success_rate"] == pytest.approx(100.0)
+    stable_query = bad_canary.preflight.sample.queries["success_rate"]
+    assert f"{SERVICE}-{ENVIRONMENT}-stable" in stable_query
     assert bad.rolled_back == [ENVIRONMENT]
     assert bad.artifact is not None
     digest_b = bad.artifact.digest

@@ -43,6 +43,7 @@ from activities.contracts import (
     WeightRequest,
     Workspace,
 )
+from activities.metric_presets import label_value, render, window_duration
 
 __all__ = [
     "MemoryBuilder",
@@ -316,7 +317,7 @@ class ScriptedMetrics:
     """Metrics from a function of (query, n-th query for that slot); default: healthy."""
 
     def __init__(self, script: MetricsScript | None = None) -> None:
-        self.script = script or (lambda q, n: {m: _HEALTHY[m] for m in q.metrics})
+        self.script = script or (lambda q, n: {m: _HEALTHY.get(m) for m in q.metrics})
         self.queries: list[MetricsQuery] = []
         self._count: dict[tuple[str, str], int] = {}
 
@@ -327,8 +328,25 @@ class ScriptedMetrics:
         self.queries.append(query)
         values = self.script(query, n)
         return MetricsSample(
-            values={m: values.get(m) for m in query.metrics}, requests=100, source="memory"
+            values={m: values.get(m) for m in query.metrics},
+            requests=100,
+            source="memory",
+            queries=self._queries(query),
         )
+
+    @staticmethod
+    def _queries(query: MetricsQuery) -> dict[str, str]:
+        """The PromQL a Prometheus would have been asked, for the templates the query brought."""
+        values = {
+            "service": label_value(query.service),
+            "environment": label_value(query.environment),
+            "slot": query.slot,
+            "namespace": label_value(query.environment),
+            "window": window_duration(query.window_s),
+        }
+        return {
+            m: render(query.templates[m], values) for m in query.metrics if m in query.templates
+        }
 
     def run(self, request: LoadRequest, heartbeat: Heartbeat) -> LoadReport:
         return LoadReport(sent=0, errors=0)
@@ -338,6 +356,7 @@ _HEALTHY: dict[str, float | None] = {
     "success_rate": 100.0,
     "error_rate": 0.0,
     "p95_latency_ms": 50.0,
+    "p99_latency_ms": 90.0,
     "cpu_percent": 10.0,
 }
 

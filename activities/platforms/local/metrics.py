@@ -6,6 +6,12 @@ closest to `now - window_s` (like PromQL's `increase`). Snapshots are taken by e
 by `mark()`, which the local platform calls when a weight is set and when load generation
 starts, i.e. right where an analysis interval begins. When no usable earlier snapshot exists,
 a query scrapes twice a short interval apart instead.
+
+It answers the preset metrics by name (success_rate, error_rate, p95_latency_ms,
+p99_latency_ms, cpu_percent) whatever the definition's preset: the local platform's router is
+Traefik, so its figures are what the `traefik` preset's PromQL would compute. A custom metric
+is PromQL, which needs a Prometheus (SLIPWAY_METRICS=prometheus): here it has no data, and the
+sample says why, so the canary's pre-flight refuses it before any traffic moves.
 """
 
 from __future__ import annotations
@@ -33,6 +39,19 @@ DURATION = "traefik_service_request_duration_seconds"
 SNAPSHOTS_KEPT = 720
 KEEP_S = 7200.0
 SLOTS: tuple[Slot, ...] = ("stable", "canary", "blue", "green")
+_QUANTILES = {"p95_latency_ms": 0.95, "p99_latency_ms": 0.99}
+_READS = {
+    "success_rate": f"{REQUESTS}_total by code",
+    "error_rate": f"{REQUESTS}_total by code",
+    "p95_latency_ms": f"{DURATION}_bucket",
+    "p99_latency_ms": f"{DURATION}_bucket",
+    "cpu_percent": "/proc/<slot pid>/stat",
+}
+"""What the local scrape reads for each preset metric (quoted when one has no data)."""
+_NO_PROMQL = (
+    "a custom PromQL metric, which the local Traefik scrape cannot evaluate: "
+    "use SLIPWAY_METRICS=prometheus"
+)
 
 
 @dataclass
@@ -81,8 +100,9 @@ def _cpu_ticks(pid: int) -> int | None:
 
 class TraefikMetricsProvider:
     """MetricsProvider over Traefik's /metrics: success rate and error rate (% of requests,
-    5xx = error), p95 latency (ms, from the duration histogram) and, from /proc, the CPU of the
-    slot's process (% of one core). No request in the window gives `None`, never 0 or 100.
+    5xx = error), p95 and p99 latency (ms, from the duration histogram) and, from /proc, the
+    CPU of the slot's process (% of one core: one process per slot, so it is also the busiest
+    one). No request in the window gives `None`, never 0 or 100.
     """
 
     def __init__(
@@ -217,22 +237,27 @@ class TraefikMetricsProvider:
         codes = self._delta(now.by_code, then.by_code)
         total = sum(codes.values())
         errors = sum(v for code, v in codes.items() if code.startswith("5"))
+        buckets = {float(le): v for le, v in self._delta(now.buckets, then.buckets).items()}
         values: dict[str, float | None] = {}
+        queries: dict[str, str] = {}
         for metric in query.metrics:
+            queries[metric] = f"{_READS.get(metric, _NO_PROMQL)} (service={name})"
             if metric == "success_rate":
                 values[metric] = 100.0 * (total - errors) / total if total > 0 else None
             elif metric == "error_rate":
                 values[metric] = 100.0 * errors / total if total > 0 else None
-            elif metric == "p95_latency_ms":
-                buckets = {float(le): v for le, v in self._delta(now.buckets, then.buckets).items()}
-                p95 = histogram_quantile(0.95, buckets) if total > 0 else None
-                values[metric] = p95 * 1000.0 if p95 is not None else None
+            elif metric in _QUANTILES:
+                seconds = histogram_quantile(_QUANTILES[metric], buckets) if total > 0 else None
+                values[metric] = seconds * 1000.0 if seconds is not None else None
             elif metric == "cpu_percent":
                 values[metric] = self._cpu_percent(then, now)
+            else:
+                values[metric] = None
         return MetricsSample(
             values=values,
             requests=int(total),
             source=f"traefik {self.router.metrics_url} service={name} window={now.t - then.t:.1f}s",
+            queries=queries,
         )
 
     @staticmethod

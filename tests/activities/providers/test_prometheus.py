@@ -220,9 +220,10 @@ def test_a_slot_without_requests_or_series_is_no_data(generated: Generated) -> N
 
 def test_a_template_can_be_overridden_per_metric(generated: Generated) -> None:
     only_2xx = (
-        '100 * sum(rate(traefik_service_requests_total{service=~"$service-$environment-$slot@.*",'
-        'code=~"2.."}[$window])) / sum(rate(traefik_service_requests_total'
-        '{service=~"$service-$environment-$slot@.*"}[$window]))'
+        "100 * sum(rate(traefik_service_requests_total"
+        '{service=~"{service}-{environment}-{slot}@.*",code=~"2.."}[{window}]))'
+        " / sum(rate(traefik_service_requests_total"
+        '{service=~"{service}-{environment}-{slot}@.*"}[{window}]))'
     )
     provider = PrometheusMetricsProvider(generated.url, {"success_rate": only_2xx}, timeout_s=5)
 
@@ -234,7 +235,7 @@ def test_a_template_can_be_overridden_per_metric(generated: Generated) -> None:
 
 def test_a_template_prometheus_rejects_is_a_configuration_verdict(generated: Generated) -> None:
     provider = PrometheusMetricsProvider(
-        generated.url, {"error_rate": "sum(rate(nope[$window]"}, timeout_s=5
+        generated.url, {"error_rate": "sum(rate(nope[{window}])) by (a b)"}, timeout_s=5
     )
 
     with pytest.raises(ApplicationError) as raised:
@@ -249,7 +250,8 @@ def test_a_template_returning_several_series_is_a_configuration_verdict(
     generated: Generated,
 ) -> None:
     per_code = (
-        'rate(traefik_service_requests_total{service=~"$service-$environment-$slot@.*"}[$window])'
+        "rate(traefik_service_requests_total"
+        '{service=~"{service}-{environment}-{slot}@.*"}[{window}])'
     )
     provider = PrometheusMetricsProvider(generated.url, {"error_rate": per_code}, timeout_s=5)
 
@@ -270,8 +272,8 @@ def test_an_unreachable_prometheus_raises_a_retryable_error() -> None:
 
 
 def test_templates_with_unknown_placeholders_are_refused() -> None:
-    with pytest.raises(ValueError, match=r"\$svc|svc"):
-        PrometheusMetricsProvider("http://127.0.0.1:1", {"success_rate": "up{job='$svc'}"})
+    with pytest.raises(ValueError, match=r"unknown placeholder \{svc\}"):
+        PrometheusMetricsProvider("http://127.0.0.1:1", {"success_rate": "up{job=~'{svc}'}"})
 
 
 def test_window_duration() -> None:

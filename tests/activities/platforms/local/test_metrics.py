@@ -137,3 +137,36 @@ def test_first_query_without_a_snapshot_measures_a_short_interval(
     sample = platform.metrics.query(query("stable", window_s=30))
     assert sample.requests == 0
     assert sample.values["success_rate"] is None
+
+
+@pytest.mark.realserver
+def test_the_scrape_answers_p99_and_says_why_a_custom_metric_has_no_data(
+    platform: LocalPlatform, wheel: Wheel
+) -> None:
+    platform.target.deploy(
+        deploy_request(wheel("1.0.0", extra_latency_ms=30), "production"), no_heartbeat
+    )
+    platform.load.run(
+        LoadRequest(service=SERVICE, environment="production", duration_s=1.0, rps=40),
+        lambda _note: None,
+    )
+
+    sample = platform.metrics.query(
+        MetricsQuery(
+            service=SERVICE,
+            environment="production",
+            slot="stable",
+            window_s=5,
+            metrics=["p95_latency_ms", "p99_latency_ms", "saju_rate"],
+            # A definition's templates travel with the query; this provider reads Traefik.
+            templates={"saju_rate": "sum(rate(saju_calculations_total[{window}]))"},
+        )
+    )
+
+    p95, p99 = sample.values["p95_latency_ms"], sample.values["p99_latency_ms"]
+    assert p95 is not None
+    assert p99 is not None
+    assert 30 <= p95 <= p99 < 1000
+    assert sample.values["saju_rate"] is None
+    assert "SLIPWAY_METRICS=prometheus" in sample.queries["saju_rate"]
+    assert "traefik_service_request_duration_seconds_bucket" in sample.queries["p99_latency_ms"]
