@@ -187,6 +187,7 @@ def _notifier(settings: Settings) -> Notifier:
 
 def backends_from_settings(settings: Settings) -> Backends:
     """Every backend the settings ask for; a missing piece raises ConfigurationError."""
+    from activities.providers.backing_services import LocalBackingServices
     from activities.providers.git_source import GitSource
     from activities.providers.test_runner import SubprocessTestRunner
 
@@ -243,6 +244,9 @@ def backends_from_settings(settings: Settings) -> Backends:
 
     dispatch = EnvironmentDispatch(targets, routers, metrics, loads, default="*")
     builder, registry = _build_and_registry(settings)
+    services = LocalBackingServices(settings.state_dir / "services")
+    # A worker that was killed mid-run left its servers running: stop them before any new.
+    services.clean_leftovers()
     return Backends(
         source=GitSource(Path(settings.state_dir) / "git"),
         tests=SubprocessTestRunner(),
@@ -254,4 +258,5 @@ def backends_from_settings(settings: Settings) -> Backends:
         scanners=_scanners(settings),
         registry=registry,
         load=dispatch,
+        services=services,
     )

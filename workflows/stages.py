@@ -243,7 +243,12 @@ async def _test(stage: TestStage, state: RunState) -> str:
     report = await call(
         ActivityName.RUN_TESTS,
         TestRequest(
-            path=ws.path, command=stage.command, junit=stage.junit, coverage=stage.coverage
+            path=ws.path,
+            command=stage.command,
+            junit=stage.junit,
+            coverage=stage.coverage,
+            env=stage.env,
+            services=stage.services,
         ),
         TestReport,
         retry=stage.retry,
@@ -257,7 +262,9 @@ async def _test(stage: TestStage, state: RunState) -> str:
     if not verdict.passed:
         raise StageFailedError(verdict.summary)
     cov = f", coverage {report.coverage_pct:.1f}%" if report.coverage_pct is not None else ""
-    return f"{report.tests} tests, {report.failures + report.errors} failed{cov}"
+    # Which servers the suite ran against, and any version asked but not available.
+    services = f"; services: {', '.join(report.services)}" if report.services else ""
+    return f"{report.tests} tests, {report.failures + report.errors} failed{cov}{services}"
 
 
 async def _quality_gate(stage: QualityGateStage, state: RunState) -> str:
