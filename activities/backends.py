@@ -44,8 +44,8 @@ from activities.contracts import (
 from activities.service_templates import StartedServices
 
 __all__ = [
-    "BackingServices",
     "Backends",
+    "BackingServices",
     "Builder",
     "DeployTarget",
     "Heartbeat",

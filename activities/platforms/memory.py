@@ -16,7 +16,6 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 from activities.backends import Heartbeat
-from activities.service_templates import Endpoint, StartedServices, parse_service
 from activities.contracts import (
     Artifact,
     BuildRequest,
@@ -45,6 +44,7 @@ from activities.contracts import (
     WeightRequest,
     Workspace,
 )
+from activities.service_templates import Endpoint, StartedServices, parse_service
 
 __all__ = [
     "MemoryBackingServices",

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 
@@ -107,7 +108,7 @@ class LocalBackingServices:
             try:
                 endpoint = kind.launch(installation, server, free_port())
                 version = wait_until(
-                    lambda: kind.check(installation, endpoint),
+                    functools.partial(kind.check, installation, endpoint),
                     server,
                     progress,
                     f"{service.kind} {installation.version} on port {endpoint.port}",
@@ -120,8 +121,7 @@ class LocalBackingServices:
                     running.remove((server, kind))
                     continue
                 raise RuntimeError(
-                    f"The backing service {service} ({installation.origin}) did not start: "
-                    f"{exc}"
+                    f"The backing service {service} ({installation.origin}) did not start: {exc}"
                 ) from exc
             endpoint = dataclasses.replace(endpoint, version=version)
             return endpoint, _note(service, version)

@@ -29,9 +29,9 @@ DATABASE = "postgres"
 
 
 class PostgresKind:
-    kind = "postgres"
+    kind: str = "postgres"
     # Fast shutdown: the suite is done, nothing waits for its sessions to finish.
-    stop_signal = signal.SIGINT
+    stop_signal: int = signal.SIGINT
 
     def __init__(self, search: list[Path] | None = None) -> None:
         self._search = search

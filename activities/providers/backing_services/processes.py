@@ -124,11 +124,13 @@ class ServerProcess:
             env=self.env(),
             stdin=subprocess.DEVNULL,
             check=False,
-            **self._user_args(),
+            user=self.run_as.uid if self.run_as else None,
+            group=self.run_as.gid if self.run_as else None,
+            extra_groups=[] if self.run_as else None,
         )
         if done.returncode != 0:
             raise RuntimeError(f"{Path(argv[0]).name} exited {done.returncode}: {done.stderr}")
-        return done.stdout
+        return str(done.stdout)
 
     def start(self, argv: Sequence[str]) -> None:
         with self.log_path.open("ab") as log:
@@ -140,7 +142,9 @@ class ServerProcess:
                 env=self.env(),
                 # Its own group: stop() ends the server with every child it forked.
                 start_new_session=True,
-                **self._user_args(),
+                user=self.run_as.uid if self.run_as else None,
+                group=self.run_as.gid if self.run_as else None,
+                extra_groups=[] if self.run_as else None,
             )
         self._write_record(server_pid=self.process.pid)
 
@@ -172,11 +176,6 @@ class ServerProcess:
             self.process.wait()
         shutil.rmtree(self.data_dir, ignore_errors=True)
         self._record.unlink(missing_ok=True)
-
-    def _user_args(self) -> dict[str, object]:
-        if self.run_as is None:
-            return {}
-        return {"user": self.run_as.uid, "group": self.run_as.gid, "extra_groups": []}
 
     def _write_record(self, server_pid: int | None) -> None:
         self.records.mkdir(parents=True, exist_ok=True)

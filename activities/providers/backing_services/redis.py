@@ -23,8 +23,8 @@ _VERSION = re.compile(r"v=(\d+(?:\.\d+)*)")
 
 
 class RedisKind:
-    kind = "redis"
-    stop_signal = signal.SIGTERM
+    kind: str = "redis"
+    stop_signal: int = signal.SIGTERM
 
     def __init__(self, binaries: list[Path] | None = None) -> None:
         self._binaries = binaries
@@ -48,7 +48,7 @@ class RedisKind:
         # The password travels in a config file, not argv, where `ps` would show it.
         config = server.data_dir / "redis.conf"
         config.write_text(
-            f"port {port}\nbind 127.0.0.1\ndir {server.data_dir}\nsave \"\"\n"
+            f'port {port}\nbind 127.0.0.1\ndir {server.data_dir}\nsave ""\n'
             f"appendonly no\ndaemonize no\nrequirepass {password}\n"
         )
         config.chmod(0o600)
