@@ -104,7 +104,8 @@ async def test_the_suite_reads_and_writes_both_servers_through_the_stage_env(
     assert report.services[0].startswith("postgres 16.")
     endpoints = json.loads((project / "endpoints.json").read_text())
     assert endpoints["db"].startswith("postgresql://postgres:")
-    assert refused(port_of(endpoints["db"])) and refused(port_of(endpoints["redis"]))
+    assert refused(port_of(endpoints["db"]))
+    assert refused(port_of(endpoints["redis"]))
 
 
 class ProjectSource:

@@ -53,7 +53,8 @@ def test_env_templates_of_listed_services_load() -> None:
         "shop.yaml",
     )
     stage = spec.stage("integration")
-    assert isinstance(stage, TestStage) and stage.env["X"] == "1"
+    assert isinstance(stage, TestStage)
+    assert stage.env["X"] == "1"
 
 
 def test_unknown_kind_and_bad_version_name_the_entry() -> None:
@@ -69,7 +70,8 @@ def test_unknown_kind_and_bad_version_name_the_entry() -> None:
 
 def test_a_kind_listed_twice_is_refused() -> None:
     (found,) = problems(definition(services=["redis:7", "redis:6"]))
-    assert "field 'services'" in found and "redis listed more than once" in found
+    assert "field 'services'" in found
+    assert "redis listed more than once" in found
 
 
 def test_unknown_placeholders_and_unlisted_services_name_the_variable() -> None:

