@@ -75,7 +75,12 @@ class LocalBackingServices:
     def started(
         self, services: Sequence[str], progress: Callable[[str], None]
     ) -> Iterator[StartedServices]:
-        wanted = [parse_service(s) for s in services]
+        try:
+            wanted = [parse_service(s) for s in services]
+        except ValueError as exc:  # `slipway validate` refuses these; a hand-made request may not
+            raise verdict(
+                ErrorType.INVALID_DEFINITION, f"The test stage's services: {exc}."
+            ) from exc
         run_as = run_as_for(self._run_as_user)
         parent = data_root(self.root / "data", run_as)
         running: list[tuple[ServerProcess, ServerKind]] = []
