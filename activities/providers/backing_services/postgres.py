@@ -11,6 +11,7 @@ data (no fsync).
 from __future__ import annotations
 
 import importlib.util
+import os
 import re
 import secrets
 import signal
@@ -58,8 +59,6 @@ class PostgresKind:
         pwfile = server.data_dir / "pwfile"
         pwfile.write_text(password + "\n")
         if server.run_as is not None:
-            import os
-
             os.chown(pwfile, server.run_as.uid, server.run_as.gid)
         data = server.data_dir / "data"
         bin_dir = installation.location
@@ -71,6 +70,7 @@ class PostgresKind:
                 "--auth=scram-sha-256",
                 f"--pwfile={pwfile}",
                 "-E", "UTF8",
+                "--no-locale",  # C collation: no dependence on the locales installed
                 "--no-sync",
             ]
         )  # fmt: skip

@@ -27,6 +27,8 @@ from pathlib import Path
 
 import structlog
 
+from activities.errors import ErrorType, verdict
+
 __all__ = [
     "RunAs",
     "ServerProcess",
@@ -56,7 +58,15 @@ def run_as_for(user: str = "nobody") -> RunAs | None:
     """None when the worker is not root (servers run as the worker's own user)."""
     if os.geteuid() != 0:
         return None
-    entry = pwd.getpwnam(user)
+    try:
+        entry = pwd.getpwnam(user)
+    except KeyError:
+        raise verdict(
+            ErrorType.CONFIGURATION,
+            f"The worker runs as root and backing services need an unprivileged account to "
+            f"run as (PostgreSQL refuses root), but there is no user {user!r}: create it or "
+            "run the worker as a non-root user.",
+        ) from None
     return RunAs(user, entry.pw_uid, entry.pw_gid)
 
 
@@ -150,7 +160,7 @@ class ServerProcess:
 
     def env(self) -> dict[str, str]:
         # Nothing of the worker's environment (credentials, codec keys) reaches the server.
-        return {"PATH": os.defpath, "HOME": str(self.data_dir), "LC_ALL": "C.UTF-8"}
+        return {"PATH": os.defpath, "HOME": str(self.data_dir), "LC_ALL": "C"}
 
     def exited(self) -> int | None:
         return None if self.process is None else self.process.poll()

@@ -5,6 +5,7 @@ asks for a random password."""
 from __future__ import annotations
 
 import importlib.util
+import os
 import re
 import secrets
 import shutil
@@ -48,13 +49,11 @@ class RedisKind:
         # The password travels in a config file, not argv, where `ps` would show it.
         config = server.data_dir / "redis.conf"
         config.write_text(
-            f'port {port}\nbind 127.0.0.1\ndir {server.data_dir}\nsave ""\n'
+            f'port {port}\nbind 127.0.0.1\ndir "{server.data_dir}"\nsave ""\n'
             f"appendonly no\ndaemonize no\nrequirepass {password}\n"
         )
         config.chmod(0o600)
         if server.run_as is not None:
-            import os
-
             os.chown(config, server.run_as.uid, server.run_as.gid)
         server.start([str(installation.location), str(config)])
         return Endpoint(
