@@ -259,11 +259,12 @@ async def _test(stage: TestStage, state: RunState) -> str:
     state.tests[stage.name] = report
     state.test_durations[stage.name] = (workflow.now() - started).total_seconds()
     verdict = policy.judge_tests(report, stage)
-    if not verdict.passed:
-        raise StageFailedError(verdict.summary)
-    cov = f", coverage {report.coverage_pct:.1f}%" if report.coverage_pct is not None else ""
-    # Which servers the suite ran against, and any version asked but not available.
+    # Which servers the suite ran against, and any version asked but not available: said
+    # whether the suite passed or not (a failure may well come from the older server).
     services = f"; services: {', '.join(report.services)}" if report.services else ""
+    if not verdict.passed:
+        raise StageFailedError(verdict.summary + services)
+    cov = f", coverage {report.coverage_pct:.1f}%" if report.coverage_pct is not None else ""
     return f"{report.tests} tests, {report.failures + report.errors} failed{cov}{services}"
 
 
