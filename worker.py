@@ -54,7 +54,7 @@ def activities_for(
     the worker's client, for the messages runs send to environment workflows)."""
     source = SourceActivities(backends.source)
     scan = ScanActivities(backends.scanners, backends.registry)
-    test = TestActivities(backends.tests)
+    test = TestActivities(backends.tests, backends.services)
     build = BuildActivities(backends.builder, backends.registry)
     deploy = DeployActivities(backends.target, backends.router)
     metrics = MetricsActivities(backends.metrics, backends.load)

@@ -10,7 +10,8 @@ prometheus-api-client) block, so activities call them in a worker thread.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from typing import Protocol, runtime_checkable
 
@@ -40,9 +41,11 @@ from activities.contracts import (
     WeightRequest,
     Workspace,
 )
+from activities.service_templates import StartedServices
 
 __all__ = [
     "Backends",
+    "BackingServices",
     "Builder",
     "DeployTarget",
     "Heartbeat",
@@ -81,6 +84,15 @@ class Scanner(Protocol):
 class TestRunner(Protocol):
     def run(self, request: TestRequest, heartbeat: Heartbeat) -> TestReport:
         """Run the tests and parse their reports. A failing test is data, not an exception."""
+        ...
+
+
+class BackingServices(Protocol):
+    def started(
+        self, services: Sequence[str], progress: Heartbeat
+    ) -> AbstractContextManager[StartedServices]:
+        """Start `services` ('postgres:16', 'redis:7') for one test run, health-checked; stop
+        them and delete their data when the block ends, however it ends."""
         ...
 
 
@@ -182,4 +194,5 @@ class Backends:
     scanners: dict[str, Scanner] = field(default_factory=dict)
     registry: Registry | None = None
     load: LoadGenerator | None = None
+    services: BackingServices | None = None
     close: Callable[[], None] = lambda: None

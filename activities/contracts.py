@@ -194,6 +194,11 @@ class TestRequest(_Model):
     junit: str = Field(description="JUnit XML path, relative to `path`.")
     coverage: str | None = Field(None, description="Cobertura coverage XML, relative to `path`.")
     env: dict[str, str] = {}
+    services: list[str] = Field(
+        default_factory=list,
+        description="Backing services started for the run, e.g. 'postgres:16'; `env` values "
+        "may refer to them as '{services.postgres.port}'.",
+    )
 
 
 class TestReport(_Model):
@@ -209,6 +214,11 @@ class TestReport(_Model):
     coverage_pct: float | None = None
     duration_s: float = 0.0
     failed_tests: list[str] = Field(default_factory=list, description="First failing test ids.")
+    services: list[str] = Field(
+        default_factory=list,
+        description="What each backing service ran, e.g. 'postgres 16.2' or "
+        "'redis 7 asked, 6.2.6 available'.",
+    )
 
 
 # --- build / publish ----------------------------------------------------------------------

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from activities.backends import (
     Backends,
@@ -45,6 +45,10 @@ from activities.contracts import (
     WeightRequest,
 )
 from activities.settings import ConfigurationError, Settings
+
+if TYPE_CHECKING:
+    from activities.providers.backing_services import LocalBackingServices
+    from activities.providers.backing_services.kubernetes import KubernetesBackingServices
 
 __all__ = ["EnvironmentDispatch", "backends_from_settings"]
 
@@ -238,6 +242,9 @@ def backends_from_settings(settings: Settings) -> Backends:
 
     dispatch = EnvironmentDispatch(targets, routers, metrics, loads, default="*")
     builder, registry = _build_and_registry(settings)
+    services = _backing_services(settings)
+    # A worker that was killed mid-run left its servers running: stop them before any new.
+    services.clean_leftovers()
     return Backends(
         source=GitSource(Path(settings.state_dir) / "git"),
         tests=SubprocessTestRunner(),
@@ -249,4 +256,18 @@ def backends_from_settings(settings: Settings) -> Backends:
         scanners=_scanners(settings),
         registry=registry,
         load=dispatch,
+        services=services,
     )
+
+
+def _backing_services(settings: Settings) -> LocalBackingServices | KubernetesBackingServices:
+    if settings.backing_services == "kubernetes":
+        from activities.platforms.kubernetes import load_api_client
+        from activities.platforms.kubernetes._api import KubeApi
+        from activities.providers.backing_services.kubernetes import KubernetesBackingServices
+
+        api = KubeApi(load_api_client(settings.kubeconfig or None))
+        return KubernetesBackingServices(api, settings.backing_services_namespace)
+    from activities.providers.backing_services import LocalBackingServices
+
+    return LocalBackingServices(settings.state_dir / "services")

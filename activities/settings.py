@@ -62,6 +62,11 @@ class Settings(BaseSettings):
         default_factory=dict, description="Environment → base URL for HTTP checks."
     )
 
+    backing_services: Literal["local", "kubernetes"] = Field(
+        "local", description="Test stages' `services:`: processes on the worker, or pods."
+    )
+    backing_services_namespace: str = Field("", description="For backing_services=kubernetes.")
+
     log_level: Annotated[
         Literal["DEBUG", "INFO", "WARNING", "ERROR"],
         BeforeValidator(lambda v: v.upper() if isinstance(v, str) else v),
@@ -107,6 +112,11 @@ class Settings(BaseSettings):
                     "SLIPWAY_METRICS=traefik only measures the local platform; use "
                     "SLIPWAY_METRICS=prometheus with SLIPWAY_PROMETHEUS_URL for kubernetes"
                 )
+        if self.backing_services == "kubernetes" and not self.backing_services_namespace:
+            problems.append(
+                "SLIPWAY_BACKING_SERVICES=kubernetes needs SLIPWAY_BACKING_SERVICES_NAMESPACE "
+                "(where the test stages' pods run)"
+            )
         if self.metrics == "prometheus" and not self.prometheus_url:
             problems.append("SLIPWAY_METRICS=prometheus needs SLIPWAY_PROMETHEUS_URL")
         if self.notifier == "slack" and self.slack_webhook_url is None:

@@ -1,22 +1,48 @@
-"""Test runs: a command, its JUnit XML and its coverage XML."""
+"""Test runs: a command, its JUnit XML and its coverage XML, with its backing services."""
 
 from __future__ import annotations
+
+from collections.abc import Mapping
 
 from temporalio import activity
 
 from activities._blocking import run_blocking
-from activities.backends import TestRunner
+from activities.backends import BackingServices, Heartbeat, TestRunner
 from activities.contracts import ActivityName, TestReport, TestRequest
+from activities.errors import ErrorType, verdict
 from activities.observability import activity_log
+from activities.service_templates import Endpoint, render
 
 
 class TestActivities:
     __test__ = False  # not a pytest test class
 
-    def __init__(self, runner: TestRunner) -> None:
+    def __init__(self, runner: TestRunner, services: BackingServices | None = None) -> None:
         self._runner = runner
+        self._services = services
 
     @activity.defn(name=ActivityName.RUN_TESTS)
     async def run_tests(self, request: TestRequest) -> TestReport:
-        activity_log(command=request.command).info("run_tests")
-        return await run_blocking(lambda progress: self._runner.run(request, progress))
+        activity_log(command=request.command, services=request.services).info("run_tests")
+        return await run_blocking(lambda progress: self._run(request, progress))
+
+    def _run(self, request: TestRequest, progress: Heartbeat) -> TestReport:
+        if not request.services:
+            return self._runner.run(_rendered(request, {}), progress)
+        if self._services is None:
+            raise verdict(
+                ErrorType.CONFIGURATION,
+                f"The test stage asks for {', '.join(request.services)} but this worker "
+                "starts no backing services.",
+            )
+        # The servers live exactly as long as the test command: stopped and their data
+        # deleted when the block ends, also when the run fails or is cancelled.
+        with self._services.started(request.services, progress) as started:
+            report = self._runner.run(_rendered(request, started.endpoints), progress)
+        return report.model_copy(update={"services": started.notes})
+
+
+def _rendered(request: TestRequest, endpoints: Mapping[str, Endpoint]) -> TestRequest:
+    """The request with its `env` templates filled in (`{{` stands for a literal brace)."""
+    env = {name: render(value, endpoints) for name, value in request.env.items()}
+    return request.model_copy(update={"env": env})

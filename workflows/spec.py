@@ -43,6 +43,7 @@ from activities.metric_presets import (
     Preset,
     template_problem,
 )
+from activities.service_templates import parse_service, template_references
 
 __all__ = [
     "ApprovalStage",
@@ -153,6 +154,11 @@ class ScanStage(_StageBase):
     )
 
 
+def _service_entry(text: str) -> str:
+    parse_service(text)  # raises ValueError with the sentence naming the choices
+    return text
+
+
 class TestStage(_StageBase):
     """Run a test command and judge its JUnit and coverage reports."""
 
@@ -163,9 +169,46 @@ class TestStage(_StageBase):
     coverage: str | None = None
     min_coverage: Percent | None = None
     max_failures: int = Field(0, ge=0)
-    services: list[str] = Field(
-        default_factory=list, description="Backing services the suite expects (informational)."
+    services: list[Annotated[str, AfterValidator(_service_entry)]] = Field(
+        default_factory=list,
+        description="Backing services started for the run: 'postgres[:16]', 'redis[:7]'.",
     )
+    env: dict[str, str] = Field(
+        default_factory=dict,
+        description="Variables for the command; '{services.postgres.port}' etc. expand.",
+    )
+
+    @field_validator("services")
+    @classmethod
+    def _one_of_each(cls, services: list[str]) -> list[str]:
+        kinds = [parse_service(s).kind for s in services]
+        twice = sorted({k for k in kinds if kinds.count(k) > 1})
+        if twice:
+            raise ValueError(f"{', '.join(twice)} listed more than once; one of each kind")
+        return services
+
+    @field_validator("env")
+    @classmethod
+    def _env_refers_to_services(cls, env: dict[str, str], info: ValidationInfo) -> dict[str, str]:
+        # A field validator (not a model one) so that the problem names the field.
+        # Invalid `services` were reported already: then only the templates' syntax is judged.
+        listed = info.data.get("services")
+        problems = []
+        for name, value in env.items():
+            try:
+                references = template_references(value)
+            except ValueError as exc:
+                problems.append(f"{name}: {exc}")
+                continue
+            for kind in sorted({kind for kind, _ in references}):
+                if listed is not None and kind not in {parse_service(s).kind for s in listed}:
+                    problems.append(
+                        f"{name}: {{services.{kind}.…}} refers to {kind}, which 'services' "
+                        "does not start; add it there"
+                    )
+        if problems:
+            raise ValueError("; ".join(problems))
+        return env
 
 
 class QualityGateStage(_StageBase):

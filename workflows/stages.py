@@ -255,7 +255,12 @@ async def _test(stage: TestStage, state: RunState) -> str:
     report = await call(
         ActivityName.RUN_TESTS,
         TestRequest(
-            path=ws.path, command=stage.command, junit=stage.junit, coverage=stage.coverage
+            path=ws.path,
+            command=stage.command,
+            junit=stage.junit,
+            coverage=stage.coverage,
+            env=stage.env,
+            services=stage.services,
         ),
         TestReport,
         retry=stage.retry,
@@ -267,10 +272,13 @@ async def _test(stage: TestStage, state: RunState) -> str:
     state.tests[stage.name] = report
     state.test_durations[stage.name] = (workflow.now() - started).total_seconds()
     verdict = policy.judge_tests(report, stage)
+    # Which servers the suite ran against, and any version asked but not available: said
+    # whether the suite passed or not (a failure may well come from the older server).
+    services = f"; services: {', '.join(report.services)}" if report.services else ""
     if not verdict.passed:
-        raise StageFailedError(verdict.summary)
+        raise StageFailedError(verdict.summary + services)
     cov = f", coverage {report.coverage_pct:.1f}%" if report.coverage_pct is not None else ""
-    return f"{report.tests} tests, {report.failures + report.errors} failed{cov}"
+    return f"{report.tests} tests, {report.failures + report.errors} failed{cov}{services}"
 
 
 async def _quality_gate(stage: QualityGateStage, state: RunState) -> str:

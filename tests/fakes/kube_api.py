@@ -9,6 +9,10 @@ calls, and only as much of their behaviour as the platform relies on:
 - GET         /api/v1/namespaces/{ns}/pods?labelSelector=...
 - GET/PATCH   /api/v1/namespaces/{ns}/services/{name}
 - GET/PATCH   /apis/networking.istio.io/v1beta1/namespaces/{ns}/virtualservices/{name}
+- POST        /api/v1/namespaces/{ns}/pods, /api/v1/namespaces/{ns}/services
+- GET/DELETE  /api/v1/namespaces/{ns}/pods/{name};  DELETE /api/v1/namespaces/{ns}/services/{name}
+  (backing-service pods: Pending on their first read, then Ready, or waiting for ever with
+  the reason `set_pod_waiting` gave their image)
 
 PATCH accepts strategic-merge (merge keys: `name` for containers, initContainers, env,
 volumes), JSON merge patch (RFC 7386) and JSON patch (RFC 6902: add, replace, remove, test);
@@ -100,6 +104,8 @@ _ROUTES: list[tuple[str, re.Pattern[str]]] = [
     ),
 ]
 _LIST_KINDS = {"replicasets": "ReplicaSetList", "pods": "PodList"}
+_CREATE = re.compile(r"^/api/v1/namespaces/([^/]+)/(pods|services)$")
+_ONE = re.compile(r"^/api/v1/namespaces/([^/]+)/(pods|services)/([^/]+)$")
 _STRATEGIC_MERGE_KEYS = {"containers", "initContainers", "env", "volumes"}
 
 STRATEGIC = "application/strategic-merge-patch+json"
@@ -153,6 +159,8 @@ class FakeKubeApi:
         self._server: ThreadingHTTPServer | None = None
         self._thread: threading.Thread | None = None
         self._failures: list[tuple[int, str, str]] = []
+        self._pod_waiting: dict[str, tuple[str, str]] = {}
+        self._pod_reads: dict[tuple[str, str], int] = {}
 
     # --- lifecycle -----------------------------------------------------------------------
 
@@ -170,6 +178,12 @@ class FakeKubeApi:
 
             def do_PATCH(self) -> None:
                 fake._handle(self, "PATCH")
+
+            def do_POST(self) -> None:
+                fake._handle(self, "POST")
+
+            def do_DELETE(self) -> None:
+                fake._handle(self, "DELETE")
 
             def log_message(self, format: str, *args: object) -> None:
                 pass  # the test's output is the place for assertions, not access logs
@@ -236,6 +250,20 @@ class FakeKubeApi:
                     raise ValueError(
                         f"the fake stores Deployments, Services, VirtualServices: {kind}"
                     )
+
+    def set_pod_waiting(self, image: str, reason: str, message: str = "") -> None:
+        """Pods created with `image` never become ready: their container waits for `reason`."""
+        with self._lock:
+            self._pod_waiting[image] = (reason, message)
+
+    def objects(self, resource: str, namespace: str) -> list[Json]:
+        """Stored objects of a kind ('pods', 'services') in a namespace."""
+        with self._lock:
+            return [
+                copy.deepcopy(o)
+                for (kind, ns, _), o in sorted(self._objects.items())
+                if kind == resource and ns == namespace
+            ]
 
     def fail_next(self, code: int, method: str, path_contains: str) -> None:
         """Answer the next matching request with `code` (403 Forbidden, 503, ...)."""
@@ -308,6 +336,18 @@ class FakeKubeApi:
             if wanted == method and fragment in path:
                 del self._failures[index]
                 raise ApiError(code, "Injected", f"injected failure {code} for {method} {path}")
+        created = _CREATE.match(path)
+        if method == "POST" and created:
+            return 201, self._create(created.group(2), created.group(1), raw)
+        one = _ONE.match(path)
+        if one and (method == "DELETE" or (method == "GET" and one.group(2) == "pods")):
+            namespace, resource, name = one.groups()
+            if method == "GET":
+                return 200, self._read_pod(namespace, name)
+            if (resource, namespace, name) not in self._objects:
+                raise ApiError(404, "NotFound", f'{resource} "{name}" not found')
+            # The real server answers a delete with the object (now terminating).
+            return 200, self._objects.pop((resource, namespace, name))
         for resource, pattern in _ROUTES:
             match = pattern.match(path)
             if match is None:
@@ -387,6 +427,55 @@ class FakeKubeApi:
             self._write_deployment(namespace, old, new)
         self._objects[key] = new
         return copy.deepcopy(new)
+
+    def _create(self, resource: str, namespace: str, raw: bytes) -> Json:
+        data = json.loads(raw)
+        meta = data.setdefault("metadata", {})
+        name = meta["name"]
+        if (resource, namespace, name) in self._objects:
+            raise ApiError(409, "AlreadyExists", f'{resource} "{name}" already exists')
+        meta.update(
+            namespace=namespace,
+            uid=str(uuid.uuid4()),
+            creationTimestamp=_now(),
+            resourceVersion=self._next_version(),
+        )
+        if resource == "pods":
+            data["status"] = {"phase": "Pending"}
+        self._objects[(resource, namespace, name)] = data
+        return copy.deepcopy(data)
+
+    def _read_pod(self, namespace: str, name: str) -> Json:
+        """A created pod: Pending on its first read, then Ready (or waiting, as set)."""
+        pod = self._get("pods", namespace, name)
+        reads = self._pod_reads.get((namespace, name), 0) + 1
+        self._pod_reads[(namespace, name)] = reads
+        if reads < 2 or "containers" not in pod.get("spec", {}):
+            return pod
+        container = pod["spec"]["containers"][0]
+        waiting = self._pod_waiting.get(container["image"])
+        if waiting is not None:
+            state: Json = {"waiting": {"reason": waiting[0], "message": waiting[1]}}
+            ready = "False"
+        else:
+            state, ready = {"running": {"startedAt": _now()}}, "True"
+        pod["status"] = {
+            "phase": "Pending" if waiting else "Running",
+            "podIP": "10.0.0.7",
+            "conditions": [{"type": "Ready", "status": ready}],
+            "containerStatuses": [
+                {
+                    "name": container["name"],
+                    "image": container["image"],
+                    "imageID": "",
+                    "ready": ready == "True",
+                    "restartCount": 0,
+                    "state": state,
+                }
+            ],
+        }
+        self._objects[("pods", namespace, name)] = copy.deepcopy(pod)
+        return pod
 
     # --- the "controller" ----------------------------------------------------------------
 

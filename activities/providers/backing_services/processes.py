@@ -1,0 +1,256 @@
+"""Server processes of backing services: started in their own process group, recorded on
+disk while they run, and stopped (group and data directory) however the test run ends.
+
+The record (`<records>/<id>.json`: worker pid, server pid, both start times, data directory)
+is what lets the next worker start clean up after a worker that was killed: a record whose
+worker is gone names a server to kill (only if that pid is still the same process) and a
+directory to delete. Records of live workers sharing the state directory are left alone.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import pwd
+import shutil
+import signal
+import socket
+import stat
+import subprocess
+import tempfile
+import time
+import uuid
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import structlog
+
+from activities.errors import ErrorType, verdict
+
+__all__ = [
+    "RunAs",
+    "ServerProcess",
+    "clean_leftovers",
+    "data_root",
+    "free_port",
+    "process_start_ticks",
+    "run_as_for",
+    "wait_until",
+]
+
+_log = structlog.get_logger("slipway.backing_services")
+STOP_WAIT_S = 10.0
+
+
+@dataclass(frozen=True)
+class RunAs:
+    """The unprivileged account servers run under when the worker is root: PostgreSQL
+    refuses to run as root, and a test database has no business running as root anyway."""
+
+    user: str
+    uid: int
+    gid: int
+
+
+def run_as_for(user: str = "nobody") -> RunAs | None:
+    """None when the worker is not root (servers run as the worker's own user)."""
+    if os.geteuid() != 0:
+        return None
+    try:
+        entry = pwd.getpwnam(user)
+    except KeyError:
+        raise verdict(
+            ErrorType.CONFIGURATION,
+            f"The worker runs as root and backing services need an unprivileged account to "
+            f"run as (PostgreSQL refuses root), but there is no user {user!r}: create it or "
+            "run the worker as a non-root user.",
+        ) from None
+    return RunAs(user, entry.pw_uid, entry.pw_gid)
+
+
+def free_port() -> int:
+    """A loopback port nothing listens on right now (the caller retries on a lost race)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def process_start_ticks(pid: int) -> int | None:
+    """When `pid` started (clock ticks since boot, Linux /proc), None if there is no such
+    process; it tells a live process from a later one that reused its pid."""
+    try:
+        raw = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    # Field 22; the command name (field 2) may contain spaces, so count after its ')'.
+    return int(raw.rsplit(")", 1)[1].split()[19])
+
+
+def data_root(preferred: Path, run_as: RunAs | None) -> Path:
+    """Where throwaway data directories go: under the worker's state directory, unless the
+    servers run as another user who could not reach it (then the system temp directory)."""
+    preferred.mkdir(parents=True, exist_ok=True)
+    if run_as is None or _reachable_by_others(preferred.resolve()):
+        return preferred
+    fallback = Path(tempfile.gettempdir()) / "slipway-services"
+    fallback.mkdir(exist_ok=True)
+    fallback.chmod(0o755)
+    return fallback
+
+
+def _reachable_by_others(path: Path) -> bool:
+    return all(p.stat().st_mode & stat.S_IXOTH for p in (path, *path.parents))
+
+
+class ServerProcess:
+    """One running server: `start()` records and spawns it, `stop()` ends its process group,
+    deletes its data directory and its record. Safe to stop twice."""
+
+    def __init__(self, records: Path, data_parent: Path, label: str, run_as: RunAs | None) -> None:
+        self.id = uuid.uuid4().hex[:12]
+        self.records = records
+        self.data_dir = data_parent / f"{label}-{self.id}"
+        self.run_as = run_as
+        self.process: subprocess.Popen[bytes] | None = None
+        self.log_path = self.data_dir / "server.log"
+        self._record = records / f"{self.id}.json"
+
+    def prepare_dir(self) -> None:
+        self.data_dir.mkdir(parents=True, mode=0o700)
+        if self.run_as is not None:
+            os.chown(self.data_dir, self.run_as.uid, self.run_as.gid)
+        # Recorded before anything is spawned: a worker killed from here on leaves a record.
+        self._write_record(server_pid=None)
+
+    def run(self, argv: Sequence[str], timeout_s: float = 120.0) -> str:
+        """A preparation command (initdb) as the server's user; its output, or RuntimeError."""
+        done = subprocess.run(
+            list(argv),
+            capture_output=True,
+            text=True,
+            timeout=timeout_s,
+            env=self.env(),
+            stdin=subprocess.DEVNULL,
+            check=False,
+            user=self.run_as.uid if self.run_as else None,
+            group=self.run_as.gid if self.run_as else None,
+            extra_groups=[] if self.run_as else None,
+        )
+        if done.returncode != 0:
+            raise RuntimeError(f"{Path(argv[0]).name} exited {done.returncode}: {done.stderr}")
+        return str(done.stdout)
+
+    def start(self, argv: Sequence[str]) -> None:
+        with self.log_path.open("ab") as log:
+            self.process = subprocess.Popen(
+                list(argv),
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                env=self.env(),
+                # Its own group: stop() ends the server with every child it forked.
+                start_new_session=True,
+                user=self.run_as.uid if self.run_as else None,
+                group=self.run_as.gid if self.run_as else None,
+                extra_groups=[] if self.run_as else None,
+            )
+        self._write_record(server_pid=self.process.pid)
+
+    def env(self) -> dict[str, str]:
+        # Nothing of the worker's environment (credentials, codec keys) reaches the server.
+        return {"PATH": os.defpath, "HOME": str(self.data_dir), "LC_ALL": "C"}
+
+    def exited(self) -> int | None:
+        return None if self.process is None else self.process.poll()
+
+    def log_tail(self, chars: int = 800) -> str:
+        try:
+            return self.log_path.read_text(errors="replace")[-chars:]
+        except OSError:
+            return ""
+
+    def stop(self, stop_signal: int = signal.SIGTERM) -> None:
+        if self.process is not None and self.process.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.process.pid, stop_signal)
+            try:
+                self.process.wait(timeout=STOP_WAIT_S)
+            except subprocess.TimeoutExpired:
+                _log.warning("backing service did not stop in time", dir=str(self.data_dir))
+        if self.process is not None:
+            # Children a server forked (postgres backends) go with their group in any case.
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.process.pid, signal.SIGKILL)
+            self.process.wait()
+        shutil.rmtree(self.data_dir, ignore_errors=True)
+        self._record.unlink(missing_ok=True)
+
+    def _write_record(self, server_pid: int | None) -> None:
+        self.records.mkdir(parents=True, exist_ok=True)
+        record = {
+            "worker_pid": os.getpid(),
+            "worker_started": process_start_ticks(os.getpid()),
+            "server_pid": server_pid,
+            "server_started": process_start_ticks(server_pid) if server_pid else None,
+            "data_dir": str(self.data_dir),
+        }
+        tmp = self._record.with_suffix(".tmp")
+        tmp.write_text(json.dumps(record))
+        tmp.replace(self._record)
+
+
+def clean_leftovers(
+    records: Path, alive: Callable[[int, int | None], bool] | None = None
+) -> list[str]:
+    """Stop the servers and delete the data directories that dead workers left behind;
+    the data directories cleaned. Called when a worker starts."""
+    alive = alive or _same_process
+    cleaned = []
+    for path in sorted(records.glob("*.json")) if records.is_dir() else []:
+        try:
+            record = json.loads(path.read_text())
+        except (OSError, ValueError):
+            path.unlink(missing_ok=True)
+            continue
+        if alive(record["worker_pid"], record.get("worker_started")):
+            continue  # a live worker sharing this state directory owns it
+        server = record.get("server_pid")
+        if server and alive(server, record.get("server_started")):
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(server, signal.SIGKILL)
+        shutil.rmtree(record["data_dir"], ignore_errors=True)
+        path.unlink(missing_ok=True)
+        cleaned.append(str(record["data_dir"]))
+    if cleaned:
+        _log.info("cleaned backing services a dead worker left", dirs=cleaned)
+    return cleaned
+
+
+def _same_process(pid: int, started: int | None) -> bool:
+    now = process_start_ticks(pid)
+    return now is not None and (started is None or now == started)
+
+
+def wait_until(
+    check: Callable[[], str | None],
+    server: ServerProcess,
+    progress: Callable[[str], None],
+    what: str,
+    timeout_s: float,
+) -> str:
+    """Poll `check` (a value once healthy, None before) until it answers, the server exits
+    or `timeout_s` passes; RuntimeError with the server's log for the last two."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        answer = check()
+        if answer is not None:
+            return answer
+        code = server.exited()
+        if code is not None:
+            raise RuntimeError(f"{what} exited {code} while starting: {server.log_tail()}")
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"{what} not healthy after {timeout_s:.0f} s: {server.log_tail()}")
+        progress(f"waiting for {what}")
+        time.sleep(0.1)
