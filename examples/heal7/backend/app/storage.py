@@ -24,18 +24,18 @@ __all__ = ["SCHEMA_VERSION", "Storage"]
 
 SCHEMA_VERSION = 1
 _MIGRATION_LOCK = 0x4845414C37  # "HEAL7": the advisory lock id of the schema migration
-_MIGRATION = """
-CREATE TABLE IF NOT EXISTS saju_calculations (
-    id              bigserial PRIMARY KEY,
-    request_sha256  text        NOT NULL,
-    pillars         jsonb       NOT NULL,
-    service_version text        NOT NULL,
-    created_at      timestamptz NOT NULL DEFAULT now()
-);
-CREATE INDEX IF NOT EXISTS saju_calculations_created_at ON saju_calculations (created_at);
-CREATE TABLE IF NOT EXISTS schema_version (version integer PRIMARY KEY);
-INSERT INTO schema_version (version) VALUES (%(version)s) ON CONFLICT DO NOTHING;
-"""
+# One statement per execute: with parameters, PostgreSQL's extended protocol takes only one.
+_MIGRATION = (
+    """CREATE TABLE IF NOT EXISTS saju_calculations (
+        id              bigserial PRIMARY KEY,
+        request_sha256  text        NOT NULL,
+        pillars         jsonb       NOT NULL,
+        service_version text        NOT NULL,
+        created_at      timestamptz NOT NULL DEFAULT now()
+    )""",
+    "CREATE INDEX IF NOT EXISTS saju_calculations_created_at ON saju_calculations (created_at)",
+    "CREATE TABLE IF NOT EXISTS schema_version (version integer PRIMARY KEY)",
+)
 
 
 class Storage:
@@ -74,7 +74,12 @@ class Storage:
                 return
             with self._connection() as conn, conn.transaction():
                 conn.execute("SELECT pg_advisory_xact_lock(%s)", (_MIGRATION_LOCK,))
-                conn.execute(_MIGRATION, {"version": SCHEMA_VERSION})
+                for statement in _MIGRATION:
+                    conn.execute(statement)
+                conn.execute(
+                    "INSERT INTO schema_version (version) VALUES (%s) ON CONFLICT DO NOTHING",
+                    (SCHEMA_VERSION,),
+                )
             self._migrated = True
 
     def ping(self) -> None:

@@ -47,7 +47,9 @@ def test_migration_is_idempotent_and_safe_when_concurrent(database_url: str) -> 
     for thread in threads:
         thread.join(timeout=30)
     assert errors == []
-    Storage(database_url).ping()
+    checker = Storage(database_url)
+    checker.ping()
+    checker.close()
 
 
 def test_a_calculation_is_stored_once_then_served_from_the_cache(
