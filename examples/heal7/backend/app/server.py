@@ -1,11 +1,11 @@
 """The HTTP API on the standard library's threading server.
 
-    GET /                 service, version and endpoints
-    GET /health           the process is alive (liveness)
-    GET /ready            database and Redis answer (readiness); 503 names what does not
-    GET /metrics          Prometheus text format
-    GET /api/saju?birth=1990-05-17T14:30&tz=Asia/Seoul   the four pillars
-    GET /api/stats        how many calculations are stored
+- `GET /`: service, version and endpoints
+- `GET /health`: the process is alive (liveness)
+- `GET /ready`: database and Redis answer (readiness); a 503 names what does not
+- `GET /metrics`: Prometheus text format
+- `GET /api/saju?birth=1990-05-17T14:30&tz=Asia/Seoul`: the four pillars
+- `GET /api/stats`: how many calculations are stored
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from urllib.parse import parse_qs, urlsplit
 from prometheus_client import CONTENT_TYPE_LATEST
 from prometheus_client.exposition import generate_latest
 
-from app.service import Backend, BadRequest, parse_birth
+from app.service import Backend, BadRequestError, parse_birth
 
 __all__ = ["SERVICE_NAME", "make_server"]
 
@@ -40,22 +40,30 @@ def _handler_for(backend: Backend, allowed_origin: str) -> type[BaseHTTPRequestH
 
         def _route(self, path: str, query: dict[str, list[str]]) -> int:
             if path == "/":
-                return self._json(200, {
-                    "service": SERVICE_NAME,
-                    "version": backend.version,
-                    "endpoints": ["/api/saju?birth=YYYY-MM-DDTHH:MM&tz=Area/City", "/api/stats"],
-                })
+                return self._json(
+                    200,
+                    {
+                        "service": SERVICE_NAME,
+                        "version": backend.version,
+                        "endpoints": [
+                            "/api/saju?birth=YYYY-MM-DDTHH:MM&tz=Area/City",
+                            "/api/stats",
+                        ],
+                    },
+                )
             if path == "/health":
                 return self._json(200, {"status": "ok", "version": backend.version})
             if path == "/ready":
                 ready, checks = backend.readiness()
                 return self._json(200 if ready else 503, {"ready": ready, **checks})
             if path == "/metrics":
-                return self._send(200, generate_latest(backend.metrics.registry), CONTENT_TYPE_LATEST)
+                return self._send(
+                    200, generate_latest(backend.metrics.registry), CONTENT_TYPE_LATEST
+                )
             if path == "/api/saju":
                 try:
                     request = parse_birth(_first(query, "birth"), _first(query, "tz"))
-                except BadRequest as err:
+                except BadRequestError as err:
                     return self._json(400, {"error": str(err)})
                 return self._json(*backend.calculate(request))
             if path == "/api/stats":

@@ -21,7 +21,7 @@ if TYPE_CHECKING:
     from app.cache import Cache
     from app.storage import Storage
 
-__all__ = ["DEFAULT_TZ", "BadRequest", "Backend", "BirthRequest", "parse_birth"]
+__all__ = ["DEFAULT_TZ", "Backend", "BadRequestError", "BirthRequest", "parse_birth"]
 
 DEFAULT_TZ = "Asia/Seoul"
 # The solar-longitude formula is good for these centuries; outside them answers would drift.
@@ -35,7 +35,7 @@ def _first_line(err: BaseException) -> str:
     return (text[0] if text else type(err).__name__)[:200]
 
 
-class BadRequest(ValueError):
+class BadRequestError(ValueError):
     """Input the caller must fix; the message is the whole answer."""
 
 
@@ -53,11 +53,11 @@ def parse_birth(birth: str | None, tz: str | None) -> BirthRequest:
     """`birth` is a local ISO date-time (`1990-05-17T14:30`; an explicit offset wins over
     `tz`), `tz` an IANA zone name (default Asia/Seoul)."""
     if not birth:
-        raise BadRequest("birth is required: a local date and time like 1990-05-17T14:30")
+        raise BadRequestError("birth is required: a local date and time like 1990-05-17T14:30")
     try:
         moment = datetime.fromisoformat(birth)
     except ValueError:
-        raise BadRequest(
+        raise BadRequestError(
             f"birth must be an ISO date and time like 1990-05-17T14:30, not {birth!r}"
         ) from None
     zone_name = tz or DEFAULT_TZ
@@ -65,11 +65,13 @@ def parse_birth(birth: str | None, tz: str | None) -> BirthRequest:
         try:
             moment = moment.replace(tzinfo=ZoneInfo(zone_name))
         except (ZoneInfoNotFoundError, ValueError):
-            raise BadRequest(f"tz must be an IANA time zone like Asia/Seoul, not {tz!r}") from None
+            raise BadRequestError(
+                f"tz must be an IANA time zone like Asia/Seoul, not {tz!r}"
+            ) from None
     else:
         zone_name = moment.strftime("%z")
     if not EARLIEST_YEAR <= moment.year <= LATEST_YEAR:
-        raise BadRequest(f"birth must be between {EARLIEST_YEAR} and {LATEST_YEAR}")
+        raise BadRequestError(f"birth must be between {EARLIEST_YEAR} and {LATEST_YEAR}")
     return BirthRequest(birth=moment, tz=zone_name)
 
 

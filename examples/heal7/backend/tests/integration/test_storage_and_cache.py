@@ -6,7 +6,6 @@ import threading
 from collections.abc import Iterator
 
 import pytest
-
 from app.cache import Cache
 from app.config import Knobs
 from app.service import Backend, parse_birth

@@ -8,11 +8,10 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-from http_client import get, get_json, sample_value
-
 from app.config import Knobs, Settings, load_knobs, service_version
 from app.server import make_server
-from app.service import Backend, BadRequest, parse_birth
+from app.service import Backend, BadRequestError, parse_birth
+from http_client import get, get_json, sample_value
 
 Serve = Callable[..., tuple[str, Backend]]
 
@@ -24,7 +23,9 @@ def serve() -> Iterator[Serve]:
     def start(knobs: Knobs | None = None, allowed_origin: str = "") -> tuple[str, Backend]:
         backend = Backend(knobs or Knobs(), version="9.9.9")
         server = make_server(backend, "127.0.0.1", 0, allowed_origin)
-        threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
+        threading.Thread(
+            target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
+        ).start()
         servers.append(server)
         return f"http://127.0.0.1:{server.server_address[1]}", backend
 
@@ -72,7 +73,10 @@ def test_health_ready_root_and_unknown_path(serve: Serve) -> None:
     base, backend = serve()
     assert get_json(base + "/health") == (200, {"status": "ok", "version": "9.9.9"})
     code, ready = get_json(base + "/ready")
-    assert (code, ready) == (200, {"ready": True, "database": "not configured", "redis": "not configured"})
+    assert (code, ready) == (
+        200,
+        {"ready": True, "database": "not configured", "redis": "not configured"},
+    )
     assert get_json(base + "/")[1]["service"] == "heal7-backend"
     assert get(base + "/nope")[0] == 404
     backend.accepting = False  # stopping: a router must stop sending
@@ -142,7 +146,9 @@ def test_settings_from_the_environment() -> None:
         {"PORT": "9001", "DATABASE_URL": "postgresql://u@h:5432/d", "REDIS_URL": "redis://h:1/0"}
     )
     assert (settings.port, settings.database_url, settings.redis_url) == (
-        9001, "postgresql://u@h:5432/d", "redis://h:1/0",
+        9001,
+        "postgresql://u@h:5432/d",
+        "redis://h:1/0",
     )
     assert Settings.from_env({}).port == 8000
     with pytest.raises(ValueError, match="PORT must be a port number"):
@@ -163,5 +169,5 @@ def test_birth_requests_of_one_moment_share_a_key() -> None:
     b = parse_birth("1990-05-17T14:30:00", None)
     assert a.sha256 == b.sha256
     assert parse_birth("1990-05-17T14:31", None).sha256 != a.sha256
-    with pytest.raises(BadRequest):
+    with pytest.raises(BadRequestError):
         parse_birth(None, None)

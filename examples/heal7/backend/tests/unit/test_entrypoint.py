@@ -111,9 +111,7 @@ def test_sigterm_stops_it_cleanly(start: Start) -> None:
         ({"HEAL7_CONFIG": "/nonexistent/config.json"}, "/nonexistent/config.json"),
     ],
 )
-def test_bad_configuration_exits_2_saying_what_is_wrong(
-    env: dict[str, str], message: str
-) -> None:
+def test_bad_configuration_exits_2_saying_what_is_wrong(env: dict[str, str], message: str) -> None:
     result = subprocess.run(
         [sys.executable, "-m", "app"],
         env=_environment(env),

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
+from itertools import pairwise
 from zoneinfo import ZoneInfo
 
 import pytest
-
 from app.saju import BRANCHES, STEMS, Pillar, four_pillars, pillar
 from app.solar import julian_day, sun_longitude
 
@@ -34,7 +34,7 @@ def test_reference_day_2000_01_01_is_mu_o() -> None:
 def test_day_pillar_advances_one_pair_per_day() -> None:
     start = datetime(1999, 12, 1, 12, tzinfo=SEOUL)
     indices = [four_pillars(start + timedelta(days=n)).day.cycle_index for n in range(130)]
-    assert all((b - a) % 60 == 1 for a, b in zip(indices, indices[1:], strict=False))
+    assert all((b - a) % 60 == 1 for a, b in pairwise(indices))
 
 
 def test_day_turns_at_eleven_pm_with_the_rat_hour() -> None:
@@ -54,7 +54,7 @@ def test_year_changes_at_lichun_not_on_new_years_day() -> None:
 
 
 def test_first_month_of_a_year_follows_the_five_tigers_rule() -> None:
-    # 甲/己 years open with 丙寅, 乙/庚 with 戊寅, 丙/辛 with 庚寅, 丁/壬 with 壬寅, 戊/癸 with 甲寅.
+    # The first month: 甲/己 years 丙寅, 乙/庚 戊寅, 丙/辛 庚寅, 丁/壬 壬寅, 戊/癸 甲寅.
     expected = {0: "丙寅", 1: "戊寅", 2: "庚寅", 3: "壬寅", 4: "甲寅"}
     for year in range(1984, 1994):
         pillars = four_pillars(datetime(year, 2, 20, 12, tzinfo=SEOUL))
