@@ -103,6 +103,9 @@ def postgres() -> Iterator[Postgres]:
     if as_user:
         os.chown(data, as_user["user"], as_user["group"])
     port = free_port()
+    # A file, not a pipe: nobody reads a pipe while the server runs, and a full one blocks it.
+    log_path = data_root / "postgres.log"
+    log = log_path.open("wb")
     process: subprocess.Popen[bytes] | None = None
     try:
         _run(
@@ -114,12 +117,13 @@ def postgres() -> Iterator[Postgres]:
             [str(bin_dir / "postgres"), "-D", str(data), "-p", str(port),
              "-c", "listen_addresses=127.0.0.1", "-c", "unix_socket_directories=",
              "-c", "fsync=off"],
-            cwd=data, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, **as_user,
+            cwd=data, stdout=subprocess.DEVNULL, stderr=log, **as_user,
         )  # fmt: skip
 
         def accepting() -> bool:
             assert process is not None
-            assert process.poll() is None, f"postgres exited: {process.stderr}"
+            if process.poll() is not None:
+                pytest.fail(f"postgres exited at start: {log_path.read_text()[-2000:]}")
             isready = [str(bin_dir / "pg_isready"), "-h", "127.0.0.1", "-p", str(port), "-q"]
             return subprocess.run(isready, check=False, timeout=10).returncode == 0
 
@@ -135,8 +139,7 @@ def postgres() -> Iterator[Postgres]:
             except subprocess.TimeoutExpired:
                 process.kill()
                 process.wait()
-            if process.stderr is not None:
-                process.stderr.close()
+        log.close()
         shutil.rmtree(data_root, ignore_errors=True)
 
 

@@ -8,19 +8,22 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 from http_client import get, get_json, sample_value
 
 
 @pytest.fixture
-def service(database_url: str, redis_url: str) -> Iterator[str]:
+def service(database_url: str, redis_url: str, tmp_path: Path) -> Iterator[str]:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
     env = {**os.environ, "DATABASE_URL": database_url, "REDIS_URL": redis_url, "PORT": str(port)}
     env.pop("HEAL7_CONFIG", None)
-    process = subprocess.Popen([sys.executable, "-m", "app"], env=env, stderr=subprocess.PIPE)
+    log_path = tmp_path / "app.log"
+    log = log_path.open("wb")
+    process = subprocess.Popen([sys.executable, "-m", "app"], env=env, stderr=log)
     base = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + 15
@@ -31,15 +34,14 @@ def service(database_url: str, redis_url: str) -> Iterator[str]:
             except OSError:
                 pass
             if process.poll() is not None:
-                pytest.fail(f"python -m app exited: {process.stderr.read().decode()[-2000:]}")  # type: ignore[union-attr]
+                pytest.fail(f"python -m app exited: {log_path.read_text()[-2000:]}")
             assert time.monotonic() < deadline, "python -m app was not ready within 15 s"
             time.sleep(0.1)
         yield base
     finally:
         process.terminate()
         process.wait(timeout=10)
-        if process.stderr is not None:
-            process.stderr.close()
+        log.close()
 
 
 def test_process_reads_port_and_urls_from_the_environment(service: str) -> None:

@@ -98,3 +98,27 @@ def test_a_failing_store_is_a_503(cache: Cache, fresh_birth: str) -> None:
     dead = Storage("postgresql://postgres@127.0.0.1:1/postgres", connect_timeout_s=1)
     backend = Backend(Knobs(), version="1.0.0", storage=dead, cache=cache)
     assert backend.calculate(parse_birth(fresh_birth, None))[0] == 503
+
+
+def test_concurrent_calculations_are_each_stored_once(storage: Storage, fresh_birth: str) -> None:
+    # The threaded server answers requests in parallel: they share the connection pool.
+    backend = Backend(Knobs(), version="1.0.0", storage=storage)
+    before = storage.count()
+    births = [
+        fresh_birth[:-5] + f"{hour:02d}:{minute:02d}" for hour in (1, 2) for minute in range(8)
+    ]
+    codes: list[int] = []
+    lock = threading.Lock()
+
+    def calculate(birth: str) -> None:
+        code, _ = backend.calculate(parse_birth(birth, None))
+        with lock:
+            codes.append(code)
+
+    threads = [threading.Thread(target=calculate, args=(birth,)) for birth in births]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=30)
+    assert codes == [200] * len(births)
+    assert storage.count() == before + len(births)
