@@ -543,6 +543,13 @@ class EnvironmentState(_Message):
     rollbacks: dict[str, RollbackOutcome] = Field(
         default_factory=dict, description="Run → its rollback here (one per run)."
     )
+    refused: list[ActionRecord] = Field(
+        default_factory=list, description="Refused manual rollbacks, the last few."
+    )
+    refused_not_kept: int = 0
+    nonces: list[str] = Field(
+        default_factory=list, description="Nonces of signed rollbacks taken (the last ones)."
+    )
 
 
 class EnvironmentInput(_Message):

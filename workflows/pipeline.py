@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 from datetime import datetime, timedelta
+from typing import cast
 
 from temporalio import workflow
 from temporalio.exceptions import ActivityError, ApplicationError, is_cancelled_exception
@@ -750,13 +751,20 @@ class PipelineWorkflow:
         self._publish_details()
         return record
 
-    @workflow.update(
-        name="approve",
-        description='Approve an open gate: {"approver": "carol", "gate": "production", '
-        '"comment": "LGTM"} (`slipway approve` also signs it)',
-    )
-    async def approve_update(self, decision: Decision) -> ApprovalRecord:
+    async def _approve(self, decision: Decision) -> ApprovalRecord:
         return await self._decide(decision, True, "update")
+
+    # Typed as what callers get back (the SDK's typing keeps the coroutine of an async
+    # handler declared with a name), so `execute_update(PipelineWorkflow.approve_update, ..)`
+    # is an ApprovalRecord to mypy.
+    approve_update = cast(
+        "workflow.UpdateMethodMultiParam[[PipelineWorkflow, Decision], ApprovalRecord]",
+        workflow.update(
+            name="approve",
+            description='Approve an open gate: {"approver": "carol", "gate": "production", '
+            '"comment": "LGTM"} (`slipway approve` also signs it)',
+        )(_approve),
+    )
 
     @approve_update.validator
     def _validate_approve(self, decision: Decision) -> None:
@@ -764,13 +772,17 @@ class PipelineWorkflow:
         if refusal:
             raise ValueError(refusal)
 
-    @workflow.update(
-        name="reject",
-        description='Reject an open gate: {"approver": "carol", "gate": "production", '
-        '"comment": "why"} (`slipway reject` also signs it)',
-    )
-    async def reject_update(self, decision: Decision) -> ApprovalRecord:
+    async def _reject(self, decision: Decision) -> ApprovalRecord:
         return await self._decide(decision, False, "update")
+
+    reject_update = cast(
+        "workflow.UpdateMethodMultiParam[[PipelineWorkflow, Decision], ApprovalRecord]",
+        workflow.update(
+            name="reject",
+            description='Reject an open gate: {"approver": "carol", "gate": "production", '
+            '"comment": "why"} (`slipway reject` also signs it)',
+        )(_reject),
+    )
 
     @reject_update.validator
     def _validate_reject(self, decision: Decision) -> None:
