@@ -765,6 +765,7 @@ class PipelineWorkflow:
             '"comment": "LGTM"} (`slipway approve` also signs it)',
         )(_approve),
     )
+    del _approve
 
     @approve_update.validator
     def _validate_approve(self, decision: Decision) -> None:
@@ -783,6 +784,7 @@ class PipelineWorkflow:
             '"comment": "why"} (`slipway reject` also signs it)',
         )(_reject),
     )
+    del _reject
 
     @reject_update.validator
     def _validate_reject(self, decision: Decision) -> None:
