@@ -525,7 +525,7 @@ def audit(
             f", checked against {loaded.path} ({loaded.hash})"
         )
         for line in lines:
-            mark = "ok  " if line.ok else "BAD "
+            mark = "BAD " if not line.ok else ("ok  " if line.accepted else "--  ")
             taken = "accepted" if line.accepted else "refused"
             typer.echo(f"  {mark} {line.what:<24} {line.by:<10} {taken:<8} {line.verdict}")
         if result.refused_not_kept:

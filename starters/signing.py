@@ -94,7 +94,7 @@ def audit(
     result: PipelineResult, workflow_id: str, namespace: str, policy: WorkerPolicy
 ) -> list[AuditLine]:
     """Every decision of a finished run, its signature verified again against `policy`'s
-    allowed signers. A signed record whose signature does not verify is not ok; an
+    allowed signers. An accepted decision whose signature does not verify is not ok; an
     unsigned one is reported as such (it counted only where its gate allowed it)."""
     lines: list[AuditLine] = []
     allowed = policy.allowed_signers()
@@ -125,5 +125,7 @@ def audit(
             comment=comment,
         )
         answer = signatures.verify(data, record.signature, by, allowed)
-        lines.append(AuditLine(what, by, accepted, answer.detail, answer.ok))
+        # A refused decision did not count: a bad signature there is what the run refused
+        # (a copied or forged one), not a problem of the record.
+        lines.append(AuditLine(what, by, accepted, answer.detail, answer.ok or not accepted))
     return lines

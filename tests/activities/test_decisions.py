@@ -138,11 +138,14 @@ def test_the_policy_not_the_definition_says_who_may_approve(
     # A starter who lists 'developer' as production's role does not let erin in.
     ok, reason = judge(policy, check("erin", definition_roles=["developer"]))
     assert not ok
+    assert "gate 'production' requires a signed decision" in reason
+    # Signed with carol's key in erin's name: not erin's signature.
     ok, reason = judge(
         policy,
         signed(check("erin", definition_roles=["developer"]), keys["carol"]),
     )
     assert not ok
+    assert "'erin' has no signing key in the policy" in reason
 
 
 def test_the_author_is_who_git_says(tmp_path: Path, keys: dict[str, Path]) -> None:

@@ -17,7 +17,7 @@ from activities import signatures
 from activities.worker_policy import load_policy
 from starters.runs import pipeline_outcome
 from tests.support.memory import MemoryBackends
-from tests.support.pipelines import heal7, run_context, start, wait_for_gate
+from tests.support.pipelines import run_context, start, wait_for_gate
 from tests.support.policy import make_key, write_policy
 from tests.workflows.test_pipeline import approve, wait_for_canary_interval
 from worker import build_worker
@@ -121,7 +121,8 @@ async def test_signed_production_gate_operator_rights_and_replays(
         )
         control = CanaryControl(by="dave", **pause.model_dump())
         paused = await handle.execute_update("pause", control, result_type=ActionRecord)
-        assert paused.accepted and paused.signer_key
+        assert paused.accepted
+        assert paused.signer_key
         with pytest.raises(WorkflowUpdateFailedError) as info:
             await handle.execute_update("pause", control, result_type=ActionRecord)
         assert "nonce was already used" in str(info.value.cause)
@@ -139,7 +140,7 @@ async def test_signed_production_gate_operator_rights_and_replays(
         ("dave", "production", True),
     ]
     refused = [a for a in result.approvals if not a.accepted]
-    assert refused[0].approver == "carol" and refused[0].via == "update"
+    assert (refused[0].approver, refused[0].via) == ("carol", "update")
     assert "slipway approve" in refused[0].reason  # the command that would have counted
     # Kept up to the bound (comments clipped), the rest counted.
     kept = len(refused) + sum(1 for a in result.actions if not a.accepted)
