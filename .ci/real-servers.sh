@@ -4,13 +4,14 @@
 #   podman           Docker Engine API (`podman system service`) that builds FROM-scratch images
 #   docker-registry  the OCI registry images are pushed to (`docker-registry serve CONFIG`)
 #   prometheus       PromQL server for PrometheusMetricsProvider
+#   openssh-client   ssh-keygen: signed decisions (`ssh-keygen -Y sign/verify`)
 # moto_server (ECR) comes from the dev extras (moto[server]) in the venv: nothing to install.
 # No one-time setup: each fixture writes its own registries.conf, storage dirs and configs.
 
 # With Recommends: podman's helpers (uidmap, fuse-overlayfs, ...) come along on a fresh machine.
-slipway_real_server_packages="podman docker-registry prometheus"
+slipway_real_server_packages="podman docker-registry prometheus openssh-client"
 slipway_missing_real_servers=""
-for slipway_binary in podman docker-registry prometheus; do
+for slipway_binary in podman docker-registry prometheus ssh-keygen; do
     command -v "$slipway_binary" >/dev/null 2>&1 \
         || slipway_missing_real_servers="$slipway_missing_real_servers $slipway_binary"
 done
