@@ -267,6 +267,9 @@ class CanaryControl(Signed):
 
     by: str = ""
     reason: str = ""
+    token: str = Field(
+        "", description="Set by the pipeline when it forwards a checked control; not for people."
+    )
 
 
 class PipelineState(StrEnum):
@@ -334,6 +337,9 @@ class CanaryInput(_Message):
     stage: CanaryStage
     artifact: Artifact
     lease: LeaseRef | None = Field(None, description="None: a run from before leases.")
+    control_token: str = Field(
+        "", description="Controls must carry it (forwarded by the pipeline); empty: any."
+    )
     run_command: list[str] = []
     health_path: str = "/health"
     ready_path: str = "/ready"
@@ -361,6 +367,11 @@ class CanaryResult(_Message):
     failed_checks: int
     steps: list[CanaryStep]
     rollback: RollbackOutcome | None = Field(None, description="What the abort's rollback did.")
+    ignored_controls: list[str] = Field(
+        default_factory=list,
+        description="Controls sent straight to the canary, not through its pipeline (the last "
+        "few): ignored, since nothing checked them against the worker's policy.",
+    )
 
 
 # --- monitor ------------------------------------------------------------------------------

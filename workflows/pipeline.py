@@ -121,6 +121,7 @@ class PipelineWorkflow:
     async def run(self, input: PipelineInput) -> PipelineResult:
         if workflow.patched(WORKER_POLICY):
             self._worker_policy = True
+            self._state.control_token = str(workflow.uuid4())
             problems = await self._start_under_policy()
             if problems:
                 self._failure = "; ".join(problems)
@@ -901,8 +902,9 @@ class PipelineWorkflow:
     async def _forward(self, signal: str, control: CanaryControl) -> None:
         if not self._state.canaries:
             workflow.logger.warning("%s from %s ignored: no canary is running", signal, control.by)
+        forwarded = control.model_copy(update={"token": self._state.control_token})
         for handle in list(self._state.canaries.values()):
-            await handle.signal(signal, control)
+            await handle.signal(signal, forwarded)
 
     async def _control(self, action: str, control: CanaryControl) -> None:
         if self._worker_policy:

@@ -211,3 +211,37 @@ async def test_a_run_without_the_gate_the_policy_requires_does_not_start(
     assert "requires an approval gate before every deploy to production" in result.failure
     assert memory.builder.calls == []
     assert "production" not in memory.platform.envs or not memory.platform.envs["production"].stable
+
+
+async def test_a_control_sent_straight_to_the_canary_is_ignored(
+    time_env: WorkflowEnvironment,
+    memory: MemoryBackends,
+    task_queue: str,
+    tmp_path: Path,
+    keys: dict[str, Path],
+) -> None:
+    """`temporal workflow signal` to the canary child skips the pipeline's policy check: the
+    canary ignores it and says so in its result."""
+    from workflows.canary import CanaryWorkflow
+    from workflows.messages import CanaryResult
+    from workflows.naming import canary_id
+
+    policy = write_policy(tmp_path / "policy.yaml", keys, gates={"*": {"signatures": "optional"}})
+    async with build_worker(time_env.client, memory.backends(), task_queue, policy_file=policy):
+        handle = await start(time_env.client, task_queue)
+        await wait_for_gate(handle, "staging")
+        await approve(handle, "alice", "staging")
+        await wait_for_gate(handle, "production")
+        await approve(handle, "carol", "production")
+        await approve(handle, "dave", "production")
+        await wait_for_canary_interval(time_env, handle)
+        child = time_env.client.get_workflow_handle(canary_id(handle.id, "canary"))
+        await child.signal(CanaryWorkflow.promote, CanaryControl(by="erin"))
+        result = await pipeline_outcome(handle)
+        canary = CanaryResult.model_validate(await child.result())
+    assert result.state == PipelineState.SUCCEEDED
+    assert canary.reason == "all steps passed"
+    assert len(canary.steps) == 5
+    [ignored] = canary.ignored_controls
+    assert ignored.startswith("promote by erin")
+    assert "not through the pipeline" in ignored
