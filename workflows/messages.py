@@ -99,7 +99,9 @@ class PipelineInput(_Message):
     spec: PipelineSpec
     run: RunContext
     roles: dict[str, list[str]] = Field(
-        default_factory=dict, description="Person → roles, from the roles file."
+        default_factory=dict,
+        description="Person → roles, for runs from before the worker held the policy (they "
+        "judge decisions by it); newer runs ignore it.",
     )
     ui_url: str = ""
 
