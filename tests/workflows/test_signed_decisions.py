@@ -15,9 +15,9 @@ from temporalio.testing import WorkflowEnvironment
 
 from activities import signatures
 from activities.worker_policy import load_policy
-from starters.runs import pipeline_outcome
+from starters.runs import pipeline_outcome, replay_history
 from tests.support.memory import MemoryBackends
-from tests.support.pipelines import run_context, start, wait_for_gate
+from tests.support.pipelines import heal7, run_context, start, wait_for_gate
 from tests.support.policy import make_key, write_policy
 from tests.workflows.test_pipeline import approve, wait_for_canary_interval
 from worker import build_worker
@@ -130,6 +130,8 @@ async def test_signed_production_gate_operator_rights_and_replays(
         await handle.signal(PipelineWorkflow.promote, CanaryControl(by="alice"))
         await handle.execute_update("resume", CanaryControl(by="dave"), result_type=ActionRecord)
         result = await pipeline_outcome(handle)
+        # The history with its verdicts replays against this code (no policy file is read).
+        await replay_history(await handle.fetch_history())
 
     assert result.state == PipelineState.SUCCEEDED
     assert result.policy_hash == load_policy(policy).hash
@@ -245,3 +247,43 @@ async def test_a_control_sent_straight_to_the_canary_is_ignored(
     [ignored] = canary.ignored_controls
     assert ignored.startswith("promote by erin")
     assert "not through the pipeline" in ignored
+
+
+async def test_a_manual_rollback_is_judged_by_the_policy(
+    time_env: WorkflowEnvironment,
+    memory: MemoryBackends,
+    task_queue: str,
+    tmp_path: Path,
+    keys: dict[str, Path],
+) -> None:
+    from temporalio.client import WorkflowUpdateFailedError
+
+    from workflows.environment import EnvironmentWorkflow
+    from workflows.messages import RollbackOutcome
+    from workflows.naming import environment_id
+    from workflows.rollback import ManualRollback
+
+    policy = write_policy(tmp_path / "policy.yaml", keys, gates={"*": {"signatures": "optional"}})
+    spec = heal7()
+    async with build_worker(time_env.client, memory.backends(), task_queue, policy_file=policy):
+        for _ in range(2):  # two releases reach staging: there is one to go back to
+            handle = await start(time_env.client, task_queue, spec, run_context(branch="develop"))
+            await wait_for_gate(handle, "staging")
+            await approve(handle, "alice", "staging")
+            await pipeline_outcome(handle)
+        staging = time_env.client.get_workflow_handle(environment_id(spec.service.name, "staging"))
+        request = ManualRollback(service=spec.service.name, environment="staging", by="erin")
+        with pytest.raises(WorkflowUpdateFailedError) as info:
+            await staging.execute_update("rollback_manual", request, result_type=RollbackOutcome)
+        assert "'erin' holds ['developer']; rollback needs one of" in str(info.value.cause)
+        state = await staging.query(EnvironmentWorkflow.state)
+        assert [(r.action, r.by, r.accepted) for r in state.refused] == [
+            ("rollback", "erin", False)
+        ]
+        done = await staging.execute_update(
+            "rollback_manual",
+            request.model_copy(update={"by": "dave"}),
+            result_type=RollbackOutcome,
+        )
+    assert done.status == "rolled_back"
+    assert done.reason == "manual rollback by dave"
