@@ -31,7 +31,9 @@ __all__ = ["REFUSED_KEPT", "DecisionDesk", "clip"]
 
 REFUSED_KEPT = 50
 """Refused decisions kept in a run's record; the rest are counted."""
-CHECK_TIMEOUT = timedelta(seconds=30)
+CHECK_TIMEOUT = timedelta(seconds=10)
+"""A check reads a file and runs ssh-keygen (milliseconds): an attempt lost with its worker
+is retried after this, while a person waits for the answer."""
 
 
 def clip(text: str, limit: int = COMMENT_LIMIT) -> str:
