@@ -20,6 +20,7 @@ from worker import build_worker
 from workflows.canary import CanaryWorkflow
 from workflows.messages import (
     AbortRequest,
+    ActionRecord,
     Decision,
     PipelineResult,
     PipelineState,
@@ -361,7 +362,11 @@ async def test_abort_during_canary_rolls_production_back(
         handle = await start(time_env.client, task_queue)
         await approve_all(handle)
         await wait_for_canary_interval(time_env, handle)
-        await handle.signal(PipelineWorkflow.abort, AbortRequest(by="dave", reason="bad smell"))
+        # The abort update returns once the worker's policy accepted it: with time skipping,
+        # awaiting the result while a signal's check runs would let the canary's timers fire.
+        await handle.execute_update(
+            "abort", AbortRequest(by="dave", reason="bad smell"), result_type=ActionRecord
+        )
         result = await pipeline_outcome(handle)
     assert result.state == PipelineState.ABORTED
     assert result.failure.startswith("aborted by dave: bad smell")
