@@ -45,6 +45,12 @@ async def approve(handle: Handle, approver: str, gate: str) -> None:
     )
 
 
+async def abort(handle: Handle, request: AbortRequest) -> None:
+    """Abort through the update, which returns once the worker's policy accepted it (awaiting
+    the result while a signal's check runs would let time skip past the run's timers)."""
+    await handle.execute_update("abort", request, result_type=ActionRecord)
+
+
 async def reach_production_gate(handle: Handle) -> None:
     """Approve staging (alice, team lead) and wait until production's gate is open."""
     await wait_for_gate(handle, "staging")
@@ -294,7 +300,7 @@ async def test_refused_approvals(
         assert refusal in str(info.value.cause)
         # The same decision sent as a signal is refused the same way, and recorded.
         await handle.signal(PipelineWorkflow.approve_signal, Decision(approver=approver, gate=gate))
-        await handle.signal(PipelineWorkflow.abort, AbortRequest(by="dave", reason="done"))
+        await abort(handle, AbortRequest(by="dave", reason="done"))
         result = await pipeline_outcome(handle)
     # Refusals the worker's policy makes are recorded for the update too; the ones the
     # update's validator makes (no such gate open) never reach the history.
@@ -332,7 +338,7 @@ async def test_one_person_with_both_roles_is_not_a_quorum(
         await approve(handle, "frank", "production")
         st = await wait_for_gate(handle, "production")
         assert st.pending_approvals[0].approved_by == ["frank"]
-        await handle.signal(PipelineWorkflow.abort, AbortRequest(by="dave"))
+        await abort(handle, AbortRequest(by="dave"))
         await pipeline_outcome(handle)
 
 
@@ -452,5 +458,5 @@ async def test_a_decided_gate_refuses_further_decisions(
                 PipelineWorkflow.reject_update, Decision(approver="bob", gate="staging")
             )
         assert "gate 'staging' is already decided" in str(info.value.cause)
-        await handle.signal(PipelineWorkflow.abort, AbortRequest(by="dave"))
+        await abort(handle, AbortRequest(by="dave"))
         await pipeline_outcome(handle)
