@@ -13,6 +13,7 @@ import signal
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
+from pathlib import Path
 from typing import Any
 
 import structlog
@@ -22,6 +23,7 @@ from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxR
 
 from activities.backends import Backends
 from activities.build import BuildActivities
+from activities.decisions import DecisionActivities
 from activities.deploy import DeployActivities
 from activities.environments import EnvironmentActivities
 from activities.metrics import MetricsActivities
@@ -35,7 +37,10 @@ from workflows.monitor import MonitorWorkflow
 from workflows.pipeline import PipelineWorkflow
 from workflows.rollback import RollbackWorkflow
 
-__all__ = ["WORKFLOWS", "activities_for", "build_worker", "main"]
+__all__ = ["DEFAULT_POLICY", "WORKFLOWS", "activities_for", "build_worker", "main"]
+
+DEFAULT_POLICY = Path(__file__).resolve().parent / "pipelines" / "policy.yaml"
+"""The demo's policy (unsigned decisions count); production workers name their own."""
 
 WORKFLOWS: Sequence[type] = (
     PipelineWorkflow,
@@ -48,10 +53,15 @@ WORKFLOWS: Sequence[type] = (
 
 
 def activities_for(
-    backends: Backends, client: Client, *, search_attributes: bool = False
+    backends: Backends,
+    client: Client,
+    *,
+    search_attributes: bool = False,
+    policy_file: Path = DEFAULT_POLICY,
 ) -> list[Callable[..., Any]]:
     """Bound activity methods, one object per concern, sharing the injected backends (and
-    the worker's client, for the messages runs send to environment workflows)."""
+    the worker's client, for the messages runs send to environment workflows; the policy
+    file, which decisions are judged against)."""
     source = SourceActivities(backends.source)
     scan = ScanActivities(backends.scanners, backends.registry)
     test = TestActivities(backends.tests, backends.services)
@@ -60,6 +70,7 @@ def activities_for(
     metrics = MetricsActivities(backends.metrics, backends.load)
     notify = NotifyActivities(backends.notifier)
     environments = EnvironmentActivities(client, search_attributes=search_attributes)
+    decisions = DecisionActivities(policy_file)
     return [
         source.checkout,
         scan.scan,
@@ -82,6 +93,8 @@ def activities_for(
         environments.release_lease,
         environments.request_rollback,
         environments.run_status,
+        decisions.check_decision,
+        decisions.policy_in_force,
     ]
 
 
@@ -94,15 +107,19 @@ def build_worker(
     max_cached_workflows: int = 300,
     extra_workflows: Sequence[type] = (),
     search_attributes: bool = False,
+    policy_file: Path = DEFAULT_POLICY,
     **options: Any,
 ) -> Worker:
     """A worker running every workflow and the activities bound to `backends`.
-    `search_attributes`: the namespace has ours (see `ensure_search_attributes`)."""
+    `search_attributes`: the namespace has ours (see `ensure_search_attributes`);
+    `policy_file`: the worker's policy (SLIPWAY_POLICY_FILE)."""
     return Worker(
         client,
         task_queue=task_queue,
         workflows=[*WORKFLOWS, *extra_workflows],
-        activities=activities_for(backends, client, search_attributes=search_attributes),
+        activities=activities_for(
+            backends, client, search_attributes=search_attributes, policy_file=policy_file
+        ),
         # Blocking SDK calls run in threads (asyncio.to_thread); size the pool like the
         # activity slots so a busy worker never starves.
         activity_executor=ThreadPoolExecutor(max_concurrent_activities),
@@ -160,6 +177,7 @@ async def main() -> None:
     from activities.factory import backends_from_settings
     from activities.observability import configure_logging
     from activities.settings import ConfigurationError, Settings
+    from activities.worker_policy import PolicyError, load_policy
     from starters.connection import connect, task_queue
 
     try:
@@ -168,6 +186,10 @@ async def main() -> None:
         raise SystemExit(f"worker: {err}") from None
     configure_logging(settings.log_level)
     log = structlog.get_logger("slipway.worker")
+    try:
+        policy = load_policy(settings.policy_file)
+    except PolicyError as err:
+        raise SystemExit(f"worker: {err}") from None
     backends = backends_from_settings(settings)
     client = await connect(metrics_port=settings.metrics_port)
     indexed = await ensure_search_attributes(client)
@@ -178,12 +200,19 @@ async def main() -> None:
         max_concurrent_activities=settings.max_activities,
         max_cached_workflows=settings.max_cached_workflows,
         search_attributes=indexed,
+        policy_file=settings.policy_file,
     )
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
-    log.info("worker started", task_queue=task_queue(), platform=settings.platform)
+    log.info(
+        "worker started",
+        task_queue=task_queue(),
+        platform=settings.platform,
+        policy=policy.path,
+        policy_hash=policy.hash,
+    )
     try:
         async with worker:
             await stop.wait()

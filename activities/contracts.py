@@ -83,6 +83,9 @@ class ActivityName(StrEnum):
     QUERY_METRICS = "query_metrics"
     GENERATE_LOAD = "generate_load"
     NOTIFY = "notify"
+    # The worker's policy: a decision's verdict, and the policy a run starts under.
+    CHECK_DECISION = "check_decision"
+    POLICY_IN_FORCE = "policy_in_force"
 
 
 class Severity(StrEnum):

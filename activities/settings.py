@@ -41,6 +41,10 @@ class Settings(BaseSettings):
     notifier: Literal["log", "slack"] = "log"
 
     state_dir: Path = Field(Path(".demo/state"), description="Local platform, artifacts, git.")
+    policy_file: Path = Field(
+        Path(__file__).resolve().parents[1] / "pipelines" / "policy.yaml",
+        description="The worker's policy: roles, gate rules, operator rights, signers.",
+    )
     base_port: int = Field(18080, ge=1024, le=65000)
     environments: list[str] = ["development", "staging", "production"]
 

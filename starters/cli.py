@@ -28,20 +28,25 @@ from temporalio.client import (
 from temporalio.exceptions import ApplicationError
 from temporalio.service import RPCError, RPCStatusCode
 
+from activities.signatures import SignatureError
+from activities.worker_policy import PolicyError, load_policy
 from starters import render
 from starters.connection import connect, task_queue
 from starters.runs import (
     RetryError,
-    load_roles,
     pipeline_outcome,
     replay_history,
     reset_to_failed_stage,
     start_pipeline,
 )
+from starters.signing import audit as audit_run
+from starters.signing import find_key, sign_for
 from workflows import dag
+from workflows.decisions import COMMENT_LIMIT
 from workflows.environment import EnvironmentWorkflow
 from workflows.messages import (
     AbortRequest,
+    ActionRecord,
     ApprovalRecord,
     CanaryControl,
     Decision,
@@ -69,6 +74,14 @@ T = TypeVar("T")
 
 RunId = Annotated[str, typer.Argument(help="Workflow id, e.g. pipeline-hello-0123456789ab.")]
 By = Annotated[str, typer.Option("--by", help="Who is asking (recorded in history).")]
+Key = Annotated[
+    Path | None,
+    typer.Option(
+        "--key",
+        help="Your SSH key to sign with (else SLIPWAY_SIGNING_KEY, else git's user.signingkey "
+        "when gpg.format is ssh). Without one the decision is unsigned.",
+    ),
+]
 
 
 def _run(coro: Callable[[], Coroutine[Any, Any, T]]) -> T:
@@ -123,12 +136,16 @@ def start(
     definition: Annotated[Path, typer.Option(help="Pipeline definition (YAML).")],
     repo: Annotated[str, typer.Option(help="Repository path or URL.")],
     commit: Annotated[str, typer.Option(help="Full commit sha.")],
-    author: Annotated[str, typer.Option(help="Commit author (may not approve it).")],
+    author: Annotated[
+        str,
+        typer.Option(help="Shown in summaries only: self-approval is judged on git's author."),
+    ] = "",
     branch: Annotated[str, typer.Option(help="Branch of the commit.")] = "main",
     service: Annotated[str, typer.Option(help="Override the definition's service name.")] = "",
-    roles: Annotated[Path, typer.Option(help="Roles file: person → roles.")] = Path(
-        "pipelines/roles.yaml"
-    ),
+    roles: Annotated[
+        Path | None,
+        typer.Option(hidden=True, help="Ignored: the worker's policy holds the roles."),
+    ] = None,
     commit_time: Annotated[str, typer.Option(help="ISO time of the commit, for lead time.")] = "",
     diff_url: Annotated[str, typer.Option(help="Link approvers can read.")] = "",
     wait: Annotated[bool, typer.Option(help="Wait; exit 1 if the pipeline fails.")] = False,
@@ -140,8 +157,13 @@ def start(
         spec = spec.model_copy(
             update={"service": spec.service.model_copy(update={"name": service})}
         )
+    if roles is not None:
+        typer.echo(
+            f"note: --roles {roles} is ignored: roles, gate rules and rights come from the "
+            "worker's policy (SLIPWAY_POLICY_FILE)",
+            err=True,
+        )
     try:
-        people = load_roles(roles)
         run = RunContext(
             service=spec.service.name,
             repo=repo,
@@ -156,7 +178,7 @@ def start(
 
     async def go() -> int:
         client = await _client()
-        started = await start_pipeline(client, spec, run, people, task_queue())
+        started = await start_pipeline(client, spec, run, {}, task_queue())
         if json_output:
             typer.echo(json.dumps(started.__dict__))
         else:
@@ -178,15 +200,44 @@ def _exit_code(state: PipelineState) -> int:
     return 3 if state == PipelineState.SUPERSEDED else 1
 
 
-def _decide(workflow_id: str, approver: str, gate: str, comment: str, approve: bool) -> None:
+def _unsigned_note(key: Path | None) -> None:
+    if key is None:
+        typer.echo(
+            "note: unsigned (no --key, SLIPWAY_SIGNING_KEY or git SSH signing key): it counts "
+            "only where the gate's policy takes unsigned decisions",
+            err=True,
+        )
+
+
+def _decide(
+    workflow_id: str, approver: str, gate: str, comment: str, approve: bool, key: Path | None
+) -> None:
+    key = find_key(key)
+    _unsigned_note(key)
+    comment = comment[:COMMENT_LIMIT]
+
     async def go() -> int:
         client = await _client()
         handle = client.get_workflow_handle(workflow_id)
-        update = PipelineWorkflow.approve_update if approve else PipelineWorkflow.reject_update
+        update = "approve" if approve else "reject"
         try:
-            record: ApprovalRecord = await handle.execute_update(
-                update, Decision(approver=approver, gate=gate, comment=comment)
+            signed = await sign_for(
+                client,
+                workflow_id,
+                subject=f"gate:{gate}",
+                decision="approve" if approve else "reject",
+                by=approver,
+                comment=comment,
+                key=key,
             )
+            record = await handle.execute_update(
+                update,
+                Decision(approver=approver, gate=gate, comment=comment, **signed.model_dump()),
+                result_type=ApprovalRecord,
+            )
+        except SignatureError as err:
+            typer.echo(f"cannot sign: {err}", err=True)
+            return 2
         except WorkflowUpdateFailedError as err:
             cause = err.cause
             reason = cause.message if isinstance(cause, ApplicationError) else str(cause)
@@ -195,7 +246,10 @@ def _decide(workflow_id: str, approver: str, gate: str, comment: str, approve: b
         except RPCError as err:
             typer.echo(f"cannot reach {workflow_id}: {err.message}", err=True)
             return 1
-        typer.echo(f"{record.decision}d gate {record.gate!r} as {record.approver} at {record.at}")
+        how = f"signed with {record.signer_key}" if record.signer_key else "unsigned"
+        typer.echo(
+            f"{record.decision}d gate {record.gate!r} as {record.approver} at {record.at} ({how})"
+        )
         return 0
 
     raise typer.Exit(_run(go))
@@ -207,9 +261,11 @@ def approve(
     approver: Annotated[str, typer.Option(help="You, as named in the roles file.")],
     gate: Annotated[str, typer.Option(help="Gate name (by default the environment).")],
     comment: Annotated[str, typer.Option(help="Why.")] = "",
+    key: Key = None,
 ) -> None:
-    """Approve an open gate (refused with the reason when not allowed)."""
-    _decide(workflow_id, approver, gate, comment, True)
+    """Approve an open gate, signed with your SSH key (refused with the reason when not
+    allowed)."""
+    _decide(workflow_id, approver, gate, comment, True, key)
 
 
 @app.command()
@@ -218,9 +274,10 @@ def reject(
     approver: Annotated[str, typer.Option(help="You, as named in the roles file.")],
     gate: Annotated[str, typer.Option(help="Gate name (by default the environment).")],
     comment: Annotated[str, typer.Option(help="Why.")] = "",
+    key: Key = None,
 ) -> None:
-    """Reject an open gate: the pipeline fails at that gate."""
-    _decide(workflow_id, approver, gate, comment, False)
+    """Reject an open gate (signed with your SSH key): the pipeline fails at that gate."""
+    _decide(workflow_id, approver, gate, comment, False, key)
 
 
 async def _status(client: Client, workflow_id: str) -> tuple[PipelineStatus | None, str]:
@@ -364,42 +421,120 @@ def replay(
     raise typer.Exit(_run(go))
 
 
-def _signal(workflow_id: str, name: str, payload: Any) -> None:
+def _act(workflow_id: str, action: str, by: str, reason: str, key: Path | None) -> None:
+    """An operator action as a policy-checked update, signed with the person's key."""
+    key = find_key(key)
+    _unsigned_note(key)
+    reason = reason[:COMMENT_LIMIT]
+
     async def go() -> int:
         client = await _client()
-        await client.get_workflow_handle(workflow_id).signal(name, payload)
-        typer.echo(f"sent {name} to {workflow_id}")
+        handle = client.get_workflow_handle(workflow_id)
+        try:
+            signed = await sign_for(
+                client,
+                workflow_id,
+                subject=f"action:{action}",
+                decision=action,
+                by=by,
+                comment=reason,
+                key=key,
+            )
+            request = (
+                AbortRequest(by=by, reason=reason, **signed.model_dump())
+                if action == "abort"
+                else CanaryControl(by=by, reason=reason, **signed.model_dump())
+            )
+            record = await handle.execute_update(action, request, result_type=ActionRecord)
+        except SignatureError as err:
+            typer.echo(f"cannot sign: {err}", err=True)
+            return 2
+        except WorkflowUpdateFailedError as err:
+            cause = err.cause
+            typer.echo(
+                f"refused: {cause.message if isinstance(cause, ApplicationError) else cause}",
+                err=True,
+            )
+            return 1
+        except RPCError as err:
+            typer.echo(f"cannot reach {workflow_id}: {err.message}", err=True)
+            return 1
+        how = f"signed with {record.signer_key}" if record.signer_key else "unsigned"
+        typer.echo(f"{action} of {workflow_id} by {by} accepted ({how})")
         return 0
 
     raise typer.Exit(_run(go))
 
 
-@app.command()
-def abort(
-    workflow_id: RunId,
-    by: By,
-    reason: Annotated[str, typer.Option(help="Why.")] = "",
-) -> None:
-    """Stop a run and roll back what it deployed."""
-    _signal(workflow_id, "abort", AbortRequest(by=by, reason=reason))
+Reason = Annotated[str, typer.Option(help="Why.")]
 
 
 @app.command()
-def pause(workflow_id: RunId, by: By) -> None:
+def abort(workflow_id: RunId, by: By, reason: Reason = "", key: Key = None) -> None:
+    """Stop a run and roll back what it deployed (checked against the worker's policy)."""
+    _act(workflow_id, "abort", by, reason, key)
+
+
+@app.command()
+def pause(workflow_id: RunId, by: By, reason: Reason = "", key: Key = None) -> None:
     """Hold the running canary at its weight."""
-    _signal(workflow_id, "pause", CanaryControl(by=by))
+    _act(workflow_id, "pause", by, reason, key)
 
 
 @app.command()
-def resume(workflow_id: RunId, by: By) -> None:
+def resume(workflow_id: RunId, by: By, reason: Reason = "", key: Key = None) -> None:
     """Continue a paused canary."""
-    _signal(workflow_id, "resume", CanaryControl(by=by))
+    _act(workflow_id, "resume", by, reason, key)
 
 
 @app.command()
-def promote(workflow_id: RunId, by: By) -> None:
+def promote(workflow_id: RunId, by: By, reason: Reason = "", key: Key = None) -> None:
     """Skip the canary's remaining steps and promote now."""
-    _signal(workflow_id, "promote", CanaryControl(by=by))
+    _act(workflow_id, "promote", by, reason, key)
+
+
+@app.command()
+def audit(
+    workflow_id: RunId,
+    policy: Annotated[
+        Path | None,
+        typer.Option(help="Policy with the allowed signers (default: SLIPWAY_POLICY_FILE)."),
+    ] = None,
+) -> None:
+    """Verify every decision of a finished run again: each signature against the policy's
+    allowed signers. Exit 1 if one does not verify."""
+    from activities.settings import Settings
+
+    path = policy or Settings.load().policy_file
+    try:
+        loaded = load_policy(path)
+    except PolicyError as err:
+        raise _fail(str(err)) from None
+
+    async def go() -> int:
+        client = await _client()
+        handle = client.get_workflow_handle(workflow_id)
+        described = await handle.describe()
+        if described.status == WorkflowExecutionStatus.RUNNING:
+            typer.echo(f"{workflow_id} is still running; audit a finished run", err=True)
+            return 2
+        result = await pipeline_outcome(handle)
+        lines = audit_run(result, workflow_id, client.namespace, loaded.policy)
+        typer.echo(
+            f"{workflow_id}: {result.state.value}; policy at start {result.policy_hash or '?'}"
+            f", checked against {loaded.path} ({loaded.hash})"
+        )
+        for line in lines:
+            mark = "BAD " if not line.ok else ("ok  " if line.accepted else "--  ")
+            taken = "accepted" if line.accepted else "refused"
+            typer.echo(f"  {mark} {line.what:<24} {line.by:<10} {taken:<8} {line.verdict}")
+        if result.refused_not_kept:
+            typer.echo(f"  and {result.refused_not_kept:,} more refused decisions not kept")
+        bad = [line for line in lines if not line.ok]
+        typer.echo(f"{len(lines)} decisions, {len(bad)} whose signature does not verify")
+        return 1 if bad else 0
+
+    raise typer.Exit(_run(go))
 
 
 @app.command()
@@ -408,19 +543,43 @@ def rollback(
     environment: Annotated[str, typer.Option(help="Environment to restore.")],
     by: By,
     reason: Annotated[str, typer.Option(help="Why.")] = "",
+    key: Key = None,
 ) -> None:
     """Put an environment back on the release before the one serving (asked of its
-    environment workflow; refused while a run holds the environment)."""
+    environment workflow; refused while a run holds the environment, or by the worker's
+    policy)."""
+    key = find_key(key)
+    _unsigned_note(key)
+    reason = reason[:COMMENT_LIMIT]
 
     async def go() -> int:
         client = await _client()
-        handle = client.get_workflow_handle(environment_id(service, environment))
+        workflow_id = environment_id(service, environment)
+        handle = client.get_workflow_handle(workflow_id)
         try:
+            signed = await sign_for(
+                client,
+                workflow_id,
+                subject="action:rollback",
+                decision="rollback",
+                by=by,
+                comment=reason,
+                key=key,
+            )
             outcome = await handle.execute_update(
                 "rollback_manual",
-                ManualRollback(service=service, environment=environment, by=by, reason=reason),
+                ManualRollback(
+                    service=service,
+                    environment=environment,
+                    by=by,
+                    reason=reason,
+                    **signed.model_dump(),
+                ),
                 result_type=RollbackOutcome,
             )
+        except SignatureError as err:
+            typer.echo(f"cannot sign: {err}", err=True)
+            return 2
         except WorkflowUpdateFailedError as err:
             cause = err.cause
             typer.echo(

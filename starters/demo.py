@@ -3,7 +3,9 @@
 Starts the Temporal dev server (db under .demo/, UI on :8233), a worker on the local platform
 (Traefik + real processes), makes a throwaway git repo of examples/hello-service and runs
 pipelines/demo.yaml for two commits:
-  1. hello-service 0.1.0 goes all the way to production (approvals given with `slipway approve`);
+  1. hello-service 0.1.0 goes all the way to production (approvals given with `slipway approve`,
+     signed with SSH keys the demo generates: the demo worker's policy requires signed
+     production decisions, as the README's production guide does);
   2. 0.2.0 answers in 800 ms: its tests and smoke checks pass, the canary's p95 check
      (<= 500 ms) catches it, traffic goes back to 0.1.0, which production still serves.
 Prints a summary and stops every process it started.
@@ -14,11 +16,14 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import shutil
 import subprocess
 import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
+
+import yaml
 
 from starters.localstack import (
     ROOT,
@@ -65,7 +70,45 @@ def slipway(address: str, task_queue: str, *args: str) -> str:
     return out.stdout
 
 
-async def deliver(address: str, task_queue: str, repo: Path, commit: str, label: str) -> DemoRun:
+def demo_policy(home: Path) -> tuple[Path, dict[str, Path]]:
+    """The demo worker's policy: pipelines/policy.yaml with an SSH key for each approver
+    (generated once under .demo/keys) and production requiring signed decisions. Without
+    ssh-keygen: the repository's policy as it is, and unsigned approvals."""
+    base = ROOT / "pipelines" / "policy.yaml"
+    keygen = shutil.which("ssh-keygen")
+    if keygen is None:
+        print("  (ssh-keygen not found: approvals are unsigned; apt-get install openssh-client)")
+        return base, {}
+    data = yaml.safe_load(base.read_text(encoding="utf-8"))
+    keys: dict[str, Path] = {}
+    (home / "keys").mkdir(parents=True, exist_ok=True)
+    for person in sorted({p for people in APPROVERS.values() for p in people}):
+        key = home / "keys" / f"{person}_ed25519"
+        if not key.exists():
+            subprocess.run(
+                [keygen, "-q", "-t", "ed25519", "-N", "", "-C", f"{person} (demo)", "-f", str(key)],
+                check=True,
+            )
+        keys[person] = key
+        data["people"][person]["keys"] = [key.with_suffix(".pub").read_text().strip()]
+    data["gates"]["production"] = {"signatures": "required"}
+    policy = home / "policy.yaml"
+    policy.write_text(
+        "# Written by `make demo` from pipelines/policy.yaml: approvers' demo keys, production\n"
+        "# decisions must be signed.\n" + yaml.safe_dump(data, sort_keys=False),
+        encoding="utf-8",
+    )
+    return policy, keys
+
+
+async def deliver(
+    address: str,
+    task_queue: str,
+    repo: Path,
+    commit: str,
+    label: str,
+    keys: dict[str, Path] | None = None,
+) -> DemoRun:
     print(f"\n== {label}: commit {commit[:12]}")
     slipway(
         address,
@@ -81,8 +124,6 @@ async def deliver(address: str, task_queue: str, repo: Path, commit: str, label:
         AUTHOR,
         "--branch",
         "main",
-        "--roles",
-        str(ROOT / "pipelines" / "roles.yaml"),
     )
     workflow_id = pipeline_id("hello", "main", commit)
     client = await connect_to(address)
@@ -91,6 +132,7 @@ async def deliver(address: str, task_queue: str, repo: Path, commit: str, label:
         if st.state.value != "running":
             break
         for person in people:
+            key = (keys or {}).get(person)
             slipway(
                 address,
                 task_queue,
@@ -102,6 +144,7 @@ async def deliver(address: str, task_queue: str, repo: Path, commit: str, label:
                 gate,
                 "--comment",
                 "demo approval",
+                *(["--key", str(key)] if key else []),
             )
     result = await pipeline_outcome(client.get_workflow_handle(workflow_id))
     described = await client.get_workflow_handle(workflow_id).describe()
@@ -121,6 +164,8 @@ async def main_async(args: argparse.Namespace, home: Path) -> int:
         log_file=home / "worker.log",
     )
     production_port = args.base_port + 3
+    policy, keys = demo_policy(home)
+    worker.extra_env["SLIPWAY_POLICY_FILE"] = str(policy)
     runs: list[DemoRun] = []
     try:
         print(f"Temporal dev server on {server.address}, UI {server.ui_url()}")
@@ -129,11 +174,15 @@ async def main_async(args: argparse.Namespace, home: Path) -> int:
         print(f"worker on the local platform (log: {worker.log_file})")
         repo = home / "repo"
         good = make_service_repo(repo, author=AUTHOR)
-        runs.append(await deliver(server.address, "slipway-demo", repo, good, "release 0.1.0"))
+        runs.append(
+            await deliver(server.address, "slipway-demo", repo, good, "release 0.1.0", keys)
+        )
         print(f"  production now serves: {production_version(production_port)}")
         bad = commit_fault(repo, version="0.2.0", author=AUTHOR, extra_latency_ms=800)
         runs.append(
-            await deliver(server.address, "slipway-demo", repo, bad, "release 0.2.0 (800 ms slow)")
+            await deliver(
+                server.address, "slipway-demo", repo, bad, "release 0.2.0 (800 ms slow)", keys
+            )
         )
         now = production_version(production_port)
     finally:

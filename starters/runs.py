@@ -99,7 +99,9 @@ async def start_pipeline(
     search_attributes: bool = True,
 ) -> StartedRun:
     """Start the pipeline of `run.commit`, or return the run that already carries it: an
-    open or succeeded run is reused; only after a failed run does a new one start."""
+    open or succeeded run is reused; only after a failed run does a new one start.
+    `roles` is accepted for callers written before the worker held the policy, and not sent:
+    whoever starts a run has no say in who may decide on it."""
     workflow_id = pipeline_id(spec.service.name, run.branch, run.commit)
     attributes = (
         TypedSearchAttributes(
@@ -115,7 +117,6 @@ async def start_pipeline(
     pipeline_input = PipelineInput(
         spec=spec,
         run=run,
-        roles={k: list(v) for k, v in roles.items()},
         ui_url=run_url(client, workflow_id),
     )
     existing = await _open_or_succeeded(client, workflow_id)

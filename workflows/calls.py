@@ -77,6 +77,9 @@ OPTIONS: dict[ActivityName, ActivityOptions] = {
     # A metrics query that keeps failing becomes "no data" for the analysis, never a pass.
     ActivityName.QUERY_METRICS: ActivityOptions(_M, 3, initial_interval=timedelta(seconds=1)),
     ActivityName.GENERATE_LOAD: ActivityOptions(60 * _M, 1, retry_lost_workers=False),
+    # The policy check reads a file and runs ssh-keygen: seconds at most.
+    ActivityName.CHECK_DECISION: ActivityOptions(_M, 5, heartbeat=None),
+    ActivityName.POLICY_IN_FORCE: ActivityOptions(_M, 5, heartbeat=None),
     # Notifications never fail a pipeline: a few tries, then the workflow moves on.
     ActivityName.NOTIFY: ActivityOptions(
         timedelta(seconds=30), 5, heartbeat=None, max_interval=timedelta(seconds=10)

@@ -53,6 +53,7 @@ REPEAT_LOST_INTERVAL = "repeat-interval-when-load-lost"
 MAX_LOST_INTERVALS = 2
 PREFLIGHT = "metrics-preflight-on-stable"
 """Patch id: runs recorded before this change went to the first step without a pre-flight."""
+IGNORED_KEPT = 20
 
 
 @workflow.defn(name="CanaryWorkflow")
@@ -69,6 +70,7 @@ class CanaryWorkflow:
         self._lost_intervals = 0
         self._rolled_back: RollbackOutcome | None = None
         self._preflight_step: CanaryStep | None = None
+        self._ignored: list[str] = []
 
     @workflow.run
     async def run(self, input: CanaryInput) -> CanaryResult:
@@ -95,6 +97,7 @@ class CanaryWorkflow:
                 steps=self._steps,
                 rollback=self._rolled_back,
                 preflight=self._preflight_step,
+                ignored_controls=self._ignored,
             )
         await call(
             ActivityName.PROMOTE,
@@ -112,6 +115,7 @@ class CanaryWorkflow:
             failed_checks=self._failed,
             steps=self._steps,
             preflight=self._preflight_step,
+            ignored_controls=self._ignored,
         )
 
     async def _preflight(self) -> str | None:
@@ -302,21 +306,40 @@ class CanaryWorkflow:
     async def _notify(self, level: str, event: str, message: str) -> None:
         await notify(level, event, message, self._input.service, self._input.stage.environment)
 
+    def _from_pipeline(self, action: str, control: CanaryControl) -> bool:
+        """A control counts only when its pipeline forwarded it (after checking it against
+        the worker's policy); one sent straight here (`temporal workflow signal` to the
+        child) is ignored and noted."""
+        token = self._input.control_token
+        if not token or control.token == token:
+            return True
+        workflow.logger.warning("%s by %r sent straight to the canary: ignored", action, control.by)
+        self._ignored = [
+            *self._ignored[-(IGNORED_KEPT - 1) :],
+            f"{action} by {control.by or '?'} at {workflow.now():%H:%M:%S}: not through the "
+            f"pipeline (use `slipway {action}` on the pipeline run)",
+        ]
+        return False
+
     @workflow.signal(description='Hold the canary at its current weight: {"by": "dave"}')
     def pause(self, control: CanaryControl) -> None:
-        self._paused = True
+        if self._from_pipeline("pause", control):
+            self._paused = True
 
     @workflow.signal(description='Continue a paused canary: {"by": "dave"}')
     def resume(self, control: CanaryControl) -> None:
-        self._paused = False
+        if self._from_pipeline("resume", control):
+            self._paused = False
 
     @workflow.signal(description='Skip remaining steps and promote now: {"by": "dave"}')
     def promote(self, control: CanaryControl) -> None:
-        self._promote_now = control
+        if self._from_pipeline("promote", control):
+            self._promote_now = control
 
     @workflow.signal(description='Abort: weight 0, canary down: {"by": "dave", "reason": ".."}')
     def abort(self, control: CanaryControl) -> None:
-        self._abort = control
+        if self._from_pipeline("abort", control):
+            self._abort = control
 
     @workflow.query(description="Current weight, pause state, failed checks and every step.")
     def status(self) -> CanaryStatus:

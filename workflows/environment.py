@@ -20,7 +20,7 @@ import asyncio
 from datetime import timedelta
 
 from temporalio import workflow
-from temporalio.exceptions import ActivityError
+from temporalio.exceptions import ActivityError, ApplicationError
 
 with workflow.unsafe.imports_passed_through():
     from activities.contracts import (
@@ -33,7 +33,10 @@ with workflow.unsafe.imports_passed_through():
     )
     from workflows import leases
     from workflows.calls import call, notify
+    from workflows.decision_desk import REFUSED_KEPT, DecisionDesk, clip
     from workflows.messages import (
+        ActionRecord,
+        DecisionCheck,
         EnvironmentInput,
         EnvironmentState,
         LeaseAnswer,
@@ -46,6 +49,7 @@ with workflow.unsafe.imports_passed_through():
         RollbackOutcome,
         Serving,
         ServingReport,
+        Signed,
         WaitingRun,
     )
     from workflows.rollback import ManualRollback
@@ -58,6 +62,10 @@ RELEASES_KEPT = 100
 ROLLBACKS_KEPT = 200
 HISTORY_LIMIT = 2_000
 HOLDER_CHECK = timedelta(minutes=1)
+ROLLBACK_POLICY = "manual-rollback-policy"
+"""Patch id: manual rollbacks recorded before it were not checked against the worker's
+policy."""
+NONCES_KEPT = 500
 
 
 def _cause(err: BaseException) -> str:
@@ -432,6 +440,10 @@ class EnvironmentWorkflow:
         '"environment": "staging", "by": "dave", "reason": "..."}',
     )
     async def rollback_manual(self, request: ManualRollback) -> RollbackOutcome:
+        if workflow.patched(ROLLBACK_POLICY):
+            refusal = await self._rollback_refusal(request)
+            if refusal is not None:
+                raise ApplicationError(refusal, type="NotAuthorized", non_retryable=True)
         async with self._lock:
             s = self._s
             previous = self._previous_release()
@@ -461,8 +473,66 @@ class EnvironmentWorkflow:
             reason=reason,
         )
 
+    async def _rollback_refusal(self, request: ManualRollback) -> str | None:
+        """The worker's verdict on who asks for a manual rollback; a refusal is recorded in
+        the environment's state (bounded) and returned."""
+        s = self._s
+        desk = DecisionDesk()
+        desk.nonces = set(s.nonces)
+        refusal = desk.seen_or_stale(request)
+        if request.nonce and request.signature and request.nonce not in s.nonces:
+            s.nonces = [*s.nonces, request.nonce][-NONCES_KEPT:]
+        answer = None
+        if refusal is None:
+            info = workflow.info()
+            answer = await desk.verdict(
+                DecisionCheck(
+                    namespace=info.namespace,
+                    workflow_id=info.workflow_id,
+                    run_id=info.run_id,
+                    subject="action:rollback",
+                    environment=s.environment,
+                    decision="rollback",
+                    by=request.by,
+                    comment=request.reason,
+                    signed=Signed(
+                        signed_at=request.signed_at,
+                        nonce=request.nonce,
+                        signature=request.signature,
+                    ),
+                    via="update",
+                )
+            )
+            refusal = None if answer.accepted else answer.reason
+        if refusal is None:
+            return None
+        workflow.logger.warning(
+            "%s: rollback by %s refused: %s", s.environment, request.by, refusal
+        )
+        if len(s.refused) >= REFUSED_KEPT:
+            s.refused.pop(0)
+            s.refused_not_kept += 1
+        s.refused.append(
+            ActionRecord(
+                action="rollback",
+                by=request.by,
+                accepted=False,
+                at=workflow.now(),
+                reason=refusal,
+                via="update",
+                signature=request.signature,
+                signed_at=request.signed_at,
+                nonce=request.nonce,
+                comment=clip(request.reason),
+            )
+        )
+        self._changes += 1
+        return refusal
+
     @rollback_manual.validator
     def _validate_manual(self, request: ManualRollback) -> None:
+        if not request.by.strip():
+            raise ValueError("nobody named: say who rolls back ('by')")
         holder = self._s.holder
         if holder is not None:
             raise ValueError(

@@ -18,6 +18,7 @@ from workflows.spec import CanaryStage, MonitorStage, PipelineSpec
 
 __all__ = [
     "AbortRequest",
+    "ActionRecord",
     "ApprovalRecord",
     "CanaryControl",
     "CanaryInput",
@@ -26,6 +27,8 @@ __all__ = [
     "CanaryStep",
     "Concurrency",
     "Decision",
+    "DecisionCheck",
+    "DecisionVerdict",
     "EnvironmentInput",
     "EnvironmentState",
     "LeaseAnswer",
@@ -42,12 +45,15 @@ __all__ = [
     "PipelineResult",
     "PipelineState",
     "PipelineStatus",
+    "PolicyInForce",
+    "PolicyStart",
     "ReleaseEntry",
     "RollbackOrder",
     "RollbackOutcome",
     "RunContext",
     "Serving",
     "ServingReport",
+    "Signed",
     "StageState",
     "StageStatus",
     "WaitingRun",
@@ -58,13 +64,25 @@ class _Message(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
+class Signed(_Message):
+    """An optional SSH signature of a decision (`slipway approve` and the other commands
+    make one with the person's key; see workflows/decisions.py for what it covers). The Web
+    UI and the bare `temporal` CLI send none: each gate's policy says whether that counts."""
+
+    signed_at: datetime | None = Field(None, description="When it was signed.")
+    nonce: str = Field("", description="Random, once per decision: a replay is refused.")
+    signature: str = Field("", description="Armored `ssh-keygen -Y sign` output.")
+
+
 class RunContext(_Message):
     """Which commit of which service this run carries, as CI knows it."""
 
     service: str
     repo: str
     commit: str = Field(min_length=7)
-    author: str
+    author: str = Field(
+        "", description="As CI says (shown only): self-approval is judged on git's author."
+    )
     branch: str = "main"
     commit_time: datetime | None = Field(None, description="For lead time; else checkout's.")
     diff_url: str = ""
@@ -81,7 +99,9 @@ class PipelineInput(_Message):
     spec: PipelineSpec
     run: RunContext
     roles: dict[str, list[str]] = Field(
-        default_factory=dict, description="Person → roles, from the roles file."
+        default_factory=dict,
+        description="Person → roles, for runs from before the worker held the policy (they "
+        "judge decisions by it); newer runs ignore it.",
     )
     ui_url: str = ""
 
@@ -123,7 +143,7 @@ class StageStatus(_Message):
         return None
 
 
-class Decision(_Message):
+class Decision(Signed):
     """An approval decision, as typed in the Web UI, the `temporal` CLI or `slipway approve`:
     {"approver": "carol", "gate": "production", "comment": "LGTM"}."""
 
@@ -143,6 +163,79 @@ class ApprovalRecord(_Message):
     comment: str = ""
     reason: str = Field("", description="Why it was refused, when it was.")
     via: Literal["update", "signal", "timeout"] = "update"
+    signature: str = Field("", description="The decision's SSH signature, if it had one.")
+    signed_at: datetime | None = None
+    nonce: str = ""
+    signer_key: str = Field("", description="Fingerprint of the key that signed it.")
+    run_id: str = Field("", description="The run it was decided on (what the signature covers).")
+
+
+class ActionRecord(_Message):
+    """An operator's action (promote, pause, resume, abort, rollback), accepted or refused."""
+
+    action: str
+    by: str
+    accepted: bool
+    at: datetime
+    reason: str = Field("", description="The operator's reason, or why it was refused.")
+    via: Literal["update", "signal"] = "signal"
+    signature: str = ""
+    signed_at: datetime | None = None
+    nonce: str = ""
+    signer_key: str = ""
+    run_id: str = ""
+    comment: str = Field("", description="What the operator wrote (abort's reason).")
+
+
+class DecisionCheck(_Message):
+    """What the worker checks a decision against its policy with (the `check_decision`
+    activity): who, on which gate or action, signed or not, and the facts of the run."""
+
+    namespace: str
+    workflow_id: str
+    run_id: str
+    subject: str = Field(description="'gate:production' or 'action:promote'.")
+    gate: str = ""
+    environment: str = ""
+    decision: str = Field(description="approve, reject, promote, pause, resume, abort, rollback.")
+    by: str
+    comment: str = ""
+    signed: Signed = Field(default_factory=Signed)
+    author: str = Field("", description="The commit's author as git names it.")
+    definition_roles: list[str] = Field(
+        default_factory=list, description="The gate's roles in the run's definition."
+    )
+    definition_allows_self_approval: bool = False
+    via: str = "update"
+
+
+class DecisionVerdict(_Message):
+    accepted: bool
+    reason: str = ""
+    roles: list[str] = Field(default_factory=list, description="What the person holds now.")
+    gate_roles: list[str] = Field(
+        default_factory=list, description="Roles the gate needs under the policy in force."
+    )
+    gate_quorum: int | None = None
+    signer_key: str = ""
+    policy_hash: str = ""
+
+
+class PolicyStart(_Message):
+    """What a run asks the worker's policy at its start."""
+
+    workflow_id: str
+    gated: dict[str, bool] = Field(
+        default_factory=dict,
+        description="Environment this run deploys to → every deploy there waits for an "
+        "approval gate of that environment.",
+    )
+
+
+class PolicyInForce(_Message):
+    hash: str
+    path: str = ""
+    problems: list[str] = Field(default_factory=list)
 
 
 class PendingApproval(_Message):
@@ -164,18 +257,21 @@ class PendingApproval(_Message):
     )
 
 
-class AbortRequest(_Message):
+class AbortRequest(Signed):
     """Stop the run and roll back what it deployed: {"by": "dave", "reason": "..."}."""
 
     by: str
     reason: str = ""
 
 
-class CanaryControl(_Message):
+class CanaryControl(Signed):
     """Pause, resume, promote or abort a running canary: {"by": "dave"}."""
 
     by: str = ""
     reason: str = ""
+    token: str = Field(
+        "", description="Set by the pipeline when it forwards a checked control; not for people."
+    )
 
 
 class PipelineState(StrEnum):
@@ -208,6 +304,13 @@ class PipelineResult(_Message):
     commit: str
     stages: list[StageStatus]
     approvals: list[ApprovalRecord]
+    actions: list[ActionRecord] = Field(
+        default_factory=list, description="Operator actions, accepted and refused."
+    )
+    refused_not_kept: int = Field(
+        0, description="Refused decisions beyond the ones kept (the result stays small)."
+    )
+    policy_hash: str = Field("", description="The worker policy in force at the run's start.")
     artifact: Artifact | None
     deployed: dict[str, str] = Field(
         description="Environment → this run's digest, where it serves now (rolled back: gone)."
@@ -236,6 +339,9 @@ class CanaryInput(_Message):
     stage: CanaryStage
     artifact: Artifact
     lease: LeaseRef | None = Field(None, description="None: a run from before leases.")
+    control_token: str = Field(
+        "", description="Controls must carry it (forwarded by the pipeline); empty: any."
+    )
     run_command: list[str] = []
     health_path: str = "/health"
     ready_path: str = "/ready"
@@ -269,6 +375,11 @@ class CanaryResult(_Message):
     rollback: RollbackOutcome | None = Field(None, description="What the abort's rollback did.")
     preflight: CanaryStep | None = Field(
         None, description="The queries against the stable version before the first step."
+    )
+    ignored_controls: list[str] = Field(
+        default_factory=list,
+        description="Controls sent straight to the canary, not through its pipeline (the last "
+        "few): ignored, since nothing checked them against the worker's policy.",
     )
 
 
@@ -455,6 +566,13 @@ class EnvironmentState(_Message):
     releases: list[ReleaseEntry] = Field(default_factory=list, description="Oldest first.")
     rollbacks: dict[str, RollbackOutcome] = Field(
         default_factory=dict, description="Run → its rollback here (one per run)."
+    )
+    refused: list[ActionRecord] = Field(
+        default_factory=list, description="Refused manual rollbacks, the last few."
+    )
+    refused_not_kept: int = 0
+    nonces: list[str] = Field(
+        default_factory=list, description="Nonces of signed rollbacks taken (the last ones)."
     )
 
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 from datetime import datetime, timedelta
+from typing import cast
 
 from temporalio import workflow
 from temporalio.exceptions import ActivityError, ApplicationError, is_cancelled_exception
@@ -27,20 +28,27 @@ with workflow.unsafe.imports_passed_through():
     from activities.errors import ErrorType
     from workflows import dag, freeze, policy, telemetry
     from workflows.calls import call, notify
+    from workflows.decision_desk import DecisionDesk, clip
     from workflows.environment import LEASE_SIGNAL
     from workflows.messages import (
         AbortRequest,
+        ActionRecord,
         ApprovalRecord,
         CanaryControl,
         Concurrency,
         Decision,
+        DecisionCheck,
+        DecisionVerdict,
         LeaseNotice,
         PendingApproval,
         PipelineInput,
         PipelineResult,
         PipelineState,
         PipelineStatus,
+        PolicyInForce,
+        PolicyStart,
         RollbackOutcome,
+        Signed,
         StageState,
         StageStatus,
     )
@@ -49,13 +57,16 @@ with workflow.unsafe.imports_passed_through():
     from workflows.spec import ApprovalStage, RollbackStage, Stage
     from workflows.stages import RunState, StageFailedError, run_stage
 
-__all__ = ["ENVIRONMENT_LEASES", "PIPELINE_FAILED", "PipelineWorkflow"]
+__all__ = ["ENVIRONMENT_LEASES", "PIPELINE_FAILED", "WORKER_POLICY", "PipelineWorkflow"]
 
 PIPELINE_FAILED = "PipelineFailed"
 """`ApplicationError.type` of a failed run; its first detail is the PipelineResult."""
 ENVIRONMENT_LEASES = "environment-leases"
 """Patch id: runs recorded before it acted on environments without leases, and rolled back
 with the platform's own notion of 'the previous version'."""
+WORKER_POLICY = "worker-policy"
+"""Patch id: runs recorded before it judged decisions by the roles their starter supplied,
+with no signatures and no checks on operator actions."""
 STALE_LEASE_GRACE = timedelta(minutes=1)
 """How long a stage refused for a stale lease waits for the notice that says by whom."""
 LEASED_KINDS = ("deploy", "canary", "monitor")
@@ -83,7 +94,13 @@ class PipelineWorkflow:
         self._gate_deadlines: dict[str, datetime | None] = {}
         self._decided_gates: set[str] = set()
         self._votes: list[policy.ApprovalVote] = []
-        self._records: list[ApprovalRecord] = []
+        self._desk = DecisionDesk()
+        self._records: list[ApprovalRecord] = self._desk.approvals
+        # Set by `run` for runs under the worker's policy (WORKER_POLICY): decisions are
+        # judged by the worker then, and gates need what the policy in force says.
+        self._worker_policy = False
+        self._policy_hash = ""
+        self._gate_rules: dict[str, DecisionVerdict] = {}
         self._abort: AbortRequest | None = None
         self._pipeline_state = PipelineState.RUNNING
         self._failure = ""
@@ -102,6 +119,14 @@ class PipelineWorkflow:
 
     @workflow.run
     async def run(self, input: PipelineInput) -> PipelineResult:
+        if workflow.patched(WORKER_POLICY):
+            self._worker_policy = True
+            self._state.control_token = str(workflow.uuid4())
+            problems = await self._start_under_policy()
+            if problems:
+                self._failure = "; ".join(problems)
+                self._pipeline_state = PipelineState.FAILED
+                return await self._finish_run()
         if workflow.patched(ENVIRONMENT_LEASES):
             self._state.leases = self._lease_book
             self._state.on_retry = self._note_retry
@@ -165,6 +190,29 @@ class PipelineWorkflow:
         for env in [*leases.held, *leases.queued]:
             await leases.release(env, f"run {self._pipeline_state.value}")
         return await self._finish_run()
+
+    async def _start_under_policy(self) -> list[str]:
+        """Record the hash of the worker's policy in force, and what it says of this run's
+        definition (an environment it requires approval for, deployed to without one)."""
+        gated: dict[str, bool] = {}
+        stages = self._spec.stages
+        for stage in stages:
+            env = stage.environment_name
+            if stage.kind != "deploy" or env is None:
+                continue
+            before = set(dag.ancestors(stages, stage.name))
+            has_gate = any(
+                isinstance(s, ApprovalStage) and s.environment == env and s.name in before
+                for s in stages
+            )
+            gated[env] = gated.get(env, True) and has_gate
+        answer = await call(
+            ActivityName.POLICY_IN_FORCE,
+            PolicyStart(workflow_id=workflow.info().workflow_id, gated=gated),
+            PolicyInForce,
+        )
+        self._policy_hash = answer.hash
+        return answer.problems
 
     async def _finish_run(self) -> PipelineResult:
         self._set_attributes(status=self._pipeline_state.value)
@@ -381,10 +429,7 @@ class PipelineWorkflow:
         self._publish_details()
         try:
             await workflow.wait_condition(
-                lambda: (
-                    policy.approval_state(gate, self._votes, self._input.roles) == "approved"
-                    or self._stopping()
-                ),
+                lambda: self._state_of(gate) == "approved" or self._stopping(),
                 timeout=until - workflow.now(),
                 timeout_summary=f"{status.name}: {env} is frozen until {until:%Y-%m-%d %H:%M} UTC",
             )
@@ -532,10 +577,7 @@ class PipelineWorkflow:
         self._publish_details()
         try:
             await workflow.wait_condition(
-                lambda: (
-                    policy.approval_state(stage, self._votes, self._input.roles) != "pending"
-                    or self._abort is not None
-                ),
+                lambda: self._state_of(stage) != "pending" or self._abort is not None,
                 timeout=stage.timeout,
                 timeout_summary=(
                     f"{stage.name}: {name} approval times out in {_human(stage.timeout)}"
@@ -561,7 +603,7 @@ class PipelineWorkflow:
         finally:
             self._open_gates.pop(name, None)
             self._decided_gates.add(name)
-        outcome = policy.approval_state(stage, self._votes, self._input.roles)
+        outcome = self._state_of(stage)
         opened = self._stages[stage.name].started_at or workflow.now()
         telemetry.approval_waited(self._state.service, name, workflow.now() - opened, outcome)
         if outcome == "pending" and self._abort is not None:
@@ -576,8 +618,33 @@ class PipelineWorkflow:
             raise StageFailedError("gate closed without a decision")
         return "approved by " + ", ".join(r.approver for r in people)
 
+    def _state_of(self, gate: ApprovalStage) -> str:
+        """The gate's state under the policy in force: runs under the worker's policy count
+        each vote with the roles its person held when deciding, and the gate's roles as the
+        worker's policy last said; older runs use the roles their starter supplied."""
+        if not self._worker_policy:
+            return policy.approval_state(gate, self._votes, self._input.roles)
+        rule = self._gate_rules.get(gate.gate_name)
+        if rule is not None and rule.gate_roles:
+            quorum = max(rule.gate_quorum or 0, gate.quorum or 0) or None
+            gate = gate.model_copy(update={"roles": rule.gate_roles, "quorum": quorum})
+        held = {v.approver: v.roles for v in self._votes}
+        return policy.approval_state(gate, self._votes, held)
+
     def _refusal(self, decision: Decision, approve: bool) -> str | None:
         gate = self._open_gates.get(decision.gate)
+        decided = decision.gate in self._decided_gates or (
+            gate is not None and self._state_of(gate) != "pending"
+        )
+        if self._worker_policy:
+            # Who the person is and what they hold is the worker's to judge (check_decision).
+            return policy.gate_refusal(
+                gate,
+                gate_name=decision.gate,
+                approver=decision.approver,
+                votes=self._votes,
+                decided=decided,
+            )
         return policy.approval_refusal(
             gate,
             gate_name=decision.gate,
@@ -586,60 +653,126 @@ class PipelineWorkflow:
             roles=self._input.roles,
             author=self._input.run.author,
             votes=self._votes,
-            decided=decision.gate in self._decided_gates
-            or (
-                gate is not None
-                and policy.approval_state(gate, self._votes, self._input.roles) != "pending"
-            ),
+            decided=decided,
         )
 
-    def _accept(self, decision: Decision, approve: bool, via: str) -> ApprovalRecord:
-        self._votes.append(
-            policy.ApprovalVote(gate=decision.gate, approver=decision.approver, approve=approve)
+    def _author(self) -> str:
+        """The commit's author as git names it (the checkout read it); a source that knows
+        none (the in-memory one) leaves what the starter said."""
+        workspace = self._state.workspace
+        return (workspace.author if workspace else None) or self._input.run.author
+
+    def _check(
+        self, subject: str, decision: str, by: str, comment: str, signed: Signed
+    ) -> DecisionCheck:
+        info = workflow.info()
+        gate = self._open_gates.get(subject.removeprefix("gate:"))
+        return DecisionCheck(
+            namespace=info.namespace,
+            workflow_id=info.workflow_id,
+            run_id=info.run_id,
+            subject=subject,
+            gate=gate.gate_name if gate else "",
+            environment=gate.environment if gate else "",
+            decision=decision,
+            by=by,
+            comment=comment,
+            signed=Signed(
+                signed_at=signed.signed_at, nonce=signed.nonce, signature=signed.signature
+            ),
+            author=self._author(),
+            definition_roles=list(gate.roles) if gate else [],
+            definition_allows_self_approval=gate.allow_self_approval if gate else False,
         )
-        record = ApprovalRecord.model_validate(
+
+    async def _decide(self, decision: Decision, approve: bool, via: str) -> ApprovalRecord:
+        """Judge one decision (an update or a signal), record it, and count it if accepted.
+        A refused update fails with the reason; a refused signal is only recorded (its
+        sender cannot be told)."""
+        verb = "approve" if approve else "reject"
+        refusal = self._refusal(decision, approve)
+        answer: DecisionVerdict | None = None
+        if self._worker_policy:
+            refusal = refusal or self._desk.seen_or_stale(decision)
+            if refusal is None:
+                check = self._check(
+                    f"gate:{decision.gate}", verb, decision.approver, decision.comment, decision
+                )
+                check.via = via
+                answer = await self._desk.verdict(check)
+                # The gate may have been decided while the worker judged.
+                refusal = self._refusal(decision, approve) or (
+                    None if answer.accepted else answer.reason
+                )
+        if refusal is None:
+            return self._accept(decision, approve, via, answer)
+        workflow.logger.warning("refused %s %s: %s", decision.approver, via, refusal)
+        record = self._decision_record(decision, approve, via, answer, refusal)
+        self._desk.keep_approval(record)
+        self._publish_details()
+        if via == "update" and self._worker_policy:
+            raise ApplicationError(refusal, type="NotAuthorized", non_retryable=True)
+        return record
+
+    def _decision_record(
+        self,
+        decision: Decision,
+        approve: bool,
+        via: str,
+        answer: DecisionVerdict | None,
+        refusal: str = "",
+    ) -> ApprovalRecord:
+        return ApprovalRecord.model_validate(
             {
                 "gate": decision.gate,
                 "approver": decision.approver,
                 "decision": "approve" if approve else "reject",
-                "accepted": True,
+                "accepted": not refusal,
                 "at": workflow.now(),
-                "comment": decision.comment,
+                "comment": clip(decision.comment),
+                "reason": refusal,
                 "via": via,
+                "signature": decision.signature,
+                "signed_at": decision.signed_at,
+                "nonce": decision.nonce,
+                "signer_key": answer.signer_key if answer else "",
+                "run_id": workflow.info().run_id if decision.signature else "",
             }
         )
+
+    def _accept(
+        self, decision: Decision, approve: bool, via: str, answer: DecisionVerdict | None = None
+    ) -> ApprovalRecord:
+        if answer is not None and answer.gate_roles:
+            self._gate_rules[decision.gate] = answer
+        self._votes.append(
+            policy.ApprovalVote(
+                gate=decision.gate,
+                approver=decision.approver,
+                approve=approve,
+                roles=answer.roles if answer else [],
+            )
+        )
+        record = self._decision_record(decision, approve, via, answer)
         self._records.append(record)
         self._publish_details()
         return record
 
-    def _signal_decision(self, decision: Decision, approve: bool) -> None:
-        refusal = self._refusal(decision, approve)
-        if refusal is None:
-            self._accept(decision, approve, "signal")
-            return
-        # A signal cannot be refused to its sender: record it so nobody thinks it counted.
-        workflow.logger.warning("refused %s signal: %s", decision.approver, refusal)
-        self._records.append(
-            ApprovalRecord(
-                gate=decision.gate,
-                approver=decision.approver,
-                decision="approve" if approve else "reject",
-                accepted=False,
-                at=workflow.now(),
-                comment=decision.comment,
-                reason=refusal,
-                via="signal",
-            )
-        )
-        self._publish_details()
+    async def _approve(self, decision: Decision) -> ApprovalRecord:
+        return await self._decide(decision, True, "update")
 
-    @workflow.update(
-        name="approve",
-        description='Approve an open gate: {"approver": "carol", "gate": "production", '
-        '"comment": "LGTM"}',
+    # Typed as what callers get back (the SDK's typing keeps the coroutine of an async
+    # handler declared with a name), so `execute_update(PipelineWorkflow.approve_update, ..)`
+    # is an ApprovalRecord to mypy.
+    approve_update = cast(
+        "workflow.UpdateMethodMultiParam[[PipelineWorkflow, Decision], ApprovalRecord]",
+        workflow.update(
+            name="approve",
+            description='Approve an open gate: {"approver": "carol", "gate": "production", '
+            '"comment": "LGTM"} (`slipway approve` also signs it)',
+        )(_approve),
     )
-    def approve_update(self, decision: Decision) -> ApprovalRecord:
-        return self._accept(decision, True, "update")
+    del _approve
 
     @approve_update.validator
     def _validate_approve(self, decision: Decision) -> None:
@@ -647,13 +780,18 @@ class PipelineWorkflow:
         if refusal:
             raise ValueError(refusal)
 
-    @workflow.update(
-        name="reject",
-        description='Reject an open gate: {"approver": "carol", "gate": "production", '
-        '"comment": "why"}',
+    async def _reject(self, decision: Decision) -> ApprovalRecord:
+        return await self._decide(decision, False, "update")
+
+    reject_update = cast(
+        "workflow.UpdateMethodMultiParam[[PipelineWorkflow, Decision], ApprovalRecord]",
+        workflow.update(
+            name="reject",
+            description='Reject an open gate: {"approver": "carol", "gate": "production", '
+            '"comment": "why"} (`slipway reject` also signs it)',
+        )(_reject),
     )
-    def reject_update(self, decision: Decision) -> ApprovalRecord:
-        return self._accept(decision, False, "update")
+    del _reject
 
     @reject_update.validator
     def _validate_reject(self, decision: Decision) -> None:
@@ -666,25 +804,98 @@ class PipelineWorkflow:
         description="Approve an open gate (refusals are recorded in the result): "
         '{"approver": "carol", "gate": "production", "comment": "LGTM"}',
     )
-    def approve_signal(self, decision: Decision) -> None:
-        self._signal_decision(decision, True)
+    async def approve_signal(self, decision: Decision) -> None:
+        await self._decide(decision, True, "signal")
 
     @workflow.signal(
         name="reject",
         description="Reject an open gate (refusals are recorded in the result): "
         '{"approver": "carol", "gate": "production", "comment": "why"}',
     )
-    def reject_signal(self, decision: Decision) -> None:
-        self._signal_decision(decision, False)
+    async def reject_signal(self, decision: Decision) -> None:
+        await self._decide(decision, False, "signal")
 
-    # --- operator controls ----------------------------------------------------------------
+    # --- operator actions ---------------------------------------------------------------
+
+    def _action_refusal(self, action: str, by: str) -> str | None:
+        """What refuses an action before the worker is asked."""
+        if not by.strip():
+            return "nobody named: say who acts ('by')"
+        if self._pipeline_state != PipelineState.RUNNING or self._abort is not None:
+            return f"the run is {self._pipeline_state.value}" + (
+                f", aborted by {self._abort.by}" if self._abort is not None else ""
+            )
+        if action != "abort" and not self._state.canaries:
+            return f"no canary is running: nothing to {action}"
+        return None
+
+    async def _act(
+        self, action: str, request: AbortRequest | CanaryControl, via: str
+    ) -> ActionRecord:
+        """Judge an operator action like a decision, then do it: an abort stops the run, the
+        canary controls go to the running canary."""
+        refusal = self._action_refusal(action, request.by) or self._desk.seen_or_stale(request)
+        answer: DecisionVerdict | None = None
+        if refusal is None:
+            check = self._check(f"action:{action}", action, request.by, request.reason, request)
+            check.via = via
+            answer = await self._desk.verdict(check)
+            refusal = self._action_refusal(action, request.by) or (
+                None if answer.accepted else answer.reason
+            )
+        record = ActionRecord(
+            action=action,
+            by=request.by,
+            accepted=refusal is None,
+            at=workflow.now(),
+            reason=refusal or "",
+            via="update" if via == "update" else "signal",
+            signature=request.signature,
+            signed_at=request.signed_at,
+            nonce=request.nonce,
+            signer_key=answer.signer_key if answer else "",
+            run_id=workflow.info().run_id if request.signature else "",
+            comment=clip(request.reason),
+        )
+        self._desk.keep_action(record)
+        if refusal is not None:
+            workflow.logger.warning("refused %s by %s (%s): %s", action, request.by, via, refusal)
+            self._publish_details()
+            if via == "update":
+                raise ApplicationError(refusal, type="NotAuthorized", non_retryable=True)
+            return record
+        if isinstance(request, AbortRequest):
+            if self._abort is None:
+                self._abort = request
+        else:
+            await self._forward(action, request)
+        return record
+
+    def _validate_action(self, action: str, request: AbortRequest | CanaryControl) -> None:
+        refusal = self._action_refusal(action, request.by)
+        if refusal:
+            raise ValueError(refusal)
 
     @workflow.signal(
         description='Stop the run and roll back what it deployed: {"by": "dave", "reason": ".."}'
     )
-    def abort(self, request: AbortRequest) -> None:
-        if self._abort is None and self._pipeline_state == PipelineState.RUNNING:
+    async def abort(self, request: AbortRequest) -> None:
+        if self._worker_policy:
+            await self._act("abort", request, "signal")
+        elif self._abort is None and self._pipeline_state == PipelineState.RUNNING:
             self._abort = request
+
+    @workflow.update(
+        name="abort",
+        description='Stop the run and roll back what it deployed: {"by": "dave", "reason": ".."}'
+        " (checked against the worker's policy; `slipway abort` signs it)",
+    )
+    async def abort_update(self, request: AbortRequest) -> ActionRecord:
+        return await self._act("abort", request, "update")
+
+    @abort_update.validator
+    def _validate_abort(self, request: AbortRequest) -> None:
+        self._validate_action("abort", request)
 
     @workflow.signal(
         name=LEASE_SIGNAL,
@@ -697,20 +908,58 @@ class PipelineWorkflow:
     async def _forward(self, signal: str, control: CanaryControl) -> None:
         if not self._state.canaries:
             workflow.logger.warning("%s from %s ignored: no canary is running", signal, control.by)
+        forwarded = control.model_copy(update={"token": self._state.control_token})
         for handle in list(self._state.canaries.values()):
-            await handle.signal(signal, control)
+            await handle.signal(signal, forwarded)
+
+    async def _control(self, action: str, control: CanaryControl) -> None:
+        if self._worker_policy:
+            await self._act(action, control, "signal")
+        else:
+            await self._forward(action, control)
 
     @workflow.signal(description='Pause the running canary: {"by": "dave"}')
     async def pause(self, control: CanaryControl) -> None:
-        await self._forward("pause", control)
+        await self._control("pause", control)
 
     @workflow.signal(description='Resume the paused canary: {"by": "dave"}')
     async def resume(self, control: CanaryControl) -> None:
-        await self._forward("resume", control)
+        await self._control("resume", control)
 
     @workflow.signal(description='Promote the running canary now: {"by": "dave"}')
     async def promote(self, control: CanaryControl) -> None:
-        await self._forward("promote", control)
+        await self._control("promote", control)
+
+    @workflow.update(
+        name="pause", description='Pause the running canary: {"by": "dave"} (policy-checked)'
+    )
+    async def pause_update(self, control: CanaryControl) -> ActionRecord:
+        return await self._act("pause", control, "update")
+
+    @pause_update.validator
+    def _validate_pause(self, control: CanaryControl) -> None:
+        self._validate_action("pause", control)
+
+    @workflow.update(
+        name="resume", description='Resume the paused canary: {"by": "dave"} (policy-checked)'
+    )
+    async def resume_update(self, control: CanaryControl) -> ActionRecord:
+        return await self._act("resume", control, "update")
+
+    @resume_update.validator
+    def _validate_resume(self, control: CanaryControl) -> None:
+        self._validate_action("resume", control)
+
+    @workflow.update(
+        name="promote",
+        description='Promote the running canary now: {"by": "dave"} (policy-checked)',
+    )
+    async def promote_update(self, control: CanaryControl) -> ActionRecord:
+        return await self._act("promote", control, "update")
+
+    @promote_update.validator
+    def _validate_promote(self, control: CanaryControl) -> None:
+        self._validate_action("promote", control)
 
     # --- visibility -----------------------------------------------------------------------
 
@@ -734,10 +983,11 @@ class PipelineWorkflow:
             if s.kind in ("scan", "test", "quality_gate", "image_scan", "e2e", "smoke", "canary")
             and s.state.finished
         }
+        rule = self._gate_rules.get(gate.gate_name)
         return PendingApproval(
             gate=gate.gate_name,
             environment=gate.environment,
-            roles=gate.roles,
+            roles=rule.gate_roles if rule is not None and rule.gate_roles else gate.roles,
             quorum=gate.required_quorum,
             approved_by=[v.approver for v in self._votes if v.gate == gate.gate_name],
             deadline=self._gate_deadlines.get(gate.gate_name),
@@ -806,6 +1056,9 @@ class PipelineWorkflow:
             commit=self._input.run.commit,
             stages=list(self._stages.values()),
             approvals=self._records,
+            actions=self._desk.actions,
+            refused_not_kept=self._desk.refused_not_kept,
+            policy_hash=self._policy_hash,
             artifact=self._state.artifact,
             deployed=dict(self._state.deployed),
             rolled_back=list(self._state.rolled_back),

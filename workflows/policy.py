@@ -27,6 +27,7 @@ __all__ = [
     "approval_refusal",
     "approval_state",
     "branch_matches",
+    "gate_refusal",
     "judge",
     "judge_error_rate",
     "judge_p95_latency",
@@ -250,6 +251,8 @@ class ApprovalVote(_Frozen):
     gate: str
     approver: str
     approve: bool
+    roles: list[str] = []
+    """The roles the person held when deciding (runs under the worker's policy)."""
 
 
 def approval_refusal(
@@ -282,6 +285,27 @@ def approval_refusal(
         )
     if not gate.allow_self_approval and approver == author:
         return f"{approver!r} authored this commit and may not approve or reject it"
+    if any(v.approver == approver and v.gate == gate_name for v in votes):
+        return f"{approver!r} has already decided on gate {gate_name!r}"
+    return None
+
+
+def gate_refusal(
+    gate: ApprovalStage | None,
+    *,
+    gate_name: str,
+    approver: str,
+    votes: Sequence[ApprovalVote],
+    decided: bool,
+) -> str | None:
+    """What refuses a decision before the worker's policy is asked (who holds which role
+    is the policy's to say): nobody named, no such gate open, decided, already voted."""
+    if not approver.strip():
+        return "approver is empty"
+    if decided:
+        return f"gate {gate_name!r} is already decided"
+    if gate is None:
+        return f"no approval gate named {gate_name!r} is open"
     if any(v.approver == approver and v.gate == gate_name for v in votes):
         return f"{approver!r} has already decided on gate {gate_name!r}"
     return None

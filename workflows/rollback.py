@@ -10,22 +10,19 @@ from __future__ import annotations
 from temporalio import workflow
 
 with workflow.unsafe.imports_passed_through():
-    from pydantic import BaseModel, ConfigDict
-
     from activities.contracts import (
         ActivityName,
         RollbackRequest,
         RollbackResult,
     )
     from workflows.calls import call, notify
+    from workflows.messages import Signed
 
 __all__ = ["ManualRollback", "RollbackWorkflow"]
 
 
-class ManualRollback(BaseModel):
+class ManualRollback(Signed):
     """{"service": "hello", "environment": "staging", "by": "dave", "reason": "..."}"""
-
-    model_config = ConfigDict(extra="forbid")
 
     service: str
     environment: str

@@ -108,6 +108,9 @@ class RunState:
     """What a canary's or monitor's own rollback did, per environment."""
     on_retry: Callable[[str, int, str], None] | None = None
     """Told (stage, attempt, last failure) when a stage's activity starts again."""
+    control_token: str = ""
+    """Given to this run's canaries: they take controls only from the pipeline, which
+    checked them against the worker's policy (empty for runs from before that)."""
 
     def retry_note(self, stage: Stage) -> Callable[[int, str], None] | None:
         listener = self.on_retry
@@ -456,6 +459,7 @@ async def _canary(stage: CanaryStage, state: RunState) -> str:
             ready_path=service.ready_path,
             lease=state.lease_ref(stage.environment),
             metric_templates=state.input.spec.metric_templates(stage.environment),
+            control_token=state.control_token,
         ),
         id=canary_id(state.workflow_id, stage.name),
         result_type=CanaryResult,

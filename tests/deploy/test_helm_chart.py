@@ -114,6 +114,17 @@ def model(doc: Json) -> Any:
     return parsed
 
 
+def settings_map(docs: list[Json]) -> Json:
+    """The ConfigMap of worker settings (the other one holds the policy file)."""
+    found = [
+        d
+        for d in docs
+        if d["kind"] == "ConfigMap" and not d["metadata"]["name"].endswith("-policy")
+    ]
+    assert len(found) == 1, f"expected one settings ConfigMap, rendered {len(found)}"
+    return found[0]
+
+
 def deployment(docs: list[Json]) -> V1Deployment:
     parsed: V1Deployment = model(one(docs, "Deployment"))
     return parsed
@@ -156,6 +167,7 @@ def test_every_rendered_object_is_a_valid_kubernetes_object(chart: Documents) ->
     kinds = sorted(d["kind"] for d in docs)
     assert kinds == sorted(
         [
+            "ConfigMap",
             "ConfigMap",
             "Deployment",
             "HorizontalPodAutoscaler",
@@ -281,7 +293,7 @@ def test_secrets_come_from_existing_secrets_never_from_values(chart: Documents) 
 
 def test_settings_reach_the_worker_through_the_config_map(chart: Documents) -> None:
     docs = chart({"settings": {"SLIPWAY_PLATFORM": "kubernetes"}})
-    config: V1ConfigMap = model(one(docs, "ConfigMap"))
+    config: V1ConfigMap = model(settings_map(docs))
     assert config.data is not None
     assert config.data["TEMPORAL_ADDRESS"] == "temporal-frontend.temporal.svc.cluster.local:7233"
     assert config.data["SLIPWAY_PLATFORM"] == "kubernetes"
@@ -488,7 +500,7 @@ def _workdir() -> PurePosixPath:
 def _pod_environment(docs: list[Json]) -> dict[str, str]:
     """The worker container's environment as the kubelet builds it: the ConfigMap (envFrom),
     then `env` on top; a secretKeyRef becomes a placeholder naming the Secret and key."""
-    config: V1ConfigMap = model(one(docs, "ConfigMap"))
+    config: V1ConfigMap = model(settings_map(docs))
     container = worker_container(deployment(docs))
     assert config.metadata is not None
     assert [s.config_map_ref.name for s in container.env_from or [] if s.config_map_ref] == [
@@ -520,7 +532,7 @@ def _written_paths(settings: Settings, env: dict[str, str]) -> dict[str, PurePos
     paths = {
         name: PurePosixPath(str(getattr(settings, name)))
         for name, field in Settings.model_fields.items()
-        if field.annotation is Path
+        if field.annotation is Path and name != "policy_file"  # read, never written
     }
     assert "state_dir" in paths
     paths |= {name: PurePosixPath(env[name]) for name in ("TMPDIR", "HOME")}
@@ -590,7 +602,7 @@ def test_building_images_needs_a_docker_engine_outside_the_pod(chart: Documents)
             "SLIPWAY_REGISTRY": "local",
         }
     }
-    config: V1ConfigMap = model(one(chart(wheel, engine=False), "ConfigMap"))
+    config: V1ConfigMap = model(settings_map(chart(wheel, engine=False)))
     assert config.data is not None
     assert config.data["SLIPWAY_BUILDER"] == "wheel"
     assert "SLIPWAY_DOCKER_HOST" not in config.data
@@ -618,3 +630,46 @@ def test_the_chart_owns_the_state_dir_and_the_docker_host(chart: Documents) -> N
     ):
         with pytest.raises(HelmError, match=f"settings.{name} is set by the chart: use {owner}"):
             chart({"settings": {name: "/somewhere"}})
+
+
+def test_the_worker_reads_its_policy_from_a_config_map(
+    chart: Documents, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    from activities.worker_policy import load_policy
+
+    docs = chart()
+    policy_map: V1ConfigMap = model(
+        next(
+            d
+            for d in docs
+            if d["kind"] == "ConfigMap" and d["metadata"]["name"].endswith("-policy")
+        )
+    )
+    assert policy_map.data is not None
+    env = _pod_environment(docs)
+    settings = _load_settings(env, monkeypatch)
+    assert str(settings.policy_file) == "/etc/slipway/policy/policy.yaml"
+    spec = pod_spec(deployment(docs))
+    (container,) = spec.containers
+    mount = next(m for m in container.volume_mounts or [] if m.name == "policy")
+    assert (mount.mount_path, mount.read_only, mount.sub_path) == (
+        "/etc/slipway/policy",
+        True,
+        None,
+    )
+    volume = next(v for v in spec.volumes or [] if v.name == "policy")
+    assert volume.config_map is not None
+    assert volume.config_map.name == (policy_map.metadata.name if policy_map.metadata else "")
+    # The default policy is a valid one: production needs signed decisions.
+    written = tmp_path / "policy.yaml"
+    written.write_text(policy_map.data["policy.yaml"], encoding="utf-8")
+    rule = load_policy(written).policy.gate_rule("production", "production")
+    assert rule.signatures == "required"
+    # A policy ConfigMap of one's own replaces the rendered one.
+    own = chart({"policy": {"existingConfigMap": "heal7-policy"}})
+    assert not [d for d in own if d["metadata"]["name"].endswith("-policy")]
+    volume = next(v for v in pod_spec(deployment(own)).volumes or [] if v.name == "policy")
+    assert volume.config_map is not None
+    assert volume.config_map.name == "heal7-policy"
+    with pytest.raises(HelmError, match=r"settings\.SLIPWAY_POLICY_FILE is set by the chart"):
+        chart({"settings": {"SLIPWAY_POLICY_FILE": "/somewhere"}})

@@ -278,7 +278,7 @@ async def test_status_shows_activities_temporal_is_retrying(
             await asyncio.sleep(0.25)
         handle = dev_env.client.get_workflow_handle(run.workflow_id)
         await wait_for_gate(handle, "production")
-        await handle.signal("abort", {"by": "test"})
+        await handle.signal("abort", {"by": "dave"})
         await pipeline_outcome(handle)
     assert "deploy_dev (deploy): attempt " in out
     assert "development API: connection refused" in out

@@ -214,8 +214,13 @@ async def test_approvals_through_the_temporal_cli(
         result = await pipeline_outcome(handle)
     assert result.state == PipelineState.SUCCEEDED
     decisions = [(a.approver, a.accepted, a.via) for a in result.approvals]
-    assert decisions == [("mallory", False, "signal"), ("alice", True, "update")]
-    assert result.approvals[1].comment == "ok"
+    # The worker's policy refused erin's update (recorded too); the validator never reached it.
+    assert decisions == [
+        ("erin", False, "update"),
+        ("mallory", False, "signal"),
+        ("alice", True, "update"),
+    ]
+    assert result.approvals[2].comment == "ok"
 
 
 async def test_retry_resumes_at_the_failed_stage(

@@ -62,7 +62,7 @@ def weight_events(memory: MemoryBackends) -> list[str]:
 async def test_a_query_without_data_on_stable_fails_the_canary_before_traffic_moves(
     time_env: WorkflowEnvironment, memory: MemoryBackends, task_queue: str
 ) -> None:
-    memory.platform._env("production").stable = OLD
+    memory.platform.already_serving("production", OLD)
 
     def no_saju_on_stable(query: MetricsQuery, n: int) -> dict[str, float | None]:
         values = healthy(query, n)
@@ -94,7 +94,7 @@ async def test_a_query_without_data_on_stable_fails_the_canary_before_traffic_mo
 async def test_the_preset_and_custom_templates_travel_with_every_query(
     time_env: WorkflowEnvironment, memory: MemoryBackends, task_queue: str
 ) -> None:
-    memory.platform._env("production").stable = OLD
+    memory.platform.already_serving("production", OLD)
     memory.metrics.script = healthy
     async with build_worker(time_env.client, memory.backends(), task_queue):
         handle = await start(time_env.client, task_queue, spec=heal7_on_istio())
@@ -135,7 +135,7 @@ async def test_nothing_serving_yet_means_no_preflight(
 async def test_preflight_false_goes_straight_to_the_first_step(
     time_env: WorkflowEnvironment, memory: MemoryBackends, task_queue: str
 ) -> None:
-    memory.platform._env("production").stable = OLD
+    memory.platform.already_serving("production", OLD)
     memory.metrics.script = lambda q, n: {} if q.slot == "stable" else healthy(q, n)
     spec = heal7_on_istio()
     canary = spec.stage("canary").model_copy(update={"preflight": False})

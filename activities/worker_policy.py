@@ -1,0 +1,191 @@
+"""The worker's policy: who holds which roles, what each gate asks, who may act on runs.
+
+Loaded from the file named by SLIPWAY_POLICY_FILE (the Helm chart mounts it from a
+ConfigMap), read again at each decision, so an edited file (a revoked role, a new key) applies
+to the next decision of every run. Whoever starts a run has no say in it.
+
+    people:
+      carol:
+        roles: [cto]
+        emails: [carol@heal7.example]          # matched against the commit's git author
+        keys: ["ssh-ed25519 AAAA... carol"]   # allowed signers (ssh-keygen -Y verify)
+    gates:                  # by gate name, else the gate's environment, else "*"
+      "*": {signatures: optional}
+      production: {roles: [cto, devops_lead], signatures: required}
+    actions:                # promote, pause, resume, abort, rollback
+      promote: {roles: [devops_lead, cto]}
+    environments:
+      production: {requires_approval: true}
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+__all__ = [
+    "ACTIONS",
+    "ActionRule",
+    "GateRule",
+    "LoadedPolicy",
+    "Person",
+    "PolicyError",
+    "WorkerPolicy",
+    "is_author",
+    "load_policy",
+]
+
+ACTIONS = ("promote", "pause", "resume", "abort", "rollback")
+_NAME = re.compile(r"^[A-Za-z0-9._@+-]+$")
+
+
+class PolicyError(ValueError):
+    """The policy file is missing or invalid; the message names the file and the field."""
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Person(_Strict):
+    roles: list[str] = Field(default_factory=list, description="Roles this person holds.")
+    emails: list[str] = Field(
+        default_factory=list, description="Git author emails that are this person."
+    )
+    keys: list[str] = Field(
+        default_factory=list,
+        description="SSH public keys ('ssh-ed25519 AAAA... comment'): the allowed signers.",
+    )
+
+    @field_validator("keys")
+    @classmethod
+    def _keys_look_like_keys(cls, keys: list[str]) -> list[str]:
+        for key in keys:
+            if len(key.split()) < 2 or not key.split()[0].startswith(("ssh-", "ecdsa-", "sk-")):
+                raise ValueError(f"not an SSH public key: {key[:40]!r}")
+        return keys
+
+
+Signatures = Literal["required", "optional"]
+
+
+class GateRule(_Strict):
+    """What an approval gate asks, whatever the run's definition says."""
+
+    roles: list[str] | None = Field(
+        None,
+        description="Roles the gate needs, each by a different person; default: the definition's.",
+    )
+    quorum: int | None = Field(None, ge=1, le=20, description="At least this many people.")
+    allow_self_approval: bool = Field(
+        False, description="The commit's author may decide (only if the definition allows it too)."
+    )
+    signatures: Signatures = Field(
+        "optional", description="required: unsigned decisions (Web UI, temporal CLI) are refused."
+    )
+
+
+class ActionRule(_Strict):
+    """Who may promote, pause, resume, abort or roll back."""
+
+    roles: list[str] | None = Field(
+        None, description="Roles allowed; default: anyone named in `people`."
+    )
+    signatures: Signatures = "optional"
+
+
+class EnvironmentRule(_Strict):
+    requires_approval: bool = Field(
+        False, description="A run that deploys here needs an approval gate for it first."
+    )
+
+
+class WorkerPolicy(_Strict):
+    people: dict[str, Person] = Field(default_factory=dict)
+    gates: dict[str, GateRule] = Field(default_factory=dict)
+    actions: dict[Literal["promote", "pause", "resume", "abort", "rollback"], ActionRule] = Field(
+        default_factory=dict
+    )
+    environments: dict[str, EnvironmentRule] = Field(default_factory=dict)
+
+    @field_validator("people")
+    @classmethod
+    def _plain_names(cls, people: dict[str, Person]) -> dict[str, Person]:
+        for name in people:
+            if not _NAME.match(name):
+                raise ValueError(
+                    f"person {name!r}: use letters, digits and . _ @ + - only (the name is "
+                    "the signer identity ssh-keygen checks)"
+                )
+        return people
+
+    def gate_rule(self, gate: str, environment: str) -> GateRule:
+        return (
+            self.gates.get(gate) or self.gates.get(environment) or self.gates.get("*") or GateRule()
+        )
+
+    def action_rule(self, action: str) -> ActionRule:
+        for name, rule in self.actions.items():
+            if name == action:
+                return rule
+        return ActionRule()
+
+    def allowed_signers(self) -> dict[str, list[str]]:
+        return {name: list(p.keys) for name, p in self.people.items() if p.keys}
+
+
+@dataclass(frozen=True)
+class LoadedPolicy:
+    policy: WorkerPolicy
+    hash: str
+    """sha256 of the file's bytes, as recorded by each run at its start."""
+    path: str
+
+
+def load_policy(path: str | Path) -> LoadedPolicy:
+    file = Path(path)
+    try:
+        raw = file.read_bytes()
+    except FileNotFoundError:
+        raise PolicyError(
+            f"{file}: policy file not found (set SLIPWAY_POLICY_FILE to the worker's policy)"
+        ) from None
+    try:
+        data = yaml.safe_load(raw) or {}
+    except yaml.YAMLError as exc:
+        raise PolicyError(f"{file}: not valid YAML: {exc}") from None
+    if not isinstance(data, dict):
+        raise PolicyError(f"{file}: expected a mapping with people, gates, actions")
+    try:
+        policy = WorkerPolicy.model_validate(data)
+    except ValidationError as exc:
+        problems = [
+            f"{file}: field '{'.'.join(str(p) for p in err['loc'])}': "
+            + str(err["msg"]).removeprefix("Value error, ")
+            for err in exc.errors()
+        ]
+        raise PolicyError("invalid policy:\n  " + "\n  ".join(problems)) from None
+    return LoadedPolicy(policy, "sha256:" + hashlib.sha256(raw).hexdigest(), str(file))
+
+
+def is_author(person: str, entry: Person | None, author: str) -> bool:
+    """Is `person` the commit's author, as git names it ('Name <email>')? By email when the
+    policy lists the person's emails, and by name."""
+    if not author.strip():
+        return False
+    name, _, rest = author.partition("<")
+    email = rest.rstrip(">").strip().lower()
+    if entry is not None and email and email in {e.lower() for e in entry.emails}:
+        return True
+    return name.strip().lower() == person.lower() or author.strip().lower() == person.lower()
+
+
+def holds_any(entry: Person | None, roles: Sequence[str]) -> bool:
+    return entry is not None and bool(set(entry.roles) & set(roles))
