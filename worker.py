@@ -18,7 +18,6 @@ from typing import Any
 import structlog
 from temporalio.client import Client
 from temporalio.worker import Worker
-from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxRestrictions
 
 from activities.backends import Backends
 from activities.build import BuildActivities
@@ -29,22 +28,10 @@ from activities.notify import NotifyActivities
 from activities.scan import ScanActivities
 from activities.source import SourceActivities
 from activities.test import TestActivities
-from workflows.canary import CanaryWorkflow
-from workflows.environment import EnvironmentWorkflow
-from workflows.monitor import MonitorWorkflow
-from workflows.pipeline import PipelineWorkflow
-from workflows.rollback import RollbackWorkflow
+from plumbing.sandbox import workflow_runner
+from workflows.registry import WORKFLOWS
 
-__all__ = ["WORKFLOWS", "activities_for", "build_worker", "main"]
-
-WORKFLOWS: Sequence[type] = (
-    PipelineWorkflow,
-    CanaryWorkflow,
-    MonitorWorkflow,
-    EnvironmentWorkflow,
-    # Kept for manual rollbacks started before environment workflows took them over.
-    RollbackWorkflow,
-)
+__all__ = ["activities_for", "build_worker", "main"]
 
 
 def activities_for(
@@ -110,17 +97,11 @@ def build_worker(
         # Runs parked at an approval gate for days need not all stay in memory: an evicted
         # run is replayed from history when its approval arrives (tens of ms, see bench).
         max_cached_workflows=max_cached_workflows,
-        # Our workflow modules and their pure dependencies hold no per-run state: sharing
-        # them across runs instead of re-importing per run saves ~200 kB per cached run.
-        workflow_runner=SandboxedWorkflowRunner(
-            restrictions=SandboxRestrictions.default.with_passthrough_modules(*PASSTHROUGH)
-        ),
+        # The sandbox `slipway replay` uses too (plumbing/sandbox.py).
+        workflow_runner=workflow_runner(),
         graceful_shutdown_timeout=timedelta(seconds=30),
         **options,
     )
-
-
-PASSTHROUGH = ("workflows", "activities", "pydantic", "pydantic_core", "yaml", "annotated_types")
 
 
 async def ensure_search_attributes(client: Client) -> bool:
@@ -160,7 +141,7 @@ async def main() -> None:
     from activities.factory import backends_from_settings
     from activities.observability import configure_logging
     from activities.settings import ConfigurationError, Settings
-    from starters.connection import connect, task_queue
+    from plumbing.connection import connect, task_queue
 
     try:
         settings = Settings.load()

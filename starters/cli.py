@@ -28,8 +28,8 @@ from temporalio.client import (
 from temporalio.exceptions import ApplicationError
 from temporalio.service import RPCError, RPCStatusCode
 
+from plumbing.connection import connect, task_queue
 from starters import render
-from starters.connection import connect, task_queue
 from starters.runs import (
     RetryError,
     load_roles,

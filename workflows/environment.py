@@ -22,33 +22,32 @@ from datetime import timedelta
 from temporalio import workflow
 from temporalio.exceptions import ActivityError
 
-with workflow.unsafe.imports_passed_through():
-    from activities.contracts import (
-        ActivityName,
-        FenceRequest,
-        ReleaseSpec,
-        RestoreRequest,
-        RestoreResult,
-        RunRef,
-    )
-    from workflows import leases
-    from workflows.calls import call, notify
-    from workflows.messages import (
-        EnvironmentInput,
-        EnvironmentState,
-        LeaseAnswer,
-        LeaseHolder,
-        LeaseNotice,
-        LeaseRelease,
-        LeaseRequest,
-        ReleaseEntry,
-        RollbackOrder,
-        RollbackOutcome,
-        Serving,
-        ServingReport,
-        WaitingRun,
-    )
-    from workflows.rollback import ManualRollback
+from activities.contracts import (
+    ActivityName,
+    FenceRequest,
+    ReleaseSpec,
+    RestoreRequest,
+    RestoreResult,
+    RunRef,
+)
+from workflows import leases
+from workflows.calls import call, notify
+from workflows.messages import (
+    EnvironmentInput,
+    EnvironmentState,
+    LeaseAnswer,
+    LeaseHolder,
+    LeaseNotice,
+    LeaseRelease,
+    LeaseRequest,
+    ReleaseEntry,
+    RollbackOrder,
+    RollbackOutcome,
+    Serving,
+    ServingReport,
+    WaitingRun,
+)
+from workflows.rollback import ManualRollback
 
 __all__ = ["LEASE_SIGNAL", "EnvironmentWorkflow"]
 

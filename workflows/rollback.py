@@ -7,17 +7,15 @@ the decision (who, why) stays in history. Environments whose policy is a manual 
 
 from __future__ import annotations
 
+from pydantic import BaseModel, ConfigDict
 from temporalio import workflow
 
-with workflow.unsafe.imports_passed_through():
-    from pydantic import BaseModel, ConfigDict
-
-    from activities.contracts import (
-        ActivityName,
-        RollbackRequest,
-        RollbackResult,
-    )
-    from workflows.calls import call, notify
+from activities.contracts import (
+    ActivityName,
+    RollbackRequest,
+    RollbackResult,
+)
+from workflows.calls import call, notify
 
 __all__ = ["ManualRollback", "RollbackWorkflow"]
 

@@ -8,8 +8,8 @@ import os
 import pytest
 from temporalio.api.common.v1 import Payload
 
-from starters.codec import AesGcmCodec, codec_from_env
-from starters.connection import data_converter
+from plumbing.codec import AesGcmCodec, codec_from_env
+from plumbing.connection import data_converter
 from workflows.messages import Decision
 
 

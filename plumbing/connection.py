@@ -17,7 +17,7 @@ from temporalio.converter import DataConverter
 from temporalio.envconfig import ClientConfig
 from temporalio.runtime import PrometheusConfig, Runtime, TelemetryConfig
 
-from starters.codec import codec_from_env
+from plumbing.codec import codec_from_env
 
 __all__ = ["connect", "data_converter", "task_queue", "ui_base_url"]
 
