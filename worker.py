@@ -9,6 +9,7 @@ shutdown); Temporal hands anything unfinished to another replica.
 from __future__ import annotations
 
 import asyncio
+import os
 import signal
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -139,7 +140,11 @@ async def ensure_search_attributes(client: Client) -> bool:
 
 async def main() -> None:
     from activities.factory import backends_from_settings
-    from activities.observability import configure_logging
+    from activities.observability import (
+        configure_logging,
+        secrets_in_environment,
+        secrets_in_settings,
+    )
     from activities.settings import ConfigurationError, Settings
     from plumbing.connection import connect, task_queue
 
@@ -147,7 +152,11 @@ async def main() -> None:
         settings = Settings.load()
     except ConfigurationError as err:
         raise SystemExit(f"worker: {err}") from None
-    configure_logging(settings.log_level)
+    # Secret values are masked wherever they show up in a log line, tracebacks included.
+    configure_logging(
+        settings.log_level,
+        secrets=[*secrets_in_settings(settings), *secrets_in_environment(os.environ)],
+    )
     log = structlog.get_logger("slipway.worker")
     backends = backends_from_settings(settings)
     client = await connect(metrics_port=settings.metrics_port)

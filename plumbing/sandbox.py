@@ -25,6 +25,9 @@ PASSTHROUGH = (
     "workflows.spec",
     "workflows.messages",
     "workflows.policy",
+    # Pure (callers pass the time in), and it must build its ZoneInfo objects on the host:
+    # inside the sandbox zoneinfo hands out proxied zones, which datetime refuses.
+    "workflows.freeze",
     # Third-party pure libraries behind the models (pydantic itself passes by default).
     "annotated_types",
     "typing_inspection",

@@ -240,7 +240,10 @@ async def _retrying(client: Client, workflow_id: str) -> list[str]:
     lines = []
     for pending in described.raw_description.pending_activities:
         if pending.attempt > 1:
-            failure = pending.last_failure.message or "no failure recorded"
+            # With a codec the message sits encrypted in the failure: decode it.
+            failure = "no failure recorded"
+            if pending.HasField("last_failure"):
+                failure = str(await client.data_converter.decode_failure(pending.last_failure))
             lines.append(
                 f"{pending.activity_id} ({pending.activity_type.name}): attempt "
                 f"{pending.attempt}, last failure: {failure}"

@@ -23,9 +23,10 @@ from worker import build_worker
 
 pytestmark = pytest.mark.timeout(60)
 
-# The workflow side's data contracts and pure judgments; every other module of workflows/
-# must be imported inside the sandbox, where its calls are checked.
-CONTRACTS = {"workflows.spec", "workflows.messages", "workflows.policy"}
+# The workflow side's data contracts and pure judgments (plumbing/sandbox.py says why each);
+# every other module of workflows/ must be imported inside the sandbox, where its calls are
+# checked.
+CONTRACTS = {"workflows.spec", "workflows.messages", "workflows.policy", "workflows.freeze"}
 
 
 async def _first_task_failure(client: Client, workflow_id: str) -> tuple[str, str]:
