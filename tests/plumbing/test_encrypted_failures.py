@@ -31,7 +31,9 @@ async def test_activity_and_run_failures_are_not_in_clear(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     monkeypatch.setenv("SLIPWAY_CODEC_KEY", base64.b64encode(os.urandom(32)).decode())
-    keyed = Client(**{**time_env.client.config(), "data_converter": data_converter()})
+    config = time_env.client.config()
+    config["data_converter"] = data_converter()
+    keyed = Client(**config)
     memory.platform.fail_deploy = {"development"}
     async with build_worker(keyed, memory.backends(), task_queue):
         handle = await start(keyed, task_queue)
