@@ -4,11 +4,13 @@ CLI's own reading (with the key) still shows them."""
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import os
 
 import pytest
 from temporalio.api.enums.v1 import EventType
+from temporalio.api.failure.v1 import Failure
 from temporalio.client import Client
 from temporalio.testing import WorkflowEnvironment
 
@@ -31,6 +33,8 @@ async def test_activity_and_run_failures_are_not_in_clear(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     monkeypatch.setenv("SLIPWAY_CODEC_KEY", base64.b64encode(os.urandom(32)).decode())
+    # A whole run (children, environment workflows, signals, updates) with no payload in clear.
+    monkeypatch.setenv("SLIPWAY_CODEC_REQUIRE_ENCRYPTED", "1")
     config = time_env.client.config()
     config["data_converter"] = data_converter()
     keyed = Client(**config)
@@ -64,3 +68,35 @@ async def test_activity_and_run_failures_are_not_in_clear(
         if e.event_type == EventType.EVENT_TYPE_WORKFLOW_EXECUTION_FAILED
     ]
     assert run_failed.message == ENCODED
+
+
+async def test_a_worker_that_requires_encryption_refuses_plaintext_input(
+    time_env: WorkflowEnvironment,
+    memory: MemoryBackends,
+    task_queue: str,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("SLIPWAY_CODEC_KEY", base64.b64encode(os.urandom(32)).decode())
+    monkeypatch.setenv("SLIPWAY_CODEC_REQUIRE_ENCRYPTED", "1")
+    config = time_env.client.config()
+    config["data_converter"] = data_converter()
+    keyed = Client(**config)
+    async with build_worker(keyed, memory.backends(), task_queue):
+        # A client without the key: its input reaches history in clear.
+        handle = await start(time_env.client, task_queue)
+        failures: list[Failure] = []
+        for _ in range(100):
+            failures = [
+                event.workflow_task_failed_event_attributes.failure
+                async for event in handle.fetch_history_events()
+                if event.event_type == EventType.EVENT_TYPE_WORKFLOW_TASK_FAILED
+            ]
+            if failures:
+                break
+            await asyncio.sleep(0.1)
+        await handle.terminate("test over")
+    assert failures, "the worker ran the plaintext input"
+    # The refusal itself is encrypted like any failure; the key holder reads it.
+    refusal = await keyed.data_converter.decode_failure(failures[0])
+    assert "refusing a payload that is not encrypted" in str(refusal)
+    assert memory.source.calls == []
