@@ -73,7 +73,9 @@ async def test_metadata_is_bound_to_the_ciphertext() -> None:
     relabelled = Payload(metadata={**payload.metadata, "key-id": b"b"}, data=payload.data)
     with pytest.raises(CodecError, match="does not decrypt with codec key 'b'"):
         await codec.decode([relabelled])
-    downgraded = Payload(metadata={**payload.metadata, "encoding": LEGACY_ENCODING}, data=payload.data)
+    downgraded = Payload(
+        metadata={**payload.metadata, "encoding": LEGACY_ENCODING}, data=payload.data
+    )
     with pytest.raises(CodecError, match="altered"):
         await codec.decode([downgraded])
     flipped = bytearray(payload.data)
