@@ -146,6 +146,7 @@ async def main() -> None:
         secrets_in_settings,
     )
     from activities.settings import ConfigurationError, Settings
+    from plumbing.codec import CodecError
     from plumbing.connection import connect, task_queue
 
     try:
@@ -159,7 +160,11 @@ async def main() -> None:
     )
     log = structlog.get_logger("slipway.worker")
     backends = backends_from_settings(settings)
-    client = await connect(metrics_port=settings.metrics_port)
+    try:
+        client = await connect(metrics_port=settings.metrics_port)
+    except CodecError as err:
+        backends.close()
+        raise SystemExit(f"worker: payload encryption: {err}") from None
     indexed = await ensure_search_attributes(client)
     worker = build_worker(
         client,

@@ -28,6 +28,7 @@ from temporalio.client import (
 from temporalio.exceptions import ApplicationError
 from temporalio.service import RPCError, RPCStatusCode
 
+from plumbing.codec import CodecError
 from plumbing.connection import connect, task_queue
 from starters import render
 from starters.runs import (
@@ -90,6 +91,8 @@ def _load(definition: Path) -> PipelineSpec:
 async def _client() -> Client:
     try:
         return await connect()
+    except CodecError as err:
+        raise _fail(f"payload encryption: {err}") from None
     except RuntimeError as err:
         raise _fail(f"cannot connect to Temporal ({err}); set TEMPORAL_ADDRESS", 1) from None
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import base64
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -160,3 +162,32 @@ async def test_the_key_ring_can_come_from_a_file(
     assert codec is not None
     (payload,) = await codec.encode([PLAIN])
     assert payload.metadata["key-id"] == b"k9"
+
+
+@pytest.mark.parametrize(
+    ("command", "code", "prefix"),
+    [
+        (["-m", "starters", "status", "some-run"], 2, "payload encryption: "),
+        (["worker.py"], 1, "worker: payload encryption: "),
+    ],
+)
+def test_the_cli_and_the_worker_stop_on_a_bad_key_ring_with_one_sentence(
+    command: list[str], code: int, prefix: str
+) -> None:
+    root = Path(__file__).resolve().parents[2]
+    env = {
+        **os.environ,
+        "PYTHONPATH": str(root),
+        "SLIPWAY_PLATFORM": "memory",
+        "SLIPWAY_CODEC_KEYS": "no-colon-here",
+        "TEMPORAL_ADDRESS": "127.0.0.1:1",
+    }
+    for name in ("SLIPWAY_CODEC_KEY", "SLIPWAY_CODEC_KEY_FILE", "SLIPWAY_CODEC_KEYS_FILE"):
+        env.pop(name, None)
+    done = subprocess.run(
+        [sys.executable, *command], cwd=root, env=env, capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == code, done.stderr
+    assert done.stderr.strip().splitlines()[-1] == (
+        f"{prefix}SLIPWAY_CODEC_KEYS: 'no-colon-here' is not `key-id:base64-key`"
+    )
