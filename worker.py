@@ -9,6 +9,7 @@ shutdown); Temporal hands anything unfinished to another replica.
 from __future__ import annotations
 
 import asyncio
+import os
 import signal
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -19,7 +20,6 @@ from typing import Any
 import structlog
 from temporalio.client import Client
 from temporalio.worker import Worker
-from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxRestrictions
 
 from activities.backends import Backends
 from activities.build import BuildActivities
@@ -31,25 +31,13 @@ from activities.notify import NotifyActivities
 from activities.scan import ScanActivities
 from activities.source import SourceActivities
 from activities.test import TestActivities
-from workflows.canary import CanaryWorkflow
-from workflows.environment import EnvironmentWorkflow
-from workflows.monitor import MonitorWorkflow
-from workflows.pipeline import PipelineWorkflow
-from workflows.rollback import RollbackWorkflow
+from plumbing.sandbox import workflow_runner
+from workflows.registry import WORKFLOWS
 
-__all__ = ["DEFAULT_POLICY", "WORKFLOWS", "activities_for", "build_worker", "main"]
+__all__ = ["DEFAULT_POLICY", "activities_for", "build_worker", "main"]
 
 DEFAULT_POLICY = Path(__file__).resolve().parent / "pipelines" / "policy.yaml"
 """The demo's policy (unsigned decisions count); production workers name their own."""
-
-WORKFLOWS: Sequence[type] = (
-    PipelineWorkflow,
-    CanaryWorkflow,
-    MonitorWorkflow,
-    EnvironmentWorkflow,
-    # Kept for manual rollbacks started before environment workflows took them over.
-    RollbackWorkflow,
-)
 
 
 def activities_for(
@@ -127,17 +115,11 @@ def build_worker(
         # Runs parked at an approval gate for days need not all stay in memory: an evicted
         # run is replayed from history when its approval arrives (tens of ms, see bench).
         max_cached_workflows=max_cached_workflows,
-        # Our workflow modules and their pure dependencies hold no per-run state: sharing
-        # them across runs instead of re-importing per run saves ~200 kB per cached run.
-        workflow_runner=SandboxedWorkflowRunner(
-            restrictions=SandboxRestrictions.default.with_passthrough_modules(*PASSTHROUGH)
-        ),
+        # The sandbox `slipway replay` uses too (plumbing/sandbox.py).
+        workflow_runner=workflow_runner(),
         graceful_shutdown_timeout=timedelta(seconds=30),
         **options,
     )
-
-
-PASSTHROUGH = ("workflows", "activities", "pydantic", "pydantic_core", "yaml", "annotated_types")
 
 
 async def ensure_search_attributes(client: Client) -> bool:
@@ -175,23 +157,36 @@ async def ensure_search_attributes(client: Client) -> bool:
 
 async def main() -> None:
     from activities.factory import backends_from_settings
-    from activities.observability import configure_logging
+    from activities.observability import (
+        configure_logging,
+        secrets_in_environment,
+        secrets_in_settings,
+    )
     from activities.settings import ConfigurationError, Settings
     from activities.worker_policy import PolicyError, load_policy
-    from starters.connection import connect, task_queue
+    from plumbing.codec import CodecError
+    from plumbing.connection import connect, task_queue
 
     try:
         settings = Settings.load()
     except ConfigurationError as err:
         raise SystemExit(f"worker: {err}") from None
-    configure_logging(settings.log_level)
+    # Secret values are masked wherever they show up in a log line, tracebacks included.
+    configure_logging(
+        settings.log_level,
+        secrets=[*secrets_in_settings(settings), *secrets_in_environment(os.environ)],
+    )
     log = structlog.get_logger("slipway.worker")
     try:
         policy = load_policy(settings.policy_file)
     except PolicyError as err:
         raise SystemExit(f"worker: {err}") from None
     backends = backends_from_settings(settings)
-    client = await connect(metrics_port=settings.metrics_port)
+    try:
+        client = await connect(metrics_port=settings.metrics_port)
+    except CodecError as err:
+        backends.close()
+        raise SystemExit(f"worker: payload encryption: {err}") from None
     indexed = await ensure_search_attributes(client)
     worker = build_worker(
         client,

@@ -30,8 +30,9 @@ from temporalio.service import RPCError, RPCStatusCode
 
 from activities.signatures import SignatureError
 from activities.worker_policy import PolicyError, load_policy
+from plumbing.codec import CodecError
+from plumbing.connection import connect, task_queue
 from starters import render
-from starters.connection import connect, task_queue
 from starters.runs import (
     RetryError,
     pipeline_outcome,
@@ -103,6 +104,8 @@ def _load(definition: Path) -> PipelineSpec:
 async def _client() -> Client:
     try:
         return await connect()
+    except CodecError as err:
+        raise _fail(f"payload encryption: {err}") from None
     except RuntimeError as err:
         raise _fail(f"cannot connect to Temporal ({err}); set TEMPORAL_ADDRESS", 1) from None
 
@@ -297,7 +300,10 @@ async def _retrying(client: Client, workflow_id: str) -> list[str]:
     lines = []
     for pending in described.raw_description.pending_activities:
         if pending.attempt > 1:
-            failure = pending.last_failure.message or "no failure recorded"
+            # With a codec the message sits encrypted in the failure: decode it.
+            failure = "no failure recorded"
+            if pending.HasField("last_failure"):
+                failure = str(await client.data_converter.decode_failure(pending.last_failure))
             lines.append(
                 f"{pending.activity_id} ({pending.activity_type.name}): attempt "
                 f"{pending.attempt}, last failure: {failure}"

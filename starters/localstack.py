@@ -22,7 +22,7 @@ from typing import Any
 
 from temporalio.client import Client
 
-from starters.connection import connect
+from plumbing.connection import connect
 from workflows.messages import PipelineStatus
 from workflows.naming import SEARCH_ATTRIBUTES
 from workflows.pipeline import PipelineWorkflow

@@ -30,7 +30,8 @@ from temporalio.exceptions import ApplicationError, WorkflowAlreadyStartedError
 from temporalio.service import RPCError, RPCStatusCode
 from temporalio.worker import Replayer
 
-from starters.connection import data_converter, ui_base_url
+from plumbing.connection import data_converter, ui_base_url
+from plumbing.sandbox import workflow_runner
 from workflows.messages import (
     PipelineInput,
     PipelineResult,
@@ -39,6 +40,7 @@ from workflows.messages import (
 )
 from workflows.naming import COMMIT_SHA, PIPELINE_STATUS, SERVICE, pipeline_id
 from workflows.pipeline import PIPELINE_FAILED, PipelineWorkflow
+from workflows.registry import WORKFLOWS
 from workflows.spec import PipelineSpec
 
 __all__ = [
@@ -47,6 +49,7 @@ __all__ = [
     "load_roles",
     "pipeline_outcome",
     "replay_history",
+    "replayer",
     "reset_to_failed_stage",
     "run_url",
     "start_pipeline",
@@ -239,10 +242,16 @@ async def reset_to_failed_stage(
 # --- replay -----------------------------------------------------------------------------
 
 
-async def replay_history(history: WorkflowHistory) -> None:
-    """Replay a history against the current workflow code; raises on nondeterminism."""
-    from worker import WORKFLOWS
-
-    await Replayer(workflows=list(WORKFLOWS), data_converter=data_converter()).replay_workflow(
-        history
+def replayer() -> Replayer:
+    """The worker's workflows in the worker's sandbox, with the worker's data converter."""
+    return Replayer(
+        workflows=list(WORKFLOWS),
+        workflow_runner=workflow_runner(),
+        data_converter=data_converter(),
     )
+
+
+async def replay_history(history: WorkflowHistory) -> None:
+    """Replay a history against the current workflow code; raises on nondeterminism (and on
+    a sandbox restriction the code hits)."""
+    await replayer().replay_workflow(history)

@@ -13,19 +13,18 @@ from collections.abc import Mapping, Sequence
 from temporalio import workflow
 from temporalio.exceptions import ActivityError, is_cancelled_exception
 
-with workflow.unsafe.imports_passed_through():
-    from activities.contracts import (
-        ActivityName,
-        LoadReport,
-        LoadRequest,
-        MetricName,
-        MetricsQuery,
-        MetricsSample,
-        Slot,
-    )
-    from activities.metric_presets import REQUESTS
-    from workflows.calls import call
-    from workflows.spec import LoadSpec, MetricCheck
+from activities.contracts import (
+    ActivityName,
+    LoadReport,
+    LoadRequest,
+    MetricName,
+    MetricsQuery,
+    MetricsSample,
+    Slot,
+)
+from activities.metric_presets import REQUESTS
+from workflows.calls import call
+from workflows.spec import LoadSpec, MetricCheck
 
 __all__ = ["measure", "start_load"]
 

@@ -22,10 +22,9 @@ from temporalio.exceptions import (
     is_cancelled_exception,
 )
 
-with workflow.unsafe.imports_passed_through():
-    from activities.contracts import ActivityName, NotifyRequest
-    from activities.errors import ErrorType
-    from workflows.spec import RetrySpec
+from activities.contracts import ActivityName, NotifyRequest
+from activities.errors import ErrorType
+from workflows.spec import RetrySpec
 
 __all__ = ["CRASH_IS_NOT_A_VERDICT", "OPTIONS", "ActivityOptions", "call", "notify"]
 

@@ -21,30 +21,29 @@ from datetime import timedelta
 from temporalio import workflow
 from temporalio.exceptions import ActivityError, is_cancelled_exception
 
-with workflow.unsafe.imports_passed_through():
-    from activities.contracts import (
-        ActivityName,
-        DeployRequest,
-        DeployResult,
-        FenceRequest,
-        LoadReport,
-        ReleaseSpec,
-        RollbackRequest,
-        RollbackResult,
-        WeightRequest,
-    )
-    from workflows.analysis import measure, start_load
-    from workflows.calls import call, notify
-    from workflows.messages import (
-        CanaryControl,
-        CanaryInput,
-        CanaryResult,
-        CanaryStatus,
-        CanaryStep,
-        RollbackOutcome,
-    )
-    from workflows.policy import analyse
-    from workflows.run_leases import rollback_through_environment
+from activities.contracts import (
+    ActivityName,
+    DeployRequest,
+    DeployResult,
+    FenceRequest,
+    LoadReport,
+    ReleaseSpec,
+    RollbackRequest,
+    RollbackResult,
+    WeightRequest,
+)
+from workflows.analysis import measure, start_load
+from workflows.calls import call, notify
+from workflows.messages import (
+    CanaryControl,
+    CanaryInput,
+    CanaryResult,
+    CanaryStatus,
+    CanaryStep,
+    RollbackOutcome,
+)
+from workflows.policy import analyse
+from workflows.run_leases import rollback_through_environment
 
 __all__ = ["CanaryWorkflow"]
 

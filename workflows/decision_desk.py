@@ -15,17 +15,16 @@ from datetime import timedelta
 from temporalio import workflow
 from temporalio.exceptions import ActivityError
 
-with workflow.unsafe.imports_passed_through():
-    from activities.contracts import ActivityName
-    from workflows.calls import call
-    from workflows.decisions import COMMENT_LIMIT, freshness_refusal
-    from workflows.messages import (
-        ActionRecord,
-        ApprovalRecord,
-        DecisionCheck,
-        DecisionVerdict,
-        Signed,
-    )
+from activities.contracts import ActivityName
+from workflows.calls import call
+from workflows.decisions import COMMENT_LIMIT, freshness_refusal
+from workflows.messages import (
+    ActionRecord,
+    ApprovalRecord,
+    DecisionCheck,
+    DecisionVerdict,
+    Signed,
+)
 
 __all__ = ["REFUSED_KEPT", "DecisionDesk", "clip"]
 

@@ -22,37 +22,36 @@ from datetime import timedelta
 from temporalio import workflow
 from temporalio.exceptions import ActivityError, ApplicationError
 
-with workflow.unsafe.imports_passed_through():
-    from activities.contracts import (
-        ActivityName,
-        FenceRequest,
-        ReleaseSpec,
-        RestoreRequest,
-        RestoreResult,
-        RunRef,
-    )
-    from workflows import leases
-    from workflows.calls import call, notify
-    from workflows.decision_desk import REFUSED_KEPT, DecisionDesk, clip
-    from workflows.messages import (
-        ActionRecord,
-        DecisionCheck,
-        EnvironmentInput,
-        EnvironmentState,
-        LeaseAnswer,
-        LeaseHolder,
-        LeaseNotice,
-        LeaseRelease,
-        LeaseRequest,
-        ReleaseEntry,
-        RollbackOrder,
-        RollbackOutcome,
-        Serving,
-        ServingReport,
-        Signed,
-        WaitingRun,
-    )
-    from workflows.rollback import ManualRollback
+from activities.contracts import (
+    ActivityName,
+    FenceRequest,
+    ReleaseSpec,
+    RestoreRequest,
+    RestoreResult,
+    RunRef,
+)
+from workflows import leases
+from workflows.calls import call, notify
+from workflows.decision_desk import REFUSED_KEPT, DecisionDesk, clip
+from workflows.messages import (
+    ActionRecord,
+    DecisionCheck,
+    EnvironmentInput,
+    EnvironmentState,
+    LeaseAnswer,
+    LeaseHolder,
+    LeaseNotice,
+    LeaseRelease,
+    LeaseRequest,
+    ReleaseEntry,
+    RollbackOrder,
+    RollbackOutcome,
+    Serving,
+    ServingReport,
+    Signed,
+    WaitingRun,
+)
+from workflows.rollback import ManualRollback
 
 __all__ = ["LEASE_SIGNAL", "EnvironmentWorkflow"]
 

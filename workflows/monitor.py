@@ -14,17 +14,16 @@ from datetime import timedelta
 from temporalio import workflow
 from temporalio.exceptions import ActivityError, is_cancelled_exception
 
-with workflow.unsafe.imports_passed_through():
-    from activities.contracts import (
-        ActivityName,
-        RollbackRequest,
-        RollbackResult,
-    )
-    from workflows.analysis import measure, start_load
-    from workflows.calls import call, notify
-    from workflows.messages import MonitorCheck, MonitorInput, MonitorResult, RollbackOutcome
-    from workflows.policy import Analysis, analyse
-    from workflows.run_leases import rollback_through_environment
+from activities.contracts import (
+    ActivityName,
+    RollbackRequest,
+    RollbackResult,
+)
+from workflows.analysis import measure, start_load
+from workflows.calls import call, notify
+from workflows.messages import MonitorCheck, MonitorInput, MonitorResult, RollbackOutcome
+from workflows.policy import Analysis, analyse
+from workflows.run_leases import rollback_through_environment
 
 __all__ = ["MonitorWorkflow"]
 

@@ -19,43 +19,42 @@ from typing import cast
 from temporalio import workflow
 from temporalio.exceptions import ActivityError, ApplicationError, is_cancelled_exception
 
-with workflow.unsafe.imports_passed_through():
-    from activities.contracts import (
-        ActivityName,
-        RollbackRequest,
-        RollbackResult,
-    )
-    from activities.errors import ErrorType
-    from workflows import dag, freeze, policy, telemetry
-    from workflows.calls import call, notify
-    from workflows.decision_desk import DecisionDesk, clip
-    from workflows.environment import LEASE_SIGNAL
-    from workflows.messages import (
-        AbortRequest,
-        ActionRecord,
-        ApprovalRecord,
-        CanaryControl,
-        Concurrency,
-        Decision,
-        DecisionCheck,
-        DecisionVerdict,
-        LeaseNotice,
-        PendingApproval,
-        PipelineInput,
-        PipelineResult,
-        PipelineState,
-        PipelineStatus,
-        PolicyInForce,
-        PolicyStart,
-        RollbackOutcome,
-        Signed,
-        StageState,
-        StageStatus,
-    )
-    from workflows.naming import ENVIRONMENT, PIPELINE_STATUS, SERVICE, STAGE
-    from workflows.run_leases import RunLeases, SupersededError
-    from workflows.spec import ApprovalStage, RollbackStage, Stage
-    from workflows.stages import RunState, StageFailedError, run_stage
+from activities.contracts import (
+    ActivityName,
+    RollbackRequest,
+    RollbackResult,
+)
+from activities.errors import ErrorType
+from workflows import dag, freeze, policy, telemetry
+from workflows.calls import call, notify
+from workflows.decision_desk import DecisionDesk, clip
+from workflows.environment import LEASE_SIGNAL
+from workflows.messages import (
+    AbortRequest,
+    ActionRecord,
+    ApprovalRecord,
+    CanaryControl,
+    Concurrency,
+    Decision,
+    DecisionCheck,
+    DecisionVerdict,
+    LeaseNotice,
+    PendingApproval,
+    PipelineInput,
+    PipelineResult,
+    PipelineState,
+    PipelineStatus,
+    PolicyInForce,
+    PolicyStart,
+    RollbackOutcome,
+    Signed,
+    StageState,
+    StageStatus,
+)
+from workflows.naming import ENVIRONMENT, PIPELINE_STATUS, SERVICE, STAGE
+from workflows.run_leases import RunLeases, SupersededError
+from workflows.spec import ApprovalStage, RollbackStage, Stage
+from workflows.stages import RunState, StageFailedError, run_stage
 
 __all__ = ["ENVIRONMENT_LEASES", "PIPELINE_FAILED", "WORKER_POLICY", "PipelineWorkflow"]
 

@@ -9,14 +9,13 @@ from __future__ import annotations
 
 from temporalio import workflow
 
-with workflow.unsafe.imports_passed_through():
-    from activities.contracts import (
-        ActivityName,
-        RollbackRequest,
-        RollbackResult,
-    )
-    from workflows.calls import call, notify
-    from workflows.messages import Signed
+from activities.contracts import (
+    ActivityName,
+    RollbackRequest,
+    RollbackResult,
+)
+from workflows.calls import call, notify
+from workflows.messages import Signed
 
 __all__ = ["ManualRollback", "RollbackWorkflow"]
 

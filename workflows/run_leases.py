@@ -15,19 +15,18 @@ from datetime import datetime
 
 from temporalio import workflow
 
-with workflow.unsafe.imports_passed_through():
-    from activities.contracts import ActivityName, DeployRequest, ReleaseSpec
-    from workflows.calls import call
-    from workflows.messages import (
-        Concurrency,
-        LeaseAnswer,
-        LeaseNotice,
-        LeaseRelease,
-        LeaseRequest,
-        RollbackOrder,
-        RollbackOutcome,
-        ServingReport,
-    )
+from activities.contracts import ActivityName, DeployRequest, ReleaseSpec
+from workflows.calls import call
+from workflows.messages import (
+    Concurrency,
+    LeaseAnswer,
+    LeaseNotice,
+    LeaseRelease,
+    LeaseRequest,
+    RollbackOrder,
+    RollbackOutcome,
+    ServingReport,
+)
 
 __all__ = ["RunLeases", "SupersededError"]
 

@@ -25,54 +25,53 @@ from temporalio.workflow import (
     ParentClosePolicy,
 )
 
-with workflow.unsafe.imports_passed_through():
-    from activities.contracts import (
-        ActivityName,
-        Artifact,
-        BuildRequest,
-        CheckoutRequest,
-        DeployRequest,
-        DeployResult,
-        HttpCheckReport,
-        HttpCheckRequest,
-        ImageScanRequest,
-        NotifyRequest,
-        PublishRequest,
-        ScanReport,
-        ScanRequest,
-        TestReport,
-        TestRequest,
-        Workspace,
-    )
-    from workflows import policy
-    from workflows.calls import call
-    from workflows.messages import (
-        CanaryInput,
-        CanaryResult,
-        LeaseRef,
-        MonitorInput,
-        MonitorResult,
-        PipelineInput,
-        RollbackOutcome,
-    )
-    from workflows.naming import canary_id, monitor_id
-    from workflows.run_leases import RunLeases
-    from workflows.spec import (
-        BuildStage,
-        CanaryStage,
-        CheckoutStage,
-        DeployStage,
-        E2EStage,
-        ImageScanStage,
-        MonitorStage,
-        NotifyStage,
-        PublishStage,
-        QualityGateStage,
-        ScanStage,
-        SmokeStage,
-        Stage,
-        TestStage,
-    )
+from activities.contracts import (
+    ActivityName,
+    Artifact,
+    BuildRequest,
+    CheckoutRequest,
+    DeployRequest,
+    DeployResult,
+    HttpCheckReport,
+    HttpCheckRequest,
+    ImageScanRequest,
+    NotifyRequest,
+    PublishRequest,
+    ScanReport,
+    ScanRequest,
+    TestReport,
+    TestRequest,
+    Workspace,
+)
+from workflows import policy
+from workflows.calls import call
+from workflows.messages import (
+    CanaryInput,
+    CanaryResult,
+    LeaseRef,
+    MonitorInput,
+    MonitorResult,
+    PipelineInput,
+    RollbackOutcome,
+)
+from workflows.naming import canary_id, monitor_id
+from workflows.run_leases import RunLeases
+from workflows.spec import (
+    BuildStage,
+    CanaryStage,
+    CheckoutStage,
+    DeployStage,
+    E2EStage,
+    ImageScanStage,
+    MonitorStage,
+    NotifyStage,
+    PublishStage,
+    QualityGateStage,
+    ScanStage,
+    SmokeStage,
+    Stage,
+    TestStage,
+)
 
 __all__ = ["RunState", "StageFailedError", "run_stage"]
 

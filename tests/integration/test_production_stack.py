@@ -34,7 +34,6 @@ from tests.support.ecr_endpoint import EcrEndpoint, running_ecr_endpoint, runnin
 from tests.support.podman import PodmanService, running_podman, running_registry
 from tests.support.traffic import TraefikTraffic, running_prometheus
 from worker import build_worker
-from workflows.canary import CanaryWorkflow
 from workflows.messages import CanaryResult, PipelineResult, PipelineState, RunContext, StageState
 from workflows.naming import canary_id
 from workflows.spec import PipelineSpec, validate_definition
@@ -281,8 +280,8 @@ async def _run(
     result = await asyncio.wait_for(
         pipeline_outcome(client.get_workflow_handle(started.workflow_id)), RUN_TIMEOUT_S
     )
-    canary = client.get_workflow_handle_for(
-        CanaryWorkflow.run, canary_id(started.workflow_id, "canary")
+    canary = client.get_workflow_handle(
+        canary_id(started.workflow_id, "canary"), result_type=CanaryResult
     )
     return result, await asyncio.wait_for(canary.result(), RUN_TIMEOUT_S)
 

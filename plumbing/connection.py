@@ -3,7 +3,7 @@
 The connection comes from Temporal's own environment configuration: TEMPORAL_ADDRESS,
 TEMPORAL_NAMESPACE, TEMPORAL_API_KEY, TEMPORAL_TLS_* or a TOML profile
 (TEMPORAL_CONFIG_FILE / TEMPORAL_PROFILE). Payloads use the pydantic data converter, plus
-AES-GCM encryption when SLIPWAY_CODEC_KEY (or SLIPWAY_CODEC_KEY_FILE) is set.
+AES-GCM encryption of payloads and failures when a codec key is set (plumbing/codec.py).
 """
 
 from __future__ import annotations
@@ -13,23 +13,26 @@ from typing import Any
 
 from temporalio.client import Client
 from temporalio.contrib.pydantic import pydantic_data_converter
-from temporalio.converter import DataConverter
+from temporalio.converter import DataConverter, DefaultFailureConverterWithEncodedAttributes
 from temporalio.envconfig import ClientConfig
 from temporalio.runtime import PrometheusConfig, Runtime, TelemetryConfig
 
-from starters.codec import codec_from_env
+from plumbing.codec import codec_from_env
 
 __all__ = ["connect", "data_converter", "task_queue", "ui_base_url"]
 
 
 def data_converter() -> DataConverter:
-    """pydantic models in and out; encrypted when a codec key is configured."""
+    """pydantic models in and out; encrypted when a codec key is configured, failures too:
+    their messages and stack traces (test output, rejection comments, URLs) move into an
+    encrypted payload instead of sitting in history in clear."""
     codec = codec_from_env()
     if codec is None:
         return pydantic_data_converter
     return DataConverter(
         payload_converter_class=pydantic_data_converter.payload_converter_class,
         payload_codec=codec,
+        failure_converter_class=DefaultFailureConverterWithEncodedAttributes,
     )
 
 
