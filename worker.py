@@ -164,7 +164,7 @@ async def main() -> None:
     )
     from activities.settings import ConfigurationError, Settings
     from activities.worker_policy import PolicyError, load_policy
-    from plumbing.codec import CodecError
+    from plumbing.codec import CodecError, codec_from_env
     from plumbing.connection import connect, task_queue
 
     try:
@@ -181,12 +181,12 @@ async def main() -> None:
         policy = load_policy(settings.policy_file)
     except PolicyError as err:
         raise SystemExit(f"worker: {err}") from None
-    backends = backends_from_settings(settings)
     try:
-        client = await connect(metrics_port=settings.metrics_port)
+        codec_from_env()  # a bad key ring stops the worker before it starts anything
     except CodecError as err:
-        backends.close()
         raise SystemExit(f"worker: payload encryption: {err}") from None
+    backends = backends_from_settings(settings)
+    client = await connect(metrics_port=settings.metrics_port)
     indexed = await ensure_search_attributes(client)
     worker = build_worker(
         client,

@@ -178,7 +178,6 @@ def test_the_cli_and_the_worker_stop_on_a_bad_key_ring_with_one_sentence(
     env = {
         **os.environ,
         "PYTHONPATH": str(root),
-        "SLIPWAY_PLATFORM": "memory",
         "SLIPWAY_CODEC_KEYS": "no-colon-here",
         "TEMPORAL_ADDRESS": "127.0.0.1:1",
     }
