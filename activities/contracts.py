@@ -194,6 +194,15 @@ class TestRequest(_Model):
     junit: str = Field(description="JUnit XML path, relative to `path`.")
     coverage: str | None = Field(None, description="Cobertura coverage XML, relative to `path`.")
     env: dict[str, str] = {}
+    extras: list[str] | None = Field(
+        None, description="pyproject extras for the venv; None: the `test` extra if declared."
+    )
+    requirements: list[str] = Field(
+        default_factory=list, description="Requirements files for the venv, relative to `path`."
+    )
+    setup: list[str] = Field(
+        default_factory=list, description="Shell commands run in the new venv (cached with it)."
+    )
 
 
 class TestReport(_Model):

@@ -245,7 +245,7 @@ def backends_from_settings(settings: Settings) -> Backends:
     builder, registry = _build_and_registry(settings)
     return Backends(
         source=GitSource(Path(settings.state_dir) / "git"),
-        tests=SubprocessTestRunner(),
+        tests=SubprocessTestRunner(venv_root=Path(settings.state_dir) / "venvs"),
         builder=builder,
         target=dispatch,
         router=dispatch,

@@ -156,6 +156,20 @@ class TestStage(_StageBase):
     services: list[str] = Field(
         default_factory=list, description="Backing services the suite expects (informational)."
     )
+    extras: list[str] | None = Field(
+        None,
+        description="pyproject extras installed into the stage's venv with the project's "
+        "dependencies; default: the `test` extra when declared.",
+    )
+    requirements: list[str] = Field(
+        default_factory=list, description="Requirements files (relative to the service)."
+    )
+    setup: list[str] = Field(
+        default_factory=list, description="Shell commands run once in the new venv."
+    )
+    env: dict[str, str] = Field(
+        default_factory=dict, description="Variables for the command, merged last."
+    )
 
 
 class QualityGateStage(_StageBase):

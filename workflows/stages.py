@@ -243,7 +243,14 @@ async def _test(stage: TestStage, state: RunState) -> str:
     report = await call(
         ActivityName.RUN_TESTS,
         TestRequest(
-            path=ws.path, command=stage.command, junit=stage.junit, coverage=stage.coverage
+            path=ws.path,
+            command=stage.command,
+            junit=stage.junit,
+            coverage=stage.coverage,
+            env=stage.env,
+            extras=stage.extras,
+            requirements=stage.requirements,
+            setup=stage.setup,
         ),
         TestReport,
         retry=stage.retry,

@@ -27,8 +27,9 @@ from urllib.parse import quote
 from activities.backends import Heartbeat
 from activities.contracts import Artifact, BuildRequest, PublishRequest, ScannerReport
 from activities.errors import ErrorType, verdict
+from activities.providers.child_env import child_env
+from activities.providers.processes import run_with_heartbeat
 from activities.providers.scanners import TrivyScanner
-from activities.providers.test_runner import run_with_heartbeat
 
 __all__ = ["LocalRegistry", "WheelBuilder", "wheel_filename"]
 
@@ -42,13 +43,18 @@ _HEX = re.compile(r"^[0-9a-f]{64}$")
 
 
 class WheelBuilder:
-    """`Builder` that builds the service dir into a wheel with `pip wheel` and stores it by its
-    sha256. The same commit yields the same digest: a rebuild is skipped when the index has the
+    """`Builder` that builds the service dir into a wheel with `pip wheel` (PEP 517, with build
+    isolation and the allow-listed environment of `child_env`) and stores it by its sha256.
+    The same commit yields the same digest: a rebuild is skipped when the index has the
     commit, and the wheel itself is reproducible (SOURCE_DATE_EPOCH is the commit time)."""
 
-    def __init__(self, store_dir: Path, timeout_s: float | None = 900.0) -> None:
+    def __init__(
+        self, store_dir: Path, timeout_s: float | None = 900.0, pip_cache: Path | None = None
+    ) -> None:
         self._store = Path(store_dir)
         self._timeout_s = timeout_s
+        # pip's download cache for build backends (the throwaway HOME would lose it).
+        self._pip_cache = (pip_cache or self._store / "pip-cache").resolve()
 
     def build(self, request: BuildRequest, heartbeat: Heartbeat) -> Artifact:
         index = (
@@ -90,30 +96,42 @@ class WheelBuilder:
     def _pip_wheel(
         self, request: BuildRequest, work: Path, out: Path, epoch: int, heartbeat: Heartbeat
     ) -> Path:
+        # PEP 517 build isolation: pip installs the service's own `build-system.requires`
+        # (flit_core, hatchling, setuptools, ...) from its configured index into a throwaway
+        # environment, never the worker's packages. The worker's pip only drives it.
         command = [
             sys.executable,
             "-m",
             "pip",
             "wheel",
             "--no-deps",
-            "--no-build-isolation",
-            "--no-index",
             "--disable-pip-version-check",
             "-w",
             str(out),
             ".",
         ]
-        env = {**os.environ, "SOURCE_DATE_EPOCH": str(epoch), "PYTHONHASHSEED": "0"}
+        home = out.parent / "home"
+        home.mkdir(parents=True, exist_ok=True)
+        env = child_env(
+            home=home,
+            install=True,
+            extra={
+                "SOURCE_DATE_EPOCH": str(epoch),
+                "PYTHONHASHSEED": "0",
+                "PIP_CACHE_DIR": str(self._pip_cache),
+            },
+        )
         result = run_with_heartbeat(command, work, env, heartbeat, timeout_s=self._timeout_s)
         wheels = sorted(out.glob("*.whl")) if out.is_dir() else []
         if result.exit_code == 0 and len(wheels) == 1:
             return wheels[0]
         detail = result.output_tail.strip()[-1200:]
         hint = ""
-        if "bdist_wheel" in detail:
+        if "Cannot import build backend" in detail or "No matching distribution" in detail:
             hint = (
-                " The worker's setuptools cannot build wheels: install the `wheel` package "
-                "(or setuptools>=70.1) into the worker's environment."
+                " The build backend in the service's `[build-system] requires` could not be "
+                "installed: check that pip's index (PIP_INDEX_URL, PIP_FIND_LINKS, pip.conf) "
+                "has it and that `build-backend` names it."
             )
         elif result.timed_out:
             hint = f" The build did not finish within {self._timeout_s:.0f} s."
