@@ -268,3 +268,22 @@ def test_scan_runs_trivy_on_the_unpacked_wheel(tmp_path: Path) -> None:
 
     assert report.available, report.reason
     assert [(f.rule, f.severity.value) for f in report.findings] == [("CVE-1", "high")]
+
+
+def test_a_flit_core_service_builds_with_build_isolation(tmp_path: Path) -> None:
+    """The worker has no flit_core: the build installs it from pip's index, in isolation."""
+    from tests.support.thirdparty import write_service
+
+    with pytest.raises(ImportError):
+        __import__("flit_core")
+    source = write_service(tmp_path / "src", version="2.3.4")
+
+    artifact = WheelBuilder(tmp_path / "store").build(
+        BuildRequest(path=str(source), service="greeter", commit=COMMIT), lambda _note: None
+    )
+
+    name = wheel_filename(Path(artifact.uri))
+    assert name == "greeter_app-2.3.4-py3-none-any.whl"
+    with zipfile.ZipFile(artifact.uri) as wheel:
+        metadata = wheel.read("greeter_app-2.3.4.dist-info/METADATA").decode()
+    assert "Requires-Dist: inflection>=0.5" in metadata
