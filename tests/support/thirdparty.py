@@ -96,7 +96,7 @@ args = parser.parse_args()
 ThreadingHTTPServer((args.host, args.port), Handler).serve_forever()
 '''
 
-_TESTS = '''
+_TESTS = """
 import os
 
 from greeter_app import greet
@@ -112,7 +112,7 @@ def test_the_stage_env_reaches_the_tests():
 
 def test_no_worker_secret_reaches_the_tests():
     assert "AWS_SECRET_ACCESS_KEY" not in os.environ
-'''
+"""
 
 
 def write_service(root: Path, version: str = "1.0.0") -> Path:

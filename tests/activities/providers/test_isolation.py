@@ -100,7 +100,8 @@ def test_child_env_keeps_the_allow_list_and_merges_the_stage_env_last(tmp_path: 
     assert (env["LC_ALL"], env["TZ"], env["SLIPWAY_PORT"]) == ("C.UTF-8", "UTC", "1234")
     assert env["LANG"] == "fr_FR"  # the stage's env wins over everything
     assert env["DATABASE_URL"] == "postgres://db"
-    assert "PIP_INDEX_URL" not in env and "HTTPS_PROXY" not in env
+    assert "PIP_INDEX_URL" not in env
+    assert "HTTPS_PROXY" not in env
     assert installing["PIP_INDEX_URL"] == "https://index.example/simple"
     assert installing["HTTPS_PROXY"] == "http://proxy:3128"
 
@@ -224,7 +225,8 @@ def test_an_undeclared_extra_is_an_error_naming_it(tmp_path: Path, venv_root: Pa
         )
 
     assert caught.value.type == ErrorType.INVALID_DEFINITION
-    assert "'docs'" in caught.value.message and "['test']" in caught.value.message
+    assert "'docs'" in caught.value.message
+    assert "['test']" in caught.value.message
 
 
 def test_a_missing_requirements_file_is_an_error_naming_it(tmp_path: Path, venv_root: Path) -> None:
@@ -236,7 +238,8 @@ def test_a_missing_requirements_file_is_an_error_naming_it(tmp_path: Path, venv_
         )
 
     assert caught.value.type == ErrorType.INVALID_DEFINITION
-    assert "`requirements`" in caught.value.message and "reqs/dev.txt" in caught.value.message
+    assert "`requirements`" in caught.value.message
+    assert "reqs/dev.txt" in caught.value.message
 
 
 def test_a_dependency_the_index_lacks_fails_the_stage_with_pips_words(
@@ -276,7 +279,8 @@ def test_two_activities_asking_for_the_same_venv_build_it_once(tmp_path: Path) -
     for thread in threads:
         thread.join()
 
-    assert len(results) == 2 and results[0] == results[1]
+    assert len(results) == 2
+    assert results[0] == results[1]
     assert python_in(results[0]).exists()
     assert len([n for n in notes if n.startswith("creating the venv")]) == 1
     assert any(n.startswith("waiting") for n in notes)

@@ -45,7 +45,8 @@ def test_a_release_imports_its_dependency_from_its_own_venv(
         answer = get_json(result.endpoint + "/")
         venvs = str(slots.state_dir / "venvs")
         assert answer["message"] == "Hello, Ada Lovelace!"
-        assert answer["prefix"].startswith(venvs) and answer["prefix"] != sys.prefix
+        assert answer["prefix"].startswith(venvs)
+        assert answer["prefix"] != sys.prefix
         assert answer["dependency_file"].startswith(answer["prefix"])
         assert answer["secrets_seen"] == []
 
