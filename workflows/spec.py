@@ -40,6 +40,7 @@ __all__ = [
     "BuildStage",
     "CanaryStage",
     "CheckoutStage",
+    "CommandStage",
     "DefinitionError",
     "DeployStage",
     "E2EStage",
@@ -167,6 +168,17 @@ class TestStage(_StageBase):
     setup: list[str] = Field(
         default_factory=list, description="Shell commands run once in the new venv."
     )
+    env: dict[str, str] = Field(
+        default_factory=dict, description="Variables for the command, merged last."
+    )
+
+
+class CommandStage(_StageBase):
+    """Run a command in the service's directory (non-Python work: `[sh, -c, "npm ci && npm
+    run build"]`); a non-zero exit fails the stage."""
+
+    kind: Literal["command"]
+    command: list[str] = Field(min_length=1)
     env: dict[str, str] = Field(
         default_factory=dict, description="Variables for the command, merged last."
     )
@@ -407,6 +419,7 @@ Stage = Annotated[
     CheckoutStage
     | ScanStage
     | TestStage
+    | CommandStage
     | QualityGateStage
     | BuildStage
     | ImageScanStage
@@ -425,6 +438,7 @@ STAGE_KINDS = [
     "checkout",
     "scan",
     "test",
+    "command",
     "quality_gate",
     "build",
     "image_scan",

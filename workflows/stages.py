@@ -31,6 +31,8 @@ with workflow.unsafe.imports_passed_through():
         Artifact,
         BuildRequest,
         CheckoutRequest,
+        CommandReport,
+        CommandRequest,
         DeployRequest,
         DeployResult,
         HttpCheckReport,
@@ -61,6 +63,7 @@ with workflow.unsafe.imports_passed_through():
         BuildStage,
         CanaryStage,
         CheckoutStage,
+        CommandStage,
         DeployStage,
         E2EStage,
         ImageScanStage,
@@ -265,6 +268,24 @@ async def _test(stage: TestStage, state: RunState) -> str:
         raise StageFailedError(verdict.summary)
     cov = f", coverage {report.coverage_pct:.1f}%" if report.coverage_pct is not None else ""
     return f"{report.tests} tests, {report.failures + report.errors} failed{cov}"
+
+
+async def _command(stage: CommandStage, state: RunState) -> str:
+    ws = state.need_workspace(stage)
+    report = await call(
+        ActivityName.RUN_COMMAND,
+        CommandRequest(path=ws.path, command=stage.command, env=stage.env),
+        CommandReport,
+        retry=stage.retry,
+        timeout=stage.timeout,
+        activity_id=_id(stage),
+        on_retry=state.retry_note(stage),
+    )
+    if report.exit_code != 0 or report.timed_out:
+        ended = "timed out" if report.timed_out else f"exited {report.exit_code}"
+        tail = report.output_tail.strip()[-600:]
+        raise StageFailedError(f"{' '.join(stage.command)!r} {ended}: {tail}")
+    return f"exit 0 in {report.duration_s:.1f}s"
 
 
 async def _quality_gate(stage: QualityGateStage, state: RunState) -> str:
@@ -510,6 +531,7 @@ _RUNNERS: dict[str, Any] = {
     "checkout": _checkout,
     "scan": _scan,
     "test": _test,
+    "command": _command,
     "quality_gate": _quality_gate,
     "build": _build,
     "image_scan": _image_scan,

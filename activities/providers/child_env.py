@@ -10,7 +10,8 @@ released services are code we did not write, so they start from nothing and get 
 - `HOME` set to a directory of the caller's choosing (a throwaway one), so files in the
   worker's home (~/.aws/credentials, ~/.docker/config.json, ~/.netrc) are out of reach;
 - with `install=True` (steps that download packages: venv installs, setup commands, PEP 517
-  builds, pip-audit) pip's index settings: every `PIP_*` variable, the proxy and CA-bundle
+  builds, pip-audit, command stages) the index settings: every `PIP_*` and `NPM_CONFIG_*`
+  variable, the proxy and CA-bundle
   variables, and the worker's user-level pip.conf as `PIP_CONFIG_FILE` (the throwaway HOME
   would hide it). These can hold an index token; they are what installing needs;
 - the caller's own variables (`extra`: the platform's SLIPWAY_PORT and the like), then the
@@ -42,7 +43,7 @@ INSTALL_ALLOWED = frozenset(
         "REQUESTS_CA_BUNDLE",
     }
 )
-INSTALL_PREFIXES = ("PIP_",)
+INSTALL_PREFIXES = ("PIP_", "NPM_CONFIG_", "npm_config_")
 _DEFAULT_PATH = "/usr/local/bin:/usr/bin:/bin"
 
 

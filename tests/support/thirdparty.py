@@ -2,7 +2,8 @@
 
 It is everything the worker's own environment is not: a `flit_core` build backend, a pytest
 configuration turning every warning into an error (the worker's pytest plugins would break it),
-and a runtime dependency the worker does not have (`inflection`). Its HTTP answer says where
+a runtime dependency the worker does not have (`inflection`), and a frontend built with
+`npm ci && npm run build` into the package. Its HTTP answer says where
 that dependency was imported from, so a test can tell the release's environment from the
 worker's.
 """
@@ -59,6 +60,7 @@ import json
 import os
 import sys
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 
 import inflection
 
@@ -69,6 +71,8 @@ class Handler(BaseHTTPRequestHandler):
     def do_GET(self) -> None:
         if self.path in ("/health", "/ready"):
             body = b"ok"
+        elif self.path == "/app":  # the frontend, built by the pipeline's command stage
+            body = (Path(__file__).parent / "static" / "index.html").read_bytes()
         else:
             body = json.dumps(
                 {
@@ -95,6 +99,27 @@ parser.add_argument("--port", type=int, required=True)
 args = parser.parse_args()
 ThreadingHTTPServer((args.host, args.port), Handler).serve_forever()
 '''
+
+# A frontend without dependencies: `npm ci && npm run build` writes the package's static page.
+_PACKAGE_JSON = """{
+  "name": "greeter-frontend",
+  "version": "1.0.0",
+  "private": true,
+  "scripts": {"build": "node build.js"}
+}
+"""
+_PACKAGE_LOCK = """{
+  "name": "greeter-frontend",
+  "version": "1.0.0",
+  "lockfileVersion": 3,
+  "requires": true,
+  "packages": {"": {"name": "greeter-frontend", "version": "1.0.0"}}
+}
+"""
+_BUILD_JS = """const fs = require("fs");
+fs.mkdirSync("../greeter_app/static", { recursive: true });
+fs.writeFileSync("../greeter_app/static/index.html", "<h1>greeter frontend</h1>");
+"""
 
 _TESTS = """
 import os
@@ -125,6 +150,11 @@ def write_service(root: Path, version: str = "1.0.0") -> Path:
     (package / "__main__.py").write_text(_MAIN.lstrip())
     (root / "tests" / "test_greeter.py").write_text(_TESTS.lstrip())
     (root / "README.md").write_text("# greeter-app\n")
+    frontend = root / "frontend"
+    frontend.mkdir(exist_ok=True)
+    (frontend / "package.json").write_text(_PACKAGE_JSON)
+    (frontend / "package-lock.json").write_text(_PACKAGE_LOCK)
+    (frontend / "build.js").write_text(_BUILD_JS)
     return root
 
 

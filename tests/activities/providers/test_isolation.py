@@ -66,7 +66,7 @@ def pytest_request(root: Path, **fields: object) -> TestRequest:
         path=str(root),
         command=["python", "-m", "pytest", "-q", "-p", "no:cacheprovider", "--junitxml=j.xml"],
         junit="j.xml",
-        **fields,  # type: ignore[arg-type]
+        **fields,
     )
 
 
