@@ -684,7 +684,9 @@ def validate_definition(
             stages.append(_STAGE.validate_python(raw))
         except ValidationError as exc:
             for err in exc.errors():
-                loc = [p for p in err["loc"] if p != kind]
+                # The discriminator's tag leads the location; a field may share its name
+                # (`command` of a `command` stage), so only the leading one is dropped.
+                loc = list(err["loc"])[1:] if err["loc"][:1] == (kind,) else list(err["loc"])
                 problems.append(
                     Problem(file=file, stage=label, field=_loc_field(loc), message=err["msg"])
                 )
