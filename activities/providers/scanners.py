@@ -44,6 +44,7 @@ __all__ = [
     "parse_hadolint",
     "parse_pip_audit",
     "parse_trivy",
+    "scanner_env",
 ]
 
 # Directories that are not the service's own source: virtualenvs, caches, build output.
@@ -71,6 +72,15 @@ class _UnavailableError(Exception):
     """Internal: the scanner could not run; the message is the report's reason."""
 
 
+def scanner_env(home: Path, extra: Mapping[str, str] | None = None) -> dict[str, str]:
+    """A scanner's environment: the allow-list (`child_env`, index settings included) plus
+    trivy's own settings, with its vulnerability database kept in the worker's cache rather
+    than the throwaway HOME (it is hundreds of MB)."""
+    trivy = {k: v for k, v in os.environ.items() if k.startswith("TRIVY_")}
+    trivy.setdefault("TRIVY_CACHE_DIR", str(Path.home() / ".cache" / "trivy"))
+    return child_env(home=home, install=True, extra={**trivy, **(extra or {})})
+
+
 def _run(
     argv: Sequence[str],
     cwd: Path,
@@ -84,7 +94,7 @@ def _run(
             process = subprocess.Popen(
                 list(argv),
                 cwd=cwd,
-                env=child_env(home=Path(home), install=True, extra=env),
+                env=scanner_env(Path(home), env),
                 stdin=subprocess.DEVNULL,
                 stdout=subprocess.PIPE,
                 stderr=subprocess.PIPE,
