@@ -54,7 +54,8 @@ def test_venv_spec(
     if extras is not None or not requirements:
         project, fallback = _project_requirements(service_dir, extras, label)
         if fallback:
-            wanted = ",".join(extras if extras is not None else [])
+            # pip only warns about an undeclared extra, so the default `test` is safe here.
+            wanted = ",".join(extras if extras is not None else [DEFAULT_EXTRA])
             install.append(f"{service_dir}[{wanted}]" if wanted else str(service_dir))
             fingerprint = tree_fingerprint(service_dir)
         install += project

@@ -216,6 +216,51 @@ def test_requirements_files_and_setup_commands_make_the_venv(
     assert (report.tests, report.failures, report.errors) == (2, 0, 0), report
 
 
+def test_a_project_with_dynamic_dependencies_is_installed_itself(
+    tmp_path: Path, venv_root: Path
+) -> None:
+    project = tmp_path / "svc"
+    (project / "app").mkdir(parents=True)
+    (project / "app" / "__init__.py").write_text("GREETING = 'hello'\n")
+    (project / "requirements.txt").write_text(f"{RUNTIME_DEPENDENCY}\n")
+    (project / "pyproject.toml").write_text(
+        textwrap.dedent(
+            """
+            [build-system]
+            requires = ["setuptools>=61"]
+            build-backend = "setuptools.build_meta"
+
+            [project]
+            name = "app"
+            version = "1.0"
+            dynamic = ["dependencies"]
+
+            [project.optional-dependencies]
+            test = ["pytest>=8"]
+
+            [tool.setuptools]
+            packages = ["app"]
+
+            [tool.setuptools.dynamic]
+            dependencies = {file = ["requirements.txt"]}
+            """
+        )
+    )
+    (project / "tests").mkdir()
+    (project / "tests" / "test_app.py").write_text(
+        "import importlib.metadata\n\n\n"
+        "def test_installed_with_its_dependencies():\n"
+        f"    import {RUNTIME_DEPENDENCY}\n"
+        "    assert importlib.metadata.version('app') == '1.0'\n"
+    )
+
+    report = SubprocessTestRunner(venv_root=venv_root).run(
+        pytest_request(project), lambda _note: None
+    )
+
+    assert (report.tests, report.failures, report.errors) == (1, 0, 0), report
+
+
 def test_an_undeclared_extra_is_an_error_naming_it(tmp_path: Path, venv_root: Path) -> None:
     project = write_project(tmp_path / "svc", dependencies=[], tests="def test_x():\n    pass\n")
 
