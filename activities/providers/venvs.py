@@ -48,8 +48,14 @@ class VenvSpec:
     setup: tuple[str, ...] = ()
     fingerprint: str = ""
     cwd: Path | None = None
+    # How a failed build is reported: what failed and what to check.
+    error_type: ErrorType = ErrorType.GATE_FAILED
+    hint: str = (
+        "Check the stage's `extras`, `requirements` and `setup`, and that pip's index has them."
+    )
 
     def key(self) -> str:
+        """The cache key: how the venv is made, not how its failure is worded."""
         inputs = {
             "python": sys.version,
             "implementation": sys.implementation.cache_tag,
@@ -166,9 +172,8 @@ class VenvCache:
         if result.exit_code != 0 or result.timed_out:
             ended = "timed out" if result.timed_out else f"exited {result.exit_code}"
             raise verdict(
-                ErrorType.GATE_FAILED,
-                f"Preparing the environment failed: {what} {ended}. Check the stage's "
-                f"`extras`, `requirements` and `setup`, and that pip's index has them. "
+                spec.error_type,
+                f"Preparing the environment failed: {what} {ended}. {spec.hint} "
                 f"Last output:\n{result.output_tail.strip()[-1200:]}",
             )
 

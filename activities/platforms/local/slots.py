@@ -465,6 +465,9 @@ class SlotManager:
             label=f"release {artifact.digest[:19]}",
             install=(str(named),),
             fingerprint=artifact.digest,
+            error_type=ErrorType.DEPLOY_FAILED,
+            hint="The release's dependencies (its wheel's Requires-Dist) must be on pip's "
+            "configured index (PIP_INDEX_URL, PIP_FIND_LINKS, pip.conf).",
         )
         return self.venvs.ensure(spec, heartbeat)
 

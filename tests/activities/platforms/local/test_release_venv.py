@@ -8,8 +8,10 @@ import sys
 from pathlib import Path
 
 import pytest
+from temporalio.exceptions import ApplicationError
 
 from activities.contracts import BuildRequest, DeployRequest
+from activities.errors import ErrorType
 from activities.platforms.local import SlotManager
 from activities.providers.wheel_builder import WheelBuilder
 from tests.activities.platforms.local.helpers import get_json, no_heartbeat
@@ -55,3 +57,25 @@ def test_a_release_imports_its_dependency_from_its_own_venv(
         assert get_json(again.endpoint + "/")["prefix"] == answer["prefix"]
     finally:
         slots.stop_all()
+
+
+def test_a_release_whose_dependency_the_index_lacks_fails_to_deploy(tmp_path: Path) -> None:
+    source = write_service(tmp_path / "src")
+    pyproject = source / "pyproject.toml"
+    pyproject.write_text(
+        pyproject.read_text().replace(
+            'dependencies = ["inflection>=0.5"]',
+            'dependencies = ["inflection>=0.5", "no-such-package-slipway-xyz"]',
+        )
+    )
+    artifact = WheelBuilder(tmp_path / "artifacts").build(
+        BuildRequest(path=str(source), service="greeter", commit=COMMIT), no_heartbeat
+    )
+    slots = SlotManager(tmp_path / "state")
+
+    with pytest.raises(ApplicationError) as caught:
+        slots.release_venv(artifact, no_heartbeat)
+
+    assert caught.value.type == ErrorType.DEPLOY_FAILED
+    assert "no-such-package-slipway-xyz" in caught.value.message
+    assert "pip's" in caught.value.message
