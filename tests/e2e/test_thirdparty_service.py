@@ -5,6 +5,9 @@ real worker subprocess holding secrets in its environment, real Traefik and proc
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 import textwrap
 import uuid
 from collections.abc import AsyncIterator
@@ -56,6 +59,25 @@ stages:
       - {path: /, status: 200, contains: "Hello, Ada Lovelace!"}
       - {path: /app, status: 200, contains: "greeter frontend"}
 """
+
+
+def test_the_premise_its_suite_cannot_run_in_the_workers_interpreter(tmp_path: Path) -> None:
+    """Issue 11: in the worker's interpreter, with the worker's pytest plugins, this suite
+    cannot even start (pytest-asyncio's deprecation warning is an error under its config)."""
+    repo = tmp_path / "repo"
+    commit_service(repo)
+
+    in_worker = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider"],
+        cwd=repo,
+        env={**os.environ, "PYTHONPATH": str(repo)},
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+
+    assert in_worker.returncode != 0, in_worker.stdout
 
 
 @pytest_asyncio.fixture
