@@ -7,6 +7,7 @@ command that cannot start, is an error.
 from __future__ import annotations
 
 import os
+import re
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,7 +31,7 @@ __all__ = [
 ]
 
 MAX_FAILED_IDS = 20
-_PYTHON_NAMES = ("python", "python3")
+_PYTHON = re.compile(r"python(\d+(\.\d+)?)?")
 
 
 def default_venv_root() -> Path:
@@ -85,7 +86,7 @@ class SubprocessTestRunner:
             label="test stage",
         )
         venv = self._venvs.ensure(spec, heartbeat)
-        if command[0] in _PYTHON_NAMES:
+        if _PYTHON.fullmatch(command[0]):
             # `python` is the venv's interpreter: the service's dependencies, not the worker's.
             command[0] = str(python_in(venv))
         try:
