@@ -343,3 +343,25 @@ def test_a_build_that_crashed_midway_is_never_used(tmp_path: Path) -> None:
     assert venv.resolve() != half.resolve()
     assert python_in(venv).exists()
     assert not half.exists(), "the half-built venv was removed"
+
+
+def test_a_bare_tool_name_runs_the_venvs_console_script(tmp_path: Path, venv_root: Path) -> None:
+    project = write_project(
+        tmp_path / "svc",
+        dependencies=[],
+        tests=f"""
+            import importlib.util
+            import sys
+
+            def test_runs_in_the_services_venv():
+                assert sys.prefix != {sys.prefix!r}
+                assert importlib.util.find_spec("temporalio") is None
+            """,
+    )
+    request = TestRequest(
+        path=str(project), command=["pytest", "-q", "--junitxml=j.xml"], junit="j.xml"
+    )
+
+    report = SubprocessTestRunner(venv_root=venv_root).run(request, lambda _note: None)
+
+    assert (report.tests, report.failures, report.errors) == (1, 0, 0), report
