@@ -6,6 +6,7 @@ directory, so the second run does not fetch everything again."""
 
 from __future__ import annotations
 
+import os
 import tempfile
 from pathlib import Path
 
@@ -22,7 +23,8 @@ class SubprocessCommandRunner:
     """Runs a command stage's command; a non-zero exit is reported, not raised."""
 
     def __init__(self, cache_root: Path | None = None, timeout_s: float | None = None) -> None:
-        self._cache = Path(cache_root or Path(tempfile.gettempdir()) / "slipway-cache").resolve()
+        default = Path(tempfile.gettempdir()) / f"slipway-cache-{os.getuid()}"
+        self._cache = Path(cache_root or default).resolve()
         self._timeout_s = timeout_s
 
     def run(self, request: CommandRequest, heartbeat: Heartbeat) -> CommandReport:
