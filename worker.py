@@ -64,6 +64,7 @@ def activities_for(
         scan.scan,
         scan.scan_image,
         test.run_tests,
+        test.run_command,
         build.build,
         build.publish,
         deploy.deploy,

@@ -65,6 +65,7 @@ class ActivityName(StrEnum):
     SCAN = "scan"
     SCAN_IMAGE = "scan_image"
     RUN_TESTS = "run_tests"
+    RUN_COMMAND = "run_command"
     BUILD = "build"
     PUBLISH = "publish"
     DEPLOY = "deploy"
@@ -202,6 +203,32 @@ class TestRequest(_Model):
         description="Backing services started for the run, e.g. 'postgres:16'; `env` values "
         "may refer to them as '{services.postgres.port}'.",
     )
+    extras: list[str] | None = Field(
+        None, description="pyproject extras for the venv; None: the `test` extra if declared."
+    )
+    requirements: list[str] = Field(
+        default_factory=list, description="Requirements files for the venv, relative to `path`."
+    )
+    setup: list[str] = Field(
+        default_factory=list, description="Shell commands run in the new venv (cached with it)."
+    )
+
+
+class CommandRequest(_Model):
+    """Run `command` in `path` (a generic stage: a frontend build, a code generator)."""
+
+    path: str
+    command: list[str]
+    env: dict[str, str] = {}
+
+
+class CommandReport(_Model):
+    """How a command ended; a non-zero exit is data, judged by the workflow."""
+
+    exit_code: int
+    duration_s: float = 0.0
+    output_tail: str = ""
+    timed_out: bool = False
 
 
 class TestReport(_Model):

@@ -247,7 +247,7 @@ def backends_from_settings(settings: Settings) -> Backends:
     services.clean_leftovers()
     return Backends(
         source=GitSource(Path(settings.state_dir) / "git"),
-        tests=SubprocessTestRunner(),
+        tests=SubprocessTestRunner(venv_root=Path(settings.state_dir) / "venvs"),
         builder=builder,
         target=dispatch,
         router=dispatch,

@@ -1,4 +1,5 @@
-"""Test runs: a command, its JUnit XML and its coverage XML, with its backing services."""
+"""Test runs (a command, its JUnit XML and its coverage XML, with its backing services) and
+generic command stages."""
 
 from __future__ import annotations
 
@@ -8,23 +9,42 @@ from temporalio import activity
 
 from activities._blocking import run_blocking
 from activities.backends import BackingServices, Heartbeat, TestRunner
-from activities.contracts import ActivityName, TestReport, TestRequest
+from activities.contracts import (
+    ActivityName,
+    CommandReport,
+    CommandRequest,
+    TestReport,
+    TestRequest,
+)
 from activities.errors import ErrorType, verdict
 from activities.observability import activity_log
+from activities.providers.command_runner import SubprocessCommandRunner
 from activities.service_templates import Endpoint, render
 
 
 class TestActivities:
     __test__ = False  # not a pytest test class
 
-    def __init__(self, runner: TestRunner, services: BackingServices | None = None) -> None:
+    def __init__(
+        self,
+        runner: TestRunner,
+        services: BackingServices | None = None,
+        commands: SubprocessCommandRunner | None = None,
+    ) -> None:
         self._runner = runner
         self._services = services
+        self._commands = commands or SubprocessCommandRunner()
 
     @activity.defn(name=ActivityName.RUN_TESTS)
     async def run_tests(self, request: TestRequest) -> TestReport:
         activity_log(command=request.command, services=request.services).info("run_tests")
         return await run_blocking(lambda progress: self._run(request, progress))
+
+    @activity.defn(name=ActivityName.RUN_COMMAND)
+    async def run_command(self, request: CommandRequest) -> CommandReport:
+        activity_log(command=request.command).info("run_command")
+        commands = self._commands
+        return await run_blocking(lambda progress: commands.run(request, progress))
 
     def _run(self, request: TestRequest, progress: Heartbeat) -> TestReport:
         if not request.services:

@@ -56,6 +56,7 @@ OPTIONS: dict[ActivityName, ActivityOptions] = {
     ActivityName.SCAN: ActivityOptions(15 * _M, 3),
     ActivityName.SCAN_IMAGE: ActivityOptions(15 * _M, 3),
     ActivityName.RUN_TESTS: ActivityOptions(30 * _M, 2),
+    ActivityName.RUN_COMMAND: ActivityOptions(30 * _M, 2),
     ActivityName.BUILD: ActivityOptions(30 * _M, 3),
     ActivityName.PUBLISH: ActivityOptions(10 * _M, 5),
     ActivityName.DEPLOY: ActivityOptions(15 * _M, 5),

@@ -50,6 +50,7 @@ __all__ = [
     "BuildStage",
     "CanaryStage",
     "CheckoutStage",
+    "CommandStage",
     "DefinitionError",
     "DeployStage",
     "E2EStage",
@@ -178,6 +179,18 @@ class TestStage(_StageBase):
         description="Variables for the command; '{services.postgres.port}' etc. expand.",
     )
 
+    extras: list[str] | None = Field(
+        None,
+        description="pyproject extras installed into the stage's venv with the project's "
+        "dependencies; default: the `test` extra when declared.",
+    )
+    requirements: list[str] = Field(
+        default_factory=list, description="Requirements files (relative to the service)."
+    )
+    setup: list[str] = Field(
+        default_factory=list, description="Shell commands run once in the new venv."
+    )
+
     @field_validator("services")
     @classmethod
     def _one_of_each(cls, services: list[str]) -> list[str]:
@@ -209,6 +222,17 @@ class TestStage(_StageBase):
         if problems:
             raise ValueError("; ".join(problems))
         return env
+
+
+class CommandStage(_StageBase):
+    """Run a command in the service's directory (non-Python work: `[sh, -c, "npm ci && npm
+    run build"]`); a non-zero exit fails the stage."""
+
+    kind: Literal["command"]
+    command: list[str] = Field(min_length=1)
+    env: dict[str, str] = Field(
+        default_factory=dict, description="Variables for the command, merged last."
+    )
 
 
 class QualityGateStage(_StageBase):
@@ -479,6 +503,7 @@ Stage = Annotated[
     CheckoutStage
     | ScanStage
     | TestStage
+    | CommandStage
     | QualityGateStage
     | BuildStage
     | ImageScanStage
@@ -497,6 +522,7 @@ STAGE_KINDS = [
     "checkout",
     "scan",
     "test",
+    "command",
     "quality_gate",
     "build",
     "image_scan",
@@ -755,7 +781,9 @@ def validate_definition(
             stages.append(_STAGE.validate_python(raw))
         except ValidationError as exc:
             for err in exc.errors():
-                loc = [p for p in err["loc"] if p != kind]
+                # The discriminator's tag leads the location; a field may share its name
+                # (`command` of a `command` stage), so only the leading one is dropped.
+                loc = list(err["loc"])[1:] if err["loc"][:1] == (kind,) else list(err["loc"])
                 problems.append(
                     Problem(file=file, stage=label, field=_loc_field(loc), message=err["msg"])
                 )

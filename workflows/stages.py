@@ -30,6 +30,8 @@ from activities.contracts import (
     Artifact,
     BuildRequest,
     CheckoutRequest,
+    CommandReport,
+    CommandRequest,
     DeployRequest,
     DeployResult,
     HttpCheckReport,
@@ -60,6 +62,7 @@ from workflows.spec import (
     BuildStage,
     CanaryStage,
     CheckoutStage,
+    CommandStage,
     DeployStage,
     E2EStage,
     ImageScanStage,
@@ -263,6 +266,9 @@ async def _test(stage: TestStage, state: RunState) -> str:
             coverage=stage.coverage,
             env=stage.env,
             services=stage.services,
+            extras=stage.extras,
+            requirements=stage.requirements,
+            setup=stage.setup,
         ),
         TestReport,
         retry=stage.retry,
@@ -281,6 +287,25 @@ async def _test(stage: TestStage, state: RunState) -> str:
         raise StageFailedError(verdict.summary + services)
     cov = f", coverage {report.coverage_pct:.1f}%" if report.coverage_pct is not None else ""
     return f"{report.tests} tests, {report.failures + report.errors} failed{cov}{services}"
+
+
+async def _command(stage: CommandStage, state: RunState) -> str:
+    ws = state.need_workspace(stage)
+    report = await call(
+        ActivityName.RUN_COMMAND,
+        CommandRequest(path=ws.path, command=stage.command, env=stage.env),
+        CommandReport,
+        retry=stage.retry,
+        timeout=stage.timeout,
+        activity_id=_id(stage),
+        summary=_ui(stage, " ".join(stage.command)),
+        on_retry=state.retry_note(stage),
+    )
+    if report.exit_code != 0 or report.timed_out:
+        ended = "timed out" if report.timed_out else f"exited {report.exit_code}"
+        tail = report.output_tail.strip()[-600:]
+        raise StageFailedError(f"{' '.join(stage.command)!r} {ended}: {tail}")
+    return f"exit 0 in {report.duration_s:.1f}s"
 
 
 async def _quality_gate(stage: QualityGateStage, state: RunState) -> str:
@@ -540,6 +565,7 @@ _RUNNERS: dict[str, Any] = {
     "checkout": _checkout,
     "scan": _scan,
     "test": _test,
+    "command": _command,
     "quality_gate": _quality_gate,
     "build": _build,
     "image_scan": _image_scan,

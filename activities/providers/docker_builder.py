@@ -20,7 +20,6 @@ import base64
 import hashlib
 import ipaddress
 import json
-import os
 import re
 import shutil
 import subprocess
@@ -44,6 +43,7 @@ from activities.contracts import (
     Severity,
 )
 from activities.errors import ErrorType, verdict
+from activities.providers.scanners import scanner_env
 
 __all__ = [
     "MANIFEST_MEDIA_TYPES",
@@ -611,6 +611,8 @@ class DockerRegistry:
             env["TRIVY_INSECURE"] = "true"
         with tempfile.TemporaryDirectory(prefix="slipway-trivy-") as out_dir:
             output = Path(out_dir) / "report.json"
+            home = Path(out_dir) / "home"
+            home.mkdir()
             try:
                 completed = subprocess.run(
                     [
@@ -623,7 +625,7 @@ class DockerRegistry:
                         str(output),
                         artifact.uri,
                     ],
-                    env={**os.environ, **env},
+                    env=scanner_env(home, env),
                     capture_output=True,
                     text=True,
                     timeout=self._trivy_timeout_s,

@@ -28,6 +28,7 @@ import httpx
 
 from activities.backends import Scanner
 from activities.contracts import Finding, ScannerReport, Severity
+from activities.providers.child_env import child_env
 
 __all__ = [
     "BanditScanner",
@@ -43,6 +44,7 @@ __all__ = [
     "parse_hadolint",
     "parse_pip_audit",
     "parse_trivy",
+    "scanner_env",
 ]
 
 # Directories that are not the service's own source: virtualenvs, caches, build output.
@@ -70,35 +72,48 @@ class _UnavailableError(Exception):
     """Internal: the scanner could not run; the message is the report's reason."""
 
 
+def scanner_env(home: Path, extra: Mapping[str, str] | None = None) -> dict[str, str]:
+    """A scanner's environment: the allow-list (`child_env`, index settings included) plus
+    trivy's own settings, with its vulnerability database kept in the worker's cache rather
+    than the throwaway HOME (it is hundreds of MB)."""
+    trivy = {k: v for k, v in os.environ.items() if k.startswith("TRIVY_")}
+    trivy.setdefault("TRIVY_CACHE_DIR", str(Path.home() / ".cache" / "trivy"))
+    return child_env(home=home, install=True, extra={**trivy, **(extra or {})})
+
+
 def _run(
     argv: Sequence[str],
     cwd: Path,
     timeout_s: float,
     env: Mapping[str, str] | None = None,
 ) -> _Run:
-    try:
-        process = subprocess.Popen(
-            list(argv),
-            cwd=cwd,
-            env={**os.environ, **(env or {})},
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-            # Own process group: on timeout the scanner's children (pip-audit runs pip) stop too.
-            start_new_session=True,
-        )
-    except OSError as exc:
-        raise _UnavailableError(f"{argv[0]} could not be started: {exc.strerror}") from exc
-    try:
-        stdout, stderr = process.communicate(timeout=timeout_s)
-    except subprocess.TimeoutExpired as exc:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(process.pid, signal.SIGKILL)
-        process.communicate()
-        raise _UnavailableError(
-            f"{Path(argv[0]).name} did not finish within {timeout_s:.0f} s"
-        ) from exc
+    # Scanners are worker tools but read the service's code: they get the allow-listed
+    # environment (index settings included, pip-audit resolves) and a throwaway HOME.
+    with tempfile.TemporaryDirectory(prefix="slipway-scan-home-") as home:
+        try:
+            process = subprocess.Popen(
+                list(argv),
+                cwd=cwd,
+                env=scanner_env(Path(home), env),
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                text=True,
+                # Own process group: on timeout the scanner's children (pip-audit runs pip)
+                # stop too.
+                start_new_session=True,
+            )
+        except OSError as exc:
+            raise _UnavailableError(f"{argv[0]} could not be started: {exc.strerror}") from exc
+        try:
+            stdout, stderr = process.communicate(timeout=timeout_s)
+        except subprocess.TimeoutExpired as exc:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(process.pid, signal.SIGKILL)
+            process.communicate()
+            raise _UnavailableError(
+                f"{Path(argv[0]).name} did not finish within {timeout_s:.0f} s"
+            ) from exc
     return _Run(process.returncode, stdout, stderr)
 
 
@@ -250,7 +265,7 @@ class PipAuditScanner:
     (ensurepip, then `pip install --upgrade pip wheel setuptools` from the index): 7-15 s of a
     scan of one requirement. Without pip in the worker's interpreter pip-audit resolves itself.
     When the package index or the vulnerability service cannot be reached the report is
-    unavailable. `env` is merged over the worker's environment (proxies, index URL).
+    unavailable. `env` is merged over the allow-listed environment (`child_env`).
     """
 
     name = "pip-audit"

@@ -6,14 +6,9 @@ command that cannot start, is an error.
 
 from __future__ import annotations
 
-import contextlib
 import os
-import signal
-import subprocess
-import sys
+import re
 import tempfile
-import time
-from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from xml.etree import ElementTree
@@ -21,6 +16,10 @@ from xml.etree import ElementTree
 from activities.backends import Heartbeat
 from activities.contracts import TestReport, TestRequest
 from activities.errors import ErrorType, verdict
+from activities.providers.child_env import child_env
+from activities.providers.processes import ProcessResult, run_with_heartbeat
+from activities.providers.test_venv import source_paths, test_venv_spec
+from activities.providers.venvs import VenvCache, python_in
 
 __all__ = [
     "JUnitCounts",
@@ -32,89 +31,31 @@ __all__ = [
 ]
 
 MAX_FAILED_IDS = 20
-_OUTPUT_TAIL_CHARS = 2000
+_PYTHON = re.compile(r"python(\d+(\.\d+)?)?")
 
 
-@dataclass(frozen=True)
-class ProcessResult:
-    """How a subprocess ended: exit code, wall time and the tail of its combined output."""
-
-    exit_code: int
-    duration_s: float
-    output_tail: str
-    timed_out: bool = False
-
-
-def run_with_heartbeat(
-    command: Sequence[str],
-    cwd: Path,
-    env: Mapping[str, str],
-    heartbeat: Heartbeat,
-    *,
-    every_s: float = 1.0,
-    timeout_s: float | None = None,
-) -> ProcessResult:
-    """Run `command` in `cwd`, calling `heartbeat` every `every_s` seconds while it runs.
-
-    Output goes to a temporary file, not a pipe, so a chatty command can never block on a full
-    pipe while we poll. Raises FileNotFoundError/PermissionError if the command cannot start.
-    """
-    start = time.monotonic()
-    with tempfile.TemporaryFile() as output:
-        process = subprocess.Popen(
-            list(command),
-            cwd=cwd,
-            env=dict(env),
-            stdin=subprocess.DEVNULL,
-            stdout=output,
-            stderr=subprocess.STDOUT,
-            # Its own process group, so a timeout can stop the command and its children.
-            start_new_session=True,
-        )
-        timed_out = False
-        while True:
-            try:
-                process.wait(timeout=every_s)
-                break
-            except subprocess.TimeoutExpired:
-                elapsed = time.monotonic() - start
-                if timeout_s is not None and elapsed > timeout_s:
-                    timed_out = True
-                    _kill_group(process)
-                    break
-                try:
-                    heartbeat(f"{Path(command[0]).name} running for {elapsed:.0f}s")
-                except BaseException:  # cancelled: the command must not outlive its activity
-                    _kill_group(process)
-                    process.wait()
-                    raise
-        output.seek(0, os.SEEK_END)
-        size = output.tell()
-        output.seek(max(0, size - _OUTPUT_TAIL_CHARS * 4))
-        tail = output.read().decode(errors="replace")[-_OUTPUT_TAIL_CHARS:]
-    return ProcessResult(
-        exit_code=process.returncode,
-        duration_s=time.monotonic() - start,
-        output_tail=tail,
-        timed_out=timed_out,
-    )
-
-
-def _kill_group(process: subprocess.Popen[bytes]) -> None:
-    with contextlib.suppress(ProcessLookupError):  # it may have just exited by itself
-        os.killpg(process.pid, signal.SIGKILL)
-    process.wait()
+def default_venv_root() -> Path:
+    """Where venvs are cached when the worker names no state directory."""
+    return Path(tempfile.gettempdir()) / f"slipway-venvs-{os.getuid()}"
 
 
 class SubprocessTestRunner:
-    """`TestRunner` that runs the request's command in its `path` with `env` merged over the
-    worker's environment, heartbeating while it runs, and parses the reports it wrote."""
+    """`TestRunner` that runs the request's command in its `path`, in a venv of the service's
+    own dependencies (`activities.providers.test_venv`), with an allow-listed environment plus
+    the request's `env` (`activities.providers.child_env`): never the worker's packages or
+    secrets. Heartbeats while it runs, then parses the reports the command wrote."""
 
     __test__ = False  # not a pytest test class
 
-    def __init__(self, heartbeat_every_s: float = 1.0, timeout_s: float | None = None) -> None:
+    def __init__(
+        self,
+        heartbeat_every_s: float = 1.0,
+        timeout_s: float | None = None,
+        venv_root: Path | None = None,
+    ) -> None:
         self._every_s = heartbeat_every_s
         self._timeout_s = timeout_s
+        self._venvs = VenvCache(venv_root or default_venv_root())
 
     def run(self, request: TestRequest, heartbeat: Heartbeat) -> TestReport:
         cwd = Path(request.path)
@@ -126,24 +67,47 @@ class SubprocessTestRunner:
             if stale is not None:
                 stale.unlink(missing_ok=True)
         command = list(request.command)
-        if command and command[0] in ("python", "python3"):
-            # The same convention as the local platform's slots: `python` is the worker's
-            # interpreter, whose environment has the test tools installed.
-            command[0] = sys.executable
         if not command:
             raise verdict(
                 ErrorType.INVALID_DEFINITION,
                 "The test stage has an empty command: set `command` to the test command.",
             )
-        try:
-            result = run_with_heartbeat(
-                command,
-                cwd,
-                {**os.environ, **request.env},
-                heartbeat,
-                every_s=self._every_s,
-                timeout_s=self._timeout_s,
+        if not cwd.is_dir():
+            raise verdict(
+                ErrorType.GATE_FAILED,
+                f"The test directory {str(cwd)!r} does not exist: check the checkout and "
+                "the stage's service path.",
             )
+        spec = test_venv_spec(
+            cwd,
+            extras=request.extras,
+            requirements=request.requirements,
+            setup=request.setup,
+            label="test stage",
+        )
+        venv = self._venvs.ensure(spec, heartbeat)
+        if _PYTHON.fullmatch(command[0]):
+            # `python` is the venv's interpreter: the service's dependencies, not the worker's.
+            command[0] = str(python_in(venv))
+        try:
+            with tempfile.TemporaryDirectory(prefix="slipway-test-home-") as home:
+                env = child_env(
+                    home=Path(home),
+                    prepend_path=[venv / "bin"],
+                    extra={
+                        "VIRTUAL_ENV": str(venv),
+                        "PYTHONPATH": os.pathsep.join(source_paths(cwd)),
+                    },
+                    stage_env=request.env,
+                )
+                result = run_with_heartbeat(
+                    command,
+                    cwd,
+                    env,
+                    heartbeat,
+                    every_s=self._every_s,
+                    timeout_s=self._timeout_s,
+                )
         except (FileNotFoundError, PermissionError, NotADirectoryError) as exc:
             if not cwd.is_dir():
                 raise verdict(
@@ -154,7 +118,8 @@ class SubprocessTestRunner:
             raise verdict(
                 ErrorType.CONFIGURATION,
                 f"The test command {command[0]!r} could not be started ({exc.strerror}): "
-                "install it on the worker or fix `command` in the test stage.",
+                "declare the tool in the service's `test` extra (or the stage's `extras`, "
+                "`requirements` or `setup`) or fix `command` in the test stage.",
             ) from exc
         if result.timed_out:
             raise verdict(

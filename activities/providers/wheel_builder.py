@@ -20,15 +20,20 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import tomllib
 import zipfile
 from pathlib import Path
 from urllib.parse import quote
 
+from temporalio.exceptions import ApplicationError
+
 from activities.backends import Heartbeat
 from activities.contracts import Artifact, BuildRequest, PublishRequest, ScannerReport
 from activities.errors import ErrorType, verdict
+from activities.providers.child_env import child_env
+from activities.providers.processes import run_with_heartbeat
 from activities.providers.scanners import TrivyScanner
-from activities.providers.test_runner import run_with_heartbeat
+from activities.providers.venvs import VenvCache, VenvSpec, python_in
 
 __all__ = ["LocalRegistry", "WheelBuilder", "wheel_filename"]
 
@@ -42,13 +47,19 @@ _HEX = re.compile(r"^[0-9a-f]{64}$")
 
 
 class WheelBuilder:
-    """`Builder` that builds the service dir into a wheel with `pip wheel` and stores it by its
-    sha256. The same commit yields the same digest: a rebuild is skipped when the index has the
+    """`Builder` that builds the service dir into a wheel with `pip wheel` (PEP 517, with build
+    isolation and the allow-listed environment of `child_env`) and stores it by its sha256.
+    The same commit yields the same digest: a rebuild is skipped when the index has the
     commit, and the wheel itself is reproducible (SOURCE_DATE_EPOCH is the commit time)."""
 
-    def __init__(self, store_dir: Path, timeout_s: float | None = 900.0) -> None:
+    def __init__(
+        self, store_dir: Path, timeout_s: float | None = 900.0, pip_cache: Path | None = None
+    ) -> None:
         self._store = Path(store_dir)
         self._timeout_s = timeout_s
+        # pip's download cache for build backends (the throwaway HOME would lose it).
+        self._pip_cache = (pip_cache or self._store / "pip-cache").resolve()
+        self._build_envs = VenvCache(self._store.parent / "build-envs")
 
     def build(self, request: BuildRequest, heartbeat: Heartbeat) -> Artifact:
         index = (
@@ -90,30 +101,47 @@ class WheelBuilder:
     def _pip_wheel(
         self, request: BuildRequest, work: Path, out: Path, epoch: int, heartbeat: Heartbeat
     ) -> Path:
-        command = [
-            sys.executable,
-            "-m",
-            "pip",
-            "wheel",
-            "--no-deps",
-            "--no-build-isolation",
-            "--no-index",
-            "--disable-pip-version-check",
-            "-w",
-            str(out),
-            ".",
-        ]
-        env = {**os.environ, "SOURCE_DATE_EPOCH": str(epoch), "PYTHONHASHSEED": "0"}
-        result = run_with_heartbeat(command, work, env, heartbeat, timeout_s=self._timeout_s)
+        home = out.parent / "home"
+        home.mkdir(parents=True, exist_ok=True)
+        env = child_env(
+            home=home,
+            install=True,
+            extra={
+                "SOURCE_DATE_EPOCH": str(epoch),
+                "PYTHONHASHSEED": "0",
+                "PIP_CACHE_DIR": str(self._pip_cache),
+            },
+        )
+        wheel = [sys.executable, "-m", "pip"]
+        options = ["wheel", "--no-deps", "--disable-pip-version-check", "-w", str(out), "."]
+        # The build runs in an environment of the service's own `[build-system] requires`
+        # (flit_core, hatchling, setuptools, ...) from pip's configured index, never the
+        # worker's packages. That environment is cached by its requirements (installing
+        # setuptools afresh costs seconds per build); the worker's pip only drives it.
+        backend = self._build_env(work, heartbeat)
+        if backend is not None:
+            fast = [*wheel, "--python", str(python_in(backend)), *options, "--no-build-isolation"]
+            result = run_with_heartbeat(fast, work, env, heartbeat, timeout_s=self._timeout_s)
+            built = sorted(out.glob("*.whl")) if out.is_dir() else []
+            if result.exit_code == 0 and len(built) == 1:
+                return built[0]
+            shutil.rmtree(out, ignore_errors=True)
+        # pip's own PEP 517 build isolation: a fresh environment with the backend and what
+        # it asks for at build time (`get_requires_for_build_wheel`).
+        heartbeat("building with pip's build isolation")
+        result = run_with_heartbeat(
+            [*wheel, *options], work, env, heartbeat, timeout_s=self._timeout_s
+        )
         wheels = sorted(out.glob("*.whl")) if out.is_dir() else []
         if result.exit_code == 0 and len(wheels) == 1:
             return wheels[0]
         detail = result.output_tail.strip()[-1200:]
         hint = ""
-        if "bdist_wheel" in detail:
+        if "Cannot import build backend" in detail or "No matching distribution" in detail:
             hint = (
-                " The worker's setuptools cannot build wheels: install the `wheel` package "
-                "(or setuptools>=70.1) into the worker's environment."
+                " The build backend in the service's `[build-system] requires` could not be "
+                "installed: check that pip's index (PIP_INDEX_URL, PIP_FIND_LINKS, pip.conf) "
+                "has it and that `build-backend` names it."
             )
         elif result.timed_out:
             hint = f" The build did not finish within {self._timeout_s:.0f} s."
@@ -122,6 +150,18 @@ class WheelBuilder:
             f"pip wheel failed for {request.service!r} at commit {request.commit[:12]} (exit "
             f"{result.exit_code}).{hint} Output:\n{detail}",
         )
+
+    def _build_env(self, work: Path, heartbeat: Heartbeat) -> Path | None:
+        """The cached environment of the service's build requirements; None when it cannot
+        be made (the isolated build then reports what is wrong in pip's words)."""
+        requires = _build_requires(work)
+        if requires is None:
+            return None
+        spec = VenvSpec(label="the build backend", install=tuple(requires))
+        try:
+            return self._build_envs.ensure(spec, heartbeat)
+        except ApplicationError:
+            return None
 
     def _store_blob(self, wheel: Path, commit: str) -> Artifact:
         data = wheel.read_bytes()
@@ -222,6 +262,23 @@ def wheel_filename(blob: Path) -> str:
     abis = ".".join(dict.fromkeys(t.split("-")[1] for t in tags)) or "none"
     platforms = ".".join(dict.fromkeys(t.split("-")[2] for t in tags)) or "any"
     return f"{info.removesuffix('.dist-info')}-{pytags}-{abis}-{platforms}.whl"
+
+
+def _build_requires(work: Path) -> list[str] | None:
+    """`[build-system] requires` of the project (PEP 518's default for a setup.py project
+    without one); None when pyproject.toml cannot be read."""
+    pyproject = work / "pyproject.toml"
+    if not pyproject.is_file():
+        return ["setuptools>=40.8.0"]
+    try:
+        data = tomllib.loads(pyproject.read_text(encoding="utf-8"))
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError):
+        return None
+    system = data.get("build-system")
+    if not isinstance(system, dict) or "build-backend" not in system:
+        return ["setuptools>=40.8.0"] if (work / "setup.py").is_file() else None
+    requires = system.get("requires")
+    return [str(r) for r in requires] if isinstance(requires, list) else None
 
 
 def _source_epoch(source: Path, commit: str) -> int:

@@ -1,5 +1,9 @@
 """Process slots on loopback: one running release per (service, environment, slot).
 
+Each release runs in its own venv (the wheel and its dependencies, built once per digest) with
+an allow-listed environment (`activities.providers.child_env`), never the worker's packages or
+secrets; `python` in the run command is that venv's interpreter.
+
 A slot's state lives on disk (`<state_dir>/slots/<service>/<environment>/<slot>.json`): the
 running digest, port, pid and the revisions it ran before. A worker that restarts reads it and
 finds the processes still running, because they run in their own session.
@@ -18,7 +22,6 @@ import hashlib
 import os
 import re
 import shutil
-import sys
 import time
 import uuid
 import zipfile
@@ -44,6 +47,9 @@ from activities.platforms.local._proc import (
     stop_process,
     tail,
 )
+from activities.providers.child_env import child_env
+from activities.providers.venvs import VenvCache, VenvSpec, python_in
+from activities.providers.wheel_builder import wheel_filename
 
 __all__ = ["ProcessRef", "SlotManager", "SlotRevision", "SlotState", "check_names"]
 
@@ -143,8 +149,9 @@ class SlotManager:
         stop_timeout_s: float = 10.0,
         probe_timeout_s: float = 2.0,
     ) -> None:
-        # Absolute: release dirs become a process's cwd and PYTHONPATH.
+        # Absolute: release dirs become a process's cwd.
         self.state_dir = Path(state_dir).resolve()
+        self.venvs = VenvCache(self.state_dir / "venvs")
         self.ready_timeout_s = ready_timeout_s
         self.stop_timeout_s = stop_timeout_s
         self.probe_timeout_s = probe_timeout_s
@@ -243,23 +250,29 @@ class SlotManager:
                     changed=False,
                 )
             release_dir = self.unpack(revision.artifact)
+            venv = self.release_venv(revision.artifact, heartbeat)
             port = free_port()
-            command = self._command(revision, port)
+            command = self._command(revision, port, venv)
             log_path = self.log_path(service, environment, slot)
             offset = log_path.stat().st_size if log_path.exists() else 0
-            env = {
-                **os.environ,
-                "PYTHONPATH": os.pathsep.join(
-                    p for p in (str(release_dir), os.environ.get("PYTHONPATH", "")) if p
-                ),
-                "SLIPWAY_SERVICE": service,
-                "SLIPWAY_ENVIRONMENT": environment,
-                "SLIPWAY_SLOT": slot,
-                "SLIPWAY_DIGEST": revision.digest,
-                "SLIPWAY_VERSION": revision.artifact.version,
-                "SLIPWAY_PORT": str(port),
-                LAUNCH_ENV: uuid.uuid4().hex,
-            }
+            home = self.state_dir / "homes" / service / environment / slot
+            home.mkdir(parents=True, exist_ok=True)
+            # The release's own venv and an allow-listed environment: never the worker's
+            # site-packages or secrets.
+            env = child_env(
+                home=home,
+                prepend_path=[venv / "bin"],
+                extra={
+                    "VIRTUAL_ENV": str(venv),
+                    "SLIPWAY_SERVICE": service,
+                    "SLIPWAY_ENVIRONMENT": environment,
+                    "SLIPWAY_SLOT": slot,
+                    "SLIPWAY_DIGEST": revision.digest,
+                    "SLIPWAY_VERSION": revision.artifact.version,
+                    "SLIPWAY_PORT": str(port),
+                    LAUNCH_ENV: uuid.uuid4().hex,
+                },
+            )
             heartbeat(f"starting {service} {revision.digest[:19]} in {environment}/{slot}")
             self._save(old.model_copy(update={"launching": [*old.launching, env[LAUNCH_ENV]]}))
             pid = spawn(command, cwd=release_dir, env=env, log_path=log_path)
@@ -324,7 +337,7 @@ class SlotManager:
             found += [(pid, None) for pid in launched_processes(token)]
         return found
 
-    def _command(self, revision: SlotRevision, port: int) -> list[str]:
+    def _command(self, revision: SlotRevision, port: int, venv: Path) -> list[str]:
         if not revision.run_command:
             raise verdict(
                 ErrorType.INVALID_DEFINITION,
@@ -337,9 +350,8 @@ class SlotManager:
             for part in revision.run_command
         ]
         if _PYTHON.fullmatch(command[0]):
-            # The worker's interpreter has the service's dependencies; a bare `python` on PATH
-            # might not be the same one.
-            command[0] = sys.executable
+            # The release's venv holds the wheel and its dependencies.
+            command[0] = str(python_in(venv))
         return command
 
     def _wait_ready(
@@ -437,6 +449,27 @@ class SlotManager:
             # Another worker unpacked the same digest first; theirs is identical.
             shutil.rmtree(staging, ignore_errors=True)
         return target
+
+    def release_venv(self, artifact: Artifact, heartbeat: Heartbeat) -> Path:
+        """A venv with the wheel and its dependencies installed from pip's configured index,
+        built once per digest (`venvs/`) and shared by every slot running it."""
+        hex_digest = artifact.digest.split(":", 1)[-1]
+        # pip installs a wheel only under its proper `name-version-tags.whl` file name.
+        named = self.state_dir / "wheels" / hex_digest / wheel_filename(Path(artifact.uri))
+        if not named.is_file():
+            named.parent.mkdir(parents=True, exist_ok=True)
+            staging = named.with_name(f".{named.name}.{uuid.uuid4().hex[:8]}.tmp")
+            shutil.copyfile(artifact.uri, staging)
+            os.replace(staging, named)
+        spec = VenvSpec(
+            label=f"release {artifact.digest[:19]}",
+            install=(str(named),),
+            fingerprint=artifact.digest,
+            error_type=ErrorType.DEPLOY_FAILED,
+            hint="The release's dependencies (its wheel's Requires-Dist) must be on pip's "
+            "configured index (PIP_INDEX_URL, PIP_FIND_LINKS, pip.conf).",
+        )
+        return self.venvs.ensure(spec, heartbeat)
 
     @staticmethod
     def file_digest(path: Path) -> str:

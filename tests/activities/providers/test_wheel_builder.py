@@ -268,3 +268,50 @@ def test_scan_runs_trivy_on_the_unpacked_wheel(tmp_path: Path) -> None:
 
     assert report.available, report.reason
     assert [(f.rule, f.severity.value) for f in report.findings] == [("CVE-1", "high")]
+
+
+def test_a_flit_core_service_builds_with_build_isolation(tmp_path: Path) -> None:
+    """The worker has no flit_core: the build installs it from pip's index, in isolation."""
+    from tests.support.thirdparty import write_service
+
+    with pytest.raises(ImportError):
+        __import__("flit_core")
+    source = write_service(tmp_path / "src", version="2.3.4")
+
+    artifact = WheelBuilder(tmp_path / "store").build(
+        BuildRequest(path=str(source), service="greeter", commit=COMMIT), lambda _note: None
+    )
+
+    name = wheel_filename(Path(artifact.uri))
+    assert name == "greeter_app-2.3.4-py3-none-any.whl"
+    with zipfile.ZipFile(artifact.uri) as wheel:
+        metadata = wheel.read("greeter_app-2.3.4.dist-info/METADATA").decode()
+    assert "Requires-Dist: inflection>=0.5" in metadata
+
+
+def test_a_build_backend_the_index_lacks_is_a_build_failure_saying_so(tmp_path: Path) -> None:
+    source = tmp_path / "src"
+    (source / "app").mkdir(parents=True)
+    (source / "app" / "__init__.py").write_text("")
+    (source / "pyproject.toml").write_text(
+        textwrap.dedent(
+            """
+            [build-system]
+            requires = ["no-such-backend-slipway-xyz>=1"]
+            build-backend = "no_such_backend.api"
+
+            [project]
+            name = "app"
+            version = "1.0"
+            """
+        )
+    )
+
+    with pytest.raises(ApplicationError) as caught:
+        WheelBuilder(tmp_path / "store").build(
+            BuildRequest(path=str(source), service="app", commit=COMMIT), lambda _note: None
+        )
+
+    assert caught.value.type == ErrorType.BUILD_FAILED
+    assert "pip's index" in caught.value.message
+    assert "no-such-backend-slipway-xyz" in caught.value.message

@@ -1,0 +1,90 @@
+"""Run a command as a subprocess, heartbeating while it runs, keeping the tail of its output."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import subprocess
+import tempfile
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from activities.backends import Heartbeat
+
+__all__ = ["ProcessResult", "run_with_heartbeat"]
+
+_OUTPUT_TAIL_CHARS = 2000
+
+
+@dataclass(frozen=True)
+class ProcessResult:
+    """How a subprocess ended: exit code, wall time and the tail of its combined output."""
+
+    exit_code: int
+    duration_s: float
+    output_tail: str
+    timed_out: bool = False
+
+
+def run_with_heartbeat(
+    command: Sequence[str],
+    cwd: Path,
+    env: Mapping[str, str],
+    heartbeat: Heartbeat,
+    *,
+    every_s: float = 1.0,
+    timeout_s: float | None = None,
+) -> ProcessResult:
+    """Run `command` in `cwd`, calling `heartbeat` every `every_s` seconds while it runs.
+
+    Output goes to a temporary file, not a pipe, so a chatty command can never block on a full
+    pipe while we poll. Raises FileNotFoundError/PermissionError if the command cannot start.
+    """
+    start = time.monotonic()
+    with tempfile.TemporaryFile() as output:
+        process = subprocess.Popen(
+            list(command),
+            cwd=cwd,
+            env=dict(env),
+            stdin=subprocess.DEVNULL,
+            stdout=output,
+            stderr=subprocess.STDOUT,
+            # Its own process group, so a timeout can stop the command and its children.
+            start_new_session=True,
+        )
+        timed_out = False
+        while True:
+            try:
+                process.wait(timeout=every_s)
+                break
+            except subprocess.TimeoutExpired:
+                elapsed = time.monotonic() - start
+                if timeout_s is not None and elapsed > timeout_s:
+                    timed_out = True
+                    _kill_group(process)
+                    break
+                try:
+                    heartbeat(f"{Path(command[0]).name} running for {elapsed:.0f}s")
+                except BaseException:  # cancelled: the command must not outlive its activity
+                    _kill_group(process)
+                    process.wait()
+                    raise
+        output.seek(0, os.SEEK_END)
+        size = output.tell()
+        output.seek(max(0, size - _OUTPUT_TAIL_CHARS * 4))
+        tail = output.read().decode(errors="replace")[-_OUTPUT_TAIL_CHARS:]
+    return ProcessResult(
+        exit_code=process.returncode,
+        duration_s=time.monotonic() - start,
+        output_tail=tail,
+        timed_out=timed_out,
+    )
+
+
+def _kill_group(process: subprocess.Popen[bytes]) -> None:
+    with contextlib.suppress(ProcessLookupError):  # it may have just exited by itself
+        os.killpg(process.pid, signal.SIGKILL)
+    process.wait()
