@@ -60,6 +60,16 @@ def test_report_where_the_servers_were():
         json.dump({"db": os.environ["DATABASE_URL"], "redis": os.environ["REDIS_URL"]}, out)
 """
 
+PYPROJECT = """
+[project]
+name = "clinic-storage"
+version = "0.1.0"
+dependencies = []
+
+[project.optional-dependencies]
+test = ["pytest>=8", "psycopg[binary]>=3.2", "redis>=5"]
+"""
+
 
 @pytest.fixture
 def project(tmp_path: Path) -> Path:
@@ -70,6 +80,8 @@ def project(tmp_path: Path) -> Path:
     root = tmp_path / "svc"
     (root / "tests").mkdir(parents=True)
     (root / "tests" / "test_storage.py").write_text(textwrap.dedent(SUITE))
+    # The suite runs in the service's own venv: its clients are its declared test extra.
+    (root / "pyproject.toml").write_text(PYPROJECT)
     return root
 
 
