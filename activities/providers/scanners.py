@@ -7,20 +7,14 @@ cannot be parsed is never an empty, passing report.
 
 from __future__ import annotations
 
-import contextlib
 import importlib.util
 import json
-import os
 import re
-import shutil
-import signal
-import subprocess
 import sys
 import tempfile
 import time
 import tomllib
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -28,14 +22,24 @@ import httpx
 
 from activities.backends import Scanner
 from activities.contracts import Finding, ScannerReport, Severity
+from activities.providers.scanner_process import ScannerUnavailableError as _UnavailableError
+from activities.providers.scanner_process import find_binary
+from activities.providers.scanner_process import json_output as _json
+from activities.providers.scanner_process import last_line as _last_line
+from activities.providers.scanner_process import missing_report as _missing
+from activities.providers.scanner_process import run_scanner as _run
+from activities.providers.scanner_process import unavailable_report as _unavailable
+from activities.providers.trivy_report import parse_trivy
 
 __all__ = [
+    "SECRETS_BASELINE",
     "BanditScanner",
     "DetectSecretsScanner",
     "HadolintScanner",
     "PipAuditScanner",
     "SonarQubeGate",
     "TrivyScanner",
+    "baseline_secrets",
     "default_scanners",
     "find_binary",
     "parse_bandit",
@@ -49,81 +53,18 @@ __all__ = [
 _NOT_SOURCE = (".git", ".venv", "venv", "node_modules", "__pycache__", "build", "dist", ".tox")
 
 
-def find_binary(name: str) -> Path | None:
-    """A scanner's executable: next to this interpreter first (installed in the venv by pip),
-    then on PATH."""
-    beside = Path(sys.executable).parent / name
-    if beside.is_file() and os.access(beside, os.X_OK):
-        return beside
-    found = shutil.which(name)
-    return Path(found) if found else None
-
-
-@dataclass(frozen=True)
-class _Run:
-    exit_code: int
-    stdout: str
-    stderr: str
-
-
-class _UnavailableError(Exception):
-    """Internal: the scanner could not run; the message is the report's reason."""
-
-
-def _run(
-    argv: Sequence[str],
-    cwd: Path,
-    timeout_s: float,
-    env: Mapping[str, str] | None = None,
-) -> _Run:
-    try:
-        process = subprocess.Popen(
-            list(argv),
-            cwd=cwd,
-            env={**os.environ, **(env or {})},
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-            # Own process group: on timeout the scanner's children (pip-audit runs pip) stop too.
-            start_new_session=True,
-        )
-    except OSError as exc:
-        raise _UnavailableError(f"{argv[0]} could not be started: {exc.strerror}") from exc
-    try:
-        stdout, stderr = process.communicate(timeout=timeout_s)
-    except subprocess.TimeoutExpired as exc:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(process.pid, signal.SIGKILL)
-        process.communicate()
-        raise _UnavailableError(
-            f"{Path(argv[0]).name} did not finish within {timeout_s:.0f} s"
-        ) from exc
-    return _Run(process.returncode, stdout, stderr)
-
-
-def _last_line(text: str) -> str:
-    lines = [line.strip() for line in text.strip().splitlines() if line.strip()]
-    return lines[-1][:300] if lines else "no output"
-
-
-def _json(run: _Run, tool: str) -> Any:
-    try:
-        return json.loads(run.stdout)
-    except json.JSONDecodeError as exc:
-        raise _UnavailableError(
-            f"{tool} exited {run.exit_code} without a JSON report: {_last_line(run.stderr)}"
-        ) from exc
-
-
-def _missing(name: str, hint: str) -> ScannerReport:
-    return ScannerReport(
-        scanner=name, available=False, reason=f"{name} is not installed on this worker: {hint}"
-    )
-
-
-def _unavailable(name: str, reason: object) -> ScannerReport:
-    return ScannerReport(scanner=name, available=False, reason=str(reason))
+def _ready(
+    name: str, path: str, hint: str, binary: Path | None = None
+) -> tuple[Path, Path] | ScannerReport:
+    """The scanned directory and the scanner's binary (`binary`, else the one named `name`),
+    or the unavailable report that says which of the two is missing."""
+    root = Path(path)
+    if (bad := _not_a_dir(name, root)) is not None:
+        return bad
+    found = binary or find_binary(name)
+    if found is None:
+        return _missing(name, hint)
+    return root, found
 
 
 def _not_a_dir(name: str, path: Path) -> ScannerReport | None:
@@ -176,12 +117,10 @@ class BanditScanner:
         self._timeout_s = timeout_s
 
     def scan(self, path: str) -> ScannerReport:
-        root = Path(path)
-        if (bad := _not_a_dir(self.name, root)) is not None:
-            return bad
-        binary = find_binary("bandit")
-        if binary is None:
-            return _missing(self.name, "pip install bandit")
+        ready = _ready(self.name, path, "pip install bandit")
+        if isinstance(ready, ScannerReport):
+            return ready
+        root, binary = ready
         excluded = ",".join(f"./{d}" for d in _NOT_SOURCE)
         try:
             run = _run(
@@ -270,12 +209,10 @@ class PipAuditScanner:
         self._env = dict(env or {})
 
     def scan(self, path: str) -> ScannerReport:
-        root = Path(path)
-        if (bad := _not_a_dir(self.name, root)) is not None:
-            return bad
-        binary = find_binary("pip-audit")
-        if binary is None:
-            return _missing(self.name, "pip install pip-audit")
+        ready = _ready(self.name, path, "pip install pip-audit")
+        if isinstance(ready, ScannerReport):
+            return ready
+        root, binary = ready
         deadline = time.monotonic() + self._timeout_s
         requirements = root / "requirements.txt"
         pyproject = root / "pyproject.toml"
@@ -423,9 +360,18 @@ def _all_pinned(requirements: Path) -> bool:
 # --- detect-secrets -----------------------------------------------------------------------
 
 
-def parse_detect_secrets(report: Mapping[str, Any]) -> list[Finding]:
-    """Findings of a `detect-secrets scan` baseline. Every possible secret is HIGH: a secret in
-    the repository must be rotated, whatever its kind. The secret itself is never repeated."""
+SECRETS_BASELINE = ".secrets.baseline"
+"""detect-secrets' own name for the file of secrets a team has reviewed and accepted."""
+
+_SecretKey = tuple[str, str, str]
+
+
+def parse_detect_secrets(
+    report: Mapping[str, Any], accepted: frozenset[_SecretKey] = frozenset()
+) -> list[Finding]:
+    """Findings of a `detect-secrets scan` baseline, less the `accepted` ones (see
+    `baseline_secrets`). Every possible secret is HIGH: a secret in the repository must be
+    rotated, whatever its kind. The secret itself is never repeated."""
     return [
         Finding(
             scanner="detect-secrets",
@@ -436,11 +382,54 @@ def parse_detect_secrets(report: Mapping[str, Any]) -> list[Finding]:
         )
         for filename, secrets in sorted(report.get("results", {}).items())
         for secret in secrets
+        if _secret_key(filename, secret) not in accepted
     ]
 
 
+def _secret_key(filename: str, secret: Mapping[str, Any]) -> _SecretKey:
+    # What detect-secrets itself compares secrets by: file, kind and the secret's hash (the
+    # line number is left out, so an accepted secret stays accepted when lines move).
+    return (
+        str(secret.get("filename", filename)),
+        str(secret.get("type", "")),
+        str(secret.get("hashed_secret", "")),
+    )
+
+
+def baseline_secrets(baseline: Mapping[str, Any]) -> frozenset[_SecretKey]:
+    """The secrets a `.secrets.baseline` accepts. An entry audited as a real secret
+    (`detect-secrets audit` recorded `is_secret: true`) is not accepted: the audit said to
+    rotate it, and it keeps failing the gate until it is gone."""
+    results = baseline.get("results")
+    if not isinstance(results, Mapping):
+        raise ValueError("it has no 'results' object")
+    return frozenset(
+        _secret_key(str(filename), secret)
+        for filename, secrets in results.items()
+        if isinstance(secrets, list)
+        for secret in secrets
+        if isinstance(secret, Mapping) and secret.get("is_secret") is not True
+    )
+
+
+def _read_baseline(root: Path) -> frozenset[_SecretKey]:
+    path = root / SECRETS_BASELINE
+    if not path.is_file():
+        return frozenset()
+    try:
+        return baseline_secrets(json.loads(path.read_text(encoding="utf-8")))
+    except (OSError, UnicodeDecodeError, ValueError) as exc:
+        # Fail closed: a broken baseline must not turn into "accept nothing" silently either.
+        raise _UnavailableError(
+            f"{SECRETS_BASELINE} in {root} is not a detect-secrets baseline ({exc}): "
+            "regenerate it with `detect-secrets scan > .secrets.baseline`"
+        ) from exc
+
+
 class DetectSecretsScanner:
-    """Secrets committed to the tree: `detect-secrets scan --all-files`."""
+    """Secrets committed to the tree: `detect-secrets scan --all-files`. Secrets recorded in
+    the service's `.secrets.baseline` are accepted (counted in `accepted`), as detect-secrets'
+    own pre-commit hook accepts them; the baseline file itself is not scanned."""
 
     name = "detect-secrets"
 
@@ -448,21 +437,25 @@ class DetectSecretsScanner:
         self._timeout_s = timeout_s
 
     def scan(self, path: str) -> ScannerReport:
-        root = Path(path)
-        if (bad := _not_a_dir(self.name, root)) is not None:
-            return bad
-        binary = find_binary("detect-secrets")
-        if binary is None:
-            return _missing(self.name, "pip install detect-secrets")
+        ready = _ready(self.name, path, "pip install detect-secrets")
+        if isinstance(ready, ScannerReport):
+            return ready
+        root, binary = ready
         # --all-files: without it detect-secrets scans only git-tracked files, and finds
         # nothing at all outside a git repository.
         exclude = r"(^|/)(" + "|".join(re.escape(d) for d in _NOT_SOURCE) + r")(/|$)"
+        exclude += rf"|^{re.escape(SECRETS_BASELINE)}$"
         argv = [str(binary), "scan", "--all-files", "--exclude-files", exclude, "."]
         try:
+            accepted = _read_baseline(root)
             report = _json(_run(argv, root, self._timeout_s), "detect-secrets")
         except _UnavailableError as exc:
             return _unavailable(self.name, exc)
-        return ScannerReport(scanner=self.name, findings=parse_detect_secrets(report))
+        everything = parse_detect_secrets(report)
+        findings = parse_detect_secrets(report, accepted)
+        return ScannerReport(
+            scanner=self.name, findings=findings, accepted=len(everything) - len(findings)
+        )
 
 
 # --- hadolint -----------------------------------------------------------------------------
@@ -531,63 +524,6 @@ def _is_dockerfile(name: str) -> bool:
 
 # --- trivy --------------------------------------------------------------------------------
 
-_TRIVY_SEVERITY = {
-    "CRITICAL": Severity.CRITICAL,
-    "HIGH": Severity.HIGH,
-    "MEDIUM": Severity.MEDIUM,
-    "LOW": Severity.LOW,
-    "UNKNOWN": Severity.INFO,
-}
-
-
-def parse_trivy(report: Mapping[str, Any] | Sequence[Any]) -> list[Finding]:
-    """Findings of a trivy JSON report: vulnerabilities, failed misconfiguration checks and
-    secrets of every result. Accepts the current format (`{"SchemaVersion": 2, "Results":
-    [...]}`) and the old bare list of results."""
-    results = report.get("Results") if isinstance(report, Mapping) else report
-    findings: list[Finding] = []
-    for result in results or []:
-        target = str(result.get("Target", ""))
-        for vuln in result.get("Vulnerabilities") or []:
-            fixed = vuln.get("FixedVersion") or "no fix yet"
-            findings.append(
-                Finding(
-                    scanner="trivy",
-                    rule=str(vuln.get("VulnerabilityID", "?")),
-                    severity=_trivy_severity(vuln),
-                    message=f"{vuln.get('PkgName', '?')} {vuln.get('InstalledVersion', '?')}: "
-                    f"{vuln.get('Title') or vuln.get('Description', '')} (fixed in {fixed})",
-                    location=target,
-                )
-            )
-        for check in result.get("Misconfigurations") or []:
-            if str(check.get("Status", "FAIL")).upper() != "FAIL":
-                continue
-            findings.append(
-                Finding(
-                    scanner="trivy",
-                    rule=str(check.get("ID") or check.get("AVDID") or "?"),
-                    severity=_trivy_severity(check),
-                    message=str(check.get("Message") or check.get("Title") or ""),
-                    location=target,
-                )
-            )
-        for secret in result.get("Secrets") or []:
-            findings.append(
-                Finding(
-                    scanner="trivy",
-                    rule=str(secret.get("RuleID", "?")),
-                    severity=_trivy_severity(secret),
-                    message=f"possible secret: {secret.get('Title', secret.get('Category', ''))}",
-                    location=f"{target}:{secret.get('StartLine', 0)}",
-                )
-            )
-    return findings
-
-
-def _trivy_severity(item: Mapping[str, Any]) -> Severity:
-    return _TRIVY_SEVERITY.get(str(item.get("Severity", "")).upper(), Severity.INFO)
-
 
 class TrivyScanner:
     """Vulnerabilities, misconfigurations and secrets of a directory: `trivy fs -f json`.
@@ -604,12 +540,12 @@ class TrivyScanner:
         return (self._binary or find_binary("trivy")) is not None
 
     def scan(self, path: str) -> ScannerReport:
-        root = Path(path)
-        if (bad := _not_a_dir(self.name, root)) is not None:
-            return bad
-        binary = self._binary or find_binary("trivy")
-        if binary is None:
-            return _missing(self.name, "install the trivy binary on the worker's PATH")
+        ready = _ready(
+            self.name, path, "install the trivy binary on the worker's PATH", self._binary
+        )
+        if isinstance(ready, ScannerReport):
+            return ready
+        root, binary = ready
         argv = [str(binary), "fs", "--format", "json", "--quiet", "."]
         try:
             run = _run(argv, root, self._timeout_s)
