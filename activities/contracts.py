@@ -14,7 +14,7 @@ from datetime import date, datetime
 from enum import StrEnum
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 __all__ = [
     "ActivityName",
@@ -142,9 +142,16 @@ class IgnoreEntry(_Model):
     """An accepted finding: findings whose rule is `id` stop counting until `expires` (a
     date, inclusive); after it the entry no longer applies and the stage fails naming it."""
 
-    id: str = Field(min_length=1, pattern=r"\S", description="The finding's rule or advisory id.")
-    reason: str = Field(min_length=1, pattern=r"\S", description="Why it is accepted.")
+    id: str = Field(min_length=1, description="The finding's rule or advisory id.")
+    reason: str = Field(min_length=1, description="Why it is accepted.")
     expires: date
+
+    @field_validator("id", "reason")
+    @classmethod
+    def _not_blank(cls, value: str) -> str:
+        if not value.strip():
+            raise ValueError("must not be blank")
+        return value.strip()
 
 
 class ScanRequest(_Model):

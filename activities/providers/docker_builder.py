@@ -37,6 +37,7 @@ from activities.providers.registry_api import (
     ManifestInfo,
     RegistryApi,
     RegistryAuth,
+    RegistryTarget,
 )
 
 __all__ = [
@@ -68,21 +69,14 @@ class DockerBuilder:
         auth: RegistryAuth | None = None,
     ) -> None:
         self._client_factory = client_factory
-        self._host, _, self._namespace = registry.strip().rstrip("/").partition("/")
-        self._repository_for = repository_for or default_repository
-        self._auth = auth
-        self._api = RegistryApi(self._host, auth)
-
-    def _repository(self, service: str) -> str:
-        repository = self._repository_for(service)
-        return f"{self._namespace}/{repository}" if self._namespace else repository
+        self._target = RegistryTarget(registry, repository_for, auth)
 
     def build(self, request: BuildRequest, heartbeat: Heartbeat) -> Artifact:
-        repository = self._repository(request.service)
+        repository = self._target.repository(request.service)
         tag = image_tag(request.branch, request.commit)
-        name = f"{self._host}/{repository}"
+        name = f"{self._target.host}/{repository}"
         heartbeat(f"looking up {name}:{tag} in the registry")
-        existing = self._api.manifest(repository, tag)
+        existing = self._target.api.manifest(repository, tag)
         if existing is not None:
             # Already built and pushed for this commit: reuse it, the digest stays the same.
             heartbeat(f"reusing {name}:{tag} ({existing.digest})")
@@ -98,15 +92,17 @@ class DockerBuilder:
         client = self._client_factory()
         try:
             self._build(client, context, f"{name}:{tag}", request, heartbeat)
-            auth = self._auth() if self._auth is not None else None
+            auth = self._target.credentials()
             heartbeat(f"pushing {name}:{tag}")
             pushed = push(client, name, tag, auth, heartbeat)
         finally:
             client.close()
 
-        stored = self._api.manifest(repository, tag)
+        stored = self._target.api.manifest(repository, tag)
         if stored is None:
-            raise RuntimeError(f"registry {self._host} has no {repository}:{tag} after the push")
+            raise RuntimeError(
+                f"registry {self._target.host} has no {repository}:{tag} after the push"
+            )
         if pushed is not None and pushed != stored.digest:
             # Someone pushed the same tag concurrently; a retry will reuse what is there.
             raise RuntimeError(

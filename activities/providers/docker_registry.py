@@ -19,11 +19,10 @@ from activities.providers.engine_stream import (
 from activities.providers.image_names import (
     DIGEST,
     ImageReference,
-    default_repository,
     is_loopback,
     sanitize_tag,
 )
-from activities.providers.registry_api import RegistryApi, RegistryAuth
+from activities.providers.registry_api import RegistryAuth, RegistryTarget
 from activities.providers.trivy_image import scan_image
 
 __all__ = ["DockerRegistry"]
@@ -48,10 +47,7 @@ class DockerRegistry:
         trivy_timeout_s: float = 600.0,
     ) -> None:
         self._client_factory = client_factory
-        self._host, _, self._namespace = registry.strip().rstrip("/").partition("/")
-        self._repository_for = repository_for or default_repository
-        self._auth = auth
-        self._api = RegistryApi(self._host, auth)
+        self._target = RegistryTarget(registry, repository_for, auth)
         self._trivy_timeout_s = trivy_timeout_s
 
     def publish(self, request: PublishRequest) -> Artifact:
@@ -61,10 +57,8 @@ class DockerRegistry:
                 ErrorType.ARTIFACT_MISSING,
                 f"{artifact.uri} is not a container image with a sha256 digest",
             )
-        repository = self._repository_for(request.service)
-        if self._namespace:
-            repository = f"{self._namespace}/{repository}"
-        name = f"{self._host}/{repository}"
+        repository = self._target.repository(request.service)
+        name = f"{self._target.host}/{repository}"
         tags = list(dict.fromkeys(sanitize_tag(t) for t in request.tags))
         missing = [t for t in tags if self._digest_of(repository, t) != artifact.digest]
         if missing:
@@ -80,13 +74,13 @@ class DockerRegistry:
         return artifact.model_copy(update={"uri": f"{name}@{artifact.digest}", "tags": tags})
 
     def _digest_of(self, repository: str, tag: str) -> str | None:
-        found = self._api.manifest(repository, tag)
+        found = self._target.api.manifest(repository, tag)
         return found.digest if found else None
 
     def _push_tags(self, artifact: Artifact, name: str, tags: list[str]) -> None:
         source = ImageReference.parse(artifact.uri)
         source_ref = f"{source.name}@{artifact.digest}"
-        auth = self._auth() if self._auth is not None else None
+        auth = self._target.credentials()
         client = self._client_factory()
         try:
             # Pull by digest: the engine may not hold the image (another worker built it), and
@@ -114,6 +108,6 @@ class DockerRegistry:
             client.close()
 
     def scan(self, artifact: Artifact) -> ScannerReport:
-        credentials = self._auth() if self._auth is not None else None
+        credentials = self._target.credentials()
         insecure = is_loopback(ImageReference.parse(artifact.uri).host)
         return scan_image(artifact.uri, credentials, insecure, self._trivy_timeout_s)

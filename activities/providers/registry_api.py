@@ -13,9 +13,15 @@ from dataclasses import dataclass
 import httpx
 
 from activities.errors import ErrorType, verdict
-from activities.providers.image_names import is_loopback
+from activities.providers.image_names import default_repository, is_loopback
 
-__all__ = ["MANIFEST_MEDIA_TYPES", "ManifestInfo", "RegistryApi", "RegistryAuth"]
+__all__ = [
+    "MANIFEST_MEDIA_TYPES",
+    "ManifestInfo",
+    "RegistryApi",
+    "RegistryAuth",
+    "RegistryTarget",
+]
 
 RegistryAuth = Callable[[], "dict[str, str] | None"]
 """Returns docker auth_config (`username`, `password`, optionally `registry`) or None.
@@ -146,3 +152,28 @@ def _manifest_size(body: bytes) -> int:
         if isinstance(part, dict) and isinstance(part.get("size"), int):
             total += part["size"]
     return total
+
+
+class RegistryTarget:
+    """Where a service's images live: `registry` is `host[:port]` optionally followed by a
+    namespace (`ghcr.io/acme`); `repository_for(service)` names the repository inside it
+    (default: the service name, lowercased); `auth()` gives fresh credentials per use."""
+
+    def __init__(
+        self,
+        registry: str,
+        repository_for: Callable[[str], str] | None = None,
+        auth: RegistryAuth | None = None,
+    ) -> None:
+        self.host, _, self._namespace = registry.strip().rstrip("/").partition("/")
+        self._repository_for = repository_for or default_repository
+        self._auth = auth
+        self.api = RegistryApi(self.host, auth)
+
+    def repository(self, service: str) -> str:
+        """The repository path of `service` in the registry, namespace included."""
+        repository = self._repository_for(service)
+        return f"{self._namespace}/{repository}" if self._namespace else repository
+
+    def credentials(self) -> dict[str, str] | None:
+        return self._auth() if self._auth is not None else None

@@ -22,13 +22,15 @@ import httpx
 
 from activities.backends import Scanner
 from activities.contracts import Finding, ScannerReport, Severity
-from activities.providers.scanner_process import ScannerUnavailableError as _UnavailableError
-from activities.providers.scanner_process import find_binary
-from activities.providers.scanner_process import json_output as _json
-from activities.providers.scanner_process import last_line as _last_line
-from activities.providers.scanner_process import missing_report as _missing
-from activities.providers.scanner_process import run_scanner as _run
-from activities.providers.scanner_process import unavailable_report as _unavailable
+from activities.providers.scanner_process import (
+    ScannerUnavailableError,
+    find_binary,
+    json_output,
+    last_line,
+    missing_report,
+    run_scanner,
+    unavailable_report,
+)
 from activities.providers.trivy_report import parse_trivy
 
 __all__ = [
@@ -63,14 +65,14 @@ def _ready(
         return bad
     found = binary or find_binary(name)
     if found is None:
-        return _missing(name, hint)
+        return missing_report(name, hint)
     return root, found
 
 
 def _not_a_dir(name: str, path: Path) -> ScannerReport | None:
     if path.is_dir():
         return None
-    return _unavailable(name, f"{path} is not a directory: nothing was scanned")
+    return unavailable_report(name, f"{path} is not a directory: nothing was scanned")
 
 
 # --- bandit -------------------------------------------------------------------------------
@@ -109,7 +111,9 @@ def _relative(filename: str) -> str:
 
 
 class BanditScanner:
-    """Python security linter: `bandit -r . -f json`, HIGH/MEDIUM/LOW kept as they are."""
+    """Python security linter: `bandit -r . -f json`, HIGH/MEDIUM/LOW kept as they are.
+    `# nosec` and `# nosec B602` comments are honoured (bandit's default: `--ignore-nosec` is
+    never passed); a stage's `skip:` list removes whole tests."""
 
     name = "bandit"
 
@@ -123,13 +127,13 @@ class BanditScanner:
         root, binary = ready
         excluded = ",".join(f"./{d}" for d in _NOT_SOURCE)
         try:
-            run = _run(
+            run = run_scanner(
                 [str(binary), "-r", ".", "-f", "json", "-q", "-x", excluded], root, self._timeout_s
             )
             # bandit exits 1 when it found issues; anything else without JSON is a failure.
-            report = _json(run, "bandit")
-        except _UnavailableError as exc:
-            return _unavailable(self.name, exc)
+            report = json_output(run, "bandit")
+        except ScannerUnavailableError as exc:
+            return unavailable_report(self.name, exc)
         return ScannerReport(scanner=self.name, findings=parse_bandit(report))
 
 
@@ -231,14 +235,14 @@ class PipAuditScanner:
                     listed.write_text("\n".join(dependencies) + "\n", encoding="utf-8")
                     source = self._resolved(root, listed, Path(tmp), deadline)
                 else:
-                    return _unavailable(
+                    return unavailable_report(
                         self.name,
                         f"no requirements.txt or pyproject.toml in {root}: nothing says which "
                         "dependencies to audit",
                     )
                 report = self._audit(binary, source, root, deadline)
-            except _UnavailableError as exc:
-                return _unavailable(self.name, exc)
+            except ScannerUnavailableError as exc:
+                return unavailable_report(self.name, exc)
         findings, skipped = parse_pip_audit(report)
         if skipped:
             # Some dependencies were not checked at all: saying "no findings" would be a lie.
@@ -268,13 +272,13 @@ class PipAuditScanner:
         ]
         if self._cache_dir is not None:
             argv += ["--cache-dir", str(self._cache_dir)]
-        run = _run([*argv, *source], root, _left(deadline), self._env)
+        run = run_scanner([*argv, *source], root, _left(deadline), self._env)
         if _NETWORK_TROUBLE.search(run.stderr) and not run.stdout.strip():
-            raise _UnavailableError(
+            raise ScannerUnavailableError(
                 f"pip-audit could not reach its vulnerability service ({self._service}): "
-                f"{_last_line(run.stderr)}"
+                f"{last_line(run.stderr)}"
             )
-        return _json(run, "pip-audit")  # exit 1 with JSON means vulnerabilities found
+        return json_output(run, "pip-audit")  # exit 1 with JSON means vulnerabilities found
 
     def _resolved(self, root: Path, listed: Path, tmp: Path, deadline: float) -> list[str]:
         """pip-audit arguments auditing the exact versions `listed` resolves to (with their
@@ -301,18 +305,18 @@ class PipAuditScanner:
         ]
         shown = listed.name if listed.parent == root else "the pyproject's dependencies"
         try:
-            run = _run(argv, root, _left(deadline), self._env)
-        except _UnavailableError as exc:
-            raise _UnavailableError(f"resolving {shown} with pip: {exc}") from exc
+            run = run_scanner(argv, root, _left(deadline), self._env)
+        except ScannerUnavailableError as exc:
+            raise ScannerUnavailableError(f"resolving {shown} with pip: {exc}") from exc
         if run.exit_code != 0 or not report_file.is_file():
             trouble = (
                 "could not reach the package index"
                 if _NETWORK_TROUBLE.search(run.stderr)
                 else "failed"
             )
-            raise _UnavailableError(
+            raise ScannerUnavailableError(
                 f"pip-audit needs exact versions, and resolving {shown} with pip {trouble} "
-                f"(exit {run.exit_code}): {_last_line(run.stderr)}"
+                f"(exit {run.exit_code}): {last_line(run.stderr)}"
             )
         try:
             installs = json.loads(report_file.read_text(encoding="utf-8"))["install"]
@@ -320,7 +324,9 @@ class PipAuditScanner:
                 f"{item['metadata']['name']}=={item['metadata']['version']}" for item in installs
             )
         except (ValueError, KeyError, TypeError) as exc:
-            raise _UnavailableError(f"pip's resolution report of {shown} is unreadable") from exc
+            raise ScannerUnavailableError(
+                f"pip's resolution report of {shown} is unreadable"
+            ) from exc
         pinned = tmp / "resolved-requirements.txt"
         pinned.write_text("".join(f"{pin}\n" for pin in pins), encoding="utf-8")
         return ["-r", str(pinned), "--no-deps", "--disable-pip"]
@@ -336,15 +342,15 @@ def _pyproject_dependencies(pyproject: Path) -> list[str]:
     try:
         data = tomllib.loads(pyproject.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
-        raise _UnavailableError(f"{pyproject.name} cannot be read: {exc}") from exc
+        raise ScannerUnavailableError(f"{pyproject.name} cannot be read: {exc}") from exc
     project = data.get("project")
     if not isinstance(project, dict):
-        raise _UnavailableError(
+        raise ScannerUnavailableError(
             f"{pyproject.name} has no [project] table: nothing says which dependencies to audit"
         )
     dependencies = project.get("dependencies") or []
     if not isinstance(dependencies, list) or not all(isinstance(d, str) for d in dependencies):
-        raise _UnavailableError(f"{pyproject.name}: [project].dependencies is not a list")
+        raise ScannerUnavailableError(f"{pyproject.name}: [project].dependencies is not a list")
     return [str(d) for d in dependencies]
 
 
@@ -420,7 +426,7 @@ def _read_baseline(root: Path) -> frozenset[_SecretKey]:
         return baseline_secrets(json.loads(path.read_text(encoding="utf-8")))
     except (OSError, UnicodeDecodeError, ValueError) as exc:
         # Fail closed: a broken baseline must not turn into "accept nothing" silently either.
-        raise _UnavailableError(
+        raise ScannerUnavailableError(
             f"{SECRETS_BASELINE} in {root} is not a detect-secrets baseline ({exc}): "
             "regenerate it with `detect-secrets scan > .secrets.baseline`"
         ) from exc
@@ -448,9 +454,9 @@ class DetectSecretsScanner:
         argv = [str(binary), "scan", "--all-files", "--exclude-files", exclude, "."]
         try:
             accepted = _read_baseline(root)
-            report = _json(_run(argv, root, self._timeout_s), "detect-secrets")
-        except _UnavailableError as exc:
-            return _unavailable(self.name, exc)
+            report = json_output(run_scanner(argv, root, self._timeout_s), "detect-secrets")
+        except ScannerUnavailableError as exc:
+            return unavailable_report(self.name, exc)
         everything = parse_detect_secrets(report)
         findings = parse_detect_secrets(report, accepted)
         return ScannerReport(
@@ -503,7 +509,7 @@ class HadolintScanner:
             return ScannerReport(scanner=self.name)
         binary = self._binary or find_binary("hadolint")
         if binary is None:
-            return _missing(
+            return missing_report(
                 self.name,
                 f"{', '.join(dockerfiles)} not linted; install the hadolint binary on the "
                 "worker's PATH",
@@ -511,10 +517,10 @@ class HadolintScanner:
         findings: list[Finding] = []
         for dockerfile in dockerfiles:
             try:
-                run = _run([str(binary), "-f", "json", dockerfile], root, self._timeout_s)
-                findings += parse_hadolint(_json(run, "hadolint"))
-            except _UnavailableError as exc:
-                return _unavailable(self.name, exc)
+                run = run_scanner([str(binary), "-f", "json", dockerfile], root, self._timeout_s)
+                findings += parse_hadolint(json_output(run, "hadolint"))
+            except ScannerUnavailableError as exc:
+                return unavailable_report(self.name, exc)
         return ScannerReport(scanner=self.name, findings=findings)
 
 
@@ -548,12 +554,14 @@ class TrivyScanner:
         root, binary = ready
         argv = [str(binary), "fs", "--format", "json", "--quiet", "."]
         try:
-            run = _run(argv, root, self._timeout_s)
+            run = run_scanner(argv, root, self._timeout_s)
             if run.exit_code != 0:
-                raise _UnavailableError(f"trivy exited {run.exit_code}: {_last_line(run.stderr)}")
-            findings = parse_trivy(_json(run, "trivy"))
-        except _UnavailableError as exc:
-            return _unavailable(self.name, exc)
+                raise ScannerUnavailableError(
+                    f"trivy exited {run.exit_code}: {last_line(run.stderr)}"
+                )
+            findings = parse_trivy(json_output(run, "trivy"))
+        except ScannerUnavailableError as exc:
+            return unavailable_report(self.name, exc)
         return ScannerReport(scanner=self.name, findings=findings)
 
 
@@ -585,30 +593,34 @@ class SonarQubeGate:
                     "/api/qualitygates/project_status", params={"projectKey": self._project_key}
                 )
             except httpx.HTTPError as exc:
-                return _unavailable(self.name, f"SonarQube at {self._url} is unreachable: {exc}")
+                return unavailable_report(
+                    self.name, f"SonarQube at {self._url} is unreachable: {exc}"
+                )
             if response.status_code in (401, 403):
-                return _unavailable(
+                return unavailable_report(
                     self.name,
                     f"SonarQube at {self._url} refused the token ({response.status_code}): "
                     "give the token 'Browse' permission on the project",
                 )
             if response.status_code == 404:
-                return _unavailable(
+                return unavailable_report(
                     self.name,
                     f"SonarQube at {self._url} has no project {self._project_key!r}: run an "
                     "analysis first or fix the project key",
                 )
             if response.status_code != 200:
-                return _unavailable(
+                return unavailable_report(
                     self.name, f"SonarQube at {self._url} answered {response.status_code}"
                 )
             try:
                 status = response.json()["projectStatus"]
             except (ValueError, KeyError, TypeError):
-                return _unavailable(self.name, "SonarQube's quality gate answer has no status")
+                return unavailable_report(
+                    self.name, "SonarQube's quality gate answer has no status"
+                )
             gate = str(status.get("status", "NONE")).upper()
             if gate == "NONE":
-                return _unavailable(
+                return unavailable_report(
                     self.name,
                     f"SonarQube has no quality gate result for {self._project_key!r} yet: "
                     "run an analysis first",
