@@ -217,13 +217,16 @@ class ScanReport(_Model):
             n for r in self.reports for s, n in r.counts().items() if s.rank >= severity.rank
         )
 
-    def omitted_note(self) -> str:
-        """'bandit lists 200, and 9,800 more' for every capped report ('' when none was)."""
-        return "; ".join(
+    def listing_note(self) -> str:
+        """What the findings list leaves out, per scanner: 'detect-secrets accepted 2' and
+        'trivy lists 200, and 9,800 more' ('' when it leaves nothing out)."""
+        notes = [f"{r.scanner} accepted {r.accepted:,}" for r in self.reports if r.accepted]
+        notes += [
             f"{r.scanner} lists {len(r.findings):,}, and {r.omitted:,} more"
             for r in self.reports
             if r.omitted
-        )
+        ]
+        return "; ".join(notes)
 
     def counts(self) -> dict[str, int]:
         out = {s.value: 0 for s in Severity}

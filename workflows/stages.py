@@ -232,7 +232,7 @@ async def _scan(stage: ScanStage, state: RunState) -> str:
     verdict = policy.judge_scan(report, stage.fail_on, stage.unavailable, stage.name)
     counts = report.counts()
     shown = ", ".join(f"{k} {v}" for k, v in counts.items() if v) or "no findings"
-    notes = [*verdict.warnings, report.omitted_note()]
+    notes = [*verdict.warnings, report.listing_note()]
     if not verdict.passed:
         raise StageFailedError(verdict.summary)
     return shown + "".join(f"; {note}" for note in notes if note)
@@ -324,7 +324,7 @@ async def _image_scan(stage: ImageScanStage, state: RunState) -> str:
     if not verdict.passed:
         raise StageFailedError(verdict.summary)
     counts = report.counts()
-    notes = [*verdict.warnings, report.omitted_note()]
+    notes = [*verdict.warnings, report.listing_note()]
     return f"HIGH {counts['high']}, CRITICAL {counts['critical']}" + "".join(
         f"; {note}" for note in notes if note
     )

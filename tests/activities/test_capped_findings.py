@@ -50,7 +50,7 @@ async def test_a_10000_finding_scan_fits_one_payload_with_the_counts_kept() -> N
     assert _size(trivy.model_copy(update={"findings": findings})) > PAYLOAD_LIMIT  # uncapped
     assert trivy.counts() == expected
     assert len(trivy.findings) + trivy.omitted == 10_000
-    assert report.omitted_note() == f"trivy lists {len(trivy.findings)}, and {trivy.omitted:,} more"
+    assert report.listing_note() == f"trivy lists {len(trivy.findings)}, and {trivy.omitted:,} more"
     # The most severe findings are the ones listed.
     ranks = [f.severity.rank for f in trivy.findings]
     assert ranks == sorted(ranks, reverse=True)

@@ -55,6 +55,7 @@ async def test_an_accepted_finding_lets_the_scan_stage_pass(
     state, summary = stage(result, "security_scan")
     assert state == StageState.SUCCEEDED, summary
     assert "no findings" in summary
+    assert "bandit accepted 1" in summary
 
 
 async def test_an_expired_ignore_entry_fails_its_stage_and_names_itself(
