@@ -10,11 +10,11 @@ This module is pure data: it is imported by deterministic workflow code.
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import date, datetime
 from enum import StrEnum
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 __all__ = [
     "ActivityName",
@@ -28,6 +28,7 @@ __all__ = [
     "HttpCheck",
     "HttpCheckReport",
     "HttpCheckRequest",
+    "IgnoreEntry",
     "ImageScanRequest",
     "LoadReport",
     "LoadRequest",
@@ -141,11 +142,30 @@ class Finding(_Model):
     location: str = ""
 
 
+class IgnoreEntry(_Model):
+    """An accepted finding: findings whose rule is `id` stop counting until `expires` (a
+    date, inclusive); after it the entry no longer applies and the stage fails naming it."""
+
+    id: str = Field(min_length=1, description="The finding's rule or advisory id.")
+    reason: str = Field(min_length=1, description="Why it is accepted.")
+    expires: date
+
+    @field_validator("id", "reason")
+    @classmethod
+    def _not_blank(cls, value: str) -> str:
+        if not value.strip():
+            raise ValueError("must not be blank")
+        return value.strip()
+
+
 class ScanRequest(_Model):
-    """Run `scanners` over the checked-out service at `path`."""
+    """Run `scanners` over the checked-out service at `path`. `ignore` and `skip` are keyed
+    by scanner name: accepted findings (with reason and expiry) and rule ids not checked."""
 
     path: str
     scanners: list[str]
+    ignore: dict[str, list[IgnoreEntry]] = {}
+    skip: dict[str, list[str]] = {}
 
 
 class ImageScanRequest(_Model):
@@ -153,6 +173,7 @@ class ImageScanRequest(_Model):
 
     artifact: Artifact
     scanner: str = "trivy"
+    ignore: list[IgnoreEntry] = []
 
 
 class ScannerReport(_Model):
@@ -167,6 +188,27 @@ class ScannerReport(_Model):
         default_factory=dict,
         description="Quality figures a scanner may report: duplication_pct, complexity.",
     )
+    # Findings are capped to keep the activity result under Temporal's payload limit; the
+    # counts are taken before the cap so that every gate judges all findings.
+    severity_counts: dict[Severity, int] | None = Field(
+        None,
+        description="Findings per severity before the cap (accepted ones excluded); None in "
+        "reports that were never capped, where `findings` is complete.",
+    )
+    omitted: int = Field(0, ge=0, description="Findings counted but not kept in `findings`.")
+    accepted: int = Field(0, ge=0, description="Findings removed by baselines, ignore, skip.")
+    expired_ignores: list[str] = Field(
+        default_factory=list, description="Ignore entries past their date: each fails the gate."
+    )
+
+    def counts(self) -> dict[Severity, int]:
+        """Findings per severity, every severity present (uncapped when capped)."""
+        if self.severity_counts is not None:
+            return {s: self.severity_counts.get(s, 0) for s in Severity}
+        out = dict.fromkeys(Severity, 0)
+        for f in self.findings:
+            out[f.severity] += 1
+        return out
 
 
 class ScanReport(_Model):
@@ -175,13 +217,26 @@ class ScanReport(_Model):
     reports: list[ScannerReport]
 
     def count_at_least(self, severity: Severity) -> int:
-        return sum(1 for r in self.reports for f in r.findings if f.severity.rank >= severity.rank)
+        return sum(
+            n for r in self.reports for s, n in r.counts().items() if s.rank >= severity.rank
+        )
+
+    def listing_note(self) -> str:
+        """What the findings list leaves out, per scanner: 'detect-secrets accepted 2' and
+        'trivy lists 200, and 9,800 more' ('' when it leaves nothing out)."""
+        notes = [f"{r.scanner} accepted {r.accepted:,}" for r in self.reports if r.accepted]
+        notes += [
+            f"{r.scanner} lists {len(r.findings):,}, and {r.omitted:,} more"
+            for r in self.reports
+            if r.omitted
+        ]
+        return "; ".join(notes)
 
     def counts(self) -> dict[str, int]:
         out = {s.value: 0 for s in Severity}
         for r in self.reports:
-            for f in r.findings:
-                out[f.severity.value] += 1
+            for severity, n in r.counts().items():
+                out[severity.value] += n
         return out
 
 

@@ -151,7 +151,8 @@ def _build_and_registry(settings: Settings) -> tuple[Builder, Registry | None]:
 
     import docker
 
-    from activities.providers.docker_builder import DockerBuilder, DockerRegistry
+    from activities.providers.docker_builder import DockerBuilder
+    from activities.providers.docker_registry import DockerRegistry
 
     def client() -> Any:
         if settings.docker_host:

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
+from datetime import UTC, date, datetime
 
 from temporalio import activity
 
 from activities._blocking import run_blocking
+from activities.accepted_findings import apply_accepted
 from activities.backends import Registry, Scanner
+from activities.capped_findings import capped
 from activities.contracts import (
     ActivityName,
     ImageScanRequest,
@@ -16,6 +19,11 @@ from activities.contracts import (
     ScanRequest,
 )
 from activities.observability import activity_log
+
+
+def _today() -> date:
+    """The date ignore entries expire against (UTC, like every date in a definition)."""
+    return datetime.now(UTC).date()
 
 
 class ScanActivities:
@@ -40,7 +48,13 @@ class ScanActivities:
                     )
                 )
                 continue
-            reports.append(scanner.scan(request.path))
+            report = apply_accepted(
+                scanner.scan(request.path),
+                request.ignore.get(name, []),
+                request.skip.get(name, []),
+                _today(),
+            )
+            reports.append(capped(report))
         return ScanReport(reports=reports)
 
     @activity.defn(name=ActivityName.SCAN)
@@ -62,6 +76,10 @@ class ScanActivities:
                     )
                 ]
             )
-        return await run_blocking(
-            lambda _progress: ScanReport(reports=[registry.scan(request.artifact)])
-        )
+
+        def scan() -> ScanReport:
+            report = registry.scan(request.artifact)
+            accepted = apply_accepted(report, request.ignore, [], _today())
+            return ScanReport(reports=[capped(accepted)])
+
+        return await run_blocking(lambda _progress: scan())

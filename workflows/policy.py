@@ -150,13 +150,18 @@ def judge_scan(
         if not r.available:
             text = f"{r.scanner} unavailable: {r.reason}"
             (warnings if unavailable == "warn" else reasons).append(text)
-    blocking = [f for r in report.reports for f in r.findings if f.severity.rank >= fail_on.rank]
+        reasons.extend(f"{r.scanner}: {entry}" for entry in r.expired_ignores)
+    # Counted, not listed: a capped report keeps only some findings but counts all of them.
+    blocking = report.count_at_least(fail_on)
     if blocking:
-        first = blocking[0]
-        reasons.append(
-            f"{len(blocking)} finding(s) at or above {fail_on.value}, e.g. "
-            f"{first.scanner} {first.rule} ({first.severity.value}) {first.location}".rstrip()
+        kept = [f for r in report.reports for f in r.findings if f.severity.rank >= fail_on.rank]
+        example = (
+            f", e.g. {kept[0].scanner} {kept[0].rule} ({kept[0].severity.value}) "
+            f"{kept[0].location}".rstrip()
+            if kept
+            else ""
         )
+        reasons.append(f"{blocking} finding(s) at or above {fail_on.value}{example}")
     if not report.reports:
         reasons.append(f"{label}: no scanner ran")
     return GateVerdict(passed=not reasons, reasons=reasons, warnings=warnings)
@@ -202,13 +207,7 @@ def quality_gate(
     if gate.require_scan and not scans:
         reasons.append("security: a scan is required and none ran")
     for severity, allowed in sorted(gate.max_findings.items(), key=lambda kv: -kv[0].rank):
-        found = sum(
-            1
-            for s in scans.values()
-            for r in s.reports
-            for f in r.findings
-            if f.severity == severity
-        )
+        found = sum(r.counts()[severity] for s in scans.values() for r in s.reports)
         if found > allowed:
             reasons.append(f"security: {found} {severity.value} finding(s), allowed {allowed}")
     for name, scan in scans.items():

@@ -33,7 +33,7 @@ from pydantic import (
     model_validator,
 )
 
-from activities.contracts import HttpCheck, MetricName, Severity
+from activities.contracts import HttpCheck, IgnoreEntry, MetricName, Severity
 from activities.metric_presets import (
     BUILTIN_METRICS,
     LATENCY_METRICS,
@@ -153,6 +153,26 @@ class ScanStage(_StageBase):
     unavailable: Literal["fail", "warn"] = Field(
         "fail", description="What a scanner that cannot run means: fail closed by default."
     )
+    ignore: dict[str, list[IgnoreEntry]] = Field(
+        default_factory=dict,
+        description="Scanner name → accepted findings ({id, reason, expires}); an expired "
+        "entry fails the stage.",
+    )
+    skip: dict[str, list[Annotated[str, Field(min_length=1)]]] = Field(
+        default_factory=dict, description="Scanner name → rule ids not checked at all."
+    )
+
+    @model_validator(mode="after")
+    def _known_scanners(self) -> ScanStage:
+        # An entry for a scanner the stage does not run would silently accept nothing.
+        for field in ("ignore", "skip"):
+            for scanner in getattr(self, field):
+                if scanner not in self.scanners:
+                    raise ValueError(
+                        f"{field}: {scanner!r} is not one of this stage's scanners "
+                        f"({', '.join(self.scanners)})"
+                    )
+        return self
 
 
 def _service_entry(text: str) -> str:
@@ -270,6 +290,10 @@ class ImageScanStage(_StageBase):
     scanner: str = "trivy"
     fail_on: Severity = Severity.HIGH
     unavailable: Literal["fail", "warn"] = "fail"
+    ignore: list[IgnoreEntry] = Field(
+        default_factory=list,
+        description="Accepted findings ({id, reason, expires}); an expired entry fails the stage.",
+    )
 
 
 def _template(allowed: frozenset[str]) -> Any:

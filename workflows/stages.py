@@ -237,7 +237,7 @@ async def _scan(stage: ScanStage, state: RunState) -> str:
     ws = state.need_workspace(stage)
     report = await call(
         ActivityName.SCAN,
-        ScanRequest(path=ws.path, scanners=stage.scanners),
+        ScanRequest(path=ws.path, scanners=stage.scanners, ignore=stage.ignore, skip=stage.skip),
         ScanReport,
         retry=stage.retry,
         timeout=stage.timeout,
@@ -249,9 +249,10 @@ async def _scan(stage: ScanStage, state: RunState) -> str:
     verdict = policy.judge_scan(report, stage.fail_on, stage.unavailable, stage.name)
     counts = report.counts()
     shown = ", ".join(f"{k} {v}" for k, v in counts.items() if v) or "no findings"
+    notes = [*verdict.warnings, report.listing_note()]
     if not verdict.passed:
         raise StageFailedError(verdict.summary)
-    return shown + ("; " + "; ".join(verdict.warnings) if verdict.warnings else "")
+    return shown + "".join(f"; {note}" for note in notes if note)
 
 
 async def _test(stage: TestStage, state: RunState) -> str:
@@ -360,7 +361,7 @@ async def _image_scan(stage: ImageScanStage, state: RunState) -> str:
     artifact = state.need_artifact(stage)
     report = await call(
         ActivityName.SCAN_IMAGE,
-        ImageScanRequest(artifact=artifact, scanner=stage.scanner),
+        ImageScanRequest(artifact=artifact, scanner=stage.scanner, ignore=stage.ignore),
         ScanReport,
         retry=stage.retry,
         timeout=stage.timeout,
@@ -373,8 +374,9 @@ async def _image_scan(stage: ImageScanStage, state: RunState) -> str:
     if not verdict.passed:
         raise StageFailedError(verdict.summary)
     counts = report.counts()
-    return f"HIGH {counts['high']}, CRITICAL {counts['critical']}" + (
-        "; " + "; ".join(verdict.warnings) if verdict.warnings else ""
+    notes = [*verdict.warnings, report.listing_note()]
+    return f"HIGH {counts['high']}, CRITICAL {counts['critical']}" + "".join(
+        f"; {note}" for note in notes if note
     )
 
 

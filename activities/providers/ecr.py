@@ -25,12 +25,8 @@ from botocore.exceptions import ClientError
 
 from activities.contracts import Artifact, Finding, PublishRequest, ScannerReport, Severity
 from activities.errors import ErrorType, verdict
-from activities.providers.docker_builder import (
-    MANIFEST_MEDIA_TYPES,
-    ImageReference,
-    default_repository,
-    sanitize_tag,
-)
+from activities.providers.image_names import ImageReference, default_repository, sanitize_tag
+from activities.providers.registry_api import MANIFEST_MEDIA_TYPES
 
 if TYPE_CHECKING:
     from mypy_boto3_ecr import ECRClient

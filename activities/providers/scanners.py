@@ -7,20 +7,14 @@ cannot be parsed is never an empty, passing report.
 
 from __future__ import annotations
 
-import contextlib
 import importlib.util
 import json
-import os
 import re
-import shutil
-import signal
-import subprocess
 import sys
 import tempfile
 import time
 import tomllib
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -28,15 +22,26 @@ import httpx
 
 from activities.backends import Scanner
 from activities.contracts import Finding, ScannerReport, Severity
-from activities.providers.child_env import child_env
+from activities.providers.scanner_process import (
+    ScannerUnavailableError,
+    find_binary,
+    json_output,
+    last_line,
+    missing_report,
+    run_scanner,
+    unavailable_report,
+)
+from activities.providers.trivy_report import parse_trivy
 
 __all__ = [
+    "SECRETS_BASELINE",
     "BanditScanner",
     "DetectSecretsScanner",
     "HadolintScanner",
     "PipAuditScanner",
     "SonarQubeGate",
     "TrivyScanner",
+    "baseline_secrets",
     "default_scanners",
     "find_binary",
     "parse_bandit",
@@ -44,107 +49,30 @@ __all__ = [
     "parse_hadolint",
     "parse_pip_audit",
     "parse_trivy",
-    "scanner_env",
 ]
 
 # Directories that are not the service's own source: virtualenvs, caches, build output.
 _NOT_SOURCE = (".git", ".venv", "venv", "node_modules", "__pycache__", "build", "dist", ".tox")
 
 
-def find_binary(name: str) -> Path | None:
-    """A scanner's executable: next to this interpreter first (installed in the venv by pip),
-    then on PATH."""
-    beside = Path(sys.executable).parent / name
-    if beside.is_file() and os.access(beside, os.X_OK):
-        return beside
-    found = shutil.which(name)
-    return Path(found) if found else None
-
-
-@dataclass(frozen=True)
-class _Run:
-    exit_code: int
-    stdout: str
-    stderr: str
-
-
-class _UnavailableError(Exception):
-    """Internal: the scanner could not run; the message is the report's reason."""
-
-
-def scanner_env(home: Path, extra: Mapping[str, str] | None = None) -> dict[str, str]:
-    """A scanner's environment: the allow-list (`child_env`, index settings included) plus
-    trivy's own settings, with its vulnerability database kept in the worker's cache rather
-    than the throwaway HOME (it is hundreds of MB)."""
-    trivy = {k: v for k, v in os.environ.items() if k.startswith("TRIVY_")}
-    trivy.setdefault("TRIVY_CACHE_DIR", str(Path.home() / ".cache" / "trivy"))
-    return child_env(home=home, install=True, extra={**trivy, **(extra or {})})
-
-
-def _run(
-    argv: Sequence[str],
-    cwd: Path,
-    timeout_s: float,
-    env: Mapping[str, str] | None = None,
-) -> _Run:
-    # Scanners are worker tools but read the service's code: they get the allow-listed
-    # environment (index settings included, pip-audit resolves) and a throwaway HOME.
-    with tempfile.TemporaryDirectory(prefix="slipway-scan-home-") as home:
-        try:
-            process = subprocess.Popen(
-                list(argv),
-                cwd=cwd,
-                env=scanner_env(Path(home), env),
-                stdin=subprocess.DEVNULL,
-                stdout=subprocess.PIPE,
-                stderr=subprocess.PIPE,
-                text=True,
-                # Own process group: on timeout the scanner's children (pip-audit runs pip)
-                # stop too.
-                start_new_session=True,
-            )
-        except OSError as exc:
-            raise _UnavailableError(f"{argv[0]} could not be started: {exc.strerror}") from exc
-        try:
-            stdout, stderr = process.communicate(timeout=timeout_s)
-        except subprocess.TimeoutExpired as exc:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(process.pid, signal.SIGKILL)
-            process.communicate()
-            raise _UnavailableError(
-                f"{Path(argv[0]).name} did not finish within {timeout_s:.0f} s"
-            ) from exc
-    return _Run(process.returncode, stdout, stderr)
-
-
-def _last_line(text: str) -> str:
-    lines = [line.strip() for line in text.strip().splitlines() if line.strip()]
-    return lines[-1][:300] if lines else "no output"
-
-
-def _json(run: _Run, tool: str) -> Any:
-    try:
-        return json.loads(run.stdout)
-    except json.JSONDecodeError as exc:
-        raise _UnavailableError(
-            f"{tool} exited {run.exit_code} without a JSON report: {_last_line(run.stderr)}"
-        ) from exc
-
-
-def _missing(name: str, hint: str) -> ScannerReport:
-    return ScannerReport(
-        scanner=name, available=False, reason=f"{name} is not installed on this worker: {hint}"
-    )
-
-
-def _unavailable(name: str, reason: object) -> ScannerReport:
-    return ScannerReport(scanner=name, available=False, reason=str(reason))
+def _ready(
+    name: str, path: str, hint: str, binary: Path | None = None
+) -> tuple[Path, Path] | ScannerReport:
+    """The scanned directory and the scanner's binary (`binary`, else the one named `name`),
+    or the unavailable report that says which of the two is missing."""
+    root = Path(path)
+    if (bad := _not_a_dir(name, root)) is not None:
+        return bad
+    found = binary or find_binary(name)
+    if found is None:
+        return missing_report(name, hint)
+    return root, found
 
 
 def _not_a_dir(name: str, path: Path) -> ScannerReport | None:
     if path.is_dir():
         return None
-    return _unavailable(name, f"{path} is not a directory: nothing was scanned")
+    return unavailable_report(name, f"{path} is not a directory: nothing was scanned")
 
 
 # --- bandit -------------------------------------------------------------------------------
@@ -183,7 +111,9 @@ def _relative(filename: str) -> str:
 
 
 class BanditScanner:
-    """Python security linter: `bandit -r . -f json`, HIGH/MEDIUM/LOW kept as they are."""
+    """Python security linter: `bandit -r . -f json`, HIGH/MEDIUM/LOW kept as they are.
+    `# nosec` and `# nosec B602` comments are honoured (bandit's default: `--ignore-nosec` is
+    never passed); a stage's `skip:` list removes whole tests."""
 
     name = "bandit"
 
@@ -191,21 +121,19 @@ class BanditScanner:
         self._timeout_s = timeout_s
 
     def scan(self, path: str) -> ScannerReport:
-        root = Path(path)
-        if (bad := _not_a_dir(self.name, root)) is not None:
-            return bad
-        binary = find_binary("bandit")
-        if binary is None:
-            return _missing(self.name, "pip install bandit")
+        ready = _ready(self.name, path, "pip install bandit")
+        if isinstance(ready, ScannerReport):
+            return ready
+        root, binary = ready
         excluded = ",".join(f"./{d}" for d in _NOT_SOURCE)
         try:
-            run = _run(
+            run = run_scanner(
                 [str(binary), "-r", ".", "-f", "json", "-q", "-x", excluded], root, self._timeout_s
             )
             # bandit exits 1 when it found issues; anything else without JSON is a failure.
-            report = _json(run, "bandit")
-        except _UnavailableError as exc:
-            return _unavailable(self.name, exc)
+            report = json_output(run, "bandit")
+        except ScannerUnavailableError as exc:
+            return unavailable_report(self.name, exc)
         return ScannerReport(scanner=self.name, findings=parse_bandit(report))
 
 
@@ -285,12 +213,10 @@ class PipAuditScanner:
         self._env = dict(env or {})
 
     def scan(self, path: str) -> ScannerReport:
-        root = Path(path)
-        if (bad := _not_a_dir(self.name, root)) is not None:
-            return bad
-        binary = find_binary("pip-audit")
-        if binary is None:
-            return _missing(self.name, "pip install pip-audit")
+        ready = _ready(self.name, path, "pip install pip-audit")
+        if isinstance(ready, ScannerReport):
+            return ready
+        root, binary = ready
         deadline = time.monotonic() + self._timeout_s
         requirements = root / "requirements.txt"
         pyproject = root / "pyproject.toml"
@@ -309,14 +235,14 @@ class PipAuditScanner:
                     listed.write_text("\n".join(dependencies) + "\n", encoding="utf-8")
                     source = self._resolved(root, listed, Path(tmp), deadline)
                 else:
-                    return _unavailable(
+                    return unavailable_report(
                         self.name,
                         f"no requirements.txt or pyproject.toml in {root}: nothing says which "
                         "dependencies to audit",
                     )
                 report = self._audit(binary, source, root, deadline)
-            except _UnavailableError as exc:
-                return _unavailable(self.name, exc)
+            except ScannerUnavailableError as exc:
+                return unavailable_report(self.name, exc)
         findings, skipped = parse_pip_audit(report)
         if skipped:
             # Some dependencies were not checked at all: saying "no findings" would be a lie.
@@ -346,13 +272,13 @@ class PipAuditScanner:
         ]
         if self._cache_dir is not None:
             argv += ["--cache-dir", str(self._cache_dir)]
-        run = _run([*argv, *source], root, _left(deadline), self._env)
+        run = run_scanner([*argv, *source], root, _left(deadline), self._env)
         if _NETWORK_TROUBLE.search(run.stderr) and not run.stdout.strip():
-            raise _UnavailableError(
+            raise ScannerUnavailableError(
                 f"pip-audit could not reach its vulnerability service ({self._service}): "
-                f"{_last_line(run.stderr)}"
+                f"{last_line(run.stderr)}"
             )
-        return _json(run, "pip-audit")  # exit 1 with JSON means vulnerabilities found
+        return json_output(run, "pip-audit")  # exit 1 with JSON means vulnerabilities found
 
     def _resolved(self, root: Path, listed: Path, tmp: Path, deadline: float) -> list[str]:
         """pip-audit arguments auditing the exact versions `listed` resolves to (with their
@@ -379,18 +305,18 @@ class PipAuditScanner:
         ]
         shown = listed.name if listed.parent == root else "the pyproject's dependencies"
         try:
-            run = _run(argv, root, _left(deadline), self._env)
-        except _UnavailableError as exc:
-            raise _UnavailableError(f"resolving {shown} with pip: {exc}") from exc
+            run = run_scanner(argv, root, _left(deadline), self._env)
+        except ScannerUnavailableError as exc:
+            raise ScannerUnavailableError(f"resolving {shown} with pip: {exc}") from exc
         if run.exit_code != 0 or not report_file.is_file():
             trouble = (
                 "could not reach the package index"
                 if _NETWORK_TROUBLE.search(run.stderr)
                 else "failed"
             )
-            raise _UnavailableError(
+            raise ScannerUnavailableError(
                 f"pip-audit needs exact versions, and resolving {shown} with pip {trouble} "
-                f"(exit {run.exit_code}): {_last_line(run.stderr)}"
+                f"(exit {run.exit_code}): {last_line(run.stderr)}"
             )
         try:
             installs = json.loads(report_file.read_text(encoding="utf-8"))["install"]
@@ -398,7 +324,9 @@ class PipAuditScanner:
                 f"{item['metadata']['name']}=={item['metadata']['version']}" for item in installs
             )
         except (ValueError, KeyError, TypeError) as exc:
-            raise _UnavailableError(f"pip's resolution report of {shown} is unreadable") from exc
+            raise ScannerUnavailableError(
+                f"pip's resolution report of {shown} is unreadable"
+            ) from exc
         pinned = tmp / "resolved-requirements.txt"
         pinned.write_text("".join(f"{pin}\n" for pin in pins), encoding="utf-8")
         return ["-r", str(pinned), "--no-deps", "--disable-pip"]
@@ -414,15 +342,15 @@ def _pyproject_dependencies(pyproject: Path) -> list[str]:
     try:
         data = tomllib.loads(pyproject.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
-        raise _UnavailableError(f"{pyproject.name} cannot be read: {exc}") from exc
+        raise ScannerUnavailableError(f"{pyproject.name} cannot be read: {exc}") from exc
     project = data.get("project")
     if not isinstance(project, dict):
-        raise _UnavailableError(
+        raise ScannerUnavailableError(
             f"{pyproject.name} has no [project] table: nothing says which dependencies to audit"
         )
     dependencies = project.get("dependencies") or []
     if not isinstance(dependencies, list) or not all(isinstance(d, str) for d in dependencies):
-        raise _UnavailableError(f"{pyproject.name}: [project].dependencies is not a list")
+        raise ScannerUnavailableError(f"{pyproject.name}: [project].dependencies is not a list")
     return [str(d) for d in dependencies]
 
 
@@ -438,9 +366,18 @@ def _all_pinned(requirements: Path) -> bool:
 # --- detect-secrets -----------------------------------------------------------------------
 
 
-def parse_detect_secrets(report: Mapping[str, Any]) -> list[Finding]:
-    """Findings of a `detect-secrets scan` baseline. Every possible secret is HIGH: a secret in
-    the repository must be rotated, whatever its kind. The secret itself is never repeated."""
+SECRETS_BASELINE = ".secrets.baseline"
+"""detect-secrets' own name for the file of secrets a team has reviewed and accepted."""
+
+_SecretKey = tuple[str, str, str]
+
+
+def parse_detect_secrets(
+    report: Mapping[str, Any], accepted: frozenset[_SecretKey] = frozenset()
+) -> list[Finding]:
+    """Findings of a `detect-secrets scan` baseline, less the `accepted` ones (see
+    `baseline_secrets`). Every possible secret is HIGH: a secret in the repository must be
+    rotated, whatever its kind. The secret itself is never repeated."""
     return [
         Finding(
             scanner="detect-secrets",
@@ -451,11 +388,54 @@ def parse_detect_secrets(report: Mapping[str, Any]) -> list[Finding]:
         )
         for filename, secrets in sorted(report.get("results", {}).items())
         for secret in secrets
+        if _secret_key(filename, secret) not in accepted
     ]
 
 
+def _secret_key(filename: str, secret: Mapping[str, Any]) -> _SecretKey:
+    # What detect-secrets itself compares secrets by: file, kind and the secret's hash (the
+    # line number is left out, so an accepted secret stays accepted when lines move).
+    return (
+        str(secret.get("filename", filename)),
+        str(secret.get("type", "")),
+        str(secret.get("hashed_secret", "")),
+    )
+
+
+def baseline_secrets(baseline: Mapping[str, Any]) -> frozenset[_SecretKey]:
+    """The secrets a `.secrets.baseline` accepts. An entry audited as a real secret
+    (`detect-secrets audit` recorded `is_secret: true`) is not accepted: the audit said to
+    rotate it, and it keeps failing the gate until it is gone."""
+    results = baseline.get("results")
+    if not isinstance(results, Mapping):
+        raise ValueError("it has no 'results' object")
+    return frozenset(
+        _secret_key(str(filename), secret)
+        for filename, secrets in results.items()
+        if isinstance(secrets, list)
+        for secret in secrets
+        if isinstance(secret, Mapping) and secret.get("is_secret") is not True
+    )
+
+
+def _read_baseline(root: Path) -> frozenset[_SecretKey]:
+    path = root / SECRETS_BASELINE
+    if not path.is_file():
+        return frozenset()
+    try:
+        return baseline_secrets(json.loads(path.read_text(encoding="utf-8")))
+    except (OSError, UnicodeDecodeError, ValueError) as exc:
+        # Fail closed: a broken baseline must not turn into "accept nothing" silently either.
+        raise ScannerUnavailableError(
+            f"{SECRETS_BASELINE} in {root} is not a detect-secrets baseline ({exc}): "
+            "regenerate it with `detect-secrets scan > .secrets.baseline`"
+        ) from exc
+
+
 class DetectSecretsScanner:
-    """Secrets committed to the tree: `detect-secrets scan --all-files`."""
+    """Secrets committed to the tree: `detect-secrets scan --all-files`. Secrets recorded in
+    the service's `.secrets.baseline` are accepted (counted in `accepted`), as detect-secrets'
+    own pre-commit hook accepts them; the baseline file itself is not scanned."""
 
     name = "detect-secrets"
 
@@ -463,21 +443,25 @@ class DetectSecretsScanner:
         self._timeout_s = timeout_s
 
     def scan(self, path: str) -> ScannerReport:
-        root = Path(path)
-        if (bad := _not_a_dir(self.name, root)) is not None:
-            return bad
-        binary = find_binary("detect-secrets")
-        if binary is None:
-            return _missing(self.name, "pip install detect-secrets")
+        ready = _ready(self.name, path, "pip install detect-secrets")
+        if isinstance(ready, ScannerReport):
+            return ready
+        root, binary = ready
         # --all-files: without it detect-secrets scans only git-tracked files, and finds
         # nothing at all outside a git repository.
         exclude = r"(^|/)(" + "|".join(re.escape(d) for d in _NOT_SOURCE) + r")(/|$)"
+        exclude += rf"|^{re.escape(SECRETS_BASELINE)}$"
         argv = [str(binary), "scan", "--all-files", "--exclude-files", exclude, "."]
         try:
-            report = _json(_run(argv, root, self._timeout_s), "detect-secrets")
-        except _UnavailableError as exc:
-            return _unavailable(self.name, exc)
-        return ScannerReport(scanner=self.name, findings=parse_detect_secrets(report))
+            accepted = _read_baseline(root)
+            report = json_output(run_scanner(argv, root, self._timeout_s), "detect-secrets")
+        except ScannerUnavailableError as exc:
+            return unavailable_report(self.name, exc)
+        everything = parse_detect_secrets(report)
+        findings = parse_detect_secrets(report, accepted)
+        return ScannerReport(
+            scanner=self.name, findings=findings, accepted=len(everything) - len(findings)
+        )
 
 
 # --- hadolint -----------------------------------------------------------------------------
@@ -525,7 +509,7 @@ class HadolintScanner:
             return ScannerReport(scanner=self.name)
         binary = self._binary or find_binary("hadolint")
         if binary is None:
-            return _missing(
+            return missing_report(
                 self.name,
                 f"{', '.join(dockerfiles)} not linted; install the hadolint binary on the "
                 "worker's PATH",
@@ -533,10 +517,10 @@ class HadolintScanner:
         findings: list[Finding] = []
         for dockerfile in dockerfiles:
             try:
-                run = _run([str(binary), "-f", "json", dockerfile], root, self._timeout_s)
-                findings += parse_hadolint(_json(run, "hadolint"))
-            except _UnavailableError as exc:
-                return _unavailable(self.name, exc)
+                run = run_scanner([str(binary), "-f", "json", dockerfile], root, self._timeout_s)
+                findings += parse_hadolint(json_output(run, "hadolint"))
+            except ScannerUnavailableError as exc:
+                return unavailable_report(self.name, exc)
         return ScannerReport(scanner=self.name, findings=findings)
 
 
@@ -545,63 +529,6 @@ def _is_dockerfile(name: str) -> bool:
 
 
 # --- trivy --------------------------------------------------------------------------------
-
-_TRIVY_SEVERITY = {
-    "CRITICAL": Severity.CRITICAL,
-    "HIGH": Severity.HIGH,
-    "MEDIUM": Severity.MEDIUM,
-    "LOW": Severity.LOW,
-    "UNKNOWN": Severity.INFO,
-}
-
-
-def parse_trivy(report: Mapping[str, Any] | Sequence[Any]) -> list[Finding]:
-    """Findings of a trivy JSON report: vulnerabilities, failed misconfiguration checks and
-    secrets of every result. Accepts the current format (`{"SchemaVersion": 2, "Results":
-    [...]}`) and the old bare list of results."""
-    results = report.get("Results") if isinstance(report, Mapping) else report
-    findings: list[Finding] = []
-    for result in results or []:
-        target = str(result.get("Target", ""))
-        for vuln in result.get("Vulnerabilities") or []:
-            fixed = vuln.get("FixedVersion") or "no fix yet"
-            findings.append(
-                Finding(
-                    scanner="trivy",
-                    rule=str(vuln.get("VulnerabilityID", "?")),
-                    severity=_trivy_severity(vuln),
-                    message=f"{vuln.get('PkgName', '?')} {vuln.get('InstalledVersion', '?')}: "
-                    f"{vuln.get('Title') or vuln.get('Description', '')} (fixed in {fixed})",
-                    location=target,
-                )
-            )
-        for check in result.get("Misconfigurations") or []:
-            if str(check.get("Status", "FAIL")).upper() != "FAIL":
-                continue
-            findings.append(
-                Finding(
-                    scanner="trivy",
-                    rule=str(check.get("ID") or check.get("AVDID") or "?"),
-                    severity=_trivy_severity(check),
-                    message=str(check.get("Message") or check.get("Title") or ""),
-                    location=target,
-                )
-            )
-        for secret in result.get("Secrets") or []:
-            findings.append(
-                Finding(
-                    scanner="trivy",
-                    rule=str(secret.get("RuleID", "?")),
-                    severity=_trivy_severity(secret),
-                    message=f"possible secret: {secret.get('Title', secret.get('Category', ''))}",
-                    location=f"{target}:{secret.get('StartLine', 0)}",
-                )
-            )
-    return findings
-
-
-def _trivy_severity(item: Mapping[str, Any]) -> Severity:
-    return _TRIVY_SEVERITY.get(str(item.get("Severity", "")).upper(), Severity.INFO)
 
 
 class TrivyScanner:
@@ -619,20 +546,22 @@ class TrivyScanner:
         return (self._binary or find_binary("trivy")) is not None
 
     def scan(self, path: str) -> ScannerReport:
-        root = Path(path)
-        if (bad := _not_a_dir(self.name, root)) is not None:
-            return bad
-        binary = self._binary or find_binary("trivy")
-        if binary is None:
-            return _missing(self.name, "install the trivy binary on the worker's PATH")
+        ready = _ready(
+            self.name, path, "install the trivy binary on the worker's PATH", self._binary
+        )
+        if isinstance(ready, ScannerReport):
+            return ready
+        root, binary = ready
         argv = [str(binary), "fs", "--format", "json", "--quiet", "."]
         try:
-            run = _run(argv, root, self._timeout_s)
+            run = run_scanner(argv, root, self._timeout_s)
             if run.exit_code != 0:
-                raise _UnavailableError(f"trivy exited {run.exit_code}: {_last_line(run.stderr)}")
-            findings = parse_trivy(_json(run, "trivy"))
-        except _UnavailableError as exc:
-            return _unavailable(self.name, exc)
+                raise ScannerUnavailableError(
+                    f"trivy exited {run.exit_code}: {last_line(run.stderr)}"
+                )
+            findings = parse_trivy(json_output(run, "trivy"))
+        except ScannerUnavailableError as exc:
+            return unavailable_report(self.name, exc)
         return ScannerReport(scanner=self.name, findings=findings)
 
 
@@ -664,30 +593,34 @@ class SonarQubeGate:
                     "/api/qualitygates/project_status", params={"projectKey": self._project_key}
                 )
             except httpx.HTTPError as exc:
-                return _unavailable(self.name, f"SonarQube at {self._url} is unreachable: {exc}")
+                return unavailable_report(
+                    self.name, f"SonarQube at {self._url} is unreachable: {exc}"
+                )
             if response.status_code in (401, 403):
-                return _unavailable(
+                return unavailable_report(
                     self.name,
                     f"SonarQube at {self._url} refused the token ({response.status_code}): "
                     "give the token 'Browse' permission on the project",
                 )
             if response.status_code == 404:
-                return _unavailable(
+                return unavailable_report(
                     self.name,
                     f"SonarQube at {self._url} has no project {self._project_key!r}: run an "
                     "analysis first or fix the project key",
                 )
             if response.status_code != 200:
-                return _unavailable(
+                return unavailable_report(
                     self.name, f"SonarQube at {self._url} answered {response.status_code}"
                 )
             try:
                 status = response.json()["projectStatus"]
             except (ValueError, KeyError, TypeError):
-                return _unavailable(self.name, "SonarQube's quality gate answer has no status")
+                return unavailable_report(
+                    self.name, "SonarQube's quality gate answer has no status"
+                )
             gate = str(status.get("status", "NONE")).upper()
             if gate == "NONE":
-                return _unavailable(
+                return unavailable_report(
                     self.name,
                     f"SonarQube has no quality gate result for {self._project_key!r} yet: "
                     "run an analysis first",

@@ -30,6 +30,7 @@ from temporalio.exceptions import ApplicationError
 from activities.backends import Heartbeat
 from activities.contracts import Artifact, BuildRequest, PublishRequest, ScannerReport
 from activities.errors import ErrorType, verdict
+from activities.files import atomic_write_text, file_sha256
 from activities.providers.child_env import child_env
 from activities.providers.processes import run_with_heartbeat
 from activities.providers.scanners import TrivyScanner
@@ -95,7 +96,7 @@ class WheelBuilder:
             )
             heartbeat("storing wheel")
             artifact = self._store_blob(wheel, request.commit)
-        _write_atomic(index, artifact.model_dump_json(indent=2))
+        atomic_write_text(index, artifact.model_dump_json(indent=2))
         return artifact
 
     def _pip_wheel(
@@ -204,7 +205,7 @@ class LocalRegistry:
     def publish(self, request: PublishRequest) -> Artifact:
         digest = request.artifact.digest
         blob = self.blob(digest)
-        actual = "sha256:" + _file_sha256(blob)
+        actual = "sha256:" + file_sha256(blob)
         if actual != digest:
             raise verdict(
                 ErrorType.ARTIFACT_MISSING,
@@ -213,7 +214,7 @@ class LocalRegistry:
             )
         tags = list(dict.fromkeys(request.tags))
         for tag in tags:
-            _write_atomic(self._tag_path(request.service, tag), digest + "\n")
+            atomic_write_text(self._tag_path(request.service, tag), digest + "\n")
         return request.artifact.model_copy(
             update={"tags": tags, "uri": str(blob), "size_bytes": blob.stat().st_size}
         )
@@ -308,23 +309,6 @@ def _read_index(index: Path, store: Path) -> Artifact | None:
         return None  # a damaged index entry: rebuild and overwrite it
     hexdigest = artifact.digest.removeprefix("sha256:")
     return artifact if (store / "sha256" / f"{hexdigest}.whl").is_file() else None
-
-
-def _write_atomic(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.NamedTemporaryFile(
-        "w", dir=path.parent, prefix=f".{path.name}.", delete=False
-    ) as handle:
-        handle.write(text)
-    os.replace(handle.name, path)
-
-
-def _file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def _safe_name(text: str) -> str:

@@ -14,9 +14,10 @@ import signal
 import socket
 import subprocess
 import time
-import uuid
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
+
+from activities.files import atomic_write_text
 
 __all__ = [
     "LOOPBACK",
@@ -186,15 +187,6 @@ def tail(path: Path, lines: int = 20, offset: int = 0) -> str:
         return ""
     text = data.decode("utf-8", errors="replace")
     return "\n".join(text.splitlines()[-lines:])
-
-
-def atomic_write_text(path: Path, text: str) -> None:
-    """Write `path` so that readers (Traefik's file watcher, another worker) see either the
-    old or the new content, never a half-written file: temp file in the same dir + rename."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.parent / f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp"
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
 
 
 @contextlib.contextmanager

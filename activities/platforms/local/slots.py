@@ -18,7 +18,6 @@ knows about; the next deploy, rollback or stop of the slot stops them.
 
 from __future__ import annotations
 
-import hashlib
 import os
 import re
 import shutil
@@ -34,6 +33,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from activities.backends import Heartbeat
 from activities.contracts import Artifact, DeployRequest, DeployResult, Slot
 from activities.errors import ErrorType, verdict
+from activities.files import file_sha256
 from activities.platforms.local._proc import (
     LAUNCH_ENV,
     LOOPBACK,
@@ -474,11 +474,7 @@ class SlotManager:
     @staticmethod
     def file_digest(path: Path) -> str:
         """'sha256:<hex>' of a file's bytes (what a local build records as the digest)."""
-        h = hashlib.sha256()
-        with path.open("rb") as f:
-            for chunk in iter(lambda: f.read(1 << 20), b""):
-                h.update(chunk)
-        return f"sha256:{h.hexdigest()}"
+        return f"sha256:{file_sha256(path)}"
 
     # --- stop ----------------------------------------------------------------------------
 

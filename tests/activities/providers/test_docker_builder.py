@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import secrets
 from collections.abc import Iterator
 from pathlib import Path
@@ -13,13 +14,10 @@ from temporalio.exceptions import ApplicationError
 from activities.backends import Builder, Registry
 from activities.contracts import Artifact, BuildRequest, PublishRequest, Severity
 from activities.errors import ErrorType
-from activities.providers.docker_builder import (
-    DockerBuilder,
-    DockerRegistry,
-    image_tag,
-    sanitize_tag,
-    trivy_findings,
-)
+from activities.providers.docker_builder import DockerBuilder
+from activities.providers.docker_registry import DockerRegistry
+from activities.providers.image_names import image_tag, sanitize_tag
+from activities.providers.scanners import TrivyScanner
 from tests.support.podman import LocalRegistry, PodmanService, running_podman, running_registry
 from tests.support.ports import free_port
 
@@ -237,31 +235,55 @@ def test_scan_without_trivy_is_unavailable_not_a_pass(
     assert report.findings == []
 
 
-def test_trivy_report_is_mapped_to_findings() -> None:
+def test_an_image_is_gated_like_a_source_tree_by_the_one_trivy_parser(
+    docker_registry: DockerRegistry,
+    registry: LocalRegistry,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     report = {
         "Results": [
             {
                 "Target": "app (debian 12)",
                 "Vulnerabilities": [
-                    {
-                        "VulnerabilityID": "CVE-2024-1",
-                        "PkgName": "openssl",
-                        "InstalledVersion": "3.0.1",
-                        "Severity": "CRITICAL",
-                        "Title": "bad",
-                    },
+                    {"VulnerabilityID": "CVE-2024-1", "Severity": "CRITICAL", "Title": "bad"},
                     {"VulnerabilityID": "CVE-2024-2", "Severity": "UNKNOWN"},
                 ],
                 "Misconfigurations": [{"ID": "DS002", "Severity": "HIGH", "Title": "root"}],
-            }
+            },
+            {
+                "Target": "/app/settings.py",
+                "Secrets": [
+                    {"RuleID": "aws-access-key-id", "Severity": "CRITICAL", "Title": "AWS"}
+                ],
+            },
         ]
     }
+    report_file = tmp_path / "report.json"
+    report_file.write_text(json.dumps(report))
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    trivy = bin_dir / "trivy"
+    # A stand-in trivy CLI: copies the report to `--output FILE` (image) or stdout (fs).
+    trivy.write_text(
+        "#!/bin/sh\n"
+        'out=""; while [ $# -gt 0 ]; do [ "$1" = --output ] && out="$2"; shift; done\n'
+        f'if [ -n "$out" ]; then cp {report_file} "$out"; else cat {report_file}; fi\n'
+    )
+    trivy.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bin_dir}:/usr/bin:/bin")
+    digest = "sha256:" + "2" * 64
 
-    findings = trivy_findings(report)
+    image = docker_registry.scan(
+        Artifact(kind="image", digest=digest, uri=f"{registry.host}/x@{digest}")
+    )
+    source = TrivyScanner(binary=trivy).scan(str(tmp_path))
 
-    assert [(f.rule, f.severity) for f in findings] == [
+    assert image.available, image.reason
+    assert image.findings == source.findings
+    assert [(f.rule, f.severity) for f in image.findings] == [
         ("CVE-2024-1", Severity.CRITICAL),
-        ("CVE-2024-2", Severity.MEDIUM),
+        ("CVE-2024-2", Severity.MEDIUM),  # unrated is not harmless
         ("DS002", Severity.HIGH),
+        ("aws-access-key-id", Severity.CRITICAL),  # a secret baked into the image counts
     ]
-    assert findings[0].location == "app (debian 12) openssl@3.0.1"

@@ -455,7 +455,7 @@ def test_trivy_report_parsing() -> None:
     assert [(f.rule, f.severity, f.location) for f in findings] == [
         ("CVE-2023-30861", Severity.HIGH, "requirements.txt"),
         ("CVE-2022-0001", Severity.CRITICAL, "requirements.txt"),
-        ("CVE-2021-9999", Severity.INFO, "requirements.txt"),
+        ("CVE-2021-9999", Severity.MEDIUM, "requirements.txt"),  # unrated is not harmless
         ("DS002", Severity.HIGH, "Dockerfile"),  # the PASSed check is not a finding
         ("aws-access-key-id", Severity.CRITICAL, "config/settings.py:3"),
     ]

@@ -1,0 +1,125 @@
+"""The skeleton every command-line scanner shares: find its binary, run it in its own process
+group under a deadline, read its JSON, and turn any of that failing into an unavailable report
+(never an empty, passing one)."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from activities.contracts import ScannerReport
+from activities.providers.child_env import child_env
+
+__all__ = [
+    "ScannerRun",
+    "ScannerUnavailableError",
+    "find_binary",
+    "json_output",
+    "last_line",
+    "missing_report",
+    "run_scanner",
+    "scanner_env",
+    "unavailable_report",
+]
+
+
+def find_binary(name: str) -> Path | None:
+    """A scanner's executable: next to this interpreter first (installed in the venv by pip),
+    then on PATH."""
+    beside = Path(sys.executable).parent / name
+    if beside.is_file() and os.access(beside, os.X_OK):
+        return beside
+    found = shutil.which(name)
+    return Path(found) if found else None
+
+
+@dataclass(frozen=True)
+class ScannerRun:
+    exit_code: int
+    stdout: str
+    stderr: str
+
+
+class ScannerUnavailableError(Exception):
+    """The scanner could not run; the message is the report's reason."""
+
+
+def scanner_env(home: Path, extra: Mapping[str, str] | None = None) -> dict[str, str]:
+    """A scanner's environment: the allow-list (`child_env`, index settings included) plus
+    trivy's own settings, with its vulnerability database kept in the worker's cache rather
+    than the throwaway HOME (it is hundreds of MB)."""
+    trivy = {k: v for k, v in os.environ.items() if k.startswith("TRIVY_")}
+    trivy.setdefault("TRIVY_CACHE_DIR", str(Path.home() / ".cache" / "trivy"))
+    return child_env(home=home, install=True, extra={**trivy, **(extra or {})})
+
+
+def run_scanner(
+    argv: Sequence[str],
+    cwd: Path,
+    timeout_s: float,
+    env: Mapping[str, str] | None = None,
+) -> ScannerRun:
+    """Run `argv` in `cwd` with `scanner_env` plus `env`. Scanners are worker tools but read
+    the service's code: never the worker's secrets, and a throwaway HOME."""
+    with tempfile.TemporaryDirectory(prefix="slipway-scan-home-") as home:
+        try:
+            process = subprocess.Popen(
+                list(argv),
+                cwd=cwd,
+                env=scanner_env(Path(home), env),
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                text=True,
+                # Own process group: on timeout the scanner's children (pip-audit runs pip)
+                # stop too.
+                start_new_session=True,
+            )
+        except OSError as exc:
+            raise ScannerUnavailableError(
+                f"{argv[0]} could not be started: {exc.strerror}"
+            ) from exc
+        try:
+            stdout, stderr = process.communicate(timeout=timeout_s)
+        except subprocess.TimeoutExpired as exc:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(process.pid, signal.SIGKILL)
+            process.communicate()
+            raise ScannerUnavailableError(
+                f"{Path(argv[0]).name} did not finish within {timeout_s:.0f} s"
+            ) from exc
+    return ScannerRun(process.returncode, stdout, stderr)
+
+
+def last_line(text: str) -> str:
+    lines = [line.strip() for line in text.strip().splitlines() if line.strip()]
+    return lines[-1][:300] if lines else "no output"
+
+
+def json_output(run: ScannerRun, tool: str) -> Any:
+    try:
+        return json.loads(run.stdout)
+    except json.JSONDecodeError as exc:
+        raise ScannerUnavailableError(
+            f"{tool} exited {run.exit_code} without a JSON report: {last_line(run.stderr)}"
+        ) from exc
+
+
+def missing_report(name: str, hint: str) -> ScannerReport:
+    return ScannerReport(
+        scanner=name, available=False, reason=f"{name} is not installed on this worker: {hint}"
+    )
+
+
+def unavailable_report(name: str, reason: object) -> ScannerReport:
+    return ScannerReport(scanner=name, available=False, reason=str(reason))
