@@ -23,6 +23,9 @@ $(STAMP): pyproject.toml constraints.txt
 demo: $(STAMP)
 	$(PY) -m starters.demo
 
+# Four pytest-xdist workers: the long end-to-end tests mostly wait on real time and servers,
+# so they overlap well even on two cores; podman's tests share one worker (xdist_group).
+PYTEST_ARGS ?= -n 4 --dist loadgroup --durations=15
 test: $(STAMP)
 	$(PY) -m pytest $(PYTEST_ARGS)
 

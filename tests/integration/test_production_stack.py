@@ -32,6 +32,7 @@ from tests.fakes.kube_api import FakeKubeApi, canary_environment
 from tests.support.binaries import require_binary
 from tests.support.ecr_endpoint import EcrEndpoint, running_ecr_endpoint, running_moto
 from tests.support.podman import PodmanService, running_podman, running_registry
+from tests.support.policy import write_policy
 from tests.support.traffic import TraefikTraffic, running_prometheus
 from worker import build_worker
 from workflows.messages import CanaryResult, PipelineResult, PipelineState, RunContext, StageState
@@ -41,7 +42,8 @@ from workflows.spec import PipelineSpec, validate_definition
 if TYPE_CHECKING:
     from mypy_boto3_ecr import ECRClient
 
-pytestmark = [pytest.mark.realserver, pytest.mark.devserver]
+# podman keeps machine-wide state: its tests run in one xdist worker (`--dist loadgroup`).
+pytestmark = [pytest.mark.realserver, pytest.mark.devserver, pytest.mark.xdist_group("podman")]
 
 SERVICE = "shop"
 ENVIRONMENT = "production"
@@ -290,14 +292,16 @@ async def _run(
 
 
 async def test_production_backends_promote_a_good_canary_and_roll_back_a_bad_one(
-    dev_env: WorkflowEnvironment, stack: Stack, task_queue: str
+    dev_env: WorkflowEnvironment, stack: Stack, task_queue: str, tmp_path: Path
 ) -> None:
     spec = validate_definition(DEFINITION, "production-stack.yaml")
+    # This definition deploys to production without a gate: its team's policy asks none.
+    policy = write_policy(tmp_path / "policy.yaml", {})
     first, second = stack.commits
     registry = stack.endpoint.registry
     backends = backends_from_settings(stack.settings)
     try:
-        async with build_worker(dev_env.client, backends, task_queue):
+        async with build_worker(dev_env.client, backends, task_queue, policy_file=policy):
             good, good_canary = await _run(dev_env, spec, stack, first, task_queue)
             served_after_good = stack.traffic.snapshot()
             bad, bad_canary = await _run(dev_env, spec, stack, second, task_queue)

@@ -13,7 +13,9 @@ the ECR and Prometheus tests use it too.
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
+import tempfile
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -206,10 +208,13 @@ def running_podman(workdir: Path, insecure_registries: Sequence[str]) -> Iterato
         )
     )
     socket_path = workdir / "podman.sock"
+    # podman refuses a runroot longer than 50 characters, which pytest-xdist's temporary
+    # directories (…/popen-gw0/…) exceed: a short one of its own, removed afterwards.
+    runroot = Path(tempfile.mkdtemp(prefix="podrun-"))
     argv = [
         str(binary),
         f"--root={workdir / 'root'}",
-        f"--runroot={workdir / 'runroot'}",
+        f"--runroot={runroot}",
         f"--tmpdir={workdir / 'libpod'}",
         "--storage-driver=vfs",
         "--cgroup-manager=cgroupfs",
@@ -224,11 +229,14 @@ def running_podman(workdir: Path, insecure_registries: Sequence[str]) -> Iterato
         # Uploaded build contexts go here instead of /var/tmp.
         "TMPDIR": str(workdir / "tmp"),
     }
-    with server_process(
-        argv,
-        name="podman system service",
-        log=workdir / "podman.log",
-        ready=lambda: _ping(socket_path),
-        env=env,
-    ):
-        yield PodmanService(base_url=f"unix://{socket_path}")
+    try:
+        with server_process(
+            argv,
+            name="podman system service",
+            log=workdir / "podman.log",
+            ready=lambda: _ping(socket_path),
+            env=env,
+        ):
+            yield PodmanService(base_url=f"unix://{socket_path}")
+    finally:
+        shutil.rmtree(runroot, ignore_errors=True)

@@ -21,7 +21,8 @@ from activities.providers.scanners import TrivyScanner
 from tests.support.podman import LocalRegistry, PodmanService, running_podman, running_registry
 from tests.support.ports import free_port
 
-pytestmark = pytest.mark.realserver
+# podman keeps machine-wide state: its tests run in one xdist worker (`--dist loadgroup`).
+pytestmark = [pytest.mark.realserver, pytest.mark.xdist_group("podman")]
 
 
 @pytest.fixture(scope="module")
