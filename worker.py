@@ -209,12 +209,9 @@ async def main() -> None:
         policy=policy.path,
         policy_hash=policy.hash,
     )
-    try:
-        async with worker:
-            await stop.wait()
-            log.info("worker stopping")
-    finally:
-        backends.close()
+    async with worker:
+        await stop.wait()
+        log.info("worker stopping")
 
 
 if __name__ == "__main__":

@@ -195,4 +195,3 @@ class Backends:
     registry: Registry | None = None
     load: LoadGenerator | None = None
     services: BackingServices | None = None
-    close: Callable[[], None] = lambda: None

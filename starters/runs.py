@@ -120,7 +120,6 @@ async def start_pipeline(
     pipeline_input = PipelineInput(
         spec=spec,
         run=run,
-        ui_url=run_url(client, workflow_id),
     )
     existing = await _open_or_succeeded(client, workflow_id)
     if existing is not None:

@@ -103,7 +103,7 @@ class PipelineInput(_Message):
         description="Person → roles, for runs from before the worker held the policy (they "
         "judge decisions by it); newer runs ignore it.",
     )
-    ui_url: str = ""
+    ui_url: str = Field("", description="Unread; kept so inputs recorded with it still load.")
 
 
 class StageState(StrEnum):

@@ -7,8 +7,7 @@ errored).
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
-from datetime import timedelta
+from collections.abc import Mapping, Sequence
 from enum import StrEnum
 from fnmatch import fnmatchcase
 
@@ -29,10 +28,7 @@ __all__ = [
     "branch_matches",
     "gate_refusal",
     "judge",
-    "judge_error_rate",
-    "judge_p95_latency",
     "judge_scan",
-    "judge_success_rate",
     "judge_tests",
     "quality_gate",
 ]
@@ -85,18 +81,6 @@ def judge(check: MetricCheck, observed: float | None) -> Judgment:
     )
 
 
-def judge_success_rate(observed: float | None, minimum: float) -> Judgment:
-    return judge(MetricCheck(metric="success_rate", min=minimum), observed)
-
-
-def judge_error_rate(observed: float | None, maximum: float) -> Judgment:
-    return judge(MetricCheck(metric="error_rate", max=maximum), observed)
-
-
-def judge_p95_latency(observed_ms: float | None, maximum_ms: float) -> Judgment:
-    return judge(MetricCheck(metric="p95_latency_ms", max=maximum_ms), observed_ms)
-
-
 class Analysis(_Frozen):
     """All checks of one analysis run. `passed` is False on any failure, and on no data
     unless the definition says no-data is ignored."""
@@ -117,11 +101,6 @@ def analyse(
     ]
     summary = "; ".join(j.reason for j in (failing or judgments))
     return Analysis(passed=not failing, judgments=judgments, summary=summary)
-
-
-def window_for(checks: Iterable[MetricCheck]) -> timedelta:
-    """One query window covering every check (the longest one asked for)."""
-    return max((c.window for c in checks), default=timedelta(minutes=1))
 
 
 # --- CI gates -----------------------------------------------------------------------------

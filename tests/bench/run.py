@@ -379,10 +379,7 @@ def production_replayer(client: Client) -> Replayer:
     """A `Replayer` with `build_worker`'s workflows and workflow runner (the worker is built
     only to read its configuration; it never polls)."""
     backends = MemoryBackends().backends()
-    try:
-        config = build_worker(client, backends, f"bench-replay-{uuid.uuid4().hex[:8]}").config()
-    finally:
-        backends.close()
+    config = build_worker(client, backends, f"bench-replay-{uuid.uuid4().hex[:8]}").config()
     return Replayer(
         workflows=config["workflows"],
         workflow_runner=config["workflow_runner"],

@@ -89,26 +89,23 @@ async def serve(
         address, namespace=namespace, data_converter=pydantic_data_converter
     )
     backends = bench_backends()
-    try:
-        # The production worker, as `worker.main` builds it with default settings, plus the
-        # baseline workflow and the stamping interceptor (one file write per activity start).
-        worker = build_worker(
-            client,
-            backends,
-            task_queue,
-            extra_workflows=[BaselineWorkflow],
-            interceptors=[StampInterceptor(sink)],
-            **what_if,
-        )
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(sig, stop.set)
-        async with worker:
-            print(f"ready {os.getpid()}", flush=True)
-            await stop.wait()
-    finally:
-        backends.close()
+    # The production worker, as `worker.main` builds it with default settings, plus the
+    # baseline workflow and the stamping interceptor (one file write per activity start).
+    worker = build_worker(
+        client,
+        backends,
+        task_queue,
+        extra_workflows=[BaselineWorkflow],
+        interceptors=[StampInterceptor(sink)],
+        **what_if,
+    )
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    async with worker:
+        print(f"ready {os.getpid()}", flush=True)
+        await stop.wait()
 
 
 def main() -> None:

@@ -300,13 +300,10 @@ async def test_production_backends_promote_a_good_canary_and_roll_back_a_bad_one
     first, second = stack.commits
     registry = stack.endpoint.registry
     backends = backends_from_settings(stack.settings)
-    try:
-        async with build_worker(dev_env.client, backends, task_queue, policy_file=policy):
-            good, good_canary = await _run(dev_env, spec, stack, first, task_queue)
-            served_after_good = stack.traffic.snapshot()
-            bad, bad_canary = await _run(dev_env, spec, stack, second, task_queue)
-    finally:
-        backends.close()
+    async with build_worker(dev_env.client, backends, task_queue, policy_file=policy):
+        good, good_canary = await _run(dev_env, spec, stack, first, task_queue)
+        served_after_good = stack.traffic.snapshot()
+        bad, bad_canary = await _run(dev_env, spec, stack, second, task_queue)
     served = stack.traffic.snapshot()
 
     # --- run 1: promoted, as the workflow tells it ---

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -25,13 +24,9 @@ from workflows.policy import (
     approval_state,
     branch_matches,
     judge,
-    judge_error_rate,
-    judge_p95_latency,
     judge_scan,
-    judge_success_rate,
     judge_tests,
     quality_gate,
-    window_for,
 )
 from workflows.spec import (
     ApprovalStage,
@@ -89,14 +84,16 @@ def test_judge_without_data_is_no_data_not_a_pass(observed: float | None) -> Non
         assert judgment.reason == f"{check.metric}: no data"
 
 
-def test_the_seed_helpers_judge_their_metric() -> None:
-    assert judge_success_rate(99.2, 99).verdict == Verdict.PASS
-    assert judge_success_rate(98.9, 99).verdict == Verdict.FAIL
-    assert judge_error_rate(1.5, 1).verdict == Verdict.FAIL
-    assert judge_error_rate(0.2, 1).verdict == Verdict.PASS
-    assert judge_p95_latency(501, 500).verdict == Verdict.FAIL
-    assert judge_p95_latency(None, 500).verdict == Verdict.NO_DATA
-    assert judge_p95_latency(120, 500).metric == "p95_latency_ms"
+def test_the_heal7_thresholds_judge_their_metric() -> None:
+    def verdict(metric: str, observed: float | None, **bound: float) -> Verdict:
+        return judge(MetricCheck(metric=metric, **bound), observed).verdict
+
+    assert verdict("success_rate", 99.2, min=99) == Verdict.PASS
+    assert verdict("success_rate", 98.9, min=99) == Verdict.FAIL
+    assert verdict("error_rate", 1.5, max=1) == Verdict.FAIL
+    assert verdict("error_rate", 0.2, max=1) == Verdict.PASS
+    assert verdict("p95_latency_ms", 501, max=500) == Verdict.FAIL
+    assert verdict("p95_latency_ms", None, max=500) == Verdict.NO_DATA
 
 
 def sample(**values: float | None) -> MetricsSample:
@@ -140,16 +137,6 @@ def test_analyse_ignoring_no_data_still_fails_a_violation(canary: CanaryStage) -
     result = analyse(canary.metrics, sample(success_rate=97, p95_latency_ms=None), no_data="ignore")
     assert not result.passed
     assert result.summary == "success_rate 97 violates >= 99"
-
-
-def test_window_for_is_the_longest_asked_for(canary: CanaryStage) -> None:
-    assert window_for(canary.metrics) == timedelta(minutes=1)
-    checks = [
-        MetricCheck(metric="error_rate", max=5, window=timedelta(seconds=300)),
-        MetricCheck(metric="cpu_percent", max=90, window=timedelta(seconds=600)),
-    ]
-    assert window_for(checks) == timedelta(seconds=600)
-    assert window_for([]) == timedelta(minutes=1)
 
 
 # --- scans --------------------------------------------------------------------------------

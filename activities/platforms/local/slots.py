@@ -33,7 +33,6 @@ from pydantic import BaseModel, ConfigDict, Field
 from activities.backends import Heartbeat
 from activities.contracts import Artifact, DeployRequest, DeployResult, Slot
 from activities.errors import ErrorType, verdict
-from activities.files import file_sha256
 from activities.platforms.local._proc import (
     LAUNCH_ENV,
     LOOPBACK,
@@ -470,11 +469,6 @@ class SlotManager:
             "configured index (PIP_INDEX_URL, PIP_FIND_LINKS, pip.conf).",
         )
         return self.venvs.ensure(spec, heartbeat)
-
-    @staticmethod
-    def file_digest(path: Path) -> str:
-        """'sha256:<hex>' of a file's bytes (what a local build records as the digest)."""
-        return f"sha256:{file_sha256(path)}"
 
     # --- stop ----------------------------------------------------------------------------
 

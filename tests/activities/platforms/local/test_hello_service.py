@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from activities.contracts import Artifact
+from activities.files import file_sha256
 from activities.platforms.local import SlotManager
 from tests.activities.platforms.local.helpers import (
     HELLO_DIR,
@@ -65,7 +66,7 @@ def test_a_wheel_built_from_the_pyproject_runs_in_a_slot(
     if built.returncode != 0:
         pytest.fail(f"pip wheel failed (needs setuptools from the index):\n{built.stderr}")
     (wheel,) = (tmp_path / "dist").glob("hello_service-*.whl")
-    artifact = Artifact(digest=SlotManager.file_digest(wheel), uri=str(wheel), version="0.1.0")
+    artifact = Artifact(digest="sha256:" + file_sha256(wheel), uri=str(wheel), version="0.1.0")
     result = slots.deploy(deploy_request(artifact, "development"), no_heartbeat)
     body = get_json(result.endpoint + "/")
     # The version comes from the wheel's own metadata, config.json from inside the wheel.
