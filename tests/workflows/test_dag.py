@@ -10,6 +10,7 @@ import pytest
 from pydantic import TypeAdapter
 
 from workflows import dag
+from workflows import definition_rules as rules
 from workflows.spec import Stage, load_pipeline
 
 HEAL7 = Path(__file__).resolve().parents[2] / "pipelines" / "heal7.yaml"
@@ -105,7 +106,10 @@ def test_find_cycle_returns_a_closed_path_or_none() -> None:
 
 def test_graph_problems_show_a_cycle_in_run_order() -> None:
     needs = {"checkout": [], "a": ["c"], "b": ["a"], "c": ["b"]}
-    problems = dag.graph_problems([(n, d, "checkout") for n, d in needs.items()])
+    problems = [
+        p.model_dump()
+        for p in rules.graph_problems("f", [(n, d, "checkout") for n, d in needs.items()])
+    ]
     assert len(problems) == 1
     assert problems[0]["field"] == "needs"
     message = problems[0]["message"]
@@ -120,7 +124,7 @@ def test_graph_problems_show_a_cycle_in_run_order() -> None:
 
 def test_graph_problems_of_a_sound_graph_are_none() -> None:
     triples = [("a", [], "checkout"), ("b", ["a"], "build"), ("c", ["a", "b"], "deploy")]
-    assert dag.graph_problems(triples) == []
+    assert rules.graph_problems("f", triples) == []
 
 
 def test_ancestors_and_descendants_on_heal7() -> None:
