@@ -275,6 +275,9 @@ class MonitorInput(_Message):
     elapsed_s: float = Field(0, description="Carried across continue-as-new.")
     transient: int = 0
     checks: int = 0
+    violations: list[MonitorCheck] = Field(
+        default_factory=list, description="Carried across continue-as-new (the latest ones)."
+    )
 
 
 class MonitorCheck(_Message):

@@ -26,7 +26,9 @@ with workflow.unsafe.imports_passed_through():
     from workflows.policy import Analysis, analyse
     from workflows.run_leases import rollback_through_environment
 
-__all__ = ["MonitorWorkflow"]
+__all__ = ["MAX_CARRIED_VIOLATIONS", "MonitorWorkflow"]
+
+MAX_CARRIED_VIOLATIONS = 50
 
 
 @workflow.defn(name="MonitorWorkflow")
@@ -35,7 +37,7 @@ class MonitorWorkflow:
     def __init__(self, input: MonitorInput) -> None:
         self._checks = input.checks
         self._transient = input.transient
-        self._violations: list[MonitorCheck] = []
+        self._violations: list[MonitorCheck] = list(input.violations)
 
     @workflow.run
     async def run(self, input: MonitorInput) -> MonitorResult:
@@ -108,6 +110,9 @@ class MonitorWorkflow:
                         "elapsed_s": elapsed.total_seconds(),
                         "checks": self._checks,
                         "transient": self._transient,
+                        # Only the latest records: the count above keeps the total, and the
+                        # input must stay far below Temporal's payload limit.
+                        "violations": self._violations[-MAX_CARRIED_VIOLATIONS:],
                     }
                 )
             )

@@ -70,6 +70,7 @@ __all__ = [
     "ServiceSpec",
     "SmokeStage",
     "Stage",
+    "StageBase",
     "TestStage",
     "load_pipeline",
     "parse_duration",
@@ -136,19 +137,30 @@ def _at_most(maximum: timedelta) -> Any:
     return AfterValidator(check)
 
 
-def bounded_duration(maximum: timedelta) -> Any:
-    """A positive duration no longer than `maximum` (each field has its own bound)."""
-    return Annotated[
-        timedelta, BeforeValidator(parse_duration), AfterValidator(_positive), _at_most(maximum)
-    ]
-
-
-Duration = bounded_duration(MAX_DURATION)
-Hours = bounded_duration(timedelta(days=1))
+# Each duration field has a bound of its own (README: Limits).
+Duration = Annotated[
+    timedelta, BeforeValidator(parse_duration), AfterValidator(_positive), _at_most(MAX_DURATION)
+]
+Hours = Annotated[
+    timedelta,
+    BeforeValidator(parse_duration),
+    AfterValidator(_positive),
+    _at_most(timedelta(days=1)),
+]
 """Intervals, windows and retry delays: a day at most."""
-Days = bounded_duration(timedelta(days=7))
+Days = Annotated[
+    timedelta,
+    BeforeValidator(parse_duration),
+    AfterValidator(_positive),
+    _at_most(timedelta(days=7)),
+]
 """Stage timeouts and monitor durations: a week at most."""
-Month = bounded_duration(timedelta(days=30))
+Month = Annotated[
+    timedelta,
+    BeforeValidator(parse_duration),
+    AfterValidator(_positive),
+    _at_most(timedelta(days=30)),
+]
 """Approval timeouts and freeze windows: 30 days at most."""
 
 
@@ -320,8 +332,7 @@ def _template(allowed: frozenset[str], is_tag: bool = False) -> Any:
                 continue
             if name not in allowed:
                 raise ValueError(
-                    f"unknown placeholder {{{name[:40]}}} in {short(text)}; "
-                    f"use {sorted(allowed)}"
+                    f"unknown placeholder {{{name[:40]}}} in {short(text)}; use {sorted(allowed)}"
                 )
             # A width from a nested field, or a huge literal one, builds a string of any size.
             widths = [int(w) for w in re.findall(r"\d+", spec or "")]
@@ -555,6 +566,8 @@ Stage = Annotated[
     Field(discriminator="kind"),
 ]
 
+StageBase = _StageBase
+"""What every stage kind shares (name, needs, when, retry, timeout, on_failure)."""
 _STAGE_CLASSES: tuple[type[_StageBase], ...] = get_args(get_args(Stage)[0])
 STAGE_KINDS: list[str] = [get_args(c.model_fields["kind"].annotation)[0] for c in _STAGE_CLASSES]
 """Every stage kind, in the order of the `Stage` union (derived: one list to keep)."""
