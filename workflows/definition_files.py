@@ -1,9 +1,10 @@
 """Reading definition files: bounded, strict YAML, and `extends:` kept inside its tree.
 
 A definition is untrusted input. A file is read only if it is a regular file, only up to
-`MAX_FILE_BYTES`, and only as UTF-8 text; the YAML loader refuses anchors and aliases (an
-alias bomb expands to gigabytes), duplicate keys (YAML would keep the last one silently) and
-nesting deeper than `MAX_NESTING` (the composer recurses). Errors name the file and a line,
+`MAX_FILE_BYTES`, and only as UTF-8 text. Its YAML events are checked before anything is
+built: anchors and aliases are refused (an alias bomb expands to gigabytes), so are duplicate
+keys (YAML would keep the last one silently) and nesting deeper than `MAX_NESTING` (the
+composer recurses). Errors name the file and a line,
 never quote its text: `extends:` may point at a file that is not a definition at all.
 """
 
@@ -16,7 +17,6 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from yaml.nodes import MappingNode, Node
 
 from workflows.limits import MAX_EXTENDS_DEPTH, MAX_FILE_BYTES, MAX_NESTING, short
 
@@ -34,45 +34,45 @@ class DefinitionFileError(Exception):
 
 
 class _StrictError(yaml.YAMLError):
-    def __init__(self, message: str, node_or_event: Any) -> None:
-        mark = getattr(node_or_event, "start_mark", None)
+    def __init__(self, message: str, event: Any) -> None:
+        mark = getattr(event, "start_mark", None)
         where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark is not None else ""
         super().__init__(message + where)
 
 
-class _DefinitionLoader(yaml.SafeLoader):
-    """SafeLoader that refuses anchors, aliases, duplicate keys and deep nesting."""
+# libyaml when present: the pure-Python parser takes seconds for a large definition.
+_LOADER: type[yaml.SafeLoader] = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
-    def __init__(self, stream: str) -> None:
-        super().__init__(stream)
-        self._depth = 0
 
-    def compose_node(self, parent: Node | None, index: Any) -> Node | None:
-        event = self.peek_event()  # type: ignore[no-untyped-call]
+def _check_events(text: str) -> None:
+    """Refuse anchors, aliases, duplicate keys and deep nesting from the event stream, before
+    anything is composed: libyaml composes recursively in C, and an alias bomb expands only
+    when constructed, so neither may see such a document."""
+    # One frame per open collection: [is a mapping, nodes seen in it, its keys].
+    frames: list[tuple[bool, list[int], set[str]]] = []
+    for event in yaml.parse(text, Loader=_LOADER):
         if isinstance(event, yaml.AliasEvent) or getattr(event, "anchor", None) is not None:
             raise _StrictError("anchors and aliases (&, *) are not allowed", event)
-        if isinstance(event, yaml.SequenceStartEvent | yaml.MappingStartEvent):
-            if self._depth >= MAX_NESTING:
+        if isinstance(event, yaml.CollectionEndEvent):
+            frames.pop()
+            continue
+        if not isinstance(event, yaml.NodeEvent):
+            continue
+        if frames and frames[-1][0]:
+            _, count, keys = frames[-1]
+            if count[0] % 2 == 0:  # a key
+                if not isinstance(event, yaml.ScalarEvent):
+                    raise _StrictError("a mapping key must be a plain value", event)
+                if event.value in keys:
+                    raise _StrictError(f"duplicate key {short(event.value)}", event)
+                keys.add(event.value)
+            count[0] += 1
+        elif frames:
+            frames[-1][1][0] += 1
+        if isinstance(event, yaml.CollectionStartEvent):
+            if len(frames) >= MAX_NESTING:
                 raise _StrictError(f"nested deeper than {MAX_NESTING} levels", event)
-            self._depth += 1
-            try:
-                return super().compose_node(parent, index)
-            finally:
-                self._depth -= 1
-        return super().compose_node(parent, index)
-
-    def construct_mapping(self, node: MappingNode, deep: bool = False) -> dict[Any, Any]:
-        seen: set[Any] = set()
-        for key_node, _ in node.value:
-            key = self.construct_object(key_node, deep=True)
-            try:
-                duplicate = key in seen
-                seen.add(key)
-            except TypeError:
-                raise _StrictError("a mapping key must be a plain value", key_node) from None
-            if duplicate:
-                raise _StrictError(f"duplicate key {short(key)}", key_node)
-        return super().construct_mapping(node, deep=deep)
+            frames.append((isinstance(event, yaml.MappingStartEvent), [0], set()))
 
 
 def _yaml_error(exc: yaml.YAMLError) -> str:
@@ -117,7 +117,8 @@ def read_definition(path: Path) -> dict[str, Any]:
     if "\x00" in text:
         raise DefinitionFileError(path, "is not text: it contains NUL bytes")
     try:
-        data = yaml.load(text, Loader=_DefinitionLoader)
+        _check_events(text)
+        data = yaml.load(text, Loader=_LOADER)
     except yaml.YAMLError as exc:
         raise DefinitionFileError(path, _yaml_error(exc)) from None
     except RecursionError:
