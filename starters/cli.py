@@ -134,7 +134,7 @@ def validate(
 ) -> None:
     """Check definitions; every problem is listed with file, stage and field."""
     people = _roles(roles) if roles is not None else None
-    allowed = [*_extends_roots(), *(extends_root or [])]
+    allowed: list[str | Path] = [*_extends_roots(), *(extends_root or [])]
     bad = 0
     for path in definitions:
         try:

@@ -197,9 +197,9 @@ async def _task_failures(env: WorkflowEnvironment, spec: PipelineSpec) -> list[s
         )
         # Time skips while the result is awaited: each gate times out (nobody approves), so
         # most runs end at their first gate. A pipeline that fails is fine, so is one still
-        # waiting after 20 s (a gate without a timeout); a workflow-task failure is not.
+        # waiting after 8 s (a gate without a timeout); a workflow-task failure is not.
         with contextlib.suppress(TimeoutError, WorkflowFailureError):
-            await asyncio.wait_for(handle.result(), timeout=20)
+            await asyncio.wait_for(handle.result(), timeout=8)
         failures = [
             e.workflow_task_failed_event_attributes.failure.message
             async for e in handle.fetch_history_events()
