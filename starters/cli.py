@@ -240,7 +240,7 @@ def _decide(workflow_id: str, approver: str, gate: str, comment: str, approve: b
             return 1
         except RPCError as err:
             typer.echo(f"cannot reach {workflow_id}: {err.message}", err=True)
-            return 1
+            return 2 if err.status == RPCStatusCode.NOT_FOUND else 1
         typer.echo(f"{record.decision}d gate {record.gate!r} as {record.approver} at {record.at}")
         return 0
 
@@ -492,7 +492,7 @@ def rollback(
             return 1
         except RPCError as err:
             typer.echo(f"no environment {environment!r} of {service}: {err.message}", err=True)
-            return 1
+            return 2 if err.status == RPCStatusCode.NOT_FOUND else 1
         if outcome.status == "failed":
             typer.echo(f"{environment}: rollback FAILED: {outcome.reason}", err=True)
             return 1
