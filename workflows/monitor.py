@@ -63,6 +63,9 @@ class MonitorWorkflow:
                         at=workflow.now(), passed=True, summary=analysis.summary, rechecked=True
                     )
                 )
+                # The latest records only (the count keeps the total): a short interval over
+                # days must not grow the result past Temporal's payload limit.
+                del self._violations[:-MAX_CARRIED_VIOLATIONS]
                 workflow.logger.info("transient violation cleared on re-check")
                 self._maybe_continue_as_new(input, remaining)
                 continue
