@@ -3,7 +3,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint format bench soak dev-server worker clean
+.PHONY: demo test lint format bench soak fuzz dev-server worker clean
 
 # pip's output goes to $(INSTALL_LOG), not the screen: an index configured with extra
 # locations makes pip warn "Location '...' is ignored" for every package, pages that bury
@@ -40,6 +40,13 @@ format: $(STAMP)
 
 bench: $(STAMP)
 	$(PY) -m tests.bench.run
+
+# Definition validation, property-based: many more examples than `make test` runs.
+FUZZ_EXAMPLES ?= 5000
+FUZZ_RUNS ?= 60
+fuzz: $(STAMP)
+	SLIPWAY_FUZZ_EXAMPLES=$(FUZZ_EXAMPLES) SLIPWAY_FUZZ_RUNS=$(FUZZ_RUNS) \
+		$(PY) -m pytest tests/workflows/test_definition_fuzz.py -p no:cacheprovider
 
 # Many commits at once while workers and the server die; SCALE=large for the long one.
 SCALE ?= small

@@ -32,9 +32,10 @@ from activities.signatures import SignatureError
 from activities.worker_policy import PolicyError, load_policy
 from plumbing.codec import CodecError
 from plumbing.connection import connect, task_queue
-from starters import render
+from starters import arguments, render
 from starters.runs import (
     RetryError,
+    load_roles,
     pipeline_outcome,
     replay_history,
     reset_to_failed_stage,
@@ -73,7 +74,12 @@ app = typer.Typer(
 
 T = TypeVar("T")
 
-RunId = Annotated[str, typer.Argument(help="Workflow id, e.g. pipeline-hello-0123456789ab.")]
+RunId = Annotated[
+    str,
+    typer.Argument(
+        help="Workflow id, e.g. pipeline-hello-0123456789ab.", callback=arguments.run_id
+    ),
+]
 By = Annotated[str, typer.Option("--by", help="Who is asking (recorded in history).")]
 Key = Annotated[
     Path | None,
@@ -86,7 +92,15 @@ Key = Annotated[
 
 
 def _run(coro: Callable[[], Coroutine[Any, Any, T]]) -> T:
-    return asyncio.run(coro())
+    try:
+        return asyncio.run(coro())
+    except RPCError as err:
+        # A run, gate or environment that does not exist is bad input, not a crash.
+        if err.status == RPCStatusCode.NOT_FOUND:
+            raise _fail(f"not found: {err.message}") from None
+        if err.status == RPCStatusCode.INVALID_ARGUMENT:
+            raise _fail(f"refused by Temporal: {err.message}") from None
+        raise
 
 
 def _fail(message: str, code: int = 2) -> typer.Exit:
@@ -94,11 +108,25 @@ def _fail(message: str, code: int = 2) -> typer.Exit:
     return typer.Exit(code)
 
 
-def _load(definition: Path) -> PipelineSpec:
+def _extends_roots() -> list[str]:
+    """Directories besides a definition's own tree that `extends:` may name."""
+    return [p for p in os.environ.get("SLIPWAY_EXTENDS_ROOTS", "").split(os.pathsep) if p]
+
+
+def _load(definition: Path, roles: dict[str, list[str]] | None = None) -> PipelineSpec:
     try:
-        return load_pipeline(definition)
+        return load_pipeline(definition, roles, _extends_roots())
     except DefinitionError as err:
         raise _fail(str(err)) from None
+
+
+def _roles(path: Path) -> dict[str, list[str]]:
+    try:
+        return load_roles(path)
+    except ValueError as err:
+        raise _fail(str(err)) from None
+    except OSError as err:
+        raise _fail(f"{path}: cannot read the roles file: {err.strerror or err}") from None
 
 
 async def _client() -> Client:
@@ -113,12 +141,21 @@ async def _client() -> Client:
 @app.command()
 def validate(
     definitions: Annotated[list[Path], typer.Argument(help="Pipeline definition files.")],
+    roles: Annotated[
+        Path | None, typer.Option(help="Roles file: also check that each gate can be met.")
+    ] = None,
+    extends_root: Annotated[
+        list[Path] | None,
+        typer.Option(help="A directory `extends:` may also name (repeatable)."),
+    ] = None,
 ) -> None:
     """Check definitions; every problem is listed with file, stage and field."""
+    people = _roles(roles) if roles is not None else None
+    allowed: list[str | Path] = [*_extends_roots(), *(extends_root or [])]
     bad = 0
     for path in definitions:
         try:
-            spec = load_pipeline(path)
+            spec = load_pipeline(path, people, allowed)
         except DefinitionError as err:
             bad += 1
             typer.echo(str(err), err=True)
@@ -137,14 +174,24 @@ def graph(definition: Annotated[Path, typer.Argument(help="Pipeline definition f
 @app.command()
 def start(
     definition: Annotated[Path, typer.Option(help="Pipeline definition (YAML).")],
-    repo: Annotated[str, typer.Option(help="Repository path or URL.")],
-    commit: Annotated[str, typer.Option(help="Full commit sha.")],
+    repo: Annotated[
+        str, typer.Option(help="Repository path or URL.", callback=arguments.repository)
+    ],
+    commit: Annotated[str, typer.Option(help="Full commit sha.", callback=arguments.commit_sha)],
     author: Annotated[
         str,
         typer.Option(help="Shown in summaries only: self-approval is judged on git's author."),
     ] = "",
-    branch: Annotated[str, typer.Option(help="Branch of the commit.")] = "main",
-    service: Annotated[str, typer.Option(help="Override the definition's service name.")] = "",
+    branch: Annotated[
+        str, typer.Option(help="Branch of the commit.", callback=arguments.branch_name)
+    ] = "main",
+    service: Annotated[
+        str,
+        typer.Option(
+            help="Override the definition's service name.",
+            callback=arguments.optional_service_name,
+        ),
+    ] = "",
     roles: Annotated[
         Path | None,
         typer.Option(hidden=True, help="Ignored: the worker's policy holds the roles."),
@@ -177,7 +224,7 @@ def start(
             diff_url=diff_url,
         )
     except ValueError as err:
-        raise _fail(str(err)) from None
+        raise _fail(f"bad argument: {err}") from None
 
     async def go() -> int:
         client = await _client()
@@ -248,7 +295,7 @@ def _decide(
             return 1
         except RPCError as err:
             typer.echo(f"cannot reach {workflow_id}: {err.message}", err=True)
-            return 1
+            return 2 if err.status == RPCStatusCode.NOT_FOUND else 1
         how = f"signed with {record.signer_key}" if record.signer_key else "unsigned"
         typer.echo(
             f"{record.decision}d gate {record.gate!r} as {record.approver} at {record.at} ({how})"
@@ -262,7 +309,10 @@ def _decide(
 def approve(
     workflow_id: RunId,
     approver: Annotated[str, typer.Option(help="You, as named in the roles file.")],
-    gate: Annotated[str, typer.Option(help="Gate name (by default the environment).")],
+    gate: Annotated[
+        str,
+        typer.Option(help="Gate name (by default the environment).", callback=arguments.safe_name),
+    ],
     comment: Annotated[str, typer.Option(help="Why.")] = "",
     key: Key = None,
 ) -> None:
@@ -275,7 +325,10 @@ def approve(
 def reject(
     workflow_id: RunId,
     approver: Annotated[str, typer.Option(help="You, as named in the roles file.")],
-    gate: Annotated[str, typer.Option(help="Gate name (by default the environment).")],
+    gate: Annotated[
+        str,
+        typer.Option(help="Gate name (by default the environment).", callback=arguments.safe_name),
+    ],
     comment: Annotated[str, typer.Option(help="Why.")] = "",
     key: Key = None,
 ) -> None:
@@ -344,8 +397,12 @@ def status(
 @app.command()
 def watch(
     workflow_id: RunId,
-    interval: Annotated[float, typer.Option(help="Seconds between refreshes.")] = 2.0,
-    timeout: Annotated[float, typer.Option(help="Give up after this many seconds.")] = 3600,
+    interval: Annotated[
+        float, typer.Option(help="Seconds between refreshes.", min=0.1, max=3600)
+    ] = 2.0,
+    timeout: Annotated[
+        float, typer.Option(help="Give up after this many seconds.", min=0, max=30 * 86400)
+    ] = 3600,
 ) -> None:
     """Redraw the stage table until the run ends; exit code follows the pipeline."""
 
@@ -405,9 +462,13 @@ def replay(
 
     async def go() -> int:
         if file is not None:
-            history = WorkflowHistory.from_json(
-                workflow_id or file.stem, file.read_text(encoding="utf-8")
-            )
+            try:
+                history = WorkflowHistory.from_json(
+                    workflow_id or file.stem, file.read_text(encoding="utf-8")
+                )
+            except (OSError, ValueError) as err:
+                typer.echo(f"{file}: not a readable history JSON file: {err}", err=True)
+                return 2
         elif workflow_id:
             client = await _client()
             history = await client.get_workflow_handle(workflow_id).fetch_history()
@@ -545,8 +606,10 @@ def audit(
 
 @app.command()
 def rollback(
-    service: Annotated[str, typer.Option(help="Service name.")],
-    environment: Annotated[str, typer.Option(help="Environment to restore.")],
+    service: Annotated[str, typer.Option(help="Service name.", callback=arguments.service_name)],
+    environment: Annotated[
+        str, typer.Option(help="Environment to restore.", callback=arguments.safe_name)
+    ],
     by: By,
     reason: Annotated[str, typer.Option(help="Why.")] = "",
     key: Key = None,
@@ -595,7 +658,7 @@ def rollback(
             return 1
         except RPCError as err:
             typer.echo(f"no environment {environment!r} of {service}: {err.message}", err=True)
-            return 1
+            return 2 if err.status == RPCStatusCode.NOT_FOUND else 1
         if outcome.status == "failed":
             typer.echo(f"{environment}: rollback FAILED: {outcome.reason}", err=True)
             return 1
@@ -636,8 +699,10 @@ async def _environments(client: Client, service: str) -> list[EnvironmentState]:
 
 @app.command(name="env")
 def env_command(
-    service: Annotated[str, typer.Argument(help="Service name.")],
-    releases: Annotated[int, typer.Option(help="Last releases shown per environment.")] = 5,
+    service: Annotated[str, typer.Argument(help="Service name.", callback=arguments.service_name)],
+    releases: Annotated[
+        int, typer.Option(help="Last releases shown per environment.", min=0, max=1000)
+    ] = 5,
     json_output: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
 ) -> None:
     """What each environment serves, since when and from which run; lease, queue, releases."""
@@ -659,8 +724,8 @@ def env_command(
 
 @app.command()
 def dora(
-    service: Annotated[str, typer.Option(help="Service name.")],
-    days: Annotated[int, typer.Option(help="Window in days.")] = 7,
+    service: Annotated[str, typer.Option(help="Service name.", callback=arguments.service_name)],
+    days: Annotated[int, typer.Option(help="Window in days.", min=1, max=3650)] = 7,
 ) -> None:
     """DORA figures from production's release record: deploys/day, lead time, change
     failure rate, time to restore."""

@@ -1,126 +1,129 @@
-"""Pure graph logic over a pipeline's stages: validation, ready set, critical path, mermaid.
+"""Pure graph logic over a pipeline's stages: cycles, ancestry, ready set, critical path,
+mermaid.
 
 No I/O and no Temporal: these functions are called from workflow code (they must be
 deterministic, so every iteration follows definition order) and unit-tested on their own.
+Every walk is iterative and every pass over the graph is linear in stages plus needs, so a
+definition of thousands of stages (the validation limit) neither recurses nor crawls.
+Definition *rules* (what may need what) live in `workflows.definition_rules`.
 """
 
 from __future__ import annotations
 
-from collections.abc import Collection, Iterable, Mapping, Sequence
-from typing import TYPE_CHECKING, Any
+from collections.abc import Iterable, Mapping, Sequence
+from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from workflows.spec import EnvironmentSpec, Stage
+    from workflows.spec import Stage
 
 __all__ = [
+    "FAILURE_HANDLERS",
+    "ancestor_masks",
     "ancestors",
     "critical_path",
     "descendants",
     "find_cycle",
-    "graph_problems",
+    "levels",
     "mermaid",
-    "policy_problems",
     "ready",
     "topological_order",
 ]
 
 # Stages that only run when something failed: nothing may depend on them.
 FAILURE_HANDLERS = frozenset({"rollback"})
-# Stages acting on an environment that must have been deployed earlier in the run.
-NEEDS_DEPLOY = frozenset({"e2e", "smoke", "canary", "monitor"})
-NEEDS_ARTIFACT = frozenset({"image_scan", "publish", "deploy"})
 
 
 def find_cycle(graph: Mapping[str, Sequence[str]]) -> list[str] | None:
-    """Return one cycle as a path that ends where it starts (a → b → a), or None."""
-    state: dict[str, int] = {}  # 1 = on the current path, 2 = finished
-    path: list[str] = []
+    """Return one cycle as a path that ends where it starts (a → b → a), or None.
 
-    def visit(node: str) -> list[str] | None:
-        state[node] = 1
-        path.append(node)
-        for nxt in graph.get(node, ()):
+    A depth-first walk with an explicit stack (a 10,000-stage chain must not hit the
+    interpreter's recursion limit); it visits in the same order a recursive walk would."""
+    state: dict[str, int] = {}  # 1 = on the current path, 2 = finished
+    for root in graph:
+        if root in state:
+            continue
+        path: list[str] = [root]
+        on_path: dict[str, int] = {root: 0}
+        state[root] = 1
+        stack = [iter(graph.get(root, ()))]
+        while stack:
+            nxt = next(stack[-1], None)
+            if nxt is None:
+                stack.pop()
+                done = path.pop()
+                del on_path[done]
+                state[done] = 2
+                continue
             if nxt not in graph:
                 continue
             if state.get(nxt) == 1:
-                return [*path[path.index(nxt) :], nxt]
+                return [*path[on_path[nxt] :], nxt]
             if nxt not in state:
-                found = visit(nxt)
-                if found:
-                    return found
-        path.pop()
-        state[node] = 2
-        return None
-
-    for node in graph:
-        if node not in state:
-            found = visit(node)
-            if found:
-                return found
+                state[nxt] = 1
+                on_path[nxt] = len(path)
+                path.append(nxt)
+                stack.append(iter(graph.get(nxt, ())))
     return None
 
 
-def graph_problems(stages: Sequence[tuple[str, list[str], str]]) -> list[dict[str, Any]]:
-    """Structural problems of (name, needs, kind) triples: duplicates, unknown needs, cycles,
-    stages that cannot be reached in a run."""
-    problems: list[dict[str, Any]] = []
-    seen: set[str] = set()
-    for name, _, _ in stages:
-        if name in seen:
-            problems.append({"stage": name, "field": "name", "message": "duplicate stage name"})
-        seen.add(name)
-    kinds = {name: kind for name, _, kind in stages}
-    graph: dict[str, list[str]] = {}
-    for name, needs, _ in stages:
-        graph.setdefault(name, [])
-        for need in needs:
-            if need not in kinds:
-                problems.append(
-                    {
-                        "stage": name,
-                        "field": "needs",
-                        "message": f"needs unknown stage {need!r}",
-                    }
-                )
-            elif need == name:
-                problems.append({"stage": name, "field": "needs", "message": "needs itself"})
-            else:
-                graph[name].append(need)
-    graph = {n: [d for d in deps if d != n] for n, deps in graph.items()}
-    cycle = find_cycle(graph)
-    if cycle:
-        # `graph` maps a stage to what it needs; show the cycle in run order.
-        shown = " -> ".join(reversed(cycle))
-        problems.append({"stage": cycle[0], "field": "needs", "message": f"cycle: {shown}"})
-        return problems
-    for name, _needs, _ in stages:
-        handlers = [a for a in _ancestors_of(graph, name) if kinds.get(a) in FAILURE_HANDLERS]
-        if handlers:
-            problems.append(
-                {
-                    "stage": name,
-                    "field": "needs",
-                    "message": f"unreachable: depends on {handlers[0]!r}, a rollback stage "
-                    "that only runs when something failed",
-                }
-            )
-    return problems
+def levels(graph: Mapping[str, Sequence[str]]) -> dict[str, int] | None:
+    """Each node's depth (1 + the deepest of what it needs; 0 with no needs), or None when
+    the graph has a cycle. Kahn's algorithm: linear in nodes plus edges, in any order.
+    Needs naming nodes outside `graph` are ignored."""
+    waiting = {n: sum(1 for d in deps if d in graph) for n, deps in graph.items()}
+    needed_by: dict[str, list[str]] = {n: [] for n in graph}
+    for name, deps in graph.items():
+        for dep in deps:
+            if dep in graph:
+                needed_by[dep].append(name)
+    level = dict.fromkeys(graph, 0)
+    queue = [n for n, count in waiting.items() if count == 0]
+    done = 0
+    while queue:
+        node = queue.pop()
+        done += 1
+        for child in needed_by[node]:
+            level[child] = max(level[child], level[node] + 1)
+            waiting[child] -= 1
+            if waiting[child] == 0:
+                queue.append(child)
+    return level if done == len(graph) else None
 
 
-def _ancestors_of(graph: Mapping[str, Sequence[str]], name: str) -> list[str]:
-    out: list[str] = []
-    stack = list(graph.get(name, ()))
-    while stack:
-        node = stack.pop()
-        if node in out:
-            continue
-        out.append(node)
-        stack.extend(graph.get(node, ()))
-    return out
+def ancestor_masks(graph: Mapping[str, Sequence[str]], order: Sequence[str]) -> dict[str, int]:
+    """Each node's transitive needs as a bit set (bit i = `order[i]`), computed once in
+    dependency order: "is any stage of kind X before this one" becomes one `&`, instead of a
+    walk per stage (quadratic on long chains). `graph` must be acyclic."""
+    bit = {name: 1 << i for i, name in enumerate(order)}
+    depth = levels(graph)
+    if depth is None:
+        raise ValueError("cycle in stages")
+    masks: dict[str, int] = {}
+    for name in sorted(graph, key=lambda n: depth[n]):
+        mask = 0
+        for dep in graph[name]:
+            if dep in masks:
+                mask |= masks[dep] | bit[dep]
+        masks[name] = mask
+    return masks
 
 
 def _needs_graph(stages: Sequence[Stage]) -> dict[str, list[str]]:
     return {s.name: list(s.needs) for s in stages}
+
+
+def _ancestors_of(graph: Mapping[str, Sequence[str]], name: str) -> list[str]:
+    out: list[str] = []
+    seen: set[str] = set()
+    stack = list(graph.get(name, ()))
+    while stack:
+        node = stack.pop()
+        if node in seen:
+            continue
+        seen.add(node)
+        out.append(node)
+        stack.extend(graph.get(node, ()))
+    return out
 
 
 def ancestors(stages: Sequence[Stage], name: str) -> list[str]:
@@ -130,103 +133,13 @@ def ancestors(stages: Sequence[Stage], name: str) -> list[str]:
 
 def descendants(stages: Sequence[Stage], name: str) -> list[str]:
     """Every stage that transitively needs `name`, in definition order."""
-    graph = _needs_graph(stages)
-    return [s.name for s in stages if name in _ancestors_of(graph, s.name)]
-
-
-def policy_problems(
-    stages: Sequence[Stage],
-    environments: Mapping[str, EnvironmentSpec],
-    unvalidated_kinds: Collection[str] = (),
-) -> list[dict[str, Any]]:
-    """Cross-stage rules: declared environments, approvals before protected deploys, deploys
-    before what acts on an environment, a build before what needs an artifact.
-
-    `stages` are the stages that validated; `unvalidated_kinds` the kinds of those that did
-    not (already reported). A stage whose needs reach a stage that is not in `stages` is not
-    judged on what runs before it: that would blame it for the other stage's problem."""
-    problems: list[dict[str, Any]] = []
-    by_name = {s.name: s for s in stages}
-    graph = _needs_graph(stages)
-    for stage in stages:
-        ancestry = _ancestors_of(graph, stage.name)
-        known_before = all(a in by_name for a in ancestry)
-        before = [by_name[a] for a in ancestry if a in by_name]
-        env = stage.environment_name
-        if env is not None and environments and env not in environments:
-            problems.append(
-                {
-                    "stage": stage.name,
-                    "field": "environment",
-                    "message": f"unknown environment {env!r}; declared: " + ", ".join(environments),
-                }
-            )
-            continue
-        if not known_before:
-            continue
-        if stage.kind in NEEDS_ARTIFACT and not any(b.kind == "build" for b in before):
-            problems.append(
-                {
-                    "stage": stage.name,
-                    "field": "needs",
-                    "message": f"a {stage.kind} stage needs a build stage before it",
-                }
-            )
-        if stage.kind == "deploy" and env is not None:
-            policy = environments.get(env)
-            approved = any(b.kind == "approval" and b.environment_name == env for b in before)
-            if policy is not None and policy.requires_approval and not approved:
-                problems.append(
-                    {
-                        "stage": stage.name,
-                        "field": "needs",
-                        "message": f"environment {env!r} requires approval: add an approval "
-                        f"stage for {env!r} to this deploy's needs",
-                    }
-                )
-            strategy = getattr(stage, "strategy", None) or (policy.strategy if policy else None)
-            if (
-                strategy == "canary"
-                and "canary" not in unvalidated_kinds
-                and not any(s.kind == "canary" and s.environment_name == env for s in stages)
-            ):
-                problems.append(
-                    {
-                        "stage": stage.name,
-                        "field": "strategy",
-                        "message": f"canary deploy to {env!r} has no canary stage to promote it",
-                    }
-                )
-        if stage.kind in NEEDS_DEPLOY and not any(
-            b.kind == "deploy" and b.environment_name == env for b in before
-        ):
-            problems.append(
-                {
-                    "stage": stage.name,
-                    "field": "needs",
-                    "message": f"needs a deploy to {env!r} before it",
-                }
-            )
-        if stage.kind == "quality_gate":
-            for test_name in getattr(stage, "min_coverage", {}):
-                target = by_name.get(test_name)
-                if target is None or target.kind != "test":
-                    problems.append(
-                        {
-                            "stage": stage.name,
-                            "field": f"min_coverage.{test_name}",
-                            "message": f"{test_name!r} is not a test stage",
-                        }
-                    )
-                elif test_name not in _ancestors_of(graph, stage.name):
-                    problems.append(
-                        {
-                            "stage": stage.name,
-                            "field": f"min_coverage.{test_name}",
-                            "message": f"{test_name!r} must run before the gate (add to needs)",
-                        }
-                    )
-    return problems
+    needed_by: dict[str, list[str]] = {}
+    for s in stages:
+        for need in s.needs:
+            needed_by.setdefault(need, []).append(s.name)
+    found = set(_ancestors_of(needed_by, name))
+    found.discard(name)
+    return [s.name for s in stages if s.name in found]
 
 
 def ready(stages: Sequence[Stage], finished: Iterable[str], started: Iterable[str]) -> list[str]:
@@ -243,16 +156,13 @@ def ready(stages: Sequence[Stage], finished: Iterable[str], started: Iterable[st
 
 
 def topological_order(stages: Sequence[Stage]) -> list[str]:
-    """Stages in an order where every stage comes after what it needs (stable)."""
-    done: list[str] = []
-    remaining = list(stages)
-    while remaining:
-        batch = [s for s in remaining if all(n in done for n in s.needs)]
-        if not batch:
-            raise ValueError("cycle in stages")
-        done.extend(s.name for s in batch)
-        remaining = [s for s in remaining if s.name not in done]
-    return done
+    """Stages in an order where every stage comes after what it needs (stable): by depth,
+    then definition order."""
+    depth = levels(_needs_graph(stages))
+    if depth is None:
+        raise ValueError("cycle in stages")
+    position = {s.name: i for i, s in enumerate(stages)}
+    return sorted(depth, key=lambda n: (depth[n], position[n]))
 
 
 def critical_path(

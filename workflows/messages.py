@@ -397,6 +397,9 @@ class MonitorInput(_Message):
         default_factory=dict,
         description="Metric → PromQL template for the environment; empty: the provider's own.",
     )
+    violations: list[MonitorCheck] = Field(
+        default_factory=list, description="Carried across continue-as-new (the latest ones)."
+    )
 
 
 class MonitorCheck(_Message):

@@ -25,7 +25,9 @@ from workflows.messages import MonitorCheck, MonitorInput, MonitorResult, Rollba
 from workflows.policy import Analysis, analyse
 from workflows.run_leases import rollback_through_environment
 
-__all__ = ["MonitorWorkflow"]
+__all__ = ["MAX_CARRIED_VIOLATIONS", "MonitorWorkflow"]
+
+MAX_CARRIED_VIOLATIONS = 50
 
 
 @workflow.defn(name="MonitorWorkflow")
@@ -34,7 +36,7 @@ class MonitorWorkflow:
     def __init__(self, input: MonitorInput) -> None:
         self._checks = input.checks
         self._transient = input.transient
-        self._violations: list[MonitorCheck] = []
+        self._violations: list[MonitorCheck] = list(input.violations)
 
     @workflow.run
     async def run(self, input: MonitorInput) -> MonitorResult:
@@ -60,6 +62,9 @@ class MonitorWorkflow:
                         at=workflow.now(), passed=True, summary=analysis.summary, rechecked=True
                     )
                 )
+                # The latest records only (the count keeps the total): a short interval over
+                # days must not grow the result past Temporal's payload limit.
+                del self._violations[:-MAX_CARRIED_VIOLATIONS]
                 workflow.logger.info("transient violation cleared on re-check")
                 self._maybe_continue_as_new(input, remaining)
                 continue
@@ -107,6 +112,9 @@ class MonitorWorkflow:
                         "elapsed_s": elapsed.total_seconds(),
                         "checks": self._checks,
                         "transient": self._transient,
+                        # Only the latest records: the count above keeps the total, and the
+                        # input must stay far below Temporal's payload limit.
+                        "violations": self._violations[-MAX_CARRIED_VIOLATIONS:],
                     }
                 )
             )

@@ -11,14 +11,14 @@ validated `PipelineSpec` travels inside the workflow input, so a run never re-re
 
 from __future__ import annotations
 
+import math
 import re
 import string
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from datetime import timedelta
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, get_args
 
-import yaml
 from pydantic import (
     AfterValidator,
     AliasChoices,
@@ -44,6 +44,16 @@ from activities.metric_presets import (
     template_problem,
 )
 from activities.service_templates import parse_service, template_references
+from workflows.limits import (
+    DOCKER_TAG,
+    MAX_DURATION,
+    MAX_SPEC_BYTES,
+    MAX_STAGES,
+    MAX_TEMPLATE_CHARS,
+    SAFE_NAME,
+    SERVICE_NAME,
+    short,
+)
 
 __all__ = [
     "ApprovalStage",
@@ -72,6 +82,7 @@ __all__ = [
     "ServiceSpec",
     "SmokeStage",
     "Stage",
+    "StageBase",
     "TestStage",
     "load_pipeline",
     "parse_duration",
@@ -82,15 +93,44 @@ _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)\s*$")
 _UNIT_SECONDS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400}
 
 
+_ISO_DURATION = TypeAdapter(timedelta)
+
+
 def parse_duration(value: Any) -> Any:
-    """Accept '500ms', '30s', '1m', '15m', '4h' or a number of seconds; anything else (an
-    ISO-8601 duration, a timedelta) is left to pydantic."""
-    if isinstance(value, int | float) and not isinstance(value, bool):
-        return timedelta(seconds=value)
-    if isinstance(value, str):
+    """Accept '500ms', '30s', '1m', '15m', '4h', a number of seconds or an ISO-8601 duration
+    ('PT5M'); refuse, with a sentence, anything out of `MAX_DURATION` (never an overflow)."""
+    if isinstance(value, timedelta | bool):
+        return value
+    seconds: float
+    if isinstance(value, int | float):
+        seconds = float(value)
+    elif isinstance(value, str):
         match = _DURATION.match(value)
         if match:
-            return timedelta(seconds=float(match.group(1)) * _UNIT_SECONDS[match.group(2)])
+            seconds = float(match.group(1)) * _UNIT_SECONDS[match.group(2)]
+        else:
+            try:
+                return _bounded(_ISO_DURATION.validate_python(value.strip()))
+            except (ValueError, OverflowError):
+                raise ValueError(
+                    f"{short(value)} is not a duration; write e.g. '500ms', '30s', '15m', "
+                    "'4h', '2d' or a number of seconds"
+                ) from None
+    else:
+        return value
+    if not math.isfinite(seconds) or abs(seconds) > MAX_DURATION.total_seconds():
+        raise ValueError(f"{short(value)} is out of range: at most {_days(MAX_DURATION)}")
+    return _bounded(timedelta(seconds=seconds))
+
+
+def _days(value: timedelta) -> str:
+    seconds = value.total_seconds()
+    return f"{seconds / 86400:g}d" if seconds >= 86400 else f"{seconds:g}s"
+
+
+def _bounded(value: timedelta) -> timedelta:
+    if abs(value) > MAX_DURATION:
+        raise ValueError(f"{_days(value)} is out of range: at most {_days(MAX_DURATION)}")
     return value
 
 
@@ -100,7 +140,77 @@ def _positive(value: timedelta) -> timedelta:
     return value
 
 
-Duration = Annotated[timedelta, BeforeValidator(parse_duration), AfterValidator(_positive)]
+def _at_most(maximum: timedelta) -> Any:
+    def check(value: timedelta) -> timedelta:
+        if value > maximum:
+            raise ValueError(f"{_days(value)} is too long: at most {_days(maximum)}")
+        return value
+
+    return AfterValidator(check)
+
+
+# Each duration field has a bound of its own (README: Limits).
+Duration = Annotated[
+    timedelta, BeforeValidator(parse_duration), AfterValidator(_positive), _at_most(MAX_DURATION)
+]
+Hours = Annotated[
+    timedelta,
+    BeforeValidator(parse_duration),
+    AfterValidator(_positive),
+    _at_most(timedelta(days=1)),
+]
+"""Intervals, windows and retry delays: a day at most."""
+Days = Annotated[
+    timedelta,
+    BeforeValidator(parse_duration),
+    AfterValidator(_positive),
+    _at_most(timedelta(days=7)),
+]
+"""Stage timeouts and monitor durations: a week at most."""
+Month = Annotated[
+    timedelta,
+    BeforeValidator(parse_duration),
+    AfterValidator(_positive),
+    _at_most(timedelta(days=30)),
+]
+"""Approval timeouts and freeze windows: 30 days at most."""
+
+
+def _safe_name(value: str) -> str:
+    if not SAFE_NAME.match(value):
+        raise ValueError(
+            f"{short(value)} is not a safe name: 1-63 letters, digits, '_', '.', '-', "
+            "starting with a letter or digit"
+        )
+    return value
+
+
+SafeName = Annotated[str, AfterValidator(_safe_name)]
+
+
+def _check_path(value: str) -> str:
+    # A path that is not absolute ('@host/...') or scheme-relative ('//host/...') changes
+    # the host the probe goes to once joined to the environment's URL.
+    if not value.startswith("/") or value.startswith("//") or "\\" in value:
+        raise ValueError(f"{short(value)} must be a path starting with a single '/'")
+    if any(c.isspace() or ord(c) < 32 or ord(c) == 127 for c in value) or len(value) > 2048:
+        raise ValueError(f"{short(value)} must be a URL path without spaces or control characters")
+    return value
+
+
+CheckPath = Annotated[str, AfterValidator(_check_path)]
+
+
+def _report_path(value: str) -> str:
+    # The test runner deletes a stale report before the run: outside the checkout that
+    # would delete someone else's file.
+    parts = value.replace("\\", "/").split("/")
+    if not value or value.startswith(("/", "~")) or ".." in parts or ":" in parts[0]:
+        raise ValueError(f"{short(value)} must be a relative path inside the checkout")
+    return value
+
+
+ReportPath = Annotated[str, Field(max_length=1024), AfterValidator(_report_path)]
 Percent = Annotated[float, Field(ge=0, le=100)]
 
 
@@ -112,9 +222,9 @@ class RetrySpec(_Strict):
     """How Temporal retries a stage's activity on transient errors."""
 
     max_attempts: int = Field(3, ge=1, le=100)
-    initial_interval: Duration = timedelta(seconds=2)
+    initial_interval: Hours = timedelta(seconds=2)
     backoff: float = Field(2.0, ge=1.0, le=10.0)
-    max_interval: Duration = timedelta(minutes=1)
+    max_interval: Hours = timedelta(minutes=1)
 
 
 class When(_Strict):
@@ -124,11 +234,11 @@ class When(_Strict):
 
 
 class _StageBase(_Strict):
-    name: str = Field(min_length=1, pattern=r"^[A-Za-z0-9_.-]+$")
+    name: SafeName
     needs: list[str] = []
     when: When | None = None
     retry: RetrySpec | None = None
-    timeout: Duration | None = None
+    timeout: Days | None = None
     on_failure: Literal["fail", "continue", "rollback"] = "fail"
     description: str = ""
 
@@ -186,8 +296,8 @@ class TestStage(_StageBase):
     __test__ = False
     kind: Literal["test"]
     command: list[str] = Field(min_length=1)
-    junit: str = "junit.xml"
-    coverage: str | None = None
+    junit: ReportPath = "junit.xml"
+    coverage: ReportPath | None = None
     min_coverage: Percent | None = None
     max_failures: int = Field(0, ge=0)
     services: list[Annotated[str, AfterValidator(_service_entry)]] = Field(
@@ -272,7 +382,7 @@ class QualityGateStage(_StageBase):
     require_scan: bool = True
     max_duplication_pct: Percent | None = None
     max_complexity: float | None = Field(None, gt=0)
-    max_test_duration: Duration | None = None
+    max_test_duration: Hours | None = None
 
 
 class BuildStage(_StageBase):
@@ -280,7 +390,7 @@ class BuildStage(_StageBase):
 
     kind: Literal["build"]
     max_size_mb: float | None = Field(None, gt=0)
-    max_duration: Duration | None = None
+    max_duration: Hours | None = None
 
 
 class ImageScanStage(_StageBase):
@@ -296,19 +406,52 @@ class ImageScanStage(_StageBase):
     )
 
 
-def _template(allowed: frozenset[str]) -> Any:
-    """A string whose `{placeholders}` are all in `allowed`: checked here, because a bad one
-    found while a run formats it would fail the workflow task over and over."""
+# Values as long as a run's can be: a template that formats these formats any run's values
+# (all are strings, so a format spec behaves the same whatever their text).
+_SAMPLES = {
+    "branch": "release-2026.11-hotfix",
+    "sha": "0123456789abcdef0123456789abcdef01234567",
+    "sha12": "0123456789ab",
+    "service": "shop",
+    "author": "someone@example.com",
+}
+
+
+def _template(allowed: frozenset[str], is_tag: bool = False) -> Any:
+    """A string that formats with sample values of `allowed`: checked here, because one that
+    fails while a run formats it would fail the workflow task over and over."""
 
     def check(text: str) -> str:
+        if len(text) > MAX_TEMPLATE_CHARS:
+            raise ValueError(f"a template may be {MAX_TEMPLATE_CHARS} characters long")
         try:
-            names = {name for _, name, _, _ in string.Formatter().parse(text) if name is not None}
+            fields = list(string.Formatter().parse(text))
         except ValueError as exc:
-            raise ValueError(f"{text!r} is not a valid template: {exc}") from None
-        unknown = sorted(n for n in names if n not in allowed)
-        if unknown:
+            raise ValueError(f"{short(text)} is not a valid template: {exc}") from None
+        for _, name, spec, _ in fields:
+            if name is None:
+                continue
+            if name not in allowed:
+                raise ValueError(
+                    f"unknown placeholder {{{name[:40]}}} in {short(text)}; use {sorted(allowed)}"
+                )
+            # A width from a nested field, or a huge literal one, builds a string of any size.
+            widths = [int(w) for w in re.findall(r"\d+", spec or "")]
+            if "{" in (spec or "") or any(w > MAX_TEMPLATE_CHARS for w in widths):
+                raise ValueError(
+                    f"format spec {short(spec)} in {short(text)}: widths above "
+                    f"{MAX_TEMPLATE_CHARS} and nested fields are not allowed"
+                )
+        try:
+            sample = text.format(**{n: _SAMPLES[n] for n in allowed})
+        except (ValueError, KeyError, IndexError, AttributeError, TypeError) as exc:
+            raise ValueError(f"{short(text)} does not format: {exc}") from None
+        if len(sample) > MAX_TEMPLATE_CHARS * 4:
+            raise ValueError(f"{short(text)} expands to {len(sample)} characters")
+        if is_tag and not DOCKER_TAG.match(sample):
             raise ValueError(
-                f"unknown placeholder {{{unknown[0]}}} in {text!r}; use {sorted(allowed)}"
+                f"{short(text)} makes tags like {short(sample)}: a tag is 1-128 letters, "
+                "digits, '_', '.', '-'"
             )
         return text
 
@@ -325,8 +468,8 @@ class PublishStage(_StageBase):
     kind: Literal["publish"]
     # Immutable per-commit tags by default: registries with tag immutability (ECR, as we
     # configure it) refuse to move a floating tag like '{branch}'.
-    tags: list[Annotated[str, _template(TAG_FIELDS)]] = Field(
-        default_factory=lambda: ["{branch}-{sha12}", "{sha}"]
+    tags: list[Annotated[str, _template(TAG_FIELDS, is_tag=True)]] = Field(
+        default_factory=lambda: ["{branch}-{sha12}", "{sha}"], min_length=1, max_length=20
     )
 
 
@@ -334,15 +477,28 @@ class DeployStage(_StageBase):
     """Deploy the build's artifact to an environment."""
 
     kind: Literal["deploy"]
-    environment: str
+    environment: SafeName
     strategy: Literal["rolling", "blue_green", "canary"] | None = Field(
         None, description="Default: the environment's strategy."
     )
 
 
 class _HttpCheckStage(_StageBase):
-    environment: str
-    checks: list[HttpCheck] = Field(default_factory=lambda: [HttpCheck(path="/health")])
+    environment: SafeName
+    checks: list[HttpCheck] = Field(
+        default_factory=lambda: [HttpCheck(path="/health")], max_length=100
+    )
+
+    @field_validator("checks")
+    @classmethod
+    def _paths_stay_on_the_host(cls, checks: list[HttpCheck]) -> list[HttpCheck]:
+        for i, check in enumerate(checks):
+            try:
+                _check_path(check.path)
+            except ValueError as exc:
+                raise ValueError(f"check #{i + 1}: {exc}") from None
+        return checks
+
     slot: Literal["stable", "canary", "blue", "green"] | None = None
 
 
@@ -363,11 +519,13 @@ class ApprovalStage(_StageBase):
     `quorum` distinct people must approve; one rejection by an allowed person closes it."""
 
     kind: Literal["approval"]
-    environment: str
-    gate: str | None = Field(None, description="Gate name approvers type; default: environment.")
-    roles: list[str] = Field(min_length=1)
+    environment: SafeName
+    gate: SafeName | None = Field(
+        None, description="Gate name approvers type; default: environment."
+    )
+    roles: list[str] = Field(min_length=1, max_length=20)
     quorum: int | None = Field(None, ge=1, le=20)
-    timeout: Duration | None = timedelta(hours=24)
+    timeout: Month | None = timedelta(hours=24)
     allow_self_approval: bool = False
 
     @property
@@ -387,9 +545,9 @@ class MetricCheck(_Strict):
     metric is a preset one or one defined under the definition's `metrics.custom`."""
 
     metric: Annotated[MetricName, Field(pattern=r"^[a-z_][a-z0-9_]*$")]
-    min: float | None = None
-    max: float | None = None
-    window: Duration = timedelta(minutes=1)
+    min: float | None = Field(None, allow_inf_nan=False)
+    max: float | None = Field(None, allow_inf_nan=False)
+    window: Hours = timedelta(minutes=1)
     description: str = ""
 
     @model_validator(mode="after")
@@ -435,15 +593,15 @@ class LoadSpec(_Strict):
     """Synthetic traffic during analysis (Flagger's load tester), for quiet environments."""
 
     rps: float = Field(20, gt=0, le=500)
-    path: str = "/"
+    path: CheckPath = "/"
 
 
 class CanaryStage(_StageBase):
     """Shift traffic to the canary step by step, analysing metrics after each interval."""
 
     kind: Literal["canary"]
-    environment: str
-    interval: Duration = timedelta(minutes=1)
+    environment: SafeName
+    interval: Hours = timedelta(minutes=1)
     threshold: int = Field(5, ge=1, le=100)
     max_weight: int = Field(
         50, ge=1, le=100, validation_alias=AliasChoices("max_weight", "maxWeight")
@@ -455,8 +613,8 @@ class CanaryStage(_StageBase):
         validation_alias=AliasChoices("step_weight", "stepWeight"),
         validate_default=True,
     )
-    progress_deadline: Duration = timedelta(seconds=60)
-    metrics: list[MetricCheck] = Field(min_length=1)
+    progress_deadline: Hours = timedelta(seconds=60)
+    metrics: list[MetricCheck] = Field(min_length=1, max_length=20)
     no_data: Literal["fail", "ignore"] = Field(
         "fail", description="How an analysis with no data counts: a failure by default."
     )
@@ -488,11 +646,11 @@ class MonitorStage(_StageBase):
     """Watch production after promotion; a violation confirmed on re-check rolls back."""
 
     kind: Literal["monitor"]
-    environment: str
-    duration: Duration = timedelta(minutes=15)
-    interval: Duration = Field(timedelta(seconds=60), validate_default=True)
-    recheck: Duration = timedelta(seconds=30)
-    criteria: list[MetricCheck] = Field(min_length=1)
+    environment: SafeName
+    duration: Days = timedelta(minutes=15)
+    interval: Hours = Field(timedelta(seconds=60), validate_default=True)
+    recheck: Hours = timedelta(seconds=30)
+    criteria: list[MetricCheck] = Field(min_length=1, max_length=20)
     no_data: Literal["fail", "ignore"] = "ignore"
     load: LoadSpec | None = None
 
@@ -510,7 +668,7 @@ class RollbackStage(_StageBase):
     version of `environment` (default: the failed stage's environment)."""
 
     kind: Literal["rollback"]
-    environment: str | None = None
+    environment: SafeName | None = None
 
 
 class NotifyStage(_StageBase):
@@ -542,47 +700,35 @@ Stage = Annotated[
     | NotifyStage,
     Field(discriminator="kind"),
 ]
-STAGE_KINDS = [
-    "checkout",
-    "scan",
-    "test",
-    "command",
-    "quality_gate",
-    "build",
-    "image_scan",
-    "publish",
-    "deploy",
-    "e2e",
-    "smoke",
-    "approval",
-    "canary",
-    "monitor",
-    "rollback",
-    "notify",
-]
+
+StageBase = _StageBase
+"""What every stage kind shares (name, needs, when, retry, timeout, on_failure)."""
+_STAGE_CLASSES: tuple[type[_StageBase], ...] = get_args(get_args(Stage)[0])
+STAGE_KINDS: list[str] = [get_args(c.model_fields["kind"].annotation)[0] for c in _STAGE_CLASSES]
+"""Every stage kind, in the order of the `Stage` union (derived: one list to keep)."""
 _STAGE = TypeAdapter[Stage](Stage)
 
 
 class ServiceSpec(_Strict):
     """The service the pipeline ships."""
 
-    name: str = Field(pattern=r"^[a-z0-9]([a-z0-9-]*[a-z0-9])?$")
-    path: str = Field(".", description="Directory of the service inside the repository.")
+    name: str = Field(pattern=SERVICE_NAME.pattern)
+    path: ReportPath = Field(".", description="Directory of the service inside the repository.")
     run: list[str] = Field(
         default_factory=list,
         description="Command a process-based platform runs; '{port}' is replaced.",
     )
-    health_path: str = "/health"
-    ready_path: str = "/ready"
+    health_path: CheckPath = "/health"
+    ready_path: CheckPath = "/ready"
 
 
 class FreezeWindow(_Strict):
     """When the environment takes no deploys: from each time `cron` matches (read in
     `timezone`), for `duration`. `{cron: "0 18 * * FRI", duration: 62h, timezone: Asia/Seoul}`"""
 
-    cron: str
-    duration: Duration
-    timezone: str = "UTC"
+    cron: str = Field(max_length=200)
+    duration: Month
+    timezone: str = Field("UTC", max_length=100)
 
     @field_validator("cron")
     @classmethod
@@ -629,10 +775,10 @@ class EnvironmentSpec(_Strict):
 class PipelineSpec(_Strict):
     """A validated pipeline definition."""
 
-    name: str
+    name: str = Field(min_length=1, max_length=200)
     service: ServiceSpec
-    environments: dict[str, EnvironmentSpec] = Field(default_factory=dict)
-    stages: list[Stage] = Field(min_length=1)
+    environments: dict[SafeName, EnvironmentSpec] = Field(default_factory=dict, max_length=100)
+    stages: list[Stage] = Field(min_length=1, max_length=MAX_STAGES)
     source: str = Field("", description="File the definition was loaded from.")
     metrics: MetricsSpec | None = Field(None, description="Default: the traefik preset.")
 
@@ -685,82 +831,24 @@ class DefinitionError(ValueError):
 # --- loading ------------------------------------------------------------------------------
 
 
-def _read_yaml(path: Path, problems: list[Problem]) -> dict[str, Any] | None:
-    try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        problems.append(Problem(file=str(path), message="file not found"))
-        return None
-    except yaml.YAMLError as exc:
-        problems.append(Problem(file=str(path), message=f"not valid YAML: {exc}"))
-        return None
-    if not isinstance(data, dict):
-        problems.append(Problem(file=str(path), message="expected a mapping at the top level"))
-        return None
-    return data
-
-
-def _merge_stages(base: list[Any], override: list[Any]) -> list[Any]:
-    """Stages of the child replace (deep-merged) base stages of the same name; new ones are
-    appended. This is how a service reuses a shared pipeline library."""
-    merged = [dict(s) if isinstance(s, dict) else s for s in base]
-    index = {s.get("name"): i for i, s in enumerate(merged) if isinstance(s, dict)}
-    for stage in override:
-        name = stage.get("name") if isinstance(stage, dict) else None
-        if name is not None and name in index:
-            merged[index[name]] = _deep_merge(merged[index[name]], stage)
-        else:
-            merged.append(stage)
-    return merged
-
-
-def _deep_merge(base: Mapping[str, Any], override: Mapping[str, Any]) -> dict[str, Any]:
-    out = dict(base)
-    for key, value in override.items():
-        # An empty mapping clears the base's value (how a child drops inherited thresholds).
-        if value and isinstance(value, Mapping) and isinstance(out.get(key), Mapping):
-            out[key] = _deep_merge(out[key], value)
-        else:
-            out[key] = value
-    return out
-
-
-def _resolve_extends(path: Path, problems: list[Problem], seen: tuple[Path, ...] = ()) -> Any:
-    data = _read_yaml(path, problems)
-    if data is None:
-        return None
-    parent = data.pop("extends", None)
-    if parent is None:
-        return data
-    base_path = (path.parent / str(parent)).resolve()
-    if base_path in seen or base_path == path.resolve():
-        problems.append(
-            Problem(file=str(path), field="extends", message=f"extends itself via {base_path}")
-        )
-        return data
-    base = _resolve_extends(base_path, problems, (*seen, path.resolve()))
-    if not isinstance(base, dict):
-        return data
-    base_stages, own_stages = base.get("stages"), data.pop("stages", None)
-    stages: Any
-    if isinstance(base_stages, list) and isinstance(own_stages, list | None):
-        stages = _merge_stages(base_stages, own_stages or [])
-    else:  # not lists: validation reports whichever is there
-        stages = base_stages if own_stages is None else own_stages
-    merged = _deep_merge(base, data)
-    merged["stages"] = stages
-    return merged
-
-
-def load_pipeline(path: str | Path) -> PipelineSpec:
+def load_pipeline(
+    path: str | Path,
+    roles: Mapping[str, Sequence[str]] | None = None,
+    extends_roots: Sequence[str | Path] = (),
+) -> PipelineSpec:
     """Read, resolve `extends:` and validate a definition; raise `DefinitionError` listing
-    every problem."""
+    every problem. `roles` (person → roles), when given, lets approvals be checked against
+    who can meet them; `extends_roots` are directories a base may also come from."""
+    from workflows.definition_files import DefinitionFileError, resolve_extends
+
     file = Path(path)
-    problems: list[Problem] = []
-    data = _resolve_extends(file, problems)
-    if data is None:
-        raise DefinitionError(problems)
-    return validate_definition(data, str(file), problems)
+    try:
+        data = resolve_extends(file, [Path(r) for r in extends_roots])
+    except DefinitionFileError as problem:
+        raise DefinitionError(
+            [Problem(file=problem.file, field=problem.field, message=problem.message)]
+        ) from None
+    return validate_definition(data, str(file), roles=roles)
 
 
 def _need_names(needs: Any) -> list[str]:
@@ -771,40 +859,60 @@ def _loc_field(loc: Iterable[int | str]) -> str:
     return ".".join(str(p) for p in loc) or "(stage)"
 
 
+def _label(raw: Mapping[str, Any], position: int) -> str:
+    """How problems name a stage: its name if it is one, else its position."""
+    name = raw.get("name")
+    if isinstance(name, str) and name and len(name) <= 63:
+        return name
+    return f"#{position + 1}" if name is None else f"#{position + 1} {short(name, 40)}"
+
+
 def validate_definition(
-    data: Mapping[str, Any], file: str, problems: list[Problem] | None = None
+    data: Mapping[str, Any],
+    file: str,
+    problems: list[Problem] | None = None,
+    roles: Mapping[str, Sequence[str]] | None = None,
 ) -> PipelineSpec:
     """Validate a parsed definition; raise `DefinitionError` with every problem found."""
-    from workflows import dag  # local import: dag imports this module's types
+    from workflows import definition_rules as rules  # they import this module's types
 
     problems = list(problems or [])
     raw_stages = data.get("stages")
     if not isinstance(raw_stages, list) or not raw_stages:
         problems.append(Problem(file=file, field="stages", message="a non-empty list is required"))
         raw_stages = []
+    if len(raw_stages) > MAX_STAGES:
+        problems.append(
+            Problem(
+                file=file,
+                field="stages",
+                message=f"{len(raw_stages)} stages; a definition may have {MAX_STAGES}",
+            )
+        )
+        raise DefinitionError(problems)
 
     stages: list[Stage] = []
     for position, raw in enumerate(raw_stages):
-        label = f"#{position + 1}"
         if not isinstance(raw, dict):
+            label = f"#{position + 1}"
             problems.append(Problem(file=file, stage=label, message="a stage must be a mapping"))
             continue
-        label = str(raw.get("name") or label)
+        label = _label(raw, position)
         kind = raw.get("kind")
-        if kind not in STAGE_KINDS:
+        if not isinstance(kind, str) or kind not in STAGE_KINDS:
             problems.append(
                 Problem(
                     file=file,
                     stage=label,
                     field="kind",
-                    message=f"unknown kind {kind!r}; one of: {', '.join(STAGE_KINDS)}",
+                    message=f"unknown kind {short(kind)}; one of: {', '.join(STAGE_KINDS)}",
                 )
             )
             continue
         try:
             stages.append(_STAGE.validate_python(raw))
         except ValidationError as exc:
-            for err in exc.errors():
+            for err in exc.errors(include_url=False, include_input=False):
                 # The discriminator's tag leads the location; a field may share its name
                 # (`command` of a `command` stage), so only the leading one is dropped.
                 loc = list(err["loc"])[1:] if err["loc"][:1] == (kind,) else list(err["loc"])
@@ -816,31 +924,41 @@ def validate_definition(
     header: PipelineSpec | None = None
     try:
         header = PipelineSpec.model_validate(
-            {**top, "source": file, "stages": [CheckoutStage(name="_", kind="checkout")]}
+            {**top, "source": file, "stages": [CheckoutStage(name="placeholder", kind="checkout")]}
         )
     except ValidationError as exc:
-        for err in exc.errors():
+        for err in exc.errors(include_url=False, include_input=False):
             problems.append(Problem(file=file, field=_loc_field(err["loc"]), message=err["msg"]))
 
     # `needs` that is not a list of names was reported above; the graph sees only names.
     graph_input = [
-        (str(s.get("name", f"#{i + 1}")), _need_names(s.get("needs")), str(s.get("kind")))
+        (_label(s, i), _need_names(s.get("needs")), str(s.get("kind")))
         for i, s in enumerate(raw_stages)
         if isinstance(s, dict)
     ]
-    problems.extend(Problem(file=file, **p) for p in dag.graph_problems(graph_input))
+    problems.extend(rules.graph_problems(file, graph_input))
     if header is not None:
         valid = {s.name for s in stages}
         unvalidated = [kind for name, _, kind in graph_input if name not in valid]
-        problems.extend(
-            Problem(file=file, **p)
-            for p in dag.policy_problems(stages, header.environments, unvalidated)
-        )
+        problems.extend(rules.policy_problems(file, stages, header.environments, unvalidated))
+        problems.extend(rules.approval_problems(file, stages, header.environments, roles))
     if header is not None:
         problems.extend(_metric_problems(stages, header, file))
     if problems or header is None:
         raise DefinitionError(problems)
-    return header.model_copy(update={"stages": stages})
+    spec = header.model_copy(update={"stages": stages})
+    size = len(spec.model_dump_json())
+    if size > MAX_SPEC_BYTES:
+        raise DefinitionError(
+            [
+                Problem(
+                    file=file,
+                    message=f"the definition is {size} bytes as the run's input; "
+                    f"at most {MAX_SPEC_BYTES} fit in a workflow input",
+                )
+            ]
+        )
+    return spec
 
 
 def _metric_problems(stages: Iterable[Stage], header: PipelineSpec, file: str) -> list[Problem]:

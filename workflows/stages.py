@@ -7,10 +7,10 @@ results later stages need (workspace, reports, the artifact, what was deployed) 
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import Any, TypeVar
 
 from temporalio import workflow
 from temporalio.exceptions import (
@@ -73,6 +73,7 @@ from workflows.spec import (
     ScanStage,
     SmokeStage,
     Stage,
+    StageBase,
     TestStage,
 )
 
@@ -563,19 +564,35 @@ async def _notify(stage: NotifyStage, state: RunState) -> str:
     return "sent"
 
 
-_RUNNERS: dict[str, Any] = {
-    "checkout": _checkout,
-    "scan": _scan,
-    "test": _test,
-    "command": _command,
-    "quality_gate": _quality_gate,
-    "build": _build,
-    "image_scan": _image_scan,
-    "publish": _publish,
-    "deploy": _deploy,
-    "e2e": _http_checks,
-    "smoke": _http_checks,
-    "canary": _canary,
-    "monitor": _monitor,
-    "notify": _notify,
+_S = TypeVar("_S", bound=StageBase)
+Runner = Callable[[Stage, RunState], Awaitable[str]]
+"""Runs one stage of any kind; raises StageFailedError."""
+
+
+def _runner(kind: type[_S], run: Callable[[_S, RunState], Awaitable[str]]) -> Runner:
+    """A stage kind's runner, callable with any `Stage`: the kind is checked at the door."""
+
+    async def checked(stage: Stage, state: RunState) -> str:
+        if not isinstance(stage, kind):
+            raise StageFailedError(f"stage {stage.name!r} is not a {kind.__name__}")
+        return await run(stage, state)
+
+    return checked
+
+
+_RUNNERS: dict[str, Runner] = {
+    "checkout": _runner(CheckoutStage, _checkout),
+    "scan": _runner(ScanStage, _scan),
+    "test": _runner(TestStage, _test),
+    "command": _runner(CommandStage, _command),
+    "quality_gate": _runner(QualityGateStage, _quality_gate),
+    "build": _runner(BuildStage, _build),
+    "image_scan": _runner(ImageScanStage, _image_scan),
+    "publish": _runner(PublishStage, _publish),
+    "deploy": _runner(DeployStage, _deploy),
+    "e2e": _runner(E2EStage, _http_checks),
+    "smoke": _runner(SmokeStage, _http_checks),
+    "canary": _runner(CanaryStage, _canary),
+    "monitor": _runner(MonitorStage, _monitor),
+    "notify": _runner(NotifyStage, _notify),
 }

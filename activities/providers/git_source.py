@@ -75,7 +75,7 @@ class GitSource:
         mirror.parent.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(prefix=".clone-", dir=mirror.parent))
         try:
-            _git(["clone", "--mirror", "--quiet", repo, str(tmp)], cwd=None)
+            _git(["clone", "--mirror", "--quiet", "--", repo, str(tmp)], cwd=None)
         except GitError as exc:
             shutil.rmtree(tmp, ignore_errors=True)
             if _is_local(repo) or _NO_SUCH_REPO.search(str(exc)):
@@ -100,7 +100,7 @@ class GitSource:
         if sha is None and _FULL_SHA.match(commit):
             # A commit on no branch (a PR head): servers may still serve it by sha.
             with suppress(GitError):
-                _git(["fetch", "--quiet", "origin", commit], cwd=mirror)
+                _git(["fetch", "--quiet", "--", "origin", commit], cwd=mirror)
             sha = _rev_parse(mirror, commit)
         if sha is None:
             raise verdict(
@@ -119,8 +119,8 @@ class GitSource:
         try:
             # A local clone hard-links the mirror's objects: cheap, yet self-contained (a later
             # fetch --prune and gc of the mirror cannot break it) and it survives the rename.
-            _git(["clone", "--no-checkout", "--quiet", str(mirror), str(tmp)], cwd=None)
-            _git(["-c", "advice.detachedHead=false", "checkout", "--quiet", sha], cwd=tmp)
+            _git(["clone", "--no-checkout", "--quiet", "--", str(mirror), str(tmp)], cwd=None)
+            _git(["-c", "advice.detachedHead=false", "checkout", "--quiet", sha, "--"], cwd=tmp)
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)
             raise

@@ -64,6 +64,7 @@ from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Replayer
 
+from tests.bench import validation
 from tests.bench.baseline import BaselineWorkflow
 from tests.bench.definitions import (
     APPROVER,
@@ -453,6 +454,21 @@ def render(rows: list[Row], total_s: float, what_if: Sequence[str], cache: int) 
     return "\n".join(lines) + "\n"
 
 
+def validation_rows() -> list[Row]:
+    """5. `slipway validate` of long chains, file to spec (no server needed)."""
+    log("5. validation of 1k/10k-stage chains")
+    rows = []
+    for stages, reverse in ((1_000, False), (10_000, False), (10_000, True)):
+        measure = f"5. validate a {stages:,}-stage chain" + (" (reversed)" if reverse else "")
+        goal = f"≤ {validation.GOAL_S:g} s"
+        try:
+            took = validation.time_validation(stages, reverse)
+            rows.append(Row(measure, f"{took:.2f} s", goal, took <= validation.GOAL_S))
+        except Exception as exc:
+            rows.append(failed(measure, goal, exc))
+    return rows
+
+
 def failed(measure: str, goal: str, exc: BaseException) -> Row:
     traceback.print_exception(exc, file=sys.stderr)
     return Row(measure, f"error: {type(exc).__name__}: {exc}", goal, None)
@@ -515,6 +531,7 @@ async def bench(what_if: Sequence[str], cache: int) -> int:
                 await worker.stop()
         finally:
             await env.shutdown()
+    rows.extend(validation_rows())
     table = render(rows, time.monotonic() - began, what_if, cache)
     output = WHAT_IF_OUTPUT if what_if else OUTPUT
     output.parent.mkdir(parents=True, exist_ok=True)

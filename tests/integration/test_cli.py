@@ -282,3 +282,24 @@ async def test_status_shows_activities_temporal_is_retrying(
         await pipeline_outcome(handle)
     assert "deploy_dev (deploy): attempt " in out
     assert "development API: connection refused" in out
+
+
+@pytest.mark.parametrize(
+    "command",
+    [
+        ["status", "pipeline-nobody-main-000000000000"],
+        ["watch", "pipeline-nobody-main-000000000000", "--timeout", "5"],
+        ["approve", "pipeline-nobody-main-000000000000", "--approver", "carol", "--gate", "prod"],
+        ["abort", "pipeline-nobody-main-000000000000", "--by", "dave"],
+        ["retry", "pipeline-nobody-main-000000000000"],
+        ["rollback", "--service", "nobody", "--environment", "staging", "--by", "dave"],
+    ],
+    ids=["status", "watch", "approve", "abort", "retry", "rollback"],
+)
+async def test_an_unknown_run_is_bad_input_not_a_traceback(
+    dev_env: WorkflowEnvironment, task_queue: str, command: list[str]
+) -> None:
+    code, out = await slipway(dev_env, task_queue, *command)
+    assert code == 2, out
+    assert "Traceback" not in out
+    assert "not found" in out.lower() or "no environment" in out, out

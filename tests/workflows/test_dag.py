@@ -10,6 +10,7 @@ import pytest
 from pydantic import TypeAdapter
 
 from workflows import dag
+from workflows import definition_rules as rules
 from workflows.spec import Stage, load_pipeline
 
 HEAL7 = Path(__file__).resolve().parents[2] / "pipelines" / "heal7.yaml"
@@ -105,7 +106,10 @@ def test_find_cycle_returns_a_closed_path_or_none() -> None:
 
 def test_graph_problems_show_a_cycle_in_run_order() -> None:
     needs = {"checkout": [], "a": ["c"], "b": ["a"], "c": ["b"]}
-    problems = dag.graph_problems([(n, d, "checkout") for n, d in needs.items()])
+    problems = [
+        p.model_dump()
+        for p in rules.graph_problems("f", [(n, d, "checkout") for n, d in needs.items()])
+    ]
     assert len(problems) == 1
     assert problems[0]["field"] == "needs"
     message = problems[0]["message"]
@@ -120,7 +124,7 @@ def test_graph_problems_show_a_cycle_in_run_order() -> None:
 
 def test_graph_problems_of_a_sound_graph_are_none() -> None:
     triples = [("a", [], "checkout"), ("b", ["a"], "build"), ("c", ["a", "b"], "deploy")]
-    assert dag.graph_problems(triples) == []
+    assert rules.graph_problems("f", triples) == []
 
 
 def test_ancestors_and_descendants_on_heal7() -> None:
@@ -203,3 +207,27 @@ def test_mermaid_of_heal7_has_every_stage_and_need() -> None:
         for need in stage.needs:
             assert f"    s_{need} --> s_{stage.name}" in text
     assert text.count('{"') == 2  # the staging and production approvals
+
+
+def test_levels_and_ancestor_masks_of_a_reversed_chain() -> None:
+    # Listed last-first: a walk in definition order would see every need before its stage.
+    graph = {f"s{i}": [f"s{i - 1}"] if i else [] for i in reversed(range(5))}
+    assert dag.levels(graph) == {f"s{i}": i for i in range(5)}
+    order = list(graph)
+    masks = dag.ancestor_masks(graph, order)
+    before_s3 = {order[b] for b in range(len(order)) if masks["s3"] >> b & 1}
+    assert before_s3 == {"s0", "s1", "s2"}
+    assert masks["s0"] == 0
+
+
+def test_levels_of_a_cycle_are_none() -> None:
+    assert dag.levels({"a": ["b"], "b": ["a"], "c": []}) is None
+
+
+def test_find_cycle_in_a_chain_deeper_than_the_recursion_limit() -> None:
+    n = 20_000
+    graph = {f"s{i}": [f"s{(i + 1) % n}"] for i in range(n)}
+    cycle = dag.find_cycle(graph)
+    assert cycle is not None
+    assert len(cycle) == n + 1
+    assert dag.find_cycle({f"s{i}": [f"s{i + 1}"] if i < n - 1 else [] for i in range(n)}) is None

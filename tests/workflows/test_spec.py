@@ -335,9 +335,18 @@ def test_extends_empty_mapping_clears_the_inherited_value(tmp_path: Path) -> Non
 
 
 def test_extends_is_relative_to_the_file(tmp_path: Path) -> None:
+    write(tmp_path, valid(), "svc/lib/base.yaml")
+    path = write(tmp_path, {"extends": "lib/base.yaml", "name": "svc"}, "svc/p.yaml")
+    assert load_pipeline(path).name == "svc"
+
+
+def test_extends_outside_the_tree_needs_an_allowed_root(tmp_path: Path) -> None:
     write(tmp_path, valid(), "shared/base.yaml")
     path = write(tmp_path, {"extends": "../shared/base.yaml", "name": "svc"}, "svc/p.yaml")
-    assert load_pipeline(path).name == "svc"
+    problem = refuse(path).problems[0]
+    assert_names(problem, str(path), None, "extends")
+    assert "outside" in problem.message
+    assert load_pipeline(path, extends_roots=[tmp_path / "shared"]).name == "svc"
 
 
 def test_extends_cycle_is_reported(tmp_path: Path) -> None:
@@ -660,10 +669,10 @@ def test_durations_are_read(tmp_path: Path, text: Any, seconds: float) -> None:
     assert unit.timeout == timedelta(seconds=seconds)
 
 
-def test_parse_duration_leaves_what_it_does_not_know_to_pydantic() -> None:
+def test_parse_duration_reads_short_forms_and_iso_8601() -> None:
     assert parse_duration("10m") == timedelta(minutes=10)
     assert parse_duration(2.5) == timedelta(seconds=2.5)
-    assert parse_duration("P1D") == "P1D"
+    assert parse_duration("P1D") == timedelta(days=1)
     assert parse_duration(True) is True
 
 

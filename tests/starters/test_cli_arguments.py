@@ -1,0 +1,72 @@
+"""Bad command-line arguments are refused before anything connects: a sentence naming the
+option, exit code 2 (no Temporal server is running here; a check that let the argument
+through would fail differently, with "cannot connect", exit 1)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from starters.cli import app
+
+ROOT = Path(__file__).resolve().parents[2]
+HEAL7 = str(ROOT / "pipelines" / "heal7.yaml")
+SHA = "0123456789abcdef0123456789abcdef01234567"
+START = ["start", "--definition", HEAL7, "--repo", ".", "--author", "erin"]
+
+CASES = {
+    "branch name as a sha": ([*START, "--commit", "main"], "'main' is not a full commit sha"),
+    "short sha": ([*START, "--commit", SHA[:12]], "is not a full commit sha"),
+    "service with a slash": (
+        [*START, "--commit", SHA, "--service", "a/b"],
+        "'a/b' is not a service name",
+    ),
+    "service with a space": ([*START, "--commit", SHA, "--service", "a b"], "not a service name"),
+    "branch as an option": ([*START, "--commit", SHA, "--branch", "-x"], "not a valid git branch"),
+    "repo as an option": (
+        ["start", "--definition", HEAL7, "--repo", "--upload-pack=x", "--author", "e",
+         "--commit", SHA],
+        "is not a repository path",
+    ),
+    "roles file is a directory": (
+        [*START, "--commit", SHA, "--roles", str(ROOT)],
+        "cannot read the roles file",
+    ),
+    "bad commit time": ([*START, "--commit", SHA, "--commit-time", "yesterday"], "bad argument"),
+    "gate with a path": (
+        ["approve", "pipeline-x", "--approver", "carol", "--gate", "../prod"],
+        "is not a valid name",
+    ),
+    "environment with a space": (
+        ["rollback", "--service", "hello", "--environment", "prod uction", "--by", "dave"],
+        "is not a valid name",
+    ),
+    "service query injection": (["env", "x' OR 'a'='a"], "is not a service name"),
+    "negative watch interval": (["watch", "pipeline-x", "--interval", "-1"], "--interval"),
+    "zero dora days": (["dora", "--service", "hello", "--days", "0"], "--days"),
+    "history file is a directory": (["replay", "--file", str(ROOT)], "not a readable history"),
+    "validate an unreadable roles file": (
+        ["validate", HEAL7, "--roles", str(ROOT / "nowhere.yaml")],
+        "roles file not found",
+    ),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize(("args", "message"), CASES.values(), ids=CASES.keys())
+def test_bad_arguments_are_refused_with_a_sentence(args: list[str], message: str) -> None:
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 2, result.output
+    assert message in " ".join(result.output.split()), result.output
+    assert "Traceback" not in result.output
+
+
+def test_validate_checks_gates_against_the_roles_file(tmp_path: Path) -> None:
+    roles = tmp_path / "roles.yaml"
+    roles.write_text("carol: [cto]\n", encoding="utf-8")  # nobody is the DevOps lead
+    result = CliRunner().invoke(app, ["validate", HEAL7, "--roles", str(roles)])
+    assert result.exit_code == 2
+    assert "stage 'approve_production', field 'roles'" in result.output
+    ok = CliRunner().invoke(app, ["validate", HEAL7, "--roles", str(ROOT / "pipelines/roles.yaml")])
+    assert ok.exit_code == 0, ok.output
