@@ -525,7 +525,7 @@ def _act(workflow_id: str, action: str, by: str, reason: str, key: Path | None) 
             return 1
         except RPCError as err:
             typer.echo(f"cannot reach {workflow_id}: {err.message}", err=True)
-            return 1
+            return 2 if err.status == RPCStatusCode.NOT_FOUND else 1
         how = f"signed with {record.signer_key}" if record.signer_key else "unsigned"
         typer.echo(f"{action} of {workflow_id} by {by} accepted ({how})")
         return 0

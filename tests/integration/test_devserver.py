@@ -302,7 +302,7 @@ async def test_cli_start_wait_and_status_follow_the_pipeline(
     definition = tmp_path / "short.yaml"
     definition.write_text(json.dumps(SHORT), encoding="utf-8")  # JSON is YAML
     env = cli_env(dev_env, task_queue)
-    commit = uuid.uuid4().hex
+    commit = uuid.uuid4().hex + uuid.uuid4().hex[:8]  # a full (40-hex) sha
     memory.tests.reports["unit"] = TestReport(
         exit_code=1, tests=3, failures=1, errors=0, skipped=0, failed_tests=["test_x"]
     )

@@ -31,7 +31,7 @@ CASES = {
         "is not a repository path",
     ),
     "roles file is a directory": (
-        [*START, "--commit", SHA, "--roles", str(ROOT)],
+        ["validate", HEAL7, "--roles", str(ROOT)],
         "cannot read the roles file",
     ),
     "bad commit time": ([*START, "--commit", SHA, "--commit-time", "yesterday"], "bad argument"),

@@ -41,7 +41,8 @@ def test_ignore_and_skip_are_read(tmp_path: Path) -> None:
         write(
             tmp_path,
             {"ignore": {"trivy": [entry]}, "skip": {"bandit": ["B101"]}},
-            {"ignore": [entry]},
+            # A copy: the same dict twice would be dumped as a YAML alias, which is refused.
+            {"ignore": [dict(entry)]},
         )
     )
 
