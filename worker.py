@@ -30,7 +30,7 @@ from activities.metrics import MetricsActivities
 from activities.notify import NotifyActivities
 from activities.scan import ScanActivities
 from activities.source import SourceActivities
-from activities.test import TestActivities
+from activities.test import SuiteActivities
 from plumbing.sandbox import workflow_runner
 from workflows.registry import WORKFLOWS
 
@@ -52,7 +52,7 @@ def activities_for(
     file, which decisions are judged against)."""
     source = SourceActivities(backends.source)
     scan = ScanActivities(backends.scanners, backends.registry)
-    test = TestActivities(backends.tests, backends.services)
+    test = SuiteActivities(backends.tests, backends.services)
     build = BuildActivities(backends.builder, backends.registry)
     deploy = DeployActivities(backends.target, backends.router)
     metrics = MetricsActivities(backends.metrics, backends.load)

@@ -36,8 +36,8 @@ from activities.contracts import (
     RollbackRequest,
     RollbackResult,
     ScannerReport,
-    TestReport,
-    TestRequest,
+    SuiteReport,
+    SuiteRequest,
     WeightRequest,
     Workspace,
 )
@@ -55,7 +55,7 @@ __all__ = [
     "Registry",
     "Scanner",
     "SourceProvider",
-    "TestRunner",
+    "SuiteRunner",
     "TrafficRouter",
 ]
 
@@ -81,8 +81,8 @@ class Scanner(Protocol):
 
 
 @runtime_checkable
-class TestRunner(Protocol):
-    def run(self, request: TestRequest, heartbeat: Heartbeat) -> TestReport:
+class SuiteRunner(Protocol):
+    def run(self, request: SuiteRequest, heartbeat: Heartbeat) -> SuiteReport:
         """Run the tests and parse their reports. A failing test is data, not an exception."""
         ...
 
@@ -185,7 +185,7 @@ class Backends:
     """The implementations activities delegate to, built once per worker process."""
 
     source: SourceProvider
-    tests: TestRunner
+    tests: SuiteRunner
     builder: Builder
     target: DeployTarget
     router: TrafficRouter

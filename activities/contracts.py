@@ -48,8 +48,8 @@ __all__ = [
     "ScannerReport",
     "Severity",
     "Slot",
-    "TestReport",
-    "TestRequest",
+    "SuiteReport",
+    "SuiteRequest",
     "WeightRequest",
     "Workspace",
 ]
@@ -243,10 +243,8 @@ class ScanReport(_Model):
 # --- test ---------------------------------------------------------------------------------
 
 
-class TestRequest(_Model):
+class SuiteRequest(_Model):
     """Run a test command in `path` and read its JUnit (and optional coverage) XML."""
-
-    __test__ = False  # not a pytest test class
 
     path: str
     command: list[str]
@@ -286,10 +284,8 @@ class CommandReport(_Model):
     timed_out: bool = False
 
 
-class TestReport(_Model):
+class SuiteReport(_Model):
     """Counts from JUnit XML and line coverage from the coverage XML."""
-
-    __test__ = False
 
     exit_code: int
     tests: int
@@ -520,7 +516,7 @@ class LoadReport(_Model):
 
 
 class NotifyRequest(_Model):
-    """An event for humans; the seed's three levels plus info."""
+    """An event for humans; HEAL7's three levels plus info."""
 
     level: Literal["info", "success", "warning", "error"]
     event: str

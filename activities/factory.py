@@ -193,7 +193,7 @@ def _notifier(settings: Settings) -> Notifier:
 def backends_from_settings(settings: Settings) -> Backends:
     """Every backend the settings ask for; a missing piece raises ConfigurationError."""
     from activities.providers.git_source import GitSource
-    from activities.providers.test_runner import SubprocessTestRunner
+    from activities.providers.test_runner import SubprocessSuiteRunner
 
     targets: dict[str, DeployTarget] = {}
     routers: dict[str, TrafficRouter] = {}
@@ -248,7 +248,7 @@ def backends_from_settings(settings: Settings) -> Backends:
     services.clean_leftovers()
     return Backends(
         source=GitSource(Path(settings.state_dir) / "git"),
-        tests=SubprocessTestRunner(venv_root=Path(settings.state_dir) / "venvs"),
+        tests=SubprocessSuiteRunner(venv_root=Path(settings.state_dir) / "venvs"),
         builder=builder,
         target=dispatch,
         router=dispatch,

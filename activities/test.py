@@ -8,13 +8,13 @@ from collections.abc import Mapping
 from temporalio import activity
 
 from activities._blocking import run_blocking
-from activities.backends import BackingServices, Heartbeat, TestRunner
+from activities.backends import BackingServices, Heartbeat, SuiteRunner
 from activities.contracts import (
     ActivityName,
     CommandReport,
     CommandRequest,
-    TestReport,
-    TestRequest,
+    SuiteReport,
+    SuiteRequest,
 )
 from activities.errors import ErrorType, verdict
 from activities.observability import activity_log
@@ -22,12 +22,10 @@ from activities.providers.command_runner import SubprocessCommandRunner
 from activities.service_templates import Endpoint, render
 
 
-class TestActivities:
-    __test__ = False  # not a pytest test class
-
+class SuiteActivities:
     def __init__(
         self,
-        runner: TestRunner,
+        runner: SuiteRunner,
         services: BackingServices | None = None,
         commands: SubprocessCommandRunner | None = None,
     ) -> None:
@@ -36,7 +34,7 @@ class TestActivities:
         self._commands = commands or SubprocessCommandRunner()
 
     @activity.defn(name=ActivityName.RUN_TESTS)
-    async def run_tests(self, request: TestRequest) -> TestReport:
+    async def run_tests(self, request: SuiteRequest) -> SuiteReport:
         activity_log(command=request.command, services=request.services).info("run_tests")
         return await run_blocking(lambda progress: self._run(request, progress))
 
@@ -46,7 +44,7 @@ class TestActivities:
         commands = self._commands
         return await run_blocking(lambda progress: commands.run(request, progress))
 
-    def _run(self, request: TestRequest, progress: Heartbeat) -> TestReport:
+    def _run(self, request: SuiteRequest, progress: Heartbeat) -> SuiteReport:
         if not request.services:
             return self._runner.run(_rendered(request, {}), progress)
         if self._services is None:
@@ -62,7 +60,7 @@ class TestActivities:
         return report.model_copy(update={"services": started.notes})
 
 
-def _rendered(request: TestRequest, endpoints: Mapping[str, Endpoint]) -> TestRequest:
+def _rendered(request: SuiteRequest, endpoints: Mapping[str, Endpoint]) -> SuiteRequest:
     """The request with its `env` templates filled in (`{{` stands for a literal brace)."""
     env = {name: render(value, endpoints) for name, value in request.env.items()}
     return request.model_copy(update={"env": env})

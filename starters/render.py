@@ -176,4 +176,4 @@ def dora_table(production: EnvironmentState, since: datetime, days: int) -> str:
         ],
     ]
     head = f"{len(changes)} production changes in the last {days} days"
-    return head + "\n" + _table(["figure", "value", "seed target"], rows)
+    return head + "\n" + _table(["figure", "value", "HEAL7 target"], rows)

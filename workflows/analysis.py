@@ -1,6 +1,6 @@
 """Measuring an environment for the canary and the monitor (workflow-side, deterministic).
 
-Checks may ask for different windows (the seed: success rate over 1 min, latency over 30 s);
+Checks may ask for different windows (HEAL7: success rate over 1 min, latency over 30 s);
 one query per distinct window, concurrently, merged into one sample. A query that fails after
 its retries yields no data for its metrics: the judgment decides what no data means.
 """

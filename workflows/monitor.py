@@ -1,4 +1,4 @@
-"""MonitorWorkflow: the post-deploy watch (the seed's smart rollback).
+"""MonitorWorkflow: the post-deploy watch (HEAL7's smart rollback).
 
 Every `interval`, measure production's stable slot and judge the criteria. On a violation,
 wait `recheck` and measure again: still violated → roll back and alert; cleared → logged as

@@ -13,8 +13,8 @@ from fnmatch import fnmatchcase
 
 from pydantic import BaseModel, ConfigDict
 
-from activities.contracts import MetricsSample, ScanReport, Severity, TestReport
-from workflows.spec import ApprovalStage, MetricCheck, QualityGateStage, ScanStage, TestStage
+from activities.contracts import MetricsSample, ScanReport, Severity, SuiteReport
+from workflows.spec import ApprovalStage, MetricCheck, QualityGateStage, ScanStage, SuiteStage
 
 __all__ = [
     "Analysis",
@@ -146,7 +146,7 @@ def judge_scan(
     return GateVerdict(passed=not reasons, reasons=reasons, warnings=warnings)
 
 
-def judge_tests(report: TestReport, stage: TestStage) -> GateVerdict:
+def judge_tests(report: SuiteReport, stage: SuiteStage) -> GateVerdict:
     reasons: list[str] = []
     failed = report.failures + report.errors
     if failed > stage.max_failures:
@@ -167,12 +167,12 @@ def judge_tests(report: TestReport, stage: TestStage) -> GateVerdict:
 
 def quality_gate(
     gate: QualityGateStage,
-    tests: Mapping[str, TestReport],
+    tests: Mapping[str, SuiteReport],
     scans: Mapping[str, ScanReport],
     scan_stages: Mapping[str, ScanStage],
     test_durations: Mapping[str, float],
 ) -> GateVerdict:
-    """The seed's quality gate over the results of earlier stages. A missing report is an
+    """HEAL7's quality gate over the results of earlier stages. A missing report is an
     error, and any error fails the gate."""
     reasons: list[str] = []
     for name, minimum in gate.min_coverage.items():

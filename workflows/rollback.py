@@ -2,7 +2,7 @@
 
 Durable like everything else: the rollback is retried until the platform confirms it, and
 the decision (who, why) stays in history. Environments whose policy is a manual rollback
-(the seed's staging) are restored this way.
+(HEAL7's staging) are restored this way.
 """
 
 from __future__ import annotations

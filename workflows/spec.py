@@ -83,7 +83,7 @@ __all__ = [
     "SmokeStage",
     "Stage",
     "StageBase",
-    "TestStage",
+    "SuiteStage",
     "load_pipeline",
     "parse_duration",
     "validate_definition",
@@ -290,10 +290,9 @@ def _service_entry(text: str) -> str:
     return text
 
 
-class TestStage(_StageBase):
+class SuiteStage(_StageBase):
     """Run a test command and judge its JUnit and coverage reports."""
 
-    __test__ = False
     kind: Literal["test"]
     command: list[str] = Field(min_length=1)
     junit: ReportPath = "junit.xml"
@@ -367,7 +366,7 @@ class CommandStage(_StageBase):
 
 class QualityGateStage(_StageBase):
     """Combine earlier results against thresholds. A report the gate needs but no stage
-    produced is an error, and any error fails the gate (the seed's rule)."""
+    produced is an error, and any error fails the gate (HEAL7's rule)."""
 
     kind: Literal["quality_gate"]
     inputs: list[str] = Field(
@@ -684,7 +683,7 @@ class NotifyStage(_StageBase):
 Stage = Annotated[
     CheckoutStage
     | ScanStage
-    | TestStage
+    | SuiteStage
     | CommandStage
     | QualityGateStage
     | BuildStage
@@ -748,7 +747,7 @@ class FreezeWindow(_Strict):
 
 
 class EnvironmentSpec(_Strict):
-    """Per-environment policy (the seed's environment table)."""
+    """Per-environment policy (HEAL7's environment table)."""
 
     requires_approval: bool = False
     strategy: Literal["rolling", "blue_green", "canary"] = "rolling"

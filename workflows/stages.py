@@ -41,8 +41,8 @@ from activities.contracts import (
     PublishRequest,
     ScanReport,
     ScanRequest,
-    TestReport,
-    TestRequest,
+    SuiteReport,
+    SuiteRequest,
     Workspace,
 )
 from workflows import policy
@@ -74,7 +74,7 @@ from workflows.spec import (
     SmokeStage,
     Stage,
     StageBase,
-    TestStage,
+    SuiteStage,
 )
 
 __all__ = ["RunState", "StageFailedError", "run_stage"]
@@ -97,7 +97,7 @@ class RunState:
     workflow_id: str
     workspace: Workspace | None = None
     artifact: Artifact | None = None
-    tests: dict[str, TestReport] = field(default_factory=dict)
+    tests: dict[str, SuiteReport] = field(default_factory=dict)
     test_durations: dict[str, float] = field(default_factory=dict)
     scans: dict[str, ScanReport] = field(default_factory=dict)
     deployed: dict[str, str] = field(default_factory=dict)
@@ -256,12 +256,12 @@ async def _scan(stage: ScanStage, state: RunState) -> str:
     return shown + "".join(f"; {note}" for note in notes if note)
 
 
-async def _test(stage: TestStage, state: RunState) -> str:
+async def _test(stage: SuiteStage, state: RunState) -> str:
     ws = state.need_workspace(stage)
     started = workflow.now()
     report = await call(
         ActivityName.RUN_TESTS,
-        TestRequest(
+        SuiteRequest(
             path=ws.path,
             command=stage.command,
             junit=stage.junit,
@@ -272,7 +272,7 @@ async def _test(stage: TestStage, state: RunState) -> str:
             requirements=stage.requirements,
             setup=stage.setup,
         ),
-        TestReport,
+        SuiteReport,
         retry=stage.retry,
         timeout=stage.timeout,
         activity_id=_id(stage),
@@ -583,7 +583,7 @@ def _runner(kind: type[_S], run: Callable[[_S, RunState], Awaitable[str]]) -> Ru
 _RUNNERS: dict[str, Runner] = {
     "checkout": _runner(CheckoutStage, _checkout),
     "scan": _runner(ScanStage, _scan),
-    "test": _runner(TestStage, _test),
+    "test": _runner(SuiteStage, _test),
     "command": _runner(CommandStage, _command),
     "quality_gate": _runner(QualityGateStage, _quality_gate),
     "build": _runner(BuildStage, _build),

@@ -14,7 +14,7 @@ from pathlib import Path
 from xml.etree import ElementTree
 
 from activities.backends import Heartbeat
-from activities.contracts import TestReport, TestRequest
+from activities.contracts import SuiteReport, SuiteRequest
 from activities.errors import ErrorType, verdict
 from activities.providers.child_env import child_env
 from activities.providers.processes import ProcessResult, run_with_heartbeat
@@ -24,7 +24,7 @@ from activities.providers.venvs import VenvCache, python_in
 __all__ = [
     "JUnitCounts",
     "ProcessResult",
-    "SubprocessTestRunner",
+    "SubprocessSuiteRunner",
     "parse_cobertura",
     "parse_junit",
     "run_with_heartbeat",
@@ -39,13 +39,11 @@ def default_venv_root() -> Path:
     return Path(tempfile.gettempdir()) / f"slipway-venvs-{os.getuid()}"
 
 
-class SubprocessTestRunner:
-    """`TestRunner` that runs the request's command in its `path`, in a venv of the service's
+class SubprocessSuiteRunner:
+    """`SuiteRunner` that runs the request's command in its `path`, in a venv of the service's
     own dependencies (`activities.providers.test_venv`), with an allow-listed environment plus
     the request's `env` (`activities.providers.child_env`): never the worker's packages or
     secrets. Heartbeats while it runs, then parses the reports the command wrote."""
-
-    __test__ = False  # not a pytest test class
 
     def __init__(
         self,
@@ -57,7 +55,7 @@ class SubprocessTestRunner:
         self._timeout_s = timeout_s
         self._venvs = VenvCache(venv_root or default_venv_root())
 
-    def run(self, request: TestRequest, heartbeat: Heartbeat) -> TestReport:
+    def run(self, request: SuiteRequest, heartbeat: Heartbeat) -> SuiteReport:
         cwd = Path(request.path)
         junit = cwd / request.junit
         coverage = cwd / request.coverage if request.coverage else None
@@ -147,7 +145,7 @@ class SubprocessTestRunner:
                     f"--cov-report=xml:{request.coverage}), or drop `coverage` from the stage.",
                 )
             coverage_pct = parse_cobertura(coverage)
-        return TestReport(
+        return SuiteReport(
             exit_code=result.exit_code,
             coverage_pct=coverage_pct,
             duration_s=round(result.duration_s, 3),

@@ -29,8 +29,8 @@ with workflow.unsafe.imports_passed_through():
         PublishRequest,
         ScanReport,
         ScanRequest,
-        TestReport,
-        TestRequest,
+        SuiteReport,
+        SuiteRequest,
         Workspace,
     )
     from tests.bench.definitions import (
@@ -93,14 +93,14 @@ class BaselineWorkflow:
             ),
             _call(
                 ActivityName.RUN_TESTS,
-                TestRequest(path=ws.path, command=UNIT_COMMAND, junit="junit.xml"),
-                TestReport,
+                SuiteRequest(path=ws.path, command=UNIT_COMMAND, junit="junit.xml"),
+                SuiteReport,
                 "unit_tests",
             ),
             _call(
                 ActivityName.RUN_TESTS,
-                TestRequest(path=ws.path, command=INTEGRATION_COMMAND, junit="junit.xml"),
-                TestReport,
+                SuiteRequest(path=ws.path, command=INTEGRATION_COMMAND, junit="junit.xml"),
+                SuiteReport,
                 "integration_tests",
             ),
             _call(

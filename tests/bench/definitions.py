@@ -25,7 +25,7 @@ from workflows.spec import (
     QualityGateStage,
     ScanStage,
     SmokeStage,
-    TestStage,
+    SuiteStage,
     validate_definition,
 )
 
@@ -104,8 +104,8 @@ def overhead_spec() -> PipelineSpec:
     stages: list[BaseModel] = [
         CheckoutStage(name="checkout", kind="checkout"),
         ScanStage(name="sast", kind="scan", needs=["checkout"], scanners=SAST_SCANNERS),
-        TestStage(name="unit_tests", kind="test", needs=["checkout"], command=UNIT_COMMAND),
-        TestStage(
+        SuiteStage(name="unit_tests", kind="test", needs=["checkout"], command=UNIT_COMMAND),
+        SuiteStage(
             name="integration_tests",
             kind="test",
             needs=["checkout"],
@@ -155,8 +155,8 @@ def dag_spec() -> PipelineSpec:
     stages: list[BaseModel] = [
         CheckoutStage(name="checkout", kind="checkout"),
         ScanStage(name="sast", kind="scan", needs=["checkout"], scanners=["slow-sast"]),
-        TestStage(name="unit_tests", kind="test", needs=["sast"], command=["dag-unit"]),
-        TestStage(
+        SuiteStage(name="unit_tests", kind="test", needs=["sast"], command=["dag-unit"]),
+        SuiteStage(
             name="integration_tests", kind="test", needs=["checkout"], command=["dag-integration"]
         ),
         ScanStage(
@@ -165,7 +165,7 @@ def dag_spec() -> PipelineSpec:
             needs=["integration_tests"],
             scanners=["slow-secrets"],
         ),
-        TestStage(name="lint", kind="test", needs=["checkout"], command=["dag-lint"]),
+        SuiteStage(name="lint", kind="test", needs=["checkout"], command=["dag-lint"]),
         QualityGateStage(
             name="quality_gate",
             kind="quality_gate",

@@ -709,7 +709,7 @@ def make_service(namespace: str, service: str, slot: str | None = None) -> V1Ser
 
 
 def make_virtual_service(namespace: str, service: str, canary_weight: int = 0) -> Json:
-    """The seed's routing: header `canary: "true"` always to the canary subset; everything
+    """HEAL7's routing: header `canary: "true"` always to the canary subset; everything
     else split stable/canary."""
     host = f"{service}.{namespace}.svc.cluster.local"
     return {

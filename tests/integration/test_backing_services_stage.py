@@ -13,11 +13,11 @@ from pathlib import Path
 import pytest
 from temporalio.testing import ActivityEnvironment, WorkflowEnvironment
 
-from activities.contracts import CheckoutRequest, TestRequest, Workspace
+from activities.contracts import CheckoutRequest, SuiteRequest, Workspace
 from activities.providers.backing_services import LocalBackingServices
 from activities.providers.backing_services.redis import RedisKind
-from activities.providers.test_runner import SubprocessTestRunner
-from activities.test import TestActivities
+from activities.providers.test_runner import SubprocessSuiteRunner
+from activities.test import SuiteActivities
 from tests.support.binaries import missing, require_module
 from tests.support.memory import MemoryBackends
 from tests.support.pipelines import run_context, start
@@ -85,8 +85,8 @@ def project(tmp_path: Path) -> Path:
     return root
 
 
-def request(project: Path) -> TestRequest:
-    return TestRequest(
+def request(project: Path) -> SuiteRequest:
+    return SuiteRequest(
         path=str(project),
         command=["python", "-m", "pytest", "tests", "-q", "-p", "no:cacheprovider",
                  "--junitxml=junit.xml"],
@@ -111,7 +111,7 @@ def refused(port: int) -> bool:
 async def test_the_suite_reads_and_writes_both_servers_through_the_stage_env(
     project: Path, tmp_path: Path
 ) -> None:
-    activities = TestActivities(SubprocessTestRunner(), LocalBackingServices(tmp_path / "svcs"))
+    activities = SuiteActivities(SubprocessSuiteRunner(), LocalBackingServices(tmp_path / "svcs"))
     report = await ActivityEnvironment().run(activities.run_tests, request(project))
     assert (report.tests, report.failures, report.errors) == (3, 0, 0), report
     assert [note.split(" ")[0] for note in report.services] == ["postgres", "redis"]
@@ -149,7 +149,7 @@ async def test_a_pipeline_stage_starts_the_services_and_its_summary_names_them(
     )  # fmt: skip
     backends = MemoryBackends().backends()
     backends.source = ProjectSource(project)
-    backends.tests = SubprocessTestRunner()
+    backends.tests = SubprocessSuiteRunner()
     backends.services = LocalBackingServices(tmp_path / "svcs")
     async with build_worker(time_env.client, backends, task_queue):
         handle = await start(time_env.client, task_queue, spec=spec, run=run_context())

@@ -17,7 +17,7 @@ from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
 from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner
 
-from activities.contracts import TestReport
+from activities.contracts import SuiteReport
 from starters.runs import (
     pipeline_outcome,
     replay_history,
@@ -303,7 +303,7 @@ async def test_cli_start_wait_and_status_follow_the_pipeline(
     definition.write_text(json.dumps(SHORT), encoding="utf-8")  # JSON is YAML
     env = cli_env(dev_env, task_queue)
     commit = uuid.uuid4().hex + uuid.uuid4().hex[:8]  # a full (40-hex) sha
-    memory.tests.reports["unit"] = TestReport(
+    memory.tests.reports["unit"] = SuiteReport(
         exit_code=1, tests=3, failures=1, errors=0, skipped=0, failed_tests=["test_x"]
     )
 

@@ -368,7 +368,7 @@ async def test_production_backends_promote_a_good_canary_and_roll_back_a_bad_one
     fake = stack.fake
     assert _container_image(fake, "stable") == image_a
     assert _annotations(fake, "stable")[DIGEST] == digest_a
-    # Stable never took B: its ReplicaSets are the seed's and A's.
+    # Stable never took B: its ReplicaSets are the initial ones and A's.
     stable_images = [
         rs.spec.template.spec.containers[0].image
         for rs in fake.replica_sets(NAMESPACE, f"{SERVICE}-stable")

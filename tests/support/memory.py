@@ -10,7 +10,7 @@ from tests.support.memory_platform import (
     MemoryPlatform,
     MemoryScanner,
     MemorySource,
-    MemoryTestRunner,
+    MemorySuiteRunner,
     ScriptedMetrics,
 )
 
@@ -20,7 +20,7 @@ __all__ = ["MemoryBackends"]
 class MemoryBackends:
     def __init__(self) -> None:
         self.source = MemorySource()
-        self.tests = MemoryTestRunner()
+        self.tests = MemorySuiteRunner()
         self.services = MemoryBackingServices()
         self.builder = MemoryBuilder()
         self.platform = MemoryPlatform()

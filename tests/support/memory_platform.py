@@ -39,8 +39,8 @@ from activities.contracts import (
     RollbackResult,
     ScannerReport,
     Severity,
-    TestReport,
-    TestRequest,
+    SuiteReport,
+    SuiteRequest,
     WeightRequest,
     Workspace,
 )
@@ -54,7 +54,7 @@ __all__ = [
     "MemoryPlatform",
     "MemoryScanner",
     "MemorySource",
-    "MemoryTestRunner",
+    "MemorySuiteRunner",
     "ScriptedMetrics",
 ]
 
@@ -106,17 +106,15 @@ class MemoryScanner:
         return Finding(scanner=scanner, rule=rule, severity=severity, message="scripted")
 
 
-class MemoryTestRunner:
+class MemorySuiteRunner:
     """Test results per command keyword; `delays` per keyword to show stages overlap."""
 
-    __test__ = False
-
     def __init__(self) -> None:
-        self.reports: dict[str, TestReport] = {}
+        self.reports: dict[str, SuiteReport] = {}
         self.delays: dict[str, float] = {}
         self.calls: list[tuple[str, float, float]] = []  # (command, start, end) wall times
 
-    def run(self, request: TestRequest, heartbeat: Heartbeat) -> TestReport:
+    def run(self, request: SuiteRequest, heartbeat: Heartbeat) -> SuiteReport:
         key = " ".join(request.command)
         start = time.monotonic()
         for word, delay in self.delays.items():
@@ -126,7 +124,9 @@ class MemoryTestRunner:
         for word, report in self.reports.items():
             if word in key:
                 return report
-        return TestReport(exit_code=0, tests=10, failures=0, errors=0, skipped=0, coverage_pct=90.0)
+        return SuiteReport(
+            exit_code=0, tests=10, failures=0, errors=0, skipped=0, coverage_pct=90.0
+        )
 
 
 class MemoryBackingServices:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from temporalio.testing import WorkflowEnvironment
 
-from activities.contracts import TestReport
+from activities.contracts import SuiteReport
 from starters.runs import pipeline_outcome
 from tests.support.memory import MemoryBackends
 from tests.support.pipelines import start
@@ -16,7 +16,7 @@ from workflows.messages import StageState
 async def test_a_failing_suite_still_says_which_servers_it_ran_against(
     time_env: WorkflowEnvironment, memory: MemoryBackends, task_queue: str
 ) -> None:
-    memory.tests.reports["integration"] = TestReport(
+    memory.tests.reports["integration"] = SuiteReport(
         exit_code=1, tests=12, failures=3, errors=0, skipped=0, coverage_pct=75.0
     )
     async with build_worker(time_env.client, memory.backends(), task_queue):

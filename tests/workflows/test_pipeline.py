@@ -1,5 +1,5 @@
 """PipelineWorkflow on the time-skipping server, with in-memory backends behind the real
-activity classes: the HEAL7 definition with the seed's own timings (1-minute canary steps,
+activity classes: the HEAL7 definition with HEAL7's own timings (1-minute canary steps,
 15-minute monitor), which time skipping runs in about a second."""
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from temporalio.client import WorkflowFailureError, WorkflowHandle, WorkflowUpda
 from temporalio.service import RPCError
 from temporalio.testing import WorkflowEnvironment
 
-from activities.contracts import LoadReport, LoadRequest, MetricsQuery, Severity, TestReport
+from activities.contracts import LoadReport, LoadRequest, MetricsQuery, Severity, SuiteReport
 from starters.runs import pipeline_outcome
 from tests.support.memory import MemoryBackends
 from tests.support.pipelines import heal7, run_context, start, wait_for_gate
@@ -100,7 +100,7 @@ async def test_happy_path_reaches_production_with_one_digest(
     digest = result.artifact.digest
     assert result.deployed == {"development": digest, "staging": digest, "production": digest}
     assert memory.platform.envs["production"].stable == digest
-    # The seed's canary: 10 → 50 in steps of 10, then promotion; 15 one-minute monitor checks.
+    # HEAL7's canary: 10 → 50 in steps of 10, then promotion; 15 one-minute monitor checks.
     weights = [e for e in memory.platform.events if e.startswith("weight production")]
     assert weights == [f"weight production {w}" for w in (10, 20, 30, 40, 50)]
     assert "promote production" in memory.platform.events
@@ -139,7 +139,7 @@ async def test_ci_stages_run_in_parallel(
 async def test_failed_quality_gate_stops_before_build(
     time_env: WorkflowEnvironment, memory: MemoryBackends, task_queue: str
 ) -> None:
-    memory.tests.reports["unit"] = TestReport(
+    memory.tests.reports["unit"] = SuiteReport(
         exit_code=0, tests=40, failures=0, errors=0, skipped=0, coverage_pct=80.0
     )
     async with build_worker(time_env.client, memory.backends(), task_queue):
@@ -376,7 +376,7 @@ async def test_abort_during_canary_rolls_production_back(
         result = await pipeline_outcome(handle)
     assert result.state == PipelineState.ABORTED
     assert result.failure.startswith("aborted by dave: bad smell")
-    # Staging's policy (the seed's) is a manual rollback: the run says so instead.
+    # Staging's policy (HEAL7's) is a manual rollback: the run says so instead.
     assert "staging needs a manual rollback" in result.failure
     assert stage(result, "canary")[0] == StageState.CANCELLED
     # The canary rolled back on its cancellation; the pipeline's rollback found it done:

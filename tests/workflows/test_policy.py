@@ -14,7 +14,7 @@ from activities.contracts import (
     ScannerReport,
     ScanReport,
     Severity,
-    TestReport,
+    SuiteReport,
 )
 from workflows.policy import (
     ApprovalVote,
@@ -34,7 +34,7 @@ from workflows.spec import (
     MetricCheck,
     QualityGateStage,
     ScanStage,
-    TestStage,
+    SuiteStage,
     load_pipeline,
 )
 
@@ -100,7 +100,7 @@ def sample(**values: float | None) -> MetricsSample:
     return MetricsSample(values=values, requests=100)
 
 
-def test_analyse_passes_when_every_seed_check_passes(canary: CanaryStage) -> None:
+def test_analyse_passes_when_every_heal7_check_passes(canary: CanaryStage) -> None:
     result = analyse(canary.metrics, sample(success_rate=99.6, p95_latency_ms=310, error_rate=0.4))
     assert result.passed
     assert [j.verdict for j in result.judgments] == [Verdict.PASS] * 3
@@ -205,15 +205,15 @@ def test_no_scanner_ran_is_a_failure() -> None:
 # --- tests --------------------------------------------------------------------------------
 
 
-def suite(**fields: Any) -> TestStage:
-    return TestStage.model_validate(
+def suite(**fields: Any) -> SuiteStage:
+    return SuiteStage.model_validate(
         {"name": "unit", "kind": "test", "command": ["pytest"], **fields}
     )
 
 
-def report(**fields: Any) -> TestReport:
+def report(**fields: Any) -> SuiteReport:
     base: dict[str, Any] = {"exit_code": 0, "tests": 40, "failures": 0, "errors": 0, "skipped": 1}
-    return TestReport.model_validate({**base, **fields})
+    return SuiteReport.model_validate({**base, **fields})
 
 
 def test_judge_tests_passes_a_green_run() -> None:
@@ -275,7 +275,7 @@ def gate() -> QualityGateStage:
     return stage
 
 
-def good_tests() -> dict[str, TestReport]:
+def good_tests() -> dict[str, SuiteReport]:
     return {"unit_tests": report(coverage_pct=90), "integration_tests": report(coverage_pct=75)}
 
 
@@ -291,7 +291,7 @@ SCAN_STAGES = {
 }
 
 
-def test_quality_gate_passes_the_seed_thresholds(gate: QualityGateStage) -> None:
+def test_quality_gate_passes_the_heal7_thresholds(gate: QualityGateStage) -> None:
     verdict = quality_gate(gate, good_tests(), good_scans(), SCAN_STAGES, {"unit_tests": 120})
     assert verdict.passed, verdict.reasons
 

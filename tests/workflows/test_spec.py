@@ -1,4 +1,4 @@
-"""Pipeline definitions: the seed's values in heal7.yaml/demo.yaml, `extends:` merging, and
+"""Pipeline definitions: HEAL7's values in heal7.yaml/demo.yaml, `extends:` merging, and
 every refusal naming the file, the stage and the field (all problems reported at once)."""
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from workflows.spec import (
     Problem,
     QualityGateStage,
     ScanStage,
-    TestStage,
+    SuiteStage,
     load_pipeline,
     parse_duration,
     validate_definition,
@@ -131,7 +131,7 @@ def test_the_helper_definition_is_valid(tmp_path: Path) -> None:
     assert spec.source == str(tmp_path / "pipeline.yaml")
 
 
-# --- the seed's values --------------------------------------------------------------------
+# --- HEAL7's values --------------------------------------------------------------------
 
 
 @pytest.fixture(scope="module")
@@ -144,7 +144,7 @@ def demo() -> PipelineSpec:
     return load_pipeline(DEMO)
 
 
-def test_heal7_canary_has_the_seed_values(heal7: PipelineSpec) -> None:
+def test_heal7_canary_has_the_heal7_values(heal7: PipelineSpec) -> None:
     canary = heal7.stage("canary")
     assert isinstance(canary, CanaryStage)
     assert canary.environment == "production"
@@ -162,7 +162,7 @@ def test_heal7_canary_has_the_seed_values(heal7: PipelineSpec) -> None:
     }
 
 
-def test_heal7_monitor_has_the_seed_values(heal7: PipelineSpec) -> None:
+def test_heal7_monitor_has_the_heal7_values(heal7: PipelineSpec) -> None:
     monitor = heal7.stage("monitor")
     assert isinstance(monitor, MonitorStage)
     assert monitor.needs == ["canary"]
@@ -236,7 +236,7 @@ def test_demo_extends_heal7_changing_only_what_it_writes(
     assert isinstance(security, ScanStage)
     assert (security.unavailable, security.fail_on) == ("warn", Severity.HIGH)
     unit = demo.stage("unit_tests")
-    assert isinstance(unit, TestStage)
+    assert isinstance(unit, SuiteStage)
     assert unit.coverage is None
     assert unit.junit == "junit-unit.xml"
     assert unit.timeout == timedelta(minutes=5)
@@ -296,7 +296,7 @@ def test_extends_deep_merges_stages_by_name_and_appends_new_ones(tmp_path: Path)
     assert spec.service.name == "shop"  # inherited
     assert [s.name for s in spec.stages] == [*(s["name"] for s in base["stages"]), "announce"]
     unit = spec.stage("unit")
-    assert isinstance(unit, TestStage)
+    assert isinstance(unit, SuiteStage)
     assert unit.command == ["pytest"]
     assert unit.timeout == timedelta(minutes=7)
     assert unit.retry is not None

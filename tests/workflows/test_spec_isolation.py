@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from workflows.spec import CommandStage, DefinitionError, TestStage, validate_definition
+from workflows.spec import CommandStage, DefinitionError, SuiteStage, validate_definition
 
 
 def definition(*stages: dict[str, Any]) -> dict[str, Any]:
@@ -42,7 +42,7 @@ def test_test_and_command_stages_take_their_environment_fields() -> None:
     )
 
     unit, frontend = spec.stage("unit"), spec.stage("frontend")
-    assert isinstance(unit, TestStage)
+    assert isinstance(unit, SuiteStage)
     assert unit.extras == ["test", "http"]
     assert unit.requirements == ["requirements-dev.txt"]
     assert unit.setup == ["pip install -e ./plugins"]
@@ -58,7 +58,7 @@ def test_a_test_stage_naming_nothing_defaults_to_the_test_extra() -> None:
     )
 
     unit = spec.stage("unit")
-    assert isinstance(unit, TestStage)
+    assert isinstance(unit, SuiteStage)
     assert (unit.extras, unit.requirements, unit.setup, unit.env) == (None, [], [], {})
 
 

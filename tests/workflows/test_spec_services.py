@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from workflows.spec import DefinitionError, TestStage, load_pipeline, validate_definition
+from workflows.spec import DefinitionError, SuiteStage, load_pipeline, validate_definition
 
 HEAL7 = Path(__file__).resolve().parents[2] / "pipelines" / "heal7.yaml"
 
@@ -38,7 +38,7 @@ def problems(data: dict[str, Any]) -> list[str]:
 
 def test_heal7_integration_tests_start_postgres_16_and_redis_7() -> None:
     stage = load_pipeline(HEAL7).stage("integration_tests")
-    assert isinstance(stage, TestStage)
+    assert isinstance(stage, SuiteStage)
     assert stage.services == ["postgres:16", "redis:7"]
     assert stage.env["DATABASE_URL"].startswith("postgresql://{services.postgres.user}:")
     assert stage.env["REDIS_URL"] == "{services.redis.url}"
@@ -53,7 +53,7 @@ def test_env_templates_of_listed_services_load() -> None:
         "shop.yaml",
     )
     stage = spec.stage("integration")
-    assert isinstance(stage, TestStage)
+    assert isinstance(stage, SuiteStage)
     assert stage.env["X"] == "1"
 
 

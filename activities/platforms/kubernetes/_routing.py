@@ -1,12 +1,12 @@
 """Canary weights in an Istio VirtualService, as pure functions over its `spec.http` routes.
 
-The shape we expect is the seed's: a route matching the header `canary: "true"` that always
+The shape we expect is HEAL7's: a route matching the header `canary: "true"` that always
 goes to the canary, then a default route (no `match`) split between stable and canary. We only
 ever rewrite the default route's weights; every other field (hosts, gateways, retries, the
 header route) is kept as it was.
 
 A destination is the stable or canary one by its `subset` (`stable`/`canary`, with a
-DestinationRule selecting the `slot` label) or, as in the seed, by its host
+DestinationRule selecting the `slot` label) or, as in the HEAL7 design, by its host
 (`{service}-canary`, `{service}-stable` or `{service}-primary`, optionally fully qualified).
 """
 

@@ -11,7 +11,7 @@ Layout under `<state_dir>/traefik/`:
 Each environment gets a router on its entrypoint to a weighted service
 `<service>-<env>` splitting between the active slot (`stable`, `blue` or `green`) and the
 `canary` slot, each a load-balancer service `<service>-<env>-<slot>` whose Prometheus series
-the metrics provider reads. A request with header `X-Slipway-Slot: <slot>` (or the seed's
+the metrics provider reads. A request with header `X-Slipway-Slot: <slot>` (or HEAL7's
 `canary: true`) goes to that slot directly.
 """
 
@@ -47,7 +47,7 @@ from activities.platforms.local._proc import (
 
 __all__ = ["LATENCY_BUCKETS_S", "RouteState", "TraefikRouter", "find_traefik"]
 
-# Histogram buckets in seconds, dense between 1 ms and 2.5 s where the seed's thresholds
+# Histogram buckets in seconds, dense between 1 ms and 2.5 s where HEAL7's thresholds
 # (500 ms for the canary, 2000 ms for the monitor) sit.
 LATENCY_BUCKETS_S = (
     0.001,

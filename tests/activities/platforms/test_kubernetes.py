@@ -303,7 +303,7 @@ def test_set_weight_splits_the_default_route_and_keeps_the_header_route(
     assert [d["weight"] for d in default_route(fake)] == [50, 50]
 
 
-def test_weights_work_with_the_seeds_host_based_routes(
+def test_weights_work_with_heal7s_host_based_routes(
     fake: FakeKubeApi, platform: KubernetesPlatform
 ) -> None:
     fake.add(

@@ -14,10 +14,10 @@ from pathlib import Path
 import pytest
 from temporalio.exceptions import ApplicationError
 
-from activities.contracts import TestRequest
+from activities.contracts import SuiteRequest
 from activities.errors import ErrorType
 from activities.providers.child_env import child_env
-from activities.providers.test_runner import SubprocessTestRunner
+from activities.providers.test_runner import SubprocessSuiteRunner
 from activities.providers.venvs import VenvCache, VenvSpec, python_in
 
 SECRETS = {
@@ -61,8 +61,8 @@ def write_project(root: Path, *, dependencies: list[str], tests: str, extra: str
     return root
 
 
-def pytest_request(root: Path, **fields: object) -> TestRequest:
-    return TestRequest(
+def pytest_request(root: Path, **fields: object) -> SuiteRequest:
+    return SuiteRequest(
         path=str(root),
         command=["python", "-m", "pytest", "-q", "-p", "no:cacheprovider", "--junitxml=j.xml"],
         junit="j.xml",
@@ -131,7 +131,7 @@ def test_a_test_stage_cannot_see_the_workers_secrets(
             """,
     )
 
-    report = SubprocessTestRunner(venv_root=venv_root).run(
+    report = SubprocessSuiteRunner(venv_root=venv_root).run(
         pytest_request(project, env={"DATABASE_URL": "postgres://127.0.0.1:5432/app"}),
         lambda _note: None,
     )
@@ -169,7 +169,7 @@ def test_tests_run_in_a_venv_of_the_services_dependencies_not_the_workers(
             """,
     )
     notes: list[str] = []
-    runner = SubprocessTestRunner(venv_root=venv_root)
+    runner = SubprocessSuiteRunner(venv_root=venv_root)
 
     first = runner.run(pytest_request(project), notes.append)
     built = [n for n in notes if n.startswith("creating the venv")]
@@ -201,7 +201,7 @@ def test_requirements_files_and_setup_commands_make_the_venv(
     )
     (project / "requirements-dev.txt").write_text("pytest>=8\ninflection\n")
 
-    report = SubprocessTestRunner(venv_root=venv_root).run(
+    report = SubprocessSuiteRunner(venv_root=venv_root).run(
         pytest_request(
             project,
             requirements=["requirements-dev.txt"],
@@ -254,7 +254,7 @@ def test_a_project_with_dynamic_dependencies_is_installed_itself(
         "    assert importlib.metadata.version('app') == '1.0'\n"
     )
 
-    report = SubprocessTestRunner(venv_root=venv_root).run(
+    report = SubprocessSuiteRunner(venv_root=venv_root).run(
         pytest_request(project), lambda _note: None
     )
 
@@ -265,7 +265,7 @@ def test_an_undeclared_extra_is_an_error_naming_it(tmp_path: Path, venv_root: Pa
     project = write_project(tmp_path / "svc", dependencies=[], tests="def test_x():\n    pass\n")
 
     with pytest.raises(ApplicationError) as caught:
-        SubprocessTestRunner(venv_root=venv_root).run(
+        SubprocessSuiteRunner(venv_root=venv_root).run(
             pytest_request(project, extras=["docs"]), lambda _note: None
         )
 
@@ -278,7 +278,7 @@ def test_a_missing_requirements_file_is_an_error_naming_it(tmp_path: Path, venv_
     project = write_project(tmp_path / "svc", dependencies=[], tests="def test_x():\n    pass\n")
 
     with pytest.raises(ApplicationError) as caught:
-        SubprocessTestRunner(venv_root=venv_root).run(
+        SubprocessSuiteRunner(venv_root=venv_root).run(
             pytest_request(project, requirements=["reqs/dev.txt"]), lambda _note: None
         )
 
@@ -297,7 +297,7 @@ def test_a_dependency_the_index_lacks_fails_the_stage_with_pips_words(
     )
 
     with pytest.raises(ApplicationError) as caught:
-        SubprocessTestRunner(venv_root=venv_root).run(pytest_request(project), lambda _n: None)
+        SubprocessSuiteRunner(venv_root=venv_root).run(pytest_request(project), lambda _n: None)
 
     assert caught.value.type == ErrorType.GATE_FAILED
     assert "no-such-package-slipway-xyz" in caught.value.message
@@ -358,10 +358,10 @@ def test_a_bare_tool_name_runs_the_venvs_console_script(tmp_path: Path, venv_roo
                 assert importlib.util.find_spec("temporalio") is None
             """,
     )
-    request = TestRequest(
+    request = SuiteRequest(
         path=str(project), command=["pytest", "-q", "--junitxml=j.xml"], junit="j.xml"
     )
 
-    report = SubprocessTestRunner(venv_root=venv_root).run(request, lambda _note: None)
+    report = SubprocessSuiteRunner(venv_root=venv_root).run(request, lambda _note: None)
 
     assert (report.tests, report.failures, report.errors) == (1, 0, 0), report

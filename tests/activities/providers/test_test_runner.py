@@ -1,4 +1,4 @@
-"""SubprocessTestRunner running real pytest on a tiny project, and its report parsing."""
+"""SubprocessSuiteRunner running real pytest on a tiny project, and its report parsing."""
 
 from __future__ import annotations
 
@@ -12,9 +12,9 @@ import pytest
 from temporalio.exceptions import ApplicationError
 
 from activities._blocking import WorkCancelledError
-from activities.contracts import TestRequest
+from activities.contracts import SuiteRequest
 from activities.errors import ErrorType
-from activities.providers.test_runner import SubprocessTestRunner, parse_cobertura, parse_junit
+from activities.providers.test_runner import SubprocessSuiteRunner, parse_cobertura, parse_junit
 from tests.support.binaries import require_module
 
 
@@ -60,14 +60,14 @@ def pytest_command(*extra: str) -> list[str]:
 
 def test_real_pytest_run_is_counted(project: Path) -> None:
     notes: list[str] = []
-    request = TestRequest(
+    request = SuiteRequest(
         path=str(project),
         command=pytest_command("--junitxml=reports/junit.xml"),
         junit="reports/junit.xml",
         env={"EXPECTED": "3", "PYTHONPATH": str(project)},
     )
 
-    report = SubprocessTestRunner(heartbeat_every_s=0.05).run(request, notes.append)
+    report = SubprocessSuiteRunner(heartbeat_every_s=0.05).run(request, notes.append)
 
     assert report.exit_code == 1
     assert (report.tests, report.failures, report.errors, report.skipped) == (3, 1, 0, 1)
@@ -79,7 +79,7 @@ def test_real_pytest_run_is_counted(project: Path) -> None:
 
 def test_real_pytest_cov_run_reports_line_coverage(project: Path) -> None:
     require_module("pytest_cov", "pip install pytest-cov (it is in the dev extra)")
-    request = TestRequest(
+    request = SuiteRequest(
         path=str(project),
         command=pytest_command("--junitxml=junit.xml", "--cov=calc", "--cov-report=xml"),
         junit="junit.xml",
@@ -87,7 +87,7 @@ def test_real_pytest_cov_run_reports_line_coverage(project: Path) -> None:
         env={"EXPECTED": "2", "PYTHONPATH": str(project)},
     )
 
-    report = SubprocessTestRunner().run(request, lambda _note: None)
+    report = SubprocessSuiteRunner().run(request, lambda _note: None)
 
     assert report.exit_code == 0
     # add() runs, unused() does not: coverage is partial, neither 0 nor 100.
@@ -96,14 +96,14 @@ def test_real_pytest_cov_run_reports_line_coverage(project: Path) -> None:
 
 
 def test_env_is_merged_over_the_workers(project: Path) -> None:
-    request = TestRequest(
+    request = SuiteRequest(
         path=str(project),
         command=pytest_command("--junitxml=junit.xml"),
         junit="junit.xml",
         env={"EXPECTED": "2", "PYTHONPATH": str(project)},
     )
 
-    report = SubprocessTestRunner().run(request, lambda _note: None)
+    report = SubprocessSuiteRunner().run(request, lambda _note: None)
 
     assert report.exit_code == 0
     assert report.failures == 0
@@ -111,14 +111,14 @@ def test_env_is_merged_over_the_workers(project: Path) -> None:
 
 
 def test_missing_junit_report_is_a_gate_failure(tmp_path: Path) -> None:
-    request = TestRequest(
+    request = SuiteRequest(
         path=str(tmp_path),
         command=[sys.executable, "-c", "print('ran, but wrote no report')"],
         junit="out/junit.xml",
     )
 
     with pytest.raises(ApplicationError) as caught:
-        SubprocessTestRunner().run(request, lambda _note: None)
+        SubprocessSuiteRunner().run(request, lambda _note: None)
 
     assert caught.value.type == ErrorType.GATE_FAILED
     assert caught.value.non_retryable
@@ -128,17 +128,17 @@ def test_missing_junit_report_is_a_gate_failure(tmp_path: Path) -> None:
 
 def test_report_left_by_an_earlier_run_is_not_reused(tmp_path: Path) -> None:
     write_junit(tmp_path / "junit.xml", '<testsuite tests="5"><testcase name="old"/></testsuite>')
-    request = TestRequest(
+    request = SuiteRequest(
         path=str(tmp_path), command=[sys.executable, "-c", "pass"], junit="junit.xml"
     )
 
     with pytest.raises(ApplicationError, match=r"junit\.xml"):
-        SubprocessTestRunner().run(request, lambda _note: None)
+        SubprocessSuiteRunner().run(request, lambda _note: None)
 
 
 def test_missing_coverage_report_is_a_gate_failure(tmp_path: Path) -> None:
     script = "open('junit.xml', 'w').write('<testsuite><testcase name=\"t\"/></testsuite>')"
-    request = TestRequest(
+    request = SuiteRequest(
         path=str(tmp_path),
         command=[sys.executable, "-c", script],
         junit="junit.xml",
@@ -146,26 +146,26 @@ def test_missing_coverage_report_is_a_gate_failure(tmp_path: Path) -> None:
     )
 
     with pytest.raises(ApplicationError) as caught:
-        SubprocessTestRunner().run(request, lambda _note: None)
+        SubprocessSuiteRunner().run(request, lambda _note: None)
 
     assert caught.value.type == ErrorType.GATE_FAILED
     assert "coverage.xml" in caught.value.message
 
 
 def test_command_that_cannot_start_names_the_command(tmp_path: Path) -> None:
-    request = TestRequest(
+    request = SuiteRequest(
         path=str(tmp_path), command=["no-such-test-tool-xyz", "--all"], junit="junit.xml"
     )
 
     with pytest.raises(ApplicationError) as caught:
-        SubprocessTestRunner().run(request, lambda _note: None)
+        SubprocessSuiteRunner().run(request, lambda _note: None)
 
     assert caught.value.non_retryable
     assert "no-such-test-tool-xyz" in caught.value.message
 
 
 def test_command_past_its_timeout_is_stopped(tmp_path: Path) -> None:
-    request = TestRequest(
+    request = SuiteRequest(
         path=str(tmp_path),
         command=[sys.executable, "-c", "import time; time.sleep(30)"],
         junit="junit.xml",
@@ -173,7 +173,7 @@ def test_command_past_its_timeout_is_stopped(tmp_path: Path) -> None:
     started = time.monotonic()
 
     with pytest.raises(ApplicationError, match="did not finish"):
-        SubprocessTestRunner(heartbeat_every_s=0.05, timeout_s=0.5).run(request, lambda _n: None)
+        SubprocessSuiteRunner(heartbeat_every_s=0.05, timeout_s=0.5).run(request, lambda _n: None)
 
     assert time.monotonic() - started < 10
 
@@ -181,7 +181,7 @@ def test_command_past_its_timeout_is_stopped(tmp_path: Path) -> None:
 def test_a_cancelled_run_stops_its_command(tmp_path: Path) -> None:
     """Cancellation arrives as the heartbeat raising: the test command must not outlive it."""
     pid_file = tmp_path / "pid"
-    request = TestRequest(
+    request = SuiteRequest(
         path=str(tmp_path),
         command=[
             sys.executable,
@@ -197,7 +197,7 @@ def test_a_cancelled_run_stops_its_command(tmp_path: Path) -> None:
             raise WorkCancelledError("cancelled")
 
     with pytest.raises(WorkCancelledError):
-        SubprocessTestRunner(heartbeat_every_s=0.05).run(request, heartbeat)
+        SubprocessSuiteRunner(heartbeat_every_s=0.05).run(request, heartbeat)
 
     pid = int(pid_file.read_text())
     with pytest.raises(ProcessLookupError):
