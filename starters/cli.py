@@ -285,17 +285,8 @@ def _decide(
                 Decision(approver=approver, gate=gate, comment=comment, **signed.model_dump()),
                 result_type=ApprovalRecord,
             )
-        except SignatureError as err:
-            typer.echo(f"cannot sign: {err}", err=True)
-            return 2
-        except WorkflowUpdateFailedError as err:
-            cause = err.cause
-            reason = cause.message if isinstance(cause, ApplicationError) else str(cause)
-            typer.echo(f"refused: {reason}", err=True)
-            return 1
-        except RPCError as err:
-            typer.echo(f"cannot reach {workflow_id}: {err.message}", err=True)
-            return 2 if err.status == RPCStatusCode.NOT_FOUND else 1
+        except (SignatureError, WorkflowUpdateFailedError, RPCError) as err:
+            return _not_decided(err, f"cannot reach {workflow_id}")
         how = f"signed with {record.signer_key}" if record.signer_key else "unsigned"
         typer.echo(
             f"{record.decision}d gate {record.gate!r} as {record.approver} at {record.at} ({how})"
@@ -303,6 +294,23 @@ def _decide(
         return 0
 
     raise typer.Exit(_run(go))
+
+
+def _not_decided(err: Exception, unreachable: str) -> int:
+    """Say why a signed decision did not land; the exit code: 2 for bad input (cannot sign,
+    no such run), 1 for a refusal or an unreachable server."""
+    if isinstance(err, SignatureError):
+        typer.echo(f"cannot sign: {err}", err=True)
+        return 2
+    if isinstance(err, WorkflowUpdateFailedError):
+        cause = err.cause
+        why = cause.message if isinstance(cause, ApplicationError) else cause
+        typer.echo(f"refused: {why}", err=True)
+        return 1
+    if isinstance(err, RPCError):
+        typer.echo(f"{unreachable}: {err.message}", err=True)
+        return 2 if err.status == RPCStatusCode.NOT_FOUND else 1
+    raise err
 
 
 @app.command()
@@ -513,19 +521,8 @@ def _act(workflow_id: str, action: str, by: str, reason: str, key: Path | None) 
                 else CanaryControl(by=by, reason=reason, **signed.model_dump())
             )
             record = await handle.execute_update(action, request, result_type=ActionRecord)
-        except SignatureError as err:
-            typer.echo(f"cannot sign: {err}", err=True)
-            return 2
-        except WorkflowUpdateFailedError as err:
-            cause = err.cause
-            typer.echo(
-                f"refused: {cause.message if isinstance(cause, ApplicationError) else cause}",
-                err=True,
-            )
-            return 1
-        except RPCError as err:
-            typer.echo(f"cannot reach {workflow_id}: {err.message}", err=True)
-            return 2 if err.status == RPCStatusCode.NOT_FOUND else 1
+        except (SignatureError, WorkflowUpdateFailedError, RPCError) as err:
+            return _not_decided(err, f"cannot reach {workflow_id}")
         how = f"signed with {record.signer_key}" if record.signer_key else "unsigned"
         typer.echo(f"{action} of {workflow_id} by {by} accepted ({how})")
         return 0
@@ -646,19 +643,8 @@ def rollback(
                 ),
                 result_type=RollbackOutcome,
             )
-        except SignatureError as err:
-            typer.echo(f"cannot sign: {err}", err=True)
-            return 2
-        except WorkflowUpdateFailedError as err:
-            cause = err.cause
-            typer.echo(
-                f"refused: {cause.message if isinstance(cause, ApplicationError) else cause}",
-                err=True,
-            )
-            return 1
-        except RPCError as err:
-            typer.echo(f"no environment {environment!r} of {service}: {err.message}", err=True)
-            return 2 if err.status == RPCStatusCode.NOT_FOUND else 1
+        except (SignatureError, WorkflowUpdateFailedError, RPCError) as err:
+            return _not_decided(err, f"no environment {environment!r} of {service}")
         if outcome.status == "failed":
             typer.echo(f"{environment}: rollback FAILED: {outcome.reason}", err=True)
             return 1
