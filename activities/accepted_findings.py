@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from datetime import date
 
-from activities.contracts import IgnoreEntry, ScannerReport
+from contracts.activity import IgnoreEntry, ScannerReport
 
 __all__ = ["apply_accepted"]
 

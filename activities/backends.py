@@ -15,7 +15,8 @@ from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from typing import Protocol, runtime_checkable
 
-from activities.contracts import (
+from activities.service_templates import StartedServices
+from contracts.activity import (
     Artifact,
     BuildRequest,
     CheckoutRequest,
@@ -41,7 +42,6 @@ from activities.contracts import (
     WeightRequest,
     Workspace,
 )
-from activities.service_templates import StartedServices
 
 __all__ = [
     "Backends",

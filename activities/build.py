@@ -6,8 +6,8 @@ from temporalio import activity
 
 from activities._blocking import run_blocking
 from activities.backends import Builder, Registry
-from activities.contracts import ActivityName, Artifact, BuildRequest, PublishRequest
 from activities.observability import activity_log
+from contracts.activity import ActivityName, Artifact, BuildRequest, PublishRequest
 
 
 class BuildActivities:

@@ -8,7 +8,7 @@ severe `MAX_FINDINGS` findings with shortened messages, and counts every finding
 
 from __future__ import annotations
 
-from activities.contracts import ScannerReport
+from contracts.activity import ScannerReport
 
 __all__ = ["MAX_FINDINGS", "MAX_MESSAGE_CHARS", "capped"]
 

@@ -16,8 +16,6 @@ from pathlib import Path
 from temporalio import activity
 
 from activities import signatures
-from activities.contracts import ActivityName
-from activities.errors import ErrorType, verdict
 from activities.observability import activity_log
 from activities.worker_policy import (
     LoadedPolicy,
@@ -27,6 +25,8 @@ from activities.worker_policy import (
     is_author,
     load_policy,
 )
+from contracts.activity import ActivityName
+from contracts.errors import ErrorType, verdict
 from workflows.decisions import signed_text
 from workflows.messages import DecisionCheck, DecisionVerdict, PolicyInForce, PolicyStart
 

@@ -6,7 +6,8 @@ from temporalio import activity
 
 from activities._blocking import run_blocking
 from activities.backends import DeployTarget, TrafficRouter
-from activities.contracts import (
+from activities.observability import activity_log
+from contracts.activity import (
     ActivityName,
     DeployRequest,
     DeployResult,
@@ -20,7 +21,6 @@ from activities.contracts import (
     RollbackResult,
     WeightRequest,
 )
-from activities.observability import activity_log
 
 
 class WeightNotAppliedError(RuntimeError):

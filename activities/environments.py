@@ -23,9 +23,9 @@ from temporalio.exceptions import ApplicationError
 from temporalio.service import RPCError, RPCStatusCode
 
 from activities._blocking import HEARTBEAT_EVERY_S
-from activities.contracts import ActivityName, RunRef
-from activities.errors import ErrorType, verdict
 from activities.observability import activity_log
+from contracts.activity import ActivityName, RunRef
+from contracts.errors import ErrorType, verdict
 from workflows.messages import (
     EnvironmentInput,
     LeaseAnswer,

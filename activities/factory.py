@@ -24,7 +24,8 @@ from activities.backends import (
     Scanner,
     TrafficRouter,
 )
-from activities.contracts import (
+from activities.settings import ConfigurationError, Settings
+from contracts.activity import (
     Artifact,
     DeployRequest,
     DeployResult,
@@ -44,7 +45,6 @@ from activities.contracts import (
     ScannerReport,
     WeightRequest,
 )
-from activities.settings import ConfigurationError, Settings
 
 if TYPE_CHECKING:
     from activities.providers.backing_services import LocalBackingServices

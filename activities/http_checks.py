@@ -6,7 +6,7 @@ from collections.abc import Mapping, Sequence
 
 import httpx
 
-from activities.contracts import HttpCheck, HttpCheckReport
+from contracts.activity import HttpCheck, HttpCheckReport
 
 __all__ = ["run_http_checks"]
 

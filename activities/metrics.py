@@ -6,8 +6,8 @@ from temporalio import activity
 
 from activities._blocking import run_blocking
 from activities.backends import LoadGenerator, MetricsProvider
-from activities.contracts import ActivityName, LoadReport, LoadRequest, MetricsQuery, MetricsSample
 from activities.observability import activity_log
+from contracts.activity import ActivityName, LoadReport, LoadRequest, MetricsQuery, MetricsSample
 
 
 class MetricsActivities:

@@ -7,8 +7,8 @@ from temporalio import activity
 
 from activities._blocking import run_blocking
 from activities.backends import Notifier
-from activities.contracts import ActivityName, NotifyRequest
 from activities.observability import activity_log
+from contracts.activity import ActivityName, NotifyRequest
 
 
 class NotifyActivities:

@@ -11,14 +11,14 @@ from activities._blocking import run_blocking
 from activities.accepted_findings import apply_accepted
 from activities.backends import Registry, Scanner
 from activities.capped_findings import capped
-from activities.contracts import (
+from activities.observability import activity_log
+from contracts.activity import (
     ActivityName,
     ImageScanRequest,
     ScannerReport,
     ScanReport,
     ScanRequest,
 )
-from activities.observability import activity_log
 
 
 def _today() -> date:

@@ -6,8 +6,8 @@ from temporalio import activity
 
 from activities._blocking import run_blocking
 from activities.backends import SourceProvider
-from activities.contracts import ActivityName, CheckoutRequest, Workspace
 from activities.observability import activity_log
+from contracts.activity import ActivityName, CheckoutRequest, Workspace
 
 
 class SourceActivities:

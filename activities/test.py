@@ -9,17 +9,17 @@ from temporalio import activity
 
 from activities._blocking import run_blocking
 from activities.backends import BackingServices, Heartbeat, SuiteRunner
-from activities.contracts import (
+from activities.observability import activity_log
+from activities.providers.command_runner import SubprocessCommandRunner
+from activities.service_templates import Endpoint, render
+from contracts.activity import (
     ActivityName,
     CommandReport,
     CommandRequest,
     SuiteReport,
     SuiteRequest,
 )
-from activities.errors import ErrorType, verdict
-from activities.observability import activity_log
-from activities.providers.command_runner import SubprocessCommandRunner
-from activities.service_templates import Endpoint, render
+from contracts.errors import ErrorType, verdict
 
 
 class SuiteActivities:

@@ -20,8 +20,8 @@ PASSTHROUGH = (
     # (definitions, messages, and the judgments messages carry) pass too: re-importing their
     # pydantic models in every run's sandbox costs ~500 ms of CPU per workflow started or
     # replayed (measured on the committed pipeline history: 650 ms vs 150 ms).
-    "activities.contracts",
-    "activities.errors",
+    "contracts.activity",
+    "contracts.errors",
     "workflows.spec",
     "workflows.messages",
     "workflows.policy",

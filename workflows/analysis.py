@@ -13,7 +13,8 @@ from collections.abc import Mapping, Sequence
 from temporalio import workflow
 from temporalio.exceptions import ActivityError, is_cancelled_exception
 
-from activities.contracts import (
+from activities.metric_presets import REQUESTS
+from contracts.activity import (
     ActivityName,
     LoadReport,
     LoadRequest,
@@ -22,7 +23,6 @@ from activities.contracts import (
     MetricsSample,
     Slot,
 )
-from activities.metric_presets import REQUESTS
 from workflows.calls import call
 from workflows.spec import LoadSpec, MetricCheck
 

@@ -22,8 +22,8 @@ from temporalio.exceptions import (
     is_cancelled_exception,
 )
 
-from activities.contracts import ActivityName, NotifyRequest
-from activities.errors import ErrorType
+from contracts.activity import ActivityName, NotifyRequest
+from contracts.errors import ErrorType
 from workflows.spec import RetrySpec
 
 __all__ = ["CRASH_IS_NOT_A_VERDICT", "OPTIONS", "ActivityOptions", "call", "notify"]

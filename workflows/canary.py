@@ -21,7 +21,7 @@ from datetime import timedelta
 from temporalio import workflow
 from temporalio.exceptions import ActivityError, is_cancelled_exception
 
-from activities.contracts import (
+from contracts.activity import (
     ActivityName,
     DeployRequest,
     DeployResult,

@@ -15,7 +15,7 @@ from datetime import timedelta
 from temporalio import workflow
 from temporalio.exceptions import ActivityError
 
-from activities.contracts import ActivityName
+from contracts.activity import ActivityName
 from workflows.calls import call
 from workflows.decisions import COMMENT_LIMIT, freshness_refusal
 from workflows.messages import (

@@ -22,7 +22,7 @@ from datetime import timedelta
 from temporalio import workflow
 from temporalio.exceptions import ActivityError, ApplicationError
 
-from activities.contracts import (
+from contracts.activity import (
     ActivityName,
     FenceRequest,
     ReleaseSpec,

@@ -12,7 +12,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from activities.contracts import Artifact, MetricsSample, ReleaseSpec
+from contracts.activity import Artifact, MetricsSample, ReleaseSpec
 from workflows.policy import Judgment
 from workflows.spec import CanaryStage, MonitorStage, PipelineSpec
 

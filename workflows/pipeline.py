@@ -19,12 +19,12 @@ from typing import cast
 from temporalio import workflow
 from temporalio.exceptions import ActivityError, ApplicationError, is_cancelled_exception
 
-from activities.contracts import (
+from contracts.activity import (
     ActivityName,
     RollbackRequest,
     RollbackResult,
 )
-from activities.errors import ErrorType
+from contracts.errors import ErrorType
 from workflows import dag, freeze, policy, telemetry
 from workflows.calls import call, notify
 from workflows.decision_desk import DecisionDesk, clip

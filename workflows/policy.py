@@ -13,7 +13,7 @@ from fnmatch import fnmatchcase
 
 from pydantic import BaseModel, ConfigDict
 
-from activities.contracts import MetricsSample, ScanReport, Severity, SuiteReport
+from contracts.activity import MetricsSample, ScanReport, Severity, SuiteReport
 from workflows.spec import ApprovalStage, MetricCheck, QualityGateStage, ScanStage, SuiteStage
 
 __all__ = [

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from temporalio import workflow
 
-from activities.contracts import (
+from contracts.activity import (
     ActivityName,
     RollbackRequest,
     RollbackResult,

@@ -15,7 +15,7 @@ from datetime import datetime
 
 from temporalio import workflow
 
-from activities.contracts import ActivityName, DeployRequest, ReleaseSpec
+from contracts.activity import ActivityName, DeployRequest, ReleaseSpec
 from workflows.calls import call
 from workflows.messages import (
     Concurrency,

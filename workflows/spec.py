@@ -33,7 +33,6 @@ from pydantic import (
     model_validator,
 )
 
-from activities.contracts import HttpCheck, IgnoreEntry, MetricName, Severity
 from activities.metric_presets import (
     BUILTIN_METRICS,
     LATENCY_METRICS,
@@ -44,6 +43,7 @@ from activities.metric_presets import (
     template_problem,
 )
 from activities.service_templates import parse_service, template_references
+from contracts.activity import HttpCheck, IgnoreEntry, MetricName, Severity
 from workflows.limits import (
     DOCKER_TAG,
     MAX_DURATION,

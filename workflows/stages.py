@@ -25,7 +25,7 @@ from temporalio.workflow import (
     ParentClosePolicy,
 )
 
-from activities.contracts import (
+from contracts.activity import (
     ActivityName,
     Artifact,
     BuildRequest,

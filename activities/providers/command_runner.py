@@ -11,10 +11,10 @@ import tempfile
 from pathlib import Path
 
 from activities.backends import Heartbeat
-from activities.contracts import CommandReport, CommandRequest
-from activities.errors import ErrorType, verdict
 from activities.providers.child_env import child_env
 from activities.providers.processes import run_with_heartbeat
+from contracts.activity import CommandReport, CommandRequest
+from contracts.errors import ErrorType, verdict
 
 __all__ = ["SubprocessCommandRunner"]
 

@@ -22,8 +22,6 @@ from pathlib import Path
 from typing import Any
 
 from activities.backends import Heartbeat
-from activities.contracts import Artifact, BuildRequest
-from activities.errors import ErrorType, verdict
 from activities.providers.docker_registry import DockerRegistry
 from activities.providers.engine_stream import DockerClientFactory, error_of, events, push
 from activities.providers.image_names import (
@@ -39,6 +37,8 @@ from activities.providers.registry_api import (
     RegistryAuth,
     RegistryTarget,
 )
+from contracts.activity import Artifact, BuildRequest
+from contracts.errors import ErrorType, verdict
 
 __all__ = [
     "MANIFEST_MEDIA_TYPES",

@@ -7,8 +7,6 @@ from collections.abc import Callable
 
 import docker.errors
 
-from activities.contracts import Artifact, PublishRequest, ScannerReport
-from activities.errors import ErrorType, verdict
 from activities.providers.engine_stream import (
     DockerClientFactory,
     error_of,
@@ -24,6 +22,8 @@ from activities.providers.image_names import (
 )
 from activities.providers.registry_api import RegistryAuth, RegistryTarget
 from activities.providers.trivy_image import scan_image
+from contracts.activity import Artifact, PublishRequest, ScannerReport
+from contracts.errors import ErrorType, verdict
 
 __all__ = ["DockerRegistry"]
 

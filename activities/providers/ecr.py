@@ -23,10 +23,10 @@ import boto3
 from botocore.config import Config
 from botocore.exceptions import ClientError
 
-from activities.contracts import Artifact, Finding, PublishRequest, ScannerReport, Severity
-from activities.errors import ErrorType, verdict
 from activities.providers.image_names import ImageReference, default_repository, sanitize_tag
 from activities.providers.registry_api import MANIFEST_MEDIA_TYPES
+from contracts.activity import Artifact, Finding, PublishRequest, ScannerReport, Severity
+from contracts.errors import ErrorType, verdict
 
 if TYPE_CHECKING:
     from mypy_boto3_ecr import ECRClient

@@ -7,8 +7,8 @@ from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 from activities.backends import Heartbeat
-from activities.errors import ErrorType, verdict
 from activities.providers.image_names import DIGEST
+from contracts.errors import ErrorType, verdict
 
 __all__ = ["DockerClientFactory", "error_of", "events", "push", "transfer_error"]
 

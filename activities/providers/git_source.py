@@ -24,8 +24,8 @@ from contextlib import contextmanager, suppress
 from datetime import datetime
 from pathlib import Path
 
-from activities.contracts import CheckoutRequest, Workspace
-from activities.errors import ErrorType, verdict
+from contracts.activity import CheckoutRequest, Workspace
+from contracts.errors import ErrorType, verdict
 
 __all__ = ["GitSource"]
 

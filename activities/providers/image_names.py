@@ -7,7 +7,7 @@ import ipaddress
 import re
 from dataclasses import dataclass
 
-from activities.errors import ErrorType, verdict
+from contracts.errors import ErrorType, verdict
 
 __all__ = [
     "DIGEST",

@@ -10,8 +10,8 @@ from typing import Any
 
 import httpx
 
-from activities.contracts import NotifyRequest
 from activities.observability import activity_log
+from contracts.activity import NotifyRequest
 
 __all__ = [
     "LEVEL_COLORS",

@@ -25,8 +25,6 @@ from prometheus_api_client import PrometheusConnect
 from prometheus_api_client.exceptions import PrometheusApiClientException
 from urllib3.util.retry import Retry
 
-from activities.contracts import MetricsQuery, MetricsSample
-from activities.errors import ErrorType, verdict
 from activities.metric_presets import (
     PRESETS,
     REQUESTS,
@@ -35,6 +33,8 @@ from activities.metric_presets import (
     template_problem,
     window_duration,
 )
+from contracts.activity import MetricsQuery, MetricsSample
+from contracts.errors import ErrorType, verdict
 
 __all__ = ["DEFAULT_TEMPLATES", "REQUESTS", "PrometheusMetricsProvider", "window_duration"]
 

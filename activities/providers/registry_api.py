@@ -12,8 +12,8 @@ from dataclasses import dataclass
 
 import httpx
 
-from activities.errors import ErrorType, verdict
 from activities.providers.image_names import default_repository, is_loopback
+from contracts.errors import ErrorType, verdict
 
 __all__ = [
     "MANIFEST_MEDIA_TYPES",

@@ -17,8 +17,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from activities.contracts import ScannerReport
 from activities.providers.child_env import child_env
+from contracts.activity import ScannerReport
 
 __all__ = [
     "ScannerRun",

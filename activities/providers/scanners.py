@@ -21,7 +21,6 @@ from typing import Any
 import httpx
 
 from activities.backends import Scanner
-from activities.contracts import Finding, ScannerReport, Severity
 from activities.providers.scanner_process import (
     ScannerUnavailableError,
     find_binary,
@@ -32,6 +31,7 @@ from activities.providers.scanner_process import (
     unavailable_report,
 )
 from activities.providers.trivy_report import parse_trivy
+from contracts.activity import Finding, ScannerReport, Severity
 
 __all__ = [
     "SECRETS_BASELINE",

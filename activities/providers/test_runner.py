@@ -14,12 +14,12 @@ from pathlib import Path
 from xml.etree import ElementTree
 
 from activities.backends import Heartbeat
-from activities.contracts import SuiteReport, SuiteRequest
-from activities.errors import ErrorType, verdict
 from activities.providers.child_env import child_env
 from activities.providers.processes import ProcessResult, run_with_heartbeat
 from activities.providers.test_venv import source_paths, test_venv_spec
 from activities.providers.venvs import VenvCache, python_in
+from contracts.activity import SuiteReport, SuiteRequest
+from contracts.errors import ErrorType, verdict
 
 __all__ = [
     "JUnitCounts",

@@ -20,8 +20,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from activities.errors import ErrorType, verdict
 from activities.providers.venvs import VenvSpec, file_fingerprint, tree_fingerprint
+from contracts.errors import ErrorType, verdict
 
 __all__ = ["source_paths", "test_venv_spec"]
 

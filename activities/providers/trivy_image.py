@@ -6,7 +6,6 @@ import json
 import tempfile
 from pathlib import Path
 
-from activities.contracts import ScannerReport
 from activities.providers.scanner_process import (
     ScannerUnavailableError,
     find_binary,
@@ -15,6 +14,7 @@ from activities.providers.scanner_process import (
     unavailable_report,
 )
 from activities.providers.trivy_report import parse_trivy
+from contracts.activity import ScannerReport
 
 __all__ = ["scan_image"]
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from activities.contracts import Finding, Severity
+from contracts.activity import Finding, Severity
 
 __all__ = ["TRIVY_SEVERITY", "parse_trivy"]
 

@@ -29,9 +29,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from activities.backends import Heartbeat
-from activities.errors import ErrorType, verdict
 from activities.providers.child_env import child_env
 from activities.providers.processes import run_with_heartbeat
+from contracts.errors import ErrorType, verdict
 
 __all__ = ["VenvCache", "VenvSpec", "python_in"]
 

@@ -28,13 +28,13 @@ from urllib.parse import quote
 from temporalio.exceptions import ApplicationError
 
 from activities.backends import Heartbeat
-from activities.contracts import Artifact, BuildRequest, PublishRequest, ScannerReport
-from activities.errors import ErrorType, verdict
 from activities.files import atomic_write_text, file_sha256
 from activities.providers.child_env import child_env
 from activities.providers.processes import run_with_heartbeat
 from activities.providers.scanners import TrivyScanner
 from activities.providers.venvs import VenvCache, VenvSpec, python_in
+from contracts.activity import Artifact, BuildRequest, PublishRequest, ScannerReport
+from contracts.errors import ErrorType, verdict
 
 __all__ = ["LocalRegistry", "WheelBuilder", "wheel_filename"]
 

@@ -12,7 +12,9 @@ from pathlib import Path
 import pytest
 
 from activities.accepted_findings import apply_accepted
-from activities.contracts import (
+from activities.providers.scanners import BanditScanner, DetectSecretsScanner, find_binary
+from activities.scan import ScanActivities
+from contracts.activity import (
     Finding,
     IgnoreEntry,
     ScannerReport,
@@ -20,8 +22,6 @@ from activities.contracts import (
     ScanRequest,
     Severity,
 )
-from activities.providers.scanners import BanditScanner, DetectSecretsScanner, find_binary
-from activities.scan import ScanActivities
 from tests.support.binaries import require_binary
 from workflows.policy import judge_scan
 

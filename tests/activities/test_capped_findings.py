@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import random
 
-from activities.contracts import Finding, ScanRequest, Severity
 from activities.scan import ScanActivities
+from contracts.activity import Finding, ScanRequest, Severity
 from plumbing.connection import data_converter
 from tests.support.memory_platform import MemoryScanner
 from workflows.policy import judge_scan

@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from activities.contracts import WeightRequest
 from activities.factory import EnvironmentDispatch
 from activities.settings import ConfigurationError, Settings
+from contracts.activity import WeightRequest
 from tests.support.memory_platform import MemoryPlatform, ScriptedMetrics
 
 ROOT = Path(__file__).resolve().parents[2]

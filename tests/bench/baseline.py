@@ -15,7 +15,7 @@ from temporalio import workflow
 from temporalio.common import RetryPolicy
 
 with workflow.unsafe.imports_passed_through():
-    from activities.contracts import (
+    from contracts.activity import (
         ActivityName,
         Artifact,
         BuildRequest,

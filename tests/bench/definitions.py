@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel
@@ -59,6 +60,9 @@ AUTHOR = "bob"
 APPROVER = "ann"
 GATE = "prod"
 ROLES: dict[str, list[str]] = {APPROVER: ["lead"], AUTHOR: ["developer"]}
+POLICY = Path(__file__).with_name("policy.yaml")
+"""The bench worker's policy: the people above, unsigned decisions count, no environment
+demands a gate (the overhead definition deploys straight to production)."""
 
 # --- the 15-stage no-op definition (and the baseline workflow's constants) ---------------
 SAST_SCANNERS = ["bandit"]

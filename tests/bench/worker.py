@@ -28,10 +28,10 @@ from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.worker import ActivityInboundInterceptor, ExecuteActivityInput, Interceptor
 
 from activities.backends import Backends
-from activities.contracts import CheckoutRequest, Workspace
 from activities.observability import configure_logging
+from contracts.activity import CheckoutRequest, Workspace
 from tests.bench.baseline import BaselineWorkflow
-from tests.bench.definitions import CHECKOUT_DELAYS, SCANNER_DELAYS, TEST_DELAYS
+from tests.bench.definitions import CHECKOUT_DELAYS, POLICY, SCANNER_DELAYS, TEST_DELAYS
 from tests.support.memory import MemoryBackends
 from tests.support.memory_platform import MemoryScanner, MemorySource
 from worker import build_worker
@@ -97,6 +97,7 @@ async def serve(
         task_queue,
         extra_workflows=[BaselineWorkflow],
         interceptors=[StampInterceptor(sink)],
+        policy_file=POLICY,
         **what_if,
     )
     stop = asyncio.Event()

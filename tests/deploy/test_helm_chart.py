@@ -32,9 +32,9 @@ from kubernetes.client import (
 )
 from temporalio.exceptions import ApplicationError
 
-from activities.contracts import Artifact, DeployRequest, RollbackRequest, WeightRequest
 from activities.platforms.kubernetes import KubernetesPlatform
 from activities.settings import Settings
+from contracts.activity import Artifact, DeployRequest, RollbackRequest, WeightRequest
 from tests.deploy.helm import HelmError, helm
 from tests.fakes.kube_api import (
     FakeKubeApi,

@@ -23,8 +23,8 @@ from temporalio.api.enums.v1 import EventType, PendingActivityState
 from temporalio.client import Client, WorkflowUpdateFailedError
 from temporalio.service import RPCError
 
-from activities.contracts import Slot
 from activities.platforms.local import SlotManager
+from contracts.activity import Slot
 from starters.localstack import DevServer, WorkerProcess
 from starters.runs import pipeline_outcome
 from workflows.canary import CanaryWorkflow

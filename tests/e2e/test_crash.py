@@ -42,8 +42,8 @@ import pytest_asyncio
 from temporalio.client import Client
 from temporalio.service import RPCError
 
-from activities.contracts import WeightRequest
 from activities.platforms.local import LocalPlatform, SlotManager
+from contracts.activity import WeightRequest
 from starters.localstack import (
     ROOT,
     DevServer,

@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 import pytest_asyncio
 
-from activities.contracts import WeightRequest
 from activities.platforms.local import LocalPlatform
+from contracts.activity import WeightRequest
 from starters.demo import deliver
 from starters.localstack import (
     DevServer,

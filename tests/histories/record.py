@@ -24,7 +24,7 @@ from temporalio.client import Client, WorkflowHandle
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
 
-from activities.contracts import MetricsQuery
+from contracts.activity import MetricsQuery
 from starters.runs import pipeline_outcome
 from tests.support.binaries import venv_binary
 from tests.support.memory import MemoryBackends

@@ -13,11 +13,11 @@ from pathlib import Path
 import pytest
 from temporalio.testing import ActivityEnvironment, WorkflowEnvironment
 
-from activities.contracts import CheckoutRequest, SuiteRequest, Workspace
 from activities.providers.backing_services import LocalBackingServices
 from activities.providers.backing_services.redis import RedisKind
 from activities.providers.test_runner import SubprocessSuiteRunner
 from activities.test import SuiteActivities
+from contracts.activity import CheckoutRequest, SuiteRequest, Workspace
 from tests.support.binaries import missing, require_module
 from tests.support.memory import MemoryBackends
 from tests.support.pipelines import run_context, start

@@ -17,7 +17,7 @@ from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
 from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner
 
-from activities.contracts import SuiteReport
+from contracts.activity import SuiteReport
 from starters.runs import (
     pipeline_outcome,
     replay_history,

@@ -16,7 +16,9 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 from activities.backends import Heartbeat
-from activities.contracts import (
+from activities.metric_presets import label_value, render, window_duration
+from activities.service_templates import Endpoint, StartedServices, parse_service
+from contracts.activity import (
     Artifact,
     BuildRequest,
     CheckoutRequest,
@@ -44,8 +46,6 @@ from activities.contracts import (
     WeightRequest,
     Workspace,
 )
-from activities.metric_presets import label_value, render, window_duration
-from activities.service_templates import Endpoint, StartedServices, parse_service
 
 __all__ = [
     "MemoryBackingServices",
@@ -216,7 +216,7 @@ class MemoryPlatform:
         return self.envs.setdefault(name, _Env())
 
     def _fence(self, service: str, environment: str, token: int) -> None:
-        from activities.errors import check_fence
+        from contracts.errors import check_fence
 
         key = f"{service}/{environment}"  # like the real platforms: per service
         try:
@@ -234,7 +234,7 @@ class MemoryPlatform:
             return ReleaseSpec(artifact=Artifact(digest=stable, uri=f"memory://{stable}"))
 
     def deploy(self, request: DeployRequest, heartbeat: Heartbeat) -> DeployResult:
-        from activities.errors import ErrorType, verdict
+        from contracts.errors import ErrorType, verdict
 
         if self.before_deploy is not None:
             self.before_deploy(request)
@@ -298,7 +298,7 @@ class MemoryPlatform:
         with self._lock:
             self._fence(request.service, request.environment, request.fence)
             if request.environment in self.fail_restore:
-                from activities.errors import ErrorType, verdict
+                from contracts.errors import ErrorType, verdict
 
                 raise verdict(ErrorType.DEPLOY_FAILED, f"{request.environment}: scripted failure")
             env = self._env(request.environment)

@@ -11,7 +11,7 @@ import pytest
 import yaml
 from temporalio.testing import WorkflowEnvironment
 
-from activities.contracts import Severity
+from contracts.activity import Severity
 from starters.runs import pipeline_outcome
 from tests.support.memory import MemoryBackends
 from tests.support.pipelines import ROOT, start

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from temporalio.testing import WorkflowEnvironment
 
-from activities.contracts import SuiteReport
+from contracts.activity import SuiteReport
 from starters.runs import pipeline_outcome
 from tests.support.memory import MemoryBackends
 from tests.support.pipelines import start

@@ -14,7 +14,7 @@ import pytest
 import yaml
 from temporalio.testing import WorkflowEnvironment
 
-from activities.contracts import MetricsQuery
+from contracts.activity import MetricsQuery
 from starters.runs import pipeline_outcome
 from tests.support.memory import MemoryBackends
 from tests.support.pipelines import start

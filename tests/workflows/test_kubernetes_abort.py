@@ -12,9 +12,9 @@ import pytest
 from temporalio.testing import WorkflowEnvironment
 
 from activities.backends import Heartbeat
-from activities.contracts import Artifact, BuildRequest
 from activities.platforms.kubernetes import KubernetesPlatform
 from activities.platforms.kubernetes._objects import image_reference
+from contracts.activity import Artifact, BuildRequest
 from starters.runs import pipeline_outcome
 from tests.fakes.kube_api import FakeKubeApi, canary_environment
 from tests.support.memory import MemoryBackends

@@ -12,7 +12,7 @@ from temporalio.client import WorkflowFailureError, WorkflowHandle, WorkflowUpda
 from temporalio.service import RPCError
 from temporalio.testing import WorkflowEnvironment
 
-from activities.contracts import LoadReport, LoadRequest, MetricsQuery, Severity, SuiteReport
+from contracts.activity import LoadReport, LoadRequest, MetricsQuery, Severity, SuiteReport
 from starters.runs import pipeline_outcome
 from tests.support.memory import MemoryBackends
 from tests.support.pipelines import heal7, run_context, start, wait_for_gate

@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from activities.contracts import (
+from contracts.activity import (
     Finding,
     MetricsSample,
     ScannerReport,

@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 import yaml
 
-from activities.contracts import Severity
+from contracts.activity import Severity
 from workflows.spec import (
     STAGE_KINDS,
     ApprovalStage,

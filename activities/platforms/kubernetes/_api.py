@@ -24,7 +24,7 @@ from kubernetes.client import (
     V1Service,
 )
 
-from activities.errors import ErrorType, verdict
+from contracts.errors import ErrorType, verdict
 
 __all__ = ["ISTIO_GROUP", "ISTIO_VERSION", "KubeApi", "KubernetesApiError"]
 

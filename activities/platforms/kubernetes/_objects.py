@@ -22,7 +22,7 @@ from kubernetes.client import (
     V1ReplicaSet,
 )
 
-from activities.contracts import Artifact, Slot
+from contracts.activity import Artifact, Slot
 
 __all__ = [
     "CANARY_PENDING",

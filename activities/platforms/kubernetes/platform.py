@@ -9,7 +9,7 @@ What lives in the cluster (created by the service's own manifests, not by us):
   sends `canary: "true"` to the canary and whose default route splits stable/canary.
 
 Every method is idempotent and never retries by itself: transient API errors propagate for
-Temporal to retry; outcomes a retry cannot change are `activities.errors.verdict`s.
+Temporal to retry; outcomes a retry cannot change are `contracts.errors.verdict`s.
 """
 
 from __future__ import annotations
@@ -22,22 +22,6 @@ from kubernetes.client import ApiClient, V1Deployment, V1Service
 from temporalio import activity
 
 from activities.backends import Heartbeat
-from activities.contracts import (
-    Artifact,
-    DeployRequest,
-    DeployResult,
-    FenceRequest,
-    HttpCheckReport,
-    HttpCheckRequest,
-    ReleaseSpec,
-    RestoreRequest,
-    RestoreResult,
-    RollbackRequest,
-    RollbackResult,
-    Slot,
-    WeightRequest,
-)
-from activities.errors import ErrorType, check_fence, verdict
 from activities.http_checks import run_http_checks
 from activities.platforms.kubernetes._api import KubeApi
 from activities.platforms.kubernetes._objects import (
@@ -72,6 +56,22 @@ from activities.platforms.kubernetes._routing import (
     parse_http_routes,
     with_canary_weight,
 )
+from contracts.activity import (
+    Artifact,
+    DeployRequest,
+    DeployResult,
+    FenceRequest,
+    HttpCheckReport,
+    HttpCheckRequest,
+    ReleaseSpec,
+    RestoreRequest,
+    RestoreResult,
+    RollbackRequest,
+    RollbackResult,
+    Slot,
+    WeightRequest,
+)
+from contracts.errors import ErrorType, check_fence, verdict
 
 __all__ = ["KubernetesPlatform"]
 

@@ -11,8 +11,8 @@ from concurrent.futures import Future, ThreadPoolExecutor
 import httpx
 
 from activities.backends import Heartbeat
-from activities.contracts import LoadReport, LoadRequest
 from activities.platforms.local.traefik import TraefikRouter
+from contracts.activity import LoadReport, LoadRequest
 
 __all__ = ["HttpLoadGenerator"]
 

@@ -8,12 +8,12 @@ from types import TracebackType
 
 import structlog
 
-from activities.contracts import LoadRequest, WeightRequest
 from activities.platforms.local.load import HttpLoadGenerator
 from activities.platforms.local.metrics import TraefikMetricsProvider
 from activities.platforms.local.slots import SlotManager
 from activities.platforms.local.target import LocalDeployTarget
 from activities.platforms.local.traefik import TraefikRouter
+from contracts.activity import LoadRequest, WeightRequest
 
 __all__ = ["DEFAULT_BASE_PORT", "DEFAULT_ENVIRONMENTS", "LocalPlatform"]
 

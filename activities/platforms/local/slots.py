@@ -31,8 +31,6 @@ import httpx
 from pydantic import BaseModel, ConfigDict, Field
 
 from activities.backends import Heartbeat
-from activities.contracts import Artifact, DeployRequest, DeployResult, Slot
-from activities.errors import ErrorType, verdict
 from activities.platforms.local._proc import (
     LAUNCH_ENV,
     LOOPBACK,
@@ -49,6 +47,8 @@ from activities.platforms.local._proc import (
 from activities.providers.child_env import child_env
 from activities.providers.venvs import VenvCache, VenvSpec, python_in
 from activities.providers.wheel_builder import wheel_filename
+from contracts.activity import Artifact, DeployRequest, DeployResult, Slot
+from contracts.errors import ErrorType, verdict
 
 __all__ = ["ProcessRef", "SlotManager", "SlotRevision", "SlotState", "check_names"]
 

@@ -30,7 +30,11 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict
 
 from activities.backends import Heartbeat
-from activities.contracts import (
+from activities.http_checks import run_http_checks
+from activities.platforms.local._proc import atomic_write_text, file_lock
+from activities.platforms.local.slots import SlotManager, SlotRevision, SlotState, check_names
+from activities.platforms.local.traefik import TraefikRouter
+from contracts.activity import (
     DeployRequest,
     DeployResult,
     FenceRequest,
@@ -44,11 +48,7 @@ from activities.contracts import (
     Slot,
     WeightRequest,
 )
-from activities.errors import ErrorType, check_fence, verdict
-from activities.http_checks import run_http_checks
-from activities.platforms.local._proc import atomic_write_text, file_lock
-from activities.platforms.local.slots import SlotManager, SlotRevision, SlotState, check_names
-from activities.platforms.local.traefik import TraefikRouter
+from contracts.errors import ErrorType, check_fence, verdict
 
 __all__ = ["LocalDeployTarget", "ReleaseRecord", "Undo"]
 

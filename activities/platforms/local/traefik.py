@@ -31,8 +31,6 @@ import httpx
 import yaml
 from pydantic import BaseModel, ConfigDict, Field
 
-from activities.contracts import Slot, WeightRequest
-from activities.errors import ErrorType, verdict
 from activities.platforms.local._proc import (
     LOOPBACK,
     atomic_write_text,
@@ -44,6 +42,8 @@ from activities.platforms.local._proc import (
     stop_process,
     tail,
 )
+from contracts.activity import Slot, WeightRequest
+from contracts.errors import ErrorType, verdict
 
 __all__ = ["LATENCY_BUCKETS_S", "RouteState", "TraefikRouter", "find_traefik"]
 

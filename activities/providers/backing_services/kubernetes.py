@@ -34,8 +34,8 @@ from kubernetes.client import (
     V1TCPSocketAction,
 )
 
-from activities.errors import ErrorType, verdict
 from activities.service_templates import Endpoint, ServiceWanted, StartedServices, parse_service
+from contracts.errors import ErrorType, verdict
 
 __all__ = ["KubernetesBackingServices", "PodApi"]
 

@@ -17,7 +17,6 @@ import functools
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 
-from activities.errors import ErrorType, verdict
 from activities.providers.backing_services.kinds import Installation, ServerKind
 from activities.providers.backing_services.postgres import PostgresKind
 from activities.providers.backing_services.processes import (
@@ -37,6 +36,7 @@ from activities.service_templates import (
     parse_service,
     version_satisfies,
 )
+from contracts.errors import ErrorType, verdict
 
 __all__ = ["LocalBackingServices", "StartedServices"]
 

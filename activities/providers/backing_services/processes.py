@@ -27,7 +27,7 @@ from pathlib import Path
 
 import structlog
 
-from activities.errors import ErrorType, verdict
+from contracts.errors import ErrorType, verdict
 
 __all__ = [
     "RunAs",

@@ -21,20 +21,7 @@ from temporalio.exceptions import ApplicationError
 from temporalio.testing import ActivityEnvironment
 
 from activities.backends import DeployTarget, TrafficRouter
-from activities.contracts import (
-    Artifact,
-    DeployRequest,
-    FenceRequest,
-    HttpCheck,
-    HttpCheckRequest,
-    RestoreRequest,
-    RollbackRequest,
-    RollbackResult,
-    Slot,
-    WeightRequest,
-)
 from activities.deploy import DeployActivities
-from activities.errors import ErrorType
 from activities.platforms.kubernetes import KubernetesPlatform, load_api_client
 from activities.platforms.kubernetes._api import KubernetesApiError
 from activities.platforms.kubernetes._objects import (
@@ -47,6 +34,19 @@ from activities.platforms.kubernetes._objects import (
     ROLLED_BACK_FROM,
     image_reference,
 )
+from contracts.activity import (
+    Artifact,
+    DeployRequest,
+    FenceRequest,
+    HttpCheck,
+    HttpCheckRequest,
+    RestoreRequest,
+    RollbackRequest,
+    RollbackResult,
+    Slot,
+    WeightRequest,
+)
+from contracts.errors import ErrorType
 from tests.fakes.kube_api import (
     FakeKubeApi,
     RolloutBehaviour,

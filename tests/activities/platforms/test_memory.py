@@ -8,14 +8,14 @@ from collections.abc import Callable
 import pytest
 from temporalio.exceptions import ApplicationError
 
-from activities.contracts import (
+from contracts.activity import (
     Artifact,
     DeployRequest,
     FenceRequest,
     RestoreRequest,
     WeightRequest,
 )
-from activities.errors import ErrorType
+from contracts.errors import ErrorType
 from tests.support.memory_platform import MemoryPlatform
 
 

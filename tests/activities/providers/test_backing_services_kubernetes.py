@@ -9,10 +9,10 @@ from typing import Any
 import pytest
 from temporalio.exceptions import ApplicationError
 
-from activities.errors import ErrorType
 from activities.platforms.kubernetes._api import KubeApi
 from activities.providers.backing_services.kubernetes import KubernetesBackingServices
 from activities.settings import ConfigurationError, Settings
+from contracts.errors import ErrorType
 from tests.fakes.kube_api import FakeKubeApi
 
 NS = "heal7-ci"

@@ -12,12 +12,12 @@ import pytest
 from temporalio.exceptions import ApplicationError
 
 from activities.backends import Builder, Registry
-from activities.contracts import Artifact, BuildRequest, PublishRequest, Severity
-from activities.errors import ErrorType
 from activities.providers.docker_builder import DockerBuilder
 from activities.providers.docker_registry import DockerRegistry
 from activities.providers.image_names import image_tag, sanitize_tag
 from activities.providers.scanners import TrivyScanner
+from contracts.activity import Artifact, BuildRequest, PublishRequest, Severity
+from contracts.errors import ErrorType
 from tests.support.podman import LocalRegistry, PodmanService, running_podman, running_registry
 from tests.support.ports import free_port
 

@@ -15,9 +15,9 @@ import pytest
 from temporalio.exceptions import ApplicationError
 
 from activities.backends import Registry
-from activities.contracts import Artifact, PublishRequest, Severity
-from activities.errors import ErrorType
 from activities.providers.ecr import EcrRegistry, EcrScanPendingError, ecr_client
+from contracts.activity import Artifact, PublishRequest, Severity
+from contracts.errors import ErrorType
 from tests.support.binaries import require_binary
 from tests.support.podman import server_process
 from tests.support.ports import free_port

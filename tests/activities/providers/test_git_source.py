@@ -10,9 +10,9 @@ from pathlib import Path
 import pytest
 from temporalio.exceptions import ApplicationError
 
-from activities.contracts import CheckoutRequest, Workspace
-from activities.errors import ErrorType
 from activities.providers.git_source import GitSource
+from contracts.activity import CheckoutRequest, Workspace
+from contracts.errors import ErrorType
 
 
 def git(repo: Path, *args: str, env: dict[str, str] | None = None) -> str:

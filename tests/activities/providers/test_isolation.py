@@ -14,11 +14,11 @@ from pathlib import Path
 import pytest
 from temporalio.exceptions import ApplicationError
 
-from activities.contracts import SuiteRequest
-from activities.errors import ErrorType
 from activities.providers.child_env import child_env
 from activities.providers.test_runner import SubprocessSuiteRunner
 from activities.providers.venvs import VenvCache, VenvSpec, python_in
+from contracts.activity import SuiteRequest
+from contracts.errors import ErrorType
 
 SECRETS = {
     "SLIPWAY_CODEC_KEY": "c2VjcmV0LWtleS0xNi1ieXRlcw==",

@@ -12,8 +12,8 @@ import pytest
 from structlog.testing import capture_logs
 
 from activities.backends import Notifier
-from activities.contracts import NotifyRequest
 from activities.providers.notifiers import LogNotifier, SlackDeliveryError, SlackNotifier
+from contracts.activity import NotifyRequest
 from tests.support.ports import free_port
 
 

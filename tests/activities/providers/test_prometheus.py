@@ -24,9 +24,9 @@ from prometheus_client import (
 from temporalio.exceptions import ApplicationError
 
 from activities.backends import MetricsProvider
-from activities.contracts import MetricName, MetricsQuery, Slot
-from activities.errors import ErrorType
 from activities.providers.prometheus import PrometheusMetricsProvider, window_duration
+from contracts.activity import MetricName, MetricsQuery, Slot
+from contracts.errors import ErrorType
 from tests.support.binaries import require_binary
 from tests.support.podman import server_process
 from tests.support.ports import free_port

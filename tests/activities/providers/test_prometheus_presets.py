@@ -22,9 +22,9 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, star
 from prometheus_client.metrics_core import Metric
 from prometheus_client.registry import Collector
 
-from activities.contracts import MetricsQuery, Slot
 from activities.metric_presets import PRESETS
 from activities.providers.prometheus import PrometheusMetricsProvider
+from contracts.activity import MetricsQuery, Slot
 from tests.support.ports import free_port
 from tests.support.traffic import prometheus_value, running_prometheus
 

@@ -18,7 +18,6 @@ from urllib.parse import parse_qs, urlparse
 import pytest
 
 from activities.backends import Scanner
-from activities.contracts import Severity
 from activities.providers import scanners
 from activities.providers.scanners import (
     BanditScanner,
@@ -32,6 +31,7 @@ from activities.providers.scanners import (
     parse_pip_audit,
     parse_trivy,
 )
+from contracts.activity import Severity
 from tests.support.binaries import require_binary
 from tests.support.ports import free_port
 

@@ -12,9 +12,9 @@ import pytest
 from temporalio.exceptions import ApplicationError
 
 from activities._blocking import WorkCancelledError
-from activities.contracts import SuiteRequest
-from activities.errors import ErrorType
 from activities.providers.test_runner import SubprocessSuiteRunner, parse_cobertura, parse_junit
+from contracts.activity import SuiteRequest
+from contracts.errors import ErrorType
 from tests.support.binaries import require_module
 
 

@@ -15,10 +15,10 @@ from pathlib import Path
 import pytest
 from temporalio.exceptions import ApplicationError
 
-from activities.contracts import Artifact, BuildRequest, PublishRequest
-from activities.errors import ErrorType
 from activities.providers.scanners import TrivyScanner
 from activities.providers.wheel_builder import LocalRegistry, WheelBuilder, wheel_filename
+from contracts.activity import Artifact, BuildRequest, PublishRequest
+from contracts.errors import ErrorType
 from tests.support.binaries import missing
 
 COMMIT = "3f2a9c1d5e7b8a6f4c2d1e0f9a8b7c6d5e4f3a2b"

@@ -10,8 +10,8 @@ from typing import Any
 
 import pytest
 
-from activities.contracts import Artifact
 from activities.platforms.local import LocalPlatform, SlotManager
+from contracts.activity import Artifact
 from tests.activities.platforms.local.helpers import make_wheel
 from tests.support.binaries import require_binary
 

@@ -12,7 +12,7 @@ from typing import Any
 
 import httpx
 
-from activities.contracts import Artifact, DeployRequest, Slot
+from contracts.activity import Artifact, DeployRequest, Slot
 
 HELLO_DIR = Path(__file__).resolve().parents[4] / "examples" / "hello-service"
 RUN_COMMAND = ["python", "-m", "hello_service", "--host", "127.0.0.1", "--port", "{port}"]

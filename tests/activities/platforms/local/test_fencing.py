@@ -8,15 +8,15 @@ from collections.abc import Callable
 import pytest
 from temporalio.exceptions import ApplicationError
 
-from activities.contracts import (
+from activities.platforms.local import LocalPlatform
+from contracts.activity import (
     Artifact,
     FenceRequest,
     ReleaseSpec,
     RestoreRequest,
     WeightRequest,
 )
-from activities.errors import ErrorType
-from activities.platforms.local import LocalPlatform
+from contracts.errors import ErrorType
 from tests.activities.platforms.local.helpers import (
     SERVICE,
     deploy_request,

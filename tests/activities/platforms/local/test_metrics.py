@@ -7,7 +7,8 @@ from collections.abc import Callable
 
 import pytest
 
-from activities.contracts import (
+from activities.platforms.local import LocalPlatform, histogram_quantile
+from contracts.activity import (
     Artifact,
     LoadRequest,
     MetricName,
@@ -15,7 +16,6 @@ from activities.contracts import (
     Slot,
     WeightRequest,
 )
-from activities.platforms.local import LocalPlatform, histogram_quantile
 from tests.activities.platforms.local.helpers import (
     SERVICE,
     deploy_request,

@@ -10,10 +10,10 @@ from pathlib import Path
 import pytest
 from temporalio.exceptions import ApplicationError
 
-from activities.contracts import BuildRequest, DeployRequest
-from activities.errors import ErrorType
 from activities.platforms.local import SlotManager
 from activities.providers.wheel_builder import WheelBuilder
+from contracts.activity import BuildRequest, DeployRequest
+from contracts.errors import ErrorType
 from tests.activities.platforms.local.helpers import get_json, no_heartbeat
 from tests.support.thirdparty import RUNTIME_DEPENDENCY, write_service
 

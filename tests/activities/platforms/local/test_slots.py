@@ -10,10 +10,10 @@ from typing import Any
 import pytest
 from temporalio.exceptions import ApplicationError
 
-from activities.contracts import Artifact, DeployRequest
-from activities.errors import ErrorType
 from activities.platforms.local import SlotManager, _proc
 from activities.platforms.local._proc import pid_alive
+from contracts.activity import Artifact, DeployRequest
+from contracts.errors import ErrorType
 from tests.activities.platforms.local.helpers import (
     SERVICE,
     deploy_request,

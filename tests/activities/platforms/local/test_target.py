@@ -6,14 +6,14 @@ from collections.abc import Callable
 
 import pytest
 
-from activities.contracts import (
+from activities.platforms.local import LocalDeployTarget, LocalPlatform
+from contracts.activity import (
     Artifact,
     HttpCheck,
     HttpCheckRequest,
     RollbackRequest,
     WeightRequest,
 )
-from activities.platforms.local import LocalDeployTarget, LocalPlatform
 from tests.activities.platforms.local.helpers import (
     SERVICE,
     deploy_request,

@@ -8,9 +8,9 @@ import httpx
 import pytest
 from temporalio.exceptions import ApplicationError
 
-from activities.contracts import Artifact, WeightRequest
-from activities.errors import ErrorType
 from activities.platforms.local import LocalPlatform, TraefikRouter
+from contracts.activity import Artifact, WeightRequest
+from contracts.errors import ErrorType
 from tests.activities.platforms.local.helpers import (
     SERVICE,
     deploy_request,
