@@ -24,8 +24,10 @@ demo: $(STAMP)
 	$(PY) -m starters.demo
 
 # Four pytest-xdist workers: the long end-to-end tests mostly wait on real time and servers,
-# so they overlap well even on two cores; podman's tests share one worker (xdist_group).
-PYTEST_ARGS ?= -n 4 --dist loadgroup --durations=15
+# so they overlap well even on two cores. `loadscope` keeps a module on one worker: its
+# module-scoped servers start once, and tests that build on each other (one stack for the
+# crash runs, one repository for the many-commits runs) stay in order.
+PYTEST_ARGS ?= -n 4 --dist loadscope --durations=15
 test: $(STAMP)
 	$(PY) -m pytest $(PYTEST_ARGS)
 

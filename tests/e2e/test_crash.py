@@ -83,8 +83,7 @@ from workflows.messages import (
 from workflows.naming import canary_id, monitor_id
 from workflows.spec import load_pipeline, validate_definition
 
-# Its runs share one stack and follow each other (run B needs run A serving): one xdist worker.
-pytestmark = [pytest.mark.e2e, pytest.mark.realserver, pytest.mark.xdist_group("crash")]
+pytestmark = [pytest.mark.e2e, pytest.mark.realserver]
 
 SPEC = load_pipeline(ROOT / "pipelines" / "demo.yaml")
 ROLES = load_roles(ROOT / "pipelines" / "roles.yaml")

@@ -44,8 +44,7 @@ from workflows.naming import environment_id
 from workflows.pipeline import PipelineWorkflow
 from workflows.spec import load_pipeline
 
-# The second run builds on the first one's repository: one xdist worker for the module.
-pytestmark = [pytest.mark.e2e, pytest.mark.realserver, pytest.mark.xdist_group("many-commits")]
+pytestmark = [pytest.mark.e2e, pytest.mark.realserver]
 
 SPEC = load_pipeline(ROOT / "pipelines" / "demo.yaml")
 ROLES = load_roles(ROOT / "pipelines" / "roles.yaml")

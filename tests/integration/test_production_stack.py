@@ -42,8 +42,7 @@ from workflows.spec import PipelineSpec, validate_definition
 if TYPE_CHECKING:
     from mypy_boto3_ecr import ECRClient
 
-# podman keeps machine-wide state: its tests run in one xdist worker (`--dist loadgroup`).
-pytestmark = [pytest.mark.realserver, pytest.mark.devserver, pytest.mark.xdist_group("podman")]
+pytestmark = [pytest.mark.realserver, pytest.mark.devserver]
 
 SERVICE = "shop"
 ENVIRONMENT = "production"

@@ -21,8 +21,7 @@ from contracts.errors import ErrorType
 from tests.support.podman import LocalRegistry, PodmanService, running_podman, running_registry
 from tests.support.ports import free_port
 
-# podman keeps machine-wide state: its tests run in one xdist worker (`--dist loadgroup`).
-pytestmark = [pytest.mark.realserver, pytest.mark.xdist_group("podman")]
+pytestmark = [pytest.mark.realserver]
 
 
 @pytest.fixture(scope="module")
