@@ -12,7 +12,14 @@ from temporalio.client import WorkflowFailureError, WorkflowHandle, WorkflowUpda
 from temporalio.service import RPCError
 from temporalio.testing import WorkflowEnvironment
 
-from contracts.activity import LoadReport, LoadRequest, MetricsQuery, Severity, SuiteReport
+from contracts.activity import (
+    ActivityName,
+    LoadReport,
+    LoadRequest,
+    MetricsQuery,
+    Severity,
+    SuiteReport,
+)
 from starters.runs import pipeline_outcome
 from tests.support.memory import MemoryBackends
 from tests.support.pipelines import heal7, run_context, start, wait_for_gate
@@ -274,6 +281,29 @@ async def test_approval_timeout_rejects_with_a_reason(
     assert "staging" not in result.deployed
 
 
+async def checks_completed(handle: Handle, count: int) -> None:
+    """Until `count` check_decision activities of the run have completed."""
+    for _ in range(400):
+        history = await handle.fetch_history()
+        scheduled = {
+            e.event_id
+            for e in history.events
+            if e.HasField("activity_task_scheduled_event_attributes")
+            and e.activity_task_scheduled_event_attributes.activity_type.name
+            == ActivityName.CHECK_DECISION
+        }
+        done = [
+            e
+            for e in history.events
+            if e.HasField("activity_task_completed_event_attributes")
+            and e.activity_task_completed_event_attributes.scheduled_event_id in scheduled
+        ]
+        if len(done) >= count:
+            return
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"fewer than {count} decisions were judged")
+
+
 @pytest.mark.parametrize(
     ("approver", "gate", "refusal"),
     [
@@ -300,6 +330,10 @@ async def test_refused_approvals(
         assert refusal in str(info.value.cause)
         # The same decision sent as a signal is refused the same way, and recorded.
         await handle.signal(PipelineWorkflow.approve_signal, Decision(approver=approver, gate=gate))
+        if "is open" not in refusal:
+            # The worker judges the signal with an activity: abort only once it has (an abort
+            # first would close the gate, and the signal's refusal would say so instead).
+            await checks_completed(handle, 2)
         await abort(handle, AbortRequest(by="dave", reason="done"))
         result = await pipeline_outcome(handle)
     # Refusals the worker's policy makes are recorded for the update too; the ones the
