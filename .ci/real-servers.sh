@@ -7,13 +7,14 @@
 #   redis-server     Redis 7 for test stages' `services: [redis:7]` (PostgreSQL 16 comes from
 #                    the `pgserver` wheel in the venv)
 #   openssh-client   ssh-keygen: signed decisions (`ssh-keygen -Y sign/verify`)
+#   postgresql       Debian's PostgreSQL 15, the fallback a `postgres:15` service picks
 # moto_server (ECR) comes from the dev extras (moto[server]) in the venv: nothing to install.
 # No one-time setup: each fixture writes its own registries.conf, storage dirs and configs.
 
 # With Recommends: podman's helpers (uidmap, fuse-overlayfs, ...) come along on a fresh machine.
-slipway_real_server_packages="podman docker-registry prometheus redis-server openssh-client"
+slipway_real_server_packages="podman docker-registry prometheus redis-server openssh-client postgresql"
 slipway_missing_real_servers=""
-for slipway_binary in podman docker-registry prometheus redis-server ssh-keygen; do
+for slipway_binary in podman docker-registry prometheus redis-server ssh-keygen pg_ctlcluster; do
     command -v "$slipway_binary" >/dev/null 2>&1 \
         || slipway_missing_real_servers="$slipway_missing_real_servers $slipway_binary"
 done

@@ -13,6 +13,7 @@ for the commit is allowed); the full `PipelineResult` travels in the failure's d
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from datetime import datetime, timedelta
 from typing import cast
 
@@ -427,13 +428,14 @@ class PipelineWorkflow:
             self._gate_deadlines[gate.gate_name] = until
         self._publish_details()
         try:
-            await workflow.wait_condition(
-                lambda: self._state_of(gate) == "approved" or self._stopping(),
-                timeout=until - workflow.now(),
-                timeout_summary=f"{status.name}: {env} is frozen until {until:%Y-%m-%d %H:%M} UTC",
-            )
-        except TimeoutError:
-            pass  # the window is over
+            # The window's end (a timeout) lets the deploy go on, as the override gate does.
+            with contextlib.suppress(TimeoutError):
+                await workflow.wait_condition(
+                    lambda: self._state_of(gate) == "approved" or self._stopping(),
+                    timeout=until - workflow.now(),
+                    timeout_summary=f"{status.name}: {env} is frozen until "
+                    f"{until:%Y-%m-%d %H:%M} UTC",
+                )
         finally:
             self._open_gates.pop(gate.gate_name, None)
         status.state = StageState.RUNNING

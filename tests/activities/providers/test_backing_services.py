@@ -215,7 +215,7 @@ def test_the_installation_matching_the_version_is_chosen(tmp_path: Path) -> None
     """pgserver ships 16; Debian's postgresql (15 here) serves `postgres:15`."""
     majors = {i.version.split(".")[0]: i for i in PostgresKind().installations()}
     if "15" not in majors:
-        pytest.skip("no PostgreSQL 15 installed (Debian's postgresql)")
+        missing("no PostgreSQL 15 installed: apt-get install postgresql (Debian's 15)")
     with (
         LocalBackingServices(tmp_path).started(["postgres:15"], noted) as started,
         psycopg.connect(started.endpoints["postgres"].url) as conn,

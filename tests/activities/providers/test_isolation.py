@@ -26,7 +26,7 @@ SECRETS = {
     "AWS_SECRET_ACCESS_KEY": "aws-secret-value",
     "AWS_ACCESS_KEY_ID": "AKIAEXAMPLE",
     "AWS_SESSION_TOKEN": "aws-session-token",
-    "SLIPWAY_SLACK_WEBHOOK_URL": "https://hooks.slack.example/T000/B000/XXX",
+    "SLIPWAY_SLACK_WEBHOOK_URL": "https://hooks.slack.example/T000/B000/not-a-real-hook",
     "GOOGLE_APPLICATION_CREDENTIALS": "/root/gcp.json",
 }
 # A small pure-Python package the worker's own environment does not have.
