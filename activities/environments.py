@@ -26,6 +26,7 @@ from activities._blocking import HEARTBEAT_EVERY_S
 from activities.observability import activity_log
 from contracts.activity import ActivityName, RunRef
 from contracts.errors import ErrorType, verdict
+from plumbing.updates import execute_update
 from workflows.messages import (
     EnvironmentInput,
     LeaseAnswer,
@@ -80,7 +81,9 @@ class EnvironmentActivities:
         self, service: str, environment: str, name: str, arg: Any, update_id: str, rt: type[T]
     ) -> T:
         handle = await self._handle(service, environment)
-        task = asyncio.ensure_future(handle.execute_update(name, arg, id=update_id, result_type=rt))
+        task = asyncio.ensure_future(
+            execute_update(handle, name, arg, update_id=update_id, result_type=rt)
+        )
         try:
             while True:
                 done, _ = await asyncio.wait({task}, timeout=HEARTBEAT_EVERY_S)

@@ -32,6 +32,7 @@ from activities.signatures import SignatureError
 from activities.worker_policy import PolicyError, load_policy
 from plumbing.codec import CodecError
 from plumbing.connection import connect, task_queue
+from plumbing.updates import execute_update
 from starters import arguments, render
 from starters.runs import (
     RetryError,
@@ -280,7 +281,8 @@ def _decide(
                 comment=comment,
                 key=key,
             )
-            record = await handle.execute_update(
+            record = await execute_update(
+                handle,
                 update,
                 Decision(approver=approver, gate=gate, comment=comment, **signed.model_dump()),
                 result_type=ApprovalRecord,
@@ -520,7 +522,7 @@ def _act(workflow_id: str, action: str, by: str, reason: str, key: Path | None) 
                 if action == "abort"
                 else CanaryControl(by=by, reason=reason, **signed.model_dump())
             )
-            record = await handle.execute_update(action, request, result_type=ActionRecord)
+            record = await execute_update(handle, action, request, result_type=ActionRecord)
         except (SignatureError, WorkflowUpdateFailedError, RPCError) as err:
             return _not_decided(err, f"cannot reach {workflow_id}")
         how = f"signed with {record.signer_key}" if record.signer_key else "unsigned"
@@ -632,7 +634,8 @@ def rollback(
                 comment=reason,
                 key=key,
             )
-            outcome = await handle.execute_update(
+            outcome = await execute_update(
+                handle,
                 "rollback_manual",
                 ManualRollback(
                     service=service,

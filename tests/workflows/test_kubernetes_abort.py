@@ -15,6 +15,7 @@ from activities.backends import Heartbeat
 from activities.platforms.kubernetes import KubernetesPlatform
 from activities.platforms.kubernetes._objects import image_reference
 from contracts.activity import Artifact, BuildRequest
+from plumbing.updates import execute_update
 from starters.runs import pipeline_outcome
 from tests.fakes.kube_api import FakeKubeApi, canary_environment
 from tests.support.memory import MemoryBackends
@@ -84,8 +85,8 @@ async def test_abort_during_a_canary_interval_restores_once(
         stable_sets = len(fake.replica_sets(NS, "hello-stable"))
         # The abort update returns once the worker's policy accepted it: with time skipping,
         # awaiting the result while a signal's check runs would let the canary's timers fire.
-        await handle.execute_update(
-            "abort", AbortRequest(by="dave", reason="bad smell"), result_type=ActionRecord
+        await execute_update(
+            handle, "abort", AbortRequest(by="dave", reason="bad smell"), result_type=ActionRecord
         )
         result = await pipeline_outcome(handle)
     assert result.state == PipelineState.ABORTED

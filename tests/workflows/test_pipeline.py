@@ -20,6 +20,7 @@ from contracts.activity import (
     Severity,
     SuiteReport,
 )
+from plumbing.updates import execute_update
 from starters.runs import pipeline_outcome
 from tests.support.memory import MemoryBackends
 from tests.support.pipelines import heal7, run_context, start, wait_for_gate
@@ -47,15 +48,15 @@ Handle = WorkflowHandle[PipelineWorkflow, Any]
 
 
 async def approve(handle: Handle, approver: str, gate: str) -> None:
-    await handle.execute_update(
-        PipelineWorkflow.approve_update, Decision(approver=approver, gate=gate)
+    await execute_update(
+        handle, PipelineWorkflow.approve_update, Decision(approver=approver, gate=gate)
     )
 
 
 async def abort(handle: Handle, request: AbortRequest) -> None:
     """Abort through the update, which returns once the worker's policy accepted it (awaiting
     the result while a signal's check runs would let time skip past the run's timers)."""
-    await handle.execute_update("abort", request, result_type=ActionRecord)
+    await execute_update(handle, "abort", request, result_type=ActionRecord)
 
 
 async def reach_production_gate(handle: Handle) -> None:
@@ -382,7 +383,8 @@ async def test_rejection_fails_the_run(
     async with build_worker(time_env.client, memory.backends(), task_queue):
         handle = await start(time_env.client, task_queue)
         await wait_for_gate(handle, "staging")
-        await handle.execute_update(
+        await execute_update(
+            handle,
             PipelineWorkflow.reject_update,
             Decision(approver="alice", gate="staging", comment="needs a changelog"),
         )
@@ -404,8 +406,8 @@ async def test_abort_during_canary_rolls_production_back(
         await wait_for_canary_interval(time_env, handle)
         # The abort update returns once the worker's policy accepted it: with time skipping,
         # awaiting the result while a signal's check runs would let the canary's timers fire.
-        await handle.execute_update(
-            "abort", AbortRequest(by="dave", reason="bad smell"), result_type=ActionRecord
+        await execute_update(
+            handle, "abort", AbortRequest(by="dave", reason="bad smell"), result_type=ActionRecord
         )
         result = await pipeline_outcome(handle)
     assert result.state == PipelineState.ABORTED
@@ -488,8 +490,8 @@ async def test_a_decided_gate_refuses_further_decisions(
         handle = await start(time_env.client, task_queue)
         await reach_production_gate(handle)
         with pytest.raises(WorkflowUpdateFailedError) as info:
-            await handle.execute_update(
-                PipelineWorkflow.reject_update, Decision(approver="bob", gate="staging")
+            await execute_update(
+                handle, PipelineWorkflow.reject_update, Decision(approver="bob", gate="staging")
             )
         assert "gate 'staging' is already decided" in str(info.value.cause)
         await abort(handle, AbortRequest(by="dave"))

@@ -15,6 +15,7 @@ from temporalio.testing import WorkflowEnvironment
 
 from activities import signatures
 from activities.worker_policy import load_policy
+from plumbing.updates import execute_update
 from starters.runs import pipeline_outcome, replay_history
 from tests.support.memory import MemoryBackends
 from tests.support.pipelines import heal7, run_context, start, wait_for_gate
@@ -93,42 +94,44 @@ async def test_signed_production_gate_operator_rights_and_replays(
                 Decision(approver="dave", gate="production", comment="x" * 2000),
             )
         carol = await signed_approval(handle, keys["carol"], "carol", "production")
-        record = await handle.execute_update(PipelineWorkflow.approve_update, carol)
+        record = await execute_update(handle, PipelineWorkflow.approve_update, carol)
         assert record.accepted
         assert record.signer_key.startswith("SHA256:")
         # erin's own key, erin's own name: a valid signature, but not a production role.
         erin = await signed_approval(handle, keys["erin"], "erin", "production")
         with pytest.raises(WorkflowUpdateFailedError) as info:
-            await handle.execute_update(PipelineWorkflow.approve_update, erin)
+            await execute_update(handle, PipelineWorkflow.approve_update, erin)
         assert "'erin' holds ['developer']; gate 'production' needs one of" in str(info.value.cause)
         # The same signed decision again: its nonce was used in this run.
         with pytest.raises(WorkflowUpdateFailedError) as info:
-            await handle.execute_update(
-                PipelineWorkflow.approve_update, erin.model_copy(update={"gate": "production"})
+            await execute_update(
+                handle,
+                PipelineWorkflow.approve_update,
+                erin.model_copy(update={"gate": "production"}),
             )
         assert "nonce was already used in this run" in str(info.value.cause)
         dave = await signed_approval(handle, keys["dave"], "dave", "production")
-        await handle.execute_update(PipelineWorkflow.approve_update, dave)
+        await execute_update(handle, PipelineWorkflow.approve_update, dave)
         await wait_for_canary_interval(time_env, handle)
 
         # Operator actions: erin may not promote a canary; dave may pause it (signed), and
         # his signed pause cannot be sent twice.
         with pytest.raises(WorkflowUpdateFailedError) as info:
-            await handle.execute_update("promote", CanaryControl(by="erin"))
+            await execute_update(handle, "promote", CanaryControl(by="erin"))
         assert "'erin' holds ['developer']; promote needs one of" in str(info.value.cause)
         pause = await sign(
             handle, keys["dave"], subject="action:pause", decision="pause", by="dave"
         )
         control = CanaryControl(by="dave", **pause.model_dump())
-        paused = await handle.execute_update("pause", control, result_type=ActionRecord)
+        paused = await execute_update(handle, "pause", control, result_type=ActionRecord)
         assert paused.accepted
         assert paused.signer_key
         with pytest.raises(WorkflowUpdateFailedError) as info:
-            await handle.execute_update("pause", control, result_type=ActionRecord)
+            await execute_update(handle, "pause", control, result_type=ActionRecord)
         assert "nonce was already used" in str(info.value.cause)
         # A bare signal (the Web UI) by someone without the right is refused and recorded.
         await handle.signal(PipelineWorkflow.promote, CanaryControl(by="alice"))
-        await handle.execute_update("resume", CanaryControl(by="dave"), result_type=ActionRecord)
+        await execute_update(handle, "resume", CanaryControl(by="dave"), result_type=ActionRecord)
         result = await pipeline_outcome(handle)
         # The history with its verdicts replays against this code (no policy file is read).
         await replay_history(await handle.fetch_history())
@@ -274,13 +277,14 @@ async def test_a_manual_rollback_is_judged_by_the_policy(
         staging = time_env.client.get_workflow_handle(environment_id(spec.service.name, "staging"))
         request = ManualRollback(service=spec.service.name, environment="staging", by="erin")
         with pytest.raises(WorkflowUpdateFailedError) as info:
-            await staging.execute_update("rollback_manual", request, result_type=RollbackOutcome)
+            await execute_update(staging, "rollback_manual", request, result_type=RollbackOutcome)
         assert "'erin' holds ['developer']; rollback needs one of" in str(info.value.cause)
         state = await staging.query(EnvironmentWorkflow.state)
         assert [(r.action, r.by, r.accepted) for r in state.refused] == [
             ("rollback", "erin", False)
         ]
-        done = await staging.execute_update(
+        done = await execute_update(
+            staging,
             "rollback_manual",
             request.model_copy(update={"by": "dave"}),
             result_type=RollbackOutcome,

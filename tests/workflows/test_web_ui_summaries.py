@@ -11,6 +11,7 @@ from temporalio.api.enums.v1 import EventType
 from temporalio.client import Client
 from temporalio.testing import WorkflowEnvironment
 
+from plumbing.updates import execute_update
 from tests.support.memory import MemoryBackends
 from tests.support.pipelines import start, wait_for_gate
 from worker import build_worker
@@ -44,13 +45,15 @@ async def test_activities_children_and_timers_are_labelled_by_stage(
     async with build_worker(client, memory.backends(), task_queue):
         handle: Any = await start(client, task_queue)
         await wait_for_gate(handle, "staging")
-        await handle.execute_update(
-            PipelineWorkflow.approve_update, Decision(approver="alice", gate="staging")
+        await execute_update(
+            handle, PipelineWorkflow.approve_update, Decision(approver="alice", gate="staging")
         )
         await wait_for_gate(handle, "production")
         for person in ("carol", "dave"):
-            await handle.execute_update(
-                PipelineWorkflow.approve_update, Decision(approver=person, gate="production")
+            await execute_update(
+                handle,
+                PipelineWorkflow.approve_update,
+                Decision(approver=person, gate="production"),
             )
         result = await handle.result()
     assert result.state == PipelineState.SUCCEEDED
