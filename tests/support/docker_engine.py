@@ -206,7 +206,8 @@ class FakeDockerEngine:
                 container.status, container.exit_code = "exited", code
                 container.log = server.log_tail()
             elif container.health == "starting":
-                assert container.installation is not None and container.endpoint is not None
+                assert container.installation is not None
+                assert container.endpoint is not None
                 answer = _KINDS[container.kind].check(container.installation, container.endpoint)
                 container.health = "healthy" if answer is not None else "starting"
         return {
@@ -285,7 +286,14 @@ def _handler(engine: FakeDockerEngine) -> type[BaseHTTPRequestHandler]:
             self.end_headers()
             self.wfile.write(payload)
 
-        do_GET = do_POST = do_DELETE = do_HEAD = _serve
+        def do_GET(self) -> None:
+            self._serve()
+
+        def do_POST(self) -> None:
+            self._serve()
+
+        def do_DELETE(self) -> None:
+            self._serve()
 
     return Handler
 

@@ -142,7 +142,6 @@ class DockerBackingServices:
         container = client.containers.create(
             image,
             name=name,
-            detach=True,
             labels={MANAGED: "slipway", WORKER: self._worker, NAME: name},
             # Loopback only, at a port the engine picks: no race for a free port, and
             # nothing outside the machine reaches a test database.
@@ -176,7 +175,8 @@ class DockerBackingServices:
             container.reload()
             state = container.attrs.get("State") or {}
             if state.get("Status") in ("exited", "dead"):
-                logs = container.logs(tail=5).decode(errors="replace").strip()
+                lines = container.logs(tail=3).decode(errors="replace").splitlines()
+                logs = "; ".join(line.strip() for line in lines if line.strip())
                 raise RuntimeError(
                     f"The backing service container {name} ({image}) exited with code "
                     f"{state.get('ExitCode')}: {logs or state.get('Error') or 'no output'}"

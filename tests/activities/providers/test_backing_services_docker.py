@@ -92,10 +92,13 @@ def test_each_service_is_a_container_of_the_asked_image_the_env_urls_reach(
     assert rd.url == f"redis://default:{rd.password}@127.0.0.1:{rd.port}/0"
     # The worker's own query read the server's version: the note says what really runs.
     pg_note, rd_note = started.notes
-    assert pg_note.startswith("postgres 16.") and pg_note.endswith(f"(container {pg_name})")
-    assert rd_note.startswith("redis 7.") and rd_note.endswith(f"(container {rd_name})")
+    assert pg_note.startswith("postgres 16.")
+    assert pg_note.endswith(f"(container {pg_name})")
+    assert rd_note.startswith("redis 7.")
+    assert rd_note.endswith(f"(container {rd_name})")
     assert engine.containers() == []
-    assert refused(pg.port) and refused(rd.port)
+    assert refused(pg.port)
+    assert refused(rd.port)
     assert engine.unserved == []
 
 
