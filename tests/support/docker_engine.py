@@ -7,13 +7,15 @@ answers ONLY the calls DockerBackingServices makes, as the engine would:
 
 - GET  /version, /_ping
 - GET  /images/{name}/json; POST /images/create?fromImage=&tag= (404 "manifest unknown" for an
-  image not in `pullable`, as Docker answers before it streams anything)
+  image not in `pullable`, as Docker answers before it streams anything; with
+  `pull_errors_in_stream`, a 200 whose stream carries the error, as podman answers)
 - POST /containers/create?name=  (404 for an image not pulled, 409 for a name in use)
 - POST /containers/{id}/start: the server the image names runs, with the password of the
   container's environment (POSTGRES_PASSWORD) or command (--requirepass), on a free port
   published on the HostIp asked. An image given to `exits` exits at once with a log instead.
 - GET  /containers/{id}/json: State (exited once the server process has), Health (`healthy`
-  once the server answers a real query, as pg_isready / redis-cli ping would say), and
+  once the server answers a real query, as pg_isready / redis-cli ping would say;
+  `unhealthy` for an image given to `unhealthy`, with that healthcheck output), and
   NetworkSettings.Ports
 - GET  /containers/{id}/logs (the multiplexed stream of a non-TTY container)
 - GET  /containers/json?all=&filters={"label": [...]}
@@ -84,6 +86,8 @@ class FakeDockerEngine:
         self.images: set[str] = set()
         self.pulls: list[str] = []
         self.exits: dict[str, tuple[int, str]] = {}
+        self.unhealthy: dict[str, str] = {}
+        self.pull_errors_in_stream = False
         self.unserved: list[str] = []
         self._containers: dict[str, FakeContainer] = {}
         self._lock = threading.RLock()
@@ -125,6 +129,10 @@ class FakeDockerEngine:
 
     def _pull(self, image: str) -> tuple[int, Any]:
         self.pulls.append(image)
+        if image not in self.pullable and self.pull_errors_in_stream:
+            # Podman's compatible API: a 200 whose stream carries the error.
+            message = f"{image}: reading manifest {image.rsplit(':', 1)[1]}: manifest unknown"
+            return 200, {"error": message, "errorDetail": {"message": message}}
         if image not in self.pullable:
             return 404, {
                 "message": f"manifest for {image} not found: manifest unknown: manifest unknown"
@@ -205,6 +213,8 @@ class FakeDockerEngine:
             if code is not None:
                 container.status, container.exit_code = "exited", code
                 container.log = server.log_tail()
+            elif container.image in self.unhealthy:
+                container.health = "unhealthy"
             elif container.health == "starting":
                 assert container.installation is not None
                 assert container.endpoint is not None
@@ -226,7 +236,7 @@ class FakeDockerEngine:
                 "Running": container.status == "running",
                 "ExitCode": container.exit_code,
                 "Error": "",
-                "Health": {"Status": container.health, "Log": []},
+                "Health": {"Status": container.health, "Log": _health_log(container, self)},
             },
             "HostConfig": {"PortBindings": container.bindings},
             "NetworkSettings": {"Ports": container.ports if container.status == "running" else {}},
@@ -253,6 +263,11 @@ class FakeDockerEngine:
         if container.server is not None:
             container.server.stop(_KINDS[container.kind].stop_signal)
         container.status = "exited"
+
+
+def _health_log(container: FakeContainer, engine: FakeDockerEngine) -> list[dict[str, Any]]:
+    output = engine.unhealthy.get(container.image)
+    return [{"ExitCode": 1, "Output": output}] if output else []
 
 
 def _true(value: str | None) -> bool:

@@ -95,7 +95,7 @@ class DockerBackingServices:
 
     def clean_leftovers(self) -> list[str]:
         """At worker start: remove the containers this worker left when it died."""
-        client = self._client()
+        client = self._connect()
         labels = [f"{MANAGED}=slipway", f"{WORKER}={self._worker}"]
         found = client.api.containers(all=True, filters={"label": labels})
         names = [str(c["Names"][0]).lstrip("/") for c in found]
@@ -115,7 +115,7 @@ class DockerBackingServices:
             raise verdict(
                 ErrorType.INVALID_DEFINITION, f"The test stage's services: {exc}."
             ) from exc
-        client = self._client()
+        client = self._connect()
         run = uuid.uuid4().hex[:8]
         created: list[str] = []
         started = StartedServices()
@@ -130,6 +130,14 @@ class DockerBackingServices:
         finally:
             for name in reversed(created):
                 _remove(client, name)
+
+    def _connect(self) -> Any:
+        try:
+            return self._client()
+        except docker.errors.DockerException as exc:
+            raise RuntimeError(
+                f"The Docker engine that runs backing services does not answer: {exc}"
+            ) from exc
 
     def _start(
         self, client: Any, service: ServiceWanted, name: str, progress: Callable[[str], None]

@@ -128,6 +128,42 @@ def test_an_image_that_cannot_be_pulled_is_one_sentence_and_leaves_nothing(
     assert engine.containers() == []
 
 
+def test_a_pull_error_inside_the_engine_stream_is_the_same_sentence(
+    engine: FakeDockerEngine,
+) -> None:
+    engine.pull_errors_in_stream = True
+    with (
+        pytest.raises(ApplicationError) as raised,
+        services(engine).started(["postgres:99"], noted),
+    ):
+        pytest.fail("the block must not run")
+    assert raised.value.type == ErrorType.CONFIGURATION
+    assert raised.value.message == (
+        "The backing service image postgres:99 could not be pulled: "
+        "postgres:99: reading manifest 99: manifest unknown."
+    )
+
+
+def test_an_unhealthy_container_quotes_its_healthcheck_and_is_removed(
+    engine: FakeDockerEngine,
+) -> None:
+    engine.unhealthy["redis:7"] = "Could not connect to Redis at 127.0.0.1:6379"
+    with (
+        pytest.raises(RuntimeError, match=r"\(redis:7\) is unhealthy: Could not connect to Redis"),
+        services(engine).started(["redis:7"], noted),
+    ):
+        pytest.fail("the block must not run")
+    assert engine.containers() == []
+
+
+def test_an_engine_that_does_not_answer_is_said_so(tmp_path: Path) -> None:
+    with running_engine(tmp_path / "engine") as gone:
+        url = gone.base_url
+    unreachable = DockerBackingServices(lambda: docker.DockerClient(base_url=url), checks={})
+    with pytest.raises(RuntimeError, match=r"^The Docker engine that runs backing services does"):
+        unreachable.clean_leftovers()
+
+
 def test_a_container_that_exits_names_its_image_code_and_output(
     engine: FakeDockerEngine,
 ) -> None:
