@@ -7,8 +7,9 @@ Ready means the engine's healthcheck passes (pg_isready, redis-cli ping) and the
 itself gets an answer to a real query: INFO over Redis's protocol, `SHOW server_version`
 with psql when the worker has PostgreSQL's client (pgserver's or Debian's). The endpoints
 are on 127.0.0.1, so the engine must publish ports on the worker's own machine (a local
-socket, or a rootless podman's). The containers carry the worker's name (its hostname): a
-restarted worker removes what it left behind when it starts.
+socket, or a rootless podman's). The containers carry the worker's name (its hostname) and
+process (pid and start time): a restarted worker removes what it left behind when it starts,
+and leaves alone those of another live worker on the same machine.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import functools
+import os
 import secrets
 import socket
 import time
@@ -35,6 +37,7 @@ from activities.providers.backing_services.kubernetes import (
     WORKER,
 )
 from activities.providers.backing_services.postgres import PostgresKind
+from activities.providers.backing_services.processes import process_start_ticks
 from activities.providers.backing_services.redis import RedisKind
 from activities.providers.engine_stream import DockerClientFactory, error_of, events
 from activities.service_templates import (
@@ -53,6 +56,8 @@ _log = structlog.get_logger("slipway.backing_services")
 WorkerCheck = Callable[[Endpoint], str | None]
 """A real query from the worker: the server's own version once it answers, else None."""
 
+# Which process of the worker made a container: the engine runs on the worker's machine.
+WORKER_PROCESS = "slipway.dev/worker-process"
 _SECOND_NS = 1_000_000_000
 # The engine's healthcheck: interval and timeout in ns; 60 failures in a row is unhealthy.
 _HEALTH = {"interval": _SECOND_NS, "timeout": 3 * _SECOND_NS, "retries": 60}
@@ -82,6 +87,7 @@ class DockerBackingServices:
         *,
         images: Mapping[str, str] | None = None,
         worker: str | None = None,
+        process: int | None = None,
         checks: Mapping[str, WorkerCheck] | None = None,
         ready_timeout_s: float = 180.0,
         poll_s: float = 1.0,
@@ -89,16 +95,22 @@ class DockerBackingServices:
         self._client = client
         self._images = {"postgres": "postgres", "redis": "redis", **(images or {})}
         self._worker = worker or socket.gethostname()
+        self._process = _process_label(process or os.getpid())
         self._checks = dict(checks) if checks is not None else worker_checks()
         self._ready_timeout_s = ready_timeout_s
         self._poll_s = poll_s
 
     def clean_leftovers(self) -> list[str]:
-        """At worker start: remove the containers this worker left when it died."""
+        """At worker start: remove the containers this worker left when it died (not those
+        of another worker process on this machine that still runs)."""
         client = self._connect()
         labels = [f"{MANAGED}=slipway", f"{WORKER}={self._worker}"]
         found = client.api.containers(all=True, filters={"label": labels})
-        names = [str(c["Names"][0]).lstrip("/") for c in found]
+        names = [
+            str(c["Names"][0]).lstrip("/")
+            for c in found
+            if not _still_running((c.get("Labels") or {}).get(WORKER_PROCESS, ""))
+        ]
         for name in names:
             _remove(client, name)
         if names:
@@ -150,7 +162,12 @@ class DockerBackingServices:
         container = client.containers.create(
             image,
             name=name,
-            labels={MANAGED: "slipway", WORKER: self._worker, NAME: name},
+            labels={
+                MANAGED: "slipway",
+                WORKER: self._worker,
+                WORKER_PROCESS: self._process,
+                NAME: name,
+            },
             # Loopback only, at a port the engine picks: no race for a free port, and
             # nothing outside the machine reaches a test database.
             ports={f"{port}/tcp": ("127.0.0.1", None)},
@@ -217,6 +234,18 @@ class DockerBackingServices:
                 )
             progress(f"waiting for {what}")
             time.sleep(self._poll_s)
+
+
+def _process_label(pid: int) -> str:
+    return f"{pid}-{process_start_ticks(pid)}"
+
+
+def _still_running(process: str) -> bool:
+    """Whether the worker process a container's label names still runs (the same pid and
+    start time: a pid reused by a later process does not count)."""
+    pid, _, started = process.partition("-")
+    now = process_start_ticks(int(pid)) if pid.isdigit() else None
+    return now is not None and str(now) == started
 
 
 def _settings(kind: str, password: str) -> dict[str, Any]:

@@ -6,6 +6,7 @@ them), and that nothing outlives the run, not even a dead worker's containers.""
 from __future__ import annotations
 
 import socket
+import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -42,10 +43,13 @@ def engine(tmp_path: Path) -> Iterator[FakeDockerEngine]:
         yield fake
 
 
-def services(engine: FakeDockerEngine, worker: str = "worker-0") -> DockerBackingServices:
+def services(
+    engine: FakeDockerEngine, worker: str = "worker-0", process: int | None = None
+) -> DockerBackingServices:
     return DockerBackingServices(
         lambda: docker.DockerClient(base_url=engine.base_url, timeout=30),
         worker=worker,
+        process=process,
         poll_s=0.05,
         ready_timeout_s=60,
     )
@@ -182,13 +186,21 @@ def test_a_container_that_exits_names_its_image_code_and_output(
 
 
 def test_a_restarted_worker_removes_only_its_own_leftovers(engine: FakeDockerEngine) -> None:
-    dead, alive = services(engine, "worker-0"), services(engine, "worker-1")
+    killed = subprocess.Popen(["sleep", "60"])  # stands for a worker process that gets killed
+    dead = services(engine, "worker-0", process=killed.pid)
     leftover = dead.started(["redis:7"], noted)
     endpoints = leftover.__enter__().endpoints  # the worker dies in the block: nothing removes
-    with alive.started(["redis:7"], noted):
+    killed.kill()
+    killed.wait()
+    with (
+        services(engine, "worker-0").started(["redis:7"], noted) as sibling,
+        services(engine, "worker-1").started(["redis:7"], noted),
+    ):
         assert len(services(engine, "worker-0").clean_leftovers()) == 1
-        remaining = [c.labels["slipway.dev/worker"] for c in engine.containers()]
-    assert remaining == ["worker-1"]
+        remaining = sorted(c.labels["slipway.dev/worker"] for c in engine.containers())
+        # Another live worker process on this machine, with the same name, keeps its own.
+        assert not refused(sibling.endpoints["redis"].port)
+    assert remaining == ["worker-0", "worker-1"]
     assert refused(endpoints["redis"].port)
     assert services(engine, "worker-0").clean_leftovers() == []
 
