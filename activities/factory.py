@@ -48,6 +48,7 @@ from contracts.activity import (
 
 if TYPE_CHECKING:
     from activities.providers.backing_services import LocalBackingServices
+    from activities.providers.backing_services.docker import DockerBackingServices
     from activities.providers.backing_services.kubernetes import KubernetesBackingServices
 
 __all__ = ["EnvironmentDispatch", "backends_from_settings"]
@@ -261,7 +262,21 @@ def backends_from_settings(settings: Settings) -> Backends:
     )
 
 
-def _backing_services(settings: Settings) -> LocalBackingServices | KubernetesBackingServices:
+def _backing_services(
+    settings: Settings,
+) -> LocalBackingServices | DockerBackingServices | KubernetesBackingServices:
+    if settings.backing_services == "docker":
+        import docker
+
+        from activities.providers.backing_services.docker import DockerBackingServices
+
+        def client() -> Any:
+            # The engine the builder uses: SLIPWAY_DOCKER_HOST, else DOCKER_HOST & co.
+            if settings.docker_host:
+                return docker.DockerClient(base_url=settings.docker_host)
+            return docker.from_env()
+
+        return DockerBackingServices(client)
     if settings.backing_services == "kubernetes":
         from activities.platforms.kubernetes import load_api_client
         from activities.platforms.kubernetes._api import KubeApi
