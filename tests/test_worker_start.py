@@ -14,7 +14,7 @@ def test_the_worker_stops_with_one_sentence_when_its_backends_cannot_start(
 ) -> None:
     """A Docker engine for backing services that does not answer: no traceback on stderr's
     last line, the engine named, exit 1."""
-    root = Path(__file__).resolve().parents[2]
+    root = Path(__file__).resolve().parents[1]
     env = {
         **os.environ,
         "PYTHONPATH": str(root),
