@@ -210,6 +210,11 @@ def backends_from_settings(settings: Settings) -> Backends:
             settings.prometheus_url, namespaces=settings.kube_namespaces
         )
 
+    # First, before a platform starts anything: an engine that does not answer stops the
+    # worker here. A worker that was killed mid-run left its servers running: stop them.
+    services = _backing_services(settings)
+    services.clean_leftovers()
+
     for name in sorted(settings.platforms):
         envs = [e for e in settings.environments if settings.platform_for(e) == name]
         if name == settings.platform:
@@ -244,9 +249,6 @@ def backends_from_settings(settings: Settings) -> Backends:
 
     dispatch = EnvironmentDispatch(targets, routers, metrics, loads, default="*")
     builder, registry = _build_and_registry(settings)
-    services = _backing_services(settings)
-    # A worker that was killed mid-run left its servers running: stop them before any new.
-    services.clean_leftovers()
     return Backends(
         source=GitSource(Path(settings.state_dir) / "git"),
         tests=SubprocessSuiteRunner(venv_root=Path(settings.state_dir) / "venvs"),
