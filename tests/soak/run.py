@@ -40,22 +40,21 @@ from pathlib import Path
 from temporalio.client import Client, WorkflowExecutionStatus
 
 from starters.localstack import (
-    ROOT,
     DevServer,
     WorkerProcess,
     connect_to,
     make_service_repo,
     production_version,
 )
-from starters.runs import load_roles, pipeline_outcome, start_pipeline
-from tests.e2e.crashkit import approve, free_port_block, stop_strays
+from starters.runs import pipeline_outcome, start_pipeline
+from tests.e2e.crashkit import approve
+from tests.support.devstack import APPROVERS, DEMO_ROLES, DEMO_SPEC, stop_strays
+from tests.support.ports import free_port_block
 from workflows.environment import EnvironmentWorkflow
 from workflows.messages import PipelineResult, PipelineState, RunContext
 from workflows.naming import environment_id
 from workflows.pipeline import PipelineWorkflow
-from workflows.spec import PipelineSpec, load_pipeline
-
-APPROVERS = {"staging": ["alice"], "production": ["carol", "dave"]}
+from workflows.spec import PipelineSpec
 
 
 @dataclass(frozen=True)
@@ -91,12 +90,11 @@ class Tally:
 
 
 def soak_spec() -> PipelineSpec:
-    spec = load_pipeline(ROOT / "pipelines" / "demo.yaml")
     stages = [
         s.model_copy(update={"duration": timedelta(seconds=12)}) if s.kind == "monitor" else s
-        for s in spec.stages
+        for s in DEMO_SPEC.stages
     ]
-    return spec.model_copy(update={"stages": stages})
+    return DEMO_SPEC.model_copy(update={"stages": stages})
 
 
 def _git(repo: Path, *args: str) -> str:
@@ -261,7 +259,7 @@ async def soak(scale: Scale, home: Path) -> Tally:
                       log_file=home / f"worker-{i}.log")
         for i in (1, 2)
     ]  # fmt: skip
-    spec, roles = soak_spec(), load_roles(ROOT / "pipelines" / "roles.yaml")
+    spec, roles = soak_spec(), DEMO_ROLES
     commits = make_commits(home / "repo", scale.pipelines, datetime.now(UTC) - timedelta(days=1))
     done = asyncio.Event()
     try:
