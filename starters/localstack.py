@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from temporalio.client import Client
+from temporalio.client import Client, WorkflowHandle
 
 from plumbing.connection import connect
 from workflows.messages import PipelineStatus
@@ -32,6 +32,7 @@ __all__ = [
     "DevServer",
     "WorkerProcess",
     "commit_fault",
+    "gate_or_end",
     "make_service_repo",
     "production_version",
     "wait_for_gate",
@@ -245,18 +246,32 @@ async def wait_for_gate(
     client: Client, workflow_id: str, gate: str, timeout_s: float = 300
 ) -> PipelineStatus:
     """Poll the status query until `gate` waits for people, or the run ends (bounded)."""
-    handle = client.get_workflow_handle(workflow_id)
+    return await gate_or_end(client.get_workflow_handle(workflow_id), gate, timeout_s)
+
+
+async def gate_or_end(
+    handle: WorkflowHandle[PipelineWorkflow, Any],
+    gate: str,
+    timeout_s: float,
+    *,
+    every_s: float = 0.3,
+    retry: tuple[type[Exception], ...] = (Exception,),
+) -> PipelineStatus:
+    """The status once `gate` waits for people or the run ended, polled every `every_s`
+    (bounded by `timeout_s`). A query failing with one of `retry` is asked again later: a dev
+    server or worker that is restarting cannot answer for a while. The tests of in-process
+    runs pass `retry=()` to fail at once."""
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         try:
             st = await handle.query(PipelineWorkflow.status)
-        except Exception:
+        except retry:
             await asyncio.sleep(0.5)
             continue
         if any(p.gate == gate for p in st.pending_approvals) or st.state.value != "running":
             return st
-        await asyncio.sleep(0.3)
-    raise TimeoutError(f"{workflow_id}: gate {gate!r} did not open in {timeout_s:g}s")
+        await asyncio.sleep(every_s)
+    raise TimeoutError(f"{handle.id}: gate {gate!r} did not open in {timeout_s:g}s")
 
 
 async def connect_to(address: str, timeout_s: float = 30) -> Client:
