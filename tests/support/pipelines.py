@@ -16,6 +16,8 @@ from workflows.pipeline import PipelineWorkflow
 from workflows.spec import PipelineSpec, load_pipeline
 
 ROOT = Path(__file__).resolve().parents[2]
+# A started pipeline run, as the tests hold it.
+Handle = WorkflowHandle[PipelineWorkflow, Any]
 ROLES = {
     "alice": ["team_lead"],
     "bob": ["team_lead", "developer"],
@@ -47,7 +49,7 @@ async def start(
     task_queue: str,
     spec: PipelineSpec | None = None,
     run: RunContext | None = None,
-) -> WorkflowHandle[PipelineWorkflow, Any]:
+) -> Handle:
     spec = spec or heal7()
     run = run or run_context()
     return await client.start_workflow(
@@ -58,13 +60,11 @@ async def start(
     )
 
 
-async def status(handle: WorkflowHandle[PipelineWorkflow, Any]) -> PipelineStatus:
+async def status(handle: Handle) -> PipelineStatus:
     return await handle.query(PipelineWorkflow.status)
 
 
-async def wait_for_gate(
-    handle: WorkflowHandle[PipelineWorkflow, Any], gate: str, timeout_s: float = 20
-) -> PipelineStatus:
+async def wait_for_gate(handle: Handle, gate: str, timeout_s: float = 20) -> PipelineStatus:
     """`starters.localstack.gate_or_end` for in-process runs, where nothing restarts: any
     failed query fails the test at once, and so does a run that ends, or a gate that does not
     open in time. Polled often, as runs on the time-skipping server are quick."""
@@ -78,7 +78,7 @@ async def wait_for_gate(
 
 
 async def wait_for_stage(
-    handle: WorkflowHandle[PipelineWorkflow, Any],
+    handle: Handle,
     stage: str,
     state: StageState,
     timeout_s: float = 20,

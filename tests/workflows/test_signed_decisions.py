@@ -7,10 +7,9 @@ from __future__ import annotations
 import secrets
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
 
 import pytest
-from temporalio.client import WorkflowHandle, WorkflowUpdateFailedError
+from temporalio.client import WorkflowUpdateFailedError
 from temporalio.testing import WorkflowEnvironment
 
 from activities import signatures
@@ -18,7 +17,7 @@ from activities.worker_policy import load_policy
 from plumbing.updates import execute_update
 from starters.runs import pipeline_outcome, replay_history
 from tests.support.memory import MemoryBackends
-from tests.support.pipelines import heal7, run_context, start, wait_for_gate
+from tests.support.pipelines import Handle, heal7, run_context, start, wait_for_gate
 from tests.support.policy import make_key, write_policy
 from tests.workflows.test_pipeline import approve, wait_for_canary_interval
 from worker import build_worker
@@ -35,8 +34,6 @@ from workflows.pipeline import PipelineWorkflow
 from workflows.spec import validate_definition
 
 pytestmark = pytest.mark.timeout(90)
-
-Handle = WorkflowHandle[PipelineWorkflow, Any]
 
 
 @pytest.fixture(scope="module")

@@ -3,7 +3,7 @@ on free loopback ports, torn down with every process it started."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -11,7 +11,7 @@ import pytest
 
 from activities.platforms.local import LocalPlatform, SlotManager
 from contracts.activity import Artifact
-from tests.activities.platforms.local.helpers import make_wheel
+from tests.activities.platforms.local.helpers import Wheel, make_wheel
 from tests.support.binaries import require_binary
 from tests.support.ports import free_ports
 
@@ -19,7 +19,7 @@ ENVIRONMENTS = ("development", "staging", "production")
 
 
 @pytest.fixture
-def wheel(tmp_path: Path) -> Callable[..., Artifact]:
+def wheel(tmp_path: Path) -> Wheel:
     """`wheel("1.0.0", error_rate=0.5)` → an Artifact of a hello-service wheel."""
 
     def build(version: str, **knobs: Any) -> Artifact:
