@@ -33,6 +33,7 @@ __all__ = [
     "WorkerProcess",
     "commit_fault",
     "gate_or_end",
+    "git",
     "make_service_repo",
     "production_version",
     "wait_for_gate",
@@ -186,7 +187,9 @@ class WorkerProcess:
         LocalPlatform(self.state_dir / "platform", base_port=self.base_port).stop()
 
 
-def _git(repo: Path, *args: str, author: str = "erin") -> str:
+def git(repo: Path, *args: str, author: str = "erin") -> str:
+    """`git *args` in `repo` as `author` (author and committer); its output, stripped. The
+    demo and the tests that commit to its hello-service repo share it."""
     env = {
         **os.environ,
         "GIT_AUTHOR_NAME": author,
@@ -209,10 +212,10 @@ def make_service_repo(repo: Path, author: str = "erin") -> str:
         repo,
         ignore=shutil.ignore_patterns("__pycache__", "*.egg-info", "build", ".pytest_cache"),
     )
-    _git(repo, "init", "-q", "-b", "main")
-    _git(repo, "add", "-A")
-    _git(repo, "commit", "-q", "-m", "hello-service 0.1.0", author=author)
-    return _git(repo, "rev-parse", "HEAD")
+    git(repo, "init", "-q", "-b", "main")
+    git(repo, "add", "-A")
+    git(repo, "commit", "-q", "-m", "hello-service 0.1.0", author=author)
+    return git(repo, "rev-parse", "HEAD")
 
 
 def commit_fault(repo: Path, version: str = "0.2.0", author: str = "erin", **knobs: float) -> str:
@@ -226,8 +229,8 @@ def commit_fault(repo: Path, version: str = "0.2.0", author: str = "erin", **kno
     text = pyproject.read_text(encoding="utf-8")
     pyproject.write_text(text.replace('version = "0.1.0"', f'version = "{version}"'), "utf-8")
     turned = ", ".join(f"{k} {v:g}" for k, v in knobs.items())
-    _git(repo, "commit", "-q", "-am", f"hello-service {version}: {turned}", author=author)
-    return _git(repo, "rev-parse", "HEAD")
+    git(repo, "commit", "-q", "-am", f"hello-service {version}: {turned}", author=author)
+    return git(repo, "rev-parse", "HEAD")
 
 
 def production_version(port: int) -> dict[str, Any]:

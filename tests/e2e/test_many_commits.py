@@ -11,9 +11,7 @@ definition. Asserted from the runs' results, the environment workflows' records 
 from __future__ import annotations
 
 import asyncio
-import os
 import re
-import subprocess
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -23,6 +21,7 @@ import pytest_asyncio
 
 from starters.localstack import (
     commit_fault,
+    git,
     make_service_repo,
     production_version,
     wait_for_gate,
@@ -51,13 +50,8 @@ def release(repo: Path, version: str) -> str:
     pyproject = repo / "pyproject.toml"
     text = re.sub(r'^version = ".*"$', f'version = "{version}"', pyproject.read_text(), flags=re.M)
     pyproject.write_text(text, encoding="utf-8")
-    who = {"GIT_AUTHOR_NAME": "erin", "GIT_AUTHOR_EMAIL": "erin@example.com"}
-    env = {**os.environ, **who, "GIT_COMMITTER_NAME": "erin", "GIT_COMMITTER_EMAIL": "e@x.org"}
-    for args in (["commit", "-q", "-am", f"hello-service {version}"], ["rev-parse", "HEAD"]):
-        done = subprocess.run(
-            ["git", *args], cwd=repo, env=env, check=True, capture_output=True, text=True
-        )
-    return done.stdout.strip()
+    git(repo, "commit", "-q", "-am", f"hello-service {version}")
+    return git(repo, "rev-parse", "HEAD")
 
 
 async def start(stack: Stack, repo: Path, commit: str, minute: int) -> str:

@@ -28,7 +28,6 @@ import json
 import random
 import re
 import shutil
-import subprocess
 import sys
 import tempfile
 import time
@@ -43,6 +42,7 @@ from starters.localstack import (
     DevServer,
     WorkerProcess,
     connect_to,
+    git,
     make_service_repo,
     production_version,
 )
@@ -97,16 +97,6 @@ def soak_spec() -> PipelineSpec:
     return DEMO_SPEC.model_copy(update={"stages": stages})
 
 
-def _git(repo: Path, *args: str) -> str:
-    who = {"GIT_AUTHOR_NAME": "erin", "GIT_AUTHOR_EMAIL": "erin@example.com"}
-    env = {**who, "GIT_COMMITTER_NAME": "erin", "GIT_COMMITTER_EMAIL": "erin@example.com"}
-    done = subprocess.run(
-        ["git", *args], cwd=repo, env={"PATH": "/usr/bin:/bin", **env},
-        check=True, capture_output=True, text=True,
-    )  # fmt: skip
-    return done.stdout.strip()
-
-
 def make_commits(repo: Path, count: int, t0: datetime) -> list[Commit]:
     """Commit 1 is 0.1.0 (good); then every fourth is faulty: 800 ms slower."""
     commits = [Commit(make_service_repo(repo), "0.1.0", False, t0)]
@@ -122,7 +112,7 @@ def make_commits(repo: Path, count: int, t0: datetime) -> list[Commit]:
             r'^version = ".*"$', f'version = "{version}"', pyproject.read_text(), flags=re.M
         )
         pyproject.write_text(text, encoding="utf-8")
-        _git(
+        git(
             repo,
             "commit",
             "-q",
@@ -130,7 +120,7 @@ def make_commits(repo: Path, count: int, t0: datetime) -> list[Commit]:
             f"hello-service {version}" + (" (faulty)" if faulty else ""),
         )
         commits.append(
-            Commit(_git(repo, "rev-parse", "HEAD"), version, faulty, t0 + timedelta(minutes=n))
+            Commit(git(repo, "rev-parse", "HEAD"), version, faulty, t0 + timedelta(minutes=n))
         )
     return commits  # fmt: skip
 
