@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from temporalio.client import Client
+from temporalio.client import Client, WorkflowHandle
 
 from plumbing.connection import connect
 from workflows.messages import PipelineStatus
@@ -32,6 +32,8 @@ __all__ = [
     "DevServer",
     "WorkerProcess",
     "commit_fault",
+    "gate_or_end",
+    "git",
     "make_service_repo",
     "production_version",
     "wait_for_gate",
@@ -185,7 +187,9 @@ class WorkerProcess:
         LocalPlatform(self.state_dir / "platform", base_port=self.base_port).stop()
 
 
-def _git(repo: Path, *args: str, author: str = "erin") -> str:
+def git(repo: Path, *args: str, author: str = "erin") -> str:
+    """`git *args` in `repo` as `author` (author and committer); its output, stripped. The
+    demo and the tests that commit to its hello-service repo share it."""
     env = {
         **os.environ,
         "GIT_AUTHOR_NAME": author,
@@ -208,10 +212,10 @@ def make_service_repo(repo: Path, author: str = "erin") -> str:
         repo,
         ignore=shutil.ignore_patterns("__pycache__", "*.egg-info", "build", ".pytest_cache"),
     )
-    _git(repo, "init", "-q", "-b", "main")
-    _git(repo, "add", "-A")
-    _git(repo, "commit", "-q", "-m", "hello-service 0.1.0", author=author)
-    return _git(repo, "rev-parse", "HEAD")
+    git(repo, "init", "-q", "-b", "main")
+    git(repo, "add", "-A")
+    git(repo, "commit", "-q", "-m", "hello-service 0.1.0", author=author)
+    return git(repo, "rev-parse", "HEAD")
 
 
 def commit_fault(repo: Path, version: str = "0.2.0", author: str = "erin", **knobs: float) -> str:
@@ -225,8 +229,8 @@ def commit_fault(repo: Path, version: str = "0.2.0", author: str = "erin", **kno
     text = pyproject.read_text(encoding="utf-8")
     pyproject.write_text(text.replace('version = "0.1.0"', f'version = "{version}"'), "utf-8")
     turned = ", ".join(f"{k} {v:g}" for k, v in knobs.items())
-    _git(repo, "commit", "-q", "-am", f"hello-service {version}: {turned}", author=author)
-    return _git(repo, "rev-parse", "HEAD")
+    git(repo, "commit", "-q", "-am", f"hello-service {version}: {turned}", author=author)
+    return git(repo, "rev-parse", "HEAD")
 
 
 def production_version(port: int) -> dict[str, Any]:
@@ -245,18 +249,32 @@ async def wait_for_gate(
     client: Client, workflow_id: str, gate: str, timeout_s: float = 300
 ) -> PipelineStatus:
     """Poll the status query until `gate` waits for people, or the run ends (bounded)."""
-    handle = client.get_workflow_handle(workflow_id)
+    return await gate_or_end(client.get_workflow_handle(workflow_id), gate, timeout_s)
+
+
+async def gate_or_end(
+    handle: WorkflowHandle[PipelineWorkflow, Any],
+    gate: str,
+    timeout_s: float,
+    *,
+    every_s: float = 0.3,
+    retry: tuple[type[Exception], ...] = (Exception,),
+) -> PipelineStatus:
+    """The status once `gate` waits for people or the run ended, polled every `every_s`
+    (bounded by `timeout_s`). A query failing with one of `retry` is asked again later: a dev
+    server or worker that is restarting cannot answer for a while. The tests of in-process
+    runs pass `retry=()` to fail at once."""
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         try:
             st = await handle.query(PipelineWorkflow.status)
-        except Exception:
+        except retry:
             await asyncio.sleep(0.5)
             continue
         if any(p.gate == gate for p in st.pending_approvals) or st.state.value != "running":
             return st
-        await asyncio.sleep(0.3)
-    raise TimeoutError(f"{workflow_id}: gate {gate!r} did not open in {timeout_s:g}s")
+        await asyncio.sleep(every_s)
+    raise TimeoutError(f"{handle.id}: gate {gate!r} did not open in {timeout_s:g}s")
 
 
 async def connect_to(address: str, timeout_s: float = 30) -> Client:

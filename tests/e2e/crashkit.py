@@ -1,5 +1,6 @@
-"""Tools for the crash tests: a port block, a timeline of what was killed when, bounded
-polling of a run that survives a restarting server, and a census of slot processes.
+"""Tools for the crash tests: a timeline of what was killed when, bounded polling of a run
+that survives a restarting server, and a census of slot processes (the stack itself, its
+ports and its teardown are `tests.support.devstack`).
 
 Everything here only observes (queries, describe, history, /proc, files under the state
 dir) or stops processes the test itself started.
@@ -8,11 +9,6 @@ dir) or stops processes the test itself started.
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import os
-import random
-import signal
-import socket
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -24,9 +20,8 @@ from temporalio.client import Client, WorkflowUpdateFailedError
 from temporalio.service import RPCError
 
 from activities.platforms.local import SlotManager
-from contracts.activity import Slot
-from starters.localstack import DevServer, WorkerProcess
 from starters.runs import pipeline_outcome
+from tests.support.devstack import slot_processes
 from workflows.canary import CanaryWorkflow
 from workflows.messages import (
     CanaryStatus,
@@ -42,72 +37,20 @@ from workflows.pipeline import PipelineWorkflow
 
 __all__ = [
     "ActivityRun",
-    "Stack",
     "Timeline",
     "activity_runs",
     "approve",
     "canary_status",
-    "free_port_block",
     "monitor_progress",
     "outcome",
     "pending_activity",
     "poll",
-    "slot_processes",
     "stage_state",
     "status",
-    "stop_strays",
     "stray_processes",
-    "tail",
 ]
 
 T = TypeVar("T")
-
-# Below the kernel's ephemeral range (32768+), so no outgoing connection or slot process
-# (they take ephemeral ports) lands on a port the dev server releases while it restarts.
-_PORTS_FROM, _PORTS_TO = 20000, 32000
-
-
-def _is_free(port: int) -> bool:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        try:
-            s.bind(("127.0.0.1", port))
-        except OSError:
-            return False
-        return True
-
-
-def free_port_block(count: int = 16) -> int:
-    """The first of `count` consecutive free loopback ports. The layout used here:
-    base = dev server gRPC, +1 UI, +4..+7 the platform (Traefik API, development, staging,
-    production), +10 and +11 the dev server's HTTP and metrics ports."""
-    for base in random.sample(range(_PORTS_FROM, _PORTS_TO - count, 41), 200):
-        if all(_is_free(p) for p in range(base, base + count)):
-            return base
-    raise RuntimeError(f"no {count} consecutive free loopback ports in {_PORTS_FROM}..")
-
-
-# --- the stack ------------------------------------------------------------------------------
-
-
-@dataclass
-class Stack:
-    """Dev server, worker subprocess and the service repo of one test module."""
-
-    server: DevServer
-    worker: WorkerProcess
-    home: Path
-    repo: Path
-
-    @property
-    def production_port(self) -> int:
-        return self.worker.base_port + 3
-
-    @property
-    def platform_dir(self) -> Path:
-        return self.worker.state_dir / "platform"
-
-    def slot_log(self, environment: str, slot: Slot) -> Path:
-        return SlotManager(self.platform_dir).log_path("hello", environment, slot)
 
 
 # --- timeline -------------------------------------------------------------------------------
@@ -312,23 +255,6 @@ async def activity_runs(client: Client, workflow_id: str) -> list[ActivityRun]:
 # --- processes ------------------------------------------------------------------------------
 
 
-def slot_processes(platform_dir: Path) -> set[int]:
-    """Every live process running a release of this platform (its cwd is a release dir)."""
-    releases = (platform_dir / "releases").resolve()
-    found: set[int] = set()
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            cwd = Path(os.readlink(entry / "cwd"))
-            state = (entry / "stat").read_text().rsplit(")", 1)[1].split()[0]
-        except OSError:
-            continue
-        if state not in ("Z", "X") and cwd.is_relative_to(releases):
-            found.add(int(entry.name))
-    return found
-
-
 def stray_processes(platform_dir: Path, *, leftovers: bool = False) -> set[int]:
     """Live release processes that are no slot's current process. With `leftovers`, those
     a slot records as leftovers (to be stopped by its next deploy or stop) are not strays:
@@ -340,22 +266,3 @@ def stray_processes(platform_dir: Path, *, leftovers: bool = False) -> set[int]:
         if leftovers:
             recorded.update(ref.pid for ref in state.leftovers)
     return slot_processes(platform_dir) - recorded
-
-
-def stop_strays(platform_dir: Path) -> set[int]:
-    """Teardown safety net: SIGKILL whatever release process is still alive."""
-    left = slot_processes(platform_dir)
-    for pid in left:
-        try:
-            os.killpg(pid, signal.SIGKILL)
-        except (ProcessLookupError, PermissionError):
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGKILL)
-    return left
-
-
-def tail(path: Path | None, lines: int = 40) -> str:
-    if path is None or not path.exists():
-        return "(no log)"
-    text = path.read_text(encoding="utf-8", errors="replace")
-    return "\n".join(text.splitlines()[-lines:])

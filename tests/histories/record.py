@@ -18,9 +18,8 @@ import asyncio
 import uuid
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Any
 
-from temporalio.client import Client, WorkflowHandle
+from temporalio.client import Client
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
 
@@ -28,15 +27,13 @@ from contracts.activity import MetricsQuery
 from starters.runs import pipeline_outcome
 from tests.support.binaries import venv_binary
 from tests.support.memory import MemoryBackends
-from tests.support.pipelines import start, wait_for_gate
+from tests.support.pipelines import Handle, start, wait_for_gate
 from worker import build_worker
 from workflows.messages import Decision
 from workflows.naming import environment_id
 from workflows.pipeline import PipelineWorkflow
 
 HERE = Path(__file__).parent
-
-Handle = WorkflowHandle[PipelineWorkflow, Any]
 
 
 async def approve_everything(handle: Handle) -> None:

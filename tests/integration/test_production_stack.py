@@ -33,7 +33,8 @@ from tests.support.binaries import require_binary
 from tests.support.ecr_endpoint import EcrEndpoint, running_ecr_endpoint, running_moto
 from tests.support.podman import PodmanService, running_podman, running_registry
 from tests.support.policy import write_policy
-from tests.support.traffic import TraefikTraffic, running_prometheus
+from tests.support.prometheus import running_prometheus
+from tests.support.traffic import TraefikTraffic
 from worker import build_worker
 from workflows.messages import CanaryResult, PipelineResult, PipelineState, RunContext, StageState
 from workflows.naming import canary_id

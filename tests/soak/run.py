@@ -28,7 +28,6 @@ import json
 import random
 import re
 import shutil
-import subprocess
 import sys
 import tempfile
 import time
@@ -40,22 +39,22 @@ from pathlib import Path
 from temporalio.client import Client, WorkflowExecutionStatus
 
 from starters.localstack import (
-    ROOT,
     DevServer,
     WorkerProcess,
     connect_to,
+    git,
     make_service_repo,
     production_version,
 )
-from starters.runs import load_roles, pipeline_outcome, start_pipeline
-from tests.e2e.crashkit import approve, free_port_block, stop_strays
+from starters.runs import pipeline_outcome, start_pipeline
+from tests.e2e.crashkit import approve
+from tests.support.devstack import APPROVERS, DEMO_ROLES, DEMO_SPEC, stop_strays
+from tests.support.ports import free_port_block
 from workflows.environment import EnvironmentWorkflow
 from workflows.messages import PipelineResult, PipelineState, RunContext
 from workflows.naming import environment_id
 from workflows.pipeline import PipelineWorkflow
-from workflows.spec import PipelineSpec, load_pipeline
-
-APPROVERS = {"staging": ["alice"], "production": ["carol", "dave"]}
+from workflows.spec import PipelineSpec
 
 
 @dataclass(frozen=True)
@@ -91,22 +90,11 @@ class Tally:
 
 
 def soak_spec() -> PipelineSpec:
-    spec = load_pipeline(ROOT / "pipelines" / "demo.yaml")
     stages = [
         s.model_copy(update={"duration": timedelta(seconds=12)}) if s.kind == "monitor" else s
-        for s in spec.stages
+        for s in DEMO_SPEC.stages
     ]
-    return spec.model_copy(update={"stages": stages})
-
-
-def _git(repo: Path, *args: str) -> str:
-    who = {"GIT_AUTHOR_NAME": "erin", "GIT_AUTHOR_EMAIL": "erin@example.com"}
-    env = {**who, "GIT_COMMITTER_NAME": "erin", "GIT_COMMITTER_EMAIL": "erin@example.com"}
-    done = subprocess.run(
-        ["git", *args], cwd=repo, env={"PATH": "/usr/bin:/bin", **env},
-        check=True, capture_output=True, text=True,
-    )  # fmt: skip
-    return done.stdout.strip()
+    return DEMO_SPEC.model_copy(update={"stages": stages})
 
 
 def make_commits(repo: Path, count: int, t0: datetime) -> list[Commit]:
@@ -124,7 +112,7 @@ def make_commits(repo: Path, count: int, t0: datetime) -> list[Commit]:
             r'^version = ".*"$', f'version = "{version}"', pyproject.read_text(), flags=re.M
         )
         pyproject.write_text(text, encoding="utf-8")
-        _git(
+        git(
             repo,
             "commit",
             "-q",
@@ -132,7 +120,7 @@ def make_commits(repo: Path, count: int, t0: datetime) -> list[Commit]:
             f"hello-service {version}" + (" (faulty)" if faulty else ""),
         )
         commits.append(
-            Commit(_git(repo, "rev-parse", "HEAD"), version, faulty, t0 + timedelta(minutes=n))
+            Commit(git(repo, "rev-parse", "HEAD"), version, faulty, t0 + timedelta(minutes=n))
         )
     return commits  # fmt: skip
 
@@ -261,7 +249,7 @@ async def soak(scale: Scale, home: Path) -> Tally:
                       log_file=home / f"worker-{i}.log")
         for i in (1, 2)
     ]  # fmt: skip
-    spec, roles = soak_spec(), load_roles(ROOT / "pipelines" / "roles.yaml")
+    spec, roles = soak_spec(), DEMO_ROLES
     commits = make_commits(home / "repo", scale.pipelines, datetime.now(UTC) - timedelta(days=1))
     done = asyncio.Event()
     try:

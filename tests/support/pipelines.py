@@ -9,12 +9,15 @@ from typing import Any
 
 from temporalio.client import Client, WorkflowHandle
 
+from starters.localstack import gate_or_end
 from workflows.messages import PipelineInput, PipelineStatus, RunContext, StageState
 from workflows.naming import pipeline_id
 from workflows.pipeline import PipelineWorkflow
 from workflows.spec import PipelineSpec, load_pipeline
 
 ROOT = Path(__file__).resolve().parents[2]
+# A started pipeline run, as the tests hold it.
+Handle = WorkflowHandle[PipelineWorkflow, Any]
 ROLES = {
     "alice": ["team_lead"],
     "bob": ["team_lead", "developer"],
@@ -40,7 +43,7 @@ async def start(
     task_queue: str,
     spec: PipelineSpec | None = None,
     run: RunContext | None = None,
-) -> WorkflowHandle[PipelineWorkflow, Any]:
+) -> Handle:
     spec = spec or heal7()
     run = run or run_context()
     return await client.start_workflow(
@@ -51,26 +54,25 @@ async def start(
     )
 
 
-async def status(handle: WorkflowHandle[PipelineWorkflow, Any]) -> PipelineStatus:
+async def status(handle: Handle) -> PipelineStatus:
     return await handle.query(PipelineWorkflow.status)
 
 
-async def wait_for_gate(
-    handle: WorkflowHandle[PipelineWorkflow, Any], gate: str, timeout_s: float = 20
-) -> PipelineStatus:
-    """Poll the status query until `gate` is open (bounded)."""
-    deadline = asyncio.get_running_loop().time() + timeout_s
-    while True:
+async def wait_for_gate(handle: Handle, gate: str, timeout_s: float = 20) -> PipelineStatus:
+    """`starters.localstack.gate_or_end` for in-process runs, where nothing restarts: any
+    failed query fails the test at once, and so does a run that ends, or a gate that does not
+    open in time. Polled often, as runs on the time-skipping server are quick."""
+    try:
+        st = await gate_or_end(handle, gate, timeout_s, every_s=0.05, retry=())
+    except TimeoutError:
         st = await status(handle)
-        if any(p.gate == gate for p in st.pending_approvals):
-            return st
-        if st.state.value != "running" or asyncio.get_running_loop().time() > deadline:
-            raise AssertionError(f"gate {gate!r} never opened: {st.model_dump_json(indent=1)}")
-        await asyncio.sleep(0.05)
+    if not any(p.gate == gate for p in st.pending_approvals):
+        raise AssertionError(f"gate {gate!r} never opened: {st.model_dump_json(indent=1)}")
+    return st
 
 
 async def wait_for_stage(
-    handle: WorkflowHandle[PipelineWorkflow, Any],
+    handle: Handle,
     stage: str,
     state: StageState,
     timeout_s: float = 20,

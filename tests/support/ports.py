@@ -1,28 +1,49 @@
-"""Free loopback ports for servers started by tests."""
+"""Free loopback ports for servers started by tests: one, several different, or a block.
+
+The one place that picks ports, so every test spreads out the same way and none reaches into
+the kernel's ephemeral range where a port it released could be taken by someone else.
+"""
 
 from __future__ import annotations
 
+import random
 import socket
 
-__all__ = ["free_port"]
+__all__ = ["free_port", "free_port_block", "free_ports"]
+
+# Below the kernel's ephemeral range (32768+), so no outgoing connection or slot process
+# (they take ephemeral ports) lands on a port a dev server releases while it restarts.
+_BLOCKS_FROM, _BLOCKS_TO = 20000, 32000
 
 
 def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+    """One free loopback port (the kernel's choice)."""
+    return free_ports(1)[0]
 
 
-def free_port_block(count: int, start: int = 20000, stop: int = 40000) -> int:
-    """The first port of `count` consecutive free loopback ports (the local platform and
-    the dev server use port blocks). Bounded scan in steps of 37 to spread tests out."""
-    import random
+def free_ports(count: int) -> list[int]:
+    """`count` free loopback ports, all different: each socket stays bound until all are
+    chosen, so the kernel cannot hand out the same port twice."""
+    sockets: list[socket.socket] = []
+    try:
+        for _ in range(count):
+            s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            sockets.append(s)
+            s.bind(("127.0.0.1", 0))
+        return [int(s.getsockname()[1]) for s in sockets]
+    finally:
+        for s in sockets:
+            s.close()
 
-    for base in random.Random().sample(range(start, stop - count, 37), 200):
-        ports = range(base, base + count)
-        if all(_is_free(p) for p in ports):
+
+def free_port_block(count: int = 16) -> int:
+    """The first of `count` consecutive free loopback ports, for servers that derive their
+    ports from one base (the dev server and the local platform; see `tests.support.devstack`
+    for the layout). A bounded random scan, so parallel test workers spread out."""
+    for base in random.sample(range(_BLOCKS_FROM, _BLOCKS_TO - count, 41), 200):
+        if all(_is_free(p) for p in range(base, base + count)):
             return base
-    raise RuntimeError(f"no {count} consecutive free ports in {start}..{stop}")
+    raise RuntimeError(f"no {count} consecutive free loopback ports in {_BLOCKS_FROM}..")
 
 
 def _is_free(port: int) -> bool:

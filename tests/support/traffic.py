@@ -6,7 +6,7 @@ VirtualService's default route gives the canary right now (a slot scaled to 0 ge
 A slot whose Deployment runs a version listed in `failing_versions` answers 500, the others
 200. It exposes what it served under Traefik's metric names, with Traefik's service label
 `<service>-<environment>-<slot>`, which is what `PrometheusMetricsProvider`'s default
-templates read. `running_prometheus` scrapes it.
+templates read. `tests.support.prometheus.running_prometheus` scrapes it.
 
 So the metrics the canary analysis reads are caused by what the platform did to the cluster:
 no traffic reaches the canary before a weight is set, and a bad version shows errors only
@@ -17,23 +17,17 @@ from __future__ import annotations
 
 import threading
 from collections import Counter as Tally
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
-from pathlib import Path
+from collections.abc import Sequence
 from typing import Any
 
-import httpx
 from prometheus_client import CollectorRegistry, Counter, Histogram, start_http_server
 
 from activities.platforms.kubernetes._objects import VERSION
 from tests.fakes.kube_api import FakeKubeApi
-from tests.support.binaries import require_binary
-from tests.support.podman import server_process
-from tests.support.ports import free_port
+from tests.support.prometheus import TRAEFIK_BUCKETS
 
-__all__ = ["TraefikTraffic", "prometheus_value", "running_prometheus"]
+__all__ = ["TraefikTraffic"]
 
-TRAEFIK_BUCKETS = (0.1, 0.3, 1.2, 5.0)  # Traefik's default latency buckets
 SLOTS = ("stable", "canary")
 CODES = ("200", "500")
 
@@ -159,50 +153,3 @@ class TraefikTraffic:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
-
-
-def prometheus_value(url: str, promql: str) -> float | None:
-    """The single value of an instant query, None for an empty result."""
-    response = httpx.get(f"{url}/api/v1/query", params={"query": promql}, timeout=5)
-    response.raise_for_status()
-    result = response.json()["data"]["result"]
-    return float(result[0]["value"][1]) if result else None
-
-
-@contextmanager
-def running_prometheus(
-    workdir: Path, targets: Sequence[str], scrape_interval: str = "1s"
-) -> Iterator[str]:
-    """Debian's Prometheus on a free loopback port scraping `targets` (host:port); yields its
-    URL once the first scrape of every target is stored."""
-    binary = require_binary("prometheus", "apt-get install -y prometheus (see .ci/real-servers.sh)")
-    workdir.mkdir(parents=True, exist_ok=True)
-    port = free_port()
-    config = workdir / "prometheus.yml"
-    listed = ", ".join(f"'{t}'" for t in targets)
-    config.write_text(
-        f"global:\n  scrape_interval: {scrape_interval}\n  evaluation_interval: 1s\n"
-        "scrape_configs:\n"
-        "  - job_name: traefik\n"
-        f"    static_configs: [{{targets: [{listed}]}}]\n"
-    )
-    url = f"http://127.0.0.1:{port}"
-
-    def scraped() -> bool:
-        if httpx.get(f"{url}/-/ready", timeout=1).status_code != 200:
-            return False
-        return prometheus_value(url, "sum(up)") == len(targets)
-
-    with server_process(
-        [
-            str(binary),
-            f"--config.file={config}",
-            f"--storage.tsdb.path={workdir / 'data'}",
-            f"--web.listen-address=127.0.0.1:{port}",
-            "--log.level=warn",
-        ],
-        name="prometheus",
-        log=workdir / "prometheus.log",
-        ready=scraped,
-    ):
-        yield url

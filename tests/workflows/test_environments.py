@@ -9,13 +9,14 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
-from temporalio.client import WorkflowExecutionStatus, WorkflowHandle
+from temporalio.client import WorkflowExecutionStatus
 from temporalio.testing import WorkflowEnvironment
 
 from contracts.activity import MetricsQuery
 from starters.runs import pipeline_outcome
 from tests.support.memory import MemoryBackends
 from tests.support.pipelines import (
+    Handle,
     heal7,
     run_context,
     start,
@@ -27,14 +28,12 @@ from worker import build_worker
 from workflows.environment import EnvironmentWorkflow
 from workflows.messages import EnvironmentState, PipelineState, StageState
 from workflows.naming import canary_id, environment_id, pipeline_id
-from workflows.pipeline import PipelineWorkflow
 from workflows.spec import PipelineSpec
 
 pytestmark = pytest.mark.timeout(90)
 
 OLD = "sha256:" + "0" * 64
 T0 = datetime(2026, 11, 1, 12, 0, tzinfo=UTC)
-Handle = WorkflowHandle[PipelineWorkflow, Any]
 
 
 def at(minutes: int) -> datetime:

@@ -8,7 +8,7 @@ import asyncio
 from typing import Any
 
 import pytest
-from temporalio.client import WorkflowFailureError, WorkflowHandle, WorkflowUpdateFailedError
+from temporalio.client import WorkflowFailureError, WorkflowUpdateFailedError
 from temporalio.service import RPCError
 from temporalio.testing import WorkflowEnvironment
 
@@ -23,7 +23,7 @@ from contracts.activity import (
 from plumbing.updates import execute_update
 from starters.runs import pipeline_outcome
 from tests.support.memory import MemoryBackends
-from tests.support.pipelines import heal7, run_context, start, wait_for_gate
+from tests.support.pipelines import Handle, heal7, run_context, start, wait_for_gate
 from worker import build_worker
 from workflows.canary import CanaryWorkflow
 from workflows.messages import (
@@ -43,8 +43,6 @@ from workflows.spec import LoadSpec
 pytestmark = pytest.mark.timeout(60)
 
 OLD = "sha256:" + "0" * 64
-
-Handle = WorkflowHandle[PipelineWorkflow, Any]
 
 
 async def approve(handle: Handle, approver: str, gate: str) -> None:

@@ -16,6 +16,7 @@ from contracts.activity import (
     Severity,
     SuiteReport,
 )
+from tests.support.pipelines import ROLES as PIPELINE_ROLES
 from workflows.policy import (
     ApprovalVote,
     Verdict,
@@ -409,15 +410,7 @@ def test_quality_gate_reports_every_error_at_once(gate: QualityGateStage) -> Non
 
 # --- approvals ----------------------------------------------------------------------------
 
-ROLES: dict[str, list[str]] = {
-    "alice": ["team_lead"],
-    "bob": ["team_lead", "developer"],
-    "carol": ["cto"],
-    "dave": ["devops_lead"],
-    "erin": ["developer"],
-    "frank": ["cto", "devops_lead"],
-    "nobody": [],
-}
+ROLES: dict[str, list[str]] = {**PIPELINE_ROLES, "nobody": []}
 
 
 def approval(environment: str, *roles: str, **fields: Any) -> ApprovalStage:

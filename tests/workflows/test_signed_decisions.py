@@ -4,39 +4,32 @@ policy's hash and its gating rule at a run's start."""
 
 from __future__ import annotations
 
-import secrets
-from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
 
 import pytest
-from temporalio.client import WorkflowHandle, WorkflowUpdateFailedError
+from temporalio.client import Client, WorkflowUpdateFailedError
 from temporalio.testing import WorkflowEnvironment
 
-from activities import signatures
 from activities.worker_policy import load_policy
 from plumbing.updates import execute_update
 from starters.runs import pipeline_outcome, replay_history
+from starters.signing import sign_for
 from tests.support.memory import MemoryBackends
-from tests.support.pipelines import heal7, run_context, start, wait_for_gate
+from tests.support.pipelines import Handle, heal7, run_context, start, wait_for_gate
 from tests.support.policy import make_key, write_policy
 from tests.workflows.test_pipeline import approve, wait_for_canary_interval
 from worker import build_worker
 from workflows.decision_desk import REFUSED_KEPT
-from workflows.decisions import signed_text
 from workflows.messages import (
     ActionRecord,
     CanaryControl,
     Decision,
     PipelineState,
-    Signed,
 )
 from workflows.pipeline import PipelineWorkflow
 from workflows.spec import validate_definition
 
 pytestmark = pytest.mark.timeout(90)
-
-Handle = WorkflowHandle[PipelineWorkflow, Any]
 
 
 @pytest.fixture(scope="module")
@@ -45,29 +38,13 @@ def keys(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     return {p: make_key(home, p) for p in ("alice", "carol", "dave", "erin")}
 
 
-async def sign(
-    handle: Handle, key: Path, *, subject: str, decision: str, by: str, comment: str = ""
-) -> Signed:
-    """What `slipway approve` sends: a signature over this run's namespace, ids and fields."""
-    described = await handle.describe()
-    at = datetime.now(UTC)
-    nonce = secrets.token_hex(8)
-    data = signed_text(
-        namespace="default",
-        workflow_id=handle.id,
-        run_id=described.run_id,
-        subject=subject,
-        decision=decision,
-        by=by,
-        at=at,
-        nonce=nonce,
-        comment=comment,
+async def signed_approval(
+    client: Client, handle: Handle, key: Path, by: str, gate: str
+) -> Decision:
+    """What `slipway approve --key` sends (`starters.signing.sign_for`)."""
+    s = await sign_for(
+        client, handle.id, subject=f"gate:{gate}", decision="approve", by=by, comment="", key=key
     )
-    return Signed(signed_at=at, nonce=nonce, signature=signatures.sign(data, key))
-
-
-async def signed_approval(handle: Handle, key: Path, by: str, gate: str) -> Decision:
-    s = await sign(handle, key, subject=f"gate:{gate}", decision="approve", by=by)
     return Decision(approver=by, gate=gate, **s.model_dump())
 
 
@@ -93,12 +70,12 @@ async def test_signed_production_gate_operator_rights_and_replays(
                 PipelineWorkflow.approve_signal,
                 Decision(approver="dave", gate="production", comment="x" * 2000),
             )
-        carol = await signed_approval(handle, keys["carol"], "carol", "production")
+        carol = await signed_approval(time_env.client, handle, keys["carol"], "carol", "production")
         record = await execute_update(handle, PipelineWorkflow.approve_update, carol)
         assert record.accepted
         assert record.signer_key.startswith("SHA256:")
         # erin's own key, erin's own name: a valid signature, but not a production role.
-        erin = await signed_approval(handle, keys["erin"], "erin", "production")
+        erin = await signed_approval(time_env.client, handle, keys["erin"], "erin", "production")
         with pytest.raises(WorkflowUpdateFailedError) as info:
             await execute_update(handle, PipelineWorkflow.approve_update, erin)
         assert "'erin' holds ['developer']; gate 'production' needs one of" in str(info.value.cause)
@@ -110,7 +87,7 @@ async def test_signed_production_gate_operator_rights_and_replays(
                 erin.model_copy(update={"gate": "production"}),
             )
         assert "nonce was already used in this run" in str(info.value.cause)
-        dave = await signed_approval(handle, keys["dave"], "dave", "production")
+        dave = await signed_approval(time_env.client, handle, keys["dave"], "dave", "production")
         await execute_update(handle, PipelineWorkflow.approve_update, dave)
         await wait_for_canary_interval(time_env, handle)
 
@@ -119,8 +96,14 @@ async def test_signed_production_gate_operator_rights_and_replays(
         with pytest.raises(WorkflowUpdateFailedError) as info:
             await execute_update(handle, "promote", CanaryControl(by="erin"))
         assert "'erin' holds ['developer']; promote needs one of" in str(info.value.cause)
-        pause = await sign(
-            handle, keys["dave"], subject="action:pause", decision="pause", by="dave"
+        pause = await sign_for(
+            time_env.client,
+            handle.id,
+            subject="action:pause",
+            decision="pause",
+            by="dave",
+            comment="",
+            key=keys["dave"],
         )
         control = CanaryControl(by="dave", **pause.model_dump())
         paused = await execute_update(handle, "pause", control, result_type=ActionRecord)

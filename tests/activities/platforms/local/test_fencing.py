@@ -3,14 +3,11 @@ point, and a restore puts back exactly the recorded release (real processes, rea
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
 import pytest
 from temporalio.exceptions import ApplicationError
 
 from activities.platforms.local import LocalPlatform
 from contracts.activity import (
-    Artifact,
     FenceRequest,
     ReleaseSpec,
     RestoreRequest,
@@ -19,12 +16,12 @@ from contracts.activity import (
 from contracts.errors import ErrorType
 from tests.activities.platforms.local.helpers import (
     SERVICE,
+    Wheel,
     deploy_request,
     no_heartbeat,
     versions_seen,
 )
 
-Wheel = Callable[..., Artifact]
 pytestmark = pytest.mark.realserver
 PROD = "production"
 

@@ -3,13 +3,11 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
 
 import pytest
 
 from activities.platforms.local import LocalPlatform, histogram_quantile
 from contracts.activity import (
-    Artifact,
     LoadRequest,
     MetricName,
     MetricsQuery,
@@ -18,12 +16,12 @@ from contracts.activity import (
 )
 from tests.activities.platforms.local.helpers import (
     SERVICE,
+    Wheel,
     deploy_request,
     no_heartbeat,
     versions_seen,
 )
 
-Wheel = Callable[..., Artifact]
 ALL: list[MetricName] = ["success_rate", "error_rate", "p95_latency_ms", "cpu_percent"]
 
 

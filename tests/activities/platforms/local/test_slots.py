@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import signal
-from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -12,16 +11,15 @@ from temporalio.exceptions import ApplicationError
 
 from activities.platforms.local import SlotManager, _proc
 from activities.platforms.local._proc import pid_alive
-from contracts.activity import Artifact, DeployRequest
+from contracts.activity import DeployRequest
 from contracts.errors import ErrorType
 from tests.activities.platforms.local.helpers import (
     SERVICE,
+    Wheel,
     deploy_request,
     get_json,
     no_heartbeat,
 )
-
-Wheel = Callable[..., Artifact]
 
 
 def test_deploy_runs_the_release_healthy_and_is_idempotent(

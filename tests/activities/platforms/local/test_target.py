@@ -2,13 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
 import pytest
 
 from activities.platforms.local import LocalDeployTarget, LocalPlatform
 from contracts.activity import (
-    Artifact,
     HttpCheck,
     HttpCheckRequest,
     RollbackRequest,
@@ -16,12 +13,12 @@ from contracts.activity import (
 )
 from tests.activities.platforms.local.helpers import (
     SERVICE,
+    Wheel,
     deploy_request,
     no_heartbeat,
     versions_seen,
 )
 
-Wheel = Callable[..., Artifact]
 pytestmark = pytest.mark.realserver
 
 

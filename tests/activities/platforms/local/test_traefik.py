@@ -2,23 +2,21 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
 import httpx
 import pytest
 from temporalio.exceptions import ApplicationError
 
 from activities.platforms.local import LocalPlatform, TraefikRouter
-from contracts.activity import Artifact, WeightRequest
+from contracts.activity import WeightRequest
 from contracts.errors import ErrorType
 from tests.activities.platforms.local.helpers import (
     SERVICE,
+    Wheel,
     deploy_request,
     no_heartbeat,
     versions_seen,
 )
 
-Wheel = Callable[..., Artifact]
 pytestmark = pytest.mark.realserver
 
 

