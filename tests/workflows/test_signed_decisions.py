@@ -4,6 +4,7 @@ policy's hash and its gating rule at a run's start."""
 
 from __future__ import annotations
 
+import uuid
 from pathlib import Path
 
 import pytest
@@ -254,7 +255,7 @@ async def test_a_manual_rollback_is_judged_by_the_policy(
     # On the dev server (the time-skipping one was seen to lose this update under load), with a
     # service of its own: environment workflows live as long as the server.
     base = heal7()
-    name = f"heal7{secrets.token_hex(3)}"
+    name = f"heal7{uuid.uuid4().hex[:6]}"
     spec = base.model_copy(update={"service": base.service.model_copy(update={"name": name})})
     async with build_worker(dev_env.client, memory.backends(), task_queue, policy_file=policy):
         for _ in range(2):  # two releases reach staging: there is one to go back to
