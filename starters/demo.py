@@ -1,13 +1,17 @@
-"""`make demo`: the whole journey on this machine, twice.
+"""`make demo`: the HEAL7 system's whole journey on this machine, twice.
 
-Starts the Temporal dev server (db under .demo/, UI on :8233), a worker on the local platform
-(Traefik + real processes), makes a throwaway git repo of examples/hello-service and runs
-pipelines/demo.yaml for two commits:
-  1. hello-service 0.1.0 goes all the way to production (approvals given with `slipway approve`,
-     signed with SSH keys the demo generates: the demo worker's policy requires signed
-     production decisions, as the README's production guide does);
-  2. 0.2.0 answers in 800 ms: its tests and smoke checks pass, the canary's p95 check
-     (<= 500 ms) catches it, traffic goes back to 0.1.0, which production still serves.
+Starts the Temporal dev server (db under .demo/, UI on :8233), a Prometheus (the canary judges
+the backend's own `saju_calculations_total`), a worker on the local platform (Traefik + real
+processes), makes a throwaway git repo of examples/heal7 and runs pipelines/demo.yaml for two
+commits:
+  1. heal7-backend 0.1.0 goes all the way to production: its unit suite, its integration suite
+     against a real PostgreSQL 16 and Redis 7, the frontend's npm build and tests, one wheel,
+     dev, staging and a canary (approvals given with `slipway approve`, signed with SSH keys
+     the demo generates: the demo worker's policy requires signed production decisions, as
+     the README's production guide does);
+  2. 0.2.0 fails every second calculation: its tests and smoke checks pass, the canary's
+     checks (success rate, errors, calculations per second) catch it, traffic goes back to
+     0.1.0, which production still serves.
 Prints a summary and stops every process it started.
 """
 
@@ -25,13 +29,14 @@ from pathlib import Path
 
 import yaml
 
+from starters.demo_prometheus import INSTALL_HINT, DemoPrometheus
 from starters.localstack import (
     ROOT,
     DevServer,
     WorkerProcess,
-    commit_fault,
+    commit_backend_fault,
     connect_to,
-    make_service_repo,
+    make_heal7_repo,
     production_version,
     wait_for_gate,
 )
@@ -41,6 +46,12 @@ from workflows.naming import pipeline_id
 
 APPROVERS = {"staging": ["alice"], "production": ["carol", "dave"]}
 AUTHOR = "erin"
+DEFINITION = ROOT / "pipelines" / "demo.yaml"
+SERVICE = "heal7-backend"
+FAULT = {"error_rate": 0.5}
+"""The faulty release's knobs (backend/app/config.json): every second calculation fails."""
+# What a person watching the demo looks for in each run, in this order.
+WATCHED_STAGES = ("integration_tests", "frontend_build", "canary", "monitor")
 
 
 @dataclass
@@ -108,6 +119,9 @@ async def deliver(
     commit: str,
     label: str,
     keys: dict[str, Path] | None = None,
+    *,
+    definition: Path = DEFINITION,
+    service: str = SERVICE,
 ) -> DemoRun:
     print(f"\n== {label}: commit {commit[:12]}")
     slipway(
@@ -115,7 +129,7 @@ async def deliver(
         task_queue,
         "start",
         "--definition",
-        str(ROOT / "pipelines" / "demo.yaml"),
+        str(definition),
         "--repo",
         str(repo),
         "--commit",
@@ -125,7 +139,7 @@ async def deliver(
         "--branch",
         "main",
     )
-    workflow_id = pipeline_id("hello", "main", commit)
+    workflow_id = pipeline_id(service, "main", commit)
     client = await connect_to(address)
     for gate, people in APPROVERS.items():
         st = await wait_for_gate(client, workflow_id, gate)
@@ -151,8 +165,32 @@ async def deliver(
     return DemoRun(label, workflow_id, result, run_url(client, workflow_id, described.run_id))
 
 
+def _summary(runs: list[DemoRun], now: dict[str, object]) -> None:
+    print("\n== summary")
+    for run in runs:
+        r = run.result
+        where = ", ".join(f"{e}={d[7:19]}" for e, d in r.deployed.items()) or "nowhere"
+        print(f"  {run.label}: {r.state.value} (serving: {where})")
+        for stage in r.stages:
+            if stage.name in WATCHED_STAGES and stage.summary:
+                print(f"    {stage.name} [{stage.state.value}]: {stage.summary}")
+        if r.rolled_back:
+            print(f"    rolled back: {', '.join(r.rolled_back)}")
+        if r.failure:
+            print(f"    why: {r.failure}")
+        print(f"    {run.url}")
+    print(f"  production served at the end: {now.get('service')} version {now.get('version')}")
+
+
 async def main_async(args: argparse.Namespace, home: Path) -> int:
     started = time.monotonic()
+    if DemoPrometheus.binary() is None:
+        print(
+            "The demo's canary judges the backend's saju_calculations_total through a "
+            f"Prometheus, and none is on PATH: {INSTALL_HINT}",
+            file=sys.stderr,
+        )
+        return 2
     server = DevServer(
         home / "temporal.db", port=args.port, ui_port=args.ui_port, log_file=home / "temporal.log"
     )
@@ -163,45 +201,37 @@ async def main_async(args: argparse.Namespace, home: Path) -> int:
         task_queue="slipway-demo",
         log_file=home / "worker.log",
     )
+    prometheus = DemoPrometheus(home / "prometheus", home / "state" / "platform", args.base_port)
     production_port = args.base_port + 3
     policy, keys = demo_policy(home)
     worker.extra_env["SLIPWAY_POLICY_FILE"] = str(policy)
+    worker.extra_env["SLIPWAY_METRICS"] = "prometheus"
+    worker.extra_env["SLIPWAY_PROMETHEUS_URL"] = prometheus.url
     runs: list[DemoRun] = []
     try:
         print(f"Temporal dev server on {server.address}, UI {server.ui_url()}")
         server.start()
+        prometheus.start()
+        print(f"Prometheus on {prometheus.url} (Traefik and every release, each second)")
         worker.start()
         print(f"worker on the local platform (log: {worker.log_file})")
         repo = home / "repo"
-        good = make_service_repo(repo, author=AUTHOR)
+        good = make_heal7_repo(repo, author=AUTHOR)
         runs.append(
             await deliver(server.address, "slipway-demo", repo, good, "release 0.1.0", keys)
         )
         print(f"  production now serves: {production_version(production_port)}")
-        bad = commit_fault(repo, version="0.2.0", author=AUTHOR, extra_latency_ms=800)
-        runs.append(
-            await deliver(
-                server.address, "slipway-demo", repo, bad, "release 0.2.0 (800 ms slow)", keys
-            )
-        )
+        bad = commit_backend_fault(repo, version="0.2.0", author=AUTHOR, **FAULT)
+        label = "release 0.2.0 (every second calculation fails)"
+        runs.append(await deliver(server.address, "slipway-demo", repo, bad, label, keys))
         now = production_version(production_port)
     finally:
         worker.stop()
         worker.stop_platform()
+        prometheus.stop()
         server.stop()
 
-    print("\n== summary")
-    for run in runs:
-        r = run.result
-        where = ", ".join(f"{e}={d[7:19]}" for e, d in r.deployed.items())
-        print(f"  {run.label}: {r.state.value} ({where})")
-        if r.failure:
-            print(f"    why: {r.failure}")
-        print(f"    {run.url}")
-    print(
-        f"  production served at the end: version {now.get('version')} "
-        f"digest {str(now.get('digest', ''))[7:19]}"
-    )
+    _summary(runs, now)
     print(f"  demo took {time.monotonic() - started:.0f}s; all processes stopped")
     print(f"  to browse the runs: make dev-server (db {server.db_file}), then {server.ui_url()}")
     expected = (

@@ -1,5 +1,5 @@
 """Crash safety, end to end on real processes: Temporal dev server (SQLite db file), a worker
-subprocess on the local platform (Traefik + hello-service processes), pipelines/demo.yaml.
+subprocess on the local platform (Traefik + hello-service processes), pipelines/hello.yaml.
 
 Two pipeline runs share one stack (to keep CI time low):
 
@@ -85,7 +85,7 @@ from workflows.spec import load_pipeline, validate_definition
 
 pytestmark = [pytest.mark.e2e, pytest.mark.realserver]
 
-SPEC = load_pipeline(ROOT / "pipelines" / "demo.yaml")
+SPEC = load_pipeline(ROOT / "pipelines" / "hello.yaml")
 ROLES = load_roles(ROOT / "pipelines" / "roles.yaml")
 AUTHOR = "erin"
 APPROVERS = {"staging": ["alice"], "production": ["carol", "dave"]}

@@ -46,7 +46,7 @@ from workflows.spec import load_pipeline
 
 pytestmark = [pytest.mark.e2e, pytest.mark.realserver]
 
-SPEC = load_pipeline(ROOT / "pipelines" / "demo.yaml")
+SPEC = load_pipeline(ROOT / "pipelines" / "hello.yaml")
 ROLES = load_roles(ROOT / "pipelines" / "roles.yaml")
 APPROVERS = {"staging": ["alice"], "production": ["carol", "dave"]}
 T0 = datetime.now(UTC) - timedelta(hours=1)

@@ -4,7 +4,7 @@
     .venv/bin/python -m tests.soak.run --scale large   # 200 pipelines
 
 One Temporal dev server (SQLite file), two workers on one task queue sharing one local
-platform (Traefik and hello-service releases), `pipelines/demo.yaml` with a short monitor.
+platform (Traefik and hello-service releases), `pipelines/hello.yaml` with a short monitor.
 Commits of hello-service are started a few seconds apart, every fourth one faulty (800 ms
 slower, which its canary must catch); approvals are given as gates open. Meanwhile a worker
 is SIGKILLed every few seconds (and started again), and the dev server is killed and started
@@ -91,7 +91,7 @@ class Tally:
 
 
 def soak_spec() -> PipelineSpec:
-    spec = load_pipeline(ROOT / "pipelines" / "demo.yaml")
+    spec = load_pipeline(ROOT / "pipelines" / "hello.yaml")
     stages = [
         s.model_copy(update={"duration": timedelta(seconds=12)}) if s.kind == "monitor" else s
         for s in spec.stages

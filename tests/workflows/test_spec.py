@@ -30,6 +30,7 @@ from workflows.spec import (
 
 PIPELINES = Path(__file__).resolve().parents[2] / "pipelines"
 HEAL7 = PIPELINES / "heal7.yaml"
+HELLO = PIPELINES / "hello.yaml"
 DEMO = PIPELINES / "demo.yaml"
 
 
