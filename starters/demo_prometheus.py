@@ -3,48 +3,65 @@ PromQL over the backend's own `saju_calculations_total`, which only a Prometheus
 (the local platform's direct Traefik scrape answers the preset metrics alone).
 
 Debian's `prometheus` runs on a free loopback port with a throwaway database and scrapes,
-every second, Traefik's /metrics (the preset metrics) and every release process the local
-platform runs. Those come and go with each deploy, so a thread rewrites a `file_sd` targets
-file from the platform's slot records: one target per running slot, labelled `service`,
+every second, Traefik's /metrics (the preset metrics) and the release processes the local
+platform runs. Those come and go with each deploy, and Prometheus applies discovered targets
+only every 5 s, so a new canary would be missed for the first seconds of its first analysis.
+Instead of service discovery, the demo serves one fixed target: each scrape of it reads the
+/metrics of every slot running at that moment and labels each series with its `service`,
 `environment` and `slot` (the labels heal7.yaml's custom metric selects by).
 """
 
 from __future__ import annotations
 
-import json
-import os
+import re
 import shutil
 import socket
 import subprocess
 import threading
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any
 
 import httpx
 
-from activities.platforms.local.slots import SlotManager
+from activities.platforms.local.slots import SlotManager, SlotState
 
-__all__ = ["DemoPrometheus", "scrape_targets"]
+__all__ = ["DemoPrometheus", "labelled_series"]
 
 INSTALL_HINT = "apt-get install prometheus"
+_SERIES = re.compile(r"^([A-Za-z_:][A-Za-z0-9_:]*)(\{.*\})?\s+(.*)$")
 
 
-def scrape_targets(slots: SlotManager) -> list[dict[str, Any]]:
-    """Prometheus `file_sd` entries for every slot whose process runs."""
-    return [
-        {
-            "targets": [f"127.0.0.1:{state.port}"],
-            "labels": {
-                "service": state.service,
-                "environment": state.environment,
-                "slot": state.slot,
-            },
-        }
-        for state in slots.states()
-        if state.port is not None and state.running()
-    ]
+def labelled_series(text: str, labels: dict[str, str]) -> list[str]:
+    """The sample lines of a Prometheus text exposition with `labels` added to each; comment
+    lines are dropped (the same family comes from several processes, so their TYPE lines
+    cannot be kept; rate() and histogram_quantile() need none)."""
+    extra = ",".join(f'{k}="{v}"' for k, v in labels.items())
+    out: list[str] = []
+    for line in text.splitlines():
+        match = _SERIES.match(line)
+        if line.startswith("#") or match is None:
+            continue
+        name, own, value = match.groups()
+        inner = f"{extra},{own[1:-1]}" if own and own != "{}" else extra
+        out.append(f"{name}{{{inner}}} {value}")
+    return out
+
+
+def _releases_text(states: Iterable[SlotState], timeout_s: float = 0.5) -> str:
+    lines: list[str] = []
+    for state in states:
+        if state.port is None or not state.running():
+            continue
+        try:
+            text = httpx.get(f"http://127.0.0.1:{state.port}/metrics", timeout=timeout_s).text
+        except httpx.HTTPError:
+            continue  # starting or stopping: it is read again at the next scrape
+        labels = {"service": state.service, "environment": state.environment, "slot": state.slot}
+        lines += labelled_series(text, labels)
+    return "\n".join(sorted(lines)) + "\n"
 
 
 def _free_port() -> int:
@@ -63,16 +80,11 @@ class DemoPrometheus:
     traefik_port: int
     port: int = field(default_factory=_free_port)
     proc: subprocess.Popen[bytes] | None = None
-    _stop: threading.Event = field(default_factory=threading.Event)
-    _thread: threading.Thread | None = None
+    _releases: ThreadingHTTPServer | None = None
 
     @property
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
-
-    @property
-    def targets_file(self) -> Path:
-        return self.workdir / "releases.json"
 
     @staticmethod
     def binary() -> str | None:
@@ -84,7 +96,7 @@ class DemoPrometheus:
             raise RuntimeError(f"prometheus not found on PATH: {INSTALL_HINT}")
         shutil.rmtree(self.workdir / "data", ignore_errors=True)  # this run's samples only
         self.workdir.mkdir(parents=True, exist_ok=True)
-        self._write_targets([])
+        releases = self._serve_releases()
         config = self.workdir / "prometheus.yml"
         config.write_text(
             "# Written by `make demo` (starters/demo_prometheus.py).\n"
@@ -93,7 +105,8 @@ class DemoPrometheus:
             "  - job_name: traefik\n"
             f"    static_configs: [{{targets: ['127.0.0.1:{self.traefik_port}']}}]\n"
             "  - job_name: releases\n"
-            f"    file_sd_configs: [{{files: ['{self.targets_file}'], refresh_interval: 1s}}]\n",
+            "    honor_labels: true\n"
+            f"    static_configs: [{{targets: ['127.0.0.1:{releases}']}}]\n",
             encoding="utf-8",
         )
         log = open(self.workdir / "prometheus.log", "ab")  # noqa: SIM115 — lives with the process
@@ -117,9 +130,33 @@ class DemoPrometheus:
                     f"prometheus did not become ready (log: {self.workdir / 'prometheus.log'})"
                 )
             time.sleep(0.2)
-        self._thread = threading.Thread(target=self._discover, name="demo-prometheus-sd")
-        self._thread.daemon = True
-        self._thread.start()
+
+    def _serve_releases(self) -> int:
+        """The releases' target, on a free loopback port in this process; returns the port."""
+        slots = SlotManager(self.platform_dir)
+
+        class Releases(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                try:
+                    body = _releases_text(slots.states()).encode()
+                except (OSError, ValueError):
+                    body = b""  # a slot record being replaced: the next scrape reads it
+                self.send_response(200)
+                self.send_header("Content-Type", "text/plain; version=0.0.4")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, format: str, *args: object) -> None:
+                """Quiet: one scrape a second."""
+
+        self._releases = ThreadingHTTPServer(("127.0.0.1", 0), Releases)
+        self._releases.daemon_threads = True
+        thread = threading.Thread(target=self._releases.serve_forever, name="demo-releases")
+        thread.daemon = True
+        thread.start()
+        port: int = self._releases.server_address[1]
+        return port
 
     def _ready(self) -> bool:
         try:
@@ -127,28 +164,7 @@ class DemoPrometheus:
         except httpx.HTTPError:
             return False
 
-    def _discover(self) -> None:
-        slots = SlotManager(self.platform_dir)
-        written: list[dict[str, Any]] = []
-        while not self._stop.wait(0.5):
-            try:
-                current = scrape_targets(slots)
-            except (OSError, ValueError):
-                continue  # a slot record being replaced: read it on the next turn
-            if current != written:
-                self._write_targets(current)
-                written = current
-
-    def _write_targets(self, targets: list[dict[str, Any]]) -> None:
-        # Atomically: Prometheus may read the file at any moment.
-        tmp = self.targets_file.with_suffix(".tmp")
-        tmp.write_text(json.dumps(targets, indent=2), encoding="utf-8")
-        os.replace(tmp, self.targets_file)
-
     def stop(self) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(5)
         if self.proc is not None and self.proc.poll() is None:
             self.proc.terminate()
             try:
@@ -156,3 +172,6 @@ class DemoPrometheus:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait(5)
+        if self._releases is not None:
+            self._releases.shutdown()
+            self._releases.server_close()
