@@ -6,6 +6,7 @@ from temporalio import activity
 
 from activities._blocking import run_blocking
 from activities.backends import DeployTarget, TrafficRouter
+from activities.bundles import BundledTarget
 from activities.observability import activity_log
 from contracts.activity import (
     ActivityName,
@@ -29,8 +30,10 @@ class WeightNotAppliedError(RuntimeError):
 
 class DeployActivities:
     def __init__(self, target: DeployTarget, router: TrafficRouter) -> None:
-        self._target = target
-        self._router = router
+        # Bundles (several deployables per run) fan out here, above every platform.
+        bundled = BundledTarget(target, router)
+        self._target: DeployTarget = bundled
+        self._router: TrafficRouter = bundled
 
     @activity.defn(name=ActivityName.DEPLOY)
     async def deploy(self, request: DeployRequest) -> DeployResult:

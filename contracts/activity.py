@@ -10,6 +10,7 @@ This module is pure data: it is imported by deterministic workflow code.
 
 from __future__ import annotations
 
+import hashlib
 from datetime import date, datetime
 from enum import StrEnum
 from typing import Literal
@@ -21,6 +22,7 @@ __all__ = [
     "Artifact",
     "BuildRequest",
     "CheckoutRequest",
+    "Component",
     "DeployRequest",
     "DeployResult",
     "FenceRequest",
@@ -52,6 +54,8 @@ __all__ = [
     "SuiteRequest",
     "WeightRequest",
     "Workspace",
+    "bundle_of",
+    "component_service",
 ]
 
 
@@ -307,14 +311,52 @@ class SuiteReport(_Model):
 
 class Artifact(_Model):
     """A built artifact, identified by its content digest. Built once; the same digest is
-    deployed to every environment."""
+    deployed to every environment. A `bundle` is the set of a run's deployables (the
+    definition's `artifacts:`): deployed, rolled back and restored as one."""
 
     digest: str = Field(description="'sha256:<hex>' of the artifact's content.")
     uri: str = Field(description="Where the deploy target fetches it (path, image reference).")
-    kind: Literal["wheel", "sdist", "image"] = "wheel"
+    kind: Literal["wheel", "sdist", "image", "bundle"] = "wheel"
     size_bytes: int = 0
     version: str = Field("", description="Human version label, e.g. the short sha.")
     tags: list[str] = []
+    components: list[Component] = Field(
+        default_factory=list, description="A bundle's deployables, by name; empty otherwise."
+    )
+
+
+class Component(_Model):
+    """One deployable of a bundle: its artifact and how a platform runs it. On the platform
+    it is the service `<service>-<name>`, with its own slots and routes."""
+
+    name: str
+    artifact: Artifact
+    run_command: list[str] = []
+    health_path: str = "/health"
+    ready_path: str = "/ready"
+
+
+Artifact.model_rebuild()
+
+
+def component_service(service: str, component: str) -> str:
+    """The platform's name for one deployable of `service`'s bundle."""
+    return f"{service}-{component}"
+
+
+def bundle_of(components: list[Component], version: str = "") -> Artifact:
+    """The bundle of `components`: its digest covers every component's name and digest, so
+    a change to any one of them is a new release (and the same set is the same release)."""
+    ordered = sorted(components, key=lambda c: c.name)
+    content = "\n".join(f"{c.name} {c.artifact.digest}" for c in ordered)
+    return Artifact(
+        digest="sha256:" + hashlib.sha256(content.encode()).hexdigest(),
+        uri="bundle:" + ",".join(c.name for c in ordered),
+        kind="bundle",
+        size_bytes=sum(c.artifact.size_bytes for c in ordered),
+        version=version,
+        components=ordered,
+    )
 
 
 class BuildRequest(_Model):
@@ -375,6 +417,9 @@ class WeightRequest(_Model):
     environment: str
     canary_weight: int = Field(ge=0, le=100)
     fence: int = Field(0, description="The lease's fencing token (see DeployRequest.fence).")
+    components: list[str] = Field(
+        default_factory=list, description="A bundle's deployables: every one moves together."
+    )
 
 
 class RunRef(_Model):
@@ -391,6 +436,10 @@ class FenceRequest(_Model):
     service: str
     environment: str
     token: int = Field(ge=1)
+    components: list[str] = Field(
+        default_factory=list,
+        description="A bundle's deployables: each is fenced, and what serves is their bundle.",
+    )
 
 
 class ReleaseSpec(_Model):
@@ -417,6 +466,10 @@ class RestoreRequest(_Model):
     strategy: Literal["rolling", "blue_green", "canary"] = "rolling"
     fence: int = Field(ge=1)
     reason: str = ""
+    components: list[str] = Field(
+        default_factory=list,
+        description="A bundle's deployables besides the target's own (their canary goes too).",
+    )
 
 
 class RestoreResult(_Model):

@@ -120,14 +120,17 @@ class CanaryWorkflow:
     async def _preflight(self) -> str | None:
         """Ask every check's query of the stable version; return an abort reason naming each
         query that found no data, or None to go on."""
-        stage, service = self._input.stage, self._input.service
+        stage, service = self._input.stage, self._measured
         if not stage.preflight or not workflow.patched(PREFLIGHT):
             return None
         if self._input.lease is not None:
             serving = await call(
                 ActivityName.FENCE,
                 FenceRequest(
-                    service=service, environment=stage.environment, token=self._input.lease.token
+                    service=self._input.service,
+                    environment=stage.environment,
+                    token=self._input.lease.token,
+                    components=self._components,
                 ),
                 ReleaseSpec,  # or None: nothing serves
                 activity_id="preflight:serving",
@@ -189,6 +192,7 @@ class CanaryWorkflow:
                             environment=stage.environment,
                             canary_weight=weight,
                             fence=self._input.lease.token if self._input.lease else 0,
+                            components=self._components,
                         ),
                         type(None),
                         timeout=stage.progress_deadline,
@@ -210,7 +214,7 @@ class CanaryWorkflow:
     async def _analyse(self, weight: int) -> CanaryStep | None:
         stage = self._input.stage
         interval = stage.interval.total_seconds()
-        load = start_load(self._input.service, stage.environment, stage.load, interval)
+        load = start_load(self._measured, stage.environment, stage.load, interval)
         interrupted = await self._wait_interval(stage.interval)
         load_lost = not await _finish_load(load, cancel=interrupted)
         if interrupted:
@@ -227,7 +231,7 @@ class CanaryWorkflow:
             return None
         self._lost_intervals = 0
         sample = await measure(
-            self._input.service,
+            self._measured,
             stage.environment,
             "canary",
             stage.metrics,
@@ -245,6 +249,17 @@ class CanaryWorkflow:
         self._steps.append(step)
         workflow.logger.info("canary %s%%: %s", weight, analysis.summary)
         return step
+
+    @property
+    def _measured(self) -> str:
+        """Whose traffic is generated and whose metrics are judged: a bundle's named
+        artifact, else the service."""
+        return self._input.measured or self._input.service
+
+    @property
+    def _components(self) -> list[str]:
+        """A bundle's deployables: the weight moves for all of them (one joint canary)."""
+        return [c.name for c in self._input.artifact.components]
 
     @property
     def _interrupted(self) -> bool:

@@ -124,6 +124,9 @@ class EnvironmentWorkflow:
 
     async def _acquire(self, request: LeaseRequest) -> LeaseAnswer:
         s = self._s
+        if request.components:
+            # Kept across runs: a component a later run drops is still fenced and restored.
+            s.components = sorted({*s.components, *request.components})
         holder = s.holder
         if holder is not None and holder.run == request.run:
             if holder.run_id == request.run_id and not holder.rolled_back:
@@ -186,7 +189,12 @@ class EnvironmentWorkflow:
         s.token += 1
         found = await call(
             ActivityName.FENCE,
-            FenceRequest(service=s.service, environment=s.environment, token=s.token),
+            FenceRequest(
+                service=s.service,
+                environment=s.environment,
+                token=s.token,
+                components=self._components(),
+            ),
             ReleaseSpec,  # or None: nothing serves
             activity_id=f"fence-{s.token}",
         )
@@ -412,6 +420,7 @@ class EnvironmentWorkflow:
                     "strategy": strategy,
                     "fence": s.token,
                     "reason": reason,
+                    "components": self._components(),
                 }
             ),
             RestoreResult,
@@ -538,6 +547,13 @@ class EnvironmentWorkflow:
                 f"{holder.run} holds {self._s.environment}'s lease: abort that run instead "
                 f"(slipway abort {holder.run}), it rolls back what it changed"
             )
+
+    def _components(self) -> list[str]:
+        """A bundle's deployables: those of what serves and those the holder deploys (a
+        run may add one), so that a fence or restore reaches every one."""
+        s = self._s
+        serving = s.serving.release.artifact.components if s.serving else []
+        return sorted({*(c.name for c in serving), *s.components})
 
     def _previous_release(self) -> Serving | None:
         s = self._s

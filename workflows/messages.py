@@ -349,6 +349,11 @@ class CanaryInput(_Message):
         default_factory=dict,
         description="Metric → PromQL template for the environment; empty: the provider's own.",
     )
+    measured: str = Field(
+        "",
+        description="The platform service whose metrics are judged (a bundle's named "
+        "artifact); empty: `service`.",
+    )
 
 
 class CanaryStep(_Message):
@@ -399,6 +404,11 @@ class MonitorInput(_Message):
     )
     violations: list[MonitorCheck] = Field(
         default_factory=list, description="Carried across continue-as-new (the latest ones)."
+    )
+    measured: str = Field(
+        "",
+        description="The platform service whose metrics are judged (a bundle's named "
+        "artifact); empty: `service`.",
     )
 
 
@@ -464,6 +474,9 @@ class LeaseRequest(_Message):
     commit_time: datetime | None = None
     policy: Concurrency = "queue"
     request_id: str = Field(description="Idempotency key (the update id).")
+    components: list[str] = Field(
+        default_factory=list, description="The run's deployables (`artifacts:`); empty: one."
+    )
 
 
 class LeaseAnswer(_Message):
@@ -576,6 +589,10 @@ class EnvironmentState(_Message):
     refused_not_kept: int = 0
     nonces: list[str] = Field(
         default_factory=list, description="Nonces of signed rollbacks taken (the last ones)."
+    )
+    components: list[str] = Field(
+        default_factory=list,
+        description="The deployables the last lease holder named: fenced and restored together.",
     )
 
 

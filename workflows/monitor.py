@@ -122,7 +122,10 @@ class MonitorWorkflow:
     async def _wait(self, input: MonitorInput, duration: timedelta) -> None:
         """Sleep, generating load meanwhile if asked; continue as new if history is long."""
         load = start_load(
-            input.service, input.stage.environment, input.stage.load, duration.total_seconds()
+            input.measured or input.service,
+            input.stage.environment,
+            input.stage.load,
+            duration.total_seconds(),
         )
         await workflow.sleep(
             duration,
@@ -140,7 +143,11 @@ class MonitorWorkflow:
     async def _measure(self, input: MonitorInput) -> Analysis:
         stage = input.stage
         sample = await measure(
-            input.service, stage.environment, "stable", stage.criteria, input.metric_templates
+            input.measured or input.service,
+            stage.environment,
+            "stable",
+            stage.criteria,
+            input.metric_templates,
         )
         return analyse(stage.criteria, sample, stage.no_data)
 

@@ -112,6 +112,7 @@ class PipelineWorkflow:
             run=workflow.info().workflow_id,
             commit=input.run.commit,
             commit_time=input.run.commit_time,
+            components=sorted(input.spec.artifacts),
         )
         self._rollback_failed: list[str] = []
 

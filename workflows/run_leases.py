@@ -41,6 +41,8 @@ class RunLeases:
     run: str
     commit: str
     commit_time: datetime | None = None
+    components: list[str] = field(default_factory=list)
+    """The run's deployables (`artifacts:`), named in every lease request."""
     held: dict[str, int] = field(default_factory=dict)
     """Environment → fencing token, for leases held by this run."""
     queued: dict[str, str] = field(default_factory=dict)
@@ -93,6 +95,7 @@ class RunLeases:
                 commit_time=self.commit_time,
                 policy=policy,
                 request_id=self._request_id("acquire", environment),
+                components=self.components,
             ),
             LeaseAnswer,
             activity_id=f"{stage}:lease",

@@ -271,6 +271,10 @@ class ScanStage(_StageBase):
     skip: dict[str, list[Annotated[str, Field(min_length=1)]]] = Field(
         default_factory=dict, description="Scanner name → rule ids not checked at all."
     )
+    artifact: SafeName | None = Field(
+        None,
+        description="With `artifacts:`: run in that artifact's directory (default: the service's).",
+    )
 
     @model_validator(mode="after")
     def _known_scanners(self) -> ScanStage:
@@ -295,6 +299,10 @@ class SuiteStage(_StageBase):
 
     kind: Literal["test"]
     command: list[str] = Field(min_length=1)
+    artifact: SafeName | None = Field(
+        None,
+        description="With `artifacts:`: run in that artifact's directory (default: the service's).",
+    )
     junit: ReportPath = "junit.xml"
     coverage: ReportPath | None = None
     min_coverage: Percent | None = None
@@ -359,6 +367,10 @@ class CommandStage(_StageBase):
 
     kind: Literal["command"]
     command: list[str] = Field(min_length=1)
+    artifact: SafeName | None = Field(
+        None,
+        description="With `artifacts:`: run in that artifact's directory (default: the service's).",
+    )
     env: dict[str, str] = Field(
         default_factory=dict, description="Variables for the command, merged last."
     )
@@ -499,6 +511,9 @@ class _HttpCheckStage(_StageBase):
         return checks
 
     slot: Literal["stable", "canary", "blue", "green"] | None = None
+    artifact: SafeName | None = Field(
+        None, description="With `artifacts:`: whose endpoint is probed (default: the first)."
+    )
 
 
 class E2EStage(_HttpCheckStage):
@@ -623,6 +638,11 @@ class CanaryStage(_StageBase):
         description="Before the first step, run every check's query against the stable "
         "version; one without data fails the stage.",
     )
+    artifact: SafeName | None = Field(
+        None,
+        description="With `artifacts:`: whose metrics judge the joint canary (default: the "
+        "first); every artifact's traffic moves together.",
+    )
 
     @field_validator("step_weight")
     @classmethod
@@ -652,6 +672,9 @@ class MonitorStage(_StageBase):
     criteria: list[MetricCheck] = Field(min_length=1, max_length=20)
     no_data: Literal["fail", "ignore"] = "ignore"
     load: LoadSpec | None = None
+    artifact: SafeName | None = Field(
+        None, description="With `artifacts:`: whose metrics are watched (default: the first)."
+    )
 
     @field_validator("interval")
     @classmethod
@@ -721,6 +744,22 @@ class ServiceSpec(_Strict):
     ready_path: CheckPath = "/ready"
 
 
+class ArtifactSpec(_Strict):
+    """One of several deployables of the run (`artifacts:`): built from `path`, run with
+    `run`. On the platform it is the service `<service>-<artifact>`."""
+
+    path: ReportPath = Field(description="Directory of the artifact inside the repository.")
+    run: list[str] = Field(
+        default_factory=list,
+        description="Command a process-based platform runs; '{port}' is replaced.",
+    )
+    health_path: CheckPath = "/health"
+    ready_path: CheckPath = "/ready"
+
+
+MAX_ARTIFACTS = 10
+
+
 class FreezeWindow(_Strict):
     """When the environment takes no deploys: from each time `cron` matches (read in
     `timezone`), for `duration`. `{cron: "0 18 * * FRI", duration: 62h, timezone: Asia/Seoul}`"""
@@ -776,6 +815,12 @@ class PipelineSpec(_Strict):
 
     name: str = Field(min_length=1, max_length=200)
     service: ServiceSpec
+    artifacts: dict[SafeName, ArtifactSpec] = Field(
+        default_factory=dict,
+        max_length=MAX_ARTIFACTS,
+        description="Several deployables, each built, scanned and published once, and "
+        "deployed, canaried, monitored and rolled back together. Empty: the service itself.",
+    )
     environments: dict[SafeName, EnvironmentSpec] = Field(default_factory=dict, max_length=100)
     stages: list[Stage] = Field(min_length=1, max_length=MAX_STAGES)
     source: str = Field("", description="File the definition was loaded from.")
@@ -789,6 +834,30 @@ class PipelineSpec(_Strict):
         preset = own.preset or top.preset or "traefik"
         custom = {**top.custom, **own.custom}
         return {**PRESETS[preset], **{name: m.query for name, m in custom.items()}}
+
+    @model_validator(mode="after")
+    def _artifact_services_are_names(self) -> PipelineSpec:
+        if self.artifacts and self.service.run:
+            raise ValueError(
+                "service.run: with artifacts: each artifact says how it runs; remove "
+                "service.run (it would be ignored)"
+            )
+        for name in self.artifacts:
+            platform_name = f"{self.service.name}-{name}"
+            if not SERVICE_NAME.match(platform_name):
+                raise ValueError(
+                    f"artifacts.{name}: its platform service {platform_name!r} is not a valid "
+                    "service name (lowercase letters, digits and '-', at most 63)"
+                )
+        return self
+
+    def artifact_for(self, stage: Stage) -> str | None:
+        """The artifact a check, canary or monitor stage addresses: its own `artifact:`,
+        else the first declared; None without `artifacts:`."""
+        if not self.artifacts:
+            return None
+        named: str | None = getattr(stage, "artifact", None)
+        return named or next(iter(self.artifacts))
 
     def stage(self, name: str) -> Stage:
         for stage in self.stages:
@@ -943,6 +1012,7 @@ def validate_definition(
         problems.extend(rules.approval_problems(file, stages, header.environments, roles))
     if header is not None:
         problems.extend(_metric_problems(stages, header, file))
+        problems.extend(_artifact_problems(stages, header, file))
     if problems or header is None:
         raise DefinitionError(problems)
     spec = header.model_copy(update={"stages": stages})
@@ -958,6 +1028,25 @@ def validate_definition(
             ]
         )
     return spec
+
+
+def _artifact_problems(stages: Iterable[Stage], header: PipelineSpec, file: str) -> list[Problem]:
+    """A stage's `artifact:` must name a declared artifact."""
+    problems: list[Problem] = []
+    for stage in stages:
+        named = getattr(stage, "artifact", None)
+        if named is None or named in header.artifacts:
+            continue
+        declared = ", ".join(header.artifacts) or "none (no artifacts: section)"
+        problems.append(
+            Problem(
+                file=file,
+                stage=stage.name,
+                field="artifact",
+                message=f"unknown artifact {named!r}; declared: {declared}",
+            )
+        )
+    return problems
 
 
 def _metric_problems(stages: Iterable[Stage], header: PipelineSpec, file: str) -> list[Problem]:

@@ -7,6 +7,8 @@ results later stages need (workspace, reports, the artifact, what was deployed) 
 
 from __future__ import annotations
 
+import asyncio
+import posixpath
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -32,6 +34,7 @@ from contracts.activity import (
     CheckoutRequest,
     CommandReport,
     CommandRequest,
+    Component,
     DeployRequest,
     DeployResult,
     HttpCheckReport,
@@ -44,6 +47,8 @@ from contracts.activity import (
     SuiteReport,
     SuiteRequest,
     Workspace,
+    bundle_of,
+    component_service,
 )
 from workflows import policy
 from workflows.calls import call
@@ -129,6 +134,21 @@ class RunState:
         if self.workspace is None:
             raise StageFailedError(f"stage {stage.name!r} needs a checkout stage before it")
         return self.workspace
+
+    def workdir(self, stage: Stage) -> str:
+        """Where a scan, test or command stage works: the service's directory, or the one of
+        the artifact the stage names."""
+        ws = self.need_workspace(stage)
+        named: str | None = getattr(stage, "artifact", None)
+        if named is None:
+            return ws.path
+        return posixpath.join(ws.path, self.input.spec.artifacts[named].path)
+
+    def addressed(self, stage: Stage) -> str:
+        """The platform service a check, canary or monitor stage looks at: a bundle's
+        artifact (`<service>-<artifact>`), else the service."""
+        named = self.input.spec.artifact_for(stage)
+        return component_service(self.service, named) if named else self.service
 
     def need_artifact(self, stage: Stage) -> Artifact:
         if self.artifact is None:
@@ -235,10 +255,11 @@ async def _checkout(stage: CheckoutStage, state: RunState) -> str:
 
 
 async def _scan(stage: ScanStage, state: RunState) -> str:
-    ws = state.need_workspace(stage)
     report = await call(
         ActivityName.SCAN,
-        ScanRequest(path=ws.path, scanners=stage.scanners, ignore=stage.ignore, skip=stage.skip),
+        ScanRequest(
+            path=state.workdir(stage), scanners=stage.scanners, ignore=stage.ignore, skip=stage.skip
+        ),
         ScanReport,
         retry=stage.retry,
         timeout=stage.timeout,
@@ -257,12 +278,11 @@ async def _scan(stage: ScanStage, state: RunState) -> str:
 
 
 async def _test(stage: SuiteStage, state: RunState) -> str:
-    ws = state.need_workspace(stage)
     started = workflow.now()
     report = await call(
         ActivityName.RUN_TESTS,
         SuiteRequest(
-            path=ws.path,
+            path=state.workdir(stage),
             command=stage.command,
             junit=stage.junit,
             coverage=stage.coverage,
@@ -292,10 +312,9 @@ async def _test(stage: SuiteStage, state: RunState) -> str:
 
 
 async def _command(stage: CommandStage, state: RunState) -> str:
-    ws = state.need_workspace(stage)
     report = await call(
         ActivityName.RUN_COMMAND,
-        CommandRequest(path=ws.path, command=stage.command, env=stage.env),
+        CommandRequest(path=state.workdir(stage), command=stage.command, env=stage.env),
         CommandReport,
         retry=stage.retry,
         timeout=stage.timeout,
@@ -333,42 +352,105 @@ async def _build(stage: BuildStage, state: RunState) -> str:
         # Built once per run: a second build stage (or a replayed one) reuses the digest.
         return f"reused {state.artifact.digest[:19]}"
     ws = state.need_workspace(stage)
+    spec = state.input.spec
+    if not spec.artifacts:
+        artifact = await _build_one(stage, state, ws.path, state.service, "")
+        state.artifact = artifact
+        return f"{artifact.kind} {artifact.digest[:19]} ({artifact.size_bytes / 1e3:.0f} kB)"
+    # Several deployables: each built once, side by side; the run's release is their bundle.
+    names = list(spec.artifacts)
+    built = await asyncio.gather(
+        *(
+            _build_one(
+                stage,
+                state,
+                posixpath.join(ws.path, spec.artifacts[name].path),
+                component_service(state.service, name),
+                f":{name}",
+            )
+            for name in names
+        )
+    )
+    state.artifact = bundle_of(
+        [
+            Component(
+                name=name,
+                artifact=artifact,
+                run_command=spec.artifacts[name].run,
+                health_path=spec.artifacts[name].health_path,
+                ready_path=spec.artifacts[name].ready_path,
+            )
+            for name, artifact in zip(names, built, strict=True)
+        ],
+        version=built[0].version,
+    )
+    return "; ".join(
+        f"{name}: {a.kind} {a.digest[:19]} ({a.size_bytes / 1e3:.0f} kB)"
+        for name, a in zip(names, built, strict=True)
+    )
+
+
+async def _build_one(
+    stage: BuildStage, state: RunState, path: str, service: str, suffix: str
+) -> Artifact:
+    ws = state.need_workspace(stage)
     run = state.input.run
     started = workflow.now()
     artifact = await call(
         ActivityName.BUILD,
-        BuildRequest(path=ws.path, service=state.service, commit=ws.commit, branch=run.branch),
+        BuildRequest(path=path, service=service, commit=ws.commit, branch=run.branch),
         Artifact,
         retry=stage.retry,
         timeout=stage.timeout,
-        activity_id=_id(stage),
-        summary=_ui(stage, f"build {state.service} at {ws.commit[:12]}"),
+        activity_id=_id(stage, suffix),
+        summary=_ui(stage, f"build {service} at {ws.commit[:12]}"),
         on_retry=state.retry_note(stage),
     )
     took = (workflow.now() - started).total_seconds()
+    what = f"{suffix[1:]}: " if suffix else ""
     if stage.max_size_mb is not None and artifact.size_bytes > stage.max_size_mb * 1e6:
         raise StageFailedError(
-            f"artifact is {artifact.size_bytes / 1e6:.1f} MB, limit {stage.max_size_mb:g} MB"
+            f"{what}artifact is {artifact.size_bytes / 1e6:.1f} MB, limit {stage.max_size_mb:g} MB"
         )
     if stage.max_duration is not None and took > stage.max_duration.total_seconds():
         raise StageFailedError(
-            f"build took {took:.0f}s, limit {stage.max_duration.total_seconds():.0f}s"
+            f"{what}build took {took:.0f}s, limit {stage.max_duration.total_seconds():.0f}s"
         )
-    state.artifact = artifact
-    return f"{artifact.kind} {artifact.digest[:19]} ({artifact.size_bytes / 1e3:.0f} kB)"
+    return artifact
+
+
+def _parts(artifact: Artifact) -> list[tuple[str, Artifact]]:
+    """(suffix, artifact) for each deployable: the bundle's components, or the one artifact."""
+    if artifact.kind != "bundle":
+        return [("", artifact)]
+    return [(f":{c.name}", c.artifact) for c in artifact.components]
 
 
 async def _image_scan(stage: ImageScanStage, state: RunState) -> str:
     artifact = state.need_artifact(stage)
-    report = await call(
-        ActivityName.SCAN_IMAGE,
-        ImageScanRequest(artifact=artifact, scanner=stage.scanner, ignore=stage.ignore),
-        ScanReport,
-        retry=stage.retry,
-        timeout=stage.timeout,
-        activity_id=_id(stage),
-        summary=_ui(stage, f"{stage.scanner} on {artifact.digest[:19]}"),
-        on_retry=state.retry_note(stage),
+    parts = _parts(artifact)
+    reports = await asyncio.gather(
+        *(
+            call(
+                ActivityName.SCAN_IMAGE,
+                ImageScanRequest(artifact=part, scanner=stage.scanner, ignore=stage.ignore),
+                ScanReport,
+                retry=stage.retry,
+                timeout=stage.timeout,
+                activity_id=_id(stage, suffix),
+                summary=_ui(stage, f"{stage.scanner} on {suffix[1:] or part.digest[:19]}"),
+                on_retry=state.retry_note(stage),
+            )
+            for suffix, part in parts
+        )
+    )
+    # One report for the stage; in a bundle each scanner line names its artifact.
+    report = ScanReport(
+        reports=[
+            r.model_copy(update={"scanner": f"{r.scanner} ({suffix[1:]})"}) if suffix else r
+            for (suffix, _), one in zip(parts, reports, strict=True)
+            for r in one.reports
+        ]
     )
     state.scans[stage.name] = report
     verdict = policy.judge_scan(report, stage.fail_on, stage.unavailable, stage.name)
@@ -386,22 +468,45 @@ async def _publish(stage: PublishStage, state: RunState) -> str:
     run = state.input.run
     branch = run.branch.replace("/", "-")
     tags = [t.format(branch=branch, sha=run.commit, sha12=run.sha12) for t in stage.tags]
-    published = await call(
-        ActivityName.PUBLISH,
-        PublishRequest(artifact=artifact, service=state.service, tags=tags),
-        Artifact,
-        retry=stage.retry,
-        timeout=stage.timeout,
-        activity_id=_id(stage),
-        summary=_ui(stage, "tags " + ", ".join(tags)),
-        on_retry=state.retry_note(stage),
-    )
-    if published.digest != artifact.digest:
-        raise StageFailedError(
-            f"registry answered digest {published.digest}, built {artifact.digest}: refusing "
-            "to deploy something other than what was built and scanned"
+    parts = _parts(artifact)
+    published = await asyncio.gather(
+        *(
+            call(
+                ActivityName.PUBLISH,
+                PublishRequest(
+                    artifact=part,
+                    service=component_service(state.service, suffix[1:])
+                    if suffix
+                    else state.service,
+                    tags=tags,
+                ),
+                Artifact,
+                retry=stage.retry,
+                timeout=stage.timeout,
+                activity_id=_id(stage, suffix),
+                summary=_ui(stage, f"{suffix[1:] + ' ' if suffix else ''}tags " + ", ".join(tags)),
+                on_retry=state.retry_note(stage),
+            )
+            for suffix, part in parts
         )
-    state.artifact = published
+    )
+    for (suffix, part), answer in zip(parts, published, strict=True):
+        if answer.digest != part.digest:
+            what = f"{suffix[1:]}: " if suffix else ""
+            raise StageFailedError(
+                f"{what}registry answered digest {answer.digest}, built {part.digest}: "
+                "refusing to deploy something other than what was built and scanned"
+            )
+    if artifact.kind != "bundle":
+        state.artifact = published[0]
+    else:
+        state.artifact = bundle_of(
+            [
+                c.model_copy(update={"artifact": answer})
+                for c, answer in zip(artifact.components, published, strict=True)
+            ],
+            version=artifact.version,
+        )
     return "tags " + ", ".join(tags)
 
 
@@ -453,7 +558,7 @@ async def _http_checks(stage: E2EStage | SmokeStage, state: RunState) -> str:
     report = await call(
         ActivityName.HTTP_CHECK,
         HttpCheckRequest(
-            service=state.service,
+            service=state.addressed(stage),
             environment=stage.environment,
             checks=stage.checks,
             slot=stage.slot,
@@ -487,6 +592,7 @@ async def _canary(stage: CanaryStage, state: RunState) -> str:
             lease=state.lease_ref(stage.environment),
             metric_templates=state.input.spec.metric_templates(stage.environment),
             control_token=state.control_token,
+            measured=state.addressed(stage) if artifact.kind == "bundle" else "",
         ),
         id=canary_id(state.workflow_id, stage.name),
         result_type=CanaryResult,
@@ -522,6 +628,7 @@ async def _monitor(stage: MonitorStage, state: RunState) -> str:
             stage=stage,
             lease=state.lease_ref(stage.environment),
             metric_templates=state.input.spec.metric_templates(stage.environment),
+            measured=state.addressed(stage) if state.input.spec.artifacts else "",
         ),
         id=monitor_id(state.workflow_id, stage.name),
         result_type=MonitorResult,

@@ -17,7 +17,7 @@ At the end it checks the invariants, prints what happened and exits 1 if one is 
 - production's record never shows an older commit replacing a newer one (rollbacks aside);
 - every commit was built once (one artifact per commit in the store).
 
-The local platform routes one service per environment, so the soak ships one service.
+The soak ships one service: its runs compete for the same environments.
 """
 
 from __future__ import annotations

@@ -195,6 +195,7 @@ class MemoryPlatform:
 
     def __init__(self) -> None:
         self.envs: dict[str, _Env] = {}
+        self.per_service = False
         self.fences: dict[str, int] = {}  # "service/environment" → highest token
         # Called (unlocked) at the start of deploy: tests hold a deploy "in flight" here.
         self.before_deploy: Callable[[DeployRequest], None] | None = None
@@ -203,6 +204,7 @@ class MemoryPlatform:
         # Environment → how many more deploys fail like a flaky API (retryable).
         self.transient_failures: dict[str, int] = {}
         self.failing_checks: set[str] = set()
+        self.checks: list[HttpCheckRequest] = []
         self.fail_restore: set[str] = set()
         # Environment → seconds an HTTP check takes (holds a run on that environment).
         self.check_delay_s: dict[str, float] = {}
@@ -212,8 +214,14 @@ class MemoryPlatform:
         """Arrange a test: `environment` serves `digest` before the run starts."""
         self._env(environment).stable = digest
 
-    def _env(self, name: str) -> _Env:
-        return self.envs.setdefault(name, _Env())
+    def _env(self, name: str, service: str = "") -> _Env:
+        return self.envs.setdefault(self.key(service, name), _Env())
+
+    def key(self, service: str, environment: str) -> str:
+        """Where `envs` keeps a service's environment: by environment alone (one service,
+        what most tests ship), or "<service>@<environment>" once `per_service` is set (a
+        bundle's components are several services)."""
+        return f"{service}@{environment}" if self.per_service and service else environment
 
     def _fence(self, service: str, environment: str, token: int) -> None:
         from contracts.errors import check_fence
@@ -228,7 +236,7 @@ class MemoryPlatform:
     def fence(self, request: FenceRequest) -> ReleaseSpec | None:
         with self._lock:
             self._fence(request.service, request.environment, request.token)
-            stable = self._env(request.environment).stable
+            stable = self._env(request.environment, request.service).stable
             if stable is None:
                 return None
             return ReleaseSpec(artifact=Artifact(digest=stable, uri=f"memory://{stable}"))
@@ -240,13 +248,15 @@ class MemoryPlatform:
             self.before_deploy(request)
         with self._lock:
             self._fence(request.service, request.environment, request.fence)
-            self.events.append(f"deploy {request.environment} {request.slot}")
-            if request.environment in self.fail_deploy:
+            self.events.append(
+                f"deploy {self.key(request.service, request.environment)} {request.slot}"
+            )
+            if self.key(request.service, request.environment) in self.fail_deploy:
                 raise verdict(ErrorType.DEPLOY_FAILED, f"{request.environment}: scripted failure")
             if self.transient_failures.get(request.environment, 0) > 0:
                 self.transient_failures[request.environment] -= 1
                 raise ConnectionError(f"{request.environment} API: connection refused")
-            env = self._env(request.environment)
+            env = self._env(request.environment, request.service)
             digest = request.artifact.digest
             if request.slot == "canary":
                 changed = env.canary != digest
@@ -270,7 +280,7 @@ class MemoryPlatform:
         with self._lock:
             self._fence(request.service, request.environment, request.fence)
             self.events.append(f"promote {request.environment}")
-            env = self._env(request.environment)
+            env = self._env(request.environment, request.service)
             digest = request.artifact.digest
             changed = env.stable != digest
             if changed and env.stable:
@@ -283,7 +293,7 @@ class MemoryPlatform:
     def rollback(self, request: RollbackRequest, heartbeat: Heartbeat) -> RollbackResult:
         with self._lock:
             self.events.append(f"rollback {request.environment}")
-            env = self._env(request.environment)
+            env = self._env(request.environment, request.service)
             changed = env.canary is not None or env.weight != 0
             env.canary, env.weight = None, 0
             if env.previous and env.stable is not None and request.reason != "canary-only":
@@ -297,11 +307,11 @@ class MemoryPlatform:
     def restore(self, request: RestoreRequest, heartbeat: Heartbeat) -> RestoreResult:
         with self._lock:
             self._fence(request.service, request.environment, request.fence)
-            if request.environment in self.fail_restore:
+            if self.key(request.service, request.environment) in self.fail_restore:
                 from contracts.errors import ErrorType, verdict
 
                 raise verdict(ErrorType.DEPLOY_FAILED, f"{request.environment}: scripted failure")
-            env = self._env(request.environment)
+            env = self._env(request.environment, request.service)
             target = request.target.digest if request.target else None
             self.events.append(f"restore {request.environment} {target}")
             changed = env.canary is not None or env.weight != 0
@@ -317,6 +327,7 @@ class MemoryPlatform:
 
     def check(self, request: HttpCheckRequest) -> HttpCheckReport:
         self.events.append(f"check {request.environment}")
+        self.checks.append(request)
         time.sleep(self.check_delay_s.get(request.environment, 0.0))
         if request.environment in self.failing_checks:
             return HttpCheckReport(
@@ -329,11 +340,13 @@ class MemoryPlatform:
     def set_weight(self, request: WeightRequest) -> None:
         with self._lock:
             self._fence(request.service, request.environment, request.fence)
-            self.events.append(f"weight {request.environment} {request.canary_weight}")
-            self._env(request.environment).weight = request.canary_weight
+            self.events.append(
+                f"weight {self.key(request.service, request.environment)} {request.canary_weight}"
+            )
+            self._env(request.environment, request.service).weight = request.canary_weight
 
     def verify_weight(self, request: WeightRequest) -> bool:
-        return self._env(request.environment).weight == request.canary_weight
+        return self._env(request.environment, request.service).weight == request.canary_weight
 
 
 MetricsScript = Callable[[MetricsQuery, int], dict[str, float | None]]

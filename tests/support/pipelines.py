@@ -31,14 +31,8 @@ def heal7() -> PipelineSpec:
 
 def run_context(author: str = "bob", branch: str = "main", **kw: Any) -> RunContext:
     commit = uuid.uuid4().hex + uuid.uuid4().hex[:8]
-    return RunContext(
-        service="heal7-backend",
-        repo="memory://heal7",
-        commit=commit,
-        author=author,
-        branch=branch,
-        **kw,
-    )
+    fields: dict[str, Any] = {"service": "heal7-backend", "repo": "memory://heal7", **kw}
+    return RunContext(commit=commit, author=author, branch=branch, **fields)
 
 
 async def start(

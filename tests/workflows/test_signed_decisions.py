@@ -252,8 +252,9 @@ async def test_a_control_sent_straight_to_the_canary_is_ignored(
     assert "not through the pipeline" in ignored
 
 
+@pytest.mark.devserver
 async def test_a_manual_rollback_is_judged_by_the_policy(
-    time_env: WorkflowEnvironment,
+    dev_env: WorkflowEnvironment,
     memory: MemoryBackends,
     task_queue: str,
     tmp_path: Path,
@@ -267,14 +268,19 @@ async def test_a_manual_rollback_is_judged_by_the_policy(
     from workflows.rollback import ManualRollback
 
     policy = write_policy(tmp_path / "policy.yaml", keys, gates={"*": {"signatures": "optional"}})
-    spec = heal7()
-    async with build_worker(time_env.client, memory.backends(), task_queue, policy_file=policy):
+    # On the dev server (the time-skipping one was seen to lose this update under load), with a
+    # service of its own: environment workflows live as long as the server.
+    base = heal7()
+    name = f"heal7{secrets.token_hex(3)}"
+    spec = base.model_copy(update={"service": base.service.model_copy(update={"name": name})})
+    async with build_worker(dev_env.client, memory.backends(), task_queue, policy_file=policy):
         for _ in range(2):  # two releases reach staging: there is one to go back to
-            handle = await start(time_env.client, task_queue, spec, run_context(branch="develop"))
+            run = run_context(branch="develop", service=name)
+            handle = await start(dev_env.client, task_queue, spec, run)
             await wait_for_gate(handle, "staging")
             await approve(handle, "alice", "staging")
             await pipeline_outcome(handle)
-        staging = time_env.client.get_workflow_handle(environment_id(spec.service.name, "staging"))
+        staging = dev_env.client.get_workflow_handle(environment_id(spec.service.name, "staging"))
         request = ManualRollback(service=spec.service.name, environment="staging", by="erin")
         with pytest.raises(WorkflowUpdateFailedError) as info:
             await execute_update(staging, "rollback_manual", request, result_type=RollbackOutcome)

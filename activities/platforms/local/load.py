@@ -55,7 +55,12 @@ class HttpLoadGenerator:
             self.on_start(request)
 
         with (
-            httpx.Client(timeout=self.timeout_s, limits=limits) as client,
+            httpx.Client(
+                timeout=self.timeout_s,
+                limits=limits,
+                # The service's Host: on a shared entrypoint it picks this service.
+                headers={"Host": self.router.host(request.service)},
+            ) as client,
             ThreadPoolExecutor(max_workers=self.max_in_flight) as pool,
         ):
 

@@ -138,7 +138,7 @@ class LocalDeployTarget:
 
     def fence(self, request: FenceRequest) -> ReleaseSpec | None:
         with self._guard(request.service, request.environment, request.token):
-            active = self._active_slot(request.environment)
+            active = self._active_slot(request.service, request.environment)
             if active is None:
                 return None
             current = self.slots.state(request.service, request.environment, active).current
@@ -192,17 +192,17 @@ class LocalDeployTarget:
             self.router.set_backend(service, environment, slot, state.port)
             if activate:
                 self.router.set_active(service, environment, slot)
-            self.router.wait_loaded(environment)
+            self.router.wait_loaded(environment, service)
 
         return on_ready
 
     def _unwire_canary(self, service: str, environment: str) -> bool:
         """Weight 0, canary out of the router, canary process stopped; whether anything was."""
-        route = self.router.route(environment)
+        route = self.router.route(environment, service)
         changed = False
         if "canary" in route.ports or route.canary_weight:
             self.router.set_backend(service, environment, "canary", None)
-            self.router.wait_loaded(environment)
+            self.router.wait_loaded(environment, service)
             changed = True
         return self.slots.stop(service, environment, "canary") or changed
 
@@ -240,15 +240,15 @@ class LocalDeployTarget:
             on_ready=self._wire(service, env, "canary", zero_weight="if_changed"),
         )
 
-    def _active_slot(self, environment: str) -> Slot | None:
-        route = self.router.route(environment)
+    def _active_slot(self, service: str, environment: str) -> Slot | None:
+        route = self.router.route(environment, service)
         if route.active in route.ports and route.active != "canary":
             return route.active
         return None
 
     def _deploy_idle_colour(self, request: DeployRequest, heartbeat: Heartbeat) -> DeployResult:
         service, env = request.service, request.environment
-        active = self._active_slot(env)
+        active = self._active_slot(service, env)
         if active is not None:
             state = self.slots.state(service, env, active)
             if state.digest == request.artifact.digest and self.slots.healthy(state):
@@ -325,7 +325,7 @@ class LocalDeployTarget:
                 ErrorType.DEPLOY_FAILED,
                 f"no blue/green slot of {env!r} runs {digest}; deploy it before promoting",
             )
-        active = self._active_slot(env)
+        active = self._active_slot(service, env)
         target = states[colour]
         if active == colour:
             return DeployResult(
@@ -341,7 +341,7 @@ class LocalDeployTarget:
         undo = Undo(kind="switch", slot=active) if active is not None else None
         self._begin(env, request, undo)
         self.router.set_active(service, env, colour)
-        self.router.wait_loaded(env)
+        self.router.wait_loaded(env, service)
         return DeployResult(
             environment=env,
             slot=colour,
@@ -383,12 +383,12 @@ class LocalDeployTarget:
                         f"deploy the previous release ({previous.digest}) again",
                     )
                 self.router.set_active(service, env, undo.slot)
-                self.router.wait_loaded(env)
+                self.router.wait_loaded(env, service)
                 restored = previous.digest
                 changed = True
             if undo is not None:
                 self._save(env, record.model_copy(update={"undo": None}))
-            active = self._active_slot(env)
+            active = self._active_slot(service, env)
             for colour in _COLOURS:
                 state = self.slots.state(service, env, colour)
                 if colour != active and state.digest == record.release_digest:
@@ -411,7 +411,7 @@ class LocalDeployTarget:
         service, env, target = request.service, request.environment, request.target
         with self._guard(service, env, request.fence):
             changed = self._unwire_canary(service, env)
-            active = self._active_slot(env)
+            active = self._active_slot(service, env)
             colours = request.strategy == "blue_green" or active in _COLOURS
             if target is not None and colours:
                 changed |= self._restore_colour(service, env, target, heartbeat)
@@ -426,7 +426,7 @@ class LocalDeployTarget:
                     on_ready=self._wire(service, env, "stable", activate=True),
                 )
                 changed |= result.changed
-            active = self._active_slot(env)
+            active = self._active_slot(service, env)
             serving = self.slots.state(service, env, active).digest if active else None
             # What serves now is this environment's release; a legacy rollback has no undo.
             self._save(env, ReleaseRecord(service=service, release_digest=serving))
@@ -436,7 +436,7 @@ class LocalDeployTarget:
         self, service: str, env: str, target: ReleaseSpec, heartbeat: Heartbeat
     ) -> bool:
         states = {c: self.slots.state(service, env, c) for c in _COLOURS}
-        active = self._active_slot(env)
+        active = self._active_slot(service, env)
         colour = next(
             (c for c, st in states.items() if st.digest == target.digest and st.running()),
             None,
@@ -456,7 +456,7 @@ class LocalDeployTarget:
             changed = True
         if active != colour:
             self.router.set_active(service, env, colour)
-            self.router.wait_loaded(env)
+            self.router.wait_loaded(env, service)
             changed = True
         for other in _COLOURS:
             if other != colour and self.slots.state(service, env, other).digest != target.digest:
@@ -481,7 +481,9 @@ class LocalDeployTarget:
             base = state.endpoint
         else:
             base = self.router.entrypoint_url(request.environment)
-        return run_http_checks(base, request.checks, self.check_timeout_s)
+        # The service's Host: on an entrypoint shared by several services it picks this one.
+        host = {"Host": self.router.host(request.service)}
+        return run_http_checks(base, request.checks, self.check_timeout_s, headers=host)
 
 
 def _revision(target: ReleaseSpec) -> SlotRevision:

@@ -5,7 +5,8 @@ Layout under `<state_dir>/traefik/`:
 - `dynamic/<environment>.yaml`: one file per environment, rewritten atomically; Traefik
   watches the directory and hot-reloads it;
 - `routes/<environment>.json`: what the dynamic file is rendered from (slot ports, the active
-  slot, the canary weight), so a restarted worker renders the same thing;
+  slot, the canary weight), so a restarted worker renders the same thing; other services in
+  the same environment (a bundle's components) have `routes/<environment>@<service>.json`;
 - `traefik.pid`: the running Traefik, reused by a restarted worker.
 
 Each environment gets a router on its entrypoint to a weighted service
@@ -13,6 +14,11 @@ Each environment gets a router on its entrypoint to a weighted service
 `canary` slot, each a load-balancer service `<service>-<env>-<slot>` whose Prometheus series
 the metrics provider reads. A request with header `X-Slipway-Slot: <slot>` (or HEAL7's
 `canary: true`) goes to that slot directly.
+
+Several services may share an environment (the components of a bundle): the first one owns
+the bare entrypoint; every other one is reached on the same port with the Host header
+`<service>.localhost` (browsers resolve `*.localhost` to loopback), through its own weighted
+service, slots and weight. Checks and generated load always send their service's Host.
 """
 
 from __future__ import annotations
@@ -157,6 +163,11 @@ class TraefikRouter:
     def entrypoint_url(self, environment: str) -> str:
         return f"http://{LOOPBACK}:{self.entrypoint_port(environment)}"
 
+    @staticmethod
+    def host(service: str) -> str:
+        """The Host header that reaches `service` on a shared entrypoint."""
+        return f"{_sanitize(service)}.localhost"
+
     def service_name(self, service: str, environment: str, slot: str | None = None) -> str:
         """Traefik's name (without `@file`) of the environment's weighted service, or of one
         slot's load-balancer service."""
@@ -287,36 +298,54 @@ class TraefikRouter:
 
     # --- routes --------------------------------------------------------------------------
 
-    def _route_path(self, environment: str) -> Path:
+    def _route_path(self, environment: str, service: str = "") -> Path:
+        """The route file of `service` in the environment: the entrypoint owner's (also for
+        `service` empty, or when nothing owns it yet), else the service's own."""
         self.entrypoint_port(environment)  # refuses unknown environments
-        return self.root / "routes" / f"{environment}.json"
+        primary = self.root / "routes" / f"{environment}.json"
+        if not service:
+            return primary
+        owner = self._read_route(primary)
+        own = self.root / "routes" / f"{environment}@{_sanitize(service)}.json"
+        if owner.service in ("", service) or (not owner.ports and not own.exists()):
+            return primary
+        return own
 
-    def route(self, environment: str) -> RouteState:
-        """The environment's recorded routing (empty when nothing was wired yet)."""
-        path = self._route_path(environment)
+    @staticmethod
+    def _read_route(path: Path) -> RouteState:
         if not path.exists():
             return RouteState()
         return RouteState.model_validate_json(path.read_text(encoding="utf-8"))
 
+    def route(self, environment: str, service: str = "") -> RouteState:
+        """The recorded routing of `service` in the environment (default: the entrypoint
+        owner's); empty when nothing was wired yet."""
+        return self._read_route(self._route_path(environment, service))
+
+    def _routes(self, environment: str) -> tuple[RouteState, list[RouteState]]:
+        """The entrypoint owner's route and those of the other services, by name."""
+        self.entrypoint_port(environment)
+        owner = self._read_route(self.root / "routes" / f"{environment}.json")
+        others = [
+            self._read_route(path)
+            for path in sorted((self.root / "routes").glob(f"{environment}@*.json"))
+        ]
+        return owner, [r for r in others if r.service and r.service != owner.service]
+
     def _update(
         self, environment: str, service: str, change: Callable[[RouteState], dict[str, Any]]
     ) -> RouteState:
-        """Read-modify-write the environment's route under its lock, then re-render."""
-        path = self._route_path(environment)
-        with file_lock(path.with_suffix(".lock")):
-            current = self.route(environment)
-            if current.service and current.service != service and current.ports:
-                raise verdict(
-                    ErrorType.CONFIGURATION,
-                    f"environment {environment!r} already routes to service "
-                    f"{current.service!r}; the local platform runs one service per "
-                    f"environment entrypoint, so deploy {service!r} to another environment",
-                )
+        """Read-modify-write the service's route under the environment's lock, then
+        re-render the environment."""
+        self.entrypoint_port(environment)
+        with file_lock(self.root / "routes" / f"{environment}.lock"):
+            path = self._route_path(environment, service)
+            current = self._read_route(path)
             new = RouteState.model_validate(
                 {**current.model_dump(), "service": service, **change(current)}
             )
             atomic_write_text(path, new.model_dump_json(indent=2))
-            self._render(environment, new)
+            self._render(environment)
             return new
 
     def set_backend(self, service: str, environment: str, slot: Slot, port: int | None) -> None:
@@ -360,17 +389,18 @@ class TraefikRouter:
     def verify_weight(self, request: WeightRequest) -> bool:
         """Whether Traefik's API shows the environment's weighted service with exactly the
         weights of `request` (polling up to `reload_timeout_s` while Traefik reloads)."""
-        route = self.route(request.environment).model_copy(
+        route = self.route(request.environment, request.service).model_copy(
             update={"service": request.service, "canary_weight": request.canary_weight}
         )
         if request.canary_weight > 0 and "canary" not in route.ports:
             return False
         return self._wait_loaded(request.environment, route)
 
-    def wait_loaded(self, environment: str) -> None:
-        """Block until Traefik serves the environment's current routing; raise if it does not
-        within `reload_timeout_s` (transient: Temporal retries)."""
-        if not self._wait_loaded(environment, self.route(environment)):
+    def wait_loaded(self, environment: str, service: str = "") -> None:
+        """Block until Traefik serves the current routing of `service` in the environment
+        (default: the entrypoint owner's); raise if it does not within `reload_timeout_s`
+        (transient: Temporal retries)."""
+        if not self._wait_loaded(environment, self.route(environment, service)):
             raise RuntimeError(
                 f"Traefik did not load the new routing of {environment!r} within "
                 f"{self.reload_timeout_s:.0f} s; see {self.root / 'traefik.log'}"
@@ -396,11 +426,14 @@ class TraefikRouter:
             )
         return entries
 
-    def _dynamic(self, environment: str, route: RouteState) -> dict[str, Any]:
+    def _dynamic(self, environment: str, route: RouteState, owner: bool = True) -> dict[str, Any]:
+        """Routers and services of one service's route: the owner's catch the entrypoint,
+        another service's match its Host first (higher priorities)."""
         if not route.ports:
             return {}
         entrypoint = f"ep-{environment}"
         main = self.service_name(route.service, environment)
+        host = f"Host(`{self.host(route.service)}`)"
         services: dict[str, Any] = {}
         routers: dict[str, Any] = {}
         weighted = self._weighted(environment, route)
@@ -410,8 +443,9 @@ class TraefikRouter:
             services[main] = {"weighted": {"services": weighted}}
             routers[main] = {
                 "entryPoints": [entrypoint],
-                "rule": "PathPrefix(`/`)",
+                "rule": "PathPrefix(`/`)" if owner else host,
                 "service": main,
+                **({} if owner else {"priority": 1500}),
             }
         for slot, port in sorted(route.ports.items()):
             name = self.service_name(route.service, environment, slot)
@@ -421,16 +455,25 @@ class TraefikRouter:
                 rule = f"{rule} || Header(`canary`, `true`)"
             routers[name] = {
                 "entryPoints": [entrypoint],
-                "rule": rule,
+                "rule": rule if owner else f"{host} && ({rule})",
                 "service": name,
-                # Above the catch-all router, whatever the rules' lengths.
-                "priority": 1000,
+                # Above the catch-all router (and another service's above the owner's
+                # slots), whatever the rules' lengths.
+                "priority": 1000 if owner else 2000,
             }
         return {"http": {"routers": routers, "services": services}}
 
-    def _render(self, environment: str, route: RouteState | None = None) -> None:
-        route = route if route is not None else self.route(environment)
-        text = yaml.safe_dump(self._dynamic(environment, route), sort_keys=True)
+    def _render(self, environment: str) -> None:
+        owner, others = self._routes(environment)
+        routers: dict[str, Any] = {}
+        services: dict[str, Any] = {}
+        for route, owns in [(owner, True), *((r, False) for r in others)]:
+            part = self._dynamic(environment, route, owner=owns)
+            if part:
+                routers.update(part["http"]["routers"])
+                services.update(part["http"]["services"])
+        config = {"http": {"routers": routers, "services": services}} if routers else {}
+        text = yaml.safe_dump(config, sort_keys=True)
         path = self.root / "dynamic" / f"{environment}.yaml"
         atomic_write_text(path, text)
 

@@ -796,3 +796,74 @@ def test_restore_pins_the_recorded_digest_once(
 def canary_weight_of(fake: FakeKubeApi) -> int:
     route = default_route(fake)
     return sum(d.get("weight", 0) for d in route if d["destination"].get("subset") == "canary")
+
+
+def test_a_bundle_is_one_deployment_set_per_artifact_moved_and_restored_together() -> None:
+    """Several deployables (`artifacts:`) through the bundle layer: each component is its own
+    Deployments and VirtualService (`heal7-backend`, `heal7-frontend`); the weight moves for
+    both, and a restore puts both back on the recorded bundle."""
+    from activities.bundles import BundledTarget
+    from contracts.activity import Component, bundle_of
+
+    def component_route(fake: FakeKubeApi, name: str) -> int:
+        route = fake.virtual_service(PROD_NS, name)["spec"]["http"][-1]["route"]
+        return sum(d.get("weight", 0) for d in route if d["destination"].get("subset") == "canary")
+
+    def bundle(backend: int, frontend: int) -> Artifact:
+        return bundle_of(
+            [
+                Component(name="backend", artifact=artifact(backend)),
+                Component(name="frontend", artifact=artifact(frontend)),
+            ]
+        )
+
+    names = ("heal7-backend", "heal7-frontend")
+    with FakeKubeApi() as fake:
+        fake.add(*canary_environment(PROD_NS, names[0], artifact(1).uri, replicas=2))
+        fake.add(*canary_environment(PROD_NS, names[1], artifact(11).uri, replicas=2))
+        platform = KubernetesPlatform(
+            fake.api_client(), {PROD: PROD_NS}, progress_deadline_s=2.0, poll_interval_s=0.01
+        )
+        bundled = BundledTarget(platform, platform)
+        components = ["backend", "frontend"]
+        serving = bundled.fence(
+            FenceRequest(service=SERVICE, environment=PROD, token=1, components=components)
+        )
+        assert serving is not None
+        assert serving.digest == bundle(1, 11).digest  # what serves, read from the cluster
+
+        canary = DeployRequest(
+            service=SERVICE,
+            environment=PROD,
+            slot="canary",
+            artifact=bundle(2, 12),
+            strategy="canary",
+            fence=1,
+        )
+        bundled.deploy(canary, Notes())
+        assert image(fake, PROD_NS, "heal7-backend-canary") == artifact(2).uri
+        assert image(fake, PROD_NS, "heal7-frontend-canary") == artifact(12).uri
+        moved = WeightRequest(
+            service=SERVICE, environment=PROD, canary_weight=30, fence=1, components=components
+        )
+        bundled.set_weight(moved)
+        assert bundled.verify_weight(moved)
+        assert [component_route(fake, n) for n in names] == [30, 30]
+
+        restored = bundled.restore(
+            RestoreRequest(
+                service=SERVICE,
+                environment=PROD,
+                target=serving,
+                strategy="canary",
+                fence=2,
+                components=components,
+            ),
+            Notes(),
+        )
+        assert restored.changed
+        assert restored.restored_digest == bundle(1, 11).digest
+        assert [component_route(fake, n) for n in names] == [0, 0]
+        assert fake.deployment(PROD_NS, "heal7-frontend-canary").spec.replicas == 0
+        assert image(fake, PROD_NS, "heal7-frontend-stable") == artifact(11).uri
+        assert fake.unserved == []
