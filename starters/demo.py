@@ -19,13 +19,16 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import os
 import shutil
 import subprocess
 import sys
 import time
+import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import yaml
 from temporalio.client import Client, WorkflowFailureError
@@ -49,7 +52,9 @@ from workflows.naming import canary_id, pipeline_id
 APPROVERS = {"staging": ["alice"], "production": ["carol", "dave"]}
 AUTHOR = "erin"
 DEFINITION = ROOT / "pipelines" / "demo.yaml"
-SERVICE = "heal7-backend"
+SERVICE = "heal7"
+"""The run's name; its deployables are the platform services heal7-backend and heal7-frontend."""
+BACKEND, FRONTEND = f"{SERVICE}-backend", f"{SERVICE}-frontend"
 FAULT = {"error_rate": 0.34}
 """The faulty release's knobs (backend/app/config.json): a third of the calculations fail
 (every third or so: evenly spread), which its tests, making two or three each, do not see."""
@@ -189,7 +194,21 @@ def _measured(step: CanaryStep) -> str:
     return f"{'passed' if step.passed else 'FAILED'}: {shown}"
 
 
-def _summary(runs: list[DemoRun], now: dict[str, object]) -> None:
+def frontend_health(port: int) -> dict[str, Any]:
+    """What the frontend behind production's entry point says on /health (the backend owns
+    the bare entry point; the frontend is reached by its Host name, as a browser would)."""
+    request = urllib.request.Request(
+        f"http://127.0.0.1:{port}/health", headers={"Host": f"{FRONTEND}.localhost"}
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=3) as resp:
+            data: dict[str, Any] = json.loads(resp.read())
+            return data
+    except (OSError, ValueError) as err:
+        return {"error": str(err)}
+
+
+def _summary(runs: list[DemoRun], now: dict[str, object], frontend: dict[str, Any]) -> None:
     print("\n== summary")
     for run in runs:
         r = run.result
@@ -208,7 +227,10 @@ def _summary(runs: list[DemoRun], now: dict[str, object]) -> None:
         if r.failure:
             print(f"    why: {r.failure}")
         print(f"    {run.url}")
-    print(f"  production served at the end: {now.get('service')} version {now.get('version')}")
+    print(
+        f"  production served at the end: {now.get('service')} {now.get('version')}, "
+        f"{FRONTEND} {frontend.get('version', frontend)}"
+    )
 
 
 async def main_async(args: argparse.Namespace, home: Path) -> int:
@@ -254,13 +276,14 @@ async def main_async(args: argparse.Namespace, home: Path) -> int:
         label = "release 0.2.0 (a third of the calculations fail)"
         runs.append(await deliver(server.address, "slipway-demo", repo, bad, label, keys))
         now = production_version(production_port)
+        frontend = frontend_health(production_port)
     finally:
         worker.stop()
         worker.stop_platform()
         prometheus.stop()
         server.stop()
 
-    _summary(runs, now)
+    _summary(runs, now, frontend)
     print(f"  demo took {time.monotonic() - started:.0f}s; all processes stopped")
     print(f"  to browse the runs: make dev-server (db {server.db_file}), then {server.ui_url()}")
     expected = (
@@ -268,6 +291,7 @@ async def main_async(args: argparse.Namespace, home: Path) -> int:
         and runs[0].result.state.value == "succeeded"
         and runs[1].result.state.value == "rolled_back"
         and now.get("version") == "0.1.0"
+        and frontend.get("version") == "0.1.0"
     )
     return 0 if expected else 1
 

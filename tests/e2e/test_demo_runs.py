@@ -17,7 +17,7 @@ import pytest_asyncio
 
 from activities.platforms.local import LocalPlatform
 from contracts.activity import WeightRequest
-from starters.demo import FAULT, SERVICE, deliver
+from starters.demo import BACKEND, FAULT, deliver, frontend_health
 from starters.demo_prometheus import INSTALL_HINT, DemoPrometheus
 from starters.localstack import (
     DevServer,
@@ -96,7 +96,10 @@ async def test_good_release_is_promoted_and_faulty_backend_is_rolled_back(stack:
     digest = result.artifact.digest
     assert result.deployed == {"development": digest, "staging": digest, "production": digest}
     serving = production_version(stack.production_port)
-    assert (serving["service"], serving["version"]) == (SERVICE, "0.1.0")
+    assert (serving["service"], serving["version"]) == (BACKEND, "0.1.0")
+    # The frontend shipped with it, built by npm, served from its wheel behind the same port.
+    assert frontend_health(stack.production_port) == {"status": "ok", "version": "0.1.0"}
+    assert _stage(result, "e2e_frontend_dev").state == StageState.SUCCEEDED
     assert [a.approver for a in result.approvals if a.accepted] == ["alice", "carol", "dave"]
     # The backend's integration suite ran against real servers, and the frontend was built.
     integration = _stage(result, "integration_tests")
@@ -129,8 +132,9 @@ async def test_good_release_is_promoted_and_faulty_backend_is_rolled_back(stack:
     # From outside: production still answers with the first release, and Traefik sends no
     # traffic to a canary any more.
     serving = production_version(stack.production_port)
-    assert (serving["service"], serving["version"]) == (SERVICE, "0.1.0")
+    assert (serving["service"], serving["version"]) == (BACKEND, "0.1.0")
+    assert frontend_health(stack.production_port)["version"] == "0.1.0"
     platform = LocalPlatform(stack.worker.state_dir / "platform", base_port=stack.worker.base_port)
     assert platform.router.verify_weight(
-        WeightRequest(service=SERVICE, environment="production", canary_weight=0)
+        WeightRequest(service=BACKEND, environment="production", canary_weight=0)
     )
