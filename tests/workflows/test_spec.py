@@ -285,9 +285,17 @@ def test_hello_extends_heal7_changing_only_what_it_writes(
 def test_demo_delivers_heal7_with_its_checks_and_seconds_for_timings(
     heal7: PipelineSpec, demo: PipelineSpec
 ) -> None:
-    assert (demo.name, demo.service.name, demo.service.path) == ("demo", "heal7-backend", "backend")
+    assert (demo.name, demo.service.name) == ("demo", "heal7")
+    assert {n: a.path for n, a in demo.artifacts.items()} == {
+        "backend": "backend",
+        "frontend": "frontend",
+    }
     # Every stage of the base in its order, and the frontend's build appended.
-    assert [s.name for s in demo.stages] == [*(s.name for s in heal7.stages), "frontend_build"]
+    assert [s.name for s in demo.stages] == [
+        *(s.name for s in heal7.stages),
+        "frontend_build",
+        "e2e_frontend_dev",
+    ]
     # What makes it HEAL7's system and not a stand-in: its own suites and coverage
     # thresholds, PostgreSQL and Redis for the integration tests, the frontend's npm build.
     integration = demo.stage("integration_tests")
