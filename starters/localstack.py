@@ -236,8 +236,8 @@ def make_heal7_repo(repo: Path, author: str = "erin") -> str:
     returns the first commit's sha."""
     if repo.exists():
         shutil.rmtree(repo)
-    leftovers = ("__pycache__", "*.egg-info", "build", "dist", "node_modules", ".pytest_cache")
-    reports = (".coverage*", "junit-*.xml", "coverage-*.xml", ".venv")
+    leftovers = ("__pycache__", "*.egg-info", "build", "dist", "site", "node_modules")
+    reports = (".pytest_cache", ".coverage*", "junit-*.xml", "coverage-*.xml", ".venv")
     shutil.copytree(
         ROOT / "examples" / "heal7", repo, ignore=shutil.ignore_patterns(*leftovers, *reports)
     )

@@ -37,7 +37,14 @@ from tests.support.ports import free_port
 REPO = Path(__file__).resolve().parents[2]
 HEAL7 = REPO / "examples" / "heal7"
 COPY_IGNORE = shutil.ignore_patterns(
-    "__pycache__", ".pytest_cache", "*.egg-info", "build", "dist", "node_modules", ".coverage*"
+    "__pycache__",
+    ".pytest_cache",
+    "*.egg-info",
+    "build",
+    "dist",
+    "site",
+    "node_modules",
+    ".coverage*",
 )
 # PostgreSQL refuses to run as root; as root the test runs it as this unprivileged user.
 POSTGRES_RUN_AS = "nobody"
@@ -376,16 +383,16 @@ def frontend(tmp_path_factory: pytest.TempPathFactory) -> FrontendBuild:
 
 
 def test_frontend_npm_ci_build_and_test(frontend: FrontendBuild) -> None:
-    dist = frontend.source / "dist"
-    manifest = json.loads((dist / "asset-manifest.json").read_text())
-    index = (dist / "index.html").read_text()
-    app = (dist / manifest["app.js"]).read_text()
+    site = frontend.source / "site"
+    manifest = json.loads((site / "asset-manifest.json").read_text())
+    index = (site / "index.html").read_text()
+    app = (site / manifest["app.js"]).read_text()
     # The page loads the hashed script and style; the script imports the hashed modules.
     assert f'src="{manifest["app.js"]}"' in index
     assert f'href="{manifest["style.css"]}"' in index
     assert f'"./{manifest["pillars.js"]}"' in app
     assert f'"./{manifest["config.js"]}"' in app
-    assert "https://api.heal7.example" in (dist / manifest["config.js"]).read_text()
+    assert "https://api.heal7.example" in (site / manifest["config.js"]).read_text()
     _run([frontend.npm, "test"], timeout=120, cwd=frontend.source, env=frontend.env)
 
 
@@ -409,7 +416,7 @@ def test_frontend_wheel_serves_the_built_pages_and_health(
     venv = tmp_path / "run-venv"
     _run([sys.executable, "-m", "venv", str(venv)], timeout=60)
     _run([str(venv / "bin" / "python"), "-m", "pip", "install", "-q", str(wheel)], timeout=120)
-    shutil.rmtree(frontend.source / "dist")  # what is served must come from the wheel
+    shutil.rmtree(frontend.source / "site")  # what is served must come from the wheel
     try:
         port = free_port()
         empty = tmp_path / "cwd"
@@ -452,5 +459,5 @@ def test_frontend_wheel_is_refused_before_the_npm_build(tmp_path: Path) -> None:
     built = _wheel(source, tmp_path / "wheels", tmp_path / "build-venv")
     assert built.returncode != 0
     assert "Forced include not found" in built.stderr
-    assert f"{source / 'dist'}" in built.stderr
+    assert f"{source / 'site'}" in built.stderr
     assert not list((tmp_path / "wheels").glob("*.whl"))

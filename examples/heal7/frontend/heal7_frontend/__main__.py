@@ -1,10 +1,10 @@
-"""`python -m heal7_frontend --port N [--host H]`: serve the npm-built pages (`dist/`, shipped
+"""`python -m heal7_frontend --port N [--host H]`: serve the npm-built pages (`site/`, shipped
 inside the wheel) and `/health`.
 
 The pages are static: `index.html` is sent with `Cache-Control: no-cache` (a new release is
 seen at once), the content-hashed assets as immutable. Without `--port` it reads `PORT`
-(default 8080). From a source checkout (no wheel) it serves `frontend/dist/` after
-`npm run build`; `HEAL7_FRONTEND_DIST` names another directory.
+(default 8080). From a source checkout (no wheel) it serves `frontend/site/` after
+`npm run build`; `HEAL7_FRONTEND_SITE` names another directory.
 """
 
 from __future__ import annotations
@@ -24,14 +24,14 @@ SERVICE_NAME = "heal7-frontend"
 DEFAULT_PORT = 8080
 
 
-def dist_dir() -> Path:
-    override = os.environ.get("HEAL7_FRONTEND_DIST")
+def site_dir() -> Path:
+    override = os.environ.get("HEAL7_FRONTEND_SITE")
     if override:
         return Path(override)
-    packaged = Path(str(resources.files("heal7_frontend").joinpath("dist")))
+    packaged = Path(str(resources.files("heal7_frontend").joinpath("site")))
     if packaged.is_dir():
         return packaged
-    return Path(__file__).resolve().parents[1] / "dist"  # a source checkout
+    return Path(__file__).resolve().parents[1] / "site"  # a source checkout
 
 
 def version() -> str:
@@ -79,7 +79,7 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError:
         print(f"{SERVICE_NAME}: PORT must be a port number, not {raw_port!r}", file=sys.stderr)
         return 2
-    root = dist_dir()
+    root = site_dir()
     if not (root / "index.html").is_file():
         print(
             f"{SERVICE_NAME}: {root}/index.html is missing: run `npm ci && npm run build` "
