@@ -59,7 +59,7 @@ FAULT = {"error_rate": 0.34}
 """The faulty release's knobs (backend/app/config.json): a third of the calculations fail
 (every third or so: evenly spread), which its tests, making two or three each, do not see."""
 # What a person watching the demo looks for in each run, in this order.
-WATCHED_STAGES = ("integration_tests", "frontend_build", "canary", "monitor")
+WATCHED_STAGES = ("integration_tests", "frontend_build", "e2e_frontend_dev", "canary", "monitor")
 
 
 @dataclass
@@ -214,9 +214,11 @@ def _summary(runs: list[DemoRun], now: dict[str, object], frontend: dict[str, An
         r = run.result
         where = ", ".join(f"{e}={d[7:19]}" for e, d in r.deployed.items()) or "nowhere"
         print(f"  {run.label}: {r.state.value} (serving: {where})")
-        for stage in r.stages:
-            if stage.name in WATCHED_STAGES and stage.summary:
-                print(f"    {stage.name} [{stage.state.value}]: {stage.summary}")
+        stages = {stage.name: stage for stage in r.stages}
+        for name in WATCHED_STAGES:
+            stage = stages.get(name)
+            if stage is not None and stage.summary:
+                print(f"    {name} [{stage.state.value}]: {stage.summary}")
         if run.canary is not None:
             if run.canary.preflight is not None:
                 print(f"      pre-flight on stable: {_measured(run.canary.preflight)}")
