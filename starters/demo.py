@@ -4,9 +4,10 @@ Starts the Temporal dev server (db under .demo/, UI on :8233), a Prometheus (the
 the backend's own `saju_calculations_total`), a worker on the local platform (Traefik + real
 processes), makes a throwaway git repo of examples/heal7 and runs pipelines/demo.yaml for two
 commits:
-  1. heal7-backend 0.1.0 goes all the way to production: its unit suite, its integration suite
-     against a real PostgreSQL 16 and Redis 7, the frontend's npm build and tests, one wheel,
-     dev, staging and a canary (approvals given with `slipway approve`, signed with SSH keys
+  1. 0.1.0 (backend and frontend, two artifacts) goes all the way to production: the
+     backend's unit suite, its integration suite against a real PostgreSQL 16 and Redis 7,
+     the frontend's npm build and tests, one wheel each, dev, staging and one joint canary
+     (approvals given with `slipway approve`, signed with SSH keys
      the demo generates: the demo worker's policy requires signed production decisions, as
      the README's production guide does);
   2. 0.2.0 fails a third of its calculations: its tests and smoke checks pass, the canary's
@@ -254,6 +255,8 @@ async def main_async(args: argparse.Namespace, home: Path) -> int:
         task_queue="slipway-demo",
         log_file=home / "worker.log",
     )
+    # Links printed by the CLI and the summary point at this server's UI (--ui-port).
+    os.environ.setdefault("SLIPWAY_UI_URL", server.ui_url())
     prometheus = DemoPrometheus(home / "prometheus", home / "state" / "platform", args.base_port)
     production_port = args.base_port + 3
     policy, keys = demo_policy(home)
