@@ -186,7 +186,14 @@ async def main() -> None:
         codec_from_env()  # a bad key ring stops the worker before it starts anything
     except CodecError as err:
         raise SystemExit(f"worker: payload encryption: {err}") from None
-    backends = backends_from_settings(settings)
+    try:
+        backends = backends_from_settings(settings)
+    except ConfigurationError as err:
+        raise SystemExit(f"worker: {err}") from None
+    except Exception as err:  # an engine or API that does not answer: one sentence, and the
+        # traceback in the log for whoever needs it
+        log.error("backends did not start", exc_info=True)
+        raise SystemExit(f"worker: its backends did not start: {err}") from None
     client = await connect(metrics_port=settings.metrics_port)
     indexed = await ensure_search_attributes(client)
     worker = build_worker(

@@ -48,6 +48,7 @@ from contracts.activity import (
 
 if TYPE_CHECKING:
     from activities.providers.backing_services import LocalBackingServices
+    from activities.providers.backing_services.docker import DockerBackingServices
     from activities.providers.backing_services.kubernetes import KubernetesBackingServices
 
 __all__ = ["EnvironmentDispatch", "backends_from_settings"]
@@ -209,6 +210,11 @@ def backends_from_settings(settings: Settings) -> Backends:
             settings.prometheus_url, namespaces=settings.kube_namespaces
         )
 
+    # First, before a platform starts anything: an engine that does not answer stops the
+    # worker here. A worker that was killed mid-run left its servers running: stop them.
+    services = _backing_services(settings)
+    services.clean_leftovers()
+
     for name in sorted(settings.platforms):
         envs = [e for e in settings.environments if settings.platform_for(e) == name]
         if name == settings.platform:
@@ -243,9 +249,6 @@ def backends_from_settings(settings: Settings) -> Backends:
 
     dispatch = EnvironmentDispatch(targets, routers, metrics, loads, default="*")
     builder, registry = _build_and_registry(settings)
-    services = _backing_services(settings)
-    # A worker that was killed mid-run left its servers running: stop them before any new.
-    services.clean_leftovers()
     return Backends(
         source=GitSource(Path(settings.state_dir) / "git"),
         tests=SubprocessSuiteRunner(venv_root=Path(settings.state_dir) / "venvs"),
@@ -261,7 +264,21 @@ def backends_from_settings(settings: Settings) -> Backends:
     )
 
 
-def _backing_services(settings: Settings) -> LocalBackingServices | KubernetesBackingServices:
+def _backing_services(
+    settings: Settings,
+) -> LocalBackingServices | DockerBackingServices | KubernetesBackingServices:
+    if settings.backing_services == "docker":
+        import docker
+
+        from activities.providers.backing_services.docker import DockerBackingServices
+
+        def client() -> Any:
+            # The engine the builder uses: SLIPWAY_DOCKER_HOST, else DOCKER_HOST & co.
+            if settings.docker_host:
+                return docker.DockerClient(base_url=settings.docker_host)
+            return docker.from_env()
+
+        return DockerBackingServices(client)
     if settings.backing_services == "kubernetes":
         from activities.platforms.kubernetes import load_api_client
         from activities.platforms.kubernetes._api import KubeApi

@@ -66,8 +66,9 @@ class Settings(BaseSettings):
         default_factory=dict, description="Environment → base URL for HTTP checks."
     )
 
-    backing_services: Literal["local", "kubernetes"] = Field(
-        "local", description="Test stages' `services:`: processes on the worker, or pods."
+    backing_services: Literal["local", "docker", "kubernetes"] = Field(
+        "local",
+        description="Test stages' `services:`: processes on the worker, containers, or pods.",
     )
     backing_services_namespace: str = Field("", description="For backing_services=kubernetes.")
 

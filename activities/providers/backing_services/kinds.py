@@ -30,8 +30,15 @@ class ServerKind(Protocol):
         """Installed servers of this kind, preferred first."""
         ...
 
-    def launch(self, installation: Installation, server: ServerProcess, port: int) -> Endpoint:
-        """Prepare `server.data_dir` and start the server on `port`."""
+    def launch(
+        self,
+        installation: Installation,
+        server: ServerProcess,
+        port: int,
+        password: str | None = None,
+    ) -> Endpoint:
+        """Prepare `server.data_dir` and start the server on `port` (with `password`, else a
+        random one)."""
         ...
 
     def check(self, installation: Installation, endpoint: Endpoint) -> str | None:

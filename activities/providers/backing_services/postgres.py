@@ -54,8 +54,14 @@ class PostgresKind:
                 found.append(Installation(self.kind, match.group(1), bin_dir, str(bin_dir)))
         return found
 
-    def launch(self, installation: Installation, server: ServerProcess, port: int) -> Endpoint:
-        password = secrets.token_urlsafe(16)
+    def launch(
+        self,
+        installation: Installation,
+        server: ServerProcess,
+        port: int,
+        password: str | None = None,
+    ) -> Endpoint:
+        password = password or secrets.token_urlsafe(16)
         pwfile = server.data_dir / "pwfile"
         pwfile.write_text(password + "\n")
         if server.run_as is not None:

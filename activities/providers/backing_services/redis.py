@@ -44,8 +44,14 @@ class RedisKind:
                 found.append(Installation(self.kind, match.group(1), binary, str(binary)))
         return found
 
-    def launch(self, installation: Installation, server: ServerProcess, port: int) -> Endpoint:
-        password = secrets.token_urlsafe(16)
+    def launch(
+        self,
+        installation: Installation,
+        server: ServerProcess,
+        port: int,
+        password: str | None = None,
+    ) -> Endpoint:
+        password = password or secrets.token_urlsafe(16)
         # The password travels in a config file, not argv, where `ps` would show it.
         config = server.data_dir / "redis.conf"
         config.write_text(
