@@ -1,13 +1,18 @@
-"""`make demo`: the whole journey on this machine, twice.
+"""`make demo`: the HEAL7 system's whole journey on this machine, twice.
 
-Starts the Temporal dev server (db under .demo/, UI on :8233), a worker on the local platform
-(Traefik + real processes), makes a throwaway git repo of examples/hello-service and runs
-pipelines/demo.yaml for two commits:
-  1. hello-service 0.1.0 goes all the way to production (approvals given with `slipway approve`,
-     signed with SSH keys the demo generates: the demo worker's policy requires signed
-     production decisions, as the README's production guide does);
-  2. 0.2.0 answers in 800 ms: its tests and smoke checks pass, the canary's p95 check
-     (<= 500 ms) catches it, traffic goes back to 0.1.0, which production still serves.
+Starts the Temporal dev server (db under .demo/, UI on :8233), a Prometheus (the canary judges
+the backend's own `saju_calculations_total`), a worker on the local platform (Traefik + real
+processes), makes a throwaway git repo of examples/heal7 and runs pipelines/demo.yaml for two
+commits:
+  1. 0.1.0 (backend and frontend, two artifacts) goes all the way to production: the
+     backend's unit suite, its integration suite against a real PostgreSQL 16 and Redis 7,
+     the frontend's npm build and tests, one wheel each, dev, staging and one joint canary
+     (approvals given with `slipway approve`, signed with SSH keys
+     the demo generates: the demo worker's policy requires signed production decisions, as
+     the README's production guide does);
+  2. 0.2.0 fails a third of its calculations: its tests and smoke checks pass, the canary's
+     checks (success rate, errors, calculations per second) catch it, traffic goes back to
+     0.1.0, which production still serves.
 Prints a summary and stops every process it started.
 """
 
@@ -15,32 +20,47 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import os
 import shutil
 import subprocess
 import sys
 import time
+import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import yaml
+from temporalio.client import Client, WorkflowFailureError
+from temporalio.service import RPCError
 
+from starters.demo_prometheus import INSTALL_HINT, DemoPrometheus
 from starters.localstack import (
     ROOT,
     DevServer,
     WorkerProcess,
-    commit_fault,
+    commit_backend_fault,
     connect_to,
-    make_service_repo,
+    make_heal7_repo,
     production_version,
     wait_for_gate,
 )
 from starters.runs import pipeline_outcome, run_url
-from workflows.messages import PipelineResult
-from workflows.naming import pipeline_id
+from workflows.messages import CanaryResult, CanaryStep, PipelineResult
+from workflows.naming import canary_id, pipeline_id
 
 APPROVERS = {"staging": ["alice"], "production": ["carol", "dave"]}
 AUTHOR = "erin"
+DEFINITION = ROOT / "pipelines" / "demo.yaml"
+SERVICE = "heal7"
+"""The run's name; its deployables are the platform services heal7-backend and heal7-frontend."""
+BACKEND, FRONTEND = f"{SERVICE}-backend", f"{SERVICE}-frontend"
+FAULT = {"error_rate": 0.34}
+"""The faulty release's knobs (backend/app/config.json): a third of the calculations fail
+(every third or so: evenly spread), which its tests, making two or three each, do not see."""
+# What a person watching the demo looks for in each run, in this order.
+WATCHED_STAGES = ("integration_tests", "frontend_build", "e2e_frontend_dev", "canary", "monitor")
 
 
 @dataclass
@@ -49,6 +69,7 @@ class DemoRun:
     workflow_id: str
     result: PipelineResult
     url: str
+    canary: CanaryResult | None = None
 
 
 def slipway(address: str, task_queue: str, *args: str) -> str:
@@ -108,6 +129,9 @@ async def deliver(
     commit: str,
     label: str,
     keys: dict[str, Path] | None = None,
+    *,
+    definition: Path = DEFINITION,
+    service: str = SERVICE,
 ) -> DemoRun:
     print(f"\n== {label}: commit {commit[:12]}")
     slipway(
@@ -115,7 +139,7 @@ async def deliver(
         task_queue,
         "start",
         "--definition",
-        str(ROOT / "pipelines" / "demo.yaml"),
+        str(definition),
         "--repo",
         str(repo),
         "--commit",
@@ -125,7 +149,7 @@ async def deliver(
         "--branch",
         "main",
     )
-    workflow_id = pipeline_id("hello", "main", commit)
+    workflow_id = pipeline_id(service, "main", commit)
     client = await connect_to(address)
     for gate, people in APPROVERS.items():
         st = await wait_for_gate(client, workflow_id, gate)
@@ -148,11 +172,79 @@ async def deliver(
             )
     result = await pipeline_outcome(client.get_workflow_handle(workflow_id))
     described = await client.get_workflow_handle(workflow_id).describe()
-    return DemoRun(label, workflow_id, result, run_url(client, workflow_id, described.run_id))
+    url = run_url(client, workflow_id, described.run_id)
+    return DemoRun(label, workflow_id, result, url, await _canary_result(client, workflow_id))
+
+
+async def _canary_result(client: Client, workflow_id: str) -> CanaryResult | None:
+    """The canary child's own result (every analysis with its measured values), when the
+    run got that far."""
+    try:
+        handle = client.get_workflow_handle(canary_id(workflow_id, "canary"))
+        raw = await handle.result()
+    except (RPCError, WorkflowFailureError):
+        return None
+    return raw if isinstance(raw, CanaryResult) else CanaryResult.model_validate(raw)
+
+
+def _measured(step: CanaryStep) -> str:
+    values = step.sample.values if step.sample else {}
+    shown = ", ".join(
+        f"{k} {v:.3g}" if v is not None else f"{k} no data" for k, v in values.items()
+    )
+    return f"{'passed' if step.passed else 'FAILED'}: {shown}"
+
+
+def frontend_health(port: int) -> dict[str, Any]:
+    """What the frontend behind production's entry point says on /health (the backend owns
+    the bare entry point; the frontend is reached by its Host name, as a browser would)."""
+    request = urllib.request.Request(
+        f"http://127.0.0.1:{port}/health", headers={"Host": f"{FRONTEND}.localhost"}
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=3) as resp:
+            data: dict[str, Any] = json.loads(resp.read())
+            return data
+    except (OSError, ValueError) as err:
+        return {"error": str(err)}
+
+
+def _summary(runs: list[DemoRun], now: dict[str, object], frontend: dict[str, Any]) -> None:
+    print("\n== summary")
+    for run in runs:
+        r = run.result
+        where = ", ".join(f"{e}={d[7:19]}" for e, d in r.deployed.items()) or "nowhere"
+        print(f"  {run.label}: {r.state.value} (serving: {where})")
+        stages = {stage.name: stage for stage in r.stages}
+        for name in WATCHED_STAGES:
+            stage = stages.get(name)
+            if stage is not None and stage.summary:
+                print(f"    {name} [{stage.state.value}]: {stage.summary}")
+        if run.canary is not None:
+            if run.canary.preflight is not None:
+                print(f"      pre-flight on stable: {_measured(run.canary.preflight)}")
+            for step in run.canary.steps:
+                print(f"      canary at {step.weight}%: {_measured(step)}")
+        if r.rolled_back:
+            print(f"    rolled back: {', '.join(r.rolled_back)}")
+        if r.failure:
+            print(f"    why: {r.failure}")
+        print(f"    {run.url}")
+    print(
+        f"  production served at the end: {now.get('service')} {now.get('version')}, "
+        f"{FRONTEND} {frontend.get('version', frontend)}"
+    )
 
 
 async def main_async(args: argparse.Namespace, home: Path) -> int:
     started = time.monotonic()
+    if DemoPrometheus.binary() is None:
+        print(
+            "The demo's canary judges the backend's saju_calculations_total through a "
+            f"Prometheus, and none is on PATH: {INSTALL_HINT}",
+            file=sys.stderr,
+        )
+        return 2
     server = DevServer(
         home / "temporal.db", port=args.port, ui_port=args.ui_port, log_file=home / "temporal.log"
     )
@@ -163,45 +255,40 @@ async def main_async(args: argparse.Namespace, home: Path) -> int:
         task_queue="slipway-demo",
         log_file=home / "worker.log",
     )
+    # Links printed by the CLI and the summary point at this server's UI (--ui-port).
+    os.environ.setdefault("SLIPWAY_UI_URL", server.ui_url())
+    prometheus = DemoPrometheus(home / "prometheus", home / "state" / "platform", args.base_port)
     production_port = args.base_port + 3
     policy, keys = demo_policy(home)
     worker.extra_env["SLIPWAY_POLICY_FILE"] = str(policy)
+    worker.extra_env["SLIPWAY_METRICS"] = "prometheus"
+    worker.extra_env["SLIPWAY_PROMETHEUS_URL"] = prometheus.url
     runs: list[DemoRun] = []
     try:
         print(f"Temporal dev server on {server.address}, UI {server.ui_url()}")
         server.start()
+        prometheus.start()
+        print(f"Prometheus on {prometheus.url} (Traefik and every release, each second)")
         worker.start()
         print(f"worker on the local platform (log: {worker.log_file})")
         repo = home / "repo"
-        good = make_service_repo(repo, author=AUTHOR)
+        good = make_heal7_repo(repo, author=AUTHOR)
         runs.append(
             await deliver(server.address, "slipway-demo", repo, good, "release 0.1.0", keys)
         )
         print(f"  production now serves: {production_version(production_port)}")
-        bad = commit_fault(repo, version="0.2.0", author=AUTHOR, extra_latency_ms=800)
-        runs.append(
-            await deliver(
-                server.address, "slipway-demo", repo, bad, "release 0.2.0 (800 ms slow)", keys
-            )
-        )
+        bad = commit_backend_fault(repo, version="0.2.0", author=AUTHOR, **FAULT)
+        label = "release 0.2.0 (a third of the calculations fail)"
+        runs.append(await deliver(server.address, "slipway-demo", repo, bad, label, keys))
         now = production_version(production_port)
+        frontend = frontend_health(production_port)
     finally:
         worker.stop()
         worker.stop_platform()
+        prometheus.stop()
         server.stop()
 
-    print("\n== summary")
-    for run in runs:
-        r = run.result
-        where = ", ".join(f"{e}={d[7:19]}" for e, d in r.deployed.items())
-        print(f"  {run.label}: {r.state.value} ({where})")
-        if r.failure:
-            print(f"    why: {r.failure}")
-        print(f"    {run.url}")
-    print(
-        f"  production served at the end: version {now.get('version')} "
-        f"digest {str(now.get('digest', ''))[7:19]}"
-    )
+    _summary(runs, now, frontend)
     print(f"  demo took {time.monotonic() - started:.0f}s; all processes stopped")
     print(f"  to browse the runs: make dev-server (db {server.db_file}), then {server.ui_url()}")
     expected = (
@@ -209,6 +296,7 @@ async def main_async(args: argparse.Namespace, home: Path) -> int:
         and runs[0].result.state.value == "succeeded"
         and runs[1].result.state.value == "rolled_back"
         and now.get("version") == "0.1.0"
+        and frontend.get("version") == "0.1.0"
     )
     return 0 if expected else 1
 

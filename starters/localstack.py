@@ -31,9 +31,11 @@ __all__ = [
     "ROOT",
     "DevServer",
     "WorkerProcess",
+    "commit_backend_fault",
     "commit_fault",
     "gate_or_end",
     "git",
+    "make_heal7_repo",
     "make_service_repo",
     "production_version",
     "wait_for_gate",
@@ -230,6 +232,40 @@ def commit_fault(repo: Path, version: str = "0.2.0", author: str = "erin", **kno
     pyproject.write_text(text.replace('version = "0.1.0"', f'version = "{version}"'), "utf-8")
     turned = ", ".join(f"{k} {v:g}" for k, v in knobs.items())
     git(repo, "commit", "-q", "-am", f"hello-service {version}: {turned}", author=author)
+    return git(repo, "rev-parse", "HEAD")
+
+
+def make_heal7_repo(repo: Path, author: str = "erin") -> str:
+    """A throwaway git repo holding examples/heal7 (backend/ and frontend/, no build output);
+    returns the first commit's sha."""
+    if repo.exists():
+        shutil.rmtree(repo)
+    leftovers = ("__pycache__", "*.egg-info", "build", "dist", "site", "node_modules")
+    reports = (".pytest_cache", ".coverage*", "junit-*.xml", "coverage-*.xml", ".venv")
+    shutil.copytree(
+        ROOT / "examples" / "heal7", repo, ignore=shutil.ignore_patterns(*leftovers, *reports)
+    )
+    git(repo, "init", "-q", "-b", "main")
+    git(repo, "add", "-A")
+    git(repo, "commit", "-q", "-m", "HEAL7 0.1.0: backend and frontend", author=author)
+    return git(repo, "rev-parse", "HEAD")
+
+
+def commit_backend_fault(
+    repo: Path, version: str = "0.2.0", author: str = "erin", **knobs: float
+) -> str:
+    """A HEAL7 backend release with its knobs turned (`error_rate`, `extra_latency_ms` in
+    backend/app/config.json) and its version bumped: it passes its tests and smoke checks
+    (they do not calculate under load), and the canary must catch it."""
+    config = repo / "backend" / "app" / "config.json"
+    data = json.loads(config.read_text(encoding="utf-8"))
+    data.update(knobs)
+    config.write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
+    pyproject = repo / "backend" / "pyproject.toml"
+    text = pyproject.read_text(encoding="utf-8")
+    pyproject.write_text(text.replace('version = "0.1.0"', f'version = "{version}"'), "utf-8")
+    turned = ", ".join(f"{k} {v:g}" for k, v in knobs.items())
+    git(repo, "commit", "-q", "-am", f"heal7-backend {version}: {turned}", author=author)
     return git(repo, "rev-parse", "HEAD")
 
 

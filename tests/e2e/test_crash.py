@@ -1,5 +1,5 @@
 """Crash safety, end to end on real processes: Temporal dev server (SQLite db file), a worker
-subprocess on the local platform (Traefik + hello-service processes), pipelines/demo.yaml.
+subprocess on the local platform (Traefik + hello-service processes), pipelines/hello.yaml.
 
 Two pipeline runs share one stack (to keep CI time low):
 
@@ -62,7 +62,7 @@ from tests.e2e.crashkit import (
     stage_state,
     stray_processes,
 )
-from tests.support.devstack import APPROVERS, DEMO_ROLES, DEMO_SPEC, Stack, running_stack, tail
+from tests.support.devstack import APPROVERS, DEMO_ROLES, HELLO_SPEC, Stack, running_stack, tail
 from workflows.messages import (
     CanaryResult,
     CanaryStatus,
@@ -109,14 +109,14 @@ def diagnostics(stack: Stack, timeline: Timeline) -> Iterator[None]:
 
 async def start_run(shared: Shared, commit: str, timeline: Timeline) -> str:
     run = RunContext(
-        service=DEMO_SPEC.service.name,
+        service=HELLO_SPEC.service.name,
         repo=str(shared.stack.repo),
         commit=commit,
         author=AUTHOR,
         branch="main",
     )
     started = await start_pipeline(
-        shared.client, DEMO_SPEC, run, DEMO_ROLES, shared.stack.worker.task_queue
+        shared.client, HELLO_SPEC, run, DEMO_ROLES, shared.stack.worker.task_queue
     )
     assert not started.existing, f"{started.workflow_id} existed before the test"
     timeline.mark(f"started {started.workflow_id}")

@@ -1,10 +1,12 @@
-"""The demo's two releases, end to end on real processes: the Temporal dev server, a worker
-subprocess on the local platform (Traefik + hello-service processes), approvals through the
-`slipway` CLI. Asserted from the workflow results and from outside (HTTP to production's
-entry point, Traefik's own API)."""
+"""The demo's two releases of the HEAL7 system, end to end on real processes: the Temporal dev
+server, a Prometheus, a worker subprocess on the local platform (Traefik + heal7-backend
+processes; PostgreSQL and Redis for the integration suite), approvals through the `slipway`
+CLI. Asserted as a person watching the demo sees it: from the workflow results and from
+outside (HTTP to production's entry point, Traefik's own API)."""
 
 from __future__ import annotations
 
+import re
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -13,48 +15,76 @@ import pytest_asyncio
 
 from activities.platforms.local import LocalPlatform
 from contracts.activity import WeightRequest
-from starters.demo import deliver
-from starters.localstack import commit_fault, make_service_repo, production_version
+from starters.demo import BACKEND, FAULT, deliver, frontend_health
+from starters.localstack import commit_backend_fault, make_heal7_repo, production_version
+from tests.support.binaries import require_binary
 from tests.support.devstack import Stack, running_stack
-from workflows.messages import PipelineState, StageState
+from workflows.messages import PipelineResult, PipelineState, StageState, StageStatus
 
 pytestmark = [pytest.mark.e2e, pytest.mark.realserver]
 
 
 @pytest_asyncio.fixture
 async def stack(tmp_path: Path) -> AsyncIterator[Stack]:
-    async with running_stack(tmp_path, "e2e") as started:
+    require_binary("npm", "install Node.js 20 or newer")
+    async with running_stack(tmp_path, "e2e", demo_prometheus=True) as started:
         yield started
 
 
-async def test_good_release_is_promoted_and_slow_release_is_rolled_back(stack: Stack) -> None:
+def _stage(result: PipelineResult, name: str) -> StageStatus:
+    return next(s for s in result.stages if s.name == name)
+
+
+async def test_good_release_is_promoted_and_faulty_backend_is_rolled_back(stack: Stack) -> None:
     repo = stack.repo
     address, queue = stack.server.address, stack.worker.task_queue
 
-    good = await deliver(address, queue, repo, make_service_repo(repo), "0.1.0")
+    good = await deliver(address, queue, repo, make_heal7_repo(repo), "0.1.0")
     result = good.result
     assert result.state == PipelineState.SUCCEEDED, result.failure
     assert result.artifact is not None
     digest = result.artifact.digest
     assert result.deployed == {"development": digest, "staging": digest, "production": digest}
     serving = production_version(stack.production_port)
-    assert (serving["version"], serving["digest"]) == ("0.1.0", digest)
+    assert (serving["service"], serving["version"]) == (BACKEND, "0.1.0")
+    # The frontend shipped with it, built by npm, served from its wheel behind the same port.
+    assert frontend_health(stack.production_port) == {"status": "ok", "version": "0.1.0"}
+    assert _stage(result, "e2e_frontend_dev").state == StageState.SUCCEEDED
     assert [a.approver for a in result.approvals if a.accepted] == ["alice", "carol", "dave"]
-
-    slow = await deliver(
-        address, queue, repo, commit_fault(repo, extra_latency_ms=800), "0.2.0 slow"
+    # The backend's integration suite ran against real servers, and the frontend was built.
+    integration = _stage(result, "integration_tests")
+    assert integration.state == StageState.SUCCEEDED
+    assert re.search(r"\d+ tests, 0 failed", integration.summary), integration.summary
+    assert re.search(r"services: postgres 16\.\d+, redis [67]\.", integration.summary), (
+        integration.summary
     )
-    result = slow.result
-    assert result.state == PipelineState.ROLLED_BACK
-    canary = next(s for s in result.stages if s.name == "canary")
+    assert _stage(result, "frontend_build").state == StageState.SUCCEEDED
+    # The canary measured the service's own metric on the new release, not only Traefik's.
+    assert good.canary is not None
+    assert good.canary.outcome == "promoted"
+    for step in good.canary.steps:
+        assert step.sample is not None
+        assert (step.sample.values["saju_calculations_per_s"] or 0) >= 12, step.summary
+
+    faulty = commit_backend_fault(repo, version="0.2.0", author="erin", **FAULT)
+    bad = await deliver(address, queue, repo, faulty, "0.2.0 faulty")
+    result = bad.result
+    assert result.state == PipelineState.ROLLED_BACK, result.failure
+    # Its suites passed: only the canary, under traffic, sees the fault.
+    assert _stage(result, "unit_tests").state == StageState.SUCCEEDED
+    assert _stage(result, "integration_tests").state == StageState.SUCCEEDED
+    canary = _stage(result, "canary")
     assert canary.state == StageState.FAILED
-    assert "p95_latency_ms" in canary.summary
+    assert "saju_calculations_per_s" in canary.summary
+    assert "success_rate" in canary.summary
     assert "production" in result.rolled_back
+    assert "saju_calculations_per_s" in result.failure
     # From outside: production still answers with the first release, and Traefik sends no
     # traffic to a canary any more.
     serving = production_version(stack.production_port)
-    assert (serving["version"], serving["digest"]) == ("0.1.0", digest)
+    assert (serving["service"], serving["version"]) == (BACKEND, "0.1.0")
+    assert frontend_health(stack.production_port)["version"] == "0.1.0"
     platform = LocalPlatform(stack.platform_dir, base_port=stack.worker.base_port)
     assert platform.router.verify_weight(
-        WeightRequest(service="hello", environment="production", canary_weight=0)
+        WeightRequest(service=BACKEND, environment="production", canary_weight=0)
     )

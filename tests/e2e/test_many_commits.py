@@ -28,7 +28,7 @@ from starters.localstack import (
 )
 from starters.runs import start_pipeline
 from tests.e2e.crashkit import approve, outcome
-from tests.support.devstack import APPROVERS, DEMO_ROLES, DEMO_SPEC, Stack, running_stack
+from tests.support.devstack import APPROVERS, DEMO_ROLES, HELLO_SPEC, Stack, running_stack
 from workflows.environment import EnvironmentWorkflow
 from workflows.messages import EnvironmentState, PipelineResult, PipelineState, RunContext
 from workflows.naming import environment_id
@@ -64,7 +64,7 @@ async def start(stack: Stack, repo: Path, commit: str, minute: int) -> str:
         commit_time=T0 + timedelta(minutes=minute),
     )
     started = await start_pipeline(
-        stack.client, DEMO_SPEC, run, DEMO_ROLES, stack.worker.task_queue
+        stack.client, HELLO_SPEC, run, DEMO_ROLES, stack.worker.task_queue
     )
     return started.workflow_id
 

@@ -14,6 +14,7 @@ import importlib.util
 import json
 import os
 import pwd
+import re
 import shutil
 import signal
 import subprocess
@@ -36,7 +37,14 @@ from tests.support.ports import free_port
 REPO = Path(__file__).resolve().parents[2]
 HEAL7 = REPO / "examples" / "heal7"
 COPY_IGNORE = shutil.ignore_patterns(
-    "__pycache__", ".pytest_cache", "*.egg-info", "build", "dist", "node_modules", ".coverage*"
+    "__pycache__",
+    ".pytest_cache",
+    "*.egg-info",
+    "build",
+    "dist",
+    "site",
+    "node_modules",
+    ".coverage*",
 )
 # PostgreSQL refuses to run as root; as root the test runs it as this unprivileged user.
 POSTGRES_RUN_AS = "nobody"
@@ -349,11 +357,20 @@ def test_faulty_knobs_fail_calculations_but_not_health_or_ready(
 # --- the frontend ---------------------------------------------------------------------------
 
 
-def test_frontend_npm_ci_build_and_test(tmp_path: Path) -> None:
+@dataclass
+class FrontendBuild:
+    source: Path
+    env: dict[str, str]
+    npm: str
+
+
+@pytest.fixture(scope="module")
+def frontend(tmp_path_factory: pytest.TempPathFactory) -> FrontendBuild:
+    """A copy of examples/heal7/frontend after `npm ci && npm run build` (offline: no deps)."""
     npm = shutil.which("npm")
     if npm is None:
         missing("npm not found: install Node.js 20 or newer")
-    source = tmp_path / "frontend"
+    source = tmp_path_factory.mktemp("heal7-frontend") / "frontend"
     shutil.copytree(HEAL7 / "frontend", source, ignore=COPY_IGNORE)
     env = {
         **os.environ,
@@ -362,14 +379,85 @@ def test_frontend_npm_ci_build_and_test(tmp_path: Path) -> None:
     }
     _run([npm, "ci", "--no-audit", "--no-fund"], timeout=120, cwd=source, env=env)
     _run([npm, "run", "build"], timeout=120, cwd=source, env=env)
-    dist = source / "dist"
-    manifest = json.loads((dist / "asset-manifest.json").read_text())
-    index = (dist / "index.html").read_text()
-    app = (dist / manifest["app.js"]).read_text()
+    return FrontendBuild(source=source, env=env, npm=npm)
+
+
+def test_frontend_npm_ci_build_and_test(frontend: FrontendBuild) -> None:
+    site = frontend.source / "site"
+    manifest = json.loads((site / "asset-manifest.json").read_text())
+    index = (site / "index.html").read_text()
+    app = (site / manifest["app.js"]).read_text()
     # The page loads the hashed script and style; the script imports the hashed modules.
     assert f'src="{manifest["app.js"]}"' in index
     assert f'href="{manifest["style.css"]}"' in index
     assert f'"./{manifest["pillars.js"]}"' in app
     assert f'"./{manifest["config.js"]}"' in app
-    assert "https://api.heal7.example" in (dist / manifest["config.js"]).read_text()
-    _run([npm, "test"], timeout=120, cwd=source, env=env)
+    assert "https://api.heal7.example" in (site / manifest["config.js"]).read_text()
+    _run([frontend.npm, "test"], timeout=120, cwd=frontend.source, env=frontend.env)
+
+
+def _wheel(source: Path, out: Path, venv: Path) -> subprocess.CompletedProcess[str]:
+    """`pip wheel` with build isolation: hatchling comes from pip's configured index."""
+    if not (venv / "bin" / "python").exists():
+        _run([sys.executable, "-m", "venv", str(venv)], timeout=60)
+    return subprocess.run(
+        [str(venv / "bin" / "python"), "-m", "pip", "wheel", "-q", "--no-deps",
+         "-w", str(out), str(source)],
+        capture_output=True, text=True, timeout=180, check=False,
+    )  # fmt: skip
+
+
+def test_frontend_wheel_serves_the_built_pages_and_health(
+    frontend: FrontendBuild, tmp_path: Path
+) -> None:
+    built = _wheel(frontend.source, tmp_path / "wheels", tmp_path / "build-venv")
+    assert built.returncode == 0, built.stderr[-3000:]
+    (wheel,) = (tmp_path / "wheels").glob("heal7_frontend-0.1.0-*.whl")
+    venv = tmp_path / "run-venv"
+    _run([sys.executable, "-m", "venv", str(venv)], timeout=60)
+    _run([str(venv / "bin" / "python"), "-m", "pip", "install", "-q", str(wheel)], timeout=120)
+    shutil.rmtree(frontend.source / "site")  # what is served must come from the wheel
+    try:
+        port = free_port()
+        empty = tmp_path / "cwd"
+        empty.mkdir()
+        process = subprocess.Popen(
+            [str(venv / "bin" / "python"), "-m", "heal7_frontend", "--port", str(port)],
+            cwd=empty, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+        )  # fmt: skip
+        base = f"http://127.0.0.1:{port}"
+        try:
+
+            def up() -> bool:
+                assert process.poll() is None, "python -m heal7_frontend exited at start"
+                try:
+                    return _get(base + "/health", timeout=1)[0] == 200
+                except OSError:
+                    return False
+
+            _wait_until(up, "python -m heal7_frontend answering /health", 20)
+            assert _get(base + "/health") == (200, {"status": "ok", "version": "0.1.0"})
+            status, index = _get(base + "/")
+            assert status == 200
+            assert "Four pillars" in index
+            script = index.split('<script type="module" src="', 1)[1].split('"', 1)[0]
+            assert re.fullmatch(r"app\.[0-9a-f]{12}\.js", script)  # the hashed name
+            with urllib.request.urlopen(f"{base}/{script}", timeout=5) as response:
+                assert "immutable" in response.headers["Cache-Control"]
+                assert "import" in response.read().decode()
+            assert _get(base + "/no-such-page")[0] == 404
+        finally:
+            process.terminate()
+            process.wait(timeout=10)
+    finally:
+        _run([frontend.npm, "run", "build"], timeout=120, cwd=frontend.source, env=frontend.env)
+
+
+def test_frontend_wheel_is_refused_before_the_npm_build(tmp_path: Path) -> None:
+    source = tmp_path / "frontend"
+    shutil.copytree(HEAL7 / "frontend", source, ignore=COPY_IGNORE)
+    built = _wheel(source, tmp_path / "wheels", tmp_path / "build-venv")
+    assert built.returncode != 0
+    assert "Forced include not found" in built.stderr
+    assert f"{source / 'site'}" in built.stderr
+    assert not list((tmp_path / "wheels").glob("*.whl"))

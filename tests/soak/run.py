@@ -4,7 +4,7 @@
     .venv/bin/python -m tests.soak.run --scale large   # 200 pipelines
 
 One Temporal dev server (SQLite file), two workers on one task queue sharing one local
-platform (Traefik and hello-service releases), `pipelines/demo.yaml` with a short monitor.
+platform (Traefik and hello-service releases), `pipelines/hello.yaml` with a short monitor.
 Commits of hello-service are started a few seconds apart, every fourth one faulty (800 ms
 slower, which its canary must catch); approvals are given as gates open. Meanwhile a worker
 is SIGKILLed every few seconds (and started again), and the dev server is killed and started
@@ -48,7 +48,7 @@ from starters.localstack import (
 )
 from starters.runs import pipeline_outcome, start_pipeline
 from tests.e2e.crashkit import approve
-from tests.support.devstack import APPROVERS, DEMO_ROLES, DEMO_SPEC, stop_strays
+from tests.support.devstack import APPROVERS, DEMO_ROLES, HELLO_SPEC, stop_strays
 from tests.support.ports import free_port_block
 from workflows.environment import EnvironmentWorkflow
 from workflows.messages import PipelineResult, PipelineState, RunContext
@@ -92,9 +92,9 @@ class Tally:
 def soak_spec() -> PipelineSpec:
     stages = [
         s.model_copy(update={"duration": timedelta(seconds=12)}) if s.kind == "monitor" else s
-        for s in DEMO_SPEC.stages
+        for s in HELLO_SPEC.stages
     ]
-    return DEMO_SPEC.model_copy(update={"stages": stages})
+    return HELLO_SPEC.model_copy(update={"stages": stages})
 
 
 def make_commits(repo: Path, count: int, t0: datetime) -> list[Commit]:

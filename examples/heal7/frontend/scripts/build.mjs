@@ -1,11 +1,12 @@
-// `npm run build`: src/ → dist/ with content-hashed asset names, using only Node's standard
-// library (no dependencies, so `npm ci` needs no network).
+// `npm run build`: src/ → site/ with content-hashed asset names, using only Node's standard
+// library (no dependencies, so `npm ci` needs no network). Not `dist/`: Python tooling keeps that
+// name for built distributions (Slipway's wheel builder leaves `dist/` and `build/` out).
 //
 // - config.js is generated from HEAL7_API_BASE (the backend's base URL; empty = same origin);
 // - every asset is renamed name.<hash>.ext, and references to it (module imports, index.html)
 //   are rewritten, so a browser may cache assets forever and a new release is never mixed
 //   with an old one;
-// - dist/asset-manifest.json maps source names to built names.
+// - site/asset-manifest.json maps source names to built names.
 import { createHash } from "node:crypto";
 import { mkdir, readFile, rm, writeFile } from "node:fs/promises";
 import { dirname, extname, join, resolve } from "node:path";
@@ -44,7 +45,7 @@ function rewrite(text, manifest) {
   return out;
 }
 
-export async function build({ srcDir = join(ROOT, "src"), outDir = join(ROOT, "dist"), apiBase = "" } = {}) {
+export async function build({ srcDir = join(ROOT, "src"), outDir = join(ROOT, "site"), apiBase = "" } = {}) {
   const base = checkApiBase(apiBase);
   await rm(outDir, { recursive: true, force: true });
   await mkdir(outDir, { recursive: true });
@@ -67,7 +68,7 @@ export async function build({ srcDir = join(ROOT, "src"), outDir = join(ROOT, "d
 if (process.argv[1] && resolve(process.argv[1]) === fileURLToPath(import.meta.url)) {
   try {
     const manifest = await build({ apiBase: process.env.HEAL7_API_BASE ?? "" });
-    console.log(`dist/: index.html and ${Object.keys(manifest).length} assets`);
+    console.log(`site/: index.html and ${Object.keys(manifest).length} assets`);
   } catch (error) {
     console.error(`build failed: ${error.message}`);
     process.exitCode = 1;

@@ -88,6 +88,14 @@ def test_stats_without_a_database_say_none(serve: Serve) -> None:
     assert get_json(base + "/api/stats") == (200, {"stored_calculations": None})
 
 
+def test_calculation_counters_are_exported_at_zero_before_the_first(serve: Serve) -> None:
+    # So that a canary's rate() over a process's first seconds is not read too low.
+    base, _ = serve()
+    lines = get(base + "/metrics")[1].decode().splitlines()
+    assert 'saju_calculations_total{source="computed"} 0.0' in lines
+    assert 'saju_calculations_total{source="cache"} 0.0' in lines
+
+
 def test_metrics_count_calculations_and_requests(serve: Serve) -> None:
     base, _ = serve(Knobs(error_rate=0.5))
     for _ in range(4):
