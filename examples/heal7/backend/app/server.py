@@ -33,10 +33,10 @@ def _handler_for(backend: Backend, allowed_origin: str) -> type[BaseHTTPRequestH
         protocol_version = "HTTP/1.1"  # keep-alive: load generators reuse connections
 
         def do_GET(self) -> None:
-            started = time.perf_counter()
+            self._started = time.perf_counter()
             url = urlsplit(self.path)
-            code = self._route(url.path, parse_qs(url.query))
-            backend.metrics.observe_request("GET", url.path, code, time.perf_counter() - started)
+            self._path = url.path
+            self._route(url.path, parse_qs(url.query))
 
         def _route(self, path: str, query: dict[str, list[str]]) -> int:
             if path == "/":
@@ -78,6 +78,10 @@ def _handler_for(backend: Backend, allowed_origin: str) -> type[BaseHTTPRequestH
             return self._send(code, payload, "application/json; charset=utf-8")
 
         def _send(self, code: int, payload: bytes, content_type: str) -> int:
+            # Counted before the answer leaves: a client that has its answer (a test, a
+            # scrape right after) finds it counted.
+            elapsed = time.perf_counter() - self._started
+            backend.metrics.observe_request("GET", self._path, code, elapsed)
             self.send_response(HTTPStatus(code))
             self.send_header("Content-Type", content_type)
             self.send_header("Content-Length", str(len(payload)))
