@@ -8,6 +8,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from tests.support.ports import free_port_block
+
 
 def test_the_worker_stops_with_one_sentence_when_its_backends_cannot_start(
     tmp_path: Path,
@@ -22,6 +24,8 @@ def test_the_worker_stops_with_one_sentence_when_its_backends_cannot_start(
         "SLIPWAY_STATE_DIR": str(tmp_path / "state"),
         "SLIPWAY_BACKING_SERVICES": "docker",
         "SLIPWAY_DOCKER_HOST": "tcp://127.0.0.1:1",
+        # Never the demo's ports, should anything of the platform start.
+        "SLIPWAY_BASE_PORT": str(free_port_block(8)),
     }
     done = subprocess.run(
         [sys.executable, "worker.py"], cwd=root, env=env, capture_output=True, text=True, timeout=60
