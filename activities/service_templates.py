@@ -10,7 +10,7 @@ test activity share it, so a placeholder accepted at `slipway validate` always r
 from __future__ import annotations
 
 import string
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 __all__ = [
@@ -21,6 +21,7 @@ __all__ = [
     "StartedServices",
     "parse_service",
     "render",
+    "requested_services",
     "template_references",
     "version_satisfies",
 ]
@@ -76,6 +77,17 @@ def parse_service(text: str) -> ServiceWanted:
     if version and not all(part.isdigit() for part in version.split(".")):
         raise ValueError(f"version {version!r} of {kind!r} must be numbers like 16 or 7.2")
     return ServiceWanted(kind, version or None)
+
+
+def requested_services(services: Sequence[str]) -> list[ServiceWanted]:
+    """A test stage's `services:` as a starter reads them: `slipway validate` refuses bad
+    entries, but a hand-made request may carry one, so it is one non-retryable sentence."""
+    from contracts.errors import ErrorType, verdict
+
+    try:
+        return [parse_service(s) for s in services]
+    except ValueError as exc:
+        raise verdict(ErrorType.INVALID_DEFINITION, f"The test stage's services: {exc}.") from exc
 
 
 def template_references(text: str) -> list[tuple[str, str]]:

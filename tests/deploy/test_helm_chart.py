@@ -620,7 +620,7 @@ def test_slack_and_sonarqube_secrets_come_from_existing_secrets(chart: Documents
     for where in ("settings", "env"):
         for name in ("SLIPWAY_SLACK_WEBHOOK_URL", "SLIPWAY_SONARQUBE_TOKEN"):
             with pytest.raises(HelmError, match=f"{where}.{name} is a secret"):
-                chart({where: {name: "https://hooks.example/T000/B000/XXXX"}})
+                chart({where: {name: "https://hooks.example/T000/B000/webhook-secret"}})
 
 
 def test_the_chart_owns_the_state_dir_and_the_docker_host(chart: Documents) -> None:

@@ -6,7 +6,6 @@ templated `env:` hands it; the stage's summary names the servers; nothing outliv
 from __future__ import annotations
 
 import json
-import socket
 import textwrap
 from pathlib import Path
 
@@ -21,6 +20,7 @@ from contracts.activity import CheckoutRequest, SuiteRequest, Workspace
 from tests.support.binaries import missing, require_module
 from tests.support.memory import MemoryBackends
 from tests.support.pipelines import run_context, start
+from tests.support.ports import port_refuses
 from worker import build_worker
 from workflows.messages import StageState
 from workflows.spec import validate_definition
@@ -100,14 +100,6 @@ def port_of(url: str) -> int:
     return int(url.rsplit(":", 1)[1].split("/")[0])
 
 
-def refused(port: int) -> bool:
-    try:
-        socket.create_connection(("127.0.0.1", port), timeout=1).close()
-    except OSError:
-        return True
-    return False
-
-
 async def test_the_suite_reads_and_writes_both_servers_through_the_stage_env(
     project: Path, tmp_path: Path
 ) -> None:
@@ -118,8 +110,8 @@ async def test_the_suite_reads_and_writes_both_servers_through_the_stage_env(
     assert report.services[0].startswith("postgres 16.")
     endpoints = json.loads((project / "endpoints.json").read_text())
     assert endpoints["db"].startswith("postgresql://postgres:")
-    assert refused(port_of(endpoints["db"]))
-    assert refused(port_of(endpoints["redis"]))
+    assert port_refuses(port_of(endpoints["db"]))
+    assert port_refuses(port_of(endpoints["redis"]))
 
 
 class ProjectSource:

@@ -15,26 +15,22 @@ import pytest
 from temporalio.testing import ActivityEnvironment
 
 from activities.providers.backing_services.docker import DockerBackingServices
-from activities.providers.backing_services.redis import RedisKind
 from activities.providers.test_runner import SubprocessSuiteRunner
 from activities.test import SuiteActivities
 from tests.integration.test_backing_services_stage import (
     PYPROJECT,
     SUITE,
     port_of,
-    refused,
     request,
 )
-from tests.support.binaries import missing, require_module
-from tests.support.docker_engine import FakeDockerEngine, running_engine
+from tests.support.binaries import require_module
+from tests.support.docker_engine import FakeDockerEngine, engine_with_real_servers
+from tests.support.ports import port_refuses
 
 
 @pytest.fixture
 def engine(tmp_path: Path) -> Iterator[FakeDockerEngine]:
-    require_module("pgserver", "pip install pgserver (PostgreSQL 16 binaries)")
-    if not any(i.version.startswith("7.") for i in RedisKind().installations()):
-        missing("no Redis 7 server installed: apt-get install redis-server")
-    with running_engine(tmp_path / "engine") as fake:
+    with engine_with_real_servers(tmp_path / "engine") as fake:
         yield fake
 
 
@@ -64,5 +60,5 @@ async def test_the_suite_reaches_the_containers_through_the_stage_env(
     endpoints = json.loads((project / "endpoints.json").read_text())
     assert endpoints["db"].startswith("postgresql://postgres:")
     assert engine.containers() == []
-    assert refused(port_of(endpoints["db"]))
-    assert refused(port_of(endpoints["redis"]))
+    assert port_refuses(port_of(endpoints["db"]))
+    assert port_refuses(port_of(endpoints["redis"]))

@@ -321,3 +321,17 @@ def running_engine(root: Path) -> Iterator[FakeDockerEngine]:
         yield engine
     finally:
         engine.close()
+
+
+@contextmanager
+def engine_with_real_servers(root: Path) -> Iterator[FakeDockerEngine]:
+    """The fake engine whose `postgres:16` and `redis:7` images are real PostgreSQL 16
+    (pgserver) and Redis 7 (Debian's) servers; missing ones fail the test, named."""
+    from activities.providers.backing_services.redis import RedisKind
+    from tests.support.binaries import missing, require_module
+
+    require_module("pgserver", "pip install pgserver (PostgreSQL 16 binaries)")
+    if not any(i.version.startswith("7.") for i in RedisKind().installations()):
+        missing("no Redis 7 server installed: apt-get install redis-server")
+    with running_engine(root) as engine:
+        yield engine

@@ -9,7 +9,7 @@ from __future__ import annotations
 import random
 import socket
 
-__all__ = ["free_port", "free_port_block", "free_ports"]
+__all__ = ["free_port", "free_port_block", "free_ports", "port_refuses"]
 
 # Below the kernel's ephemeral range (32768+), so no outgoing connection or slot process
 # (they take ephemeral ports) lands on a port a dev server releases while it restarts.
@@ -53,3 +53,12 @@ def _is_free(port: int) -> bool:
         except OSError:
             return False
         return True
+
+
+def port_refuses(port: int) -> bool:
+    """Nothing listens on the loopback `port` any more (a server that should be gone)."""
+    try:
+        socket.create_connection(("127.0.0.1", port), timeout=1).close()
+    except OSError:
+        return True
+    return False

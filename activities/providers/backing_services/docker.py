@@ -44,7 +44,7 @@ from activities.service_templates import (
     Endpoint,
     ServiceWanted,
     StartedServices,
-    parse_service,
+    requested_services,
     version_satisfies,
 )
 from contracts.errors import ErrorType, verdict
@@ -121,12 +121,7 @@ class DockerBackingServices:
     def started(
         self, services: Sequence[str], progress: Callable[[str], None]
     ) -> Iterator[StartedServices]:
-        try:
-            wanted = [parse_service(s) for s in services]
-        except ValueError as exc:  # `slipway validate` refuses these; a hand-made request may not
-            raise verdict(
-                ErrorType.INVALID_DEFINITION, f"The test stage's services: {exc}."
-            ) from exc
+        wanted = requested_services(services)
         client = self._connect()
         run = uuid.uuid4().hex[:8]
         created: list[str] = []

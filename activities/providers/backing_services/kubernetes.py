@@ -34,7 +34,12 @@ from kubernetes.client import (
     V1TCPSocketAction,
 )
 
-from activities.service_templates import Endpoint, ServiceWanted, StartedServices, parse_service
+from activities.service_templates import (
+    Endpoint,
+    ServiceWanted,
+    StartedServices,
+    requested_services,
+)
 from contracts.errors import ErrorType, verdict
 
 __all__ = ["KubernetesBackingServices", "PodApi"]
@@ -101,11 +106,12 @@ class KubernetesBackingServices:
     def started(
         self, services: Sequence[str], progress: Callable[[str], None]
     ) -> Iterator[StartedServices]:
+        wanted = requested_services(services)
         run = uuid.uuid4().hex[:8]
         created: list[str] = []
         started = StartedServices()
         try:
-            for service in [parse_service(s) for s in services]:
+            for service in wanted:
                 name = f"slipway-{service.kind}-{run}"
                 created.append(name)
                 endpoint = self._start(service, name, progress)

@@ -33,7 +33,7 @@ from activities.service_templates import (
     Endpoint,
     ServiceWanted,
     StartedServices,
-    parse_service,
+    requested_services,
     version_satisfies,
 )
 from contracts.errors import ErrorType, verdict
@@ -75,12 +75,7 @@ class LocalBackingServices:
     def started(
         self, services: Sequence[str], progress: Callable[[str], None]
     ) -> Iterator[StartedServices]:
-        try:
-            wanted = [parse_service(s) for s in services]
-        except ValueError as exc:  # `slipway validate` refuses these; a hand-made request may not
-            raise verdict(
-                ErrorType.INVALID_DEFINITION, f"The test stage's services: {exc}."
-            ) from exc
+        wanted = requested_services(services)
         run_as = run_as_for(self._run_as_user)
         parent = data_root(self.root / "data", run_as)
         running: list[tuple[ServerProcess, ServerKind]] = []

@@ -5,7 +5,6 @@ them), and that nothing outlives the run, not even a dead worker's containers.""
 
 from __future__ import annotations
 
-import socket
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
@@ -19,12 +18,15 @@ from temporalio.exceptions import ApplicationError
 
 from activities.factory import _backing_services
 from activities.providers.backing_services.docker import DockerBackingServices
-from activities.providers.backing_services.redis import RedisKind
 from activities.service_templates import render
 from activities.settings import Settings
 from contracts.errors import ErrorType
-from tests.support.binaries import missing, require_module
-from tests.support.docker_engine import FakeDockerEngine, running_engine
+from tests.support.docker_engine import (
+    FakeDockerEngine,
+    engine_with_real_servers,
+    running_engine,
+)
+from tests.support.ports import port_refuses
 
 ENV = {
     "DATABASE_URL": "postgresql://{services.postgres.user}:{services.postgres.password}"
@@ -35,11 +37,7 @@ ENV = {
 
 @pytest.fixture
 def engine(tmp_path: Path) -> Iterator[FakeDockerEngine]:
-    """The fake engine runs PostgreSQL 16 (pgserver) and Redis 7 (Debian's) as its images."""
-    require_module("pgserver", "pip install pgserver (PostgreSQL 16 binaries)")
-    if not any(i.version.startswith("7.") for i in RedisKind().installations()):
-        missing("no Redis 7 server installed: apt-get install redis-server")
-    with running_engine(tmp_path / "engine") as fake:
+    with engine_with_real_servers(tmp_path / "engine") as fake:
         yield fake
 
 
@@ -57,14 +55,6 @@ def services(
 
 def noted(_: str) -> None:
     """Progress notes go nowhere here (the activity turns them into heartbeats)."""
-
-
-def refused(port: int) -> bool:
-    try:
-        socket.create_connection(("127.0.0.1", port), timeout=1).close()
-    except OSError:
-        return True
-    return False
 
 
 def test_each_service_is_a_container_of_the_asked_image_the_env_urls_reach(
@@ -101,8 +91,8 @@ def test_each_service_is_a_container_of_the_asked_image_the_env_urls_reach(
     assert rd_note.startswith("redis 7.")
     assert rd_note.endswith(f"(container {rd_name})")
     assert engine.containers() == []
-    assert refused(pg.port)
-    assert refused(rd.port)
+    assert port_refuses(pg.port)
+    assert port_refuses(rd.port)
     assert engine.unserved == []
 
 
@@ -113,7 +103,7 @@ def test_the_containers_are_removed_when_the_tests_raise(engine: FakeDockerEngin
     ):
         _ = 1 / 0  # the suite's runner itself failing
     assert engine.containers() == []
-    assert refused(started.endpoints["redis"].port)
+    assert port_refuses(started.endpoints["redis"].port)
 
 
 def test_an_image_that_cannot_be_pulled_is_one_sentence_and_leaves_nothing(
@@ -199,9 +189,9 @@ def test_a_restarted_worker_removes_only_its_own_leftovers(engine: FakeDockerEng
         assert len(services(engine, "worker-0").clean_leftovers()) == 1
         remaining = sorted(c.labels["slipway.dev/worker"] for c in engine.containers())
         # Another live worker process on this machine, with the same name, keeps its own.
-        assert not refused(sibling.endpoints["redis"].port)
+        assert not port_refuses(sibling.endpoints["redis"].port)
     assert remaining == ["worker-0", "worker-1"]
-    assert refused(endpoints["redis"].port)
+    assert port_refuses(endpoints["redis"].port)
     assert services(engine, "worker-0").clean_leftovers() == []
 
 

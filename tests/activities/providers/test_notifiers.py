@@ -42,7 +42,7 @@ class Webhook(BaseHTTPRequestHandler):
 def webhook() -> Iterator[str]:
     Webhook.received, Webhook.status = [], 200
     with serving(Webhook) as url:
-        yield f"{url}/services/T000/B000/XXXX"
+        yield f"{url}/services/T000/B000/webhook-secret"
 
 
 Level = Literal["info", "success", "warning", "error"]
@@ -70,7 +70,7 @@ def test_slack_message_is_posted_with_the_level_colour(
 
     assert len(Webhook.received) == 1
     posted = Webhook.received[0]
-    assert posted["path"] == "/services/T000/B000/XXXX"
+    assert posted["path"] == "/services/T000/B000/webhook-secret"
     assert posted["type"] == "application/json"
     message = posted["json"]
     assert "rollback" in message["text"]
@@ -94,7 +94,7 @@ def test_slack_error_answer_raises_a_retryable_error(webhook: str) -> None:
 
     # Not a Temporal verdict: the workflow's bounded retry policy decides.
     assert not hasattr(caught.value, "non_retryable")
-    assert "XXXX" not in str(caught.value)  # the webhook URL is a secret
+    assert "webhook-secret" not in str(caught.value)  # the webhook URL is a secret
 
 
 def test_slack_unreachable_raises_without_leaking_the_url() -> None:
