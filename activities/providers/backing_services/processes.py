@@ -244,6 +244,9 @@ def wait_until(
     or `timeout_s` passes; RuntimeError with the server's log for the last two."""
     deadline = time.monotonic() + timeout_s
     while True:
+        # Before every check, the first included: a cancelled activity (its progress raises)
+        # stops here even when the server would have answered at once.
+        progress(f"waiting for {what}")
         answer = check()
         if answer is not None:
             return answer
@@ -252,5 +255,4 @@ def wait_until(
             raise RuntimeError(f"{what} exited {code} while starting: {server.log_tail()}")
         if time.monotonic() > deadline:
             raise RuntimeError(f"{what} not healthy after {timeout_s:.0f} s: {server.log_tail()}")
-        progress(f"waiting for {what}")
         time.sleep(0.1)
