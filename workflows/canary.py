@@ -49,6 +49,8 @@ __all__ = ["CanaryWorkflow"]
 
 REPEAT_LOST_INTERVAL = "repeat-interval-when-load-lost"
 """Patch id: runs recorded before this change judged an interval whose load was lost."""
+REPEAT_LOST_PREFLIGHT = "repeat-preflight-when-load-lost"
+"""Patch id: runs recorded before this change measured a pre-flight whose load was lost."""
 MAX_LOST_INTERVALS = 2
 PREFLIGHT = "metrics-preflight-on-stable"
 """Patch id: runs recorded before this change went to the first step without a pre-flight."""
@@ -138,13 +140,17 @@ class CanaryWorkflow:
             if serving is None:
                 workflow.logger.info("nothing serves in %s yet: no pre-flight", stage.environment)
                 return None
-        load = start_load(service, stage.environment, stage.load, stage.interval.total_seconds())
-        if load is not None:
+        interval = stage.interval.total_seconds()
+        load = start_load(service, stage.environment, stage.load, interval)
+        while load is not None:
             # Quiet environments: the stable version gets the same traffic a step would.
             interrupted = await self._wait_interval(stage.interval)
-            await _finish_load(load, cancel=interrupted)
+            load_lost = not await _finish_load(load, cancel=interrupted)
             if interrupted:
                 return None  # the step loop acts on the abort or promote
+            if not self._repeat_lost_interval(load_lost, REPEAT_LOST_PREFLIGHT, "the pre-flight"):
+                break
+            load = start_load(service, stage.environment, stage.load, interval)
         sample = await measure(
             service, stage.environment, "stable", stage.metrics, self._input.metric_templates
         )
@@ -219,17 +225,10 @@ class CanaryWorkflow:
         load_lost = not await _finish_load(load, cancel=interrupted)
         if interrupted:
             return None
-        if (
-            load_lost
-            and self._lost_intervals < MAX_LOST_INTERVALS
-            and workflow.patched(REPEAT_LOST_INTERVAL)
+        if self._repeat_lost_interval(
+            load_lost, REPEAT_LOST_INTERVAL, f"the interval at {weight}%"
         ):
-            # The generated traffic died with a worker: an interval without it measures
-            # nothing, so it is repeated instead of judged (a bounded number of times).
-            self._lost_intervals += 1
-            workflow.logger.warning("load lost during the interval at %s%%: repeating", weight)
             return None
-        self._lost_intervals = 0
         sample = await measure(
             self._measured,
             stage.environment,
@@ -249,6 +248,19 @@ class CanaryWorkflow:
         self._steps.append(step)
         workflow.logger.info("canary %s%%: %s", weight, analysis.summary)
         return step
+
+    def _repeat_lost_interval(self, load_lost: bool, patch: str, what: str) -> bool:
+        """True when an interval's generated traffic died with a worker and the interval is
+        to be run again: without that traffic it measures nothing, so it is repeated instead
+        of judged, a bounded number of times in a row."""
+        if not load_lost or self._lost_intervals >= MAX_LOST_INTERVALS:
+            self._lost_intervals = 0
+            return False
+        if not workflow.patched(patch):
+            return False
+        self._lost_intervals += 1
+        workflow.logger.warning("load lost during %s: repeating it", what)
+        return True
 
     @property
     def _measured(self) -> str:

@@ -481,6 +481,40 @@ async def test_an_interval_whose_load_died_is_repeated_not_judged(
     assert load.calls == 6  # the lost interval was run again
 
 
+async def test_a_preflight_whose_load_died_is_repeated_not_judged(
+    time_env: WorkflowEnvironment, memory: MemoryBackends, task_queue: str
+) -> None:
+    # Production already serves, so the canary first measures the stable version under load;
+    # that load dies with its worker, and the stable version without traffic has no data.
+    memory.platform.already_serving("production", OLD)
+    spec = heal7()
+    canary = spec.stage("canary").model_copy(update={"load": LoadSpec(rps=10)})
+    spec = spec.model_copy(
+        update={"stages": [canary if s.name == "canary" else s for s in spec.stages]}
+    )
+    load = FlakyLoad()
+    healthy: dict[str, float | None] = {
+        "success_rate": 100.0,
+        "error_rate": 0.0,
+        "p95_latency_ms": 50.0,
+        "cpu_percent": 5.0,
+    }
+    memory.metrics.script = lambda q, n: healthy if load.calls >= 2 else {}
+    backends = memory.backends()
+    backends.load = load
+    async with build_worker(time_env.client, backends, task_queue):
+        handle = await start(time_env.client, task_queue, spec=spec)
+        await approve_all(handle)
+        result = await handle.result()
+    assert stage(result, "canary") == (
+        StageState.SUCCEEDED,
+        "promoted after 5 analyses (0 failed)",
+    )
+    assert load.calls == 7  # the lost pre-flight interval, its repeat, then five steps
+    stable = [q for q in memory.metrics.queries if q.slot == "stable"]
+    assert stable  # the pre-flight was measured, once its traffic had run
+
+
 async def test_a_decided_gate_refuses_further_decisions(
     time_env: WorkflowEnvironment, memory: MemoryBackends, task_queue: str
 ) -> None:
