@@ -26,7 +26,11 @@ from contracts.activity import (
 from workflows.calls import call
 from workflows.spec import LoadSpec, MetricCheck
 
-__all__ = ["measure", "start_load"]
+__all__ = ["MAX_LOST_INTERVALS", "finish_load", "measure", "start_load"]
+
+MAX_LOST_INTERVALS = 2
+"""An interval whose generated load died with its worker measured nothing: it is run again
+instead of judged, at most this many times in a row (then judged as it is)."""
 
 
 async def measure(
@@ -99,3 +103,25 @@ def start_load(
         path=load.path,
     )
     return asyncio.ensure_future(call(ActivityName.GENERATE_LOAD, request, LoadReport))
+
+
+async def finish_load(task: asyncio.Task[LoadReport] | None, *, cancel: bool) -> bool:
+    """Wait for the interval's load (it runs as long as the interval). Return False if it was
+    asked for and did not run to its end (its worker died, or it failed)."""
+    if task is None:
+        return True
+    if cancel and not task.done():
+        task.cancel()
+        try:
+            await task
+        except (ActivityError, asyncio.CancelledError):
+            workflow.logger.info("load generator stopped early")
+        return True
+    try:
+        await task
+    except ActivityError as err:
+        if is_cancelled_exception(err):
+            raise  # the canary or monitor itself is being cancelled
+        workflow.logger.warning("load generator failed: %s", err.cause)
+        return False
+    return True

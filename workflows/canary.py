@@ -26,13 +26,12 @@ from contracts.activity import (
     DeployRequest,
     DeployResult,
     FenceRequest,
-    LoadReport,
     ReleaseSpec,
     RollbackRequest,
     RollbackResult,
     WeightRequest,
 )
-from workflows.analysis import measure, start_load
+from workflows.analysis import MAX_LOST_INTERVALS, finish_load, measure, start_load
 from workflows.calls import call, notify
 from workflows.messages import (
     CanaryControl,
@@ -51,7 +50,6 @@ REPEAT_LOST_INTERVAL = "repeat-interval-when-load-lost"
 """Patch id: runs recorded before this change judged an interval whose load was lost."""
 REPEAT_LOST_PREFLIGHT = "repeat-preflight-when-load-lost"
 """Patch id: runs recorded before this change measured a pre-flight whose load was lost."""
-MAX_LOST_INTERVALS = 2
 PREFLIGHT = "metrics-preflight-on-stable"
 """Patch id: runs recorded before this change went to the first step without a pre-flight."""
 IGNORED_KEPT = 20
@@ -145,7 +143,7 @@ class CanaryWorkflow:
         while load is not None:
             # Quiet environments: the stable version gets the same traffic a step would.
             interrupted = await self._wait_interval(stage.interval)
-            load_lost = not await _finish_load(load, cancel=interrupted)
+            load_lost = not await finish_load(load, cancel=interrupted)
             if interrupted:
                 return None  # the step loop acts on the abort or promote
             if not self._repeat_lost_interval(load_lost, REPEAT_LOST_PREFLIGHT, "the pre-flight"):
@@ -222,7 +220,7 @@ class CanaryWorkflow:
         interval = stage.interval.total_seconds()
         load = start_load(self._measured, stage.environment, stage.load, interval)
         interrupted = await self._wait_interval(stage.interval)
-        load_lost = not await _finish_load(load, cancel=interrupted)
+        load_lost = not await finish_load(load, cancel=interrupted)
         if interrupted:
             return None
         if self._repeat_lost_interval(
@@ -375,25 +373,3 @@ class CanaryWorkflow:
             failed_checks=self._failed,
             steps=self._steps,
         )
-
-
-async def _finish_load(task: asyncio.Task[LoadReport] | None, *, cancel: bool) -> bool:
-    """Wait for the interval's load (it runs as long as the interval). Return False if it was
-    asked for and did not run to its end (its worker died, or it failed)."""
-    if task is None:
-        return True
-    if cancel and not task.done():
-        task.cancel()
-        try:
-            await task
-        except (ActivityError, asyncio.CancelledError):
-            workflow.logger.info("load generator stopped early")
-        return True
-    try:
-        await task
-    except ActivityError as err:
-        if is_cancelled_exception(err):
-            raise  # the canary itself is being cancelled
-        workflow.logger.warning("load generator failed: %s", err.cause)
-        return False
-    return True

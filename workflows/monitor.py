@@ -12,14 +12,13 @@ from __future__ import annotations
 from datetime import timedelta
 
 from temporalio import workflow
-from temporalio.exceptions import ActivityError, is_cancelled_exception
 
 from contracts.activity import (
     ActivityName,
     RollbackRequest,
     RollbackResult,
 )
-from workflows.analysis import measure, start_load
+from workflows.analysis import MAX_LOST_INTERVALS, finish_load, measure, start_load
 from workflows.calls import call, notify
 from workflows.messages import MonitorCheck, MonitorInput, MonitorResult, RollbackOutcome
 from workflows.policy import Analysis, analyse
@@ -28,6 +27,8 @@ from workflows.run_leases import rollback_through_environment
 __all__ = ["MAX_CARRIED_VIOLATIONS", "MonitorWorkflow"]
 
 MAX_CARRIED_VIOLATIONS = 50
+REPEAT_LOST_INTERVAL = "monitor-repeats-interval-when-load-lost"
+"""Patch id: runs recorded before this change measured an interval whose load was lost."""
 
 
 @workflow.defn(name="MonitorWorkflow")
@@ -43,17 +44,14 @@ class MonitorWorkflow:
         stage = input.stage
         remaining = stage.duration - timedelta(seconds=input.elapsed_s)
         while remaining > timedelta(0):
-            wait = min(stage.interval, remaining)
-            await self._wait(input, wait)
-            remaining -= wait
+            remaining -= await self._watch(input, min(stage.interval, remaining))
             analysis = await self._measure(input)
             self._checks += 1
             if analysis.passed:
                 self._maybe_continue_as_new(input, remaining)
                 continue
             workflow.logger.warning("monitor violation, re-checking: %s", analysis.summary)
-            await self._wait(input, stage.recheck)
-            remaining -= stage.recheck
+            remaining -= await self._watch(input, stage.recheck)
             recheck = await self._measure(input)
             if recheck.passed:
                 self._transient += 1
@@ -119,8 +117,23 @@ class MonitorWorkflow:
                 )
             )
 
-    async def _wait(self, input: MonitorInput, duration: timedelta) -> None:
-        """Sleep, generating load meanwhile if asked; continue as new if history is long."""
+    async def _watch(self, input: MonitorInput, duration: timedelta) -> timedelta:
+        """Wait `duration` before a measurement; return the time it took. An interval whose
+        generated load died with its worker measured nothing, so it is waited again, a bounded
+        number of times in a row, instead of being judged."""
+        watched = duration
+        lost = not await self._wait(input, duration)
+        repeats = 0
+        while lost and repeats < MAX_LOST_INTERVALS and workflow.patched(REPEAT_LOST_INTERVAL):
+            repeats += 1
+            workflow.logger.warning("load lost during a monitor interval: repeating it")
+            lost = not await self._wait(input, duration)
+            watched += duration
+        return watched
+
+    async def _wait(self, input: MonitorInput, duration: timedelta) -> bool:
+        """Sleep, generating load meanwhile if asked; False if that load did not run to its
+        end."""
         load = start_load(
             input.measured or input.service,
             input.stage.environment,
@@ -132,13 +145,7 @@ class MonitorWorkflow:
             summary=f"{input.stage.name}: watching {input.stage.environment} for "
             f"{duration.total_seconds():g}s",
         )
-        if load is not None:
-            try:
-                await load
-            except ActivityError as err:
-                if is_cancelled_exception(err):
-                    raise  # the monitor itself is being cancelled
-                workflow.logger.info("load generator failed: %s", err.cause)
+        return await finish_load(load, cancel=False)
 
     async def _measure(self, input: MonitorInput) -> Analysis:
         stage = input.stage
