@@ -27,7 +27,7 @@ demo: $(STAMP)
 # so they overlap well even on two cores. `loadscope` keeps a module on one worker: its
 # module-scoped servers start once, and tests that build on each other (one stack for the
 # crash runs, one repository for the many-commits runs) stay in order.
-PYTEST_ARGS ?= -n 4 --dist loadscope --durations=15
+PYTEST_ARGS ?= -n 4 --dist loadscope --no-loadscope-reorder --durations=15
 test: $(STAMP)
 	$(PY) -m pytest $(PYTEST_ARGS)
 

@@ -3,14 +3,16 @@ that survives a restarting server, and a census of slot processes (the stack its
 ports and its teardown are `tests.support.devstack`).
 
 Everything here only observes (queries, describe, history, /proc, files under the state
-dir) or stops processes the test itself started.
+dir) or stops processes the test itself started: `crash_worker` kills the stack's worker and
+starts it again.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TypeVar
@@ -21,7 +23,7 @@ from temporalio.service import RPCError
 
 from activities.platforms.local import SlotManager
 from starters.runs import pipeline_outcome
-from tests.support.devstack import slot_processes
+from tests.support.devstack import Stack, slot_processes, tail
 from workflows.canary import CanaryWorkflow
 from workflows.messages import (
     CanaryStatus,
@@ -36,11 +38,17 @@ from workflows.naming import canary_id, monitor_id
 from workflows.pipeline import PipelineWorkflow
 
 __all__ = [
+    "AUTHOR",
+    "RESTART_AFTER_S",
+    "RUN_TIMEOUT_S",
     "ActivityRun",
+    "Shared",
     "Timeline",
     "activity_runs",
     "approve",
     "canary_status",
+    "crash_worker",
+    "diagnostics",
     "monitor_progress",
     "outcome",
     "pending_activity",
@@ -266,3 +274,39 @@ def stray_processes(platform_dir: Path, *, leftovers: bool = False) -> set[int]:
         if leftovers:
             recorded.update(ref.pid for ref in state.leftovers)
     return slot_processes(platform_dir) - recorded
+
+
+# --- one stack per module, killed and restarted --------------------------------------------
+
+AUTHOR = "erin"
+RESTART_AFTER_S = 1.0
+RUN_TIMEOUT_S = 300.0  # each run; nominal ~50 s, plus ~10 s per worker kill
+
+
+@dataclass
+class Shared:
+    stack: Stack
+    client: Client
+    first_digest: str | None = None  # what run A left serving in production
+
+
+@contextlib.contextmanager
+def diagnostics(stack: Stack, timeline: Timeline) -> Iterator[None]:
+    """On failure, show the timeline and the logs' tails; always print the timeline."""
+    try:
+        yield
+    except BaseException:
+        print(f"\n--- worker log ({stack.worker.log_file})\n{tail(stack.worker.log_file)}")
+        print(f"\n--- server log ({stack.server.log_file})\n{tail(stack.server.log_file, 15)}")
+        raise
+    finally:
+        print(f"\n{timeline.label} timeline:\n{timeline.summary()}", flush=True)
+
+
+async def crash_worker(stack: Stack, timeline: Timeline, where: str) -> None:
+    pid = stack.worker.proc.pid if stack.worker.proc else None
+    stack.worker.kill()
+    timeline.mark(f"SIGKILL worker {pid} {where}")
+    await asyncio.sleep(RESTART_AFTER_S)
+    stack.worker.start()
+    timeline.mark(f"worker restarted as {stack.worker.proc.pid if stack.worker.proc else '?'}")
