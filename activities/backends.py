@@ -15,7 +15,6 @@ from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from typing import Protocol, runtime_checkable
 
-from activities.service_templates import StartedServices
 from contracts.activity import (
     Artifact,
     BuildRequest,
@@ -42,6 +41,7 @@ from contracts.activity import (
     WeightRequest,
     Workspace,
 )
+from contracts.service_templates import StartedServices
 
 __all__ = [
     "Backends",

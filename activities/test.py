@@ -11,7 +11,6 @@ from activities._blocking import run_blocking
 from activities.backends import BackingServices, Heartbeat, SuiteRunner
 from activities.observability import activity_log
 from activities.providers.command_runner import SubprocessCommandRunner
-from activities.service_templates import Endpoint, render
 from contracts.activity import (
     ActivityName,
     CommandReport,
@@ -20,6 +19,7 @@ from contracts.activity import (
     SuiteRequest,
 )
 from contracts.errors import ErrorType, verdict
+from contracts.service_templates import Endpoint, render
 
 
 class SuiteActivities:

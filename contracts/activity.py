@@ -520,7 +520,7 @@ class HttpCheckReport(_Model):
 
 
 MetricName = str
-"""A preset metric (`activities.metric_presets.BUILTIN_METRICS`) or one the definition
+"""A preset metric (`contracts.metric_presets.BUILTIN_METRICS`) or one the definition
 defines under `metrics.custom`."""
 
 

@@ -19,7 +19,7 @@ from temporalio.runtime import PrometheusConfig, Runtime, TelemetryConfig
 
 from plumbing.codec import codec_from_env
 
-__all__ = ["connect", "data_converter", "task_queue", "ui_base_url"]
+__all__ = ["TASK_QUEUE", "connect", "data_converter", "task_queue", "ui_base_url"]
 
 
 def data_converter() -> DataConverter:
@@ -36,9 +36,11 @@ def data_converter() -> DataConverter:
     )
 
 
-def task_queue() -> str:
-    from workflows.naming import TASK_QUEUE
+TASK_QUEUE = "slipway"
+"""Default task queue; the worker and the CLI take SLIPWAY_TASK_QUEUE to override it."""
 
+
+def task_queue() -> str:
     return os.environ.get("SLIPWAY_TASK_QUEUE", TASK_QUEUE)
 
 

@@ -30,7 +30,6 @@ from tests.support.binaries import require_binary
 from tests.support.memory import MemoryBackends
 from workflows.naming import SEARCH_ATTRIBUTES
 
-
 FIRST = ("e2e", "realserver", "devserver")
 """Markers of the modules that run first, longest kind first."""
 

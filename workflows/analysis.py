@@ -13,7 +13,6 @@ from collections.abc import Mapping, Sequence
 from temporalio import workflow
 from temporalio.exceptions import ActivityError, is_cancelled_exception
 
-from activities.metric_presets import REQUESTS
 from contracts.activity import (
     ActivityName,
     LoadReport,
@@ -23,6 +22,7 @@ from contracts.activity import (
     MetricsSample,
     Slot,
 )
+from contracts.metric_presets import REQUESTS
 from workflows.calls import call
 from workflows.spec import LoadSpec, MetricCheck
 

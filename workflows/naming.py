@@ -14,15 +14,11 @@ __all__ = [
     "SEARCH_ATTRIBUTES",
     "SERVICE",
     "STAGE",
-    "TASK_QUEUE",
     "canary_id",
     "environment_id",
     "monitor_id",
     "pipeline_id",
 ]
-
-TASK_QUEUE = "slipway"
-"""Default task queue; the worker and the CLI take SLIPWAY_TASK_QUEUE to override it."""
 
 SERVICE = SearchAttributeKey.for_keyword("Service")
 COMMIT_SHA = SearchAttributeKey.for_keyword("CommitSha")

@@ -33,7 +33,8 @@ from pydantic import (
     model_validator,
 )
 
-from activities.metric_presets import (
+from contracts.activity import HttpCheck, IgnoreEntry, MetricName, Severity
+from contracts.metric_presets import (
     BUILTIN_METRICS,
     LATENCY_METRICS,
     PERCENT_METRICS,
@@ -42,8 +43,7 @@ from activities.metric_presets import (
     Preset,
     template_problem,
 )
-from activities.service_templates import parse_service, template_references
-from contracts.activity import HttpCheck, IgnoreEntry, MetricName, Severity
+from contracts.service_templates import parse_service, template_references
 from workflows.limits import (
     DOCKER_TAG,
     MAX_DURATION,
@@ -597,7 +597,7 @@ class CustomMetric(_Strict):
 
 class MetricsSpec(_Strict):
     """Where metrics come from: a `preset` (traefik, istio, http; see
-    `activities.metric_presets`) and `custom` metrics, which may also replace a preset one."""
+    `contracts.metric_presets`) and `custom` metrics, which may also replace a preset one."""
 
     preset: Preset | None = Field(None, description="Default: traefik.")
     custom: dict[MetricKey, CustomMetric] = Field(default_factory=dict)

@@ -1,6 +1,6 @@
 """Canary and post-deploy metrics from Prometheus, by PromQL templates.
 
-Each metric is one PromQL template (`activities.metric_presets`): `{service}`, `{slot}`,
+Each metric is one PromQL template (`contracts.metric_presets`): `{service}`, `{slot}`,
 `{namespace}`, `{environment}` and `{window}` are replaced per query. The templates come with
 each query, from the definition (`metrics: {preset, custom}`); a query without them (a run
 recorded before definitions named their metrics) uses the provider's own, by default the
@@ -25,7 +25,9 @@ from prometheus_api_client import PrometheusConnect
 from prometheus_api_client.exceptions import PrometheusApiClientException
 from urllib3.util.retry import Retry
 
-from activities.metric_presets import (
+from contracts.activity import MetricsQuery, MetricsSample
+from contracts.errors import ErrorType, verdict
+from contracts.metric_presets import (
     PRESETS,
     REQUESTS,
     label_value,
@@ -33,8 +35,6 @@ from activities.metric_presets import (
     template_problem,
     window_duration,
 )
-from contracts.activity import MetricsQuery, MetricsSample
-from contracts.errors import ErrorType, verdict
 
 __all__ = ["DEFAULT_TEMPLATES", "REQUESTS", "PrometheusMetricsProvider", "window_duration"]
 

@@ -48,7 +48,7 @@ from activities.providers.backing_services.processes import (
     run_as_for,
 )
 from activities.providers.backing_services.redis import RedisKind
-from activities.service_templates import Endpoint, version_satisfies
+from contracts.service_templates import Endpoint, version_satisfies
 
 __all__ = ["FakeContainer", "FakeDockerEngine", "running_engine"]
 

@@ -16,8 +16,6 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 from activities.backends import Heartbeat
-from activities.metric_presets import label_value, render, window_duration
-from activities.service_templates import Endpoint, StartedServices, parse_service
 from contracts.activity import (
     Artifact,
     BuildRequest,
@@ -46,6 +44,8 @@ from contracts.activity import (
     WeightRequest,
     Workspace,
 )
+from contracts.metric_presets import label_value, render, window_duration
+from contracts.service_templates import Endpoint, StartedServices, parse_service
 
 __all__ = [
     "MemoryBackingServices",

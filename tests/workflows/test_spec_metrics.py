@@ -8,8 +8,8 @@ from typing import Any
 
 import pytest
 
-from activities.metric_presets import PRESETS, placeholders, render, template_problem
 from activities.providers.prometheus import DEFAULT_TEMPLATES
+from contracts.metric_presets import PRESETS, placeholders, render, template_problem
 from tests.workflows.test_spec import assert_names, only_problem, stage_of, valid, write
 from workflows.spec import load_pipeline
 

@@ -40,14 +40,14 @@ from activities.providers.backing_services.postgres import PostgresKind
 from activities.providers.backing_services.processes import process_start_ticks
 from activities.providers.backing_services.redis import RedisKind
 from activities.providers.engine_stream import DockerClientFactory, error_of, events
-from activities.service_templates import (
+from contracts.errors import ErrorType, verdict
+from contracts.service_templates import (
     Endpoint,
     ServiceWanted,
     StartedServices,
     requested_services,
     version_satisfies,
 )
-from contracts.errors import ErrorType, verdict
 
 __all__ = ["DockerBackingServices", "WorkerCheck", "worker_checks"]
 

@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Protocol
 
 from activities.providers.backing_services.processes import ServerProcess
-from activities.service_templates import Endpoint
+from contracts.service_templates import Endpoint
 
 __all__ = ["Installation", "ServerKind"]
 

@@ -29,14 +29,14 @@ from activities.providers.backing_services.processes import (
     wait_until,
 )
 from activities.providers.backing_services.redis import RedisKind
-from activities.service_templates import (
+from contracts.errors import ErrorType, verdict
+from contracts.service_templates import (
     Endpoint,
     ServiceWanted,
     StartedServices,
     requested_services,
     version_satisfies,
 )
-from contracts.errors import ErrorType, verdict
 
 __all__ = ["LocalBackingServices", "StartedServices"]
 

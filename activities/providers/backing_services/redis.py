@@ -16,7 +16,7 @@ from pathlib import Path
 
 from activities.providers.backing_services.kinds import Installation
 from activities.providers.backing_services.processes import ServerProcess
-from activities.service_templates import Endpoint
+from contracts.service_templates import Endpoint
 
 __all__ = ["RedisKind", "resp_command"]
 

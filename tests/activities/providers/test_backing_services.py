@@ -28,8 +28,8 @@ from activities.providers.backing_services import LocalBackingServices
 from activities.providers.backing_services.postgres import PostgresKind
 from activities.providers.backing_services.processes import process_start_ticks
 from activities.providers.backing_services.redis import RedisKind
-from activities.service_templates import Endpoint
 from contracts.errors import ErrorType
+from contracts.service_templates import Endpoint
 from tests.support.binaries import missing, require_module
 
 ROOT = Path(__file__).resolve().parents[3]

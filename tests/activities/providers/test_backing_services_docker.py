@@ -18,9 +18,9 @@ from temporalio.exceptions import ApplicationError
 
 from activities.factory import _backing_services
 from activities.providers.backing_services.docker import DockerBackingServices
-from activities.service_templates import render
 from activities.settings import Settings
 from contracts.errors import ErrorType
+from contracts.service_templates import render
 from tests.support.docker_engine import (
     FakeDockerEngine,
     engine_with_real_servers,
