@@ -39,6 +39,8 @@ async def measure(
     slot: Slot,
     checks: Sequence[MetricCheck],
     templates: Mapping[str, str] | None = None,
+    *,
+    stage: str | None = None,
 ) -> MetricsSample:
     """Every check's metric over its window; `templates` (metric → PromQL, from the
     definition) travel with the queries, only the ones the checks name."""
@@ -58,7 +60,7 @@ async def measure(
             templates=_needed(templates, metrics),
         )
         try:
-            return await call(ActivityName.QUERY_METRICS, query, MetricsSample)
+            return await call(ActivityName.QUERY_METRICS, query, MetricsSample, stage=stage)
         except ActivityError as err:
             if is_cancelled_exception(err):
                 raise
@@ -90,7 +92,12 @@ def _needed(templates: Mapping[str, str] | None, metrics: Sequence[str]) -> dict
 
 
 def start_load(
-    service: str, environment: str, load: LoadSpec | None, duration_s: float
+    service: str,
+    environment: str,
+    load: LoadSpec | None,
+    duration_s: float,
+    *,
+    stage: str | None = None,
 ) -> asyncio.Task[LoadReport] | None:
     """Start the load generator for one analysis interval, if the stage asks for load."""
     if load is None or duration_s <= 0:
@@ -102,7 +109,7 @@ def start_load(
         rps=load.rps,
         path=load.path,
     )
-    return asyncio.ensure_future(call(ActivityName.GENERATE_LOAD, request, LoadReport))
+    return asyncio.ensure_future(call(ActivityName.GENERATE_LOAD, request, LoadReport, stage=stage))
 
 
 async def finish_load(task: asyncio.Task[LoadReport] | None, *, cancel: bool) -> bool:

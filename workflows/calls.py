@@ -22,11 +22,17 @@ from temporalio.exceptions import (
     is_cancelled_exception,
 )
 
-from contracts.activity import ActivityName, NotifyRequest
+from contracts.activity import (
+    ActivityName,
+    LoadRequest,
+    MetricsQuery,
+    NotifyRequest,
+    WeightRequest,
+)
 from contracts.errors import ErrorType
 from workflows.spec import RetrySpec
 
-__all__ = ["CRASH_IS_NOT_A_VERDICT", "OPTIONS", "ActivityOptions", "call", "notify"]
+__all__ = ["CRASH_IS_NOT_A_VERDICT", "OPTIONS", "ActivityOptions", "call", "describe", "notify"]
 
 T = TypeVar("T")
 
@@ -96,16 +102,23 @@ async def call(
     timeout: timedelta | None = None,
     activity_id: str | None = None,
     summary: str | None = None,
+    stage: str | None = None,
     on_retry: Callable[[int, str], None] | None = None,
 ) -> T:
     """Execute activity `name` with its kind's options, overridden by a stage's settings.
     `on_retry(attempt, last failure)` hears of each new attempt (for the run's status).
+    The Web UI labels the call with `summary`, else with what the request asks, after the
+    `stage` it serves.
 
     A dead worker is not a verdict: an attempt that ends in a heartbeat timeout (its worker
     stopped heartbeating) is started again without using up `max_attempts`, which counts
     failures of the work itself; all attempts together stay within the stage's `timeout`.
     """
     opts = OPTIONS[name]
+    if summary is None:
+        summary = describe(name, arg)
+        if stage:
+            summary = f"{stage}: {summary}"
     if (
         opts.heartbeat is not None
         and opts.retry_lost_workers
@@ -132,6 +145,25 @@ async def call(
         summary=summary,
     )
     return result
+
+
+def describe(name: ActivityName, arg: Any) -> str:
+    """What an activity call asks, in words, for the Web UI's timeline: its action, what it
+    acts on and where ("set weight to 25%: heal7-backend in production")."""
+    action = name.value.replace("_", " ")
+    detail = ""
+    if isinstance(arg, WeightRequest):
+        detail = f" to {arg.canary_weight}%"
+    elif isinstance(arg, MetricsQuery):
+        detail = f" of {arg.slot} over {arg.window_s:g}s ({', '.join(arg.metrics)})"
+    elif isinstance(arg, LoadRequest):
+        detail = f" at {arg.rps:g} rps for {arg.duration_s:g}s"
+    elif isinstance(arg, NotifyRequest):
+        detail = f" {arg.event}"
+    service = getattr(arg, "service", "")
+    environment = getattr(arg, "environment", "")
+    where = " in ".join(str(part) for part in (service, environment) if part)
+    return f"{action}{detail}: {where}" if where else f"{action}{detail}"
 
 
 CRASH_IS_NOT_A_VERDICT = "crash-is-not-a-verdict"
@@ -202,7 +234,15 @@ async def _call_counting_failures(
             interval = interval * backoff
 
 
-async def notify(level: str, event: str, message: str, service: str, environment: str = "") -> None:
+async def notify(
+    level: str,
+    event: str,
+    message: str,
+    service: str,
+    environment: str = "",
+    *,
+    stage: str | None = None,
+) -> None:
     """Send a notification; one that cannot be delivered after its retries is logged, never
     a failure of the run."""
     request = NotifyRequest.model_validate(
@@ -215,7 +255,7 @@ async def notify(level: str, event: str, message: str, service: str, environment
         }
     )
     try:
-        await call(ActivityName.NOTIFY, request, type(None))
+        await call(ActivityName.NOTIFY, request, type(None), stage=stage)
     except ActivityError as err:
         if is_cancelled_exception(err):
             raise  # the workflow is being cancelled: never swallow that

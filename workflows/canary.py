@@ -103,6 +103,7 @@ class CanaryWorkflow:
             self._deploy_request(),
             DeployResult,
             timeout=max(stage.progress_deadline * 5, timedelta(minutes=5)),
+            stage=stage.name,
         )
         self._weight = 100
         why = f"promoted by {self._promote_now.by}" if self._promote_now else "all steps passed"
@@ -134,12 +135,13 @@ class CanaryWorkflow:
                 ),
                 ReleaseSpec,  # or None: nothing serves
                 activity_id="preflight:serving",
+                summary=f"{stage.name}: pre-flight: what serves {stage.environment}",
             )
             if serving is None:
                 workflow.logger.info("nothing serves in %s yet: no pre-flight", stage.environment)
                 return None
         interval = stage.interval.total_seconds()
-        load = start_load(service, stage.environment, stage.load, interval)
+        load = start_load(service, stage.environment, stage.load, interval, stage=stage.name)
         while load is not None:
             # Quiet environments: the stable version gets the same traffic a step would.
             interrupted = await self._wait_interval(stage.interval)
@@ -148,9 +150,14 @@ class CanaryWorkflow:
                 return None  # the step loop acts on the abort or promote
             if not self._repeat_lost_interval(load_lost, REPEAT_LOST_PREFLIGHT, "the pre-flight"):
                 break
-            load = start_load(service, stage.environment, stage.load, interval)
+            load = start_load(service, stage.environment, stage.load, interval, stage=stage.name)
         sample = await measure(
-            service, stage.environment, "stable", stage.metrics, self._input.metric_templates
+            service,
+            stage.environment,
+            "stable",
+            stage.metrics,
+            self._input.metric_templates,
+            stage=stage.name,
         )
         empty = [
             m
@@ -200,6 +207,7 @@ class CanaryWorkflow:
                         ),
                         type(None),
                         timeout=stage.progress_deadline,
+                        stage=stage.name,
                     )
                     self._weight = weight
                 step = await self._analyse(weight)
@@ -218,7 +226,7 @@ class CanaryWorkflow:
     async def _analyse(self, weight: int) -> CanaryStep | None:
         stage = self._input.stage
         interval = stage.interval.total_seconds()
-        load = start_load(self._measured, stage.environment, stage.load, interval)
+        load = start_load(self._measured, stage.environment, stage.load, interval, stage=stage.name)
         interrupted = await self._wait_interval(stage.interval)
         load_lost = not await finish_load(load, cancel=interrupted)
         if interrupted:
@@ -233,6 +241,7 @@ class CanaryWorkflow:
             "canary",
             stage.metrics,
             self._input.metric_templates,
+            stage=stage.name,
         )
         analysis = analyse(stage.metrics, sample, stage.no_data)
         step = CanaryStep(
@@ -311,6 +320,7 @@ class CanaryWorkflow:
                 reason=reason,
             ),
             RollbackResult,
+            stage=self._input.stage.name,
         )
         self._weight = 0
 
@@ -328,7 +338,14 @@ class CanaryWorkflow:
         )
 
     async def _notify(self, level: str, event: str, message: str) -> None:
-        await notify(level, event, message, self._input.service, self._input.stage.environment)
+        await notify(
+            level,
+            event,
+            message,
+            self._input.service,
+            self._input.stage.environment,
+            stage=self._input.stage.name,
+        )
 
     def _from_pipeline(self, action: str, control: CanaryControl) -> bool:
         """A control counts only when its pipeline forwarded it (after checking it against

@@ -89,6 +89,7 @@ class MonitorWorkflow:
                         service=input.service, environment=stage.environment, reason=reason
                     ),
                     RollbackResult,
+                    stage=stage.name,
                 )
             await self._notify(input, "error", "monitor.rolled_back", reason)
             return self._result("rolled_back", reason).model_copy(update={"rollback": outcome})
@@ -139,6 +140,7 @@ class MonitorWorkflow:
             input.stage.environment,
             input.stage.load,
             duration.total_seconds(),
+            stage=input.stage.name,
         )
         await workflow.sleep(
             duration,
@@ -155,6 +157,7 @@ class MonitorWorkflow:
             "stable",
             stage.criteria,
             input.metric_templates,
+            stage=stage.name,
         )
         return analyse(stage.criteria, sample, stage.no_data)
 
@@ -170,7 +173,14 @@ class MonitorWorkflow:
         )
 
     async def _notify(self, input: MonitorInput, level: str, event: str, message: str) -> None:
-        await notify(level, event, message, input.service, input.stage.environment)
+        await notify(
+            level,
+            event,
+            message,
+            input.service,
+            input.stage.environment,
+            stage=input.stage.name,
+        )
 
     @workflow.query(description="Checks done, transient and confirmed violations so far.")
     def progress(self) -> MonitorResult:

@@ -598,7 +598,9 @@ async def _canary(stage: CanaryStage, state: RunState) -> str:
         result_type=CanaryResult,
         cancellation_type=ChildWorkflowCancellationType.WAIT_CANCELLATION_COMPLETED,
         parent_close_policy=state.close_policy,
-        static_summary=f"canary of {service.name} {artifact.version} in {stage.environment}",
+        static_summary=(
+            f"{stage.name}: canary of {service.name} {artifact.version} in {stage.environment}"
+        ),
     )
     state.canaries[stage.name] = handle
     try:
@@ -634,7 +636,9 @@ async def _monitor(stage: MonitorStage, state: RunState) -> str:
         result_type=MonitorResult,
         cancellation_type=ChildWorkflowCancellationType.WAIT_CANCELLATION_COMPLETED,
         parent_close_policy=state.close_policy,
-        static_summary=f"post-deploy monitor of {state.service} in {stage.environment}",
+        static_summary=(
+            f"{stage.name}: post-deploy monitor of {state.service} in {stage.environment}"
+        ),
     )
     if result.outcome == "rolled_back":
         if result.rollback is not None:
