@@ -1,8 +1,9 @@
 """Benchmark 5: `slipway validate` on long chains of stages, from a YAML file to a spec.
 
-Validation must stay linear (issue 9): a 10,000-stage chain, listed in any order, validates
-in under 2 s. The chain is the worst shape for ancestry (every stage has all the earlier
-ones before it); listing it in reverse defeats any walk that relies on definition order.
+Validation must stay linear (issue 9): a 10,000-stage chain, listed in any order, is checked
+whole in under 2 s (and refused for its length alone: a run carries at most MAX_STAGES). The
+chain is the worst shape for ancestry (every stage has all the earlier ones before it);
+listing it in reverse defeats any walk that relies on definition order.
 """
 
 from __future__ import annotations
@@ -12,7 +13,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from workflows.spec import load_pipeline
+from workflows.limits import MAX_STAGES
+from workflows.spec import DefinitionError, load_pipeline
 
 __all__ = ["GOAL_S", "chain_yaml", "time_validation"]
 
@@ -36,7 +38,14 @@ def time_validation(stages: int, reverse: bool, repeats: int = 3) -> float:
         took = []
         for _ in range(repeats):
             began = time.perf_counter()
-            spec = load_pipeline(path)
+            try:
+                spec = load_pipeline(path)
+            except DefinitionError as err:
+                took.append(time.perf_counter() - began)
+                # Only a chain too long to run is refused, and only for that.
+                if stages <= MAX_STAGES or [p.field for p in err.problems] != ["stages"]:
+                    raise
+                continue
             took.append(time.perf_counter() - began)
             assert len(spec.stages) == stages
     return statistics.median(took)
