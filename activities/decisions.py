@@ -28,6 +28,7 @@ from activities.worker_policy import (
 from contracts.activity import ActivityName
 from contracts.errors import ErrorType, verdict
 from workflows.decisions import signed_text
+from workflows.definition_rules import can_cover
 from workflows.messages import DecisionCheck, DecisionVerdict, PolicyInForce, PolicyStart
 
 __all__ = ["DecisionActivities", "judge_decision", "signed_command"]
@@ -127,14 +128,32 @@ def judge_decision(
 
 
 def gating_problems(policy: WorkerPolicy, start: PolicyStart) -> list[str]:
+    """What the policy says of a run's definition at its start: a deploy to an environment
+    the policy gates, without a gate; a gate the policy's people cannot meet (it would
+    wait until it times out, or forever)."""
     problems = []
     for env, gated in sorted(start.gated.items()):
-        rule = policy.environments.get(env)
-        if rule is not None and rule.requires_approval and not gated:
+        env_rule = policy.environments.get(env)
+        if env_rule is not None and env_rule.requires_approval and not gated:
             problems.append(
                 f"the worker's policy requires an approval gate before every deploy to {env}; "
                 "this run's definition has a deploy there without one"
             )
+    held = {name: person.roles for name, person in policy.people.items()}
+    for ask in start.gates:
+        rule = policy.gate_rule(ask.gate, ask.environment)
+        roles = list(rule.roles) if rule.roles is not None else ask.roles
+        quorum = max(rule.quorum or 0, ask.quorum or 0) or len(roles)
+        needed = max(quorum, len(set(roles)))
+        holders = sorted(name for name, have in held.items() if set(have) & set(roles))
+        if len(holders) >= needed and can_cover(roles, held):
+            continue
+        after = "it would wait forever" if not ask.times_out else "it could only time out"
+        problems.append(
+            f"gate {ask.gate!r} needs {needed} distinct approvers covering {sorted(set(roles))}; "
+            f"the worker's policy has {len(holders)} ({', '.join(holders) or 'nobody'}): "
+            f"{after}"
+        )
     return problems
 
 

@@ -194,7 +194,7 @@ def policy_problems(
     return problems
 
 
-def _can_cover(required: Sequence[str], roles: Mapping[str, Sequence[str]]) -> bool:
+def can_cover(required: Sequence[str], roles: Mapping[str, Sequence[str]]) -> bool:
     """Whether each required role can be held by a different person (bipartite matching by
     augmenting paths; a gate has at most 20 roles)."""
     holder_of: dict[str, str] = {}  # person -> role they cover
@@ -253,7 +253,7 @@ def approval_problems(
             continue
         holders = sorted(p for p, held in roles.items() if set(held) & set(stage.roles))
         needed = max(stage.required_quorum, len(set(stage.roles)))
-        if len(holders) < needed or not _can_cover(stage.roles, roles):
+        if len(holders) < needed or not can_cover(stage.roles, roles):
             forever = (
                 " and it has no timeout: the run would wait forever"
                 if stage.timeout is None

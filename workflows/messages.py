@@ -221,6 +221,16 @@ class DecisionVerdict(_Message):
     policy_hash: str = ""
 
 
+class GateAsk(_Message):
+    """An approval gate of the run's definition, as the worker's policy is asked about it."""
+
+    gate: str
+    environment: str
+    roles: list[str]
+    quorum: int | None = None
+    times_out: bool = True
+
+
 class PolicyStart(_Message):
     """What a run asks the worker's policy at its start."""
 
@@ -229,6 +239,10 @@ class PolicyStart(_Message):
         default_factory=dict,
         description="Environment this run deploys to → every deploy there waits for an "
         "approval gate of that environment.",
+    )
+    gates: list[GateAsk] = Field(
+        default_factory=list,
+        description="Its approval gates: each must be one the policy's people can meet.",
     )
 
 

@@ -39,6 +39,7 @@ from workflows.messages import (
     Decision,
     DecisionCheck,
     DecisionVerdict,
+    GateAsk,
     LeaseNotice,
     PendingApproval,
     PipelineInput,
@@ -194,7 +195,8 @@ class PipelineWorkflow:
 
     async def _start_under_policy(self) -> list[str]:
         """Record the hash of the worker's policy in force, and what it says of this run's
-        definition (an environment it requires approval for, deployed to without one)."""
+        definition (an environment it requires approval for, deployed to without one; a gate
+        its people cannot meet)."""
         gated: dict[str, bool] = {}
         stages = self._spec.stages
         for stage in stages:
@@ -209,7 +211,21 @@ class PipelineWorkflow:
             gated[env] = gated.get(env, True) and has_gate
         answer = await call(
             ActivityName.POLICY_IN_FORCE,
-            PolicyStart(workflow_id=workflow.info().workflow_id, gated=gated),
+            PolicyStart(
+                workflow_id=workflow.info().workflow_id,
+                gated=gated,
+                gates=[
+                    GateAsk(
+                        gate=s.gate_name,
+                        environment=s.environment,
+                        roles=s.roles,
+                        quorum=s.quorum,
+                        times_out=s.timeout is not None,
+                    )
+                    for s in stages
+                    if isinstance(s, ApprovalStage)
+                ],
+            ),
             PolicyInForce,
         )
         self._policy_hash = answer.hash

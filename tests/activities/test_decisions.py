@@ -12,7 +12,7 @@ from activities.decisions import gating_problems, judge_decision
 from activities.worker_policy import PolicyError, is_author, load_policy
 from tests.support.policy import make_key, public_key, write_policy
 from workflows.decisions import NAMESPACE, freshness_refusal, signed_text
-from workflows.messages import DecisionCheck, PolicyStart, Signed
+from workflows.messages import DecisionCheck, GateAsk, PolicyStart, Signed
 
 AT = datetime(2026, 11, 28, 3, 0, tzinfo=UTC)
 
@@ -233,3 +233,38 @@ def test_the_policy_says_which_environments_need_a_gate(tmp_path: Path) -> None:
     assert not gating_problems(
         loaded.policy, PolicyStart(workflow_id="w", gated={"production": True})
     )
+
+
+def test_a_gate_the_policys_people_cannot_meet_is_refused_at_start(tmp_path: Path) -> None:
+    policy = tmp_path / "policy.yaml"
+    policy.write_text(
+        "people:\n"
+        "  carol: {roles: [cto]}\n"
+        "  dave: {roles: [devops_lead]}\n"
+        "  erin: {roles: [cto, devops_lead]}\n"
+        "gates:\n"
+        "  audit: {roles: [auditor]}\n"
+    )
+    loaded = load_policy(policy)
+
+    def problems(**gate: object) -> list[str]:
+        ask = GateAsk.model_validate({"gate": "production", "environment": "production", **gate})
+        return gating_problems(loaded.policy, PolicyStart(workflow_id="w", gates=[ask]))
+
+    # Three people can cover both roles, each by a different person, three times over.
+    assert problems(roles=["cto", "devops_lead"]) == []
+    assert problems(roles=["cto", "devops_lead"], quorum=3) == []
+    # A quorum larger than the role holders, and a role nobody holds.
+    assert problems(roles=["cto", "devops_lead"], quorum=4) == [
+        "gate 'production' needs 4 distinct approvers covering ['cto', 'devops_lead']; the "
+        "worker's policy has 3 (carol, dave, erin): it could only time out"
+    ]
+    assert problems(roles=["auditor"], times_out=False) == [
+        "gate 'production' needs 1 distinct approvers covering ['auditor']; the worker's "
+        "policy has 0 (nobody): it would wait forever"
+    ]
+    # The policy's own gate rule is what counts, whatever the definition asks.
+    assert problems(gate="audit", roles=["cto"]) == [
+        "gate 'audit' needs 1 distinct approvers covering ['auditor']; the worker's policy "
+        "has 0 (nobody): it could only time out"
+    ]
