@@ -7,19 +7,24 @@ import os
 import uuid
 from pathlib import Path
 
-__all__ = ["atomic_write_text", "file_sha256"]
+__all__ = ["atomic_write_bytes", "atomic_write_text", "file_sha256"]
 
 
-def atomic_write_text(path: Path, text: str) -> None:
+def atomic_write_bytes(path: Path, data: bytes) -> None:
     """Write `path` so that readers (Traefik's file watcher, another worker) see either the
     old or the new content, never a half-written file: temp file in the same dir + rename."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.parent / f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp"
     try:
-        tmp.write_text(text, encoding="utf-8")
+        tmp.write_bytes(data)
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    """`atomic_write_bytes` of `text` in UTF-8."""
+    atomic_write_bytes(path, text.encode("utf-8"))
 
 
 def file_sha256(path: Path) -> str:

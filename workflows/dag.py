@@ -21,7 +21,6 @@ __all__ = [
     "ancestor_masks",
     "ancestors",
     "critical_path",
-    "descendants",
     "find_cycle",
     "levels",
     "mermaid",
@@ -129,17 +128,6 @@ def _ancestors_of(graph: Mapping[str, Sequence[str]], name: str) -> list[str]:
 def ancestors(stages: Sequence[Stage], name: str) -> list[str]:
     """Every stage `name` transitively needs."""
     return _ancestors_of(_needs_graph(stages), name)
-
-
-def descendants(stages: Sequence[Stage], name: str) -> list[str]:
-    """Every stage that transitively needs `name`, in definition order."""
-    needed_by: dict[str, list[str]] = {}
-    for s in stages:
-        for need in s.needs:
-            needed_by.setdefault(need, []).append(s.name)
-    found = set(_ancestors_of(needed_by, name))
-    found.discard(name)
-    return [s.name for s in stages if s.name in found]
 
 
 def ready(stages: Sequence[Stage], finished: Iterable[str], started: Iterable[str]) -> list[str]:

@@ -86,7 +86,7 @@ class RunContext(_Message):
     branch: str = "main"
     commit_time: datetime | None = Field(None, description="For lead time; else checkout's.")
     diff_url: str = ""
-    trigger: str = "ci"
+    trigger: str = Field("ci", description="Unread; kept so inputs recorded with it still load.")
 
     @property
     def sha12(self) -> str:

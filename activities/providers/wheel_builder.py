@@ -13,8 +13,6 @@ the proper `name-version-tag.whl` back from the wheel's own metadata.
 
 from __future__ import annotations
 
-import hashlib
-import os
 import re
 import shutil
 import subprocess
@@ -28,7 +26,7 @@ from urllib.parse import quote
 from temporalio.exceptions import ApplicationError
 
 from activities.backends import Heartbeat
-from activities.files import atomic_write_text, file_sha256
+from activities.files import atomic_write_bytes, atomic_write_text, file_sha256
 from activities.providers.child_env import child_env
 from activities.providers.processes import run_with_heartbeat
 from activities.providers.scanners import TrivyScanner
@@ -165,19 +163,15 @@ class WheelBuilder:
             return None
 
     def _store_blob(self, wheel: Path, commit: str) -> Artifact:
-        data = wheel.read_bytes()
-        hexdigest = hashlib.sha256(data).hexdigest()
+        hexdigest = file_sha256(wheel)
         blob = self._store / "sha256" / f"{hexdigest}.whl"
         if not blob.is_file():
-            blob.parent.mkdir(parents=True, exist_ok=True)
-            tmp = blob.with_name(f".{hexdigest}.{os.getpid()}.tmp")
-            tmp.write_bytes(data)
-            os.replace(tmp, blob)
+            atomic_write_bytes(blob, wheel.read_bytes())
         return Artifact(
             digest=f"sha256:{hexdigest}",
             uri=str(blob),
             kind="wheel",
-            size_bytes=len(data),
+            size_bytes=wheel.stat().st_size,
             version=commit[:12],
         )
 

@@ -127,14 +127,8 @@ def test_graph_problems_of_a_sound_graph_are_none() -> None:
     assert rules.graph_problems("f", triples) == []
 
 
-def test_ancestors_and_descendants_on_heal7() -> None:
+def test_ancestors_on_heal7() -> None:
     stages = load_pipeline(HEAL7).stages
-    assert dag.descendants(stages, "approve_production") == [
-        "deploy_production",
-        "canary",
-        "monitor",
-        "announce",
-    ]
     before = dag.ancestors(stages, "deploy_production")
     assert {"checkout", "quality_gate", "build", "approve_staging", "approve_production"} <= set(
         before
