@@ -246,6 +246,8 @@ async def test_status_shows_what_an_approver_approves(
     assert "waiting for gate 'production' (production): roles cto" in out
     assert "https://git.example/diff/1" in out
     assert "? approve" in out
+    # The hint is a command to copy as it is: the run's real id, not a placeholder.
+    assert f"slipway approve {run.workflow_id} --approver YOU --gate production" in out
     assert json.loads(out_json)["pending_approvals"][0]["gate"] == "production"
     assert code_json == 0
     assert refused == 1
