@@ -78,6 +78,10 @@ def _check_events(text: str) -> None:
 def _yaml_error(exc: yaml.YAMLError) -> str:
     """The problem and where, without PyYAML's snippet of the file's text."""
     if isinstance(exc, yaml.MarkedYAMLError):
+        if exc.problem and "maximum nesting depth" in exc.problem:
+            # libyaml's own guard, hit before our event check sees that depth.
+            where = f" at line {exc.problem_mark.line + 1}" if exc.problem_mark else ""
+            return f"not valid YAML: nested deeper than {MAX_NESTING} levels{where}"
         parts = []
         for text, mark in ((exc.context, exc.context_mark), (exc.problem, exc.problem_mark)):
             if text:

@@ -997,7 +997,7 @@ def validate_definition(
                 # (`command` of a `command` stage), so only the leading one is dropped.
                 loc = list(err["loc"])[1:] if err["loc"][:1] == (kind,) else list(err["loc"])
                 problems.append(
-                    Problem(file=file, stage=label, field=_loc_field(loc), message=err["msg"])
+                    Problem(file=file, stage=label, field=_loc_field(loc), message=_said(err))
                 )
 
     top = {k: v for k, v in data.items() if k != "stages"}
@@ -1008,7 +1008,7 @@ def validate_definition(
         )
     except ValidationError as exc:
         for err in exc.errors(include_url=False, include_input=False):
-            problems.append(Problem(file=file, field=_loc_field(err["loc"]), message=err["msg"]))
+            problems.append(Problem(file=file, field=_loc_field(err["loc"]), message=_said(err)))
 
     # `needs` that is not a list of names was reported above; the graph sees only names.
     graph_input = [
@@ -1040,6 +1040,24 @@ def validate_definition(
             ]
         )
     return spec
+
+
+_PATTERNS = {
+    SERVICE_NAME.pattern: "is not a service name: 1-63 lower-case letters, digits and '-', "
+    "starting and ending with a letter or digit (a DNS label)",
+    SAFE_NAME.pattern: "is not a safe name: 1-63 letters, digits, '_', '.' and '-', starting "
+    "with a letter or digit",
+}
+
+
+def _said(err: Any) -> str:
+    """A pydantic error as one sentence for a person: without pydantic's "Value error, "
+    prefix, and a name that does not match its pattern said in words, not as a regex."""
+    message = str(err["msg"]).removeprefix("Value error, ")
+    pattern = (err.get("ctx") or {}).get("pattern")
+    if err.get("type") == "string_pattern_mismatch" and pattern in _PATTERNS:
+        return _PATTERNS[pattern]
+    return message
 
 
 def _artifact_problems(stages: Iterable[Stage], header: PipelineSpec, file: str) -> list[Problem]:

@@ -164,7 +164,7 @@ CATALOGUE: dict[str, Case] = {
     "nested 40 levels": Case(text(_deep(40)), "pipeline.yaml", None, None,
                              "nested deeper than 32 levels"),
     "nested 50,000 levels": Case(text(_deep(50_000)), "pipeline.yaml", None, None,
-                                 "nesting depth"),
+                                 "nested deeper than 32 levels"),
     "more stages than a run can carry": Case(
         changed(lambda d: d.update(stages=[{"name": f"s{i}", "kind": "checkout"}
                                            for i in range(MAX_STAGES + 1)])),
@@ -242,6 +242,9 @@ CATALOGUE: dict[str, Case] = {
     "scheme-relative check path": Case(
         changed(lambda d: _set(d, "smoke", checks=[{"path": "//evil.example/x"}])),
         "pipeline.yaml", "smoke", "checks", "single '/'"),
+    "service name with '/' and capitals": Case(
+        changed(lambda d: d["service"].update(name="Shop/Web")),
+        "pipeline.yaml", None, "service.name", "is not a service name: 1-63 lower-case"),
     "health path": Case(changed(lambda d: d["service"].update(health_path="health")),
                         "pipeline.yaml", None, "service.health_path", "single '/'"),
     "absolute junit path": Case(changed(lambda d: _set(d, "unit", junit="/etc/passwd")),
@@ -282,8 +285,11 @@ def test_catalogue_each_bad_input_is_refused_by_name(tmp_path: Path, case: Case)
         assert problem.field is None, problem
     else:
         assert str(problem.field).startswith(case.field), problem
-    # A refusal is a sentence, never a dump of the input or of another file.
+    # A refusal is a sentence, never a dump of the input or of another file, nor a
+    # validator's wording (a regex, pydantic's "Value error," prefix).
     rendered = str(DefinitionError(problems))
+    assert "Value error," not in rendered
+    assert "should match pattern" not in rendered
     assert SECRET not in rendered
     assert len(rendered) < 4000, rendered[:300]
 

@@ -60,10 +60,10 @@ def test_env_templates_of_listed_services_load() -> None:
 def test_unknown_kind_and_bad_version_name_the_entry() -> None:
     found = problems(definition(services=["postgres:16", "mysql:8", "redis:latest"]))
     assert found == [
-        "shop.yaml: stage 'integration', field 'services.1': Value error, unknown backing "
+        "shop.yaml: stage 'integration', field 'services.1': unknown backing "
         "service 'mysql:8'; one of: postgres, redis (optionally with a version, e.g. "
         "postgres:16)",
-        "shop.yaml: stage 'integration', field 'services.2': Value error, version 'latest' "
+        "shop.yaml: stage 'integration', field 'services.2': version 'latest' "
         "of 'redis' must be numbers like 16 or 7.2",
     ]
 
