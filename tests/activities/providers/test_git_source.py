@@ -161,3 +161,15 @@ def test_repository_that_does_not_exist_is_a_checkout_verdict(tmp_path: Path) ->
 
     assert caught.value.type == ErrorType.CHECKOUT_FAILED
     assert "nowhere" in caught.value.message
+
+
+def test_a_repository_that_looks_like_an_option_is_never_one(tmp_path: Path) -> None:
+    # git reads `--upload-pack=CMD` as an option and runs CMD, unless `--` ends the options.
+    witness = tmp_path / "ran"
+    with pytest.raises(ApplicationError) as caught:
+        GitSource(tmp_path / "cache").ensure(
+            CheckoutRequest(repo=f"--upload-pack=touch {witness}", commit="main")
+        )
+
+    assert caught.value.type == ErrorType.CHECKOUT_FAILED
+    assert not witness.exists()
