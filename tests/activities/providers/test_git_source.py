@@ -164,7 +164,8 @@ def test_repository_that_does_not_exist_is_a_checkout_verdict(tmp_path: Path) ->
 
 
 def test_a_repository_that_looks_like_an_option_is_never_one(tmp_path: Path) -> None:
-    # git reads `--upload-pack=CMD` as an option and runs CMD, unless `--` ends the options.
+    # git would read `--upload-pack=CMD` as an option and run CMD: the repository is made an
+    # absolute path first, and `--` ends git's options anyway.
     witness = tmp_path / "ran"
     with pytest.raises(ApplicationError) as caught:
         GitSource(tmp_path / "cache").ensure(
