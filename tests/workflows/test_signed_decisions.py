@@ -281,3 +281,27 @@ async def test_a_manual_rollback_is_judged_by_the_policy(
         )
     assert done.status == "rolled_back"
     assert done.reason == "manual rollback by dave"
+
+
+async def test_the_retired_rollback_workflow_rolls_nothing_back(
+    time_env: WorkflowEnvironment, memory: MemoryBackends, task_queue: str
+) -> None:
+    # Started by hand, it would roll production back for anyone, with no judgment.
+    from temporalio.client import WorkflowFailureError
+
+    from workflows.rollback import ManualRollback, RollbackWorkflow
+
+    memory.platform.already_serving("production", "sha256:" + "1" * 64)
+    async with build_worker(time_env.client, memory.backends(), task_queue):
+        with pytest.raises(WorkflowFailureError) as info:
+            await time_env.client.execute_workflow(
+                RollbackWorkflow.run,
+                ManualRollback(service="heal7-backend", environment="production", by="mallory"),
+                id=f"rollback-{uuid.uuid4().hex[:8]}",
+                task_queue=task_queue,
+            )
+    assert "RollbackWorkflow is retired; nothing was rolled back" in str(info.value.cause)
+    assert "slipway rollback --service heal7-backend --environment production" in str(
+        info.value.cause
+    )
+    assert not [e for e in memory.platform.events if "rollback" in e or "weight" in e]
