@@ -318,7 +318,7 @@ def _not_decided(err: Exception, unreachable: str) -> int:
 @app.command()
 def approve(
     workflow_id: RunId,
-    approver: Annotated[str, typer.Option(help="You, as named in the roles file.")],
+    approver: Annotated[str, typer.Option(help="You, as named in the worker's policy (people:).")],
     gate: Annotated[
         str,
         typer.Option(help="Gate name (by default the environment).", callback=arguments.safe_name),
@@ -334,7 +334,7 @@ def approve(
 @app.command()
 def reject(
     workflow_id: RunId,
-    approver: Annotated[str, typer.Option(help="You, as named in the roles file.")],
+    approver: Annotated[str, typer.Option(help="You, as named in the worker's policy (people:).")],
     gate: Annotated[
         str,
         typer.Option(help="Gate name (by default the environment).", callback=arguments.safe_name),
