@@ -950,26 +950,20 @@ def validate_definition(
     if not isinstance(raw_stages, list) or not raw_stages:
         problems.append(Problem(file=file, field="stages", message="a non-empty list is required"))
         raw_stages = []
-    if len(raw_stages) > MAX_STAGES_READ:
-        problems.append(
-            Problem(
-                file=file,
-                field="stages",
-                message=f"{len(raw_stages)} stages; a definition may have {MAX_STAGES} "
-                "(a list this long is not read further)",
-            )
-        )
-        raise DefinitionError(problems)
     if len(raw_stages) > MAX_STAGES:
-        problems.append(
-            Problem(
-                file=file,
-                field="stages",
-                message=f"{len(raw_stages)} stages; a definition may have {MAX_STAGES}: a run "
-                "records about 6 history events per stage, and Temporal ends a run whose "
-                "history passes 51,200 events",
-            )
+        unread = len(raw_stages) > MAX_STAGES_READ
+        why = (
+            "(a list this long is not read further)"
+            if unread
+            else ": a run records about 6 history events per stage, and Temporal ends a run "
+            "whose history passes 51,200 events"
         )
+        too_many = f"{len(raw_stages)} stages; a definition may have {MAX_STAGES}"
+        problems.append(
+            Problem(file=file, field="stages", message=f"{too_many}{' ' if unread else ''}{why}")
+        )
+        if unread:
+            raise DefinitionError(problems)
 
     stages: list[Stage] = []
     for position, raw in enumerate(raw_stages):

@@ -451,29 +451,39 @@ class FlakyLoad:
         return LoadReport(sent=100, errors=0)
 
 
-async def test_an_interval_whose_load_died_is_repeated_not_judged(
-    time_env: WorkflowEnvironment, memory: MemoryBackends, task_queue: str
-) -> None:
+HEALTHY: dict[str, float | None] = {
+    "success_rate": 100.0,
+    "error_rate": 0.0,
+    "p95_latency_ms": 50.0,
+    "cpu_percent": 5.0,
+}
+
+
+async def run_with_flaky_load(
+    time_env: WorkflowEnvironment, memory: MemoryBackends, task_queue: str, load: FlakyLoad
+) -> PipelineResult:
+    """HEAL7 whose canary generates load through `load`; without its traffic an interval
+    has nothing to measure (no data) until the load has run once."""
     spec = heal7()
     canary = spec.stage("canary").model_copy(update={"load": LoadSpec(rps=10)})
     spec = spec.model_copy(
         update={"stages": [canary if s.name == "canary" else s for s in spec.stages]}
     )
-    load = FlakyLoad()
-    # Without its traffic an interval has nothing to measure: no data.
-    healthy: dict[str, float | None] = {
-        "success_rate": 100.0,
-        "error_rate": 0.0,
-        "p95_latency_ms": 50.0,
-        "cpu_percent": 5.0,
-    }
-    memory.metrics.script = lambda q, n: healthy if load.calls >= 2 else {}
+    memory.metrics.script = lambda q, n: HEALTHY if load.calls >= 2 else {}
     backends = memory.backends()
     backends.load = load
     async with build_worker(time_env.client, backends, task_queue):
         handle = await start(time_env.client, task_queue, spec=spec)
         await approve_all(handle)
-        result = await handle.result()
+        result: PipelineResult = await handle.result()
+    return result
+
+
+async def test_an_interval_whose_load_died_is_repeated_not_judged(
+    time_env: WorkflowEnvironment, memory: MemoryBackends, task_queue: str
+) -> None:
+    load = FlakyLoad()
+    result = await run_with_flaky_load(time_env, memory, task_queue, load)
     assert stage(result, "canary") == (
         StageState.SUCCEEDED,
         "promoted after 5 analyses (0 failed)",
@@ -487,25 +497,8 @@ async def test_a_preflight_whose_load_died_is_repeated_not_judged(
     # Production already serves, so the canary first measures the stable version under load;
     # that load dies with its worker, and the stable version without traffic has no data.
     memory.platform.already_serving("production", OLD)
-    spec = heal7()
-    canary = spec.stage("canary").model_copy(update={"load": LoadSpec(rps=10)})
-    spec = spec.model_copy(
-        update={"stages": [canary if s.name == "canary" else s for s in spec.stages]}
-    )
     load = FlakyLoad()
-    healthy: dict[str, float | None] = {
-        "success_rate": 100.0,
-        "error_rate": 0.0,
-        "p95_latency_ms": 50.0,
-        "cpu_percent": 5.0,
-    }
-    memory.metrics.script = lambda q, n: healthy if load.calls >= 2 else {}
-    backends = memory.backends()
-    backends.load = load
-    async with build_worker(time_env.client, backends, task_queue):
-        handle = await start(time_env.client, task_queue, spec=spec)
-        await approve_all(handle)
-        result = await handle.result()
+    result = await run_with_flaky_load(time_env, memory, task_queue, load)
     assert stage(result, "canary") == (
         StageState.SUCCEEDED,
         "promoted after 5 analyses (0 failed)",
