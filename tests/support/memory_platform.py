@@ -160,6 +160,8 @@ class MemoryBuilder:
     def __init__(self) -> None:
         self.calls: list[BuildRequest] = []
         self.built: list[str] = []
+        self.scanned: list[str] = []  # the uri of every image scanned
+        self.published: list[str] = []  # and of every one published
 
     def build(self, request: BuildRequest, heartbeat: Heartbeat) -> Artifact:
         self.calls.append(request)
@@ -175,9 +177,11 @@ class MemoryBuilder:
         )
 
     def publish(self, request: PublishRequest) -> Artifact:
+        self.published.append(request.artifact.uri)
         return request.artifact.model_copy(update={"tags": list(request.tags)})
 
     def scan(self, artifact: Artifact) -> ScannerReport:
+        self.scanned.append(artifact.uri)
         return ScannerReport(scanner="trivy")
 
 

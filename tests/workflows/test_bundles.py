@@ -84,6 +84,9 @@ async def test_each_artifact_is_built_once_and_reaches_production_as_its_own_ser
     # Built once each, from its own directory, under its own platform name.
     builds = sorted((b.service, b.path.rsplit("/", 1)[-1]) for b in bundled.builder.calls)
     assert builds == [(f"{name}-backend", "backend"), (f"{name}-frontend", "frontend")]
+    # Each image was scanned and published once, under its own name.
+    for done in (bundled.builder.scanned, bundled.builder.published):
+        assert sorted(uri.split("/")[2] for uri in done) == [f"{name}-backend", f"{name}-frontend"]
     assert result.artifact is not None
     assert result.artifact.kind == "bundle"
     parts = {c.name: c.artifact.digest for c in result.artifact.components}
