@@ -7,9 +7,11 @@ and none can forget a teardown step (the platform's slots and Traefik outlive th
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
 import signal
+import time
 import uuid
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
@@ -110,6 +112,7 @@ async def running_stack(
         if prometheus is not None:
             prometheus.start()
         worker.start()
+        await worker_started(worker)
         yield Stack(server, worker, home, await connect_to(server.address))
     except BaseException:
         print(f"\n--- worker log\n{tail(worker.log_file, 60)}")
@@ -123,6 +126,25 @@ async def running_stack(
         leaked = stop_strays(worker.state_dir / "platform")
         if leaked:
             print(f"teardown: killed release processes no slot recorded: {sorted(leaked)}")
+
+
+async def worker_started(worker: WorkerProcess, timeout_s: float = 120.0) -> None:
+    """Wait for the worker's "worker started" line. A worker that exits first (its backends
+    did not start: a port taken, a bad setting) fails the test at once with its log, instead
+    of leaving the test to wait out its timeout on a run nobody works on."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        log = worker.log_file
+        if (
+            log is not None
+            and log.exists()
+            and '"worker started"' in log.read_text("utf-8", "replace")
+        ):
+            return
+        if worker.proc is None or worker.proc.poll() is not None:
+            raise RuntimeError(f"the worker exited at start:\n{tail(worker.log_file, 20)}")
+        await asyncio.sleep(0.2)
+    raise RuntimeError(f"the worker did not start in {timeout_s:g} s")
 
 
 def slot_processes(platform_dir: Path) -> set[int]:

@@ -6,14 +6,21 @@ the kernel's ephemeral range where a port it released could be taken by someone 
 
 from __future__ import annotations
 
+import fcntl
+import os
 import random
 import socket
+import tempfile
+from pathlib import Path
+from typing import IO
 
 __all__ = ["free_port", "free_port_block", "free_ports", "port_refuses"]
 
 # Below the kernel's ephemeral range (32768+), so no outgoing connection or slot process
 # (they take ephemeral ports) lands on a port a dev server releases while it restarts.
 _BLOCKS_FROM, _BLOCKS_TO = 20000, 32000
+_RESERVATIONS = Path(tempfile.gettempdir()) / "slipway-test-port-blocks"
+_held: list[IO[bytes]] = []  # locks this process holds until it exits
 
 
 def free_port() -> int:
@@ -39,11 +46,31 @@ def free_ports(count: int) -> list[int]:
 def free_port_block(count: int = 16) -> int:
     """The first of `count` consecutive free loopback ports, for servers that derive their
     ports from one base (the dev server and the local platform; see `tests.support.devstack`
-    for the layout). A bounded random scan, so parallel test workers spread out."""
+    for the layout). A bounded random scan, so parallel test workers spread out.
+
+    Free is not enough: two test workers starting stacks at the same moment both found one
+    block free, and the second's Traefik could not bind. So a block is also reserved, by a
+    lock file this process holds until it exits (the kernel drops the lock if it dies); a
+    block another process holds is skipped."""
+    _RESERVATIONS.mkdir(exist_ok=True)
     for base in random.sample(range(_BLOCKS_FROM, _BLOCKS_TO - count, 41), 200):
-        if all(_is_free(p) for p in range(base, base + count)):
+        if _reserve(base) and all(_is_free(p) for p in range(base, base + count)):
             return base
     raise RuntimeError(f"no {count} consecutive free loopback ports in {_BLOCKS_FROM}..")
+
+
+def _reserve(base: int) -> bool:
+    """Hold the lock of block `base` for this process's lifetime; False if another holds it."""
+    handle = (_RESERVATIONS / f"{base}.lock").open("ab")
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        handle.close()
+        return False
+    handle.write(f"{os.getpid()}\n".encode())
+    handle.flush()
+    _held.append(handle)
+    return True
 
 
 def _is_free(port: int) -> bool:

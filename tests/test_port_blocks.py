@@ -1,0 +1,34 @@
+"""Test stacks started at the same moment by parallel xdist workers get different port
+blocks: a block is reserved, not only found free (two demo stacks once shared one, and the
+second's Traefik could not bind)."""
+
+from __future__ import annotations
+
+import random
+import subprocess
+import sys
+
+import pytest
+
+from tests.support import ports
+
+
+def test_a_reserved_block_is_never_handed_out_again(monkeypatch: pytest.MonkeyPatch) -> None:
+    first = ports.free_port_block(16)
+    # Offer the same block first again: it is held, so the next one is given.
+    monkeypatch.setattr(random, "sample", lambda seq, k: [first, first + 41 * 3])
+    assert ports.free_port_block(16) == first + 41 * 3
+
+
+def test_another_process_skips_a_block_this_one_holds() -> None:
+    held = ports.free_port_block(16)
+    other = f"""
+import random
+from tests.support import ports
+random.sample = lambda seq, k: [{held}, {held + 41 * 5}]
+print(ports.free_port_block(16))
+"""
+    answer = subprocess.run(
+        [sys.executable, "-c", other], capture_output=True, text=True, timeout=60, check=True
+    )
+    assert int(answer.stdout) == held + 41 * 5
