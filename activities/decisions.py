@@ -28,7 +28,7 @@ from activities.worker_policy import (
 from contracts.activity import ActivityName
 from contracts.errors import ErrorType, verdict
 from workflows.decisions import signed_text
-from workflows.definition_rules import can_cover
+from workflows.definition_rules import unmet_gate
 from workflows.messages import DecisionCheck, DecisionVerdict, PolicyInForce, PolicyStart
 
 __all__ = ["DecisionActivities", "judge_decision", "signed_command"]
@@ -143,11 +143,10 @@ def gating_problems(policy: WorkerPolicy, start: PolicyStart) -> list[str]:
     for ask in start.gates:
         rule = policy.gate_rule(ask.gate, ask.environment)
         roles = list(rule.roles) if rule.roles is not None else ask.roles
-        quorum = max(rule.quorum or 0, ask.quorum or 0) or len(roles)
-        needed = max(quorum, len(set(roles)))
-        holders = sorted(name for name, have in held.items() if set(have) & set(roles))
-        if len(holders) >= needed and can_cover(roles, held):
+        unmet = unmet_gate(roles, max(rule.quorum or 0, ask.quorum or 0) or None, held)
+        if unmet is None:
             continue
+        needed, holders = unmet
         after = "it would wait forever" if not ask.times_out else "it could only time out"
         problems.append(
             f"gate {ask.gate!r} needs {needed} distinct approvers covering {sorted(set(roles))}; "

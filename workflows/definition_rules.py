@@ -20,6 +20,7 @@ __all__ = [
     "approval_problems",
     "graph_problems",
     "policy_problems",
+    "unmet_gate",
 ]
 
 # Stages acting on an environment that must have been deployed earlier in the run.
@@ -194,7 +195,7 @@ def policy_problems(
     return problems
 
 
-def can_cover(required: Sequence[str], roles: Mapping[str, Sequence[str]]) -> bool:
+def _can_cover(required: Sequence[str], roles: Mapping[str, Sequence[str]]) -> bool:
     """Whether each required role can be held by a different person (bipartite matching by
     augmenting paths; a gate has at most 20 roles)."""
     holder_of: dict[str, str] = {}  # person -> role they cover
@@ -211,6 +212,19 @@ def can_cover(required: Sequence[str], roles: Mapping[str, Sequence[str]]) -> bo
         return False
 
     return all(assign(role, set()) for role in dict.fromkeys(required))
+
+
+def unmet_gate(
+    roles: Sequence[str], quorum: int | None, people: Mapping[str, Sequence[str]]
+) -> tuple[int, list[str]] | None:
+    """None if `people` (person → roles held) can meet a gate asking each of `roles` of a
+    different person and at least `quorum` of them (default: one per role); else how many
+    distinct approvers it needs and who holds any of its roles."""
+    needed = max(quorum or len(roles), len(set(roles)))
+    holders = sorted(p for p, held in people.items() if set(held) & set(roles))
+    if len(holders) >= needed and _can_cover(roles, people):
+        return None
+    return needed, holders
 
 
 def approval_problems(
@@ -251,9 +265,9 @@ def approval_problems(
         gates.setdefault(gate, stage.name)
         if roles is None:
             continue
-        holders = sorted(p for p, held in roles.items() if set(held) & set(stage.roles))
-        needed = max(stage.required_quorum, len(set(stage.roles)))
-        if len(holders) < needed or not can_cover(stage.roles, roles):
+        unmet = unmet_gate(stage.roles, stage.quorum, roles)
+        if unmet is not None:
+            needed, holders = unmet
             forever = (
                 " and it has no timeout: the run would wait forever"
                 if stage.timeout is None

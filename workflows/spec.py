@@ -953,15 +953,13 @@ def validate_definition(
     if len(raw_stages) > MAX_STAGES:
         unread = len(raw_stages) > MAX_STAGES_READ
         why = (
-            "(a list this long is not read further)"
+            " (a list this long is not read further)"
             if unread
             else ": a run records about 6 history events per stage, and Temporal ends a run "
             "whose history passes 51,200 events"
         )
-        too_many = f"{len(raw_stages)} stages; a definition may have {MAX_STAGES}"
-        problems.append(
-            Problem(file=file, field="stages", message=f"{too_many}{' ' if unread else ''}{why}")
-        )
+        message = f"{len(raw_stages)} stages; a definition may have {MAX_STAGES}{why}"
+        problems.append(Problem(file=file, field="stages", message=message))
         if unread:
             raise DefinitionError(problems)
 
