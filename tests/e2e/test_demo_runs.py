@@ -21,7 +21,7 @@ from tests.support.binaries import require_binary
 from tests.support.devstack import Stack, running_stack
 from workflows.messages import PipelineResult, PipelineState, StageState, StageStatus
 
-pytestmark = [pytest.mark.e2e, pytest.mark.realserver]
+pytestmark = [pytest.mark.e2e, pytest.mark.realserver, pytest.mark.demo]
 
 
 @pytest_asyncio.fixture

@@ -207,12 +207,23 @@ def backend(tmp_path_factory: pytest.TempPathFactory) -> BackendVenv:
     root = tmp_path_factory.mktemp("heal7-backend")
     source = root / "backend"
     shutil.copytree(HEAL7 / "backend", source, ignore=COPY_IGNORE)
-    venv = root / "venv"
-    _run([sys.executable, "-m", "venv", str(venv)], timeout=60)
-    python = venv / "bin" / "python"
     # Its own declared dependencies, from the configured index (a PEP 517 build: hatchling).
-    _run([str(python), "-m", "pip", "install", "-q", f"{source}[test]"], timeout=180)
+    python = _venv(root / "venv", f"{source}[test]")
     return BackendVenv(python=python, source=source)
+
+
+def _venv(venv: Path, *requirements: str) -> Path:
+    """A venv holding `requirements`, installed by this interpreter's pip pointed at it, as the
+    engine's venv store does: no pip inside it, and no bytecode compiled ahead (Python writes
+    what it imports). Returns its interpreter."""
+    _run([sys.executable, "-m", "venv", "--without-pip", str(venv)], timeout=60)
+    python = venv / "bin" / "python"
+    _run(
+        [sys.executable, "-m", "pip", "--python", str(python), "install", "-q", "--no-compile",
+         *requirements],
+        timeout=180,
+    )  # fmt: skip
+    return python
 
 
 def _junit_totals(path: Path) -> dict[str, int]:
@@ -396,13 +407,11 @@ def test_frontend_npm_ci_build_and_test(frontend: FrontendBuild) -> None:
     _run([frontend.npm, "test"], timeout=120, cwd=frontend.source, env=frontend.env)
 
 
-def _wheel(source: Path, out: Path, venv: Path) -> subprocess.CompletedProcess[str]:
-    """`pip wheel` with build isolation: hatchling comes from pip's configured index."""
-    if not (venv / "bin" / "python").exists():
-        _run([sys.executable, "-m", "venv", str(venv)], timeout=60)
+def _wheel(source: Path, out: Path) -> subprocess.CompletedProcess[str]:
+    """`pip wheel` with build isolation: hatchling comes from pip's configured index, into an
+    environment of its own, never this interpreter's packages."""
     return subprocess.run(
-        [str(venv / "bin" / "python"), "-m", "pip", "wheel", "-q", "--no-deps",
-         "-w", str(out), str(source)],
+        [sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "-w", str(out), str(source)],
         capture_output=True, text=True, timeout=180, check=False,
     )  # fmt: skip
 
@@ -410,19 +419,17 @@ def _wheel(source: Path, out: Path, venv: Path) -> subprocess.CompletedProcess[s
 def test_frontend_wheel_serves_the_built_pages_and_health(
     frontend: FrontendBuild, tmp_path: Path
 ) -> None:
-    built = _wheel(frontend.source, tmp_path / "wheels", tmp_path / "build-venv")
+    built = _wheel(frontend.source, tmp_path / "wheels")
     assert built.returncode == 0, built.stderr[-3000:]
     (wheel,) = (tmp_path / "wheels").glob("heal7_frontend-0.1.0-*.whl")
-    venv = tmp_path / "run-venv"
-    _run([sys.executable, "-m", "venv", str(venv)], timeout=60)
-    _run([str(venv / "bin" / "python"), "-m", "pip", "install", "-q", str(wheel)], timeout=120)
+    python = _venv(tmp_path / "run-venv", str(wheel))
     shutil.rmtree(frontend.source / "site")  # what is served must come from the wheel
     try:
         port = free_port()
         empty = tmp_path / "cwd"
         empty.mkdir()
         process = subprocess.Popen(
-            [str(venv / "bin" / "python"), "-m", "heal7_frontend", "--port", str(port)],
+            [str(python), "-m", "heal7_frontend", "--port", str(port)],
             cwd=empty, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
         )  # fmt: skip
         base = f"http://127.0.0.1:{port}"
@@ -456,7 +463,7 @@ def test_frontend_wheel_serves_the_built_pages_and_health(
 def test_frontend_wheel_is_refused_before_the_npm_build(tmp_path: Path) -> None:
     source = tmp_path / "frontend"
     shutil.copytree(HEAL7 / "frontend", source, ignore=COPY_IGNORE)
-    built = _wheel(source, tmp_path / "wheels", tmp_path / "build-venv")
+    built = _wheel(source, tmp_path / "wheels")
     assert built.returncode != 0
     assert "Forced include not found" in built.stderr
     assert f"{source / 'site'}" in built.stderr

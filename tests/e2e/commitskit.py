@@ -1,0 +1,68 @@
+"""Tools for the several-commits tests: runs of hello-service started with a commit time, and
+gates approved as people would (the stack itself is `tests.support.devstack`)."""
+
+from __future__ import annotations
+
+import re
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+from starters.localstack import git, wait_for_gate
+from starters.runs import start_pipeline
+from tests.e2e.crashkit import approve, outcome
+from tests.support.devstack import APPROVERS, DEMO_ROLES, HELLO_SPEC, Stack
+from workflows.environment import EnvironmentWorkflow
+from workflows.messages import EnvironmentState, PipelineResult, RunContext
+from workflows.naming import environment_id
+
+__all__ = ["approve_gate", "approve_through", "environment", "release", "start"]
+
+T0 = datetime.now(UTC) - timedelta(hours=1)
+
+
+def release(repo: Path, version: str) -> str:
+    """A new, good commit of hello-service that reports `version`."""
+    pyproject = repo / "pyproject.toml"
+    text = re.sub(r'^version = ".*"$', f'version = "{version}"', pyproject.read_text(), flags=re.M)
+    pyproject.write_text(text, encoding="utf-8")
+    git(repo, "commit", "-q", "-am", f"hello-service {version}")
+    return git(repo, "rev-parse", "HEAD")
+
+
+async def start(stack: Stack, repo: Path, commit: str, minute: int) -> str:
+    run = RunContext(
+        service="hello",
+        repo=str(repo),
+        commit=commit,
+        author="erin",
+        branch="main",
+        commit_time=T0 + timedelta(minutes=minute),
+    )
+    started = await start_pipeline(
+        stack.client, HELLO_SPEC, run, DEMO_ROLES, stack.worker.task_queue
+    )
+    return started.workflow_id
+
+
+async def approve_gate(stack: Stack, workflow_id: str, gate: str) -> bool:
+    """Approve `gate` once it opens; False if the run ended first."""
+    st = await wait_for_gate(stack.client, workflow_id, gate, timeout_s=240)
+    if st.state.value != "running":
+        return False
+    await approve(stack.client, workflow_id, gate, APPROVERS[gate])
+    return True
+
+
+async def approve_through(
+    stack: Stack, workflow_id: str, gates: tuple[str, ...] = tuple(APPROVERS)
+) -> PipelineResult:
+    """Approve `gates` as they open (as people would), then wait for the outcome."""
+    for gate in gates:
+        if not await approve_gate(stack, workflow_id, gate):
+            break
+    return await outcome(stack.client, workflow_id, 400)
+
+
+async def environment(stack: Stack, name: str) -> EnvironmentState:
+    handle = stack.client.get_workflow_handle(environment_id("hello", name))
+    return await handle.query(EnvironmentWorkflow.state)
