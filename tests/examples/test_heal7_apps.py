@@ -46,6 +46,8 @@ COPY_IGNORE = shutil.ignore_patterns(
     "node_modules",
     ".coverage*",
 )
+pytestmark = pytest.mark.realserver  # PostgreSQL, Redis and npm, for real
+
 # PostgreSQL refuses to run as root; as root the test runs it as this unprivileged user.
 POSTGRES_RUN_AS = "nobody"
 
