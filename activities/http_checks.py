@@ -6,6 +6,7 @@ from collections.abc import Mapping, Sequence
 
 import httpx
 
+from activities.tls import verifying_context
 from contracts.activity import HttpCheck, HttpCheckReport
 
 __all__ = ["run_http_checks"]
@@ -21,7 +22,9 @@ def run_http_checks(
     check reported as data (the stage judges), never an exception."""
     failures: list[str] = []
     base = base_url.rstrip("/")
-    with httpx.Client(headers=dict(headers or {}), timeout=timeout_s) as client:
+    with httpx.Client(
+        headers=dict(headers or {}), timeout=timeout_s, verify=verifying_context()
+    ) as client:
         for check in checks:
             url = base + check.path
             try:

@@ -1,4 +1,4 @@
-"""A stub HTTP server on loopback for tests that play a webhook, SonarQube or an ingress.
+"""A stub HTTP(S) server on loopback for tests that play a webhook, SonarQube or an ingress.
 
 One way to serve a handler class in a thread and always shut it down (a server left running
 keeps its port and thread until the test process ends).
@@ -6,6 +6,7 @@ keeps its port and thread until the test process ends).
 
 from __future__ import annotations
 
+import ssl
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -15,15 +16,21 @@ __all__ = ["serving"]
 
 
 @contextmanager
-def serving(handler: type[BaseHTTPRequestHandler]) -> Iterator[str]:
-    """`handler` answering on a free loopback port; yields the base URL (no trailing slash)."""
-    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+def serving(
+    handler: type[BaseHTTPRequestHandler], port: int = 0, tls: ssl.SSLContext | None = None
+) -> Iterator[str]:
+    """`handler` answering on a loopback port (a free one unless `port` is given), over TLS
+    with `tls`; yields the base URL (no trailing slash)."""
+    server = ThreadingHTTPServer(("127.0.0.1", port), handler)
+    if tls is not None:
+        server.socket = tls.wrap_socket(server.socket, server_side=True)
     thread = threading.Thread(
         target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
     )
     thread.start()
+    scheme = "https" if tls is not None else "http"
     try:
-        yield f"http://127.0.0.1:{server.server_address[1]}"
+        yield f"{scheme}://127.0.0.1:{server.server_address[1]}"
     finally:
         server.shutdown()
         server.server_close()

@@ -12,6 +12,7 @@ import httpx
 
 from activities.backends import Heartbeat
 from activities.platforms.local.traefik import TraefikRouter
+from activities.tls import verifying_context
 from contracts.activity import LoadReport, LoadRequest
 
 __all__ = ["HttpLoadGenerator"]
@@ -58,6 +59,7 @@ class HttpLoadGenerator:
             httpx.Client(
                 timeout=self.timeout_s,
                 limits=limits,
+                verify=verifying_context(),
                 # The service's Host: on a shared entrypoint it picks this service.
                 headers={"Host": self.router.host(request.service)},
             ) as client,

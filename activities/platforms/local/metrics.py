@@ -27,6 +27,7 @@ from typing import Any
 import httpx
 from prometheus_client.parser import text_string_to_metric_families
 
+from activities.platforms.local import loopback
 from activities.platforms.local._proc import atomic_write_text, file_lock, pid_alive
 from activities.platforms.local.slots import SlotManager
 from activities.platforms.local.traefik import TraefikRouter
@@ -188,7 +189,7 @@ class TraefikMetricsProvider:
 
     def _scrape(self) -> str:
         try:
-            response = httpx.get(self.router.metrics_url, timeout=self.scrape_timeout_s)
+            response = loopback.get(self.router.metrics_url, timeout=self.scrape_timeout_s)
             response.raise_for_status()
         except httpx.HTTPError as error:
             raise RuntimeError(

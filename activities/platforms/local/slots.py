@@ -31,6 +31,7 @@ import httpx
 from pydantic import BaseModel, ConfigDict, Field
 
 from activities.backends import Heartbeat
+from activities.platforms.local import loopback
 from activities.platforms.local._proc import (
     LAUNCH_ENV,
     LOOPBACK,
@@ -196,7 +197,7 @@ class SlotManager:
 
     def _probe(self, port: int, path: str) -> bool:
         try:
-            response = httpx.get(f"http://{LOOPBACK}:{port}{path}", timeout=self.probe_timeout_s)
+            response = loopback.get(f"http://{LOOPBACK}:{port}{path}", timeout=self.probe_timeout_s)
         except httpx.HTTPError:
             return False
         return response.status_code == 200
@@ -376,7 +377,7 @@ class SlotManager:
                     f"{tail(log_path, 20, offset)}",
                 )
             try:
-                response = httpx.get(url, timeout=self.probe_timeout_s)
+                response = loopback.get(url, timeout=self.probe_timeout_s)
                 if response.status_code == 200:
                     break
                 last = f"HTTP {response.status_code}"

@@ -37,6 +37,7 @@ import httpx
 import yaml
 from pydantic import BaseModel, ConfigDict, Field
 
+from activities.platforms.local import loopback
 from activities.platforms.local._proc import (
     LOOPBACK,
     atomic_write_text,
@@ -238,7 +239,7 @@ class TraefikRouter:
 
     def _ping(self) -> bool:
         try:
-            return httpx.get(f"{self.api_url}/ping", timeout=1.0).status_code == 200
+            return loopback.get(f"{self.api_url}/ping", timeout=1.0).status_code == 200
         except httpx.HTTPError:
             return False
 
@@ -480,7 +481,7 @@ class TraefikRouter:
     # --- reading back --------------------------------------------------------------------
 
     def _api_service(self, name: str) -> dict[str, Any] | None:
-        response = httpx.get(f"{self.api_url}/api/http/services/{name}@file", timeout=2.0)
+        response = loopback.get(f"{self.api_url}/api/http/services/{name}@file", timeout=2.0)
         if response.status_code == 404:
             return None
         response.raise_for_status()
