@@ -11,6 +11,7 @@ from typing import Any
 import httpx
 
 from activities.observability import activity_log
+from activities.tls import verifying_context
 from contracts.activity import NotifyRequest
 
 __all__ = [
@@ -59,7 +60,12 @@ class SlackNotifier:
 
     def send(self, request: NotifyRequest) -> None:
         try:
-            response = httpx.post(self._url, json=slack_payload(request), timeout=self._timeout)
+            response = httpx.post(
+                self._url,
+                json=slack_payload(request),
+                timeout=self._timeout,
+                verify=verifying_context(),
+            )
         except httpx.HTTPError as exc:
             # The webhook URL is a secret: name the failure, never the URL.
             raise SlackDeliveryError(

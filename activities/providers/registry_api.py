@@ -13,6 +13,7 @@ from dataclasses import dataclass
 import httpx
 
 from activities.providers.image_names import default_repository, is_loopback
+from activities.tls import verifying_context
 from contracts.errors import ErrorType, verdict
 
 __all__ = [
@@ -67,7 +68,9 @@ class RegistryApi:
         has no such manifest. Connection failures and 5xx raise (a retry may help)."""
         url = f"{self._base}/v2/{repository}/manifests/{reference}"
         headers = {"Accept": ", ".join(MANIFEST_MEDIA_TYPES)}
-        with httpx.Client(timeout=self._timeout, follow_redirects=True) as http:
+        with httpx.Client(
+            timeout=self._timeout, follow_redirects=True, verify=verifying_context()
+        ) as http:
             response = http.get(url, headers=headers)
             if response.status_code == 401:
                 headers["Authorization"] = self._authorization(http, response, repository)

@@ -31,6 +31,7 @@ from activities.providers.scanner_process import (
     unavailable_report,
 )
 from activities.providers.trivy_report import parse_trivy
+from activities.tls import verifying_context
 from contracts.activity import Finding, ScannerReport, Severity
 
 __all__ = [
@@ -587,7 +588,12 @@ class SonarQubeGate:
         self._auth = httpx.BasicAuth(token, "")
 
     def scan(self, path: str) -> ScannerReport:
-        with httpx.Client(base_url=self._url, auth=self._auth, timeout=self._timeout_s) as client:
+        with httpx.Client(
+            base_url=self._url,
+            auth=self._auth,
+            timeout=self._timeout_s,
+            verify=verifying_context(),
+        ) as client:
             try:
                 response = client.get(
                     "/api/qualitygates/project_status", params={"projectKey": self._project_key}
