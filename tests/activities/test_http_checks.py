@@ -6,7 +6,6 @@ from __future__ import annotations
 import ipaddress
 import ssl
 from datetime import UTC, datetime, timedelta
-from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 
 import pytest
@@ -18,19 +17,7 @@ from cryptography.x509.oid import NameOID
 from activities.http_checks import run_http_checks
 from activities.tls import verifying_context
 from contracts.activity import HttpCheck
-from tests.support.stub_http import serving
-
-
-class Healthy(BaseHTTPRequestHandler):
-    def do_GET(self) -> None:
-        body = b"ok"
-        self.send_response(200)
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
-    def log_message(self, format: str, *args: object) -> None:
-        """Quiet: the test reads results, not the server's log."""
+from tests.support.stub_http import answering, serving
 
 
 @pytest.fixture
@@ -71,7 +58,7 @@ def test_a_certificate_nobody_signed_fails_the_check_every_time(
     self_signed: ssl.SSLContext,
 ) -> None:
     checks = [HttpCheck(path="/health", status=200)]
-    with serving(Healthy, tls=self_signed) as url:
+    with serving(answering("ok"), tls=self_signed) as url:
         assert url.startswith("https://")
         for _ in range(2):  # the second call reuses the shared context: still verifying
             report = run_http_checks(url, checks, timeout_s=5)
@@ -82,7 +69,7 @@ def test_a_certificate_nobody_signed_fails_the_check_every_time(
 
 
 def test_plain_http_checks_pass_and_a_wrong_status_is_named() -> None:
-    with serving(Healthy) as url:
+    with serving(answering("ok")) as url:
         report = run_http_checks(
             url, [HttpCheck(path="/", status=200), HttpCheck(path="/x", status=404)], 5
         )

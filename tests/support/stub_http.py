@@ -12,7 +12,27 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
-__all__ = ["serving"]
+__all__ = ["answering", "serving"]
+
+
+def answering(text: str) -> type[BaseHTTPRequestHandler]:
+    """A handler answering every GET with 200 and `text`, over HTTP/1.1 (so a client could
+    keep the connection alive), writing no log."""
+
+    class Answering(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def do_GET(self) -> None:
+            body = text.encode()
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, format: str, *args: object) -> None:
+            """Quiet: tests read answers, not the server's log."""
+
+    return Answering
 
 
 @contextmanager

@@ -11,15 +11,24 @@ slot's port is taken by the next release's process, and nothing pooled may outli
 
 from __future__ import annotations
 
+import functools
+
 import httpx
 
 from activities.tls import verifying_context
 
 __all__ = ["get"]
 
-_CLIENT = httpx.Client(limits=httpx.Limits(max_keepalive_connections=0), verify=verifying_context())
+
+@functools.cache
+def _client() -> httpx.Client:
+    """Built at the first call, not at import: the demo starter and the tests import the local
+    platform without probing anything."""
+    return httpx.Client(
+        limits=httpx.Limits(max_keepalive_connections=0), verify=verifying_context()
+    )
 
 
 def get(url: str, timeout: float) -> httpx.Response:
     """GET `url` within `timeout` seconds; raises `httpx.HTTPError` as `httpx.get` does."""
-    return _CLIENT.get(url, timeout=timeout)
+    return _client().get(url, timeout=timeout)
