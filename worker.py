@@ -163,6 +163,7 @@ async def main() -> None:
         secrets_in_environment,
         secrets_in_settings,
     )
+    from activities.providers.sandbox import configure as configure_sandbox
     from activities.settings import ConfigurationError, Settings
     from activities.worker_policy import PolicyError, load_policy
     from plumbing.codec import CodecError, codec_from_env
@@ -182,6 +183,13 @@ async def main() -> None:
         policy = load_policy(settings.policy_file)
     except PolicyError as err:
         raise SystemExit(f"worker: {err}") from None
+    # Untrusted steps (tests, command stages, builds, installs, scanners) run in a sandbox,
+    # or are refused where it cannot run unless the policy says `sandbox: off`.
+    sandbox = configure_sandbox(policy.policy.sandbox)
+    if sandbox.active:
+        log.info(sandbox.describe())
+    else:
+        log.warning(sandbox.describe())
     try:
         codec_from_env()  # a bad key ring stops the worker before it starts anything
     except CodecError as err:
@@ -215,6 +223,7 @@ async def main() -> None:
         platform=settings.platform,
         policy=policy.path,
         policy_hash=policy.hash,
+        sandbox="bwrap" if sandbox.active else f"{sandbox.mode}, not sandboxed",
     )
     async with worker:
         await stop.wait()

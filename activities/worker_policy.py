@@ -16,6 +16,7 @@ to the next decision of every run. Whoever starts a run has no say in it.
       promote: {roles: [devops_lead, cto]}
     environments:
       production: {requires_approval: true}
+    sandbox: required       # or off: untrusted steps run unsandboxed (read at worker start)
 """
 
 from __future__ import annotations
@@ -108,6 +109,12 @@ class EnvironmentRule(_Strict):
 
 
 class WorkerPolicy(_Strict):
+    sandbox: Literal["required", "off"] = Field(
+        "required",
+        description="required: tests, command stages, builds, installs and scanners run only "
+        "in the sandbox (bubblewrap), refused where it cannot run; off: they run unsandboxed. "
+        "Read at worker start.",
+    )
     people: dict[str, Person] = Field(default_factory=dict)
     gates: dict[str, GateRule] = Field(default_factory=dict)
     actions: dict[Literal["promote", "pause", "resume", "abort", "rollback"], ActionRule] = Field(

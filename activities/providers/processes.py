@@ -1,4 +1,8 @@
-"""Run a command as a subprocess, heartbeating while it runs, keeping the tail of its output."""
+"""Run a command as a subprocess, heartbeating while it runs, keeping the tail of its output.
+
+Every command run here is the service's (tests, setup, command stages, installs, builds), so
+it runs in the worker's sandbox (`activities.providers.sandbox`) with the `Mounts` its caller
+names."""
 
 from __future__ import annotations
 
@@ -13,6 +17,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from activities.backends import Heartbeat
+from activities.providers import sandbox as sandboxes
+from activities.providers.sandbox import Mounts, Sandbox
 
 __all__ = ["ProcessResult", "run_with_heartbeat"]
 
@@ -35,20 +41,29 @@ def run_with_heartbeat(
     env: Mapping[str, str],
     heartbeat: Heartbeat,
     *,
+    mounts: Mounts,
     every_s: float = 1.0,
     timeout_s: float | None = None,
+    sandbox: Sandbox | None = None,
 ) -> ProcessResult:
-    """Run `command` in `cwd`, calling `heartbeat` every `every_s` seconds while it runs.
+    """Run `command` in `cwd` in the sandbox (`sandbox`, else the worker's) seeing `mounts`,
+    calling `heartbeat` every `every_s` seconds while it runs.
 
     Output goes to a temporary file, not a pipe, so a chatty command can never block on a full
-    pipe while we poll. Raises FileNotFoundError/PermissionError if the command cannot start.
+    pipe while we poll. Raises FileNotFoundError/PermissionError if the command cannot start,
+    and the sandbox's refusal when the worker may run no untrusted code.
     """
     start = time.monotonic()
-    with tempfile.TemporaryFile() as output:
+    confinement = sandbox or sandboxes.current()
+    with (
+        confinement.prepare(command, cwd=cwd, env=env, mounts=mounts) as prepared,
+        tempfile.TemporaryFile() as output,
+    ):
         process = subprocess.Popen(
-            list(command),
-            cwd=cwd,
-            env=dict(env),
+            prepared.argv,
+            cwd=cwd if not confinement.active else "/",
+            env=prepared.env,
+            pass_fds=prepared.pass_fds,
             stdin=subprocess.DEVNULL,
             stdout=output,
             stderr=subprocess.STDOUT,

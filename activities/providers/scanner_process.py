@@ -17,7 +17,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from temporalio.exceptions import ApplicationError
+
+from activities.providers import sandbox as sandboxes
 from activities.providers.child_env import child_env
+from activities.providers.sandbox import Bind, Mounts, install_paths, paths_named_in
 from contracts.activity import ScannerReport
 
 __all__ = [
@@ -68,36 +72,62 @@ def run_scanner(
     cwd: Path,
     timeout_s: float,
     env: Mapping[str, str] | None = None,
+    *,
+    writable: Sequence[Path] = (),
 ) -> ScannerRun:
     """Run `argv` in `cwd` with `scanner_env` plus `env`. Scanners are worker tools but read
-    the service's code: never the worker's secrets, and a throwaway HOME."""
+    the service's code (and pip-audit's resolution runs its build code): they run in the
+    worker's sandbox (`activities.providers.sandbox`) with the worker's venv, `cwd` and what
+    the worker's install settings (and `env`, the scanner's own settings) name read-only,
+    `writable` (a report's directory) writable, a throwaway HOME and never the worker's
+    secrets."""
+    sandbox = sandboxes.current()
     with tempfile.TemporaryDirectory(prefix="slipway-scan-home-") as home:
+        environment = scanner_env(Path(home), env)
+        trivy_cache = environment.get("TRIVY_CACHE_DIR")
+        for directory in writable:
+            Path(directory).mkdir(parents=True, exist_ok=True)
+            sandbox.give(Path(directory))
+        readable = [cwd, *install_paths(), *paths_named_in(env or {})]
+        if trivy_cache:
+            readable.append(Path(trivy_cache))
+        mounts = Mounts(
+            binds=(
+                *(Bind(Path(p)) for p in readable),
+                *(Bind(Path(p), writable=True) for p in writable),
+            ),
+            worker_tools=True,
+        )
         try:
-            process = subprocess.Popen(
-                list(argv),
-                cwd=cwd,
-                env=scanner_env(Path(home), env),
-                stdin=subprocess.DEVNULL,
-                stdout=subprocess.PIPE,
-                stderr=subprocess.PIPE,
-                text=True,
-                # Own process group: on timeout the scanner's children (pip-audit runs pip)
-                # stop too.
-                start_new_session=True,
-            )
+            with sandbox.prepare(argv, cwd=cwd, env=environment, mounts=mounts) as prepared:
+                process = subprocess.Popen(
+                    prepared.argv,
+                    cwd=cwd if not sandbox.active else "/",
+                    env=prepared.env,
+                    pass_fds=prepared.pass_fds,
+                    stdin=subprocess.DEVNULL,
+                    stdout=subprocess.PIPE,
+                    stderr=subprocess.PIPE,
+                    text=True,
+                    # Own process group: on timeout the scanner's children (pip-audit runs pip)
+                    # stop too.
+                    start_new_session=True,
+                )
+                try:
+                    stdout, stderr = process.communicate(timeout=timeout_s)
+                except subprocess.TimeoutExpired as exc:
+                    with contextlib.suppress(ProcessLookupError):
+                        os.killpg(process.pid, signal.SIGKILL)
+                    process.communicate()
+                    raise ScannerUnavailableError(
+                        f"{Path(argv[0]).name} did not finish within {timeout_s:.0f} s"
+                    ) from exc
         except OSError as exc:
             raise ScannerUnavailableError(
                 f"{argv[0]} could not be started: {exc.strerror}"
             ) from exc
-        try:
-            stdout, stderr = process.communicate(timeout=timeout_s)
-        except subprocess.TimeoutExpired as exc:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(process.pid, signal.SIGKILL)
-            process.communicate()
-            raise ScannerUnavailableError(
-                f"{Path(argv[0]).name} did not finish within {timeout_s:.0f} s"
-            ) from exc
+        except ApplicationError as exc:  # the sandbox's refusal: the scan did not happen
+            raise ScannerUnavailableError(exc.message) from exc
     return ScannerRun(process.returncode, stdout, stderr)
 
 

@@ -241,7 +241,7 @@ class PipAuditScanner:
                         f"no requirements.txt or pyproject.toml in {root}: nothing says which "
                         "dependencies to audit",
                     )
-                report = self._audit(binary, source, root, deadline)
+                report = self._audit(binary, source, root, Path(tmp), deadline)
             except ScannerUnavailableError as exc:
                 return unavailable_report(self.name, exc)
         findings, skipped = parse_pip_audit(report)
@@ -259,7 +259,9 @@ class PipAuditScanner:
     def _network_timeout(self) -> str:
         return f"{max(1, round(self._network_timeout_s))}"
 
-    def _audit(self, binary: Path, source: Sequence[str], root: Path, deadline: float) -> Any:
+    def _audit(
+        self, binary: Path, source: Sequence[str], root: Path, tmp: Path, deadline: float
+    ) -> Any:
         argv = [
             str(binary),
             "-f",
@@ -273,7 +275,8 @@ class PipAuditScanner:
         ]
         if self._cache_dir is not None:
             argv += ["--cache-dir", str(self._cache_dir)]
-        run = run_scanner([*argv, *source], root, _left(deadline), self._env)
+        writable = [tmp, *([self._cache_dir] if self._cache_dir is not None else [])]
+        run = run_scanner([*argv, *source], root, _left(deadline), self._env, writable=writable)
         if _NETWORK_TROUBLE.search(run.stderr) and not run.stdout.strip():
             raise ScannerUnavailableError(
                 f"pip-audit could not reach its vulnerability service ({self._service}): "
@@ -306,7 +309,7 @@ class PipAuditScanner:
         ]
         shown = listed.name if listed.parent == root else "the pyproject's dependencies"
         try:
-            run = run_scanner(argv, root, _left(deadline), self._env)
+            run = run_scanner(argv, root, _left(deadline), self._env, writable=[tmp])
         except ScannerUnavailableError as exc:
             raise ScannerUnavailableError(f"resolving {shown} with pip: {exc}") from exc
         if run.exit_code != 0 or not report_file.is_file():

@@ -14,8 +14,10 @@ from pathlib import Path
 from xml.etree import ElementTree
 
 from activities.backends import Heartbeat
+from activities.providers import sandbox as sandboxes
 from activities.providers.child_env import child_env
 from activities.providers.processes import ProcessResult, run_with_heartbeat
+from activities.providers.sandbox import Bind, Mounts
 from activities.providers.test_venv import source_paths, test_venv_spec
 from activities.providers.venvs import VenvCache, python_in
 from contracts.activity import SuiteReport, SuiteRequest
@@ -43,7 +45,9 @@ class SubprocessSuiteRunner:
     """`SuiteRunner` that runs the request's command in its `path`, in a venv of the service's
     own dependencies (`activities.providers.test_venv`), with an allow-listed environment plus
     the request's `env` (`activities.providers.child_env`): never the worker's packages or
-    secrets. Heartbeats while it runs, then parses the reports the command wrote."""
+    secrets. It runs in the worker's sandbox (`activities.providers.sandbox`): a writable copy
+    of `path` made for this attempt, the venv read-only, nothing else of the worker's.
+    Heartbeats while it runs, then parses the reports the command wrote (in the copy)."""
 
     def __init__(
         self,
@@ -57,13 +61,6 @@ class SubprocessSuiteRunner:
 
     def run(self, request: SuiteRequest, heartbeat: Heartbeat) -> SuiteReport:
         cwd = Path(request.path)
-        junit = cwd / request.junit
-        coverage = cwd / request.coverage if request.coverage else None
-        # Workspaces are cached by sha: a report left by an earlier attempt must not be read
-        # as this run's result.
-        for stale in (junit, coverage):
-            if stale is not None:
-                stale.unlink(missing_ok=True)
         command = list(request.command)
         if not command:
             raise verdict(
@@ -76,6 +73,8 @@ class SubprocessSuiteRunner:
                 f"The test directory {str(cwd)!r} does not exist: check the checkout and "
                 "the stage's service path.",
             )
+        sandbox = sandboxes.current()
+        sandbox.check()  # before a venv is built for a stage that cannot run
         spec = test_venv_spec(
             cwd,
             extras=request.extras,
@@ -87,6 +86,33 @@ class SubprocessSuiteRunner:
         if _PYTHON.fullmatch(command[0]):
             # `python` is the venv's interpreter: the service's dependencies, not the worker's.
             command[0] = str(python_in(venv))
+        with sandbox.writable_copy(cwd) as copy:
+            junit = copy.host(cwd / request.junit)
+            coverage = copy.host(cwd / request.coverage) if request.coverage else None
+            # Workspaces are cached by sha: a report left by an earlier attempt (or a command
+            # stage) must not be read as this run's result.
+            for stale in (junit, coverage):
+                if stale is not None:
+                    stale.unlink(missing_ok=True)
+            result = self._run_command(request, command, cwd, venv, copy.binds, heartbeat)
+            # The reports were written by the service's code: one that leads out of its
+            # directory (a symlink to a worker file) is not read.
+            inside = copy.copy.resolve()
+            junit, coverage = (
+                _within(junit, inside),
+                _within(coverage, inside) if coverage is not None else None,
+            )
+            return self._report(request, command, result, junit, coverage, heartbeat)
+
+    def _run_command(
+        self,
+        request: SuiteRequest,
+        command: list[str],
+        cwd: Path,
+        venv: Path,
+        binds: tuple[Bind, ...],
+        heartbeat: Heartbeat,
+    ) -> ProcessResult:
         try:
             with tempfile.TemporaryDirectory(prefix="slipway-test-home-") as home:
                 env = child_env(
@@ -103,6 +129,7 @@ class SubprocessSuiteRunner:
                     cwd,
                     env,
                     heartbeat,
+                    mounts=Mounts(binds=(*binds, Bind(venv))),
                     every_s=self._every_s,
                     timeout_s=self._timeout_s,
                 )
@@ -119,6 +146,17 @@ class SubprocessSuiteRunner:
                 "declare the tool in the service's `test` extra (or the stage's `extras`, "
                 "`requirements` or `setup`) or fix `command` in the test stage.",
             ) from exc
+        return result
+
+    def _report(
+        self,
+        request: SuiteRequest,
+        command: list[str],
+        result: ProcessResult,
+        junit: Path,
+        coverage: Path | None,
+        heartbeat: Heartbeat,
+    ) -> SuiteReport:
         if result.timed_out:
             raise verdict(
                 ErrorType.GATE_FAILED,
@@ -155,6 +193,11 @@ class SubprocessSuiteRunner:
             skipped=counts.skipped,
             failed_tests=counts.failed_tests,
         )
+
+
+def _within(path: Path, directory: Path) -> Path:
+    """`path` if it resolves inside `directory`; else a path that does not exist."""
+    return path if path.resolve().is_relative_to(directory) else directory / ".outside"
 
 
 @dataclass

@@ -44,7 +44,7 @@ def scan_image(
         output = Path(out_dir) / "report.json"
         argv = [str(trivy), "image", "--quiet", "--format", "json", "--output", str(output), uri]
         try:
-            run = run_scanner(argv, Path(out_dir), timeout_s, env)
+            run = run_scanner(argv, Path(out_dir), timeout_s, env, writable=[Path(out_dir)])
         except ScannerUnavailableError as exc:
             return unavailable_report(SCANNER, exc)
         if run.exit_code != 0 or not output.is_file():

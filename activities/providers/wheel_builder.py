@@ -27,8 +27,10 @@ from temporalio.exceptions import ApplicationError
 
 from activities.backends import Heartbeat
 from activities.files import atomic_write_bytes, atomic_write_text, file_sha256
+from activities.providers import sandbox as sandboxes
 from activities.providers.child_env import child_env
 from activities.providers.processes import run_with_heartbeat
+from activities.providers.sandbox import Bind, Mounts, install_paths
 from activities.providers.scanners import TrivyScanner
 from activities.providers.venvs import VenvCache, VenvSpec, python_in
 from contracts.activity import Artifact, BuildRequest, PublishRequest, ScannerReport
@@ -49,7 +51,12 @@ class WheelBuilder:
     """`Builder` that builds the service dir into a wheel with `pip wheel` (PEP 517, with build
     isolation and the allow-listed environment of `child_env`) and stores it by its sha256.
     The same commit yields the same digest: a rebuild is skipped when the index has the
-    commit, and the wheel itself is reproducible (SOURCE_DATE_EPOCH is the commit time)."""
+    commit, and the wheel itself is reproducible (SOURCE_DATE_EPOCH is the commit time).
+
+    The build runs the service's build code: in the worker's sandbox
+    (`activities.providers.sandbox`) it sees its private copy of the sources and the output
+    directory writable, the build environment read-only (verified by hash at each use,
+    `VenvCache`), and nothing else of the worker's."""
 
     def __init__(
         self, store_dir: Path, timeout_s: float | None = 900.0, pip_cache: Path | None = None
@@ -83,6 +90,7 @@ class WheelBuilder:
                 f"Cannot build {request.service!r}: {str(source)!r} has no pyproject.toml or "
                 "setup.py. Add a pyproject.toml describing the package.",
             )
+        sandboxes.current().check()
         with tempfile.TemporaryDirectory(prefix="slipway-build-") as tmp:
             # A private copy: setuptools writes build/ and *.egg-info next to the sources, which
             # must neither dirty the cached checkout nor leak a previous build into this one.
@@ -113,6 +121,12 @@ class WheelBuilder:
         )
         wheel = [sys.executable, "-m", "pip"]
         options = ["wheel", "--no-deps", "--disable-pip-version-check", "-w", str(out), "."]
+        sandbox = sandboxes.current()
+        out.mkdir(parents=True, exist_ok=True)
+        sandbox.give(work)
+        sandbox.give(out)
+        writable = (Bind(work, writable=True), Bind(out, writable=True))
+        installing = tuple(Bind(path) for path in install_paths())
         # The build runs in an environment of the service's own `[build-system] requires`
         # (flit_core, hatchling, setuptools, ...) from pip's configured index, never the
         # worker's packages. That environment is cached by its requirements (installing
@@ -120,16 +134,32 @@ class WheelBuilder:
         backend = self._build_env(work, heartbeat)
         if backend is not None:
             fast = [*wheel, "--python", str(python_in(backend)), *options, "--no-build-isolation"]
-            result = run_with_heartbeat(fast, work, env, heartbeat, timeout_s=self._timeout_s)
+            mounts = Mounts(
+                binds=(*writable, Bind(backend), *installing),
+                private=(self._pip_cache, home),
+                worker_tools=True,
+            )
+            result = run_with_heartbeat(
+                fast, work, env, heartbeat, mounts=mounts, timeout_s=self._timeout_s
+            )
             built = sorted(out.glob("*.whl")) if out.is_dir() else []
             if result.exit_code == 0 and len(built) == 1:
                 return built[0]
-            shutil.rmtree(out, ignore_errors=True)
+            for leftover in out.iterdir():  # the directory itself stays: it is bound
+                if leftover.is_dir() and not leftover.is_symlink():
+                    shutil.rmtree(leftover)
+                else:
+                    leftover.unlink()
         # pip's own PEP 517 build isolation: a fresh environment with the backend and what
         # it asks for at build time (`get_requires_for_build_wheel`).
         heartbeat("building with pip's build isolation")
+        mounts = Mounts(
+            binds=(*writable, *installing),
+            private=(self._pip_cache, home),
+            worker_tools=True,
+        )
         result = run_with_heartbeat(
-            [*wheel, *options], work, env, heartbeat, timeout_s=self._timeout_s
+            [*wheel, *options], work, env, heartbeat, mounts=mounts, timeout_s=self._timeout_s
         )
         wheels = sorted(out.glob("*.whl")) if out.is_dir() else []
         if result.exit_code == 0 and len(wheels) == 1:
