@@ -93,11 +93,15 @@ class Bind:
 class Mounts:
     """What one command sees besides the system: `binds` in order, `private` paths as empty
     tmpfs (a HOME, a download cache: written, then gone), and with `worker_tools` the worker's
-    own venv read-only (for pip driving an install, and scanners installed in it)."""
+    own venv read-only (for pip driving an install, and scanners installed in it). A program
+    named by path must be visible (FileNotFoundError otherwise), unless `program_from_worker`."""
 
     binds: tuple[Bind, ...] = ()
     private: tuple[Path, ...] = ()
     worker_tools: bool = False
+    # The program is the worker's (a scanner's binary): bound read-only wherever it is. Never
+    # for a command a definition names, which could name any executable file of the worker's.
+    program_from_worker: bool = False
 
 
 @dataclass(frozen=True)
@@ -263,7 +267,13 @@ class Sandbox:
         )
         program = _resolve_program(argv[0], env["PATH"])
         if not layout.visible(program):
-            args += layout.bind(program.resolve(), program, writable=False)
+            if not mounts.program_from_worker:
+                raise FileNotFoundError(
+                    errno.ENOENT,
+                    "not visible in the sandbox (only the venv's and the system's programs are)",
+                    argv[0],
+                )
+            args += layout.bind_real(program, program, writable=False)
         if not layout.visible(cwd):
             raise FileNotFoundError(errno.ENOENT, f"{cwd} is not visible in the sandbox", str(cwd))
         args += ["--chdir", str(cwd), "--clearenv"]

@@ -88,18 +88,29 @@ def run_scanner(
         for directory in writable:
             Path(directory).mkdir(parents=True, exist_ok=True)
             sandbox.give(Path(directory))
-        readable = [cwd, *install_paths(), *paths_named_in(env or {})]
+        readable = [*install_paths(), *paths_named_in(env or {})]
         if trivy_cache:
             readable.append(Path(trivy_cache))
-        mounts = Mounts(
-            binds=(
-                *(Bind(Path(p)) for p in readable),
-                *(Bind(Path(p), writable=True) for p in writable),
-            ),
-            worker_tools=True,
-        )
         try:
-            with sandbox.prepare(argv, cwd=cwd, env=environment, mounts=mounts) as prepared:
+            with (
+                # A copy of the scanned tree: the checkout is the worker's (its directory 0700)
+                # and must stay unwritable; what a scanner writes there is thrown away.
+                sandbox.writable_copy(Path(cwd)) as copy,
+                sandbox.prepare(
+                    argv,
+                    cwd=cwd,
+                    env=environment,
+                    mounts=Mounts(
+                        binds=(
+                            *copy.binds,
+                            *(Bind(Path(p)) for p in readable),
+                            *(Bind(Path(p), writable=True) for p in writable),
+                        ),
+                        worker_tools=True,
+                        program_from_worker=True,
+                    ),
+                ) as prepared,
+            ):
                 process = subprocess.Popen(
                     prepared.argv,
                     cwd=cwd if not sandbox.active else "/",

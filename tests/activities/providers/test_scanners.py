@@ -33,6 +33,7 @@ from activities.providers.scanners import (
 from contracts.activity import Severity
 from tests.support.binaries import require_binary
 from tests.support.ports import free_port
+from tests.support.sandbox import unsandboxed  # noqa: F401  (a fixture)
 from tests.support.stub_http import serving
 
 INSECURE_CODE = """\
@@ -215,6 +216,7 @@ def local_index(tmp_path: Path) -> dict[str, str]:
     return {**offline_env(tmp_path), "PIP_FIND_LINKS": str(wheels)}
 
 
+@pytest.mark.usefixtures("unsandboxed")  # the fake pip-audit records its argv in tmp_path
 @pytest.mark.parametrize("declared_in", ["requirements.txt", "pyproject.toml"])
 def test_pip_audit_is_given_exact_pins_resolved_by_the_workers_pip(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, declared_in: str
@@ -484,6 +486,7 @@ def fake_trivy(tmp_path: Path, body: str) -> Path:
     return path
 
 
+@pytest.mark.usefixtures("unsandboxed")  # the fake trivy records its argv in tmp_path
 def test_trivy_run_reads_its_json_report(tmp_path: Path) -> None:
     report_file = tmp_path / "report.json"
     report_file.write_text(json.dumps(TRIVY_REPORT))

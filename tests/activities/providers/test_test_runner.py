@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import sys
 import textwrap
 import time
 from pathlib import Path
@@ -30,6 +29,11 @@ def project(tmp_path: Path) -> Path:
     (root / "calc" / "__init__.py").write_text(
         "def add(a, b):\n    return a + b\n\n\ndef unused(x):\n    return x * 2\n"
     )
+    # Its venv (the sandbox shows a test stage no other interpreter): pytest and pytest-cov.
+    (root / "pyproject.toml").write_text(
+        '[project]\nname = "calc"\nversion = "1.0"\ndependencies = []\n\n'
+        '[project.optional-dependencies]\ntest = ["pytest>=8", "pytest-cov"]\n'
+    )
     (root / "tests").mkdir()
     (root / "tests" / "test_calc.py").write_text(
         textwrap.dedent(
@@ -55,7 +59,7 @@ def project(tmp_path: Path) -> Path:
 
 
 def pytest_command(*extra: str) -> list[str]:
-    return [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", *extra]
+    return ["python", "-m", "pytest", "-q", "-p", "no:cacheprovider", *extra]
 
 
 def test_real_pytest_run_is_counted(project: Path) -> None:
@@ -113,7 +117,7 @@ def test_env_is_merged_over_the_workers(project: Path) -> None:
 def test_missing_junit_report_is_a_gate_failure(tmp_path: Path) -> None:
     request = SuiteRequest(
         path=str(tmp_path),
-        command=[sys.executable, "-c", "print('ran, but wrote no report')"],
+        command=["python", "-c", "print('ran, but wrote no report')"],
         junit="out/junit.xml",
     )
 
@@ -128,9 +132,7 @@ def test_missing_junit_report_is_a_gate_failure(tmp_path: Path) -> None:
 
 def test_report_left_by_an_earlier_run_is_not_reused(tmp_path: Path) -> None:
     write_junit(tmp_path / "junit.xml", '<testsuite tests="5"><testcase name="old"/></testsuite>')
-    request = SuiteRequest(
-        path=str(tmp_path), command=[sys.executable, "-c", "pass"], junit="junit.xml"
-    )
+    request = SuiteRequest(path=str(tmp_path), command=["python", "-c", "pass"], junit="junit.xml")
 
     with pytest.raises(ApplicationError, match=r"junit\.xml"):
         SubprocessSuiteRunner().run(request, lambda _note: None)
@@ -140,7 +142,7 @@ def test_missing_coverage_report_is_a_gate_failure(tmp_path: Path) -> None:
     script = "open('junit.xml', 'w').write('<testsuite><testcase name=\"t\"/></testsuite>')"
     request = SuiteRequest(
         path=str(tmp_path),
-        command=[sys.executable, "-c", script],
+        command=["python", "-c", script],
         junit="junit.xml",
         coverage="coverage.xml",
     )
@@ -167,7 +169,7 @@ def test_command_that_cannot_start_names_the_command(tmp_path: Path) -> None:
 def test_command_past_its_timeout_is_stopped(tmp_path: Path) -> None:
     request = SuiteRequest(
         path=str(tmp_path),
-        command=[sys.executable, "-c", "import time; time.sleep(30)"],
+        command=["python", "-c", "import time; time.sleep(30)"],
         junit="junit.xml",
     )
     started = time.monotonic()
@@ -180,28 +182,36 @@ def test_command_past_its_timeout_is_stopped(tmp_path: Path) -> None:
 
 def test_a_cancelled_run_stops_its_command(tmp_path: Path) -> None:
     """Cancellation arrives as the heartbeat raising: the test command must not outlive it."""
-    pid_file = tmp_path / "pid"
+    marker = f"31.{os.getpid()}"  # a sleep no other process runs
     request = SuiteRequest(
-        path=str(tmp_path),
-        command=[
-            sys.executable,
-            "-c",
-            f"import os, time; open({str(pid_file)!r}, 'w').write(str(os.getpid())); "
-            "time.sleep(30)",
-        ],
-        junit="junit.xml",
+        path=str(tmp_path), command=["sh", "-c", f"exec sleep {marker}"], junit="junit.xml"
     )
 
     def heartbeat(_note: str) -> None:
-        if pid_file.exists():
+        if _sleepers(marker):
             raise WorkCancelledError("cancelled")
 
     with pytest.raises(WorkCancelledError):
         SubprocessSuiteRunner(heartbeat_every_s=0.05).run(request, heartbeat)
 
-    pid = int(pid_file.read_text())
-    with pytest.raises(ProcessLookupError):
-        os.kill(pid, 0)
+    deadline = time.monotonic() + 5
+    while _sleepers(marker) and time.monotonic() < deadline:
+        time.sleep(0.05)  # SIGKILL reaches the sandbox's processes through its pid 1
+    assert _sleepers(marker) == []
+
+
+def _sleepers(marker: str) -> list[int]:
+    """Pids (as the worker sees them) of processes running `sleep <marker>`."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        try:
+            if entry.name.isdigit() and (entry / "cmdline").read_bytes() == (
+                b"sleep\0" + marker.encode() + b"\0"
+            ):
+                found.append(int(entry.name))
+        except OSError:
+            continue
+    return found
 
 
 def test_junit_with_testsuites_root_and_nested_suites(tmp_path: Path) -> None:
