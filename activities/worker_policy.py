@@ -122,6 +122,14 @@ class WorkerPolicy(_Strict):
     )
     environments: dict[str, EnvironmentRule] = Field(default_factory=dict)
 
+    @field_validator("sandbox", mode="before")
+    @classmethod
+    def _yaml_off(cls, value: object) -> object:
+        # YAML 1.1 reads a bare `off` as false (and `on` as true).
+        if value is False:
+            return "off"
+        return "required" if value is True else value
+
     @field_validator("people")
     @classmethod
     def _plain_names(cls, people: dict[str, Person]) -> dict[str, Person]:
