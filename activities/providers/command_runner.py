@@ -1,8 +1,8 @@
 """Generic command stages (`kind: command`): a frontend build (`npm ci && npm run build`), a
 code generator. The command runs in the service's directory on the worker with the
 allow-listed environment plus the stage's `env:` and a throwaway HOME; package managers get
-their index settings (`child_env(install=True)`) and a download cache under the worker's state
-directory, so the second run does not fetch everything again.
+their index settings (`child_env(install=True)`). Without the sandbox (the policy's
+`sandbox: off`) they share a download cache under `cache_root`.
 
 The command runs in the worker's sandbox (`activities.providers.sandbox`) in a writable copy of
 the service directory made for this attempt; its package caches are private to the run (a

@@ -53,7 +53,7 @@ def worker_secrets(monkeypatch: pytest.MonkeyPatch) -> Iterator[int]:
         holder.wait()
 
 
-PROBE = '''
+PROBE = """
     import glob
     import os
     import sys
@@ -101,7 +101,7 @@ PROBE = '''
 
     def test_its_own_copy_is_writable():
         Path("written-by-the-probe").write_text("only in this run's copy")
-'''
+"""
 
 
 def test_a_probe_test_stage_finds_no_secret_and_writes_nowhere(
@@ -186,7 +186,7 @@ def test_a_venv_install_writes_only_its_venv(tmp_path: Path, sandbox: Sandbox) -
     outside = tmp_path / "venvs" / "planted"
     spec = VenvSpec(
         label="greedy",
-        setup=(f"touch {outside} || echo refused > \"$VIRTUAL_ENV/refused\"",),
+        setup=(f'touch {outside} || echo refused > "$VIRTUAL_ENV/refused"',),
     )
 
     venv = cache.ensure(spec, lambda _note: None)
