@@ -67,6 +67,7 @@ def test_venv_spec(
         setup=tuple(setup),
         fingerprint=fingerprint,
         cwd=service_dir,
+        readable=tuple(files),  # a requirements file may live outside the service dir
     )
 
 

@@ -68,6 +68,9 @@ class VenvSpec:
     setup: tuple[str, ...] = ()
     fingerprint: str = ""
     cwd: Path | None = None
+    # Files or directories the install reads besides `cwd` (a release's wheel): read-only in
+    # the sandbox, which shows nothing else of the worker's.
+    readable: tuple[Path, ...] = ()
     # How a failed build is reported: what failed and what to check.
     error_type: ErrorType = ErrorType.GATE_FAILED
     hint: str = (
@@ -245,7 +248,7 @@ class VenvCache:
             binds=(
                 Bind(venv, writable=True),
                 *(copy.binds if copy is not None else ()),
-                *(Bind(path) for path in install_paths()),
+                *(Bind(path) for path in (*spec.readable, *install_paths())),
             ),
             private=(self.pip_cache,),
             worker_tools=True,

@@ -465,6 +465,7 @@ class SlotManager:
             label=f"release {artifact.digest[:19]}",
             install=(str(named),),
             fingerprint=artifact.digest,
+            readable=(named,),
             error_type=ErrorType.DEPLOY_FAILED,
             hint="The release's dependencies (its wheel's Requires-Dist) must be on pip's "
             "configured index (PIP_INDEX_URL, PIP_FIND_LINKS, pip.conf).",
