@@ -22,6 +22,7 @@ import typer
 from temporalio.client import (
     Client,
     WorkflowExecutionStatus,
+    WorkflowHandle,
     WorkflowHistory,
     WorkflowUpdateFailedError,
 )
@@ -288,7 +289,9 @@ def _decide(
                 result_type=ApprovalRecord,
             )
         except (SignatureError, WorkflowUpdateFailedError, RPCError) as err:
-            return _not_decided(err, f"cannot reach {workflow_id}")
+            return await _already_finished(handle, update, err) or _not_decided(
+                err, f"cannot reach {workflow_id}"
+            )
         how = f"signed with {record.signer_key}" if record.signer_key else "unsigned"
         typer.echo(
             f"{record.decision}d gate {record.gate!r} as {record.approver} at {record.at} ({how})"
@@ -296,6 +299,26 @@ def _decide(
         return 0
 
     raise typer.Exit(_run(go))
+
+
+async def _already_finished(handle: WorkflowHandle[Any, Any], what: str, err: Exception) -> int:
+    """A run that has ended takes no decision or action: the server answers "not found", and
+    the person deserves to hear that the run finished (and how), not that the input was bad.
+    Returns 1 after saying so, or 0 when `err` is something else."""
+    if not isinstance(err, RPCError) or err.status != RPCStatusCode.NOT_FOUND:
+        return 0
+    try:
+        described = await handle.describe()
+    except RPCError:
+        return 0  # no such run at all: _not_decided says so
+    if described.status in (None, WorkflowExecutionStatus.RUNNING):
+        return 0
+    typer.echo(
+        f"refused: {handle.id} has already finished ({described.status.name.lower()}): "
+        f"nothing to {what}",
+        err=True,
+    )
+    return 1
 
 
 def _not_decided(err: Exception, unreachable: str) -> int:
@@ -524,7 +547,9 @@ def _act(workflow_id: str, action: str, by: str, reason: str, key: Path | None) 
             )
             record = await execute_update(handle, action, request, result_type=ActionRecord)
         except (SignatureError, WorkflowUpdateFailedError, RPCError) as err:
-            return _not_decided(err, f"cannot reach {workflow_id}")
+            return await _already_finished(handle, action, err) or _not_decided(
+                err, f"cannot reach {workflow_id}"
+            )
         how = f"signed with {record.signer_key}" if record.signer_key else "unsigned"
         typer.echo(f"{action} of {workflow_id} by {by} accepted ({how})")
         return 0

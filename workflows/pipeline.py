@@ -844,8 +844,20 @@ class PipelineWorkflow:
                 f", aborted by {self._abort.by}" if self._abort is not None else ""
             )
         if action != "abort" and not self._state.canaries:
-            return f"no canary is running: nothing to {action}"
+            return self._no_canary(action)
         return None
+
+    def _no_canary(self, action: str) -> str:
+        """Why a canary control has nothing to act on: the canary has not started yet, or it
+        has already finished (a `promote` that arrives after the canary promoted itself)."""
+        canaries = [s for s in self._stages.values() if s.kind == "canary"]
+        finished = [s for s in canaries if s.state.finished]
+        if canaries and len(finished) == len(canaries):
+            done = "; ".join(f"{s.name} {s.state.value}: {s.summary}" for s in finished)
+            return f"the canary has already finished ({done}): nothing to {action}"
+        if not canaries:
+            return f"this run has no canary stage: nothing to {action}"
+        return f"no canary is running yet: nothing to {action}"
 
     async def _act(
         self, action: str, request: AbortRequest | CanaryControl, via: str

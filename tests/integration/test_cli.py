@@ -7,6 +7,7 @@ import asyncio
 import json
 import sys
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -125,11 +126,24 @@ async def test_retry_and_watch_from_the_cli(
     assert "rejected by carol: not today" in result.failure
 
 
+async def canary_status(canary: Any, until: Callable[[dict[str, Any]], bool]) -> dict[str, Any]:
+    """The canary's status once `until` holds (bounded: 30 s)."""
+    for _ in range(300):
+        st: dict[str, Any] = await canary.query("status")
+        if until(st):
+            return st
+        await asyncio.sleep(0.1)
+    raise AssertionError(f"the canary never reached the expected state: {st}")
+
+
 async def test_canary_controls_from_the_cli(
     dev_env: WorkflowEnvironment, memory: MemoryBackends, task_queue: str
 ) -> None:
+    # 25 steps of 1 s: the canary walks for half a minute unless it is promoted, so the
+    # commands below never race it to the end. Each command waits for what it did to show.
+    pipeline = spec(stepWeight=2)
     async with build_worker(dev_env.client, memory.backends(), task_queue):
-        run = await start_pipeline(dev_env.client, spec(), run_context(), ROLES, task_queue)
+        run = await start_pipeline(dev_env.client, pipeline, run_context(), ROLES, task_queue)
         handle = dev_env.client.get_workflow_handle(run.workflow_id)
         await wait_for_gate(handle, "production")
         code, out = await slipway(
@@ -147,24 +161,29 @@ async def test_canary_controls_from_the_cli(
         canary = dev_env.client.get_workflow_handle(canary_id(run.workflow_id, "canary"))
         code, out = await slipway(dev_env, task_queue, "pause", run.workflow_id, "--by", "dave")
         assert code == 0, out
-        for _ in range(100):
-            st = await canary.query("status")
-            if st["paused"]:
-                break
-            await asyncio.sleep(0.1)
-        assert st["paused"]
-        held = st["weight"]
+        held = (await canary_status(canary, lambda st: st["paused"]))["weight"]
         await asyncio.sleep(2.5)  # two intervals: a paused canary does not move
         assert (await canary.query("status"))["weight"] == held
-        code, _ = await slipway(dev_env, task_queue, "resume", run.workflow_id, "--by", "dave")
-        assert code == 0
-        code, _ = await slipway(dev_env, task_queue, "promote", run.workflow_id, "--by", "dave")
-        assert code == 0
+        code, out = await slipway(dev_env, task_queue, "resume", run.workflow_id, "--by", "dave")
+        assert code == 0, out
+        await canary_status(canary, lambda st: not st["paused"] and st["weight"] > held)
+        # Held again, so that the promote below is the only way on.
+        code, out = await slipway(dev_env, task_queue, "pause", run.workflow_id, "--by", "dave")
+        assert code == 0, out
+        await canary_status(canary, lambda st: st["paused"])
+        code, out = await slipway(dev_env, task_queue, "promote", run.workflow_id, "--by", "dave")
+        assert code == 0, out
         result = await pipeline_outcome(handle)
+        # A promote after the run ended is refused in words that say so.
+        code, out = await slipway(dev_env, task_queue, "promote", run.workflow_id, "--by", "dave")
     assert result.state == PipelineState.SUCCEEDED
-    assert "promoted after" in next(s.summary for s in result.stages if s.name == "canary")
+    summary = next(s.summary for s in result.stages if s.name == "canary")
+    analyses = int(summary.split("promoted after ")[1].split()[0])
+    assert analyses < 25, summary  # promoted by dave, not by walking every step
     assert memory.platform.envs["production"].weight == 0
     assert memory.platform.envs["production"].stable == result.artifact.digest  # type: ignore[union-attr]
+    assert code == 1, out
+    assert f"{run.workflow_id} has already finished (completed): nothing to promote" in out
 
 
 async def test_abort_rollback_and_dora_from_the_cli(
