@@ -31,6 +31,7 @@ from activities.notify import NotifyActivities
 from activities.scan import ScanActivities
 from activities.source import SourceActivities
 from activities.test import SuiteActivities
+from contracts import deployer_proof
 from plumbing.sandbox import workflow_runner
 from workflows.registry import WORKFLOWS
 
@@ -81,6 +82,7 @@ def activities_for(
         environments.report_serving,
         environments.release_lease,
         environments.request_rollback,
+        environments.control_canary,
         environments.run_status,
         decisions.check_decision,
         decisions.policy_in_force,
@@ -101,7 +103,11 @@ def build_worker(
 ) -> Worker:
     """A worker running every workflow and the activities bound to `backends`.
     `search_attributes`: the namespace has ours (see `ensure_search_attributes`);
-    `policy_file`: the worker's policy (SLIPWAY_POLICY_FILE)."""
+    `policy_file`: the worker's policy (SLIPWAY_POLICY_FILE). A process whose deployer key
+    was not installed (`main` installs the configured one) gets a random one: enough for
+    workers that share this process, not for replicas in others."""
+    if not deployer_proof.has_key():
+        deployer_proof.install_key(os.urandom(32))
     return Worker(
         client,
         task_queue=task_queue,
@@ -186,6 +192,12 @@ async def main() -> None:
         codec_from_env()  # a bad key ring stops the worker before it starts anything
     except CodecError as err:
         raise SystemExit(f"worker: payload encryption: {err}") from None
+    key_file = settings.deployer_key_file or settings.state_dir / "deployer.key"
+    try:
+        key_file.parent.mkdir(parents=True, exist_ok=True)
+        deployer_proof.install_key(deployer_proof.key_from_file(key_file))
+    except (OSError, ValueError) as err:
+        raise SystemExit(f"worker: deployer key {key_file}: {err}") from None
     try:
         backends = backends_from_settings(settings)
     except ConfigurationError as err:

@@ -45,6 +45,12 @@ class Settings(BaseSettings):
         Path(__file__).resolve().parents[1] / "pipelines" / "policy.yaml",
         description="The worker's policy: roles, gate rules, operator rights, signers.",
     )
+    deployer_key_file: Path | None = Field(
+        None,
+        description="The key deployers sign their messages to environments and canaries with "
+        "(every deployer replica reads the same file); default: STATE_DIR/deployer.key, "
+        "created on first start.",
+    )
     base_port: int = Field(18080, ge=1024, le=65000)
     environments: list[str] = ["development", "staging", "production"]
 

@@ -84,6 +84,7 @@ class ActivityName(StrEnum):
     REPORT_SERVING = "report_serving"
     RELEASE_LEASE = "release_lease"
     REQUEST_ROLLBACK = "request_rollback"
+    CONTROL_CANARY = "control_canary"
     RUN_STATUS = "run_status"
     HTTP_CHECK = "http_check"
     QUERY_METRICS = "query_metrics"

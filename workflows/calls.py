@@ -78,6 +78,8 @@ OPTIONS: dict[ActivityName, ActivityOptions] = {
     ActivityName.REPORT_SERVING: ActivityOptions(_M, 10),
     ActivityName.RELEASE_LEASE: ActivityOptions(5 * _M, 10),
     ActivityName.REQUEST_ROLLBACK: ActivityOptions(30 * _M, 10),
+    # A checked operator control delivered to the run's own canary.
+    ActivityName.CONTROL_CANARY: ActivityOptions(_M, 10),
     ActivityName.RUN_STATUS: ActivityOptions(_M, 3, heartbeat=None),
     ActivityName.HTTP_CHECK: ActivityOptions(2 * _M, 3),
     # A metrics query that keeps failing becomes "no data" for the analysis, never a pass.

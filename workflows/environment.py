@@ -22,6 +22,7 @@ from datetime import timedelta
 from temporalio import workflow
 from temporalio.exceptions import ActivityError, ApplicationError
 
+from contracts import deployer_proof
 from contracts.activity import (
     ActivityName,
     FenceRequest,
@@ -65,6 +66,9 @@ ROLLBACK_POLICY = "manual-rollback-policy"
 """Patch id: manual rollbacks recorded before it were not checked against the worker's
 policy."""
 NONCES_KEPT = 500
+ROLLBACK_PER_RUN = "rollback-once-per-run-id-and-token"
+"""Patch id: rollbacks recorded before it were remembered per workflow id, so a retried or
+restarted run that failed again got the first run's outcome and nothing was restored."""
 
 
 def _cause(err: BaseException) -> str:
@@ -121,6 +125,26 @@ class EnvironmentWorkflow:
             answer = await self._acquire(request)
         self._changes += 1
         return answer
+
+    @acquire.validator
+    def _validate_acquire(self, request: LeaseRequest) -> None:
+        self._from_deployer("acquire", request, request.proof)
+
+    def _from_deployer(
+        self,
+        purpose: str,
+        message: LeaseRequest | ServingReport | LeaseRelease | RollbackOrder,
+        proof: str,
+    ) -> None:
+        """Only a deployer speaking for a pipeline run changes the environment: a message
+        without a valid proof (a bare `temporal workflow update`) is refused before it
+        reaches history, and the refusal is logged."""
+        refusal = deployer_proof.check(purpose, message, proof, workflow.now())
+        if refusal is not None:
+            workflow.logger.warning(
+                "%s: %s (claimed run %s)", self._s.environment, refusal, message.run
+            )
+            raise ValueError(refusal)
 
     async def _acquire(self, request: LeaseRequest) -> LeaseAnswer:
         s = self._s
@@ -316,6 +340,7 @@ class EnvironmentWorkflow:
 
     @report.validator
     def _validate_report(self, report: ServingReport) -> None:
+        self._from_deployer("report", report, report.proof)
         holder = self._s.holder
         if holder is None or holder.run != report.run or holder.token != report.token:
             owner = holder.run if holder else "nobody"
@@ -330,12 +355,20 @@ class EnvironmentWorkflow:
     async def release(self, request: LeaseRelease) -> None:
         async with self._lock:
             s = self._s
-            if s.holder is not None and s.holder.run == request.run:
+            if (
+                s.holder is not None
+                and s.holder.run == request.run
+                and (not request.token or request.token == s.holder.token)
+            ):
                 s.holder = None
                 await self._grant_next()
             else:
                 s.queue = [w for w in s.queue if w.run != request.run]
         self._changes += 1
+
+    @release.validator
+    def _validate_release(self, request: LeaseRelease) -> None:
+        self._from_deployer("release", request, request.proof)
 
     # --- rollback ------------------------------------------------------------------------
 
@@ -349,13 +382,27 @@ class EnvironmentWorkflow:
         self._changes += 1
         return outcome
 
+    @rollback.validator
+    def _validate_rollback(self, order: RollbackOrder) -> None:
+        self._from_deployer("rollback", order, order.proof)
+
     async def _rollback(self, order: RollbackOrder) -> RollbackOutcome:
         s = self._s
-        done = s.rollbacks.get(order.run)
+        # Once per run: a run reset by `slipway retry`, or the same commit started again,
+        # is another run (run id, and the lease token it changed the environment under).
+        per_run = bool(order.run_id) and workflow.patched(ROLLBACK_PER_RUN)
+        key = f"{order.run}/{order.run_id}/{order.token}" if per_run else order.run
+        done = s.rollbacks.get(key)
         if done is not None:
             return done.model_copy(update={"repeat": True})
         holder = s.holder
-        if holder is not None and holder.run == order.run:
+        owns = (
+            holder is not None
+            and holder.run == order.run
+            and (not per_run or holder.run_id == order.run_id)
+        )
+        if owns:
+            assert holder is not None
             target = holder.baseline
         elif holder is None and s.serving is not None and s.serving.run == order.run:
             # The run gave the lease back and its release still serves: nobody else owns
@@ -373,12 +420,13 @@ class EnvironmentWorkflow:
             result = await self._restore(target, order.strategy, order.reason)
         except ActivityError as err:
             return RollbackOutcome(environment=s.environment, status="failed", reason=_cause(err))
-        if holder is not None and holder.run == order.run:
+        if owns:
+            assert holder is not None
             holder.rolled_back = True
         if s.serving is not None and s.serving.run == order.run:
             self._close_serving("rolled_back", order.reason)
             s.serving = None
-        elif holder is not None and holder.run == order.run and result.changed:
+        elif owns and holder is not None and result.changed:
             # A canary that never promoted: a change that failed, for the record (DORA).
             self._record(
                 ReleaseEntry(
@@ -402,7 +450,7 @@ class EnvironmentWorkflow:
             else f"nothing to roll back: {s.environment} already serves "
             f"{result.restored_digest or 'no release'}",
         )
-        s.rollbacks[order.run] = outcome
+        s.rollbacks[key] = outcome
         while len(s.rollbacks) > ROLLBACKS_KEPT:
             s.rollbacks.pop(next(iter(s.rollbacks)))
         return outcome

@@ -288,6 +288,16 @@ class CanaryControl(Signed):
     )
 
 
+class CanaryOrder(_Message):
+    """A checked control a pipeline sends its canary (through a deployer activity, signed)."""
+
+    canary: str = Field(description="The canary child's workflow id.")
+    action: Literal["pause", "resume", "promote", "abort"]
+    control: CanaryControl
+    request_id: str = Field(description="Idempotency key (the update id).")
+    proof: str = Field("", description="A deployer's HMAC over the rest (deployer_proof).")
+
+
 class PipelineState(StrEnum):
     RUNNING = "running"
     SUCCEEDED = "succeeded"
@@ -355,6 +365,11 @@ class CanaryInput(_Message):
     lease: LeaseRef | None = Field(None, description="None: a run from before leases.")
     control_token: str = Field(
         "", description="Controls must carry it (forwarded by the pipeline); empty: any."
+    )
+    controls: Literal["signal", "update"] = Field(
+        "signal",
+        description="How its pipeline sends controls: 'update' (signed by a deployer; every "
+        "signal refused), or 'signal' with control_token (canaries started before proofs).",
     )
     run_command: list[str] = []
     health_path: str = "/health"
@@ -491,6 +506,7 @@ class LeaseRequest(_Message):
     components: list[str] = Field(
         default_factory=list, description="The run's deployables (`artifacts:`); empty: one."
     )
+    proof: str = Field("", description="A deployer's HMAC over the rest (deployer_proof).")
 
 
 class LeaseAnswer(_Message):
@@ -525,6 +541,7 @@ class ServingReport(_Message):
     commit: str
     commit_time: datetime | None = None
     request_id: str
+    proof: str = Field("", description="A deployer's HMAC over the rest (deployer_proof).")
 
     @property
     def digest(self) -> str:
@@ -540,6 +557,8 @@ class LeaseRelease(_Message):
     run_id: str = ""
     reason: str = ""
     request_id: str
+    token: int = Field(0, description="The lease's token (0: leaving the queue).")
+    proof: str = Field("", description="A deployer's HMAC over the rest (deployer_proof).")
 
 
 class RollbackOrder(_Message):
@@ -551,6 +570,9 @@ class RollbackOrder(_Message):
     reason: str = ""
     strategy: Literal["rolling", "blue_green", "canary"] = "rolling"
     request_id: str
+    run_id: str = Field("", description="That run's run id (a retried run is another).")
+    token: int = Field(0, description="The lease token under which it changed the environment.")
+    proof: str = Field("", description="A deployer's HMAC over the rest (deployer_proof).")
 
 
 class RollbackOutcome(_Message):

@@ -35,6 +35,7 @@ from workflows.messages import (
     ActionRecord,
     ApprovalRecord,
     CanaryControl,
+    CanaryOrder,
     Concurrency,
     Decision,
     DecisionCheck,
@@ -53,7 +54,7 @@ from workflows.messages import (
     StageState,
     StageStatus,
 )
-from workflows.naming import ENVIRONMENT, PIPELINE_STATUS, SERVICE, STAGE
+from workflows.naming import ENVIRONMENT, PIPELINE_STATUS, SERVICE, STAGE, canary_id
 from workflows.run_leases import RunLeases, SupersededError
 from workflows.spec import ApprovalStage, RollbackStage, Stage
 from workflows.stages import RunState, StageFailedError, run_stage
@@ -77,6 +78,10 @@ ACTING_KINDS = ("deploy", "canary", "monitor", "e2e", "smoke")
 CANCELLED_BY_TEMPORAL = AbortRequest(
     by="(cancel request)", reason="cancelled from the Web UI or `temporal workflow cancel`"
 )
+SIGNED_CANARY_CONTROLS = "canary-controls-signed-by-deployer"
+"""Patch id: canaries started before it took controls as signals carrying a token that sat in
+their input (readable by anyone who can read history); newer ones take them only as updates
+signed by a deployer (contracts/deployer_proof.py)."""
 
 
 @workflow.defn(name="PipelineWorkflow")
@@ -124,6 +129,7 @@ class PipelineWorkflow:
         if workflow.patched(WORKER_POLICY):
             self._worker_policy = True
             self._state.control_token = str(workflow.uuid4())
+            self._state.signed_controls = workflow.patched(SIGNED_CANARY_CONTROLS)
             problems = await self._start_under_policy()
             if problems:
                 self._failure = "; ".join(problems)
@@ -938,9 +944,36 @@ class PipelineWorkflow:
     async def _forward(self, signal: str, control: CanaryControl) -> None:
         if not self._state.canaries:
             workflow.logger.warning("%s from %s ignored: no canary is running", signal, control.by)
+        if self._state.signed_controls:
+            for stage in list(self._state.canaries):
+                await self._send_signed(signal, control, stage)
+            return
         forwarded = control.model_copy(update={"token": self._state.control_token})
         for handle in list(self._state.canaries.values()):
             await handle.signal(signal, forwarded)
+
+    async def _send_signed(self, action: str, control: CanaryControl, stage: str) -> None:
+        """A checked control to this run's canary as an update a deployer signs: a canary
+        takes controls from nobody else."""
+        order = CanaryOrder.model_validate(
+            {
+                "canary": canary_id(workflow.info().workflow_id, stage),
+                "action": action,
+                "control": control.model_copy(update={"token": ""}),
+                "request_id": f"{workflow.info().workflow_id}/{workflow.info().run_id}/"
+                f"{action}/{stage}/{workflow.uuid4()}",
+            }
+        )
+        try:
+            await call(
+                ActivityName.CONTROL_CANARY,
+                order,
+                type(None),
+                activity_id=f"{stage}:{action}:{workflow.uuid4().hex[:8]}",
+                summary=f"{action} the canary {stage} for {control.by}",
+            )
+        except ActivityError as err:
+            workflow.logger.warning("%s of canary %s not delivered: %s", action, stage, err)
 
     async def _control(self, action: str, control: CanaryControl) -> None:
         if self._worker_policy:

@@ -119,6 +119,8 @@ class RunState:
     control_token: str = ""
     """Given to this run's canaries: they take controls only from the pipeline, which
     checked them against the worker's policy (empty for runs from before that)."""
+    signed_controls: bool = False
+    """This run's canaries take controls only as updates a deployer signs (no token)."""
 
     def retry_note(self, stage: Stage) -> Callable[[int, str], None] | None:
         listener = self.on_retry
@@ -591,7 +593,8 @@ async def _canary(stage: CanaryStage, state: RunState) -> str:
             ready_path=service.ready_path,
             lease=state.lease_ref(stage.environment),
             metric_templates=state.input.spec.metric_templates(stage.environment),
-            control_token=state.control_token,
+            control_token="" if state.signed_controls else state.control_token,
+            controls="update" if state.signed_controls else "signal",
             measured=state.addressed(stage) if artifact.kind == "bundle" else "",
         ),
         id=canary_id(state.workflow_id, stage.name),
