@@ -197,7 +197,14 @@ def start(
         Path | None,
         typer.Option(hidden=True, help="Ignored: the worker's policy holds the roles."),
     ] = None,
-    commit_time: Annotated[str, typer.Option(help="ISO time of the commit, for lead time.")] = "",
+    commit_time: Annotated[
+        str,
+        typer.Option(
+            hidden=True,
+            help="Ignored: runs are ordered (and lead time measured) by git's committer time, "
+            "never later than the run's start.",
+        ),
+    ] = "",
     diff_url: Annotated[str, typer.Option(help="Link approvers can read.")] = "",
     wait: Annotated[bool, typer.Option(help="Wait; exit 1 if the pipeline fails.")] = False,
     json_output: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
@@ -214,6 +221,12 @@ def start(
             "worker's policy (SLIPWAY_POLICY_FILE)",
             err=True,
         )
+    if commit_time:
+        typer.echo(
+            f"note: --commit-time {commit_time} is ignored: runs are ordered (and lead time "
+            "measured) by the commit's committer time in git, never later than the run's start",
+            err=True,
+        )
     try:
         run = RunContext(
             service=spec.service.name,
@@ -221,7 +234,6 @@ def start(
             commit=commit,
             author=author,
             branch=branch,
-            commit_time=datetime.fromisoformat(commit_time) if commit_time else None,
             diff_url=diff_url,
         )
     except ValueError as err:
