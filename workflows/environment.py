@@ -17,7 +17,8 @@ lock (they await activities); the history is kept small with continue-as-new.
 from __future__ import annotations
 
 import asyncio
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
+from typing import TypeVar
 
 from temporalio import workflow
 from temporalio.exceptions import ActivityError, ApplicationError
@@ -69,6 +70,25 @@ NONCES_KEPT = 500
 ROLLBACK_PER_RUN = "rollback-once-per-run-id-and-token"
 """Patch id: rollbacks recorded before it were remembered per workflow id, so a retried or
 restarted run that failed again got the first run's outcome and nothing was restored."""
+TRUSTED_COMMIT_TIME = "trusted-commit-time"
+"""Patch id: environments recorded before it took a run's commit time as the run said it.
+Since, a commit time is never later than when the request (or report) arrived, and what
+a run of an older worker recorded in the future is brought back to when it was recorded:
+a time in the future must not make every later run older (superseded) forever."""
+
+
+def _utc(when: datetime) -> datetime:
+    return when if when.tzinfo is not None else when.replace(tzinfo=UTC)
+
+
+_Timed = TypeVar("_Timed", Serving, LeaseHolder, WaitingRun)
+
+
+def _bounded(record: _Timed, latest: datetime) -> _Timed:
+    """`record` with its commit time no later than `latest`."""
+    if record.commit_time is None or _utc(record.commit_time) <= _utc(latest):
+        return record
+    return record.model_copy(update={"commit_time": latest})
 
 
 def _cause(err: BaseException) -> str:
@@ -86,6 +106,7 @@ class EnvironmentWorkflow:
         )
         self._lock = asyncio.Lock()
         self._changes = 0
+        self._trusting: bool | None = None
 
     @workflow.run
     async def run(self, input: EnvironmentInput) -> None:
@@ -110,6 +131,24 @@ class EnvironmentWorkflow:
         return not self._lock.locked() and (
             info.is_continue_as_new_suggested() or info.get_current_history_length() > HISTORY_LIMIT
         )
+
+    def _trusted_times(self) -> bool:
+        """Whether this run of the workflow bounds commit times (TRUSTED_COMMIT_TIME), decided
+        at its first lease request or report; the first time, times recorded in the future
+        (by runs before it) are brought back to when they were recorded."""
+        if self._trusting is None:
+            self._trusting = workflow.patched(TRUSTED_COMMIT_TIME)
+            if self._trusting:
+                s = self._s
+                if s.serving is not None:
+                    s.serving = _bounded(s.serving, s.serving.since)
+                if s.holder is not None:
+                    s.holder = _bounded(s.holder, s.holder.granted_at)
+                queue: list[WaitingRun] = []
+                for waiting in s.queue:  # in commit order again, by the bounded times
+                    queue = leases.enqueue(queue, _bounded(waiting, waiting.requested_at))
+                s.queue = queue
+        return self._trusting
 
     # --- lease ---------------------------------------------------------------------------
 
@@ -151,6 +190,7 @@ class EnvironmentWorkflow:
         if request.components:
             # Kept across runs: a component a later run drops is still fenced and restored.
             s.components = sorted({*s.components, *request.components})
+        trusted = self._trusted_times()
         holder = s.holder
         if holder is not None and holder.run == request.run:
             if holder.run_id == request.run_id and not holder.rolled_back:
@@ -169,6 +209,8 @@ class EnvironmentWorkflow:
             order=s.seq,
             requested_at=workflow.now(),
         )
+        if trusted:
+            candidate = _bounded(candidate, candidate.requested_at)
         if leases.behind_serving(candidate, s.serving):
             assert s.serving is not None
             return LeaseAnswer(
@@ -316,13 +358,16 @@ class EnvironmentWorkflow:
         if serving and serving.run == report.run and serving.release.digest == report.digest:
             return  # a retry
         now = workflow.now()
+        commit_time = report.commit_time
+        if self._trusted_times() and commit_time is not None:
+            commit_time = min(_utc(commit_time), now)
         self._close_serving("replaced")
         baseline = s.holder.baseline if s.holder else None
         s.serving = Serving(
             release=report.release,
             run=report.run,
             commit=report.commit,
-            commit_time=report.commit_time,
+            commit_time=commit_time,
             since=now,
             before=baseline.model_copy(update={"before": None}) if baseline else None,
         )
@@ -331,7 +376,7 @@ class EnvironmentWorkflow:
                 release=report.release,
                 run=report.run,
                 commit=report.commit,
-                commit_time=report.commit_time,
+                commit_time=commit_time,
                 at=now,
                 outcome="serving",
             )

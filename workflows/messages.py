@@ -84,7 +84,12 @@ class RunContext(_Message):
         "", description="As CI says (shown only): self-approval is judged on git's author."
     )
     branch: str = "main"
-    commit_time: datetime | None = Field(None, description="For lead time; else checkout's.")
+    commit_time: datetime | None = Field(
+        None,
+        description="Unread by runs since the trusted-commit-time patch (they order and measure "
+        "lead time by git's committer time, clamped to their start); kept so inputs recorded "
+        "with it still load, and read by the runs recorded before.",
+    )
     diff_url: str = ""
     trigger: str = Field("ci", description="Unread; kept so inputs recorded with it still load.")
 

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import cast
 
 from temporalio import workflow
@@ -59,7 +59,14 @@ from workflows.run_leases import RunLeases, SupersededError
 from workflows.spec import ApprovalStage, RollbackStage, Stage
 from workflows.stages import RunState, StageFailedError, run_stage
 
-__all__ = ["ENVIRONMENT_LEASES", "PIPELINE_FAILED", "WORKER_POLICY", "PipelineWorkflow"]
+__all__ = [
+    "ENVIRONMENT_LEASES",
+    "PIPELINE_FAILED",
+    "TRUSTED_COMMIT_TIME",
+    "WORKER_POLICY",
+    "PipelineWorkflow",
+    "trusted_commit_time",
+]
 
 PIPELINE_FAILED = "PipelineFailed"
 """`ApplicationError.type` of a failed run; its first detail is the PipelineResult."""
@@ -69,6 +76,10 @@ with the platform's own notion of 'the previous version'."""
 WORKER_POLICY = "worker-policy"
 """Patch id: runs recorded before it judged decisions by the roles their starter supplied,
 with no signatures and no checks on operator actions."""
+TRUSTED_COMMIT_TIME = "trusted-commit-time"
+"""Patch id: runs recorded before it ordered their commit in environments (and measured lead
+time) by the commit time their starter supplied (`--commit-time`), trusted as given: a time
+in the future made a run newer than every later one."""
 STALE_LEASE_GRACE = timedelta(minutes=1)
 """How long a stage refused for a stale lease waits for the notice that says by whom."""
 LEASED_KINDS = ("deploy", "canary", "monitor")
@@ -121,6 +132,9 @@ class PipelineWorkflow:
             components=sorted(input.spec.artifacts),
         )
         self._rollback_failed: list[str] = []
+        # Set by `run` (TRUSTED_COMMIT_TIME): the commit's time is git's, never after the run
+        # started; the starter's `commit_time` orders nothing.
+        self._trusted_time = False
 
     # --- the run ------------------------------------------------------------------------
 
@@ -136,6 +150,9 @@ class PipelineWorkflow:
                 self._pipeline_state = PipelineState.FAILED
                 return await self._finish_run()
         if workflow.patched(ENVIRONMENT_LEASES):
+            if workflow.patched(TRUSTED_COMMIT_TIME):
+                self._trusted_time = True
+                self._lease_book.commit_time = None  # the checkout's, at the first lease
             self._state.leases = self._lease_book
             self._state.on_retry = self._note_retry
             return await self._run_leased()
@@ -404,7 +421,9 @@ class PipelineWorkflow:
         if leases is None or env is None or stage.kind not in LEASED_KINDS:
             return
         if leases.commit_time is None and self._state.workspace is not None:
-            leases.commit_time = self._state.workspace.commit_time
+            leases.commit_time = (
+                self._commit_time() if self._trusted_time else self._state.workspace.commit_time
+            )
         status = self._stages[stage.name]
         if stage.kind == "deploy":
             await self._wait_for_freeze(env, status)
@@ -1103,10 +1122,20 @@ class PipelineWorkflow:
             )
         workflow.set_current_details("\n".join(lines))
 
+    def _commit_time(self) -> datetime | None:
+        """The commit's time as git records it (the checkout's committer time), never later
+        than this run's start: whoever makes a commit sets its time, and a time in the future
+        must not make a run newer than the runs started after it."""
+        workspace = self._state.workspace
+        return trusted_commit_time(workspace.commit_time if workspace else None, self._started_at)
+
     def _result(self) -> PipelineResult:
         production = self._state.production_at
-        commit_time = self._input.run.commit_time or (
-            self._state.workspace.commit_time if self._state.workspace else None
+        commit_time = (
+            self._commit_time()
+            if self._trusted_time
+            else self._input.run.commit_time
+            or (self._state.workspace.commit_time if self._state.workspace else None)
         )
         lead = (
             (production - commit_time).total_seconds()
@@ -1140,3 +1169,13 @@ def _human(span: timedelta) -> str:
         if seconds >= size and seconds % size == 0:
             return f"{seconds // size}{unit}"
     return f"{seconds}s"
+
+
+def trusted_commit_time(committed: datetime | None, started: datetime) -> datetime | None:
+    """`committed` (git's committer time), clamped to `started` (the run's start); a time
+    without a zone is taken as UTC (git always gives one)."""
+    if committed is None:
+        return None
+    if committed.tzinfo is None:
+        committed = committed.replace(tzinfo=UTC)
+    return min(committed, started)
