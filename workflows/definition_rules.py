@@ -248,8 +248,10 @@ def approval_problems(
     when the roles file is known, a quorum and roles that its people can meet."""
     problems: list[Problem] = []
     gates: dict[str, str] = {}
-    # Every environment's, frozen or not: the worker's policy may add freeze windows.
-    freeze_gates = {f"{env}-freeze": env for env in environments}
+    # Declared or named by a stage; frozen or not (the worker's policy may add windows).
+    named = [*environments, *(s.environment_name for s in stages)]
+    known = dict.fromkeys(env for env in named if env is not None)
+    freeze_gates = {f"{env}-freeze": env for env in known}
     for stage in stages:
         if not isinstance(stage, ApprovalStage):
             continue
@@ -264,7 +266,7 @@ def approval_problems(
                     "would let what needs the gate run when it is rejected or times out)",
                 )
             )
-        if gate != stage.environment and gate in environments:
+        if gate != stage.environment and gate in known:
             problems.append(
                 Problem(
                     file=file,
