@@ -14,7 +14,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from contracts.activity import Artifact, MetricsSample, ReleaseSpec
 from workflows.policy import Judgment
-from workflows.spec import CanaryStage, MonitorStage, PipelineSpec
+from workflows.spec import CanaryStage, FreezeWindow, MonitorStage, PipelineSpec
 
 __all__ = [
     "AbortRequest",
@@ -29,6 +29,8 @@ __all__ = [
     "Decision",
     "DecisionCheck",
     "DecisionVerdict",
+    "EnvironmentAsk",
+    "EnvironmentInForce",
     "EnvironmentInput",
     "EnvironmentState",
     "LeaseAnswer",
@@ -236,18 +238,43 @@ class GateAsk(_Message):
     times_out: bool = True
 
 
+class EnvironmentAsk(_Message):
+    """What a run's definition says of an environment's concurrency and freeze windows."""
+
+    concurrency: Literal["queue", "supersede"] | None = None
+    freeze: list[FreezeWindow] = Field(default_factory=list)
+    freeze_override_roles: list[str] = Field(default_factory=list)
+
+
+class EnvironmentInForce(_Message):
+    """An environment's concurrency and freeze as the worker's policy makes them for a run:
+    the policy's, made stricter by the definition (never weaker)."""
+
+    concurrency: Literal["queue", "supersede"] | None = None
+    freeze: list[FreezeWindow] = Field(default_factory=list)
+    freeze_override_roles: list[str] = Field(default_factory=list)
+
+
 class PolicyStart(_Message):
     """What a run asks the worker's policy at its start."""
 
     workflow_id: str
     gated: dict[str, bool] = Field(
         default_factory=dict,
-        description="Environment this run deploys to → every deploy there waits for an "
-        "approval gate of that environment.",
+        description="Environment this run changes (deploy, canary, monitor) → every stage "
+        "changing it waits for an approval gate of that environment.",
+    )
+    ungated: dict[str, list[str]] = Field(
+        default_factory=dict,
+        description="Environment → the stages changing it with no approval of it before them.",
     )
     gates: list[GateAsk] = Field(
         default_factory=list,
         description="Its approval gates: each must be one the policy's people can meet.",
+    )
+    environments: dict[str, EnvironmentAsk] = Field(
+        default_factory=dict,
+        description="What the definition says of each environment it names.",
     )
 
 
@@ -255,6 +282,11 @@ class PolicyInForce(_Message):
     hash: str
     path: str = ""
     problems: list[str] = Field(default_factory=list)
+    environments: dict[str, EnvironmentInForce] = Field(
+        default_factory=dict,
+        description="Environments whose concurrency and freeze the policy sets (absent: the "
+        "definition's, as recorded before the policy had a say).",
+    )
 
 
 class PendingApproval(_Message):

@@ -29,6 +29,7 @@ from contracts.errors import ErrorType
 from workflows import dag, freeze, policy, telemetry
 from workflows.calls import call, notify
 from workflows.decision_desk import DecisionDesk, clip
+from workflows.definition_rules import CHANGES_ENVIRONMENT
 from workflows.environment import LEASE_SIGNAL
 from workflows.messages import (
     AbortRequest,
@@ -40,6 +41,8 @@ from workflows.messages import (
     Decision,
     DecisionCheck,
     DecisionVerdict,
+    EnvironmentAsk,
+    EnvironmentInForce,
     GateAsk,
     LeaseNotice,
     PendingApproval,
@@ -56,11 +59,12 @@ from workflows.messages import (
 )
 from workflows.naming import ENVIRONMENT, PIPELINE_STATUS, SERVICE, STAGE, canary_id
 from workflows.run_leases import RunLeases, SupersededError
-from workflows.spec import ApprovalStage, RollbackStage, Stage
+from workflows.spec import ApprovalStage, RollbackStage, Stage, definition_problems
 from workflows.stages import RunState, StageFailedError, run_stage
 
 __all__ = [
     "ENVIRONMENT_LEASES",
+    "GATES_HOLD",
     "PIPELINE_FAILED",
     "TRUSTED_COMMIT_TIME",
     "WORKER_POLICY",
@@ -80,6 +84,11 @@ TRUSTED_COMMIT_TIME = "trusted-commit-time"
 """Patch id: runs recorded before it ordered their commit in environments (and measured lead
 time) by the commit time their starter supplied (`--commit-time`), trusted as given: a time
 in the future made a run newer than every later one."""
+GATES_HOLD = "gates-hold"
+"""Patch id: runs recorded before it checked only what the policy said of their deploys at
+start (not the definition's own rules again, nor canaries and monitors, nor the policy's
+concurrency and freeze), let an approval with `on_failure: continue` that was not given
+open the way to what needs it, and judged environments by their definition alone."""
 STALE_LEASE_GRACE = timedelta(minutes=1)
 """How long a stage refused for a stale lease waits for the notice that says by whom."""
 LEASED_KINDS = ("deploy", "canary", "monitor")
@@ -118,6 +127,11 @@ class PipelineWorkflow:
         self._worker_policy = False
         self._policy_hash = ""
         self._gate_rules: dict[str, DecisionVerdict] = {}
+        # Set by `run` (GATES_HOLD): the definition is checked again at start, a gate that
+        # was not given holds everything after it, and the policy's environment rules count.
+        self._gates_hold = False
+        self._gates_before: dict[str, list[str]] = {}
+        self._env_in_force: dict[str, EnvironmentInForce] = {}
         self._abort: AbortRequest | None = None
         self._pipeline_state = PipelineState.RUNNING
         self._failure = ""
@@ -144,6 +158,7 @@ class PipelineWorkflow:
             self._worker_policy = True
             self._state.control_token = str(workflow.uuid4())
             self._state.signed_controls = workflow.patched(SIGNED_CANARY_CONTROLS)
+            self._gates_hold = workflow.patched(GATES_HOLD)
             problems = await self._start_under_policy()
             if problems:
                 self._failure = "; ".join(problems)
@@ -218,13 +233,18 @@ class PipelineWorkflow:
 
     async def _start_under_policy(self) -> list[str]:
         """Record the hash of the worker's policy in force, and what it says of this run's
-        definition (an environment it requires approval for, deployed to without one; a gate
-        its people cannot meet)."""
-        gated: dict[str, bool] = {}
+        definition (an environment it requires approval for, changed without one; a gate
+        its people cannot meet; a concurrency weaker than its own). Under GATES_HOLD the
+        definition's own rules are checked again first (it may not have come through
+        `slipway validate`), and canaries and monitors count as changes like deploys."""
         stages = self._spec.stages
+        problems = [str(p) for p in definition_problems(self._spec)] if self._gates_hold else []
+        kinds = CHANGES_ENVIRONMENT if self._gates_hold else frozenset({"deploy"})
+        gated: dict[str, bool] = {}
+        ungated: dict[str, list[str]] = {}
         for stage in stages:
             env = stage.environment_name
-            if stage.kind != "deploy" or env is None:
+            if stage.kind not in kinds or env is None:
                 continue
             before = set(dag.ancestors(stages, stage.name))
             has_gate = any(
@@ -232,11 +252,24 @@ class PipelineWorkflow:
                 for s in stages
             )
             gated[env] = gated.get(env, True) and has_gate
+            if not has_gate:
+                ungated.setdefault(env, []).append(stage.name)
+        environments: dict[str, EnvironmentAsk] = {}
+        if self._gates_hold:
+            named = [*self._spec.environments, *(s.environment_name for s in stages)]
+            for env in dict.fromkeys(n for n in named if n is not None):
+                spec = self._spec.environments.get(env)
+                environments[env] = EnvironmentAsk(
+                    concurrency=spec.concurrency if spec else None,
+                    freeze=list(spec.freeze) if spec else [],
+                    freeze_override_roles=list(spec.freeze_override_roles) if spec else [],
+                )
         answer = await call(
             ActivityName.POLICY_IN_FORCE,
             PolicyStart(
                 workflow_id=workflow.info().workflow_id,
                 gated=gated,
+                ungated=ungated if self._gates_hold else {},
                 gates=[
                     GateAsk(
                         gate=s.gate_name,
@@ -248,11 +281,13 @@ class PipelineWorkflow:
                     for s in stages
                     if isinstance(s, ApprovalStage)
                 ],
+                environments=environments,
             ),
             PolicyInForce,
         )
         self._policy_hash = answer.hash
-        return answer.problems
+        self._env_in_force = dict(answer.environments)
+        return [*problems, *answer.problems]
 
     async def _finish_run(self) -> PipelineResult:
         self._set_attributes(status=self._pipeline_state.value)
@@ -309,6 +344,9 @@ class PipelineWorkflow:
         running = self._running
         rollback_for: list[str] = []
         leased = self._state.leases is not None
+        if self._gates_hold:
+            # Acyclic: the definition was checked again at start.
+            self._gates_before = dag.ancestors_of_kind(stages, "approval")
         while True:
             if not self._failure and not self._stopping():
                 for name in dag.ready(stages, finished, started):
@@ -336,8 +374,10 @@ class PipelineWorkflow:
                 if status.state != StageState.FAILED:
                     continue
                 stage = by_name[name]
-                if stage.on_failure == "continue":
-                    continue
+                if stage.on_failure == "continue" and not (
+                    self._gates_hold and isinstance(stage, ApprovalStage)
+                ):
+                    continue  # an approval that was not given always stops the run
                 self._failure = self._failure or f"stage {name!r} failed: {status.summary}"
                 if stage.on_failure == "rollback":
                     for env in self._rollback_targets(stage):
@@ -368,6 +408,12 @@ class PipelineWorkflow:
         skipped = [n for n in stage.needs if self._stages[n].state == StageState.SKIPPED]
         if skipped:
             return f"needs {skipped[0]!r}, which was skipped"
+        # Whatever any stage's on_failure says, nothing runs after an approval that was not
+        # given (its state is final: a stage is ready only once all it needs has finished).
+        for gate in self._gates_before.get(stage.name, ()):
+            state = self._stages[gate].state
+            if state != StageState.SUCCEEDED:
+                return f"approval {gate!r} was not given ({state.value}): not started"
         return ""
 
     def _rollback_targets(self, stage: Stage) -> list[str]:
@@ -445,14 +491,16 @@ class PipelineWorkflow:
         """A deploy in a freeze window waits for its end, or for the freeze gate's approval
         by one of the environment's `freeze_override_roles`."""
         env_policy = self._spec.environments.get(env)
-        if env_policy is None or not env_policy.freeze:
+        # The policy's windows with the definition's, when the policy lists the environment.
+        rules = self._env_in_force.get(env) or env_policy
+        if rules is None or not rules.freeze:
             return
-        windows = [(w.cron, w.duration, w.timezone) for w in env_policy.freeze]
+        windows = [(w.cron, w.duration, w.timezone) for w in rules.freeze]
         frozen = freeze.frozen_until(windows, workflow.now())
         if frozen is None:
             return
         until, window = frozen
-        roles = env_policy.freeze_override_roles
+        roles = rules.freeze_override_roles
         gate = ApprovalStage(
             name=f"{status.name}_freeze",
             kind="approval",
@@ -485,6 +533,9 @@ class PipelineWorkflow:
         self._publish_details()
 
     def _concurrency(self, environment: str) -> Concurrency:
+        forced = self._env_in_force.get(environment)
+        if forced is not None and forced.concurrency is not None:
+            return forced.concurrency  # the policy's, or the definition's if stricter
         env_policy = self._spec.environments.get(environment)
         if env_policy is not None and env_policy.concurrency is not None:
             return env_policy.concurrency
