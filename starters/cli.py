@@ -33,7 +33,7 @@ from temporalio.service import RPCError, RPCStatusCode
 from activities.signatures import SignatureError
 from activities.worker_policy import PolicyError, load_policy
 from plumbing.codec import CodecError
-from plumbing.connection import connect, task_queue
+from plumbing.connection import connect, runner_task_queue, task_queue
 from plumbing.updates import execute_update
 from starters import arguments, render
 from starters.runs import (
@@ -246,7 +246,9 @@ def start(
 
     async def go() -> int:
         client = await _client()
-        started = await start_pipeline(client, spec, run, {}, task_queue())
+        started = await start_pipeline(
+            client, spec, run, {}, task_queue(), runner_task_queue=runner_task_queue()
+        )
         if json_output:
             typer.echo(json.dumps(started.__dict__))
         else:

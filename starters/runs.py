@@ -116,9 +116,12 @@ async def start_pipeline(
     task_queue: str,
     *,
     search_attributes: bool = True,
+    runner_task_queue: str = "",
 ) -> StartedRun:
     """Start the pipeline of `run.commit`, or return the run that already carries it: an
     open or succeeded run is reused; only after a failed run does a new one start.
+    `runner_task_queue`: where the run's untrusted work goes (the CLI passes
+    SLIPWAY_RUNNER_TASK_QUEUE's); empty keeps it on `task_queue`, for one worker serving both.
     `roles` is accepted for callers written before the worker held the policy, and not sent:
     whoever starts a run has no say in who may decide on it."""
     workflow_id = pipeline_id(spec.service.name, run.branch, run.commit)
@@ -133,10 +136,7 @@ async def start_pipeline(
         if search_attributes
         else TypedSearchAttributes.empty
     )
-    pipeline_input = PipelineInput(
-        spec=spec,
-        run=run,
-    )
+    pipeline_input = PipelineInput(spec=spec, run=run, runner_task_queue=runner_task_queue)
     existing = await _open_or_succeeded(client, workflow_id)
     if existing is not None:
         return StartedRun(workflow_id, existing, True, run_url(client, workflow_id, existing))

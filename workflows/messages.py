@@ -111,6 +111,13 @@ class PipelineInput(_Message):
         "judge decisions by it); newer runs ignore it.",
     )
     ui_url: str = Field("", description="Unread; kept so inputs recorded with it still load.")
+    runner_task_queue: str = Field(
+        "",
+        description="The runner's task queue: checkout, scans, tests, commands and builds "
+        "(contracts.activity.RUNNER_ACTIVITIES) run there, never on the deployer's. Set by "
+        "the starter (SLIPWAY_RUNNER_TASK_QUEUE, default `<task queue>-runner`); empty, as "
+        "in runs recorded before the split, sends them to the run's own task queue.",
+    )
 
 
 class StageState(StrEnum):

@@ -251,6 +251,7 @@ async def _checkout(stage: CheckoutStage, state: RunState) -> str:
         activity_id=_id(stage),
         summary=_ui(stage, f"checkout {run.commit[:12]}"),
         on_retry=state.retry_note(stage),
+        runner_queue=state.input.runner_task_queue,
     )
     state.workspace = ws
     return f"{ws.commit[:12]} checked out"
@@ -268,6 +269,7 @@ async def _scan(stage: ScanStage, state: RunState) -> str:
         activity_id=_id(stage),
         summary=_ui(stage, ", ".join(stage.scanners)),
         on_retry=state.retry_note(stage),
+        runner_queue=state.input.runner_task_queue,
     )
     state.scans[stage.name] = report
     verdict = policy.judge_scan(report, stage.fail_on, stage.unavailable, stage.name)
@@ -300,6 +302,7 @@ async def _test(stage: SuiteStage, state: RunState) -> str:
         activity_id=_id(stage),
         summary=_ui(stage, " ".join(stage.command)),
         on_retry=state.retry_note(stage),
+        runner_queue=state.input.runner_task_queue,
     )
     state.tests[stage.name] = report
     state.test_durations[stage.name] = (workflow.now() - started).total_seconds()
@@ -323,6 +326,7 @@ async def _command(stage: CommandStage, state: RunState) -> str:
         activity_id=_id(stage),
         summary=_ui(stage, " ".join(stage.command)),
         on_retry=state.retry_note(stage),
+        runner_queue=state.input.runner_task_queue,
     )
     if report.exit_code != 0 or report.timed_out:
         ended = "timed out" if report.timed_out else f"exited {report.exit_code}"
@@ -407,6 +411,7 @@ async def _build_one(
         activity_id=_id(stage, suffix),
         summary=_ui(stage, f"build {service} at {ws.commit[:12]}"),
         on_retry=state.retry_note(stage),
+        runner_queue=state.input.runner_task_queue,
     )
     took = (workflow.now() - started).total_seconds()
     what = f"{suffix[1:]}: " if suffix else ""

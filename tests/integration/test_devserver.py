@@ -28,7 +28,7 @@ from tests.support.binaries import require_binary
 from tests.support.changed_workflow import ChangedPipelineWorkflow
 from tests.support.memory import MemoryBackends
 from tests.support.pipelines import ROLES, ROOT, heal7, run_context, wait_for_gate
-from worker import activities_for, build_worker
+from worker import activities_for, build_runner_worker, build_worker
 from workflows.environment import EnvironmentWorkflow
 from workflows.messages import PipelineState, StageState
 from workflows.spec import PipelineSpec, validate_definition
@@ -75,6 +75,7 @@ def cli_env(env: WorkflowEnvironment, task_queue: str) -> dict[str, str]:
         "TEMPORAL_ADDRESS": target,
         "TEMPORAL_NAMESPACE": env.client.namespace,
         "SLIPWAY_TASK_QUEUE": task_queue,
+        "SLIPWAY_RUNNER_TASK_QUEUE": f"{task_queue}-runner",
     }
 
 
@@ -309,7 +310,10 @@ async def test_cli_start_wait_and_status_follow_the_pipeline(
         exit_code=1, tests=3, failures=1, errors=0, skipped=0, failed_tests=["test_x"]
     )
 
-    async with build_worker(dev_env.client, memory.backends(), task_queue):
+    # `slipway start` sends the run's untrusted work to the runner's queue: serve both.
+    backends = memory.backends()
+    runner = build_runner_worker(dev_env.client, backends.runner(), f"{task_queue}-runner")
+    async with build_worker(dev_env.client, backends, task_queue), runner:
         proc = await asyncio.create_subprocess_exec(
             sys.executable,
             "-m",
