@@ -404,7 +404,7 @@ class CanaryWorkflow:
     def _validate_control(self, order: CanaryOrder) -> None:
         if order.canary != workflow.info().workflow_id:
             raise ValueError(f"this control is meant for {order.canary}")
-        refusal = deployer_proof.check("control", order, order.proof, workflow.now())
+        refusal = deployer_proof.check("control", order, order.proof)
         if refusal is not None:
             workflow.logger.warning("%s by %r: %s", order.action, order.control.by, refusal)
             raise ValueError(refusal)

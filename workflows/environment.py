@@ -67,6 +67,7 @@ ROLLBACK_POLICY = "manual-rollback-policy"
 """Patch id: manual rollbacks recorded before it were not checked against the worker's
 policy."""
 NONCES_KEPT = 500
+LEASE_REQUESTS_KEPT = 500
 ROLLBACK_PER_RUN = "rollback-once-per-run-id-and-token"
 """Patch id: rollbacks recorded before it were remembered per workflow id, so a retried or
 restarted run that failed again got the first run's outcome and nothing was restored."""
@@ -178,7 +179,7 @@ class EnvironmentWorkflow:
         """Only a deployer speaking for a pipeline run changes the environment: a message
         without a valid proof (a bare `temporal workflow update`) is refused before it
         reaches history, and the refusal is logged."""
-        refusal = deployer_proof.check(purpose, message, proof, workflow.now())
+        refusal = deployer_proof.check(purpose, message, proof)
         if refusal is not None:
             workflow.logger.warning(
                 "%s: %s (claimed run %s)", self._s.environment, refusal, message.run
@@ -187,6 +188,20 @@ class EnvironmentWorkflow:
 
     async def _acquire(self, request: LeaseRequest) -> LeaseAnswer:
         s = self._s
+        if request.request_id in s.lease_requests:
+            # Asked before: the activity's retry after a continue-as-new, or a copy out of a
+            # history sent again. Only the same run's standing is repeated; nothing changes.
+            holder = s.holder
+            if holder is not None and (holder.run, holder.run_id) == (request.run, request.run_id):
+                return LeaseAnswer(status="granted", token=holder.token)
+            waiting = next((w for w in s.queue if w.run_id == request.run_id), None)
+            if waiting is not None:
+                return self._queued(waiting)
+            return LeaseAnswer(
+                status="superseded", reason=f"lease request {request.request_id} was answered"
+            )
+        if request.proof:  # a deployer's (since proofs)
+            s.lease_requests = [*s.lease_requests, request.request_id][-LEASE_REQUESTS_KEPT:]
         if request.components:
             # Kept across runs: a component a later run drops is still fenced and restored.
             s.components = sorted({*s.components, *request.components})

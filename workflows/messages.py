@@ -670,6 +670,11 @@ class EnvironmentState(_Message):
     nonces: list[str] = Field(
         default_factory=list, description="Nonces of signed rollbacks taken (the last ones)."
     )
+    lease_requests: list[str] = Field(
+        default_factory=list,
+        description="Request ids of the last lease requests taken: one copied out of a history "
+        "and sent again is refused.",
+    )
     components: list[str] = Field(
         default_factory=list,
         description="The deployables the last lease holder named: fenced and restored together.",

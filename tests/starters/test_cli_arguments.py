@@ -82,7 +82,9 @@ def test_commit_time_is_ignored_with_a_note(monkeypatch: pytest.MonkeyPatch) -> 
     async def client() -> object:
         return object()
 
-    async def start(_client: object, _spec: object, run: RunContext, *_: object) -> StartedRun:
+    async def start(
+        _client: object, _spec: object, run: RunContext, *_: object, **__: object
+    ) -> StartedRun:
         started.append(run)
         return StartedRun(workflow_id="pipeline-x", run_id="r", existing=False, url="u")
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import uuid
 from datetime import UTC, datetime
+from typing import Any, TypeVar, cast
 
 import pytest
 from temporalio.client import WorkflowUpdateFailedError
@@ -23,6 +24,7 @@ from workflows.messages import (
     CanaryControl,
     CanaryOrder,
     CanaryResult,
+    LeaseAnswer,
     LeaseRelease,
     LeaseRequest,
     PipelineInput,
@@ -37,6 +39,7 @@ from workflows.spec import PipelineSpec
 pytestmark = pytest.mark.timeout(90)
 
 OLD = "sha256:" + "0" * 64
+M = TypeVar("M")
 FORGED = f"v1:{int(datetime.now(UTC).timestamp())}:{'0' * 64}"
 
 
@@ -51,6 +54,19 @@ async def refused(handle: object, update: str, arg: object) -> str:
     with pytest.raises(WorkflowUpdateFailedError) as caught:
         await handle.execute_update(update, arg)  # type: ignore[attr-defined]
     return str(caught.value.cause)
+
+
+async def recorded_update(env: WorkflowEnvironment, handle: Any, name: str, kind: type[M]) -> M:
+    """The input of the first update `name` accepted in `handle`'s history."""
+    history = await handle.fetch_history()
+    for event in history.events:
+        accepted = event.workflow_execution_update_accepted_event_attributes
+        if accepted.accepted_request.input.name == name:
+            [value] = await env.client.data_converter.decode(
+                accepted.accepted_request.input.args.payloads, [kind]
+            )
+            return cast(M, value)
+    raise AssertionError(f"no {name} update in {handle.id}'s history")
 
 
 async def test_a_bare_client_cannot_roll_back_release_or_report(
@@ -105,7 +121,16 @@ async def test_a_bare_client_cannot_roll_back_release_or_report(
                 }
             ),
         )
+        # The run's own acquire, copied with its proof out of the environment's history and
+        # sent again, is answered without taking anything.
+        copied = await recorded_update(time_env, production, "acquire", LeaseRequest)
+        assert copied.proof
+        replayed = await production.execute_update(
+            "acquire", copied, id=f"copy-{uuid.uuid4()}", result_type=LeaseAnswer
+        )
         state = await production.query(EnvironmentWorkflow.state)
+    assert replayed.status == "superseded"
+    assert f"lease request {copied.request_id} was answered" in replayed.reason
     assert "rollback refused: not sent by a deployer" in no_proof
     assert "rollback refused: its proof does not verify" in forged
     assert "release refused: not sent by a deployer" in release
