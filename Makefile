@@ -64,8 +64,10 @@ dev-server: $(STAMP)
 	mkdir -p .demo
 	$(VENV)/bin/temporal server start-dev --db-filename .demo/temporal.db --ip 127.0.0.1 --ui-port 8233
 
+# ROLE=deployer|runner|all (default all: one process serving both task queues).
+ROLE ?= all
 worker: $(STAMP)
-	$(PY) worker.py
+	$(PY) worker.py --role $(ROLE)
 
 clean:
 	rm -rf .demo .pytest_cache .mypy_cache .ruff_cache

@@ -1,6 +1,16 @@
 """The Slipway worker: the pipeline workflows plus the activities of the configured platform.
 
-    python worker.py            # platform from SLIPWAY_* settings, Temporal from env config
+    python worker.py                   # both trust domains in one process (make worker, demo)
+    python worker.py --role deployer   # workflows + every activity that changes an environment
+    python worker.py --role runner     # only the untrusted work: checkout, scan, test, command,
+                                       # build (contracts.activity.RUNNER_ACTIVITIES)
+
+The *deployer* polls the task queue (SLIPWAY_TASK_QUEUE) and holds the policy, the codec key,
+the platform and registry credentials. The *runner* polls the runner's queue
+(SLIPWAY_RUNNER_TASK_QUEUE, default `<task queue>-runner`), registers no workflow, and reads
+neither the policy nor a platform credential; it needs the codec key only when payloads are
+encrypted (its inputs and results are payloads). `all` runs both in one process: every
+activity on the task queue too, for runs started without a runner queue.
 
 Runs until SIGINT/SIGTERM, then stops polling and lets running activities finish (graceful
 shutdown); Temporal hands anything unfinished to another replica.
@@ -8,20 +18,22 @@ shutdown); Temporal hands anything unfinished to another replica.
 
 from __future__ import annotations
 
+import argparse
 import asyncio
+import contextlib
 import os
 import signal
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, get_args
 
 import structlog
 from temporalio.client import Client
 from temporalio.worker import Worker
 
-from activities.backends import Backends
+from activities.backends import Backends, DeployerBackends, RunnerBackends
 from activities.build import BuildActivities
 from activities.decisions import DecisionActivities
 from activities.deploy import DeployActivities
@@ -29,43 +41,59 @@ from activities.environments import EnvironmentActivities
 from activities.metrics import MetricsActivities
 from activities.notify import NotifyActivities
 from activities.scan import ScanActivities
+from activities.settings import Role
 from activities.source import SourceActivities
 from activities.test import SuiteActivities
+from contracts import deployer_proof
 from plumbing.sandbox import workflow_runner
 from workflows.registry import WORKFLOWS
 
-__all__ = ["DEFAULT_POLICY", "activities_for", "build_worker", "main"]
+if TYPE_CHECKING:
+    from activities.settings import Settings
+
+__all__ = [
+    "DEFAULT_POLICY",
+    "activities_for",
+    "build_deployer_worker",
+    "build_runner_worker",
+    "build_worker",
+    "deployer_activities",
+    "main",
+    "runner_activities",
+]
 
 DEFAULT_POLICY = Path(__file__).resolve().parent / "pipelines" / "policy.yaml"
 """The demo's policy (unsigned decisions count); production workers name their own."""
 
 
-def activities_for(
-    backends: Backends,
+def runner_activities(backends: RunnerBackends) -> list[Callable[..., Any]]:
+    """The runner's activities, exactly `RUNNER_ACTIVITIES`: they run the commit's code and
+    get nothing that moves an environment (no client, no policy, no registry to publish)."""
+    source = SourceActivities(backends.source)
+    scan = ScanActivities(backends.scanners)
+    test = SuiteActivities(backends.tests, backends.services)
+    build = BuildActivities(backends.builder)
+    return [source.checkout, scan.scan, test.run_tests, test.run_command, build.build]
+
+
+def deployer_activities(
+    backends: DeployerBackends,
     client: Client,
     *,
     search_attributes: bool = False,
     policy_file: Path = DEFAULT_POLICY,
 ) -> list[Callable[..., Any]]:
-    """Bound activity methods, one object per concern, sharing the injected backends (and
-    the worker's client, for the messages runs send to environment workflows; the policy
-    file, which decisions are judged against)."""
-    source = SourceActivities(backends.source)
-    scan = ScanActivities(backends.scanners, backends.registry)
-    test = SuiteActivities(backends.tests, backends.services)
-    build = BuildActivities(backends.builder, backends.registry)
+    """The deployer's activities: every one that changes or judges an environment, with the
+    worker's client (messages to environment workflows) and policy file (decisions)."""
+    scan = ScanActivities({}, backends.registry)
+    build = BuildActivities(None, backends.registry)
     deploy = DeployActivities(backends.target, backends.router)
     metrics = MetricsActivities(backends.metrics, backends.load)
     notify = NotifyActivities(backends.notifier)
     environments = EnvironmentActivities(client, search_attributes=search_attributes)
     decisions = DecisionActivities(policy_file)
     return [
-        source.checkout,
-        scan.scan,
         scan.scan_image,
-        test.run_tests,
-        test.run_command,
-        build.build,
         build.publish,
         deploy.deploy,
         deploy.promote,
@@ -81,9 +109,31 @@ def activities_for(
         environments.report_serving,
         environments.release_lease,
         environments.request_rollback,
+        environments.control_canary,
         environments.run_status,
         decisions.check_decision,
         decisions.policy_in_force,
+    ]
+
+
+def activities_for(
+    backends: Backends,
+    client: Client,
+    *,
+    search_attributes: bool = False,
+    policy_file: Path = DEFAULT_POLICY,
+) -> list[Callable[..., Any]]:
+    """Both trust domains' activities, one object per concern, sharing the injected backends
+    (and the worker's client, for the messages runs send to environment workflows; the policy
+    file, which decisions are judged against)."""
+    return [
+        *runner_activities(backends.runner()),
+        *deployer_activities(
+            backends.deployer(),
+            client,
+            search_attributes=search_attributes,
+            policy_file=policy_file,
+        ),
     ]
 
 
@@ -99,16 +149,99 @@ def build_worker(
     policy_file: Path = DEFAULT_POLICY,
     **options: Any,
 ) -> Worker:
-    """A worker running every workflow and the activities bound to `backends`.
+    """A worker running every workflow and both trust domains' activities, bound to
+    `backends`, on one task queue (tests, and `--role all` for runs without a runner queue).
     `search_attributes`: the namespace has ours (see `ensure_search_attributes`);
     `policy_file`: the worker's policy (SLIPWAY_POLICY_FILE)."""
+    return _workflow_worker(
+        client,
+        task_queue,
+        activities_for(
+            backends, client, search_attributes=search_attributes, policy_file=policy_file
+        ),
+        max_concurrent_activities=max_concurrent_activities,
+        max_cached_workflows=max_cached_workflows,
+        extra_workflows=extra_workflows,
+        **options,
+    )
+
+
+def build_deployer_worker(
+    client: Client,
+    backends: DeployerBackends,
+    task_queue: str,
+    *,
+    max_concurrent_activities: int = 20,
+    max_cached_workflows: int = 300,
+    extra_workflows: Sequence[type] = (),
+    search_attributes: bool = False,
+    policy_file: Path = DEFAULT_POLICY,
+    **options: Any,
+) -> Worker:
+    """The deployer: every workflow and the deployer's activities, none of the runner's (a
+    run that sends one here has it fail as not registered, never run beside credentials)."""
+    return _workflow_worker(
+        client,
+        task_queue,
+        deployer_activities(
+            backends, client, search_attributes=search_attributes, policy_file=policy_file
+        ),
+        max_concurrent_activities=max_concurrent_activities,
+        max_cached_workflows=max_cached_workflows,
+        extra_workflows=extra_workflows,
+        **options,
+    )
+
+
+def build_runner_worker(
+    client: Client,
+    backends: RunnerBackends,
+    task_queue: str,
+    *,
+    max_concurrent_activities: int = 20,
+    **options: Any,
+) -> Worker:
+    """The runner: the runner's activities only, on the runner's task queue, and no
+    workflow: workflow code decides what moves an environment, so it runs where the
+    policy is. Refuses `workflows` and `activities`."""
+    for refused in ("workflows", "activities", "workflow_runner"):
+        if refused in options:
+            raise ValueError(
+                f"a runner worker takes no {refused}: it runs the runner's activities "
+                "(RUNNER_ACTIVITIES) only; workflows and the deployer's activities run on "
+                "the deployer"
+            )
+    return Worker(
+        client,
+        task_queue=task_queue,
+        activities=runner_activities(backends),
+        activity_executor=ThreadPoolExecutor(max_concurrent_activities),
+        max_concurrent_activities=max_concurrent_activities,
+        graceful_shutdown_timeout=timedelta(seconds=30),
+        **options,
+    )
+
+
+def _workflow_worker(
+    client: Client,
+    task_queue: str,
+    activities: Sequence[Callable[..., Any]],
+    *,
+    max_concurrent_activities: int,
+    max_cached_workflows: int,
+    extra_workflows: Sequence[type],
+    **options: Any,
+) -> Worker:
+    """Workflows run where the deployer key is. A process whose key was not installed
+    (`main` installs the configured one) gets a random one: enough for workers that share
+    this process, not for replicas in others."""
+    if not deployer_proof.has_key():
+        deployer_proof.install_key(os.urandom(32))
     return Worker(
         client,
         task_queue=task_queue,
         workflows=[*WORKFLOWS, *extra_workflows],
-        activities=activities_for(
-            backends, client, search_attributes=search_attributes, policy_file=policy_file
-        ),
+        activities=activities,
         # Blocking SDK calls run in threads (asyncio.to_thread); size the pool like the
         # activity slots so a busy worker never starves.
         activity_executor=ThreadPoolExecutor(max_concurrent_activities),
@@ -156,8 +289,25 @@ async def ensure_search_attributes(client: Client) -> bool:
     return True
 
 
-async def main() -> None:
-    from activities.factory import backends_from_settings
+def parse_role(argv: Sequence[str] | None = None) -> Role | None:
+    """`--role deployer|runner|all`; None when not given (SLIPWAY_ROLE, else `all`)."""
+    parser = argparse.ArgumentParser(prog="worker.py", description=__doc__.split("\n")[0])
+    parser.add_argument(
+        "--role",
+        choices=get_args(Role),
+        default=None,
+        help="the trust domain(s) to serve (default: SLIPWAY_ROLE, else all)",
+    )
+    role: Role | None = parser.parse_args(argv).role
+    return role
+
+
+async def main(argv: Sequence[str] | None = None) -> None:
+    from activities.factory import (
+        backends_from_settings,
+        deployer_backends_from_settings,
+        runner_backends_from_settings,
+    )
     from activities.observability import (
         configure_logging,
         secrets_in_environment,
@@ -167,10 +317,11 @@ async def main() -> None:
     from activities.settings import ConfigurationError, Settings
     from activities.worker_policy import PolicyError, load_policy
     from plumbing.codec import CodecError, codec_from_env
-    from plumbing.connection import connect, task_queue
+    from plumbing.connection import connect, runner_task_queue, task_queue
 
+    role = parse_role(argv)
     try:
-        settings = Settings.load()
+        settings = Settings.for_role(role)
     except ConfigurationError as err:
         raise SystemExit(f"worker: {err}") from None
     # Secret values are masked wherever they show up in a log line, tracebacks included.
@@ -179,23 +330,41 @@ async def main() -> None:
         secrets=[*secrets_in_settings(settings), *secrets_in_environment(os.environ)],
     )
     log = structlog.get_logger("slipway.worker")
+    deployer = settings.role != "runner"
+    policy = None
+    if deployer:  # the runner never reads the policy: it judges nothing
+        try:
+            policy = load_policy(settings.policy_file)
+        except PolicyError as err:
+            raise SystemExit(f"worker: {err}") from None
     try:
-        policy = load_policy(settings.policy_file)
-    except PolicyError as err:
-        raise SystemExit(f"worker: {err}") from None
+        # A bad key ring stops the worker before it starts anything. The runner needs the
+        # key only when payloads are encrypted: its inputs and results are payloads.
+        codec_from_env()
+    except CodecError as err:
+        raise SystemExit(f"worker: payload encryption: {err}") from None
     # Untrusted steps (tests, command stages, builds, installs, scanners) run in a sandbox,
-    # or are refused where it cannot run unless the policy says `sandbox: off`.
-    sandbox = configure_sandbox(policy.policy.sandbox)
+    # or are refused where it cannot run unless the policy (a runner, which reads no policy:
+    # SLIPWAY_SANDBOX) says `sandbox: off`.
+    sandbox = configure_sandbox(policy.policy.sandbox if policy else settings.sandbox)
     if sandbox.active:
         log.info(sandbox.describe())
     else:
         log.warning(sandbox.describe())
+    if deployer:  # the runner never holds the key that moves environments
+        key_file = settings.deployer_key_file or settings.state_dir / "deployer.key"
+        try:
+            key_file.parent.mkdir(parents=True, exist_ok=True)
+            deployer_proof.install_key(deployer_proof.key_from_file(key_file))
+        except (OSError, ValueError) as err:
+            raise SystemExit(f"worker: deployer key {key_file}: {err}") from None
     try:
-        codec_from_env()  # a bad key ring stops the worker before it starts anything
-    except CodecError as err:
-        raise SystemExit(f"worker: payload encryption: {err}") from None
-    try:
-        backends = backends_from_settings(settings)
+        backends = _backends_for(
+            settings,
+            backends_from_settings,
+            runner_backends_from_settings,
+            deployer_backends_from_settings,
+        )
     except ConfigurationError as err:
         raise SystemExit(f"worker: {err}") from None
     except Exception as err:  # an engine or API that does not answer: one sentence, and the
@@ -203,31 +372,69 @@ async def main() -> None:
         log.error("backends did not start", exc_info=True)
         raise SystemExit(f"worker: its backends did not start: {err}") from None
     client = await connect(metrics_port=settings.metrics_port)
-    indexed = await ensure_search_attributes(client)
-    worker = build_worker(
-        client,
-        backends,
-        task_queue(),
-        max_concurrent_activities=settings.max_activities,
-        max_cached_workflows=settings.max_cached_workflows,
-        search_attributes=indexed,
-        policy_file=settings.policy_file,
-    )
+    queue, runner_queue = task_queue(), runner_task_queue()
+    workers: list[Worker] = []
+    if isinstance(backends, RunnerBackends):
+        workers.append(
+            build_runner_worker(
+                client, backends, runner_queue, max_concurrent_activities=settings.max_activities
+            )
+        )
+    else:
+        indexed = await ensure_search_attributes(client)
+        options: dict[str, Any] = {
+            "max_concurrent_activities": settings.max_activities,
+            "max_cached_workflows": settings.max_cached_workflows,
+            "search_attributes": indexed,
+            "policy_file": settings.policy_file,
+        }
+        if isinstance(backends, Backends):
+            # `all`: every activity on the task queue (runs started without a runner queue)
+            # and the runner's on the runner's queue, one set of backends.
+            workers.append(build_worker(client, backends, queue, **options))
+            workers.append(
+                build_runner_worker(
+                    client,
+                    backends.runner(),
+                    runner_queue,
+                    max_concurrent_activities=settings.max_activities,
+                )
+            )
+        else:
+            workers.append(build_deployer_worker(client, backends, queue, **options))
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
     log.info(
         "worker started",
-        task_queue=task_queue(),
-        platform=settings.platform,
-        policy=policy.path,
-        policy_hash=policy.hash,
+        role=settings.role,
+        task_queues=[w.task_queue for w in workers],
+        platform=settings.platform if deployer else None,
+        policy=policy.path if policy else None,
+        policy_hash=policy.hash if policy else None,
         sandbox="bwrap" if sandbox.active else f"{sandbox.mode}, not sandboxed",
     )
-    async with worker:
+    async with contextlib.AsyncExitStack() as running:
+        for worker in workers:
+            await running.enter_async_context(worker)
         await stop.wait()
         log.info("worker stopping")
+
+
+def _backends_for(
+    settings: Settings,
+    both: Callable[[Settings], Backends],
+    runner: Callable[[Settings], RunnerBackends],
+    deployer: Callable[[Settings], DeployerBackends],
+) -> Backends | RunnerBackends | DeployerBackends:
+    """What the role builds: a runner never starts a platform or a registry client; a
+    deployer never starts backing services (it would stop a runner's on the same host)."""
+    if settings.role == "runner":
+        return runner(settings)
+    if settings.role == "deployer":
+        return deployer(settings)
+    return both(settings)
 
 
 if __name__ == "__main__":

@@ -48,11 +48,13 @@ __all__ = [
     "BackingServices",
     "Builder",
     "DeployTarget",
+    "DeployerBackends",
     "Heartbeat",
     "LoadGenerator",
     "MetricsProvider",
     "Notifier",
     "Registry",
+    "RunnerBackends",
     "Scanner",
     "SourceProvider",
     "SuiteRunner",
@@ -181,8 +183,36 @@ class Notifier(Protocol):
 
 
 @dataclass
+class RunnerBackends:
+    """What the runner's activities (contracts.activity.RUNNER_ACTIVITIES) use: they run the
+    commit's code, so nothing here holds a platform credential or the policy. The builder
+    writes artifacts where the deployer reads them: the wheel store on a filesystem both
+    share, or the registry an image builder pushes to."""
+
+    source: SourceProvider
+    tests: SuiteRunner
+    builder: Builder
+    scanners: dict[str, Scanner] = field(default_factory=dict)
+    services: BackingServices | None = None
+
+
+@dataclass
+class DeployerBackends:
+    """What the deployer's activities use: platforms, traffic, metrics and load, the
+    registry (publish, image findings) and the notifier."""
+
+    target: DeployTarget
+    router: TrafficRouter
+    metrics: MetricsProvider
+    notifier: Notifier
+    registry: Registry | None = None
+    load: LoadGenerator | None = None
+
+
+@dataclass
 class Backends:
-    """The implementations activities delegate to, built once per worker process."""
+    """The implementations activities delegate to, built once per worker process: both
+    trust domains' (`runner()`, `deployer()`), for a worker that serves both."""
 
     source: SourceProvider
     tests: SuiteRunner
@@ -195,3 +225,38 @@ class Backends:
     registry: Registry | None = None
     load: LoadGenerator | None = None
     services: BackingServices | None = None
+
+    def runner(self) -> RunnerBackends:
+        return RunnerBackends(
+            source=self.source,
+            tests=self.tests,
+            builder=self.builder,
+            scanners=self.scanners,
+            services=self.services,
+        )
+
+    def deployer(self) -> DeployerBackends:
+        return DeployerBackends(
+            target=self.target,
+            router=self.router,
+            metrics=self.metrics,
+            notifier=self.notifier,
+            registry=self.registry,
+            load=self.load,
+        )
+
+    @classmethod
+    def of(cls, runner: RunnerBackends, deployer: DeployerBackends) -> Backends:
+        return cls(
+            source=runner.source,
+            tests=runner.tests,
+            builder=runner.builder,
+            scanners=runner.scanners,
+            services=runner.services,
+            target=deployer.target,
+            router=deployer.router,
+            metrics=deployer.metrics,
+            notifier=deployer.notifier,
+            registry=deployer.registry,
+            load=deployer.load,
+        )

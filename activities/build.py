@@ -11,14 +11,20 @@ from contracts.activity import ActivityName, Artifact, BuildRequest, PublishRequ
 
 
 class BuildActivities:
-    def __init__(self, builder: Builder, registry: Registry | None = None) -> None:
+    """`build` is the runner's (it runs the commit's build), `publish` the deployer's (it
+    holds the registry's credentials); a deployer-only worker has no builder."""
+
+    def __init__(self, builder: Builder | None, registry: Registry | None = None) -> None:
         self._builder = builder
         self._registry = registry
 
     @activity.defn(name=ActivityName.BUILD)
     async def build(self, request: BuildRequest) -> Artifact:
         activity_log(service=request.service, commit=request.commit).info("build")
-        return await run_blocking(lambda progress: self._builder.build(request, progress))
+        builder = self._builder
+        if builder is None:
+            raise RuntimeError("this worker has no builder: builds are the runner's work")
+        return await run_blocking(lambda progress: builder.build(request, progress))
 
     @activity.defn(name=ActivityName.PUBLISH)
     async def publish(self, request: PublishRequest) -> Artifact:

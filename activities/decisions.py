@@ -29,9 +29,22 @@ from contracts.activity import ActivityName
 from contracts.errors import ErrorType, verdict
 from workflows.decisions import signed_text
 from workflows.definition_rules import unmet_gate
-from workflows.messages import DecisionCheck, DecisionVerdict, PolicyInForce, PolicyStart
+from workflows.messages import (
+    DecisionCheck,
+    DecisionVerdict,
+    EnvironmentAsk,
+    EnvironmentInForce,
+    PolicyInForce,
+    PolicyStart,
+)
 
-__all__ = ["DecisionActivities", "judge_decision", "signed_command"]
+__all__ = [
+    "DecisionActivities",
+    "environments_in_force",
+    "gating_problems",
+    "judge_decision",
+    "signed_command",
+]
 
 Verifier = Callable[[bytes, str, str, dict[str, list[str]]], signatures.Verified]
 
@@ -128,19 +141,34 @@ def judge_decision(
 
 
 def gating_problems(policy: WorkerPolicy, start: PolicyStart) -> list[str]:
-    """What the policy says of a run's definition at its start: a deploy to an environment
-    the policy gates, without a gate; a gate the policy's people cannot meet (it would
-    wait until it times out, or forever)."""
+    """What the policy says of a run's definition at its start: a change of an environment
+    the policy gates (a deploy, a canary, a monitor) without a gate before it; a gate named
+    after another environment of the policy's, or after a freeze override gate; a gate the
+    policy's people cannot meet (it would wait until it times out, or forever); a
+    concurrency weaker than the policy's."""
     problems = []
     for env, gated in sorted(start.gated.items()):
         env_rule = policy.environments.get(env)
         if env_rule is not None and env_rule.requires_approval and not gated:
+            stages = ", ".join(repr(s) for s in start.ungated.get(env, []))
             problems.append(
-                f"the worker's policy requires an approval gate before every deploy to {env}; "
-                "this run's definition has a deploy there without one"
+                f"the worker's policy requires an approval gate before every deploy to {env} "
+                f"(and every canary and monitor there); this run's definition has "
+                f"{stages or 'a stage changing it'} without one"
             )
     held = {name: person.roles for name, person in policy.people.items()}
+    freeze_gates = {f"{env}-freeze": env for env in policy.environments}
     for ask in start.gates:
+        if ask.gate != ask.environment and ask.gate in policy.environments:
+            problems.append(
+                f"gate {ask.gate!r} of {ask.environment} is named after another environment "
+                "of the worker's policy; name it after its own environment or no environment"
+            )
+        elif ask.gate in freeze_gates:
+            problems.append(
+                f"gate {ask.gate!r} is the freeze override gate of {freeze_gates[ask.gate]}; "
+                "give the approval another name"
+            )
         rule = policy.gate_rule(ask.gate, ask.environment)
         roles = list(rule.roles) if rule.roles is not None else ask.roles
         unmet = unmet_gate(roles, max(rule.quorum or 0, ask.quorum or 0) or None, held)
@@ -153,7 +181,48 @@ def gating_problems(policy: WorkerPolicy, start: PolicyStart) -> list[str]:
             f"the worker's policy has {len(holders)} ({', '.join(holders) or 'nobody'}): "
             f"{after}"
         )
+    for env, said in sorted(start.environments.items()):
+        env_rule = policy.environments.get(env)
+        if (
+            env_rule is not None
+            and env_rule.concurrency == "queue"
+            and said.concurrency == ("supersede")
+        ):
+            problems.append(
+                f"the worker's policy runs {env} with concurrency 'queue'; this run's "
+                "definition asks 'supersede' (a newer commit would take the environment "
+                "from a run mid-change): remove it or ask 'queue'"
+            )
     return problems
+
+
+def environments_in_force(
+    policy: WorkerPolicy, asks: dict[str, EnvironmentAsk]
+) -> dict[str, EnvironmentInForce]:
+    """Concurrency and freeze of each environment the policy lists, for one run: the
+    policy's, made stricter by the definition. Concurrency: 'queue' if either says so, else
+    the definition's, else the policy's. Freeze windows: the policy's and the definition's.
+    Override roles: the policy's when it says anything of the environment's freeze (those
+    the definition also names, if it names any), else the definition's."""
+    out: dict[str, EnvironmentInForce] = {}
+    for env, ask in asks.items():
+        rule = policy.environments.get(env)
+        if rule is None:
+            continue
+        said = [c for c in (rule.concurrency, ask.concurrency) if c is not None]
+        concurrency = "queue" if "queue" in said else (said[0] if said else None)
+        windows = list(rule.freeze)
+        windows += [w for w in ask.freeze if w not in windows]
+        if rule.governs_freeze:
+            roles = list(rule.freeze_override_roles)
+            if ask.freeze_override_roles:
+                roles = [r for r in roles if r in ask.freeze_override_roles]
+        else:
+            roles = list(ask.freeze_override_roles)
+        out[env] = EnvironmentInForce(
+            concurrency=concurrency, freeze=windows, freeze_override_roles=roles
+        )
+    return out
 
 
 class DecisionActivities:
@@ -185,5 +254,8 @@ class DecisionActivities:
     async def policy_in_force(self, start: PolicyStart) -> PolicyInForce:
         loaded = self._load()
         return PolicyInForce(
-            hash=loaded.hash, path=loaded.path, problems=gating_problems(loaded.policy, start)
+            hash=loaded.hash,
+            path=loaded.path,
+            problems=gating_problems(loaded.policy, start),
+            environments=environments_in_force(loaded.policy, start.environments),
         )

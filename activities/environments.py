@@ -4,6 +4,10 @@ Workflows cannot send updates to other workflows, so these activities do it with
 Temporal client: signal-with-start (the environment workflow is created by the first run that
 needs it), then the update, whose id is the request's idempotency key (a retried activity
 attaches to the same update). A refused update (a stale lease) is a verdict, never retried.
+
+Each message is signed here (contracts/deployer_proof.py) after checking that it speaks for the
+workflow that called this activity (the server tells us which one; the message could claim any
+run): a pipeline for itself, a canary or monitor for the pipeline that started it.
 """
 
 from __future__ import annotations
@@ -24,10 +28,12 @@ from temporalio.service import RPCError, RPCStatusCode
 
 from activities._blocking import HEARTBEAT_EVERY_S
 from activities.observability import activity_log
+from contracts import deployer_proof
 from contracts.activity import ActivityName, RunRef
 from contracts.errors import ErrorType, verdict
 from plumbing.updates import execute_update
 from workflows.messages import (
+    CanaryOrder,
     EnvironmentInput,
     LeaseAnswer,
     LeaseRelease,
@@ -101,11 +107,12 @@ class EnvironmentActivities:
     @activity.defn(name=ActivityName.ACQUIRE_LEASE)
     async def acquire_lease(self, request: LeaseRequest) -> LeaseAnswer:
         activity_log(environment=request.environment, run=request.run).info("acquire_lease")
+        _speaks_for_caller(request.run, request.run_id)
         return await self._update(
             request.service,
             request.environment,
             "acquire",
-            request,
+            _signed(request, "acquire"),
             request.request_id,
             LeaseAnswer,
         )
@@ -115,18 +122,25 @@ class EnvironmentActivities:
         activity_log(environment=report.environment, digest=report.release.digest).info(
             "report_serving"
         )
+        _speaks_for_caller(report.run, report.run_id)
         await self._update(
-            report.service, report.environment, "report", report, report.request_id, type(None)
+            report.service,
+            report.environment,
+            "report",
+            _signed(report, "report"),
+            report.request_id,
+            type(None),
         )
 
     @activity.defn(name=ActivityName.RELEASE_LEASE)
     async def release_lease(self, request: LeaseRelease) -> None:
         activity_log(environment=request.environment, run=request.run).info("release_lease")
+        _speaks_for_caller(request.run, request.run_id)
         await self._update(
             request.service,
             request.environment,
             "release",
-            request,
+            _signed(request, "release"),
             request.request_id,
             type(None),
         )
@@ -134,8 +148,61 @@ class EnvironmentActivities:
     @activity.defn(name=ActivityName.REQUEST_ROLLBACK)
     async def request_rollback(self, order: RollbackOrder) -> RollbackOutcome:
         activity_log(environment=order.environment, run=order.run).warning("request_rollback")
+        await self._speaks_for_run(order.run, order.run_id)
         return await self._update(
-            order.service, order.environment, "rollback", order, order.request_id, RollbackOutcome
+            order.service,
+            order.environment,
+            "rollback",
+            _signed(order, "rollback"),
+            order.request_id,
+            RollbackOutcome,
+        )
+
+    @activity.defn(name=ActivityName.CONTROL_CANARY)
+    async def control_canary(self, order: CanaryOrder) -> None:
+        """A pipeline's checked control, delivered to its own canary as a signed update."""
+        info = activity.info()
+        activity_log(canary=order.canary, action=order.action).info("control_canary")
+        if not order.canary.startswith(f"{info.workflow_id}-"):
+            raise verdict(
+                ErrorType.NOT_AUTHORIZED,
+                f"{info.workflow_id} may not control {order.canary}: not its canary",
+            )
+        handle = self._client.get_workflow_handle(order.canary)
+        try:
+            await execute_update(
+                handle,
+                "control",
+                _signed(order, "control"),
+                update_id=order.request_id,
+                result_type=type(None),
+            )
+        except WorkflowUpdateFailedError as err:
+            cause = err.cause
+            message = cause.message if isinstance(cause, ApplicationError) else str(cause)
+            raise verdict(ErrorType.NOT_AUTHORIZED, message) from None
+        except RPCError as err:
+            if err.status != RPCStatusCode.NOT_FOUND:
+                raise
+            # The canary finished meanwhile: there is nothing left to control.
+            activity_log(canary=order.canary).info("control_canary: the canary has ended")
+
+    async def _speaks_for_run(self, run: str, run_id: str) -> None:
+        """A rollback comes from the run itself, or from a canary or monitor that run
+        started: the server's record of the caller's parent says which."""
+        info = activity.info()
+        if info.workflow_id == run:
+            _speaks_for_caller(run, run_id)
+            return
+        if info.workflow_id and info.workflow_id.startswith(f"{run}-"):
+            described = await self._client.get_workflow_handle(
+                info.workflow_id, run_id=info.workflow_run_id
+            ).describe()
+            if described.parent_id == run and (not run_id or described.parent_run_id == run_id):
+                return
+        raise verdict(
+            ErrorType.NOT_AUTHORIZED,
+            f"{info.workflow_id} may not ask for a rollback on behalf of {run}",
         )
 
     @activity.defn(name=ActivityName.RUN_STATUS)
@@ -150,3 +217,25 @@ class EnvironmentActivities:
             raise
         status = described.status or WorkflowExecutionStatus.RUNNING
         return status.name.lower()
+
+
+M = TypeVar("M", LeaseRequest, ServingReport, LeaseRelease, RollbackOrder, CanaryOrder)
+
+
+def _signed(message: M, purpose: str) -> M:
+    """`message` with a deployer's proof (contracts/deployer_proof.py)."""
+    try:
+        proof = deployer_proof.sign(purpose, message)
+    except deployer_proof.KeyMissingError as err:
+        raise verdict(ErrorType.NOT_AUTHORIZED, str(err)) from None
+    return message.model_copy(update={"proof": proof})
+
+
+def _speaks_for_caller(run: str, run_id: str) -> None:
+    """A lease message names the run it is for: it must be the workflow calling us."""
+    info = activity.info()
+    if info.workflow_id != run or (run_id and info.workflow_run_id != run_id):
+        raise verdict(
+            ErrorType.NOT_AUTHORIZED,
+            f"{info.workflow_id} ({info.workflow_run_id}) may not speak for {run} ({run_id})",
+        )

@@ -4,23 +4,29 @@ Clients of external systems (docker, kubernetes, boto3, Prometheus) are created 
 worker and injected; nothing is built at import time. Environments can use different
 platforms (`SLIPWAY_ENVIRONMENT_PLATFORMS`): a small dispatcher routes each call by the
 request's environment.
+
+The two trust domains build their own parts: a runner-only worker builds the source, test,
+scanner, backing-services and builder backends and never a platform, a registry client or a
+notifier; a deployer-only worker the reverse.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from activities.backends import (
     Backends,
     Builder,
+    DeployerBackends,
     DeployTarget,
     Heartbeat,
     LoadGenerator,
     MetricsProvider,
     Notifier,
     Registry,
+    RunnerBackends,
     Scanner,
     TrafficRouter,
 )
@@ -51,7 +57,12 @@ if TYPE_CHECKING:
     from activities.providers.backing_services.docker import DockerBackingServices
     from activities.providers.backing_services.kubernetes import KubernetesBackingServices
 
-__all__ = ["EnvironmentDispatch", "backends_from_settings"]
+__all__ = [
+    "EnvironmentDispatch",
+    "backends_from_settings",
+    "deployer_backends_from_settings",
+    "runner_backends_from_settings",
+]
 
 
 class EnvironmentDispatch:
@@ -143,44 +154,66 @@ def _scanners(settings: Settings) -> dict[str, Scanner]:
     return scanners
 
 
-def _build_and_registry(settings: Settings) -> tuple[Builder, Registry | None]:
-    if settings.builder == "wheel":
-        from activities.providers.wheel_builder import LocalRegistry, WheelBuilder
-
-        store = settings.state_dir / "artifacts"
-        return WheelBuilder(store), LocalRegistry(store)
-
+def _docker_client(settings: Settings) -> Callable[[], Any]:
     import docker
-
-    from activities.providers.docker_builder import DockerBuilder
-    from activities.providers.docker_registry import DockerRegistry
 
     def client() -> Any:
         if settings.docker_host:
             return docker.DockerClient(base_url=settings.docker_host)
         return docker.from_env()
 
+    return client
+
+
+def _builder(settings: Settings) -> Builder:
+    """The runner's. An image builder pushes what it builds (the registry then holds the
+    artifact for the deployer), so it needs a push credential; for ECR, an identity allowed
+    to push to (and create) the service repositories."""
+    if settings.builder == "wheel":
+        from activities.providers.wheel_builder import WheelBuilder
+
+        return WheelBuilder(settings.state_dir / "artifacts")
+
+    from activities.providers.docker_builder import DockerBuilder
+
+    client = _docker_client(settings)
     if settings.registry == "ecr":
         from activities.providers.ecr import EcrRegistry, ecr_client
 
         ecr = EcrRegistry(ecr_client(settings.ecr_endpoint_url or None, settings.aws_region))
-        builder = DockerBuilder(
+        return DockerBuilder(
             client,
             settings.docker_registry,
             repository_for=ecr.repository_for,
             auth=ecr.docker_auth,
         )
+    return DockerBuilder(client, settings.docker_registry)
+
+
+def _registry(settings: Settings) -> Registry | None:
+    """The deployer's: publishing by digest and image findings. The local registry reads the
+    wheel store the runner's builder writes (`$SLIPWAY_STATE_DIR/artifacts`, a filesystem both
+    share); artifacts are content-addressed and publish checks the bytes' hash."""
+    if settings.builder == "wheel":
+        from activities.providers.wheel_builder import LocalRegistry
+
+        return LocalRegistry(settings.state_dir / "artifacts")
+
+    from activities.providers.docker_registry import DockerRegistry
+
+    client = _docker_client(settings)
+    if settings.registry == "ecr":
+        from activities.providers.ecr import EcrRegistry, ecr_client
+
+        ecr = EcrRegistry(ecr_client(settings.ecr_endpoint_url or None, settings.aws_region))
         pusher = DockerRegistry(
             client,
             settings.docker_registry,
             repository_for=ecr.repository_for,
             auth=ecr.docker_auth,
         )
-        return builder, _EcrPublishing(pusher, ecr)
-    return (
-        DockerBuilder(client, settings.docker_registry),
-        DockerRegistry(client, settings.docker_registry),
-    )
+        return _EcrPublishing(pusher, ecr)
+    return DockerRegistry(client, settings.docker_registry)
 
 
 def _notifier(settings: Settings) -> Notifier:
@@ -192,10 +225,36 @@ def _notifier(settings: Settings) -> Notifier:
 
 
 def backends_from_settings(settings: Settings) -> Backends:
-    """Every backend the settings ask for; a missing piece raises ConfigurationError."""
+    """Every backend the settings ask for, both trust domains' (a worker serving both); a
+    missing piece raises ConfigurationError."""
+    # The runner's first, before a platform starts anything: an engine that does not answer
+    # stops the worker here.
+    runner = runner_backends_from_settings(settings)
+    return Backends.of(runner, deployer_backends_from_settings(settings))
+
+
+def runner_backends_from_settings(settings: Settings) -> RunnerBackends:
+    """The runner's backends: git checkouts, test venvs and backing services, scanners and
+    the builder. No platform, no registry client besides the builder's push, no notifier."""
     from activities.providers.git_source import GitSource
     from activities.providers.test_runner import SubprocessSuiteRunner
 
+    # An engine that does not answer stops the worker here. A worker that was killed mid-run
+    # left its servers running: stop them.
+    services = _backing_services(settings)
+    services.clean_leftovers()
+    return RunnerBackends(
+        source=GitSource(Path(settings.state_dir) / "git"),
+        tests=SubprocessSuiteRunner(venv_root=Path(settings.state_dir) / "venvs"),
+        builder=_builder(settings),
+        scanners=_scanners(settings),
+        services=services,
+    )
+
+
+def deployer_backends_from_settings(settings: Settings) -> DeployerBackends:
+    """The deployer's backends: the platforms of every environment, metrics and load, the
+    registry and the notifier."""
     targets: dict[str, DeployTarget] = {}
     routers: dict[str, TrafficRouter] = {}
     metrics: dict[str, MetricsProvider] = {}
@@ -209,11 +268,6 @@ def backends_from_settings(settings: Settings) -> Backends:
         prometheus = PrometheusMetricsProvider(
             settings.prometheus_url, namespaces=settings.kube_namespaces
         )
-
-    # First, before a platform starts anything: an engine that does not answer stops the
-    # worker here. A worker that was killed mid-run left its servers running: stop them.
-    services = _backing_services(settings)
-    services.clean_leftovers()
 
     for name in sorted(settings.platforms):
         envs = [e for e in settings.environments if settings.platform_for(e) == name]
@@ -248,19 +302,13 @@ def backends_from_settings(settings: Settings) -> Backends:
                 metrics[env] = prometheus
 
     dispatch = EnvironmentDispatch(targets, routers, metrics, loads, default="*")
-    builder, registry = _build_and_registry(settings)
-    return Backends(
-        source=GitSource(Path(settings.state_dir) / "git"),
-        tests=SubprocessSuiteRunner(venv_root=Path(settings.state_dir) / "venvs"),
-        builder=builder,
+    return DeployerBackends(
         target=dispatch,
         router=dispatch,
         metrics=dispatch,
         notifier=_notifier(settings),
-        scanners=_scanners(settings),
-        registry=registry,
+        registry=_registry(settings),
         load=dispatch,
-        services=services,
     )
 
 

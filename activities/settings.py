@@ -11,15 +11,18 @@ failing the first pipeline that reaches the missing piece.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Literal
 
 from pydantic import BeforeValidator, Field, SecretStr, ValidationError, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-__all__ = ["ConfigurationError", "Settings"]
+__all__ = ["ConfigurationError", "Role", "Settings"]
 
 PlatformName = Literal["local", "kubernetes"]
+Role = Literal["all", "deployer", "runner"]
+"""Which trust domain(s) a worker serves (`worker.py --role`)."""
 
 
 class ConfigurationError(ValueError):
@@ -31,6 +34,11 @@ class Settings(BaseSettings):
 
     model_config = SettingsConfigDict(env_prefix="SLIPWAY_", extra="ignore")
 
+    role: Role = Field(
+        "all",
+        description="The trust domains this worker serves; the checks below ask only for "
+        "what they use (a runner needs no platform, Prometheus or Slack setting).",
+    )
     platform: PlatformName = "local"
     environment_platforms: dict[str, PlatformName] = Field(
         default_factory=dict, description="Environment → platform, overriding `platform`."
@@ -44,6 +52,17 @@ class Settings(BaseSettings):
     policy_file: Path = Field(
         Path(__file__).resolve().parents[1] / "pipelines" / "policy.yaml",
         description="The worker's policy: roles, gate rules, operator rights, signers.",
+    )
+    deployer_key_file: Path | None = Field(
+        None,
+        description="The key deployers sign their messages to environments and canaries with "
+        "(every deployer replica reads the same file); default: STATE_DIR/deployer.key, "
+        "created on first start.",
+    )
+    sandbox: Literal["required", "off"] = Field(
+        "required",
+        description="A runner-only worker's sandbox for untrusted steps (it reads no policy); "
+        "deployer and all roles take the policy's `sandbox:`.",
     )
     base_port: int = Field(18080, ge=1024, le=65000)
     environments: list[str] = ["development", "staging", "production"]
@@ -82,10 +101,20 @@ class Settings(BaseSettings):
 
     @classmethod
     def load(cls, **values: object) -> Settings:
-        """Settings from the environment (and `values`); every problem in one
+        """Settings from the environment (or `values`); every problem in one
         ConfigurationError whose lines name the variables."""
+        return cls._checked(lambda: cls.model_validate(values) if values else cls())
+
+    @classmethod
+    def for_role(cls, role: Role | None) -> Settings:
+        """Settings from the environment for a worker of `role` (worker.py --role), which
+        overrides SLIPWAY_ROLE; checked like `load`."""
+        return cls._checked(lambda: cls(role=role) if role else cls())
+
+    @staticmethod
+    def _checked(build: Callable[[], Settings]) -> Settings:
         try:
-            return cls.model_validate(values) if values else cls()
+            return build()
         except ValidationError as exc:
             lines = []
             for err in exc.errors():
@@ -104,7 +133,8 @@ class Settings(BaseSettings):
     @model_validator(mode="after")
     def _complete(self) -> Settings:
         problems: list[str] = []
-        if "kubernetes" in self.platforms:
+        deployer, runner = self.role != "runner", self.role != "deployer"
+        if deployer and "kubernetes" in self.platforms:
             k8s_envs = [e for e in self.environments if self.platform_for(e) == "kubernetes"]
             missing = [e for e in k8s_envs if e not in self.kube_namespaces]
             if missing:
@@ -117,14 +147,14 @@ class Settings(BaseSettings):
                     "SLIPWAY_METRICS=traefik only measures the local platform; use "
                     "SLIPWAY_METRICS=prometheus with SLIPWAY_PROMETHEUS_URL for kubernetes"
                 )
-        if self.backing_services == "kubernetes" and not self.backing_services_namespace:
+        if runner and self.backing_services == "kubernetes" and not self.backing_services_namespace:
             problems.append(
                 "SLIPWAY_BACKING_SERVICES=kubernetes needs SLIPWAY_BACKING_SERVICES_NAMESPACE "
                 "(where the test stages' pods run)"
             )
-        if self.metrics == "prometheus" and not self.prometheus_url:
+        if deployer and self.metrics == "prometheus" and not self.prometheus_url:
             problems.append("SLIPWAY_METRICS=prometheus needs SLIPWAY_PROMETHEUS_URL")
-        if self.notifier == "slack" and self.slack_webhook_url is None:
+        if deployer and self.notifier == "slack" and self.slack_webhook_url is None:
             problems.append("SLIPWAY_NOTIFIER=slack needs SLIPWAY_SLACK_WEBHOOK_URL")
         if (self.builder == "docker" or self.registry == "docker") and not self.docker_registry:
             problems.append("SLIPWAY_BUILDER/REGISTRY=docker needs SLIPWAY_DOCKER_REGISTRY")
@@ -132,7 +162,11 @@ class Settings(BaseSettings):
             problems.append("SLIPWAY_REGISTRY=ecr stores images: set SLIPWAY_BUILDER=docker")
         if self.builder == "docker" and self.registry == "local":
             problems.append("SLIPWAY_BUILDER=docker pushes images: set SLIPWAY_REGISTRY=docker|ecr")
-        if self.sonarqube_url and (self.sonarqube_token is None or not self.sonarqube_project):
+        if (
+            runner
+            and self.sonarqube_url
+            and (self.sonarqube_token is None or not self.sonarqube_project)
+        ):
             problems.append(
                 "SLIPWAY_SONARQUBE_URL needs SLIPWAY_SONARQUBE_TOKEN and SLIPWAY_SONARQUBE_PROJECT"
             )

@@ -9,13 +9,17 @@ to the next decision of every run. Whoever starts a run has no say in it.
         roles: [cto]
         emails: [carol@heal7.example]          # matched against the commit's git author
         keys: ["ssh-ed25519 AAAA... carol"]   # allowed signers (ssh-keygen -Y verify)
-    gates:                  # by gate name, else the gate's environment, else "*"
+    gates:                  # the gate's environment (else "*"), made stricter by its name's
       "*": {signatures: optional}
       production: {roles: [cto, devops_lead], signatures: required}
     actions:                # promote, pause, resume, abort, rollback
       promote: {roles: [devops_lead, cto]}
-    environments:
-      production: {requires_approval: true}
+    environments:           # a run's definition may only be stricter
+      production:
+        requires_approval: true
+        concurrency: queue
+        freeze: [{cron: "0 18 * * FRI", duration: 62h, timezone: Asia/Seoul}]
+        freeze_override_roles: [cto]
     sandbox: required       # or off: untrusted steps run unsandboxed (read at worker start)
 """
 
@@ -30,6 +34,8 @@ from typing import Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from workflows.spec import FreezeWindow
 
 __all__ = [
     "ACTIONS",
@@ -92,6 +98,24 @@ class GateRule(_Strict):
         "optional", description="required: unsigned decisions (Web UI, temporal CLI) are refused."
     )
 
+    def stricter(self, other: GateRule) -> GateRule:
+        """The rule that asks all either asks: every role either pins (each by a different
+        person; neither pinning leaves the definition's), the larger quorum, signatures if
+        either requires them, self-approval only if both allow it."""
+        if self.roles is None and other.roles is None:
+            roles = None
+        else:
+            roles = list(dict.fromkeys([*(self.roles or []), *(other.roles or [])]))
+        quorums = [q for q in (self.quorum, other.quorum) if q is not None]
+        return GateRule(
+            roles=roles,
+            quorum=max(quorums) if quorums else None,
+            allow_self_approval=self.allow_self_approval and other.allow_self_approval,
+            signatures="required"
+            if "required" in (self.signatures, other.signatures)
+            else "optional",
+        )
+
 
 class ActionRule(_Strict):
     """Who may promote, pause, resume, abort or roll back."""
@@ -103,9 +127,34 @@ class ActionRule(_Strict):
 
 
 class EnvironmentRule(_Strict):
+    """What the policy says of an environment; a run's definition may only be stricter."""
+
     requires_approval: bool = Field(
-        False, description="A run that deploys here needs an approval gate for it first."
+        False,
+        description="A run that changes it (deploy, canary, monitor) needs an approval gate "
+        "for it first.",
     )
+    concurrency: Literal["queue", "supersede"] | None = Field(
+        None,
+        description="queue: runs wait in commit order, and a definition asking 'supersede' is "
+        "refused at the run's start; supersede: a definition may still ask 'queue'. Default: "
+        "no say (the definition's).",
+    )
+    freeze: list[FreezeWindow] = Field(
+        default_factory=list,
+        description="Freeze windows, in force whatever the definition says (its own windows "
+        "are added).",
+    )
+    freeze_override_roles: list[str] = Field(
+        default_factory=list,
+        description="Who may let a deploy through a freeze here (approving the gate "
+        "'<environment>-freeze'), narrowed to the definition's roles when it names any. "
+        "Empty: nobody.",
+    )
+
+    @property
+    def governs_freeze(self) -> bool:
+        return bool(self.freeze or self.freeze_override_roles)
 
 
 class WorkerPolicy(_Strict):
@@ -142,9 +191,12 @@ class WorkerPolicy(_Strict):
         return people
 
     def gate_rule(self, gate: str, environment: str) -> GateRule:
-        return (
-            self.gates.get(gate) or self.gates.get(environment) or self.gates.get("*") or GateRule()
-        )
+        """The rule a gate is judged by. Its environment's rule (else "*", else the default)
+        is the floor: a gate's name is the definition's choice, so a rule by that name can
+        only make the gate stricter (`GateRule.stricter`), never pick a weaker rule."""
+        floor = self.gates.get(environment) or self.gates.get("*") or GateRule()
+        named = self.gates.get(gate) if gate != environment else None
+        return floor if named is None else named.stricter(floor)
 
     def action_rule(self, action: str) -> ActionRule:
         for name, rule in self.actions.items():

@@ -18,6 +18,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 __all__ = [
+    "RUNNER_ACTIVITIES",
     "ActivityName",
     "Artifact",
     "BuildRequest",
@@ -84,6 +85,7 @@ class ActivityName(StrEnum):
     REPORT_SERVING = "report_serving"
     RELEASE_LEASE = "release_lease"
     REQUEST_ROLLBACK = "request_rollback"
+    CONTROL_CANARY = "control_canary"
     RUN_STATUS = "run_status"
     HTTP_CHECK = "http_check"
     QUERY_METRICS = "query_metrics"
@@ -92,6 +94,33 @@ class ActivityName(StrEnum):
     # The worker's policy: a decision's verdict, and the policy a run starts under.
     CHECK_DECISION = "check_decision"
     POLICY_IN_FORCE = "policy_in_force"
+
+
+RUNNER_ACTIVITIES: frozenset[ActivityName] = frozenset(
+    {
+        # Fetches what the commit's author controls into the runner's filesystem; every
+        # stage below reads the workspace it returns, so it lives where they run.
+        ActivityName.CHECKOUT,
+        # Scanners parse (bandit, detect-secrets, SonarQube's scanner) and resolve (pip-audit
+        # builds the project's metadata) the commit's code.
+        ActivityName.SCAN,
+        # Runs the commit's tests, its `setup:` commands and its backing services' clients.
+        ActivityName.RUN_TESTS,
+        # Runs whatever the definition's command stage says, in the checkout.
+        ActivityName.RUN_COMMAND,
+        # A PEP 517 build runs the commit's build backend and setup.py; an image build runs
+        # its Dockerfile's RUN steps. The artifact reaches the deployer through the artifact
+        # store (wheel) or the registry (image), and is addressed by digest.
+        ActivityName.BUILD,
+    }
+)
+"""Activities that execute or parse the commit's own code: the *runner's* work, sent to the
+runner's task queue (workflows/calls.py) and registered only by runner workers (worker.py).
+Every other activity belongs to the *deployer*, which holds the policy, the codec key and the
+platform and registry credentials: deploys, weights, promotions, rollbacks, fences and
+restores, leases and decisions, metrics and load, HTTP checks, notifications, publishing,
+and `scan_image` (it reads the registry's findings for a digest, with registry credentials,
+and runs nothing of the commit)."""
 
 
 class Severity(StrEnum):

@@ -19,7 +19,15 @@ from temporalio.runtime import PrometheusConfig, Runtime, TelemetryConfig
 
 from plumbing.codec import codec_from_env
 
-__all__ = ["TASK_QUEUE", "connect", "data_converter", "task_queue", "ui_base_url"]
+__all__ = [
+    "RUNNER_QUEUE_SUFFIX",
+    "TASK_QUEUE",
+    "connect",
+    "data_converter",
+    "runner_task_queue",
+    "task_queue",
+    "ui_base_url",
+]
 
 
 def data_converter() -> DataConverter:
@@ -42,6 +50,18 @@ TASK_QUEUE = "slipway"
 
 def task_queue() -> str:
     return os.environ.get("SLIPWAY_TASK_QUEUE", TASK_QUEUE)
+
+
+RUNNER_QUEUE_SUFFIX = "-runner"
+"""The runner's task queue defaults to the deployer's plus this: `slipway-runner`."""
+
+
+def runner_task_queue(deployer_queue: str | None = None) -> str:
+    """The runner's task queue (untrusted work: checkout, scans, tests, commands, builds):
+    SLIPWAY_RUNNER_TASK_QUEUE, else `<task queue>-runner`. Starters put it in the run's input,
+    so workflow code never reads it from the environment; runner workers poll it."""
+    configured = os.environ.get("SLIPWAY_RUNNER_TASK_QUEUE", "").strip()
+    return configured or (deployer_queue or task_queue()) + RUNNER_QUEUE_SUFFIX
 
 
 def ui_base_url() -> str:

@@ -22,6 +22,9 @@ PASSTHROUGH = (
     # replayed (measured on the committed pipeline history: 650 ms vs 150 ms).
     "contracts.activity",
     "contracts.errors",
+    # Holds the worker's deployer key, installed once per process: validators verify with it
+    # (a module imported again inside a run's sandbox would hold none).
+    "contracts.deployer_proof",
     "contracts.metric_presets",
     "contracts.service_templates",
     "workflows.spec",

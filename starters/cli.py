@@ -13,15 +13,17 @@ import json
 import os
 import sys
 import time
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
 
 import typer
+from temporalio.api.history.v1 import HistoryEvent
 from temporalio.client import (
     Client,
     WorkflowExecutionStatus,
+    WorkflowHandle,
     WorkflowHistory,
     WorkflowUpdateFailedError,
 )
@@ -31,16 +33,19 @@ from temporalio.service import RPCError, RPCStatusCode
 from activities.signatures import SignatureError
 from activities.worker_policy import PolicyError, load_policy
 from plumbing.codec import CodecError
-from plumbing.connection import connect, task_queue
+from plumbing.connection import connect, runner_task_queue, task_queue
 from plumbing.updates import execute_update
 from starters import arguments, render
 from starters.runs import (
     RetryError,
+    derived_workflow_id,
     load_roles,
     pipeline_outcome,
+    recorded_workflow_id,
     replay_history,
     reset_to_failed_stage,
     start_pipeline,
+    unreadable_input,
 )
 from starters.signing import audit as audit_run
 from starters.signing import find_key, sign_for
@@ -197,7 +202,14 @@ def start(
         Path | None,
         typer.Option(hidden=True, help="Ignored: the worker's policy holds the roles."),
     ] = None,
-    commit_time: Annotated[str, typer.Option(help="ISO time of the commit, for lead time.")] = "",
+    commit_time: Annotated[
+        str,
+        typer.Option(
+            hidden=True,
+            help="Ignored: runs are ordered (and lead time measured) by git's committer time, "
+            "never later than the run's start.",
+        ),
+    ] = "",
     diff_url: Annotated[str, typer.Option(help="Link approvers can read.")] = "",
     wait: Annotated[bool, typer.Option(help="Wait; exit 1 if the pipeline fails.")] = False,
     json_output: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
@@ -214,6 +226,12 @@ def start(
             "worker's policy (SLIPWAY_POLICY_FILE)",
             err=True,
         )
+    if commit_time:
+        typer.echo(
+            f"note: --commit-time {commit_time} is ignored: runs are ordered (and lead time "
+            "measured) by the commit's committer time in git, never later than the run's start",
+            err=True,
+        )
     try:
         run = RunContext(
             service=spec.service.name,
@@ -221,7 +239,6 @@ def start(
             commit=commit,
             author=author,
             branch=branch,
-            commit_time=datetime.fromisoformat(commit_time) if commit_time else None,
             diff_url=diff_url,
         )
     except ValueError as err:
@@ -229,7 +246,9 @@ def start(
 
     async def go() -> int:
         client = await _client()
-        started = await start_pipeline(client, spec, run, {}, task_queue())
+        started = await start_pipeline(
+            client, spec, run, {}, task_queue(), runner_task_queue=runner_task_queue()
+        )
         if json_output:
             typer.echo(json.dumps(started.__dict__))
         else:
@@ -243,6 +262,28 @@ def start(
         return _exit_code(result.state)
 
     raise typer.Exit(_run(go))
+
+
+async def _history_id(file: Path, events: Sequence[HistoryEvent], given: str) -> str | None:
+    """Whose history `file` is: the id it records, or `given`, or the id its input gives the
+    workflow; None (said in a sentence) when they disagree or nothing tells. Replaying under
+    another id reports the children it started (named after it) as nondeterminism."""
+    recorded = recorded_workflow_id(events)
+    if given and recorded and given != recorded:
+        typer.echo(
+            f"{file} is the history of {recorded}, not {given}: give --workflow-id {recorded} "
+            "(or no id)",
+            err=True,
+        )
+        return None
+    found = given or recorded or await derived_workflow_id(events)
+    if not found:
+        typer.echo(
+            f"{file} does not say which workflow it is the history of: give its id with "
+            "--workflow-id",
+            err=True,
+        )
+    return found
 
 
 def _exit_code(state: PipelineState) -> int:
@@ -288,7 +329,9 @@ def _decide(
                 result_type=ApprovalRecord,
             )
         except (SignatureError, WorkflowUpdateFailedError, RPCError) as err:
-            return _not_decided(err, f"cannot reach {workflow_id}")
+            return await _already_finished(handle, update, err) or _not_decided(
+                err, f"cannot reach {workflow_id}"
+            )
         how = f"signed with {record.signer_key}" if record.signer_key else "unsigned"
         typer.echo(
             f"{record.decision}d gate {record.gate!r} as {record.approver} at {record.at} ({how})"
@@ -296,6 +339,26 @@ def _decide(
         return 0
 
     raise typer.Exit(_run(go))
+
+
+async def _already_finished(handle: WorkflowHandle[Any, Any], what: str, err: Exception) -> int:
+    """A run that has ended takes no decision or action: the server answers "not found", and
+    the person deserves to hear that the run finished (and how), not that the input was bad.
+    Returns 1 after saying so, or 0 when `err` is something else."""
+    if not isinstance(err, RPCError) or err.status != RPCStatusCode.NOT_FOUND:
+        return 0
+    try:
+        described = await handle.describe()
+    except RPCError:
+        return 0  # no such run at all: _not_decided says so
+    if described.status in (None, WorkflowExecutionStatus.RUNNING):
+        return 0
+    typer.echo(
+        f"refused: {handle.id} has already finished ({described.status.name.lower()}): "
+        f"nothing to {what}",
+        err=True,
+    )
+    return 1
 
 
 def _not_decided(err: Exception, unreachable: str) -> int:
@@ -466,6 +529,14 @@ def retry(
 def replay(
     workflow_id: Annotated[str, typer.Argument(help="Workflow id to fetch and replay.")] = "",
     file: Annotated[Path | None, typer.Option(help="History JSON (from the UI/CLI).")] = None,
+    id_option: Annotated[
+        str,
+        typer.Option(
+            "--workflow-id",
+            help="Whose history --file is (else found in it: the id the server recorded, the "
+            "ids of the children it started, or the id its input gives it).",
+        ),
+    ] = "",
     save: Annotated[Path | None, typer.Option(help="Also save the fetched history here.")] = None,
 ) -> None:
     """Replay a run's history against the current code (a determinism check)."""
@@ -473,17 +544,27 @@ def replay(
     async def go() -> int:
         if file is not None:
             try:
-                history = WorkflowHistory.from_json(
-                    workflow_id or file.stem, file.read_text(encoding="utf-8")
-                )
+                saved = WorkflowHistory.from_json("", file.read_text(encoding="utf-8"))
             except (OSError, ValueError) as err:
                 typer.echo(f"{file}: not a readable history JSON file: {err}", err=True)
                 return 2
-        elif workflow_id:
+            problem = await unreadable_input(saved.events)
+            if problem is not None:
+                typer.echo(f"{file} cannot be replayed here: {problem}", err=True)
+                return 2
+            found = await _history_id(file, saved.events, id_option or workflow_id)
+            if found is None:
+                return 2
+            history = WorkflowHistory(found, saved.events)
+        elif workflow_id or id_option:
             client = await _client()
-            history = await client.get_workflow_handle(workflow_id).fetch_history()
+            history = await client.get_workflow_handle(workflow_id or id_option).fetch_history()
             if save is not None:
                 save.write_text(history.to_json(), encoding="utf-8")
+            problem = await unreadable_input(history.events)
+            if problem is not None:
+                typer.echo(f"{history.workflow_id} cannot be replayed here: {problem}", err=True)
+                return 2
         else:
             typer.echo("give a workflow id or --file", err=True)
             return 2
@@ -524,7 +605,9 @@ def _act(workflow_id: str, action: str, by: str, reason: str, key: Path | None) 
             )
             record = await execute_update(handle, action, request, result_type=ActionRecord)
         except (SignatureError, WorkflowUpdateFailedError, RPCError) as err:
-            return _not_decided(err, f"cannot reach {workflow_id}")
+            return await _already_finished(handle, action, err) or _not_decided(
+                err, f"cannot reach {workflow_id}"
+            )
         how = f"signed with {record.signer_key}" if record.signer_key else "unsigned"
         typer.echo(f"{action} of {workflow_id} by {by} accepted ({how})")
         return 0

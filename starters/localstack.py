@@ -191,7 +191,11 @@ class WorkerProcess:
 
 def git(repo: Path, *args: str, author: str = "erin") -> str:
     """`git *args` in `repo` as `author` (author and committer); its output, stripped. The
-    demo and the tests that commit to its hello-service repo share it."""
+    demo and the tests that commit to its hello-service repo share it.
+
+    A commit is dated at least a second after the one before it (git's times have seconds):
+    runs are ordered by their commit's committer time, and commits made in one second would
+    tie, where people's commits are seconds apart."""
     env = {
         **os.environ,
         "GIT_AUTHOR_NAME": author,
@@ -199,6 +203,13 @@ def git(repo: Path, *args: str, author: str = "erin") -> str:
         "GIT_COMMITTER_NAME": author,
         "GIT_COMMITTER_EMAIL": f"{author}@example.com",
     }
+    if args and args[0] == "commit":
+        head = subprocess.run(
+            ["git", "log", "-1", "--format=%ct"], cwd=repo, capture_output=True, text=True
+        )
+        after = int(head.stdout.strip()) + 1 if head.returncode == 0 else 0
+        date = f"@{max(int(time.time()), after)} +0000"
+        env |= {"GIT_AUTHOR_DATE": date, "GIT_COMMITTER_DATE": date}
     out = subprocess.run(
         ["git", *args], cwd=repo, env=env, check=True, capture_output=True, text=True
     )

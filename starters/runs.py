@@ -12,6 +12,7 @@ from typing import Any
 import yaml
 from temporalio.api.common.v1 import WorkflowExecution
 from temporalio.api.enums.v1 import EventType
+from temporalio.api.history.v1 import HistoryEvent, WorkflowExecutionStartedEventAttributes
 from temporalio.api.workflowservice.v1 import ResetWorkflowExecutionRequest
 from temporalio.client import (
     Client,
@@ -30,15 +31,27 @@ from temporalio.exceptions import ApplicationError, WorkflowAlreadyStartedError
 from temporalio.service import RPCError, RPCStatusCode
 from temporalio.worker import Replayer
 
+from plumbing.codec import codec_from_env
 from plumbing.connection import data_converter, ui_base_url
 from plumbing.sandbox import workflow_runner
 from workflows.messages import (
+    CanaryInput,
+    EnvironmentInput,
+    MonitorInput,
     PipelineInput,
     PipelineResult,
     RunContext,
     StageState,
 )
-from workflows.naming import COMMIT_SHA, PIPELINE_STATUS, SERVICE, pipeline_id
+from workflows.naming import (
+    COMMIT_SHA,
+    PIPELINE_STATUS,
+    SERVICE,
+    canary_id,
+    environment_id,
+    monitor_id,
+    pipeline_id,
+)
 from workflows.pipeline import PIPELINE_FAILED, PipelineWorkflow
 from workflows.registry import WORKFLOWS
 from workflows.spec import PipelineSpec
@@ -46,13 +59,16 @@ from workflows.spec import PipelineSpec
 __all__ = [
     "RetryError",
     "StartedRun",
+    "derived_workflow_id",
     "load_roles",
     "pipeline_outcome",
+    "recorded_workflow_id",
     "replay_history",
     "replayer",
     "reset_to_failed_stage",
     "run_url",
     "start_pipeline",
+    "unreadable_input",
 ]
 
 
@@ -100,9 +116,12 @@ async def start_pipeline(
     task_queue: str,
     *,
     search_attributes: bool = True,
+    runner_task_queue: str = "",
 ) -> StartedRun:
     """Start the pipeline of `run.commit`, or return the run that already carries it: an
     open or succeeded run is reused; only after a failed run does a new one start.
+    `runner_task_queue`: where the run's untrusted work goes (the CLI passes
+    SLIPWAY_RUNNER_TASK_QUEUE's); empty keeps it on `task_queue`, for one worker serving both.
     `roles` is accepted for callers written before the worker held the policy, and not sent:
     whoever starts a run has no say in who may decide on it."""
     workflow_id = pipeline_id(spec.service.name, run.branch, run.commit)
@@ -117,10 +136,7 @@ async def start_pipeline(
         if search_attributes
         else TypedSearchAttributes.empty
     )
-    pipeline_input = PipelineInput(
-        spec=spec,
-        run=run,
-    )
+    pipeline_input = PipelineInput(spec=spec, run=run, runner_task_queue=runner_task_queue)
     existing = await _open_or_succeeded(client, workflow_id)
     if existing is not None:
         return StartedRun(workflow_id, existing, True, run_url(client, workflow_id, existing))
@@ -254,3 +270,99 @@ async def replay_history(history: WorkflowHistory) -> None:
     """Replay a history against the current workflow code; raises on nondeterminism (and on
     a sandbox restriction the code hits)."""
     await replayer().replay_workflow(history)
+
+
+_CHILD_KINDS = {"CanaryWorkflow": "canary", "MonitorWorkflow": "monitor"}
+"""Child workflow type → the word its id carries after its parent's (workflows.naming)."""
+
+
+def recorded_workflow_id(events: Sequence[HistoryEvent]) -> str | None:
+    """The workflow id a history records (a history file does not say it in its name): the
+    id the server recorded at the start (newer servers do), else the id of the parent every
+    child it started is named after (`<id>-canary-<stage>`). None: it records none."""
+    if not events or not events[0].HasField("workflow_execution_started_event_attributes"):
+        return None
+    started = events[0].workflow_execution_started_event_attributes
+    if started.workflow_id:
+        return started.workflow_id
+    parents = set()
+    for event in events:
+        if event.HasField("start_child_workflow_execution_initiated_event_attributes"):
+            child = event.start_child_workflow_execution_initiated_event_attributes
+            kind = _CHILD_KINDS.get(child.workflow_type.name)
+            parent, sep, _ = child.workflow_id.rpartition(f"-{kind}-")
+            if kind is None or not sep:
+                return None  # named otherwise: nothing to tell it by
+            parents.add(parent)
+    return parents.pop() if len(parents) == 1 else None
+
+
+async def derived_workflow_id(events: Sequence[HistoryEvent]) -> str | None:
+    """The id the workflow's starter gives it (workflows.naming), from the recorded input
+    (decrypted with the configured codec key): `pipeline-{service}-{branch}-{sha12}` for a
+    run `slipway start` started, and so on. None: no such input, or unreadable (encrypted
+    without the key)."""
+    if not events or not events[0].HasField("workflow_execution_started_event_attributes"):
+        return None
+    return await _id_from_input(events[0].workflow_execution_started_event_attributes)
+
+
+_INPUTS: dict[str, type[Any]] = {
+    "PipelineWorkflow": PipelineInput,
+    "EnvironmentWorkflow": EnvironmentInput,
+    "CanaryWorkflow": CanaryInput,
+    "MonitorWorkflow": MonitorInput,
+}
+
+
+async def _recorded_input(started: WorkflowExecutionStartedEventAttributes) -> Any:
+    """The workflow's input as recorded (decrypted with the configured key); None if the
+    workflow takes no input this code knows. Raises if it cannot be read."""
+    kind = _INPUTS.get(started.workflow_type.name)
+    if kind is None or not started.input.payloads:
+        return None
+    (value,) = await data_converter().decode(started.input.payloads[:1], [kind])
+    return value
+
+
+async def unreadable_input(events: Sequence[HistoryEvent]) -> str | None:
+    """Why this code cannot read the history's recorded input (a sentence), or None. An
+    encrypted history replays only with the key it was encrypted with: without it, replay
+    fails decoding the workflow's arguments, which says nothing of determinism."""
+    if not events or not events[0].HasField("workflow_execution_started_event_attributes"):
+        return "it does not start with the workflow's start event"
+    started = events[0].workflow_execution_started_event_attributes
+    try:
+        await _recorded_input(started)
+    except Exception as err:
+        encoding = (
+            started.input.payloads[0].metadata.get("encoding", b"").decode(errors="replace")
+            if started.input.payloads
+            else ""
+        )
+        if encoding.startswith("binary/encrypted") and codec_from_env() is None:
+            return (
+                f"its payloads are encrypted ({encoding}) and no key is configured: set "
+                "SLIPWAY_CODEC_KEY or SLIPWAY_CODEC_KEYS to the key the worker used"
+            )
+        while err.__cause__ is not None:
+            err = err.__cause__  # type: ignore[assignment]
+        return f"its recorded input cannot be read ({type(err).__name__}: {err})"
+    return None
+
+
+async def _id_from_input(started: WorkflowExecutionStartedEventAttributes) -> str | None:
+    try:
+        value = await _recorded_input(started)
+    except Exception:  # encrypted without the key, or not this code's input
+        return None
+    parent = started.parent_workflow_execution.workflow_id
+    if isinstance(value, PipelineInput):
+        return pipeline_id(value.spec.service.name, value.run.branch, value.run.commit)
+    if isinstance(value, EnvironmentInput):
+        return environment_id(value.service, value.environment)
+    if isinstance(value, CanaryInput) and parent:
+        return canary_id(parent, value.stage.name)
+    if isinstance(value, MonitorInput) and parent:
+        return monitor_id(parent, value.stage.name)
+    return None

@@ -1,8 +1,12 @@
-"""How workflows call activities: timeouts and retry policies per activity kind.
+"""How workflows call activities: timeouts, retry policies and task queues per activity kind.
 
 Activities are called by name (`ActivityName`), so workflow code never imports an
 implementation and tests register fakes under the same names. Temporal owns every retry:
 transient errors back off and retry; verdict types (`ErrorType`) never retry.
+
+Two trust domains: the runner's activities (`RUNNER_ACTIVITIES`: they execute the commit's
+code) go to the run's runner task queue, every other one to the workflow's own (the
+deployer's) queue, chosen here by name and nowhere else.
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ from temporalio.exceptions import (
 )
 
 from contracts.activity import (
+    RUNNER_ACTIVITIES,
     ActivityName,
     LoadRequest,
     MetricsQuery,
@@ -32,7 +37,15 @@ from contracts.activity import (
 from contracts.errors import ErrorType
 from workflows.spec import RetrySpec
 
-__all__ = ["CRASH_IS_NOT_A_VERDICT", "OPTIONS", "ActivityOptions", "call", "describe", "notify"]
+__all__ = [
+    "CRASH_IS_NOT_A_VERDICT",
+    "OPTIONS",
+    "ActivityOptions",
+    "call",
+    "describe",
+    "notify",
+    "task_queue_for",
+]
 
 T = TypeVar("T")
 
@@ -78,6 +91,8 @@ OPTIONS: dict[ActivityName, ActivityOptions] = {
     ActivityName.REPORT_SERVING: ActivityOptions(_M, 10),
     ActivityName.RELEASE_LEASE: ActivityOptions(5 * _M, 10),
     ActivityName.REQUEST_ROLLBACK: ActivityOptions(30 * _M, 10),
+    # A checked operator control delivered to the run's own canary.
+    ActivityName.CONTROL_CANARY: ActivityOptions(_M, 10),
     ActivityName.RUN_STATUS: ActivityOptions(_M, 3, heartbeat=None),
     ActivityName.HTTP_CHECK: ActivityOptions(2 * _M, 3),
     # A metrics query that keeps failing becomes "no data" for the analysis, never a pass.
@@ -104,17 +119,19 @@ async def call(
     summary: str | None = None,
     stage: str | None = None,
     on_retry: Callable[[int, str], None] | None = None,
+    runner_queue: str = "",
 ) -> T:
     """Execute activity `name` with its kind's options, overridden by a stage's settings.
     `on_retry(attempt, last failure)` hears of each new attempt (for the run's status).
     The Web UI labels the call with `summary`, else with what the request asks, after the
-    `stage` it serves.
+    `stage` it serves. `runner_queue`: the run's runner task queue (`task_queue_for`).
 
     A dead worker is not a verdict: an attempt that ends in a heartbeat timeout (its worker
     stopped heartbeating) is started again without using up `max_attempts`, which counts
     failures of the work itself; all attempts together stay within the stage's `timeout`.
     """
     opts = OPTIONS[name]
+    task_queue = task_queue_for(name, runner_queue)
     if summary is None:
         summary = describe(name, arg)
         if stage:
@@ -125,7 +142,7 @@ async def call(
         and workflow.patched(CRASH_IS_NOT_A_VERDICT)
     ):
         return await _call_counting_failures(
-            name, arg, result_type, opts, retry, timeout, activity_id, summary, on_retry
+            name, arg, result_type, opts, retry, timeout, activity_id, summary, on_retry, task_queue
         )
     policy = RetryPolicy(
         initial_interval=retry.initial_interval if retry else opts.initial_interval,
@@ -143,8 +160,21 @@ async def call(
         retry_policy=policy,
         activity_id=activity_id,
         summary=summary,
+        task_queue=task_queue,
     )
     return result
+
+
+def task_queue_for(name: ActivityName, runner_queue: str) -> str | None:
+    """The task queue activity `name` runs on: the run's runner queue for the runner's
+    activities, None (the workflow's own queue: the deployer's) for every other one. A run
+    without a runner queue (recorded before the split, or started without one) keeps all its
+    activities on its own queue. A deployer-only worker does not register the runner's
+    activities: one sent to it fails ("not registered on this worker") instead of running
+    beside the deployer's credentials."""
+    if name in RUNNER_ACTIVITIES and runner_queue:
+        return runner_queue
+    return None
 
 
 def describe(name: ActivityName, arg: Any) -> str:
@@ -185,6 +215,7 @@ async def _call_counting_failures(
     activity_id: str | None,
     summary: str | None,
     on_retry: Callable[[int, str], None] | None,
+    task_queue: str | None,
 ) -> T:
     max_attempts = retry.max_attempts if retry else opts.max_attempts
     interval = retry.initial_interval if retry else opts.initial_interval
@@ -206,6 +237,7 @@ async def _call_counting_failures(
                 retry_policy=RetryPolicy(maximum_attempts=1),
                 activity_id=activity_id,
                 summary=summary,
+                task_queue=task_queue,
             )
             return result
         except ActivityError as err:

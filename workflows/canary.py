@@ -21,6 +21,7 @@ from datetime import timedelta
 from temporalio import workflow
 from temporalio.exceptions import ActivityError, is_cancelled_exception
 
+from contracts import deployer_proof
 from contracts.activity import (
     ActivityName,
     DeployRequest,
@@ -36,6 +37,7 @@ from workflows.calls import call, notify
 from workflows.messages import (
     CanaryControl,
     CanaryInput,
+    CanaryOrder,
     CanaryResult,
     CanaryStatus,
     CanaryStep,
@@ -309,6 +311,7 @@ class CanaryWorkflow:
                 reason,
                 lease.strategy,
                 "rollback",
+                lease.token,
             )
             self._weight = 0
             return
@@ -352,7 +355,7 @@ class CanaryWorkflow:
         the worker's policy); one sent straight here (`temporal workflow signal` to the
         child) is ignored and noted."""
         token = self._input.control_token
-        if not token or control.token == token:
+        if self._input.controls == "signal" and (not token or control.token == token):
             return True
         workflow.logger.warning("%s by %r sent straight to the canary: ignored", action, control.by)
         self._ignored = [
@@ -381,6 +384,30 @@ class CanaryWorkflow:
     def abort(self, control: CanaryControl) -> None:
         if self._from_pipeline("abort", control):
             self._abort = control
+
+    @workflow.update(
+        description="A control its pipeline checked against the worker's policy, signed by a "
+        "deployer. Not for people: use `slipway pause|resume|promote|abort` on the pipeline run."
+    )
+    def control(self, order: CanaryOrder) -> None:
+        action, control = order.action, order.control
+        if action == "pause":
+            self._paused = True
+        elif action == "resume":
+            self._paused = False
+        elif action == "promote":
+            self._promote_now = control
+        else:
+            self._abort = control
+
+    @control.validator
+    def _validate_control(self, order: CanaryOrder) -> None:
+        if order.canary != workflow.info().workflow_id:
+            raise ValueError(f"this control is meant for {order.canary}")
+        refusal = deployer_proof.check("control", order, order.proof)
+        if refusal is not None:
+            workflow.logger.warning("%s by %r: %s", order.action, order.control.by, refusal)
+            raise ValueError(refusal)
 
     @workflow.query(description="Current weight, pause state, failed checks and every step.")
     def status(self) -> CanaryStatus:

@@ -20,6 +20,7 @@ __all__ = [
     "FAILURE_HANDLERS",
     "ancestor_masks",
     "ancestors",
+    "ancestors_of_kind",
     "critical_path",
     "find_cycle",
     "levels",
@@ -128,6 +129,18 @@ def _ancestors_of(graph: Mapping[str, Sequence[str]], name: str) -> list[str]:
 def ancestors(stages: Sequence[Stage], name: str) -> list[str]:
     """Every stage `name` transitively needs."""
     return _ancestors_of(_needs_graph(stages), name)
+
+
+def ancestors_of_kind(stages: Sequence[Stage], kind: str) -> dict[str, list[str]]:
+    """Each stage → the stages of `kind` it transitively needs, in definition order (one
+    pass with bit sets: linear in practice, whatever the depth). Needs naming no stage are
+    ignored; the graph must be acyclic."""
+    kinds = {s.name: s.kind for s in stages}
+    graph = {s.name: [n for n in s.needs if n != s.name and n in kinds] for s in stages}
+    order = list(graph)
+    masks = ancestor_masks(graph, order)
+    wanted = [(i, name) for i, name in enumerate(order) if kinds[name] == kind]
+    return {name: [n for i, n in wanted if masks[name] >> i & 1] for name in order}
 
 
 def ready(stages: Sequence[Stage], finished: Iterable[str], started: Iterable[str]) -> list[str]:

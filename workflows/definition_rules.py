@@ -15,6 +15,7 @@ from workflows import dag
 from workflows.spec import ApprovalStage, EnvironmentSpec, Problem, Stage
 
 __all__ = [
+    "CHANGES_ENVIRONMENT",
     "NEEDS_ARTIFACT",
     "NEEDS_DEPLOY",
     "approval_problems",
@@ -26,6 +27,9 @@ __all__ = [
 # Stages acting on an environment that must have been deployed earlier in the run.
 NEEDS_DEPLOY = frozenset({"e2e", "smoke", "canary", "monitor"})
 NEEDS_ARTIFACT = frozenset({"image_scan", "publish", "deploy"})
+# Stages that change what an environment serves (or how much traffic it takes): each needs
+# the environment's approval before it when the environment requires one.
+CHANGES_ENVIRONMENT = frozenset({"deploy", "canary", "monitor"})
 
 
 def graph_problems(file: str, stages: Sequence[tuple[str, list[str], str]]) -> list[Problem]:
@@ -160,19 +164,24 @@ def policy_problems(
             continue
         if stage.kind in NEEDS_ARTIFACT and not before & builds:
             problem(stage, "needs", f"a {stage.kind} stage needs a build stage before it")
-        if stage.kind == "deploy" and env is not None:
+        if stage.kind in CHANGES_ENVIRONMENT and env is not None:
             policy = environments.get(env)
+            # A canary or monitor after a deploy there is judged by that deploy's gate.
+            judged = stage.kind == "deploy" or not before & deploys.get(env, 0)
             if (
                 policy is not None
                 and policy.requires_approval
+                and judged
                 and not before & approvals.get(env, 0)
             ):
                 problem(
                     stage,
                     "needs",
                     f"environment {env!r} requires approval: add an approval "
-                    f"stage for {env!r} to this deploy's needs",
+                    f"stage for {env!r} to this {stage.kind}'s needs",
                 )
+        if stage.kind == "deploy" and env is not None:
+            policy = environments.get(env)
             strategy = getattr(stage, "strategy", None) or (policy.strategy if policy else None)
             if (
                 strategy == "canary"
@@ -233,16 +242,41 @@ def approval_problems(
     environments: Mapping[str, EnvironmentSpec],
     roles: Mapping[str, Sequence[str]] | None,
 ) -> list[Problem]:
-    """Gates that are ambiguous or cannot be met: one gate name per approval stage (votes
-    are counted per gate name), and, when the roles file is known, a quorum and roles that
-    its people can meet."""
+    """Gates that are ambiguous, weakened or cannot be met: one gate name per approval stage
+    (votes are counted per gate name), no name of another environment (nor of a freeze
+    override gate), `on_failure: fail` only (a gate that is not approved stops the run), and,
+    when the roles file is known, a quorum and roles that its people can meet."""
     problems: list[Problem] = []
     gates: dict[str, str] = {}
-    freeze_gates = {f"{env}-freeze": env for env, spec in environments.items() if spec.freeze}
+    # Declared or named by a stage; frozen or not (the worker's policy may add windows).
+    named = [*environments, *(s.environment_name for s in stages)]
+    known = dict.fromkeys(env for env in named if env is not None)
+    freeze_gates = {f"{env}-freeze": env for env in known}
     for stage in stages:
         if not isinstance(stage, ApprovalStage):
             continue
         gate = stage.gate_name
+        if stage.on_failure != "fail":
+            problems.append(
+                Problem(
+                    file=file,
+                    stage=stage.name,
+                    field="on_failure",
+                    message=f"an approval takes only on_failure: fail ({stage.on_failure!r} "
+                    "would let what needs the gate run when it is rejected or times out)",
+                )
+            )
+        if gate != stage.environment and gate in known:
+            problems.append(
+                Problem(
+                    file=file,
+                    stage=stage.name,
+                    field="gate",
+                    message=f"gate {gate!r} is named after another environment than this "
+                    f"approval's ({stage.environment!r}); name it {stage.environment!r} or "
+                    "after no environment",
+                )
+            )
         if gate in gates:
             problems.append(
                 Problem(

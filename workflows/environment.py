@@ -17,11 +17,13 @@ lock (they await activities); the history is kept small with continue-as-new.
 from __future__ import annotations
 
 import asyncio
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
+from typing import TypeVar
 
 from temporalio import workflow
 from temporalio.exceptions import ActivityError, ApplicationError
 
+from contracts import deployer_proof
 from contracts.activity import (
     ActivityName,
     FenceRequest,
@@ -65,6 +67,29 @@ ROLLBACK_POLICY = "manual-rollback-policy"
 """Patch id: manual rollbacks recorded before it were not checked against the worker's
 policy."""
 NONCES_KEPT = 500
+LEASE_REQUESTS_KEPT = 500
+ROLLBACK_PER_RUN = "rollback-once-per-run-id-and-token"
+"""Patch id: rollbacks recorded before it were remembered per workflow id, so a retried or
+restarted run that failed again got the first run's outcome and nothing was restored."""
+TRUSTED_COMMIT_TIME = "trusted-commit-time"
+"""Patch id: environments recorded before it took a run's commit time as the run said it.
+Since, a commit time is never later than when the request (or report) arrived, and what
+a run of an older worker recorded in the future is brought back to when it was recorded:
+a time in the future must not make every later run older (superseded) forever."""
+
+
+def _utc(when: datetime) -> datetime:
+    return when if when.tzinfo is not None else when.replace(tzinfo=UTC)
+
+
+_Timed = TypeVar("_Timed", Serving, LeaseHolder, WaitingRun)
+
+
+def _bounded(record: _Timed, latest: datetime) -> _Timed:
+    """`record` with its commit time no later than `latest`."""
+    if record.commit_time is None or _utc(record.commit_time) <= _utc(latest):
+        return record
+    return record.model_copy(update={"commit_time": latest})
 
 
 def _cause(err: BaseException) -> str:
@@ -82,6 +107,7 @@ class EnvironmentWorkflow:
         )
         self._lock = asyncio.Lock()
         self._changes = 0
+        self._trusting: bool | None = None
 
     @workflow.run
     async def run(self, input: EnvironmentInput) -> None:
@@ -107,6 +133,24 @@ class EnvironmentWorkflow:
             info.is_continue_as_new_suggested() or info.get_current_history_length() > HISTORY_LIMIT
         )
 
+    def _trusted_times(self) -> bool:
+        """Whether this run of the workflow bounds commit times (TRUSTED_COMMIT_TIME), decided
+        at its first lease request or report; the first time, times recorded in the future
+        (by runs before it) are brought back to when they were recorded."""
+        if self._trusting is None:
+            self._trusting = workflow.patched(TRUSTED_COMMIT_TIME)
+            if self._trusting:
+                s = self._s
+                if s.serving is not None:
+                    s.serving = _bounded(s.serving, s.serving.since)
+                if s.holder is not None:
+                    s.holder = _bounded(s.holder, s.holder.granted_at)
+                queue: list[WaitingRun] = []
+                for waiting in s.queue:  # in commit order again, by the bounded times
+                    queue = leases.enqueue(queue, _bounded(waiting, waiting.requested_at))
+                s.queue = queue
+        return self._trusting
+
     # --- lease ---------------------------------------------------------------------------
 
     @workflow.signal(description="Starts the workflow if needed (signal-with-start); no effect.")
@@ -122,11 +166,46 @@ class EnvironmentWorkflow:
         self._changes += 1
         return answer
 
+    @acquire.validator
+    def _validate_acquire(self, request: LeaseRequest) -> None:
+        self._from_deployer("acquire", request, request.proof)
+
+    def _from_deployer(
+        self,
+        purpose: str,
+        message: LeaseRequest | ServingReport | LeaseRelease | RollbackOrder,
+        proof: str,
+    ) -> None:
+        """Only a deployer speaking for a pipeline run changes the environment: a message
+        without a valid proof (a bare `temporal workflow update`) is refused before it
+        reaches history, and the refusal is logged."""
+        refusal = deployer_proof.check(purpose, message, proof)
+        if refusal is not None:
+            workflow.logger.warning(
+                "%s: %s (claimed run %s)", self._s.environment, refusal, message.run
+            )
+            raise ValueError(refusal)
+
     async def _acquire(self, request: LeaseRequest) -> LeaseAnswer:
         s = self._s
+        if request.request_id in s.lease_requests:
+            # Asked before: the activity's retry after a continue-as-new, or a copy out of a
+            # history sent again. Only the same run's standing is repeated; nothing changes.
+            holder = s.holder
+            if holder is not None and (holder.run, holder.run_id) == (request.run, request.run_id):
+                return LeaseAnswer(status="granted", token=holder.token)
+            waiting = next((w for w in s.queue if w.run_id == request.run_id), None)
+            if waiting is not None:
+                return self._queued(waiting)
+            return LeaseAnswer(
+                status="superseded", reason=f"lease request {request.request_id} was answered"
+            )
+        if request.proof:  # a deployer's (since proofs)
+            s.lease_requests = [*s.lease_requests, request.request_id][-LEASE_REQUESTS_KEPT:]
         if request.components:
             # Kept across runs: a component a later run drops is still fenced and restored.
             s.components = sorted({*s.components, *request.components})
+        trusted = self._trusted_times()
         holder = s.holder
         if holder is not None and holder.run == request.run:
             if holder.run_id == request.run_id and not holder.rolled_back:
@@ -145,6 +224,8 @@ class EnvironmentWorkflow:
             order=s.seq,
             requested_at=workflow.now(),
         )
+        if trusted:
+            candidate = _bounded(candidate, candidate.requested_at)
         if leases.behind_serving(candidate, s.serving):
             assert s.serving is not None
             return LeaseAnswer(
@@ -292,13 +373,16 @@ class EnvironmentWorkflow:
         if serving and serving.run == report.run and serving.release.digest == report.digest:
             return  # a retry
         now = workflow.now()
+        commit_time = report.commit_time
+        if self._trusted_times() and commit_time is not None:
+            commit_time = min(_utc(commit_time), now)
         self._close_serving("replaced")
         baseline = s.holder.baseline if s.holder else None
         s.serving = Serving(
             release=report.release,
             run=report.run,
             commit=report.commit,
-            commit_time=report.commit_time,
+            commit_time=commit_time,
             since=now,
             before=baseline.model_copy(update={"before": None}) if baseline else None,
         )
@@ -307,7 +391,7 @@ class EnvironmentWorkflow:
                 release=report.release,
                 run=report.run,
                 commit=report.commit,
-                commit_time=report.commit_time,
+                commit_time=commit_time,
                 at=now,
                 outcome="serving",
             )
@@ -316,6 +400,7 @@ class EnvironmentWorkflow:
 
     @report.validator
     def _validate_report(self, report: ServingReport) -> None:
+        self._from_deployer("report", report, report.proof)
         holder = self._s.holder
         if holder is None or holder.run != report.run or holder.token != report.token:
             owner = holder.run if holder else "nobody"
@@ -330,12 +415,20 @@ class EnvironmentWorkflow:
     async def release(self, request: LeaseRelease) -> None:
         async with self._lock:
             s = self._s
-            if s.holder is not None and s.holder.run == request.run:
+            if (
+                s.holder is not None
+                and s.holder.run == request.run
+                and (not request.token or request.token == s.holder.token)
+            ):
                 s.holder = None
                 await self._grant_next()
             else:
                 s.queue = [w for w in s.queue if w.run != request.run]
         self._changes += 1
+
+    @release.validator
+    def _validate_release(self, request: LeaseRelease) -> None:
+        self._from_deployer("release", request, request.proof)
 
     # --- rollback ------------------------------------------------------------------------
 
@@ -349,13 +442,27 @@ class EnvironmentWorkflow:
         self._changes += 1
         return outcome
 
+    @rollback.validator
+    def _validate_rollback(self, order: RollbackOrder) -> None:
+        self._from_deployer("rollback", order, order.proof)
+
     async def _rollback(self, order: RollbackOrder) -> RollbackOutcome:
         s = self._s
-        done = s.rollbacks.get(order.run)
+        # Once per run: a run reset by `slipway retry`, or the same commit started again,
+        # is another run (run id, and the lease token it changed the environment under).
+        per_run = bool(order.run_id) and workflow.patched(ROLLBACK_PER_RUN)
+        key = f"{order.run}/{order.run_id}/{order.token}" if per_run else order.run
+        done = s.rollbacks.get(key)
         if done is not None:
             return done.model_copy(update={"repeat": True})
         holder = s.holder
-        if holder is not None and holder.run == order.run:
+        owns = (
+            holder is not None
+            and holder.run == order.run
+            and (not per_run or holder.run_id == order.run_id)
+        )
+        if owns:
+            assert holder is not None
             target = holder.baseline
         elif holder is None and s.serving is not None and s.serving.run == order.run:
             # The run gave the lease back and its release still serves: nobody else owns
@@ -373,12 +480,13 @@ class EnvironmentWorkflow:
             result = await self._restore(target, order.strategy, order.reason)
         except ActivityError as err:
             return RollbackOutcome(environment=s.environment, status="failed", reason=_cause(err))
-        if holder is not None and holder.run == order.run:
+        if owns:
+            assert holder is not None
             holder.rolled_back = True
         if s.serving is not None and s.serving.run == order.run:
             self._close_serving("rolled_back", order.reason)
             s.serving = None
-        elif holder is not None and holder.run == order.run and result.changed:
+        elif owns and holder is not None and result.changed:
             # A canary that never promoted: a change that failed, for the record (DORA).
             self._record(
                 ReleaseEntry(
@@ -402,7 +510,7 @@ class EnvironmentWorkflow:
             else f"nothing to roll back: {s.environment} already serves "
             f"{result.restored_digest or 'no release'}",
         )
-        s.rollbacks[order.run] = outcome
+        s.rollbacks[key] = outcome
         while len(s.rollbacks) > ROLLBACKS_KEPT:
             s.rollbacks.pop(next(iter(s.rollbacks)))
         return outcome

@@ -14,7 +14,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from contracts.activity import Artifact, MetricsSample, ReleaseSpec
 from workflows.policy import Judgment
-from workflows.spec import CanaryStage, MonitorStage, PipelineSpec
+from workflows.spec import CanaryStage, FreezeWindow, MonitorStage, PipelineSpec
 
 __all__ = [
     "AbortRequest",
@@ -29,6 +29,8 @@ __all__ = [
     "Decision",
     "DecisionCheck",
     "DecisionVerdict",
+    "EnvironmentAsk",
+    "EnvironmentInForce",
     "EnvironmentInput",
     "EnvironmentState",
     "LeaseAnswer",
@@ -84,7 +86,12 @@ class RunContext(_Message):
         "", description="As CI says (shown only): self-approval is judged on git's author."
     )
     branch: str = "main"
-    commit_time: datetime | None = Field(None, description="For lead time; else checkout's.")
+    commit_time: datetime | None = Field(
+        None,
+        description="Unread by runs since the trusted-commit-time patch (they order and measure "
+        "lead time by git's committer time, clamped to their start); kept so inputs recorded "
+        "with it still load, and read by the runs recorded before.",
+    )
     diff_url: str = ""
     trigger: str = Field("ci", description="Unread; kept so inputs recorded with it still load.")
 
@@ -104,6 +111,13 @@ class PipelineInput(_Message):
         "judge decisions by it); newer runs ignore it.",
     )
     ui_url: str = Field("", description="Unread; kept so inputs recorded with it still load.")
+    runner_task_queue: str = Field(
+        "",
+        description="The runner's task queue: checkout, scans, tests, commands and builds "
+        "(contracts.activity.RUNNER_ACTIVITIES) run there, never on the deployer's. Set by "
+        "the starter (SLIPWAY_RUNNER_TASK_QUEUE, default `<task queue>-runner`); empty, as "
+        "in runs recorded before the split, sends them to the run's own task queue.",
+    )
 
 
 class StageState(StrEnum):
@@ -231,18 +245,43 @@ class GateAsk(_Message):
     times_out: bool = True
 
 
+class EnvironmentAsk(_Message):
+    """What a run's definition says of an environment's concurrency and freeze windows."""
+
+    concurrency: Literal["queue", "supersede"] | None = None
+    freeze: list[FreezeWindow] = Field(default_factory=list)
+    freeze_override_roles: list[str] = Field(default_factory=list)
+
+
+class EnvironmentInForce(_Message):
+    """An environment's concurrency and freeze as the worker's policy makes them for a run:
+    the policy's, made stricter by the definition (never weaker)."""
+
+    concurrency: Literal["queue", "supersede"] | None = None
+    freeze: list[FreezeWindow] = Field(default_factory=list)
+    freeze_override_roles: list[str] = Field(default_factory=list)
+
+
 class PolicyStart(_Message):
     """What a run asks the worker's policy at its start."""
 
     workflow_id: str
     gated: dict[str, bool] = Field(
         default_factory=dict,
-        description="Environment this run deploys to → every deploy there waits for an "
-        "approval gate of that environment.",
+        description="Environment this run changes (deploy, canary, monitor) → every stage "
+        "changing it waits for an approval gate of that environment.",
+    )
+    ungated: dict[str, list[str]] = Field(
+        default_factory=dict,
+        description="Environment → the stages changing it with no approval of it before them.",
     )
     gates: list[GateAsk] = Field(
         default_factory=list,
         description="Its approval gates: each must be one the policy's people can meet.",
+    )
+    environments: dict[str, EnvironmentAsk] = Field(
+        default_factory=dict,
+        description="What the definition says of each environment it names.",
     )
 
 
@@ -250,6 +289,11 @@ class PolicyInForce(_Message):
     hash: str
     path: str = ""
     problems: list[str] = Field(default_factory=list)
+    environments: dict[str, EnvironmentInForce] = Field(
+        default_factory=dict,
+        description="Environments whose concurrency and freeze the policy sets (absent: the "
+        "definition's, as recorded before the policy had a say).",
+    )
 
 
 class PendingApproval(_Message):
@@ -286,6 +330,16 @@ class CanaryControl(Signed):
     token: str = Field(
         "", description="Set by the pipeline when it forwards a checked control; not for people."
     )
+
+
+class CanaryOrder(_Message):
+    """A checked control a pipeline sends its canary (through a deployer activity, signed)."""
+
+    canary: str = Field(description="The canary child's workflow id.")
+    action: Literal["pause", "resume", "promote", "abort"]
+    control: CanaryControl
+    request_id: str = Field(description="Idempotency key (the update id).")
+    proof: str = Field("", description="A deployer's HMAC over the rest (deployer_proof).")
 
 
 class PipelineState(StrEnum):
@@ -355,6 +409,11 @@ class CanaryInput(_Message):
     lease: LeaseRef | None = Field(None, description="None: a run from before leases.")
     control_token: str = Field(
         "", description="Controls must carry it (forwarded by the pipeline); empty: any."
+    )
+    controls: Literal["signal", "update"] = Field(
+        "signal",
+        description="How its pipeline sends controls: 'update' (signed by a deployer; every "
+        "signal refused), or 'signal' with control_token (canaries started before proofs).",
     )
     run_command: list[str] = []
     health_path: str = "/health"
@@ -491,6 +550,7 @@ class LeaseRequest(_Message):
     components: list[str] = Field(
         default_factory=list, description="The run's deployables (`artifacts:`); empty: one."
     )
+    proof: str = Field("", description="A deployer's HMAC over the rest (deployer_proof).")
 
 
 class LeaseAnswer(_Message):
@@ -525,6 +585,7 @@ class ServingReport(_Message):
     commit: str
     commit_time: datetime | None = None
     request_id: str
+    proof: str = Field("", description="A deployer's HMAC over the rest (deployer_proof).")
 
     @property
     def digest(self) -> str:
@@ -540,6 +601,8 @@ class LeaseRelease(_Message):
     run_id: str = ""
     reason: str = ""
     request_id: str
+    token: int = Field(0, description="The lease's token (0: leaving the queue).")
+    proof: str = Field("", description="A deployer's HMAC over the rest (deployer_proof).")
 
 
 class RollbackOrder(_Message):
@@ -551,6 +614,9 @@ class RollbackOrder(_Message):
     reason: str = ""
     strategy: Literal["rolling", "blue_green", "canary"] = "rolling"
     request_id: str
+    run_id: str = Field("", description="That run's run id (a retried run is another).")
+    token: int = Field(0, description="The lease token under which it changed the environment.")
+    proof: str = Field("", description="A deployer's HMAC over the rest (deployer_proof).")
 
 
 class RollbackOutcome(_Message):
@@ -603,6 +669,11 @@ class EnvironmentState(_Message):
     refused_not_kept: int = 0
     nonces: list[str] = Field(
         default_factory=list, description="Nonces of signed rollbacks taken (the last ones)."
+    )
+    lease_requests: list[str] = Field(
+        default_factory=list,
+        description="Request ids of the last lease requests taken: one copied out of a history "
+        "and sent again is refused.",
     )
     components: list[str] = Field(
         default_factory=list,

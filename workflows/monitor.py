@@ -81,6 +81,7 @@ class MonitorWorkflow:
                     reason,
                     input.lease.strategy,
                     "rollback",
+                    input.lease.token,
                 )
             else:
                 await call(

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import cast
 
 from temporalio import workflow
@@ -29,16 +29,20 @@ from contracts.errors import ErrorType
 from workflows import dag, freeze, policy, telemetry
 from workflows.calls import call, notify
 from workflows.decision_desk import DecisionDesk, clip
+from workflows.definition_rules import CHANGES_ENVIRONMENT
 from workflows.environment import LEASE_SIGNAL
 from workflows.messages import (
     AbortRequest,
     ActionRecord,
     ApprovalRecord,
     CanaryControl,
+    CanaryOrder,
     Concurrency,
     Decision,
     DecisionCheck,
     DecisionVerdict,
+    EnvironmentAsk,
+    EnvironmentInForce,
     GateAsk,
     LeaseNotice,
     PendingApproval,
@@ -53,12 +57,20 @@ from workflows.messages import (
     StageState,
     StageStatus,
 )
-from workflows.naming import ENVIRONMENT, PIPELINE_STATUS, SERVICE, STAGE
+from workflows.naming import ENVIRONMENT, PIPELINE_STATUS, SERVICE, STAGE, canary_id
 from workflows.run_leases import RunLeases, SupersededError
-from workflows.spec import ApprovalStage, RollbackStage, Stage
+from workflows.spec import ApprovalStage, RollbackStage, Stage, definition_problems
 from workflows.stages import RunState, StageFailedError, run_stage
 
-__all__ = ["ENVIRONMENT_LEASES", "PIPELINE_FAILED", "WORKER_POLICY", "PipelineWorkflow"]
+__all__ = [
+    "ENVIRONMENT_LEASES",
+    "GATES_HOLD",
+    "PIPELINE_FAILED",
+    "TRUSTED_COMMIT_TIME",
+    "WORKER_POLICY",
+    "PipelineWorkflow",
+    "trusted_commit_time",
+]
 
 PIPELINE_FAILED = "PipelineFailed"
 """`ApplicationError.type` of a failed run; its first detail is the PipelineResult."""
@@ -68,6 +80,15 @@ with the platform's own notion of 'the previous version'."""
 WORKER_POLICY = "worker-policy"
 """Patch id: runs recorded before it judged decisions by the roles their starter supplied,
 with no signatures and no checks on operator actions."""
+TRUSTED_COMMIT_TIME = "trusted-commit-time"
+"""Patch id: runs recorded before it ordered their commit in environments (and measured lead
+time) by the commit time their starter supplied (`--commit-time`), trusted as given: a time
+in the future made a run newer than every later one."""
+GATES_HOLD = "gates-hold"
+"""Patch id: runs recorded before it checked only what the policy said of their deploys at
+start (not the definition's own rules again, nor canaries and monitors, nor the policy's
+concurrency and freeze), let an approval with `on_failure: continue` that was not given
+open the way to what needs it, and judged environments by their definition alone."""
 STALE_LEASE_GRACE = timedelta(minutes=1)
 """How long a stage refused for a stale lease waits for the notice that says by whom."""
 LEASED_KINDS = ("deploy", "canary", "monitor")
@@ -77,6 +98,10 @@ ACTING_KINDS = ("deploy", "canary", "monitor", "e2e", "smoke")
 CANCELLED_BY_TEMPORAL = AbortRequest(
     by="(cancel request)", reason="cancelled from the Web UI or `temporal workflow cancel`"
 )
+SIGNED_CANARY_CONTROLS = "canary-controls-signed-by-deployer"
+"""Patch id: canaries started before it took controls as signals carrying a token that sat in
+their input (readable by anyone who can read history); newer ones take them only as updates
+signed by a deployer (contracts/deployer_proof.py)."""
 
 
 @workflow.defn(name="PipelineWorkflow")
@@ -102,6 +127,11 @@ class PipelineWorkflow:
         self._worker_policy = False
         self._policy_hash = ""
         self._gate_rules: dict[str, DecisionVerdict] = {}
+        # Set by `run` (GATES_HOLD): the definition is checked again at start, a gate that
+        # was not given holds everything after it, and the policy's environment rules count.
+        self._gates_hold = False
+        self._gates_before: dict[str, list[str]] = {}
+        self._env_in_force: dict[str, EnvironmentInForce] = {}
         self._abort: AbortRequest | None = None
         self._pipeline_state = PipelineState.RUNNING
         self._failure = ""
@@ -116,6 +146,9 @@ class PipelineWorkflow:
             components=sorted(input.spec.artifacts),
         )
         self._rollback_failed: list[str] = []
+        # Set by `run` (TRUSTED_COMMIT_TIME): the commit's time is git's, never after the run
+        # started; the starter's `commit_time` orders nothing.
+        self._trusted_time = False
 
     # --- the run ------------------------------------------------------------------------
 
@@ -124,12 +157,17 @@ class PipelineWorkflow:
         if workflow.patched(WORKER_POLICY):
             self._worker_policy = True
             self._state.control_token = str(workflow.uuid4())
+            self._state.signed_controls = workflow.patched(SIGNED_CANARY_CONTROLS)
+            self._gates_hold = workflow.patched(GATES_HOLD)
             problems = await self._start_under_policy()
             if problems:
                 self._failure = "; ".join(problems)
                 self._pipeline_state = PipelineState.FAILED
                 return await self._finish_run()
         if workflow.patched(ENVIRONMENT_LEASES):
+            if workflow.patched(TRUSTED_COMMIT_TIME):
+                self._trusted_time = True
+                self._lease_book.commit_time = None  # the checkout's, at the first lease
             self._state.leases = self._lease_book
             self._state.on_retry = self._note_retry
             return await self._run_leased()
@@ -195,13 +233,18 @@ class PipelineWorkflow:
 
     async def _start_under_policy(self) -> list[str]:
         """Record the hash of the worker's policy in force, and what it says of this run's
-        definition (an environment it requires approval for, deployed to without one; a gate
-        its people cannot meet)."""
-        gated: dict[str, bool] = {}
+        definition (an environment it requires approval for, changed without one; a gate
+        its people cannot meet; a concurrency weaker than its own). Under GATES_HOLD the
+        definition's own rules are checked again first (it may not have come through
+        `slipway validate`), and canaries and monitors count as changes like deploys."""
         stages = self._spec.stages
+        problems = [str(p) for p in definition_problems(self._spec)] if self._gates_hold else []
+        kinds = CHANGES_ENVIRONMENT if self._gates_hold else frozenset({"deploy"})
+        gated: dict[str, bool] = {}
+        ungated: dict[str, list[str]] = {}
         for stage in stages:
             env = stage.environment_name
-            if stage.kind != "deploy" or env is None:
+            if stage.kind not in kinds or env is None:
                 continue
             before = set(dag.ancestors(stages, stage.name))
             has_gate = any(
@@ -209,11 +252,24 @@ class PipelineWorkflow:
                 for s in stages
             )
             gated[env] = gated.get(env, True) and has_gate
+            if not has_gate:
+                ungated.setdefault(env, []).append(stage.name)
+        environments: dict[str, EnvironmentAsk] = {}
+        if self._gates_hold:
+            named = [*self._spec.environments, *(s.environment_name for s in stages)]
+            for env in dict.fromkeys(n for n in named if n is not None):
+                spec = self._spec.environments.get(env)
+                environments[env] = EnvironmentAsk(
+                    concurrency=spec.concurrency if spec else None,
+                    freeze=list(spec.freeze) if spec else [],
+                    freeze_override_roles=list(spec.freeze_override_roles) if spec else [],
+                )
         answer = await call(
             ActivityName.POLICY_IN_FORCE,
             PolicyStart(
                 workflow_id=workflow.info().workflow_id,
                 gated=gated,
+                ungated=ungated if self._gates_hold else {},
                 gates=[
                     GateAsk(
                         gate=s.gate_name,
@@ -225,11 +281,13 @@ class PipelineWorkflow:
                     for s in stages
                     if isinstance(s, ApprovalStage)
                 ],
+                environments=environments,
             ),
             PolicyInForce,
         )
         self._policy_hash = answer.hash
-        return answer.problems
+        self._env_in_force = dict(answer.environments)
+        return [*problems, *answer.problems]
 
     async def _finish_run(self) -> PipelineResult:
         self._set_attributes(status=self._pipeline_state.value)
@@ -286,6 +344,9 @@ class PipelineWorkflow:
         running = self._running
         rollback_for: list[str] = []
         leased = self._state.leases is not None
+        if self._gates_hold:
+            # Acyclic: the definition was checked again at start.
+            self._gates_before = dag.ancestors_of_kind(stages, "approval")
         while True:
             if not self._failure and not self._stopping():
                 for name in dag.ready(stages, finished, started):
@@ -313,8 +374,10 @@ class PipelineWorkflow:
                 if status.state != StageState.FAILED:
                     continue
                 stage = by_name[name]
-                if stage.on_failure == "continue":
-                    continue
+                if stage.on_failure == "continue" and not (
+                    self._gates_hold and isinstance(stage, ApprovalStage)
+                ):
+                    continue  # an approval that was not given always stops the run
                 self._failure = self._failure or f"stage {name!r} failed: {status.summary}"
                 if stage.on_failure == "rollback":
                     for env in self._rollback_targets(stage):
@@ -345,6 +408,12 @@ class PipelineWorkflow:
         skipped = [n for n in stage.needs if self._stages[n].state == StageState.SKIPPED]
         if skipped:
             return f"needs {skipped[0]!r}, which was skipped"
+        # Whatever any stage's on_failure says, nothing runs after an approval that was not
+        # given (its state is final: a stage is ready only once all it needs has finished).
+        for gate in self._gates_before.get(stage.name, ()):
+            state = self._stages[gate].state
+            if state != StageState.SUCCEEDED:
+                return f"approval {gate!r} was not given ({state.value}): not started"
         return ""
 
     def _rollback_targets(self, stage: Stage) -> list[str]:
@@ -398,7 +467,9 @@ class PipelineWorkflow:
         if leases is None or env is None or stage.kind not in LEASED_KINDS:
             return
         if leases.commit_time is None and self._state.workspace is not None:
-            leases.commit_time = self._state.workspace.commit_time
+            leases.commit_time = (
+                self._commit_time() if self._trusted_time else self._state.workspace.commit_time
+            )
         status = self._stages[stage.name]
         if stage.kind == "deploy":
             await self._wait_for_freeze(env, status)
@@ -420,14 +491,16 @@ class PipelineWorkflow:
         """A deploy in a freeze window waits for its end, or for the freeze gate's approval
         by one of the environment's `freeze_override_roles`."""
         env_policy = self._spec.environments.get(env)
-        if env_policy is None or not env_policy.freeze:
+        # The policy's windows with the definition's, when the policy lists the environment.
+        rules = self._env_in_force.get(env) or env_policy
+        if rules is None or not rules.freeze:
             return
-        windows = [(w.cron, w.duration, w.timezone) for w in env_policy.freeze]
+        windows = [(w.cron, w.duration, w.timezone) for w in rules.freeze]
         frozen = freeze.frozen_until(windows, workflow.now())
         if frozen is None:
             return
         until, window = frozen
-        roles = env_policy.freeze_override_roles
+        roles = rules.freeze_override_roles
         gate = ApprovalStage(
             name=f"{status.name}_freeze",
             kind="approval",
@@ -460,6 +533,9 @@ class PipelineWorkflow:
         self._publish_details()
 
     def _concurrency(self, environment: str) -> Concurrency:
+        forced = self._env_in_force.get(environment)
+        if forced is not None and forced.concurrency is not None:
+            return forced.concurrency  # the policy's, or the definition's if stricter
         env_policy = self._spec.environments.get(environment)
         if env_policy is not None and env_policy.concurrency is not None:
             return env_policy.concurrency
@@ -844,8 +920,20 @@ class PipelineWorkflow:
                 f", aborted by {self._abort.by}" if self._abort is not None else ""
             )
         if action != "abort" and not self._state.canaries:
-            return f"no canary is running: nothing to {action}"
+            return self._no_canary(action)
         return None
+
+    def _no_canary(self, action: str) -> str:
+        """Why a canary control has nothing to act on: the canary has not started yet, or it
+        has already finished (a `promote` that arrives after the canary promoted itself)."""
+        canaries = [s for s in self._stages.values() if s.kind == "canary"]
+        finished = [s for s in canaries if s.state.finished]
+        if canaries and len(finished) == len(canaries):
+            done = "; ".join(f"{s.name} {s.state.value}: {s.summary}" for s in finished)
+            return f"the canary has already finished ({done}): nothing to {action}"
+        if not canaries:
+            return f"this run has no canary stage: nothing to {action}"
+        return f"no canary is running yet: nothing to {action}"
 
     async def _act(
         self, action: str, request: AbortRequest | CanaryControl, via: str
@@ -926,9 +1014,36 @@ class PipelineWorkflow:
     async def _forward(self, signal: str, control: CanaryControl) -> None:
         if not self._state.canaries:
             workflow.logger.warning("%s from %s ignored: no canary is running", signal, control.by)
+        if self._state.signed_controls:
+            for stage in list(self._state.canaries):
+                await self._send_signed(signal, control, stage)
+            return
         forwarded = control.model_copy(update={"token": self._state.control_token})
         for handle in list(self._state.canaries.values()):
             await handle.signal(signal, forwarded)
+
+    async def _send_signed(self, action: str, control: CanaryControl, stage: str) -> None:
+        """A checked control to this run's canary as an update a deployer signs: a canary
+        takes controls from nobody else."""
+        order = CanaryOrder.model_validate(
+            {
+                "canary": canary_id(workflow.info().workflow_id, stage),
+                "action": action,
+                "control": control.model_copy(update={"token": ""}),
+                "request_id": f"{workflow.info().workflow_id}/{workflow.info().run_id}/"
+                f"{action}/{stage}/{workflow.uuid4()}",
+            }
+        )
+        try:
+            await call(
+                ActivityName.CONTROL_CANARY,
+                order,
+                type(None),
+                activity_id=f"{stage}:{action}:{workflow.uuid4().hex[:8]}",
+                summary=f"{action} the canary {stage} for {control.by}",
+            )
+        except ActivityError as err:
+            workflow.logger.warning("%s of canary %s not delivered: %s", action, stage, err)
 
     async def _control(self, action: str, control: CanaryControl) -> None:
         if self._worker_policy:
@@ -1058,10 +1173,20 @@ class PipelineWorkflow:
             )
         workflow.set_current_details("\n".join(lines))
 
+    def _commit_time(self) -> datetime | None:
+        """The commit's time as git records it (the checkout's committer time), never later
+        than this run's start: whoever makes a commit sets its time, and a time in the future
+        must not make a run newer than the runs started after it."""
+        workspace = self._state.workspace
+        return trusted_commit_time(workspace.commit_time if workspace else None, self._started_at)
+
     def _result(self) -> PipelineResult:
         production = self._state.production_at
-        commit_time = self._input.run.commit_time or (
-            self._state.workspace.commit_time if self._state.workspace else None
+        commit_time = (
+            self._commit_time()
+            if self._trusted_time
+            else self._input.run.commit_time
+            or (self._state.workspace.commit_time if self._state.workspace else None)
         )
         lead = (
             (production - commit_time).total_seconds()
@@ -1095,3 +1220,13 @@ def _human(span: timedelta) -> str:
         if seconds >= size and seconds % size == 0:
             return f"{seconds // size}{unit}"
     return f"{seconds}s"
+
+
+def trusted_commit_time(committed: datetime | None, started: datetime) -> datetime | None:
+    """`committed` (git's committer time), clamped to `started` (the run's start); a time
+    without a zone is taken as UTC (git always gives one)."""
+    if committed is None:
+        return None
+    if committed.tzinfo is None:
+        committed = committed.replace(tzinfo=UTC)
+    return min(committed, started)

@@ -45,6 +45,9 @@ class RunLeases:
     """The run's deployables (`artifacts:`), named in every lease request."""
     held: dict[str, int] = field(default_factory=dict)
     """Environment → fencing token, for leases held by this run."""
+    tokens: dict[str, int] = field(default_factory=dict)
+    """Environment → the last token this run held (kept after release: its rollback names
+    the lease it changed the environment under)."""
     queued: dict[str, str] = field(default_factory=dict)
     """Environment → the run this one waits behind."""
     superseded: LeaseNotice | None = None
@@ -121,6 +124,7 @@ class RunLeases:
                 raise SupersededError(self.superseded.reason)
             answer = LeaseAnswer(status="granted", token=self.notices[environment].token)
         self.held[environment] = answer.token
+        self.tokens[environment] = answer.token
         if environment not in self.changed:
             # From here on this run may change it: an abort asks the environment to undo
             # whatever it did (the environment knows whether anything changed).
@@ -153,7 +157,7 @@ class RunLeases:
 
     async def release(self, environment: str, reason: str) -> None:
         """Done with the environment (or leaving its queue)."""
-        self.held.pop(environment, None)
+        token = self.held.pop(environment, 0)
         self.queued.pop(environment, None)
         await call(
             ActivityName.RELEASE_LEASE,
@@ -163,6 +167,7 @@ class RunLeases:
                 run=self.run,
                 run_id=self.run_id,
                 reason=reason,
+                token=token,
                 request_id=self._request_id("release", environment),
             ),
             type(None),
@@ -173,15 +178,38 @@ class RunLeases:
         self, environment: str, reason: str, strategy: str, activity_id: str
     ) -> RollbackOutcome:
         return await rollback_through_environment(
-            self.service, environment, self.run, reason, strategy, activity_id
+            self.service,
+            environment,
+            self.run,
+            reason,
+            strategy,
+            activity_id,
+            self.tokens.get(environment, 0),
         )
 
 
+def _run_id_of(run: str) -> str:
+    """The run id of pipeline `run`: ours, or our parent's when a canary or monitor asks."""
+    info = workflow.info()
+    if info.workflow_id == run:
+        return info.run_id
+    if info.parent is not None and info.parent.workflow_id == run:
+        return info.parent.run_id
+    return ""
+
+
 async def rollback_through_environment(
-    service: str, environment: str, run: str, reason: str, strategy: str, activity_id: str
+    service: str,
+    environment: str,
+    run: str,
+    reason: str,
+    strategy: str,
+    activity_id: str,
+    token: int = 0,
 ) -> RollbackOutcome:
     """Ask the environment to put back what served before `run` changed it (the pipeline, its
-    canary and its monitor all ask the same way; the environment does it once)."""
+    canary and its monitor all ask the same way, naming the run id and the lease token it
+    changed the environment under; the environment does it once per run)."""
     return await call(
         ActivityName.REQUEST_ROLLBACK,
         RollbackOrder.model_validate(
@@ -189,6 +217,8 @@ async def rollback_through_environment(
                 "service": service,
                 "environment": environment,
                 "run": run,
+                "run_id": _run_id_of(run),
+                "token": token,
                 "reason": reason,
                 "strategy": strategy,
                 "request_id": f"{run}/{workflow.info().workflow_id}/rollback/{environment}/"

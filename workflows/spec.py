@@ -85,6 +85,7 @@ __all__ = [
     "Stage",
     "StageBase",
     "SuiteStage",
+    "definition_problems",
     "load_pipeline",
     "parse_duration",
     "validate_definition",
@@ -1032,6 +1033,22 @@ def validate_definition(
             ]
         )
     return spec
+
+
+def definition_problems(spec: PipelineSpec) -> list[Problem]:
+    """Every rule across stages that `validate_definition` applies, run again on a definition
+    that is already typed: the worker's check at a run's start (a definition can reach the
+    worker without `slipway validate`: `temporal workflow start`, a script, another CLI)."""
+    from workflows import definition_rules as rules
+
+    file = spec.source or f"definition {spec.name!r}"
+    stages = spec.stages
+    problems = rules.graph_problems(file, [(s.name, list(s.needs), s.kind) for s in stages])
+    problems.extend(rules.policy_problems(file, stages, spec.environments))
+    problems.extend(rules.approval_problems(file, stages, spec.environments, None))
+    problems.extend(_metric_problems(stages, spec, file))
+    problems.extend(_artifact_problems(stages, spec, file))
+    return problems
 
 
 _PATTERNS = {

@@ -119,6 +119,8 @@ class RunState:
     control_token: str = ""
     """Given to this run's canaries: they take controls only from the pipeline, which
     checked them against the worker's policy (empty for runs from before that)."""
+    signed_controls: bool = False
+    """This run's canaries take controls only as updates a deployer signs (no token)."""
 
     def retry_note(self, stage: Stage) -> Callable[[int, str], None] | None:
         listener = self.on_retry
@@ -249,6 +251,7 @@ async def _checkout(stage: CheckoutStage, state: RunState) -> str:
         activity_id=_id(stage),
         summary=_ui(stage, f"checkout {run.commit[:12]}"),
         on_retry=state.retry_note(stage),
+        runner_queue=state.input.runner_task_queue,
     )
     state.workspace = ws
     return f"{ws.commit[:12]} checked out"
@@ -266,6 +269,7 @@ async def _scan(stage: ScanStage, state: RunState) -> str:
         activity_id=_id(stage),
         summary=_ui(stage, ", ".join(stage.scanners)),
         on_retry=state.retry_note(stage),
+        runner_queue=state.input.runner_task_queue,
     )
     state.scans[stage.name] = report
     verdict = policy.judge_scan(report, stage.fail_on, stage.unavailable, stage.name)
@@ -298,6 +302,7 @@ async def _test(stage: SuiteStage, state: RunState) -> str:
         activity_id=_id(stage),
         summary=_ui(stage, " ".join(stage.command)),
         on_retry=state.retry_note(stage),
+        runner_queue=state.input.runner_task_queue,
     )
     state.tests[stage.name] = report
     state.test_durations[stage.name] = (workflow.now() - started).total_seconds()
@@ -321,6 +326,7 @@ async def _command(stage: CommandStage, state: RunState) -> str:
         activity_id=_id(stage),
         summary=_ui(stage, " ".join(stage.command)),
         on_retry=state.retry_note(stage),
+        runner_queue=state.input.runner_task_queue,
     )
     if report.exit_code != 0 or report.timed_out:
         ended = "timed out" if report.timed_out else f"exited {report.exit_code}"
@@ -405,6 +411,7 @@ async def _build_one(
         activity_id=_id(stage, suffix),
         summary=_ui(stage, f"build {service} at {ws.commit[:12]}"),
         on_retry=state.retry_note(stage),
+        runner_queue=state.input.runner_task_queue,
     )
     took = (workflow.now() - started).total_seconds()
     what = f"{suffix[1:]}: " if suffix else ""
@@ -591,7 +598,8 @@ async def _canary(stage: CanaryStage, state: RunState) -> str:
             ready_path=service.ready_path,
             lease=state.lease_ref(stage.environment),
             metric_templates=state.input.spec.metric_templates(stage.environment),
-            control_token=state.control_token,
+            control_token="" if state.signed_controls else state.control_token,
+            controls="update" if state.signed_controls else "signal",
             measured=state.addressed(stage) if artifact.kind == "bundle" else "",
         ),
         id=canary_id(state.workflow_id, stage.name),

@@ -8,11 +8,19 @@ from pathlib import Path
 import pytest
 
 from activities import signatures
-from activities.decisions import gating_problems, judge_decision
+from activities.decisions import environments_in_force, gating_problems, judge_decision
 from activities.worker_policy import PolicyError, is_author, load_policy
 from tests.support.policy import make_key, public_key, write_policy
 from workflows.decisions import NAMESPACE, freshness_refusal, signed_text
-from workflows.messages import DecisionCheck, GateAsk, PolicyStart, Signed
+from workflows.messages import (
+    DecisionCheck,
+    EnvironmentAsk,
+    EnvironmentInForce,
+    GateAsk,
+    PolicyStart,
+    Signed,
+)
+from workflows.spec import FreezeWindow
 
 AT = datetime(2026, 11, 28, 3, 0, tzinfo=UTC)
 
@@ -224,11 +232,17 @@ def test_the_policy_says_which_environments_need_a_gate(tmp_path: Path) -> None:
     policy.write_text("environments:\n  production: {requires_approval: true}\n")
     loaded = load_policy(policy)
     problems = gating_problems(
-        loaded.policy, PolicyStart(workflow_id="w", gated={"production": False, "staging": False})
+        loaded.policy,
+        PolicyStart(
+            workflow_id="w",
+            gated={"production": False, "staging": False},
+            ungated={"production": ["canary"], "staging": ["deploy_staging"]},
+        ),
     )
+    # A canary changes production as a deploy does (issue 16: it was not counted).
     assert problems == [
-        "the worker's policy requires an approval gate before every deploy to production; "
-        "this run's definition has a deploy there without one"
+        "the worker's policy requires an approval gate before every deploy to production (and "
+        "every canary and monitor there); this run's definition has 'canary' without one"
     ]
     assert not gating_problems(
         loaded.policy, PolicyStart(workflow_id="w", gated={"production": True})
@@ -268,3 +282,97 @@ def test_a_gate_the_policys_people_cannot_meet_is_refused_at_start(tmp_path: Pat
         "gate 'audit' needs 1 distinct approvers covering ['auditor']; the worker's policy "
         "has 0 (nobody): it could only time out"
     ]
+
+
+GATED_POLICY = """\
+people:
+  alice: {roles: [team_lead]}
+  carol: {roles: [cto]}
+  dave: {roles: [devops_lead]}
+gates:
+  "*": {signatures: optional}
+  staging: {roles: [team_lead], allow_self_approval: true}
+  production: {roles: [cto, devops_lead], signatures: required}
+  hotfix: {roles: [team_lead], quorum: 3, allow_self_approval: true}
+environments:
+  staging: {}
+  production:
+    requires_approval: true
+    concurrency: queue
+    freeze: [{cron: "0 18 * * FRI", duration: 62h, timezone: Asia/Seoul}]
+    freeze_override_roles: [cto]
+"""
+
+
+def test_a_gates_name_only_makes_its_environments_rule_stricter(tmp_path: Path) -> None:
+    """Issue 16: a production gate named `staging` was judged by the staging rule alone."""
+    (tmp_path / "policy.yaml").write_text(GATED_POLICY)
+    policy = load_policy(tmp_path / "policy.yaml").policy
+    staging_named = policy.gate_rule("staging", "production")
+    assert staging_named.roles == ["team_lead", "cto", "devops_lead"]
+    assert staging_named.signatures == "required"
+    assert staging_named.allow_self_approval is False
+    hotfix = policy.gate_rule("hotfix", "production")
+    assert (hotfix.roles, hotfix.quorum, hotfix.signatures) == (
+        ["team_lead", "cto", "devops_lead"],
+        3,
+        "required",
+    )
+    # A rule by name over a lax floor still counts in full; no rule by name: the floor.
+    assert policy.gate_rule("hotfix", "staging").quorum == 3
+    assert policy.gate_rule("production", "production") == policy.gates["production"]
+    # One unsigned team-lead approval no longer opens a production gate named `staging`.
+    verdict = judge_decision(
+        policy,
+        "h",
+        check("alice", subject="gate:staging", environment="production"),
+        signatures.verify,
+    )
+    assert not verdict.accepted
+    assert "gate 'staging' requires a signed decision" in verdict.reason
+
+
+def test_the_policys_environments_bound_the_definitions(tmp_path: Path) -> None:
+    (tmp_path / "policy.yaml").write_text(GATED_POLICY)
+    policy = load_policy(tmp_path / "policy.yaml").policy
+    start = PolicyStart(
+        workflow_id="w",
+        gates=[
+            GateAsk(gate="staging", environment="production", roles=["team_lead"]),
+            GateAsk(gate="production-freeze", environment="production", roles=["cto"]),
+        ],
+        environments={"production": EnvironmentAsk(concurrency="supersede")},
+    )
+    problems = gating_problems(policy, start)
+    assert problems == [
+        "gate 'staging' of production is named after another environment of the worker's "
+        "policy; name it after its own environment or no environment",
+        "gate 'production-freeze' is the freeze override gate of production; give the "
+        "approval another name",
+        "the worker's policy runs production with concurrency 'queue'; this run's definition "
+        "asks 'supersede' (a newer commit would take the environment from a run mid-change): "
+        "remove it or ask 'queue'",
+    ]
+    # Stricter is allowed: queue where the policy says nothing, more windows, fewer roles.
+    own = FreezeWindow(cron="0 9 * * MON", duration="1h")
+    forced = environments_in_force(
+        policy,
+        {
+            "production": EnvironmentAsk(freeze=[own], freeze_override_roles=["cto", "erin"]),
+            "staging": EnvironmentAsk(concurrency="queue", freeze_override_roles=["developer"]),
+            "development": EnvironmentAsk(concurrency="supersede"),
+        },
+    )
+    assert forced == {
+        "production": EnvironmentInForce(
+            concurrency="queue",
+            freeze=[*policy.environments["production"].freeze, own],
+            freeze_override_roles=["cto"],
+        ),
+        "staging": EnvironmentInForce(concurrency="queue", freeze_override_roles=["developer"]),
+    }
+    # A definition naming only other roles leaves nobody to override the policy's freeze.
+    narrowed = environments_in_force(
+        policy, {"production": EnvironmentAsk(freeze_override_roles=["developer"])}
+    )
+    assert narrowed["production"].freeze_override_roles == []

@@ -22,6 +22,7 @@ from kubernetes.client import (
     V1ConfigMap,
     V1Container,
     V1Deployment,
+    V1NetworkPolicy,
     V1PodDisruptionBudget,
     V1PodSpec,
     V1Role,
@@ -58,6 +59,7 @@ MODELS: dict[str, str] = {
     "RoleBinding": "V1RoleBinding",
     "HorizontalPodAutoscaler": "V2HorizontalPodAutoscaler",
     "PodDisruptionBudget": "V1PodDisruptionBudget",
+    "NetworkPolicy": "V1NetworkPolicy",
 }
 
 Json = dict[str, Any]
@@ -125,8 +127,24 @@ def settings_map(docs: list[Json]) -> Json:
     return found[0]
 
 
+def _deployments(docs: list[Json], runner: bool) -> list[Json]:
+    return [
+        d
+        for d in docs
+        if d["kind"] == "Deployment" and d["metadata"]["name"].endswith("-runner") == runner
+    ]
+
+
 def deployment(docs: list[Json]) -> V1Deployment:
-    parsed: V1Deployment = model(one(docs, "Deployment"))
+    """The deployer's Deployment (or the one serving both, without a runner)."""
+    (found,) = _deployments(docs, runner=False)
+    parsed: V1Deployment = model(found)
+    return parsed
+
+
+def runner_deployment(docs: list[Json]) -> V1Deployment:
+    (found,) = _deployments(docs, runner=True)
+    parsed: V1Deployment = model(found)
     return parsed
 
 
@@ -149,7 +167,10 @@ Documents = Callable[..., list[Json]]
 
 @pytest.mark.parametrize("engine", [True, False], ids=["docker builder", "wheel builder"])
 def test_helm_lint_passes_strictly(tmp_path: Path, engine: bool) -> None:
-    wheel = {"settings": {"SLIPWAY_BUILDER": "wheel", "SLIPWAY_REGISTRY": "local"}}
+    wheel = {
+        "settings": {"SLIPWAY_BUILDER": "wheel", "SLIPWAY_REGISTRY": "local"},
+        "state": {"existingClaim": "slipway-state"},  # the wheel store both workers read
+    }
     out = helm("lint", "--strict", str(CHART), *_values_args(tmp_path, ENGINE if engine else wheel))
     assert "1 chart(s) linted, 0 chart(s) failed" in out
 
@@ -170,13 +191,16 @@ def test_every_rendered_object_is_a_valid_kubernetes_object(chart: Documents) ->
             "ConfigMap",
             "ConfigMap",
             "Deployment",
+            "Deployment",
             "HorizontalPodAutoscaler",
+            "NetworkPolicy",
             "PodDisruptionBudget",
             "Role",
             "Role",
             "RoleBinding",
             "RoleBinding",
             "Service",
+            "ServiceAccount",
             "ServiceAccount",
             "ServiceMonitor",
         ]
@@ -186,6 +210,7 @@ def test_every_rendered_object_is_a_valid_kubernetes_object(chart: Documents) ->
         V1ConfigMap,
         V1Deployment,
         V2HorizontalPodAutoscaler,
+        V1NetworkPolicy,
         V1PodDisruptionBudget,
         V1Role,
         V1RoleBinding,
@@ -242,7 +267,7 @@ def test_replicas_and_resources_come_from_values(chart: Documents) -> None:
 
 def test_with_autoscaling_the_hpa_owns_replicas(chart: Documents) -> None:
     docs = chart({"autoscaling": {"enabled": True, "minReplicas": 3, "maxReplicas": 7}})
-    d: V1Deployment = model(one(docs, "Deployment"))
+    d = deployment(docs)
     assert d.spec.replicas is None
     hpa: V2HorizontalPodAutoscaler = model(one(docs, "HorizontalPodAutoscaler"))
     assert hpa.spec is not None
@@ -298,7 +323,7 @@ def test_settings_reach_the_worker_through_the_config_map(chart: Documents) -> N
     assert config.data["TEMPORAL_ADDRESS"] == "temporal-frontend.temporal.svc.cluster.local:7233"
     assert config.data["SLIPWAY_PLATFORM"] == "kubernetes"
     assert config.data["SLIPWAY_METRICS_PORT"] == "9464"
-    d: V1Deployment = model(one(docs, "Deployment"))
+    d = deployment(docs)
     sources = worker_container(d).env_from or []
     assert [s.config_map_ref.name for s in sources if s.config_map_ref] == [
         config.metadata.name if config.metadata else None
@@ -307,7 +332,7 @@ def test_settings_reach_the_worker_through_the_config_map(chart: Documents) -> N
 
 def test_service_and_service_monitor_select_the_worker_pods(chart: Documents) -> None:
     docs = chart()
-    d: V1Deployment = model(one(docs, "Deployment"))
+    d = deployment(docs)
     service: V1Service = model(one(docs, "Service"))
     pod_labels = d.spec.template.metadata.labels if d.spec.template.metadata else None
     assert service.spec is not None
@@ -334,8 +359,12 @@ def _no_monitor() -> Json:
 
 def test_the_service_account_is_bound_in_every_target_namespace(chart: Documents) -> None:
     docs = chart({"rbac": {"namespaces": ["heal7-staging", "heal7-prod"]}})
-    account: V1ServiceAccount = model(one(docs, "ServiceAccount"))
-    d: V1Deployment = model(one(docs, "Deployment"))
+    d = deployment(docs)
+    (account,) = [
+        model(x)
+        for x in docs
+        if x["kind"] == "ServiceAccount" and not x["metadata"]["name"].endswith("-runner")
+    ]
     assert account.metadata is not None
     assert d.spec.template.spec is not None
     assert d.spec.template.spec.service_account_name == account.metadata.name
@@ -497,11 +526,12 @@ def _workdir() -> PurePosixPath:
     )
 
 
-def _pod_environment(docs: list[Json]) -> dict[str, str]:
-    """The worker container's environment as the kubelet builds it: the ConfigMap (envFrom),
-    then `env` on top; a secretKeyRef becomes a placeholder naming the Secret and key."""
+def _pod_environment(docs: list[Json], *, runner: bool = False) -> dict[str, str]:
+    """The worker container's environment (the deployer's, or the runner's) as the kubelet
+    builds it: the ConfigMap (envFrom), then `env` on top; a secretKeyRef becomes a
+    placeholder naming the Secret and key."""
     config: V1ConfigMap = model(settings_map(docs))
-    container = worker_container(deployment(docs))
+    container = worker_container(runner_deployment(docs) if runner else deployment(docs))
     assert config.metadata is not None
     assert [s.config_map_ref.name for s in container.env_from or [] if s.config_map_ref] == [
         config.metadata.name
@@ -600,7 +630,8 @@ def test_building_images_needs_a_docker_engine_outside_the_pod(chart: Documents)
             "SLIPWAY_METRICS": "traefik",
             "SLIPWAY_BUILDER": "wheel",
             "SLIPWAY_REGISTRY": "local",
-        }
+        },
+        "runner": {"enabled": False},
     }
     config: V1ConfigMap = model(settings_map(chart(wheel, engine=False)))
     assert config.data is not None
@@ -609,9 +640,16 @@ def test_building_images_needs_a_docker_engine_outside_the_pod(chart: Documents)
 
 
 def test_slack_and_sonarqube_secrets_come_from_existing_secrets(chart: Documents) -> None:
-    env = _pod_environment(chart(VARIANTS["slack and sonarqube"]))
+    docs = chart(VARIANTS["slack and sonarqube"])
+    env = _pod_environment(docs)
     assert env["SLIPWAY_SLACK_WEBHOOK_URL"] == "secret:slack/webhook-url"
-    assert env["SLIPWAY_SONARQUBE_TOKEN"] == "secret:sonarqube/token"
+    # The scanner runs on the runner: the token goes there (to the one worker without it).
+    runner_env = _pod_environment(docs, runner=True)
+    assert runner_env["SLIPWAY_SONARQUBE_TOKEN"] == "secret:sonarqube/token"
+    alone = _pod_environment(
+        chart({**VARIANTS["slack and sonarqube"], "runner": {"enabled": False}})
+    )
+    assert alone["SLIPWAY_SONARQUBE_TOKEN"] == "secret:sonarqube/token"
 
     with pytest.raises(HelmError, match=r"slack\.existingSecret is required"):
         chart({"settings": {"SLIPWAY_NOTIFIER": "slack"}})
@@ -673,3 +711,171 @@ def test_the_worker_reads_its_policy_from_a_config_map(
     assert volume.config_map.name == "heal7-policy"
     with pytest.raises(HelmError, match=r"settings\.SLIPWAY_POLICY_FILE is set by the chart"):
         chart({"settings": {"SLIPWAY_POLICY_FILE": "/somewhere"}})
+
+
+# --- two trust domains: the runner ------------------------------------------------------------
+
+SECRETS: Json = {
+    "temporal": {"apiKey": {"existingSecret": "temporal-cloud"}},
+    "codec": {"existingSecret": "slipway-codec"},
+    "settings": {
+        "SLIPWAY_NOTIFIER": "slack",
+        "SLIPWAY_SONARQUBE_URL": "https://sonar.example",
+        "SLIPWAY_SONARQUBE_PROJECT": "heal7",
+    },
+    "slack": {"existingSecret": "slack"},
+    "sonarqube": {"existingSecret": "sonarqube"},
+    "rbac": {"namespaces": ["heal7-staging", "heal7-prod"]},
+}
+
+
+def _pod_labels(d: V1Deployment) -> dict[str, str]:
+    meta = d.spec.template.metadata
+    assert meta is not None
+    return dict(meta.labels or {})
+
+
+def _matches(selector: dict[str, str], labels: dict[str, str]) -> bool:
+    return selector.items() <= labels.items()
+
+
+def test_the_runner_has_no_token_no_role_and_none_of_the_deployers_secrets(
+    chart: Documents,
+) -> None:
+    docs = chart(SECRETS)
+    deployer, runner = deployment(docs), runner_deployment(docs)
+    runner_spec, deployer_spec = pod_spec(runner), pod_spec(deployer)
+    # Its own service account, no token mounted, and no Role bound to it.
+    accounts = {x["metadata"]["name"]: model(x) for x in docs if x["kind"] == "ServiceAccount"}
+    assert runner_spec.service_account_name != deployer_spec.service_account_name
+    assert runner_spec.automount_service_account_token is False
+    assert accounts[runner_spec.service_account_name].automount_service_account_token is False
+    subjects = {s.name for x in docs if x["kind"] == "RoleBinding" for s in model(x).subjects or []}
+    assert subjects == {deployer_spec.service_account_name}
+    # Secrets: the Temporal connection, the codec key (payloads), SonarQube (its scanner).
+    runner_env = _pod_environment(docs, runner=True)
+    deployer_env = _pod_environment(docs)
+    secrets = {k: v for k, v in runner_env.items() if v.startswith("secret:")}
+    assert secrets == {
+        "TEMPORAL_API_KEY": "secret:temporal-cloud/api-key",
+        "SLIPWAY_CODEC_KEY": "secret:slipway-codec/aes-key",
+        "SLIPWAY_SONARQUBE_TOKEN": "secret:sonarqube/token",
+    }
+    assert deployer_env["SLIPWAY_SLACK_WEBHOOK_URL"] == "secret:slack/webhook-url"
+    assert "SLIPWAY_SONARQUBE_TOKEN" not in deployer_env
+    # No policy: nothing of the deployer's is mounted.
+    mounts = {m.name for m in worker_container(runner).volume_mounts or []}
+    assert mounts == {"tmp", "state"}
+    assert "policy" in {v.name for v in deployer_spec.volumes or []}
+    # Roles and queues.
+    assert (runner_env["SLIPWAY_ROLE"], deployer_env["SLIPWAY_ROLE"]) == ("runner", "deployer")
+    assert runner_env["SLIPWAY_RUNNER_TASK_QUEUE"] == "slipway-runner"
+    # The deployer's selector (and its Service's) never picks the runner's pods, nor the reverse.
+    assert deployer.spec.selector.match_labels is not None
+    assert runner.spec.selector.match_labels is not None
+    assert not _matches(deployer.spec.selector.match_labels, _pod_labels(runner))
+    assert not _matches(runner.spec.selector.match_labels, _pod_labels(deployer))
+
+
+@pytest.mark.parametrize("values", VARIANTS.values(), ids=VARIANTS.keys())
+def test_the_runner_accepts_the_rendered_settings_and_writes_only_to_mounted_volumes(
+    chart: Documents, values: Json, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    docs = chart(values)
+    env = _pod_environment(docs, runner=True)
+    settings = _load_settings(env, monkeypatch)
+    assert settings.role == "runner"
+    spec = pod_spec(runner_deployment(docs))
+    (container,) = spec.containers
+    assert container.security_context is not None
+    assert container.security_context.read_only_root_filesystem is True
+    writable = [
+        PurePosixPath(m.mount_path) for m in container.volume_mounts or [] if not m.read_only
+    ]
+    for name, path in _written_paths(settings, env).items():
+        assert any(path.is_relative_to(mount) for mount in writable), (name, path)
+
+
+def test_the_runner_reaches_only_temporal_and_dns(chart: Documents) -> None:
+    docs = chart()
+    policy: V1NetworkPolicy = model(one(docs, "NetworkPolicy"))
+    assert policy.spec is not None
+    assert policy.spec.pod_selector is not None
+    selector = policy.spec.pod_selector.match_labels or {}
+    assert _matches(selector, _pod_labels(runner_deployment(docs)))
+    assert not _matches(selector, _pod_labels(deployment(docs)))
+    assert sorted(policy.spec.policy_types or []) == ["Egress", "Ingress"]
+    (ingress,) = policy.spec.ingress or []
+    assert [(p.port, p.protocol) for p in ingress.ports or []] == [("metrics", "TCP")]
+    temporal, dns = policy.spec.egress or []
+    assert [(p.port, p.protocol) for p in temporal.ports or []] == [(7233, "TCP")]
+    (peer,) = temporal.to or []
+    assert peer.namespace_selector is not None
+    assert peer.namespace_selector.match_labels == {"kubernetes.io/metadata.name": "temporal"}
+    assert sorted((p.port, p.protocol) for p in dns.ports or []) == [(53, "TCP"), (53, "UDP")]
+
+    # What else it must reach is listed, rule by rule; pods of backing services add theirs.
+    engine = {
+        "to": [{"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "build"}}}],
+        "ports": [{"port": 2375, "protocol": "TCP"}],
+    }
+    values = {
+        "runner": {"networkPolicy": {"egress": [engine]}},
+        "settings": {
+            "SLIPWAY_BACKING_SERVICES": "kubernetes",
+            "SLIPWAY_BACKING_SERVICES_NAMESPACE": "heal7-ci",
+        },
+    }
+    rules = one(chart(values), "NetworkPolicy")["spec"]["egress"]
+    assert len(rules) == 4
+    assert rules[2] == {
+        "to": [{"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "heal7-ci"}}}]
+    }
+    assert rules[3] == engine
+
+
+def test_pods_of_backing_services_give_the_runner_their_role_alone(chart: Documents) -> None:
+    docs = chart(
+        {
+            "settings": {
+                "SLIPWAY_BACKING_SERVICES": "kubernetes",
+                "SLIPWAY_BACKING_SERVICES_NAMESPACE": "heal7-ci",
+            }
+        }
+    )
+    runner_spec, deployer_spec = pod_spec(runner_deployment(docs)), pod_spec(deployment(docs))
+    assert runner_spec.automount_service_account_token is True
+    bound = {
+        x["metadata"]["namespace"]: {s["name"] for s in x["subjects"]}
+        for x in docs
+        if x["kind"] == "RoleBinding"
+    }
+    assert bound == {
+        "heal7-ci": {runner_spec.service_account_name},
+        "slipway": {deployer_spec.service_account_name},
+    }
+
+
+def test_without_the_runner_one_deployment_serves_both(chart: Documents) -> None:
+    docs = chart({"runner": {"enabled": False}})
+    assert [d["metadata"]["name"] for d in docs if d["kind"] == "Deployment"] == ["slipway-worker"]
+    assert not [d for d in docs if d["kind"] == "NetworkPolicy"]
+    assert _pod_environment(docs)["SLIPWAY_ROLE"] == "all"
+
+
+def test_wheels_reach_the_deployer_only_through_a_shared_claim(chart: Documents) -> None:
+    wheel = {
+        "settings": {
+            "SLIPWAY_PLATFORM": "local",
+            "SLIPWAY_METRICS": "traefik",
+            "SLIPWAY_BUILDER": "wheel",
+            "SLIPWAY_REGISTRY": "local",
+        }
+    }
+    with pytest.raises(HelmError, match=r"set state\.existingClaim to a ReadWriteMany claim"):
+        chart(wheel, engine=False)
+    docs = chart({**wheel, "state": {"existingClaim": "slipway-state"}}, engine=False)
+    for d in (deployment(docs), runner_deployment(docs)):
+        state = next(v for v in pod_spec(d).volumes or [] if v.name == "state")
+        assert state.persistent_volume_claim is not None
+        assert state.persistent_volume_claim.claim_name == "slipway-state"

@@ -4,7 +4,6 @@ gates approved as people would (the stack itself is `tests.support.devstack`).""
 from __future__ import annotations
 
 import re
-from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from starters.localstack import git, wait_for_gate
@@ -17,8 +16,6 @@ from workflows.naming import environment_id
 
 __all__ = ["approve_gate", "approve_through", "environment", "release", "start"]
 
-T0 = datetime.now(UTC) - timedelta(hours=1)
-
 
 def release(repo: Path, version: str) -> str:
     """A new, good commit of hello-service that reports `version`."""
@@ -29,14 +26,14 @@ def release(repo: Path, version: str) -> str:
     return git(repo, "rev-parse", "HEAD")
 
 
-async def start(stack: Stack, repo: Path, commit: str, minute: int) -> str:
+async def start(stack: Stack, repo: Path, commit: str) -> str:
+    """Start `commit`'s run; runs are ordered by git's committer time of their commit."""
     run = RunContext(
         service="hello",
         repo=str(repo),
         commit=commit,
         author="erin",
         branch="main",
-        commit_time=T0 + timedelta(minutes=minute),
     )
     started = await start_pipeline(
         stack.client, HELLO_SPEC, run, DEMO_ROLES, stack.worker.task_queue

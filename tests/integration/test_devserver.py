@@ -15,9 +15,9 @@ from typing import Any
 import pytest
 from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
-from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner
 
 from contracts.activity import SuiteReport
+from plumbing.sandbox import workflow_runner
 from starters.runs import (
     pipeline_outcome,
     replay_history,
@@ -28,7 +28,7 @@ from tests.support.binaries import require_binary
 from tests.support.changed_workflow import ChangedPipelineWorkflow
 from tests.support.memory import MemoryBackends
 from tests.support.pipelines import ROLES, ROOT, heal7, run_context, wait_for_gate
-from worker import activities_for, build_worker
+from worker import activities_for, build_runner_worker, build_worker
 from workflows.environment import EnvironmentWorkflow
 from workflows.messages import PipelineState, StageState
 from workflows.spec import PipelineSpec, validate_definition
@@ -75,6 +75,7 @@ def cli_env(env: WorkflowEnvironment, task_queue: str) -> dict[str, str]:
         "TEMPORAL_ADDRESS": target,
         "TEMPORAL_NAMESPACE": env.client.namespace,
         "SLIPWAY_TASK_QUEUE": task_queue,
+        "SLIPWAY_RUNNER_TASK_QUEUE": f"{task_queue}-runner",
     }
 
 
@@ -264,7 +265,9 @@ async def test_replay_passes_for_current_code_and_fails_for_changed_code(
         task_queue=changed_queue,
         workflows=[ChangedPipelineWorkflow, EnvironmentWorkflow],
         activities=activities_for(memory.backends(), client),
-        workflow_runner=SandboxedWorkflowRunner(),
+        # The worker's own sandbox: its environment workflows verify deployers' proofs
+        # with the key this process holds (contracts.deployer_proof passes through).
+        workflow_runner=workflow_runner(),
     ):
         changed = await start_pipeline(client, short_spec(), run_context(), ROLES, changed_queue)
         await pipeline_outcome(client.get_workflow_handle(changed.workflow_id))
@@ -307,7 +310,10 @@ async def test_cli_start_wait_and_status_follow_the_pipeline(
         exit_code=1, tests=3, failures=1, errors=0, skipped=0, failed_tests=["test_x"]
     )
 
-    async with build_worker(dev_env.client, memory.backends(), task_queue):
+    # `slipway start` sends the run's untrusted work to the runner's queue: serve both.
+    backends = memory.backends()
+    runner = build_runner_worker(dev_env.client, backends.runner(), f"{task_queue}-runner")
+    async with build_worker(dev_env.client, backends, task_queue), runner:
         proc = await asyncio.create_subprocess_exec(
             sys.executable,
             "-m",

@@ -265,7 +265,7 @@ async def soak(scale: Scale, home: Path) -> Tally:
         deadline = time.monotonic() + scale.deadline_s
         for c in commits:
             run = RunContext(service="hello", repo=str(home / "repo"), commit=c.sha, author="erin",
-                             branch="main", commit_time=c.at)  # fmt: skip
+                             branch="main")  # fmt: skip
             for _ in range(60):  # the server may be restarting
                 try:
                     c.workflow_id = (

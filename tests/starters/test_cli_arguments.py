@@ -9,7 +9,10 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
+from starters import cli
 from starters.cli import app
+from starters.runs import StartedRun
+from workflows.messages import RunContext
 
 ROOT = Path(__file__).resolve().parents[2]
 HEAL7 = str(ROOT / "pipelines" / "heal7.yaml")
@@ -34,7 +37,6 @@ CASES = {
         ["validate", HEAL7, "--roles", str(ROOT)],
         "cannot read the roles file",
     ),
-    "bad commit time": ([*START, "--commit", SHA, "--commit-time", "yesterday"], "bad argument"),
     "gate with a path": (
         ["approve", "pipeline-x", "--approver", "carol", "--gate", "../prod"],
         "is not a valid name",
@@ -70,3 +72,26 @@ def test_validate_checks_gates_against_the_roles_file(tmp_path: Path) -> None:
     assert "stage 'approve_production', field 'roles'" in result.output
     ok = CliRunner().invoke(app, ["validate", HEAL7, "--roles", str(ROOT / "pipelines/roles.yaml")])
     assert ok.exit_code == 0, ok.output
+
+
+def test_commit_time_is_ignored_with_a_note(monkeypatch: pytest.MonkeyPatch) -> None:
+    # CI scripts that pass it keep working; the run's commit time is git's (the checkout's),
+    # so a time in the future cannot make a run newer than the ones started after it.
+    started: list[RunContext] = []
+
+    async def client() -> object:
+        return object()
+
+    async def start(
+        _client: object, _spec: object, run: RunContext, *_: object, **__: object
+    ) -> StartedRun:
+        started.append(run)
+        return StartedRun(workflow_id="pipeline-x", run_id="r", existing=False, url="u")
+
+    monkeypatch.setattr(cli, "_client", client)
+    monkeypatch.setattr(cli, "start_pipeline", start)
+    args = [*START, "--commit", SHA, "--commit-time", "2031-01-01T00:00:00+00:00"]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    assert "--commit-time 2031-01-01T00:00:00+00:00 is ignored" in " ".join(result.output.split())
+    assert [run.commit_time for run in started] == [None]

@@ -60,11 +60,13 @@ __all__ = [
 
 
 class MemorySource:
-    """Checkouts that exist only as names; `delay_s` simulates a slow clone."""
+    """Checkouts that exist only as names; `delay_s` simulates a slow clone; `commit_times`
+    are the committer times git records (by commit sha; else 2026-01-01)."""
 
     def __init__(self, delay_s: float = 0.0) -> None:
         self.delay_s = delay_s
         self.calls: list[CheckoutRequest] = []
+        self.commit_times: dict[str, datetime] = {}
 
     def ensure(self, request: CheckoutRequest) -> Workspace:
         self.calls.append(request)
@@ -72,7 +74,7 @@ class MemorySource:
         return Workspace(
             path=f"/memory/{request.commit[:12]}/{request.service_path}",
             commit=request.commit,
-            commit_time=datetime(2026, 1, 1, tzinfo=UTC),
+            commit_time=self.commit_times.get(request.commit, datetime(2026, 1, 1, tzinfo=UTC)),
         )
 
 

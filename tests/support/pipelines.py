@@ -43,12 +43,14 @@ async def start(
     task_queue: str,
     spec: PipelineSpec | None = None,
     run: RunContext | None = None,
+    *,
+    runner_task_queue: str = "",
 ) -> Handle:
     spec = spec or heal7()
     run = run or run_context()
     return await client.start_workflow(
         PipelineWorkflow.run,
-        PipelineInput(spec=spec, run=run, roles=ROLES),
+        PipelineInput(spec=spec, run=run, roles=ROLES, runner_task_queue=runner_task_queue),
         id=pipeline_id(spec.service.name, run.branch, run.commit) + "-" + uuid.uuid4().hex[:6],
         task_queue=task_queue,
     )

@@ -224,6 +224,25 @@ CATALOGUE: dict[str, Case] = {
     "tag with a slash": Case(changed(lambda d: _set(d, "publish", tags=["v/{sha12}"])),
                              "pipeline.yaml", "publish", "tags.0", "a tag is 1-128"),
     # ambiguity
+    # gates a definition could weaken (issue 16)
+    "approval that continues when not given": Case(
+        changed(lambda d: _set(d, "approve", timeout="1s", on_failure="continue")),
+        "pipeline.yaml", "approve", "on_failure", "an approval takes only on_failure: fail"),
+    "approval that rolls back when not given": Case(
+        changed(lambda d: _set(d, "approve", on_failure="rollback")),
+        "pipeline.yaml", "approve", "on_failure", "an approval takes only on_failure: fail"),
+    "production gate named after staging": Case(
+        changed(lambda d: _set(d, "approve", gate="staging")),
+        "pipeline.yaml", "approve", "gate", "named after another environment"),
+    "gate named after a freeze gate": Case(
+        changed(lambda d: _set(d, "approve", gate="production-freeze")),
+        "pipeline.yaml", "approve", "gate", "is the freeze override gate of 'production'"),
+    "production canary without the approval": Case(
+        changed(lambda d: d["stages"].append(
+            {"name": "canary", "kind": "canary", "needs": ["deploy_staging"],
+             "environment": "production", "metrics": [{"metric": "error_rate", "max": 1}]})),
+        "pipeline.yaml", "canary", "needs", "requires approval: add an approval stage for "
+        "'production' to this canary's needs"),
     "two approvals, one gate": Case(changed(_dup_gate), "pipeline.yaml", "approve2", "gate",
                                     "is also the gate of stage 'approve'"),
     # unsafe names and paths

@@ -1,6 +1,7 @@
 """Several runs of one service at once, on the time-skipping server with in-memory platforms:
-environment leases (supersede, queue in commit order), rollback to the recorded release once,
-cancellation, and the same sha on two branches."""
+environment leases (supersede, queue in commit order, by git's commit time never later than
+the run's start), rollback to the recorded release once, cancellation, and the same sha on two
+branches."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ import pytest
 from temporalio.client import WorkflowExecutionStatus
 from temporalio.testing import WorkflowEnvironment
 
-from contracts.activity import MetricsQuery
+from contracts.activity import Artifact, MetricsQuery, ReleaseSpec
 from starters.runs import pipeline_outcome
 from tests.support.memory import MemoryBackends
 from tests.support.pipelines import (
@@ -26,7 +27,14 @@ from tests.support.pipelines import (
 from tests.workflows.test_pipeline import approve, approve_all, wait_for_canary_interval
 from worker import build_worker
 from workflows.environment import EnvironmentWorkflow
-from workflows.messages import EnvironmentState, PipelineState, StageState
+from workflows.messages import (
+    EnvironmentInput,
+    EnvironmentState,
+    PipelineState,
+    RunContext,
+    Serving,
+    StageState,
+)
 from workflows.naming import canary_id, environment_id, pipeline_id
 from workflows.spec import PipelineSpec
 
@@ -38,6 +46,13 @@ T0 = datetime(2026, 11, 1, 12, 0, tzinfo=UTC)
 
 def at(minutes: int) -> datetime:
     return T0 + timedelta(minutes=minutes)
+
+
+def committed(memory: MemoryBackends, when: datetime, **kw: Any) -> RunContext:
+    """A run of a commit git records as committed `when` (what the checkout reports)."""
+    run = run_context(**kw)
+    memory.source.commit_times[run.commit] = when
+    return run
 
 
 def with_policies(spec: PipelineSpec, **policies: str) -> PipelineSpec:
@@ -83,11 +98,11 @@ async def test_staging_supersedes_an_older_run(
         # On develop (staging is the last environment): after the cancellations a supersede
         # makes, the time-skipping server's clock cannot be trusted (sdk-java#1138).
         older = await start(
-            time_env.client, task_queue, spec, run_context(branch="develop", commit_time=at(0))
+            time_env.client, task_queue, spec, committed(memory, at(0), branch="develop")
         )
         await wait_for_gate(older, "staging")  # past development first: it is older
         newer = await start(
-            time_env.client, task_queue, spec, run_context(branch="develop", commit_time=at(5))
+            time_env.client, task_queue, spec, committed(memory, at(5), branch="develop")
         )
         await wait_for_gate(newer, "staging")
         await approve(older, "alice", "staging")
@@ -117,7 +132,7 @@ async def test_production_queues_in_commit_order_and_ends_on_the_newest(
         # than what serves dev or staging (which would supersede it there).
         for name, minute in (("a", 0), ("c", 10), ("b", 20)):
             runs[name] = handle = await start(
-                time_env.client, task_queue, spec, run_context(commit_time=at(minute))
+                time_env.client, task_queue, spec, committed(memory, at(minute))
             )
             await wait_for_gate(handle, "staging", timeout_s=40)
             await approve(handle, "alice", "staging")
@@ -140,6 +155,79 @@ async def test_production_queues_in_commit_order_and_ends_on_the_newest(
     assert prod.serving.run == runs["b"].id
     assert results["b"].artifact is not None
     assert memory.platform.envs["production"].stable == results["b"].artifact.digest
+
+
+FUTURE = datetime(2031, 1, 1, tzinfo=UTC)
+
+
+async def test_a_commit_dated_in_the_future_does_not_freeze_the_environment(
+    time_env: WorkflowEnvironment, memory: MemoryBackends, task_queue: str
+) -> None:
+    # Whoever commits sets the commit's time (and the starter once said it, --commit-time):
+    # a commit dated 2031 counts as made when its run started, so a commit made after that
+    # still deploys (it used to be superseded, exit 3, by the 2031 commit serving).
+    spec = heal7()
+    async with build_worker(time_env.client, memory.backends(), task_queue):
+        dated = committed(memory, FUTURE, branch="develop", commit_time=FUTURE)
+        first = await start(time_env.client, task_queue, spec, dated)
+        await wait_for_gate(first, "staging")
+        await approve(first, "alice", "staging")
+        shipped_first = await pipeline_outcome(first)
+        staging = await environment(time_env, "staging")
+        recorded = staging.serving.commit_time if staging.serving else None
+        assert recorded is not None
+        assert recorded < FUTURE  # the run's start
+        later = committed(memory, recorded + timedelta(minutes=1), branch="develop")
+        second = await start(time_env.client, task_queue, spec, later)
+        await wait_for_gate(second, "staging")
+        await approve(second, "alice", "staging")
+        shipped = await pipeline_outcome(second)
+        development = await environment(time_env, "development")
+        staging = await environment(time_env, "staging")
+    assert shipped_first.state == PipelineState.SUCCEEDED
+    assert shipped.state == PipelineState.SUCCEEDED, shipped.failure
+    for env in (development, staging):
+        assert env.serving is not None
+        assert env.serving.run == second.id
+        assert all(e.commit_time is None or e.commit_time < FUTURE for e in env.releases)
+
+
+async def test_an_environment_frozen_by_a_future_commit_time_thaws(
+    time_env: WorkflowEnvironment, memory: MemoryBackends, task_queue: str
+) -> None:
+    # Recorded before the fix: development serves a release whose commit time (as an older
+    # worker took it from the starter) is in 2031. Its time counts as when it started serving.
+    memory.platform.already_serving("development", OLD)
+    frozen = EnvironmentState(
+        service="heal7-backend",
+        environment="development",
+        serving=Serving(
+            release=ReleaseSpec(artifact=Artifact(digest=OLD, uri="memory://old")),
+            run="pipeline-heal7-backend-develop-000000000000",
+            commit="0" * 40,
+            commit_time=FUTURE,
+            since=T0,
+        ),
+    )
+    async with build_worker(time_env.client, memory.backends(), task_queue):
+        await time_env.client.start_workflow(
+            EnvironmentWorkflow.run,
+            EnvironmentInput(service="heal7-backend", environment="development", state=frozen),
+            id=environment_id("heal7-backend", "development"),
+            task_queue=task_queue,
+        )
+        run = await start(
+            time_env.client, task_queue, run=committed(memory, at(5), branch="develop")
+        )
+        await wait_for_gate(run, "staging")
+        await approve(run, "alice", "staging")
+        result = await pipeline_outcome(run)
+        development = await environment(time_env, "development")
+    assert result.state == PipelineState.SUCCEEDED, result.failure
+    assert development.serving is not None
+    assert development.serving.run == run.id
+    assert development.serving.before is not None
+    assert development.serving.before.commit_time == T0
 
 
 async def test_a_deploy_that_changed_nothing_rolls_nothing_back(
