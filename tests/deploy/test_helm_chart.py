@@ -767,6 +767,12 @@ def test_the_runner_has_no_token_no_role_and_none_of_the_deployers_secrets(
     mounts = {m.name for m in worker_container(runner).volume_mounts or []}
     assert mounts == {"tmp", "state"}
     assert "policy" in {v.name for v in deployer_spec.volumes or []}
+    # The deployer key, from its Secret, is the deployer's alone.
+    key_volume = next(v for v in deployer_spec.volumes or [] if v.name == "deployer-key")
+    assert key_volume.secret.secret_name == "slipway-deployer-key"
+    assert deployer_env["SLIPWAY_DEPLOYER_KEY_FILE"] == "/etc/slipway/deployer-key/key"
+    assert "SLIPWAY_DEPLOYER_KEY_FILE" not in runner_env
+    assert "deployer-key" not in {v.name for v in runner_spec.volumes or []}
     # Roles and queues.
     assert (runner_env["SLIPWAY_ROLE"], deployer_env["SLIPWAY_ROLE"]) == ("runner", "deployer")
     assert runner_env["SLIPWAY_RUNNER_TASK_QUEUE"] == "slipway-runner"

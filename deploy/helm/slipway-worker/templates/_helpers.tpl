@@ -146,7 +146,7 @@ Settings the chart owns (set from other values) or that are secrets (taken from 
 Secrets only): fail when they are put in `settings` or `env`.
 */}}
 {{- define "slipway-worker.checkSettings" -}}
-{{- $owned := dict "SLIPWAY_STATE_DIR" "state.mountPath" "SLIPWAY_DOCKER_HOST" "docker.host" "SLIPWAY_METRICS_PORT" "metrics.port" "SLIPWAY_TASK_QUEUE" "temporal.taskQueue" "SLIPWAY_POLICY_FILE" "policy.mountPath" "SLIPWAY_RUNNER_TASK_QUEUE" "runner.taskQueue" "SLIPWAY_ROLE" "runner.enabled" -}}
+{{- $owned := dict "SLIPWAY_STATE_DIR" "state.mountPath" "SLIPWAY_DOCKER_HOST" "docker.host" "SLIPWAY_METRICS_PORT" "metrics.port" "SLIPWAY_TASK_QUEUE" "temporal.taskQueue" "SLIPWAY_POLICY_FILE" "policy.mountPath" "SLIPWAY_RUNNER_TASK_QUEUE" "runner.taskQueue" "SLIPWAY_ROLE" "runner.enabled" "SLIPWAY_DEPLOYER_KEY_FILE" "deployerKey.existingSecret" -}}
 {{- $secret := dict "SLIPWAY_SLACK_WEBHOOK_URL" "slack.existingSecret" "SLIPWAY_SONARQUBE_TOKEN" "sonarqube.existingSecret" "SLIPWAY_CODEC_KEY" "codec.existingSecret" "TEMPORAL_API_KEY" "temporal.apiKey.existingSecret" -}}
 {{- range $source := list "settings" "env" -}}
 {{- range $name, $_ := index $.Values $source -}}
