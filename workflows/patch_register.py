@@ -1,0 +1,173 @@
+"""Every compatibility path the workflows keep for runs recorded by older code, and when each
+may go.
+
+A `workflow.patched(ID)` call keeps a run recorded before the change on its old commands;
+deleting it while such a run is open (or while a committed history in tests/histories needs
+it) breaks that run's replay with a nondeterminism error. Temporal's way out is in two steps:
+once no open run predates a patch, replace `workflow.patched(ID)` by
+`workflow.deprecate_patch(ID)` and delete the old branch; once no open run predates *that*,
+delete the call. "No open run predates it": `temporal workflow list --query
+"ExecutionStatus='Running' AND StartTime < '<the release that added it>'"` is empty for the
+workflow types named (environment workflows run for ever: they continue-as-new, and the new
+run starts on the new code, so for them the question is whether the current run of each
+started after the release).
+
+tests/workflows/test_patch_register.py keeps this file and the code in step: every patch id
+in the code is here and every id here is in the code; every patch marker in a committed
+history is here.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+__all__ = ["COMPATIBILITY", "PATCHES", "Compatibility", "Patch"]
+
+
+@dataclass(frozen=True)
+class Patch:
+    id: str
+    workflows: tuple[str, ...]
+    before: str
+    """What runs recorded before it do (the old branch)."""
+    delete_when: str
+
+
+@dataclass(frozen=True)
+class Compatibility:
+    """A path kept for old runs or old data that is not a patch marker."""
+
+    name: str
+    where: str
+    needed_by: str
+    delete_when: str
+
+
+_NO_OPEN_RUN = "no open {} run started before this patch (then deprecate_patch, then delete)"
+
+PATCHES: tuple[Patch, ...] = (
+    Patch(
+        "environment-leases",
+        ("PipelineWorkflow",),
+        "acts on environments without leases (legacy rollback activity, `leases is None`)",
+        _NO_OPEN_RUN.format("PipelineWorkflow"),
+    ),
+    Patch(
+        "worker-policy",
+        ("PipelineWorkflow",),
+        "judges decisions by the roles its starter supplied, no signatures, no action checks",
+        _NO_OPEN_RUN.format("PipelineWorkflow"),
+    ),
+    Patch(
+        "canary-controls-signed-by-deployer",
+        ("PipelineWorkflow",),
+        "forwards canary controls as signals carrying a token its canary's input holds",
+        _NO_OPEN_RUN.format("PipelineWorkflow") + "; then CanaryInput.control_token goes",
+    ),
+    Patch(
+        "gates-hold",
+        ("PipelineWorkflow",),
+        "lets an approval that continues open the way; checks only deploys at start",
+        _NO_OPEN_RUN.format("PipelineWorkflow"),
+    ),
+    Patch(
+        "trusted-commit-time",
+        ("PipelineWorkflow", "EnvironmentWorkflow"),
+        "orders runs by the commit time its starter supplied",
+        _NO_OPEN_RUN.format("PipelineWorkflow")
+        + ", and every environment workflow's current run started after it",
+    ),
+    Patch(
+        "crash-is-not-a-verdict",
+        ("PipelineWorkflow", "CanaryWorkflow", "MonitorWorkflow", "EnvironmentWorkflow"),
+        "lets Temporal count a lost worker as a failed attempt",
+        _NO_OPEN_RUN.format("pipeline, canary, monitor or environment"),
+    ),
+    Patch(
+        "metrics-preflight-on-stable",
+        ("CanaryWorkflow",),
+        "goes to the first step without measuring the stable version first",
+        _NO_OPEN_RUN.format("CanaryWorkflow"),
+    ),
+    Patch(
+        "repeat-interval-when-load-lost",
+        ("CanaryWorkflow",),
+        "judges an interval whose generated load died with its worker",
+        _NO_OPEN_RUN.format("CanaryWorkflow"),
+    ),
+    Patch(
+        "repeat-preflight-when-load-lost",
+        ("CanaryWorkflow",),
+        "judges a pre-flight whose generated load died with its worker",
+        _NO_OPEN_RUN.format("CanaryWorkflow"),
+    ),
+    Patch(
+        "monitor-repeats-interval-when-load-lost",
+        ("MonitorWorkflow",),
+        "judges an interval whose generated load died with its worker",
+        _NO_OPEN_RUN.format("MonitorWorkflow"),
+    ),
+    Patch(
+        "manual-rollback-policy",
+        ("EnvironmentWorkflow",),
+        "takes a manual rollback from anyone, unjudged",
+        "every environment workflow's current run started after it",
+    ),
+    Patch(
+        "rollback-once-per-run-id-and-token",
+        ("EnvironmentWorkflow",),
+        "remembers rollbacks per workflow id (a restarted run's rollback was answered cached)",
+        "every environment workflow's current run started after it",
+    ),
+    Patch(
+        "manual-rollback-through-environment",
+        ("RollbackWorkflow",),
+        "rolls back as asked, with no judgment",
+        "no open RollbackWorkflow started before it; then the workflow goes (see below)",
+    ),
+)
+
+COMPATIBILITY: tuple[Compatibility, ...] = (
+    Compatibility(
+        "RollbackWorkflow",
+        "workflows/rollback.py, workflows/registry.py",
+        "RollbackWorkflow executions started before manual rollbacks went to environments",
+        "no open RollbackWorkflow: unregister it and delete the module",
+    ),
+    Compatibility(
+        "legacy rollback activity (ActivityName.ROLLBACK, RollbackRequest)",
+        "activities/deploy.py, workflows/pipeline.py, canary.py, monitor.py, rollback.py",
+        "runs without leases (patch environment-leases) and RollbackWorkflow",
+        "with patch environment-leases and RollbackWorkflow",
+    ),
+    Compatibility(
+        "`leases is None` branches",
+        "workflows/stages.py, workflows/pipeline.py",
+        "runs recorded before patch environment-leases",
+        "with patch environment-leases",
+    ),
+    Compatibility(
+        "LEGACY_ENCODING",
+        "plumbing/codec.py",
+        "payloads encrypted before key ids were bound into the associated data",
+        "when no history (open, retained or saved for replay) holds such payloads",
+    ),
+    Compatibility(
+        "signal controls on CanaryWorkflow (control_token)",
+        "workflows/canary.py, workflows/messages.py",
+        "canaries started before patch canary-controls-signed-by-deployer",
+        "with patch canary-controls-signed-by-deployer",
+    ),
+    Compatibility(
+        "RunContext.commit_time",
+        "workflows/messages.py, starters/cli.py (--commit-time, ignored)",
+        "inputs recorded with it, and runs before patch trusted-commit-time",
+        "with patch trusted-commit-time; the CLI flag one release after",
+    ),
+    Compatibility(
+        "empty PipelineInput.runner_task_queue",
+        "workflows/messages.py, workflows/stages.py",
+        "runs started before the runner queue: every activity on their own queue",
+        "no open PipelineWorkflow started before runner queues",
+    ),
+)
