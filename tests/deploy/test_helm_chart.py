@@ -769,6 +769,7 @@ def test_the_runner_has_no_token_no_role_and_none_of_the_deployers_secrets(
     assert "policy" in {v.name for v in deployer_spec.volumes or []}
     # The deployer key, from its Secret, is the deployer's alone.
     key_volume = next(v for v in deployer_spec.volumes or [] if v.name == "deployer-key")
+    assert key_volume.secret is not None
     assert key_volume.secret.secret_name == "slipway-deployer-key"
     assert deployer_env["SLIPWAY_DEPLOYER_KEY_FILE"] == "/etc/slipway/deployer-key/key"
     assert "SLIPWAY_DEPLOYER_KEY_FILE" not in runner_env
