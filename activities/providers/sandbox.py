@@ -235,6 +235,9 @@ class Sandbox:
         if not self.privileged:
             args += ["--unshare-user", "--disable-userns", "--cap-drop", "ALL"]
         args += ["--proc", "/proc", "--dev", "/dev"]
+        # POSIX semaphores (multiprocessing's locks: detect-secrets' pool) live in /dev/shm,
+        # which bwrap's /dev leaves unwritable to the sandbox's uid.
+        args += layout.tmpfs(Path("/dev/shm"), "1777")
         for name in _SYSTEM_DIRS:
             if Path(name).is_dir():
                 args += layout.bind(Path(name), Path(name), writable=False)
@@ -256,7 +259,15 @@ class Sandbox:
                 continue
             args += layout.bind_real(bind.source, bind.target or bind.source, bind.writable)
         home = env.get("HOME")
-        private = [*mounts.private, *([Path(home)] if home and os.path.isabs(home) else [])]
+        private = list(mounts.private)
+        if home and os.path.isabs(home):
+            if self.privileged and os.path.isdir(home) and not os.listdir(home):
+                # The caller's throwaway HOME, given to the sandbox's uid: tools refuse a
+                # home another user may write (pip: "writable by another user").
+                self.give(Path(home))
+                args += layout.bind_real(Path(home), Path(home), writable=True)
+            else:
+                private.append(Path(home))
         for path in private:
             args += layout.tmpfs(Path(path), "0777")
         env = {**env, "TMPDIR": "/tmp"}

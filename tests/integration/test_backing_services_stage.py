@@ -21,6 +21,7 @@ from tests.support.binaries import missing, require_module
 from tests.support.memory import MemoryBackends
 from tests.support.pipelines import run_context, start
 from tests.support.ports import port_refuses
+from tests.support.sandbox import unsandboxed  # noqa: F401  (a fixture)
 from worker import build_worker
 from workflows.messages import StageState
 from workflows.spec import validate_definition
@@ -100,6 +101,9 @@ def port_of(url: str) -> int:
     return int(url.rsplit(":", 1)[1].split("/")[0])
 
 
+# The suite leaves its servers' addresses in endpoints.json, in the checkout: a sandboxed
+# stage writes only its own copy (tests/e2e run the same suites sandboxed).
+@pytest.mark.usefixtures("unsandboxed")
 async def test_the_suite_reads_and_writes_both_servers_through_the_stage_env(
     project: Path, tmp_path: Path
 ) -> None:

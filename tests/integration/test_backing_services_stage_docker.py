@@ -26,6 +26,7 @@ from tests.integration.test_backing_services_stage import (
 from tests.support.binaries import require_module
 from tests.support.docker_engine import FakeDockerEngine, engine_with_real_servers
 from tests.support.ports import port_refuses
+from tests.support.sandbox import unsandboxed  # noqa: F401  (a fixture)
 
 
 @pytest.fixture
@@ -44,6 +45,9 @@ def project(tmp_path: Path) -> Path:
     return root
 
 
+# The suite leaves its servers' addresses in endpoints.json, in the checkout: a sandboxed
+# stage writes only its own copy (tests/e2e run the same suites sandboxed).
+@pytest.mark.usefixtures("unsandboxed")
 async def test_the_suite_reaches_the_containers_through_the_stage_env(
     engine: FakeDockerEngine, project: Path
 ) -> None:

@@ -20,6 +20,7 @@ from contracts.activity import Artifact, BuildRequest, PublishRequest, Severity
 from contracts.errors import ErrorType
 from tests.support.podman import LocalRegistry, PodmanService, running_podman, running_registry
 from tests.support.ports import free_port
+from tests.support.sandbox import unsandboxed  # noqa: F401  (a fixture)
 
 pytestmark = [pytest.mark.realserver]
 
@@ -235,6 +236,8 @@ def test_scan_without_trivy_is_unavailable_not_a_pass(
     assert report.findings == []
 
 
+# The stand-in trivy reads its canned report from the test's directory.
+@pytest.mark.usefixtures("unsandboxed")
 def test_an_image_is_gated_like_a_source_tree_by_the_one_trivy_parser(
     docker_registry: DockerRegistry,
     registry: LocalRegistry,
