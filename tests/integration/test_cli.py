@@ -333,9 +333,11 @@ async def test_status_shows_activities_temporal_is_retrying(
     dev_env: WorkflowEnvironment, memory: MemoryBackends, task_queue: str
 ) -> None:
     data = definition()
-    data["stages"][2]["retry"] = {"max_attempts": 10, "initial_interval": "1s", "backoff": 1}
+    data["stages"][2]["retry"] = {"max_attempts": 100, "initial_interval": "1s", "backoff": 1}
     flaky = validate_definition(data, "cli.yaml")
-    memory.platform.transient_failures["development"] = 3
+    # The development API refuses until the test has seen the retries (a few failures would
+    # be over before a `slipway status` on a busy machine could see them).
+    memory.platform.transient_failures["development"] = 100
     async with build_worker(dev_env.client, memory.backends(), task_queue):
         run = await start_pipeline(dev_env.client, flaky, run_context(), ROLES, task_queue)
         out = ""
@@ -344,6 +346,7 @@ async def test_status_shows_activities_temporal_is_retrying(
             if "activities being retried" in out:
                 break
             await asyncio.sleep(0.25)
+        memory.platform.transient_failures["development"] = 0
         handle = dev_env.client.get_workflow_handle(run.workflow_id)
         await wait_for_gate(handle, "production")
         await handle.signal("abort", {"by": "dave"})
