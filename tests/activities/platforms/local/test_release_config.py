@@ -160,7 +160,8 @@ def test_release_sees_settings_and_secrets_and_settings_changes_redeploy(
 
     first = asyncio.run(activities.deploy(_request(artifact, first_config, 1)))
     assert first.changed
-    assert first.config is not None and first.config.secrets["DB_PASSWORD"].version == "1"
+    assert first.config is not None
+    assert first.config.secrets["DB_PASSWORD"].version == "1"
     assert first.digest == ReleaseSpec(artifact=artifact, config=first.config).digest
     assert _env(platform, "PLAIN_GREETING")["value"] == "hello"
     assert _env(platform, "DB_PASSWORD")["sha256"] == _sha(SECRET_VALUE)
@@ -173,8 +174,10 @@ def test_release_sees_settings_and_secrets_and_settings_changes_redeploy(
     store.set("envecho/production/db", json.dumps({"password": NEW_SECRET}))
     second_config = first_config.model_copy(update={"settings": {"PLAIN_GREETING": "annyeong"}})
     second = asyncio.run(activities.deploy(_request(artifact, second_config, 1)))
-    assert second.changed and second.digest != first.digest
-    assert second.config is not None and second.config.secrets["DB_PASSWORD"].version == "2"
+    assert second.changed
+    assert second.digest != first.digest
+    assert second.config is not None
+    assert second.config.secrets["DB_PASSWORD"].version == "2"
     assert _env(platform, "PLAIN_GREETING")["value"] == "annyeong"
     assert _env(platform, "DB_PASSWORD")["sha256"] == _sha(NEW_SECRET)
 
@@ -187,13 +190,15 @@ def test_release_sees_settings_and_secrets_and_settings_changes_redeploy(
             RestoreRequest(service="envecho", environment=ENV, target=recorded, fence=2)
         )
     )
-    assert restored.changed and restored.restored_digest == first.digest
+    assert restored.changed
+    assert restored.restored_digest == first.digest
     assert _env(platform, "PLAIN_GREETING")["value"] == "hello"
     assert _env(platform, "DB_PASSWORD")["sha256"] == _sha(SECRET_VALUE)
 
     # The fence reads back what serves, configuration included (the environment's record).
     serving = platform.target.fence(FenceRequest(service="envecho", environment=ENV, token=2))
-    assert serving is not None and serving.digest == first.digest
+    assert serving is not None
+    assert serving.digest == first.digest
 
     # Neither results nor the worker's log nor the state on disk hold a value.
     results = "".join(r.model_dump_json() for r in (first, again, second, restored))
