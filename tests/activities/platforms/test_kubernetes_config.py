@@ -5,6 +5,7 @@ Slipway), through the fake API server."""
 from __future__ import annotations
 
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 from temporalio.exceptions import ApplicationError
@@ -39,7 +40,7 @@ def _request(config: ReleaseConfig, fence: int = 1) -> DeployRequest:
     )
 
 
-def _env(fake: FakeKubeApi) -> list[dict[str, object]]:
+def _env(fake: FakeKubeApi) -> list[dict[str, Any]]:
     template = fake.deployment(NS, f"{SERVICE}-stable").spec.template
     assert template.spec is not None
     env = template.spec.containers[0].env or []
