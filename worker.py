@@ -87,7 +87,7 @@ def deployer_activities(
     worker's client (messages to environment workflows) and policy file (decisions)."""
     scan = ScanActivities({}, backends.registry)
     build = BuildActivities(None, backends.registry)
-    deploy = DeployActivities(backends.target, backends.router)
+    deploy = DeployActivities(backends.target, backends.router, backends.secrets)
     metrics = MetricsActivities(backends.metrics, backends.load)
     notify = NotifyActivities(backends.notifier)
     environments = EnvironmentActivities(client, search_attributes=search_attributes)

@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
-from typing import Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 from contracts.activity import (
     Artifact,
@@ -42,6 +42,9 @@ from contracts.activity import (
     Workspace,
 )
 from contracts.service_templates import StartedServices
+
+if TYPE_CHECKING:
+    from activities.secrets import SecretResolver
 
 __all__ = [
     "Backends",
@@ -207,6 +210,7 @@ class DeployerBackends:
     notifier: Notifier
     registry: Registry | None = None
     load: LoadGenerator | None = None
+    secrets: SecretResolver | None = None
 
 
 @dataclass
@@ -225,6 +229,7 @@ class Backends:
     registry: Registry | None = None
     load: LoadGenerator | None = None
     services: BackingServices | None = None
+    secrets: SecretResolver | None = None
 
     def runner(self) -> RunnerBackends:
         return RunnerBackends(
@@ -243,6 +248,7 @@ class Backends:
             notifier=self.notifier,
             registry=self.registry,
             load=self.load,
+            secrets=self.secrets,
         )
 
     @classmethod
@@ -259,4 +265,5 @@ class Backends:
             notifier=deployer.notifier,
             registry=deployer.registry,
             load=deployer.load,
+            secrets=deployer.secrets,
         )

@@ -22,6 +22,7 @@ from contracts.activity import (
     FenceRequest,
     HttpCheckReport,
     HttpCheckRequest,
+    ReleaseConfig,
     ReleaseSpec,
     RestoreRequest,
     RestoreResult,
@@ -37,12 +38,13 @@ __all__ = ["BundledTarget"]
 _DeployOp = Callable[[DeployRequest, Heartbeat], DeployResult]
 
 
-def _component_release(part: Component) -> ReleaseSpec:
+def _component_release(part: Component, config: ReleaseConfig) -> ReleaseSpec:
     return ReleaseSpec(
         artifact=part.artifact,
         run_command=part.run_command,
         health_path=part.health_path,
         ready_path=part.ready_path,
+        config=config.for_component(part.name),
     )
 
 
@@ -77,6 +79,7 @@ class BundledTarget:
                         "run_command": part.run_command,
                         "health_path": part.health_path,
                         "ready_path": part.ready_path,
+                        "config": request.config.for_component(part.name),
                     }
                 ),
                 heartbeat,
@@ -87,7 +90,7 @@ class BundledTarget:
         return DeployResult(
             environment=request.environment,
             slot=first.slot,
-            digest=bundle.digest,
+            digest=request.release_digest,
             previous_digest=None,
             endpoint=first.endpoint,
             changed=any(r.changed for r in results),
@@ -104,7 +107,11 @@ class BundledTarget:
                 request.model_copy(
                     update={
                         "service": component_service(request.service, name),
-                        "target": _component_release(parts[name]) if name in parts else None,
+                        "target": (
+                            _component_release(parts[name], target.config)
+                            if target is not None and name in parts
+                            else None
+                        ),
                         "components": [],
                     }
                 ),
@@ -122,6 +129,7 @@ class BundledTarget:
         if not request.components:
             return self._target.fence(request)
         serving: list[Component] = []
+        configs: dict[str, ReleaseConfig] = {}
         for name in sorted(request.components):
             found = self._target.fence(
                 request.model_copy(
@@ -138,9 +146,12 @@ class BundledTarget:
                         ready_path=found.ready_path,
                     )
                 )
+                if not found.config.is_empty:
+                    configs[name] = found.config
         if not serving:
             return None
-        return ReleaseSpec(artifact=bundle_of(serving))
+        # Each component's config as it runs: the same release digest as the bundle's record.
+        return ReleaseSpec(artifact=bundle_of(serving), config=ReleaseConfig(components=configs))
 
     def check(self, request: HttpCheckRequest) -> HttpCheckReport:
         # Checks name the component's service themselves (the stage's `artifact:`).

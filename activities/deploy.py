@@ -5,9 +5,10 @@ from __future__ import annotations
 from temporalio import activity
 
 from activities._blocking import run_blocking
-from activities.backends import DeployTarget, TrafficRouter
+from activities.backends import DeployTarget, Heartbeat, TrafficRouter
 from activities.bundles import BundledTarget
 from activities.observability import activity_log
+from activities.secrets import SecretResolver
 from contracts.activity import (
     ActivityName,
     DeployRequest,
@@ -29,25 +30,53 @@ class WeightNotAppliedError(RuntimeError):
 
 
 class DeployActivities:
-    def __init__(self, target: DeployTarget, router: TrafficRouter) -> None:
+    def __init__(
+        self,
+        target: DeployTarget,
+        router: TrafficRouter,
+        secrets: SecretResolver | None = None,
+    ) -> None:
         # Bundles (several deployables per run) fan out here, above every platform.
         bundled = BundledTarget(target, router)
         self._target: DeployTarget = bundled
         self._router: TrafficRouter = bundled
+        self._secrets = secrets or SecretResolver({})
+
+    def _pinned(self, request: DeployRequest) -> DeployRequest:
+        """Every secret reference resolved (its version pinned) before anything changes: a
+        reference that does not resolve fails here, naming the environment and field."""
+        if not request.config.secrets and not any(
+            c.secrets for c in request.config.components.values()
+        ):
+            return request
+        config = self._secrets.pin(request.config, request.environment)
+        return request.model_copy(update={"config": config})
 
     @activity.defn(name=ActivityName.DEPLOY)
     async def deploy(self, request: DeployRequest) -> DeployResult:
         activity_log(
             environment=request.environment, slot=request.slot, digest=request.artifact.digest
         ).info("deploy")
-        return await run_blocking(lambda progress: self._target.deploy(request, progress))
+
+        def run(progress: Heartbeat) -> DeployResult:
+            pinned = self._pinned(request)
+            result = self._target.deploy(pinned, progress)
+            return result.model_copy(update={"config": pinned.config})
+
+        return await run_blocking(run)
 
     @activity.defn(name=ActivityName.PROMOTE)
     async def promote(self, request: DeployRequest) -> DeployResult:
         activity_log(environment=request.environment, digest=request.artifact.digest).info(
             "promote"
         )
-        return await run_blocking(lambda progress: self._target.promote(request, progress))
+
+        def run(progress: Heartbeat) -> DeployResult:
+            pinned = self._pinned(request)
+            result = self._target.promote(pinned, progress)
+            return result.model_copy(update={"config": pinned.config})
+
+        return await run_blocking(run)
 
     @activity.defn(name=ActivityName.SET_WEIGHT)
     async def set_weight(self, request: WeightRequest) -> None:
@@ -76,7 +105,14 @@ class DeployActivities:
         activity_log(environment=request.environment, digest=target, reason=request.reason).warning(
             "restore"
         )
-        return await run_blocking(lambda progress: self._target.restore(request, progress))
+
+        def run(progress: Heartbeat) -> RestoreResult:
+            if request.target is not None:
+                # The recorded versions must still resolve before anything is taken away.
+                self._secrets.pin(request.target.config, request.environment)
+            return self._target.restore(request, progress)
+
+        return await run_blocking(run)
 
     @activity.defn(name=ActivityName.ROLLBACK)
     async def rollback(self, request: RollbackRequest) -> RollbackResult:

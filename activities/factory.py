@@ -269,6 +269,25 @@ def deployer_backends_from_settings(settings: Settings) -> DeployerBackends:
             settings.prometheus_url, namespaces=settings.kube_namespaces
         )
 
+    # The deployer's secret sources; the local platform reads values from them at each start.
+    from activities.secrets import (
+        LocalSecretStore,
+        SecretBackend,
+        SecretResolver,
+        SecretsManagerSecrets,
+        secret_store_path,
+        secretsmanager_client,
+    )
+
+    sources: dict[str, SecretBackend] = {}
+    if "local" in settings.secret_sources:
+        sources["local"] = LocalSecretStore(secret_store_path(settings.state_dir))
+    if "secretsmanager" in settings.secret_sources:
+        sources["secretsmanager"] = SecretsManagerSecrets(
+            secretsmanager_client(settings.secretsmanager_endpoint_url or None, settings.aws_region)
+        )
+    secrets = SecretResolver(sources)
+
     for name in sorted(settings.platforms):
         envs = [e for e in settings.environments if settings.platform_for(e) == name]
         if name == settings.platform:
@@ -280,6 +299,7 @@ def deployer_backends_from_settings(settings: Settings) -> DeployerBackends:
                 settings.state_dir / "platform",
                 environments=settings.environments,
                 base_port=settings.base_port,
+                secrets=secrets,
             )
             # Started, never stopped by the worker: environments keep serving while workers
             # restart (a new worker finds Traefik and the slots from the state on disk).
@@ -295,6 +315,8 @@ def deployer_backends_from_settings(settings: Settings) -> DeployerBackends:
                 settings.kube_namespaces,
                 base_url_for=settings.kube_ingress_urls or None,
             )
+            # Environments on Kubernetes take `from: kubernetes` secrets (secretKeyRef).
+            secrets.add("kubernetes", kube.secrets())
             for env in envs:
                 targets[env], routers[env], loads[env] = kube, kube, None
                 if prometheus is None:
@@ -309,6 +331,7 @@ def deployer_backends_from_settings(settings: Settings) -> DeployerBackends:
         notifier=_notifier(settings),
         registry=_registry(settings),
         load=dispatch,
+        secrets=secrets,
     )
 
 

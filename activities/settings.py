@@ -29,6 +29,9 @@ class ConfigurationError(ValueError):
     """A setting is missing or contradicts another; the message names it."""
 
 
+SecretSourceName = Literal["local", "secretsmanager", "kubernetes"]
+
+
 class Settings(BaseSettings):
     """Everything a worker needs besides the Temporal connection (Temporal's env config)."""
 
@@ -71,6 +74,14 @@ class Settings(BaseSettings):
     docker_registry: str = Field("", description="Registry host[:port] images are pushed to.")
     aws_region: str = "us-east-1"
     ecr_endpoint_url: str = Field("", description="Override the ECR endpoint (moto, VPC).")
+    secret_sources: list[SecretSourceName] = Field(
+        default_factory=lambda: list[SecretSourceName](["local"]),
+        description="Where the deployer resolves `secrets:` references (kubernetes is added "
+        "for environments on the kubernetes platform).",
+    )
+    secretsmanager_endpoint_url: str = Field(
+        "", description="Override the Secrets Manager endpoint (moto, VPC)."
+    )
     prometheus_url: str = ""
     slack_webhook_url: SecretStr | None = None
     sonarqube_url: str = ""

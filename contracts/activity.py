@@ -11,6 +11,8 @@ This module is pure data: it is imported by deterministic workflow code.
 from __future__ import annotations
 
 import hashlib
+import json
+from collections.abc import Sequence
 from datetime import date, datetime
 from enum import StrEnum
 from typing import Literal
@@ -40,6 +42,7 @@ __all__ = [
     "MetricsSample",
     "NotifyRequest",
     "PublishRequest",
+    "ReleaseConfig",
     "ReleaseSpec",
     "RestoreRequest",
     "RestoreResult",
@@ -49,6 +52,8 @@ __all__ = [
     "ScanReport",
     "ScanRequest",
     "ScannerReport",
+    "SecretRef",
+    "SecretSource",
     "Severity",
     "Slot",
     "SuiteReport",
@@ -57,6 +62,7 @@ __all__ = [
     "Workspace",
     "bundle_of",
     "component_service",
+    "release_digest",
 ]
 
 
@@ -388,6 +394,102 @@ def bundle_of(components: list[Component], version: str = "") -> Artifact:
     )
 
 
+# --- configuration ------------------------------------------------------------------------
+
+
+SecretSource = Literal["local", "secretsmanager", "kubernetes"]
+"""Where a secret reference points: the deployer's local store (`slipway secret set`), AWS
+Secrets Manager, or a Kubernetes Secret in the environment's namespace."""
+
+
+class SecretRef(_Model):
+    """A secret by reference, never its value: where it is, and which version the deployer
+    resolved when the release was deployed (empty until then)."""
+
+    source: SecretSource
+    name: str
+    key: str = Field(
+        "",
+        description="A Kubernetes Secret's data key, or a field of a JSON Secrets Manager "
+        "secret; empty: the whole value.",
+    )
+    version: str = Field("", description="The version resolved at deploy time.")
+
+    def label(self) -> str:
+        """'secretsmanager:heal7/production/db#password@v3' (no value, ever)."""
+        text = f"{self.source}:{self.name}"
+        if self.key:
+            text += f"#{self.key}"
+        return text + (f"@{self.version}" if self.version else "")
+
+
+class ReleaseConfig(_Model):
+    """A release's configuration: plain settings and secret references, as environment
+    variables of the release's processes. A bundle's artifacts add their own over the
+    environment's (`components`). Part of what an environment records and a rollback puts
+    back; a change of it is a new release (`release_digest`)."""
+
+    settings: dict[str, str] = {}
+    secrets: dict[str, SecretRef] = {}
+    components: dict[str, ReleaseConfig] = Field(
+        default_factory=dict, description="A bundle's per-artifact config, over the top level."
+    )
+
+    def for_component(self, name: str) -> ReleaseConfig:
+        """What `name` runs with: the top level's, its own over it (a name is a setting or a
+        secret, whichever its own level says last)."""
+        own = self.components.get(name)
+        if own is None:
+            return ReleaseConfig(settings=self.settings, secrets=self.secrets)
+        settings = {k: v for k, v in self.settings.items() if k not in own.secrets}
+        secrets = {k: v for k, v in self.secrets.items() if k not in own.settings}
+        return ReleaseConfig(
+            settings={**settings, **own.settings}, secrets={**secrets, **own.secrets}
+        )
+
+    def effective(self, components: Sequence[str] = ()) -> dict[str, ReleaseConfig]:
+        """Per component ('' for a release of one artifact), what each runs with."""
+        if not components:
+            return {"": ReleaseConfig(settings=self.settings, secrets=self.secrets)}
+        return {name: self.for_component(name) for name in sorted(components)}
+
+    @property
+    def is_empty(self) -> bool:
+        return not (
+            self.settings or self.secrets or any(not c.is_empty for c in self.components.values())
+        )
+
+    def fingerprint(self, components: Sequence[str] = ()) -> str:
+        """A short hash of the effective configuration (values of settings, references and
+        versions of secrets); '' when there is none."""
+        effective = self.effective(components)
+        if all(c.is_empty for c in effective.values()):
+            return ""
+        text = json.dumps(
+            {name: c.model_dump(mode="json") for name, c in effective.items()}, sort_keys=True
+        )
+        return hashlib.sha256(text.encode()).hexdigest()[:12]
+
+    def describe(self) -> str:
+        """Names, references and versions for a summary: never a value."""
+        parts: list[str] = []
+        for where, c in [("", self), *((f"{n}: ", c) for n, c in sorted(self.components.items()))]:
+            if c.settings:
+                parts.append(f"{where}settings {', '.join(sorted(c.settings))}")
+            if c.secrets:
+                refs = ", ".join(f"{k} ({r.label()})" for k, r in sorted(c.secrets.items()))
+                parts.append(f"{where}secrets {refs}")
+        return "; ".join(parts)
+
+
+def release_digest(artifact: Artifact, config: ReleaseConfig) -> str:
+    """What identifies a release: the artifact's digest, and a hash of its configuration when
+    it has one ('sha256:…+config:1a2b3c4d5e6f'). A settings-only change is a new release."""
+    names = [c.name for c in artifact.components] if artifact.kind == "bundle" else []
+    fingerprint = config.fingerprint(names)
+    return f"{artifact.digest}+config:{fingerprint}" if fingerprint else artifact.digest
+
+
 class BuildRequest(_Model):
     """Build the service at `path` for `commit`."""
 
@@ -428,6 +530,16 @@ class DeployRequest(_Model):
         description="The environment lease's fencing token: a platform refuses a call whose "
         "token is lower than one it has seen for the environment (0: no lease, legacy runs).",
     )
+    config: ReleaseConfig = Field(
+        default_factory=ReleaseConfig,
+        description="Settings and secret references; the deployer resolves them (values never "
+        "travel in a request).",
+    )
+
+    @property
+    def release_digest(self) -> str:
+        """The release's identity: artifact and configuration (`release_digest`)."""
+        return release_digest(self.artifact, self.config)
 
 
 class DeployResult(_Model):
@@ -437,6 +549,9 @@ class DeployResult(_Model):
     previous_digest: str | None = None
     endpoint: str = ""
     changed: bool = True
+    config: ReleaseConfig | None = Field(
+        None, description="The request's configuration with each secret's resolved version."
+    )
 
 
 class WeightRequest(_Model):
@@ -472,16 +587,20 @@ class FenceRequest(_Model):
 
 
 class ReleaseSpec(_Model):
-    """Everything a platform needs to run a release again: what a rollback puts back."""
+    """Everything a platform needs to run a release again: what a rollback puts back. The
+    artifact **and** its configuration (secrets by reference and version)."""
 
     artifact: Artifact
     run_command: list[str] = []
     health_path: str = "/health"
     ready_path: str = "/ready"
+    config: ReleaseConfig = Field(default_factory=ReleaseConfig)
 
     @property
     def digest(self) -> str:
-        return self.artifact.digest
+        """The release's identity: the artifact's digest, with the configuration's hash when
+        it has one (`release_digest`)."""
+        return release_digest(self.artifact, self.config)
 
 
 class RestoreRequest(_Model):

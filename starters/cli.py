@@ -818,6 +818,34 @@ def dora(
     raise typer.Exit(_run(go))
 
 
+secret_app = typer.Typer(
+    help="The deployer's local secret store (`from: local` references), under "
+    "$SLIPWAY_STATE_DIR/secrets on the deployer's machine."
+)
+app.add_typer(secret_app, name="secret")
+
+
+@secret_app.command("set")
+def secret_set(
+    name: Annotated[str, typer.Argument(help="The secret's name, e.g. heal7/development/db.")],
+) -> None:
+    """Store a new version of NAME; the value is read from stdin (never an argument, which
+    shell history and `ps` would keep). Earlier versions stay, for rollbacks."""
+    from activities.secrets import LocalSecretStore, secret_store_path
+    from workflows.limits import SECRET_NAME
+
+    if not SECRET_NAME.match(name) or ".." in name.split("/"):
+        typer.echo(f"{name!r} is not a secret name: 1-512 letters, digits and /_+=.@-", err=True)
+        raise typer.Exit(2)
+    value = sys.stdin.read().removesuffix("\n")
+    if not value:
+        typer.echo("no value on stdin: pipe it in, e.g. `slipway secret set NAME < file`", err=True)
+        raise typer.Exit(2)
+    state_dir = Path(os.environ.get("SLIPWAY_STATE_DIR", ".demo/state"))
+    version = LocalSecretStore(secret_store_path(state_dir)).set(name, value)
+    typer.echo(f"{name}: version {version}")
+
+
 def main() -> None:
     """Run a command and exit with its code without interpreter finalization: the Temporal
     client's native runtime threads can abort a finalizing interpreter (seen as a fatal

@@ -12,16 +12,21 @@ from datetime import timedelta
 
 __all__ = [
     "DOCKER_TAG",
+    "ENV_NAME",
+    "KUBE_SECRET_NAME",
+    "MAX_CONFIG_ENTRIES",
     "MAX_DURATION",
     "MAX_EXTENDS_DEPTH",
     "MAX_FILE_BYTES",
     "MAX_NAME_CHARS",
     "MAX_NESTING",
+    "MAX_SETTING_CHARS",
     "MAX_SPEC_BYTES",
     "MAX_STAGES",
     "MAX_STAGES_READ",
     "MAX_TEMPLATE_CHARS",
     "SAFE_NAME",
+    "SECRET_NAME",
     "SERVICE_NAME",
     "SHA",
     "short",
@@ -60,6 +65,21 @@ SERVICE_NAME = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
 
 SHA = re.compile(r"^([0-9a-f]{40}|[0-9a-f]{64})$")
 """A full commit sha (SHA-1 or SHA-256 repositories), lower-case hex."""
+
+ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,127}$")
+"""A setting's or secret's name: the environment variable the release reads."""
+
+SECRET_NAME = re.compile(r"^[A-Za-z0-9/_+=.@-]{1,512}$")
+"""A Secrets Manager (or local store) secret name, as AWS allows them."""
+
+KUBE_SECRET_NAME = re.compile(r"^[a-z0-9]([a-z0-9.-]{0,251}[a-z0-9])?$")
+"""A Kubernetes Secret's name (a DNS subdomain)."""
+
+MAX_CONFIG_ENTRIES = 100
+"""Settings, and secrets, per environment or artifact (each)."""
+
+MAX_SETTING_CHARS = 4096
+"""A setting's value."""
 
 DOCKER_TAG = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$")
 

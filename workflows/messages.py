@@ -12,7 +12,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from contracts.activity import Artifact, MetricsSample, ReleaseSpec
+from contracts.activity import Artifact, MetricsSample, ReleaseConfig, ReleaseSpec
 from workflows.policy import Judgment
 from workflows.spec import CanaryStage, FreezeWindow, MonitorStage, PipelineSpec
 
@@ -426,6 +426,11 @@ class CanaryInput(_Message):
         "",
         description="The platform service whose metrics are judged (a bundle's named "
         "artifact); empty: `service`.",
+    )
+    config: ReleaseConfig = Field(
+        default_factory=ReleaseConfig,
+        description="The release's configuration as its deploy resolved it (references and "
+        "versions, never values): what promote runs.",
     )
 
 

@@ -33,7 +33,14 @@ from pydantic import (
     model_validator,
 )
 
-from contracts.activity import HttpCheck, IgnoreEntry, MetricName, Severity
+from contracts.activity import (
+    HttpCheck,
+    IgnoreEntry,
+    MetricName,
+    ReleaseConfig,
+    SecretRef,
+    Severity,
+)
 from contracts.metric_presets import (
     BUILTIN_METRICS,
     LATENCY_METRICS,
@@ -46,12 +53,17 @@ from contracts.metric_presets import (
 from contracts.service_templates import parse_service, template_references
 from workflows.limits import (
     DOCKER_TAG,
+    ENV_NAME,
+    KUBE_SECRET_NAME,
+    MAX_CONFIG_ENTRIES,
     MAX_DURATION,
+    MAX_SETTING_CHARS,
     MAX_SPEC_BYTES,
     MAX_STAGES,
     MAX_STAGES_READ,
     MAX_TEMPLATE_CHARS,
     SAFE_NAME,
+    SECRET_NAME,
     SERVICE_NAME,
     short,
 )
@@ -62,6 +74,7 @@ __all__ = [
     "CanaryStage",
     "CheckoutStage",
     "CommandStage",
+    "ConfigSpec",
     "DefinitionError",
     "DeployStage",
     "E2EStage",
@@ -80,6 +93,7 @@ __all__ = [
     "RetrySpec",
     "RollbackStage",
     "ScanStage",
+    "SecretRefSpec",
     "ServiceSpec",
     "SmokeStage",
     "Stage",
@@ -746,7 +760,102 @@ class ServiceSpec(_Strict):
     ready_path: CheckPath = "/ready"
 
 
-class ArtifactSpec(_Strict):
+# --- configuration ------------------------------------------------------------------------
+
+_RESERVED_VARIABLES = frozenset({"PATH", "HOME", "VIRTUAL_ENV", "PYTHONPATH", "PYTHONHOME"})
+
+
+def _variable(value: str) -> str:
+    if not ENV_NAME.match(value):
+        raise ValueError(
+            f"{short(value)} is not an environment variable name: letters, digits and '_', "
+            "not starting with a digit, at most 128"
+        )
+    if value.upper().startswith("SLIPWAY_") or value.upper() in _RESERVED_VARIABLES:
+        raise ValueError(f"{value!r} is set by Slipway itself; choose another name")
+    return value
+
+
+Variable = Annotated[str, AfterValidator(_variable)]
+
+
+class SecretRefSpec(_Strict):
+    """A secret by reference: `{from: secretsmanager, name: heal7/production/db}`,
+    `{from: kubernetes, name: heal7-db, key: password}`, `{from: local, name: heal7/dev/db}`.
+    The deployer resolves it when it deploys; its value never enters the definition, history
+    or logs."""
+
+    source: Literal["local", "secretsmanager", "kubernetes"] = Field(
+        validation_alias=AliasChoices("from", "source"), serialization_alias="from"
+    )
+    name: str = Field(min_length=1, max_length=512)
+    key: str = Field("", max_length=253)
+
+    @model_validator(mode="after")
+    def _name_fits_source(self) -> SecretRefSpec:
+        if self.source == "kubernetes":
+            if not KUBE_SECRET_NAME.match(self.name):
+                raise ValueError(
+                    f"{short(self.name)} is not a Kubernetes Secret name (lower-case letters, "
+                    "digits, '-' and '.', at most 253)"
+                )
+            if not self.key:
+                raise ValueError("a Kubernetes Secret reference needs `key`: the data key to use")
+        elif not SECRET_NAME.match(self.name) or ".." in self.name.split("/"):
+            raise ValueError(
+                f"{short(self.name)} is not a secret name: 1-512 letters, digits and /_+=.@-"
+            )
+        if self.key and not re.fullmatch(r"[A-Za-z0-9_.-]{1,253}", self.key):
+            raise ValueError(f"key {short(self.key)} must be letters, digits, '_', '.', '-'")
+        return self
+
+    def ref(self) -> SecretRef:
+        return SecretRef(source=self.source, name=self.name, key=self.key)
+
+
+class ConfigSpec(_Strict):
+    """Settings (plain values) and secrets (references only), given to the release's processes
+    as environment variables."""
+
+    settings: dict[Variable, Annotated[str, Field(max_length=MAX_SETTING_CHARS)]] = Field(
+        default_factory=dict,
+        max_length=MAX_CONFIG_ENTRIES,
+        description="Plain values: never put a secret here (they are shown in summaries).",
+    )
+    secrets: dict[Variable, SecretRefSpec] = Field(
+        default_factory=dict,
+        max_length=MAX_CONFIG_ENTRIES,
+        description="References resolved by the deployer at deploy time; never values.",
+    )
+
+    @field_validator("settings", mode="before")
+    @classmethod
+    def _plain_values(cls, value: Any) -> Any:
+        # YAML reads `PORT: 80` and `DEBUG: true` as numbers and booleans; they are text here.
+        if isinstance(value, dict):
+            return {
+                k: (str(v).lower() if isinstance(v, bool) else str(v))
+                if isinstance(v, bool | int | float)
+                else v
+                for k, v in value.items()
+            }
+        return value
+
+    @model_validator(mode="after")
+    def _one_kind_per_name(self) -> ConfigSpec:
+        both = sorted(set(self.settings) & set(self.secrets))
+        if both:
+            raise ValueError(f"{', '.join(both)}: a name is a setting or a secret, not both")
+        return self
+
+    def release_config(self) -> ReleaseConfig:
+        return ReleaseConfig(
+            settings=dict(self.settings),
+            secrets={name: ref.ref() for name, ref in self.secrets.items()},
+        )
+
+
+class ArtifactSpec(ConfigSpec):
     """One of several deployables of the run (`artifacts:`): built from `path`, run with
     `run`. On the platform it is the service `<service>-<artifact>`."""
 
@@ -757,6 +866,11 @@ class ArtifactSpec(_Strict):
     )
     health_path: CheckPath = "/health"
     ready_path: CheckPath = "/ready"
+    environments: dict[SafeName, ConfigSpec] = Field(
+        default_factory=dict,
+        max_length=100,
+        description="This artifact's settings and secrets in one environment, over its own.",
+    )
 
 
 MAX_ARTIFACTS = 10
@@ -787,8 +901,9 @@ class FreezeWindow(_Strict):
         return value
 
 
-class EnvironmentSpec(_Strict):
-    """Per-environment policy (HEAL7's environment table)."""
+class EnvironmentSpec(ConfigSpec):
+    """Per-environment policy (HEAL7's environment table), and the release's configuration
+    there (`settings`, `secrets`)."""
 
     requires_approval: bool = False
     strategy: Literal["rolling", "blue_green", "canary"] = "rolling"
@@ -836,6 +951,37 @@ class PipelineSpec(_Strict):
         preset = own.preset or top.preset or "traefik"
         custom = {**top.custom, **own.custom}
         return {**PRESETS[preset], **{name: m.query for name, m in custom.items()}}
+
+    def release_config(self, environment: str) -> ReleaseConfig:
+        """The configuration a release runs with in `environment`: the environment's, and
+        each artifact's (its own, then its `environments.<environment>`) over it."""
+        env = self.environments.get(environment)
+        top = env.release_config() if env else ReleaseConfig()
+        components: dict[str, ReleaseConfig] = {}
+        for name, artifact in self.artifacts.items():
+            own = artifact.release_config()
+            here = artifact.environments.get(environment)
+            if here is not None:
+                own = ReleaseConfig(
+                    settings=own.settings,
+                    secrets=own.secrets,
+                    components={"_": here.release_config()},
+                ).for_component("_")
+            if not own.is_empty:
+                components[name] = own
+        return top.model_copy(update={"components": components})
+
+    @model_validator(mode="after")
+    def _artifact_environments_are_declared(self) -> PipelineSpec:
+        for name, artifact in self.artifacts.items():
+            for environment in artifact.environments:
+                if environment not in self.environments:
+                    declared = ", ".join(self.environments) or "none"
+                    raise ValueError(
+                        f"artifacts.{name}.environments: unknown environment "
+                        f"{environment!r}; declared under environments: {declared}"
+                    )
+        return self
 
     @model_validator(mode="after")
     def _artifact_services_are_names(self) -> PipelineSpec:

@@ -42,6 +42,7 @@ from contracts.activity import (
     ImageScanRequest,
     NotifyRequest,
     PublishRequest,
+    ReleaseConfig,
     ScanReport,
     ScanRequest,
     SuiteReport,
@@ -121,6 +122,9 @@ class RunState:
     checked them against the worker's policy (empty for runs from before that)."""
     signed_controls: bool = False
     """This run's canaries take controls only as updates a deployer signs (no token)."""
+    configs: dict[str, ReleaseConfig] = field(default_factory=dict)
+    """Per environment, the configuration its deploy resolved (secret versions pinned): what
+    a promote runs and the environment records."""
 
     def retry_note(self, stage: Stage) -> Callable[[int, str], None] | None:
         listener = self.on_retry
@@ -157,9 +161,16 @@ class RunState:
             raise StageFailedError(f"stage {stage.name!r} needs a build stage before it")
         return self.artifact
 
-    def deploy_request(self, environment: str, slot: Any, strategy: Any) -> DeployRequest:
+    def deploy_request(
+        self, environment: str, slot: Any, strategy: Any, *, fresh: bool = False
+    ) -> DeployRequest:
+        """The request for `environment`'s release; with the configuration its deploy pinned,
+        unless `fresh` (a deploy resolves the definition's again)."""
         service = self.input.spec.service
         fence = self.leases.token(environment) if self.leases else 0
+        config = self.configs.get(environment)
+        if fresh or config is None:
+            config = self.input.spec.release_config(environment)
         return DeployRequest(
             service=service.name,
             environment=environment,
@@ -170,6 +181,7 @@ class RunState:
             health_path=service.health_path,
             ready_path=service.ready_path,
             fence=fence,
+            config=config,
         )
 
     def strategy(self, environment: str) -> Any:
@@ -522,7 +534,7 @@ async def _deploy(stage: DeployStage, state: RunState) -> str:
     env_policy = state.input.spec.environments.get(stage.environment)
     strategy = stage.strategy or (env_policy.strategy if env_policy else "rolling")
     slot = "canary" if strategy == "canary" else "stable"
-    request = state.deploy_request(stage.environment, slot, strategy)
+    request = state.deploy_request(stage.environment, slot, strategy, fresh=True)
     if state.leases is None and stage.environment not in state.touched:
         state.touched.append(stage.environment)  # before leases: marked before the deploy
     result = await call(
@@ -535,6 +547,10 @@ async def _deploy(stage: DeployStage, state: RunState) -> str:
         summary=_ui(stage, f"{strategy} deploy to {stage.environment}"),
         on_retry=state.retry_note(stage),
     )
+    if result.config is not None:
+        # Secrets resolved at their current versions: the promote and the record use these.
+        state.configs[stage.environment] = result.config
+        request = request.model_copy(update={"config": result.config})
     if strategy == "blue_green":
         # Preview is healthy: switch the active colour.
         result = await call(
@@ -553,7 +569,10 @@ async def _deploy(stage: DeployStage, state: RunState) -> str:
         state.deployed[stage.environment] = result.digest
         _mark_production(stage.environment, state)
     note = "" if result.changed else " (already running)"
-    return f"{strategy} {result.digest[:19]} to {result.slot}{note}"
+    config = request.config.describe()
+    return f"{strategy} {result.digest[:19]} to {result.slot}{note}" + (
+        f"; config: {config}" if config else ""
+    )
 
 
 def _mark_production(environment: str, state: RunState) -> None:
@@ -601,6 +620,7 @@ async def _canary(stage: CanaryStage, state: RunState) -> str:
             control_token="" if state.signed_controls else state.control_token,
             controls="update" if state.signed_controls else "signal",
             measured=state.addressed(stage) if artifact.kind == "bundle" else "",
+            config=state.deploy_request(stage.environment, "canary", "canary").config,
         ),
         id=canary_id(state.workflow_id, stage.name),
         result_type=CanaryResult,

@@ -96,6 +96,7 @@ _ROUTES: list[tuple[str, re.Pattern[str]]] = [
     ("replicasets", re.compile(r"^/apis/apps/v1/namespaces/([^/]+)/replicasets$")),
     ("pods", re.compile(r"^/api/v1/namespaces/([^/]+)/pods$")),
     ("services", re.compile(r"^/api/v1/namespaces/([^/]+)/services/([^/]+)$")),
+    ("secrets", re.compile(r"^/api/v1/namespaces/([^/]+)/secrets/([^/]+)$")),
     (
         "virtualservices",
         re.compile(
@@ -243,12 +244,14 @@ class FakeKubeApi:
                     self._complete(namespace, data)
                 elif kind == "Service":
                     self._objects[("services", namespace, name)] = data
+                elif kind == "Secret":
+                    self._objects[("secrets", namespace, name)] = data
                 elif kind == "VirtualService":
                     meta["generation"] = 1
                     self._objects[("virtualservices", namespace, name)] = data
                 else:
                     raise ValueError(
-                        f"the fake stores Deployments, Services, VirtualServices: {kind}"
+                        f"the fake stores Deployments, Services, VirtualServices, Secrets: {kind}"
                     )
 
     def set_pod_waiting(self, image: str, reason: str, message: str = "") -> None:
@@ -905,8 +908,15 @@ def _merge(target: Json, patch: Json, *, strategic: bool) -> None:
             items: list[Json] = target[key]
             for item in value:
                 found = next((t for t in items if t.get("name") == item.get("name")), None)
+                if item.get("$patch") == "delete":
+                    # The one list directive the platform sends (a variable removed).
+                    if found is not None:
+                        items.remove(found)
+                    continue
                 if found is None:
-                    items.append(copy.deepcopy(item))
+                    added: Json = {}
+                    _merge(added, item, strategic=True)  # its nulls are not stored
+                    items.append(added)
                 else:
                     _merge(found, item, strategic=True)
         else:

@@ -206,6 +206,7 @@ class MemoryPlatform:
         # Called (unlocked) at the start of deploy: tests hold a deploy "in flight" here.
         self.before_deploy: Callable[[DeployRequest], None] | None = None
         self.events: list[str] = []
+        self.restores: list[RestoreRequest] = []
         self.fail_deploy: set[str] = set()
         # Environment → how many more deploys fail like a flaky API (retryable).
         self.transient_failures: dict[str, int] = {}
@@ -263,7 +264,7 @@ class MemoryPlatform:
                 self.transient_failures[request.environment] -= 1
                 raise ConnectionError(f"{request.environment} API: connection refused")
             env = self._env(request.environment, request.service)
-            digest = request.artifact.digest
+            digest = request.release_digest  # artifact and configuration
             if request.slot == "canary":
                 changed = env.canary != digest
                 env.canary = digest
@@ -287,7 +288,7 @@ class MemoryPlatform:
             self._fence(request.service, request.environment, request.fence)
             self.events.append(f"promote {request.environment}")
             env = self._env(request.environment, request.service)
-            digest = request.artifact.digest
+            digest = request.release_digest  # artifact and configuration
             changed = env.stable != digest
             if changed and env.stable:
                 env.previous.append(env.stable)
@@ -320,6 +321,7 @@ class MemoryPlatform:
             env = self._env(request.environment, request.service)
             target = request.target.digest if request.target else None
             self.events.append(f"restore {request.environment} {target}")
+            self.restores.append(request)
             changed = env.canary is not None or env.weight != 0
             env.canary, env.weight = None, 0
             if target is not None and env.stable != target:

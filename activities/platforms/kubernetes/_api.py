@@ -21,6 +21,7 @@ from kubernetes.client import (
     V1Deployment,
     V1Pod,
     V1ReplicaSet,
+    V1Secret,
     V1Service,
 )
 
@@ -162,6 +163,17 @@ class KubeApi:
             ),
             "delete",
             "Service",
+            name,
+            namespace,
+        )
+
+    def read_secret(self, namespace: str, name: str) -> V1Secret | None:
+        return _maybe(
+            lambda: self._core.read_namespaced_secret(
+                name, namespace, _request_timeout=self._timeout
+            ),
+            "read",
+            "Secret",
             name,
             namespace,
         )

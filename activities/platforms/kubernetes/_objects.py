@@ -22,11 +22,12 @@ from kubernetes.client import (
     V1ReplicaSet,
 )
 
-from contracts.activity import Artifact, Slot
+from contracts.activity import Artifact, ReleaseConfig, Slot
 
 __all__ = [
     "CANARY_PENDING",
     "CANARY_ROLLED_BACK",
+    "CONFIG",
     "DIGEST",
     "FENCE_TOKEN",
     "PREVIOUS_SLOT",
@@ -38,6 +39,9 @@ __all__ = [
     "VERSION",
     "RolloutState",
     "annotations_of",
+    "config_annotations",
+    "config_of",
+    "container_env",
     "deployment_name",
     "digest_of_deployment",
     "digest_of_template",
@@ -57,6 +61,9 @@ __all__ = [
 DIGEST = "slipway.dev/digest"
 """On a Deployment and its pod template: the artifact digest it runs (so ReplicaSets carry it)."""
 VERSION = "slipway.dev/version"
+CONFIG = "slipway.dev/config"
+"""On a Deployment and its pod template: the release's settings and secret references (with
+versions; never a value) as JSON, absent when it has none."""
 CANARY_PENDING = "slipway.dev/canary-pending"
 """On the stable Deployment: a canary with this digest is deployed and not promoted yet, so
 a rollback must leave the stable Deployment alone. That rollback removes it."""
@@ -102,6 +109,42 @@ def image_reference(artifact: Artifact) -> str:
     tag = uri.find(":", name_start)
     repository = uri if tag == -1 else uri[:tag]
     return f"{repository}@{artifact.digest}"
+
+
+def config_of(meta: V1ObjectMeta | None) -> ReleaseConfig:
+    """The configuration a Deployment (or pod template) was given; empty when none."""
+    text = annotations_of(meta).get(CONFIG)
+    return ReleaseConfig.model_validate_json(text) if text else ReleaseConfig()
+
+
+def config_annotations(old: ReleaseConfig, new: ReleaseConfig) -> dict[str, str | None]:
+    """The CONFIG annotation's patch: set, removed, or untouched (no config before or after)."""
+    if old.is_empty and new.is_empty:
+        return {}
+    return {CONFIG: None if new.is_empty else new.model_dump_json(exclude_defaults=True)}
+
+
+def container_env(old: ReleaseConfig, new: ReleaseConfig) -> dict[str, Any]:
+    """The main container's `env` in a strategic-merge patch: settings as values, secrets as
+    `valueFrom.secretKeyRef` (the kubelet reads the Secret; no value passes through
+    Slipway), names the old configuration had and the new one lacks deleted."""
+    if old.is_empty and new.is_empty:
+        return {}
+    env: list[dict[str, Any]] = [
+        {"name": name, "value": value, "valueFrom": None}
+        for name, value in sorted(new.settings.items())
+    ]
+    env += [
+        {
+            "name": name,
+            "value": None,
+            "valueFrom": {"secretKeyRef": {"name": ref.name, "key": ref.key}},
+        }
+        for name, ref in sorted(new.secrets.items())
+    ]
+    gone = sorted({*old.settings, *old.secrets} - {*new.settings, *new.secrets})
+    env += [{"name": name, "$patch": "delete"} for name in gone]
+    return {"env": env}
 
 
 def annotations_of(meta: V1ObjectMeta | None) -> dict[str, str]:

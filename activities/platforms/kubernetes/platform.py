@@ -36,6 +36,9 @@ from activities.platforms.kubernetes._objects import (
     TEMPLATE_HASH_LABEL,
     VERSION,
     annotations_of,
+    config_annotations,
+    config_of,
+    container_env,
     deployment_name,
     digest_of_deployment,
     digest_of_template,
@@ -56,6 +59,7 @@ from activities.platforms.kubernetes._routing import (
     parse_http_routes,
     with_canary_weight,
 )
+from activities.secrets import KubernetesSecrets
 from contracts.activity import (
     Artifact,
     DeployRequest,
@@ -63,6 +67,7 @@ from contracts.activity import (
     FenceRequest,
     HttpCheckReport,
     HttpCheckRequest,
+    ReleaseConfig,
     ReleaseSpec,
     RestoreRequest,
     RestoreResult,
@@ -132,6 +137,7 @@ class KubernetesPlatform:
                 f"the kubernetes platform deploys container images; artifact "
                 f"{request.artifact.uri} of {request.service} is a {request.artifact.kind}",
             )
+        _secrets_by_reference(request.environment, request.config)
         namespace = self._namespace(request.environment)
         self._fence(namespace, request.service, request.environment, request.fence)
         name = deployment_name(request.service, request.slot)
@@ -156,9 +162,11 @@ class KubernetesPlatform:
         if request.slot in _BLUE_GREEN:
             self._forget_previous_slot(namespace, request.service, request.slot)
 
+        old_config = config_of(current.metadata)
         in_place = (
             container.image == image
             and annotations_of(current.metadata).get(DIGEST) == digest
+            and old_config == request.config
             and replicas == replicas_of(current)
         )
         settled = in_place and rollout_state(current).done
@@ -170,10 +178,12 @@ class KubernetesPlatform:
             return self._deploy_result(request, previous, changed=False)
         if not in_place or supersedes_canary:
             # A new stable version: the last rollback's request id no longer describes it.
+            configured = config_annotations(old_config, request.config)
             meta: dict[str, str | None] = {
                 DIGEST: digest,
                 VERSION: request.artifact.version,
                 ROLLBACK_REQUEST: None,
+                **configured,
             }
             if supersedes_canary:
                 meta[CANARY_PENDING] = None
@@ -181,8 +191,16 @@ class KubernetesPlatform:
                 "metadata": {"annotations": meta},
                 "spec": {
                     "template": {
-                        "metadata": {"annotations": {DIGEST: digest}},
-                        "spec": {"containers": [{"name": container.name, "image": image}]},
+                        "metadata": {"annotations": {DIGEST: digest, **configured}},
+                        "spec": {
+                            "containers": [
+                                {
+                                    "name": container.name,
+                                    "image": image,
+                                    **container_env(old_config, request.config),
+                                }
+                            ]
+                        },
                     }
                 },
             }
@@ -202,6 +220,7 @@ class KubernetesPlatform:
         scaled to 0. blue/green: the Service selector switches to the slot once it is ready.
         stable (rolling): already serving, nothing to do.
         """
+        _secrets_by_reference(request.environment, request.config)
         namespace = self._namespace(request.environment)
         self._fence(namespace, request.service, request.environment, request.fence)
         if request.slot in _BLUE_GREEN:
@@ -216,8 +235,14 @@ class KubernetesPlatform:
         digest = request.artifact.digest
         container = main_container(stable.spec.template, request.service)
         stable_meta = annotations_of(stable.metadata)
+        old_config = config_of(stable.metadata)
+        configured = config_annotations(old_config, request.config)
         changed = False
-        if container.image != image or stable_meta.get(DIGEST) != digest:
+        if (
+            container.image != image
+            or stable_meta.get(DIGEST) != digest
+            or old_config != request.config
+        ):
             heartbeat(f"deployment {stable_name}: promote {image}")
             self._kube.patch_deployment(
                 namespace,
@@ -229,12 +254,21 @@ class KubernetesPlatform:
                             VERSION: request.artifact.version,
                             CANARY_PENDING: None,
                             ROLLBACK_REQUEST: None,
+                            **configured,
                         }
                     },
                     "spec": {
                         "template": {
-                            "metadata": {"annotations": {DIGEST: digest}},
-                            "spec": {"containers": [{"name": container.name, "image": image}]},
+                            "metadata": {"annotations": {DIGEST: digest, **configured}},
+                            "spec": {
+                                "containers": [
+                                    {
+                                        "name": container.name,
+                                        "image": image,
+                                        **container_env(old_config, request.config),
+                                    }
+                                ]
+                            },
                         }
                     },
                 },
@@ -353,8 +387,14 @@ class KubernetesPlatform:
         image = main_container(serving.spec.template, request.service).image or ""
         version = annotations_of(serving.metadata).get(VERSION, "")
         return ReleaseSpec(
-            artifact=Artifact(digest=digest, uri=image, kind="image", version=version)
+            artifact=Artifact(digest=digest, uri=image, kind="image", version=version),
+            config=config_of(serving.metadata),
         )
+
+    def secrets(self) -> KubernetesSecrets:
+        """The deployer's `from: kubernetes` references: Secrets in each environment's
+        namespace (checked and versioned at deploy; pods read the values themselves)."""
+        return KubernetesSecrets(self._kube.read_secret, self._namespace)
 
     def _fence(self, namespace: str, service: str, environment: str, token: int) -> None:
         """Check `token` against the Service's fencing annotation and raise it by
@@ -433,30 +473,43 @@ class KubernetesPlatform:
     ) -> bool:
         """Run the restore target in Deployment `name` (scaled up if it was at 0)."""
         assert request.target is not None
+        _secrets_by_reference(request.environment, request.target.config)
         image = image_reference(request.target.artifact)
-        digest = request.target.digest
+        digest = request.target.artifact.digest
+        config = request.target.config
+        old_config = config_of(deployment.metadata)
+        configured = config_annotations(old_config, config)
         container = main_container(deployment.spec.template, request.service)
         body: dict[str, Any] = {}
-        if container.image == image and annotations_of(deployment.metadata).get(DIGEST) != digest:
-            # Already running the target: record the digest, without touching the template
-            # (which would restart every pod).
-            body = {"metadata": {"annotations": {DIGEST: digest}}}
-        elif container.image != image:
+        if container.image != image or old_config != config:
             body = {
                 "metadata": {
                     "annotations": {
                         DIGEST: digest,
                         VERSION: request.target.artifact.version,
                         ROLLBACK_REQUEST: None,
+                        **configured,
                     }
                 },
                 "spec": {
                     "template": {
-                        "metadata": {"annotations": {DIGEST: digest}},
-                        "spec": {"containers": [{"name": container.name, "image": image}]},
+                        "metadata": {"annotations": {DIGEST: digest, **configured}},
+                        "spec": {
+                            "containers": [
+                                {
+                                    "name": container.name,
+                                    "image": image,
+                                    **container_env(old_config, config),
+                                }
+                            ]
+                        },
                     }
                 },
             }
+        elif annotations_of(deployment.metadata).get(DIGEST) != digest:
+            # Already running the target: record the digest, without touching the template
+            # (which would restart every pod).
+            body = {"metadata": {"annotations": {DIGEST: digest}}}
         if replicas_of(deployment) == 0:
             body.setdefault("spec", {})["replicas"] = 1
         if body:
@@ -494,6 +547,7 @@ class KubernetesPlatform:
             c
             for c, d in found.items()
             if main_container(d.spec.template, request.service).image == image
+            and config_of(d.metadata) == target.config
         ]
         colour: Slot = (
             active
@@ -818,7 +872,7 @@ class KubernetesPlatform:
         return DeployResult(
             environment=request.environment,
             slot=slot or request.slot,
-            digest=request.artifact.digest,
+            digest=request.release_digest,
             previous_digest=previous,
             endpoint=_lookup(self._base_url_for, request.environment) or "",
             changed=changed,
@@ -887,6 +941,19 @@ class KubernetesPlatform:
 
     def _virtual_service(self, service: str) -> str:
         return _lookup(self._virtual_service_for, service) or service
+
+
+def _secrets_by_reference(environment: str, config: ReleaseConfig) -> None:
+    """Pods take secrets from Kubernetes Secrets (`valueFrom.secretKeyRef`); this platform
+    never writes a value into a Deployment, so other sources are refused before any change."""
+    for name, ref in sorted(config.secrets.items()):
+        if ref.source != "kubernetes":
+            raise verdict(
+                ErrorType.CONFIGURATION,
+                f"environment {environment!r}, field 'secrets.{name}': the kubernetes platform "
+                f"takes secrets only as Kubernetes Secrets (`from: kubernetes`, with `key`), "
+                f"not `from: {ref.source}`",
+            )
 
 
 def _request_id(request: RollbackRequest) -> str:

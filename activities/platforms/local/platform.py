@@ -13,6 +13,7 @@ from activities.platforms.local.metrics import TraefikMetricsProvider
 from activities.platforms.local.slots import SlotManager
 from activities.platforms.local.target import LocalDeployTarget
 from activities.platforms.local.traefik import TraefikRouter
+from activities.secrets import SecretResolver
 from contracts.activity import LoadRequest, WeightRequest
 
 __all__ = ["DEFAULT_BASE_PORT", "DEFAULT_ENVIRONMENTS", "LocalPlatform"]
@@ -43,6 +44,7 @@ class LocalPlatform:
         api_port: int | None = None,
         traefik_binary: Path | None = None,
         ready_timeout_s: float = 30.0,
+        secrets: SecretResolver | None = None,
     ) -> None:
         self.state_dir = Path(state_dir).resolve()
         entrypoints = (
@@ -50,7 +52,12 @@ class LocalPlatform:
             if ports is not None
             else {env: base_port + 1 + i for i, env in enumerate(environments)}
         )
-        self.slots = SlotManager(self.state_dir, ready_timeout_s=ready_timeout_s)
+        # A release's settings and secret values go into its processes' environment.
+        self.slots = SlotManager(
+            self.state_dir,
+            ready_timeout_s=ready_timeout_s,
+            config_env=secrets.values if secrets is not None else None,
+        )
         self.router = TraefikRouter(
             self.state_dir,
             entrypoints,

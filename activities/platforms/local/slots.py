@@ -48,7 +48,7 @@ from activities.platforms.local._proc import (
 from activities.providers.child_env import child_env
 from activities.providers.venvs import VenvCache, VenvSpec, python_in
 from activities.providers.wheel_builder import wheel_filename
-from contracts.activity import Artifact, DeployRequest, DeployResult, Slot
+from contracts.activity import Artifact, DeployRequest, DeployResult, ReleaseConfig, Slot
 from contracts.errors import ErrorType, verdict
 
 __all__ = ["ProcessRef", "SlotManager", "SlotRevision", "SlotState", "check_names"]
@@ -56,6 +56,16 @@ __all__ = ["ProcessRef", "SlotManager", "SlotRevision", "SlotState", "check_name
 _PYTHON = re.compile(r"python(\d+(\.\d+)?)?")
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
 HISTORY_KEPT = 20
+
+
+def _settings_only(config: ReleaseConfig, environment: str) -> dict[str, str]:
+    if config.secrets:
+        raise verdict(
+            ErrorType.CONFIGURATION,
+            f"environment {environment!r}, field 'secrets.{next(iter(config.secrets))}': this "
+            "platform was built without a secret resolver",
+        )
+    return dict(config.settings)
 
 
 def check_names(service: str, environment: str) -> None:
@@ -79,6 +89,11 @@ class SlotRevision(BaseModel):
     run_command: list[str]
     health_path: str = "/health"
     ready_path: str = "/ready"
+    config: ReleaseConfig = Field(
+        default_factory=ReleaseConfig,
+        description="Settings and secret references with versions (values are read at each "
+        "start, never stored here).",
+    )
     deployed_at: float = Field(default_factory=time.time)
 
 
@@ -148,6 +163,7 @@ class SlotManager:
         ready_timeout_s: float = 30.0,
         stop_timeout_s: float = 10.0,
         probe_timeout_s: float = 2.0,
+        config_env: Callable[[ReleaseConfig, str], dict[str, str]] | None = None,
     ) -> None:
         # Absolute: release dirs become a process's cwd.
         self.state_dir = Path(state_dir).resolve()
@@ -155,6 +171,9 @@ class SlotManager:
         self.ready_timeout_s = ready_timeout_s
         self.stop_timeout_s = stop_timeout_s
         self.probe_timeout_s = probe_timeout_s
+        # Settings and resolved secret values for a release's environment (the deployer's
+        # SecretResolver.values); without one, only settings, and a secret is refused.
+        self.config_env = config_env or _settings_only
 
     # --- state ---------------------------------------------------------------------------
 
@@ -213,11 +232,12 @@ class SlotManager:
     ) -> DeployResult:
         """Run `request.artifact` in `request.slot`; see the class docstring."""
         revision = SlotRevision(
-            digest=request.artifact.digest,
+            digest=request.release_digest,
             artifact=request.artifact,
             run_command=list(request.run_command),
             health_path=request.health_path,
             ready_path=request.ready_path,
+            config=request.config,
         )
         return self.run_revision(
             request.service, request.environment, request.slot, revision, heartbeat, on_ready
@@ -249,6 +269,8 @@ class SlotManager:
                     endpoint=old.endpoint,
                     changed=False,
                 )
+            # Resolved first: a secret that no longer resolves changes nothing.
+            configured = self.config_env(revision.config, environment)
             release_dir = self.unpack(revision.artifact)
             venv = self.release_venv(revision.artifact, heartbeat)
             port = free_port()
@@ -263,6 +285,7 @@ class SlotManager:
                 home=home,
                 prepend_path=[venv / "bin"],
                 extra={
+                    **configured,
                     "VIRTUAL_ENV": str(venv),
                     "SLIPWAY_SERVICE": service,
                     "SLIPWAY_ENVIRONMENT": environment,

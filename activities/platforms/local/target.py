@@ -149,6 +149,7 @@ class LocalDeployTarget:
                 run_command=list(current.run_command),
                 health_path=current.health_path,
                 ready_path=current.ready_path,
+                config=current.config,
             )
 
     def set_weight(self, request: WeightRequest) -> None:
@@ -163,7 +164,7 @@ class LocalDeployTarget:
         """Record that `request`'s release is this environment's current one, with `undo` when
         it is about to replace what serves. Called before the change; once the release has
         an undo step, a retry (that finds the change made) keeps it."""
-        service, digest = request.service, request.artifact.digest
+        service, digest = request.service, request.release_digest
         record = self.record(service, environment)
         if undo is not None or record.release_digest != digest:
             record = ReleaseRecord(service=service, release_digest=digest, undo=undo)
@@ -221,7 +222,7 @@ class LocalDeployTarget:
         service, env = request.service, request.environment
         previous = self.slots.state(service, env, "stable").current
         undo = None
-        if previous is not None and previous.digest != request.artifact.digest:
+        if previous is not None and previous.digest != request.release_digest:
             undo = Undo(kind="redeploy", slot="stable", revision=previous)
         self._begin(env, request, undo)
         return self.slots.deploy(
@@ -251,11 +252,11 @@ class LocalDeployTarget:
         active = self._active_slot(service, env)
         if active is not None:
             state = self.slots.state(service, env, active)
-            if state.digest == request.artifact.digest and self.slots.healthy(state):
+            if state.digest == request.release_digest and self.slots.healthy(state):
                 return DeployResult(
                     environment=env,
                     slot=active,
-                    digest=request.artifact.digest,
+                    digest=request.release_digest,
                     previous_digest=state.previous_digest,
                     endpoint=state.endpoint,
                     changed=False,
@@ -281,7 +282,7 @@ class LocalDeployTarget:
             return self._deploy_stable(request, heartbeat)
 
     def _promote_canary(self, request: DeployRequest, heartbeat: Heartbeat) -> DeployResult:
-        service, env, digest = request.service, request.environment, request.artifact.digest
+        service, env, digest = request.service, request.environment, request.release_digest
         canary = self.slots.state(service, env, "canary")
         stable = self.slots.state(service, env, "stable")
         if canary.current is not None and canary.digest == digest:
@@ -293,6 +294,7 @@ class LocalDeployTarget:
                 run_command=list(request.run_command),
                 health_path=request.health_path,
                 ready_path=request.ready_path,
+                config=request.config,
             )
         previous = stable.current
         undo = None
@@ -314,7 +316,7 @@ class LocalDeployTarget:
         return result.model_copy(update={"changed": result.changed or stopped})
 
     def _promote_colour(self, request: DeployRequest) -> DeployResult:
-        service, env, digest = request.service, request.environment, request.artifact.digest
+        service, env, digest = request.service, request.environment, request.release_digest
         states = {c: self.slots.state(service, env, c) for c in _COLOURS}
         colour = next(
             (c for c, s in states.items() if s.digest == digest and s.running()),
@@ -493,4 +495,5 @@ def _revision(target: ReleaseSpec) -> SlotRevision:
         run_command=list(target.run_command),
         health_path=target.health_path,
         ready_path=target.ready_path,
+        config=target.config,
     )
