@@ -139,7 +139,7 @@ def activities_for(
 
 def build_worker(
     client: Client,
-    backends: Backends,
+    backends: Backends | DeployerBackends,
     task_queue: str,
     *,
     max_concurrent_activities: int = 20,
@@ -149,16 +149,25 @@ def build_worker(
     policy_file: Path = DEFAULT_POLICY,
     **options: Any,
 ) -> Worker:
-    """A worker running every workflow and both trust domains' activities, bound to
-    `backends`, on one task queue (tests, and `--role all` for runs without a runner queue).
+    """A worker running every workflow, bound to `backends`, on one task queue. With
+    `Backends` it runs both trust domains' activities (tests, and `--role all` for runs
+    without a runner queue); with `DeployerBackends` it is the deployer: the deployer's
+    activities, none of the runner's (a run that sends one here has it fail as not
+    registered, never run beside credentials).
     `search_attributes`: the namespace has ours (see `ensure_search_attributes`);
     `policy_file`: the worker's policy (SLIPWAY_POLICY_FILE)."""
+    if isinstance(backends, Backends):
+        activities = activities_for(
+            backends, client, search_attributes=search_attributes, policy_file=policy_file
+        )
+    else:
+        activities = deployer_activities(
+            backends, client, search_attributes=search_attributes, policy_file=policy_file
+        )
     return _workflow_worker(
         client,
         task_queue,
-        activities_for(
-            backends, client, search_attributes=search_attributes, policy_file=policy_file
-        ),
+        activities,
         max_concurrent_activities=max_concurrent_activities,
         max_cached_workflows=max_cached_workflows,
         extra_workflows=extra_workflows,
@@ -166,31 +175,8 @@ def build_worker(
     )
 
 
-def build_deployer_worker(
-    client: Client,
-    backends: DeployerBackends,
-    task_queue: str,
-    *,
-    max_concurrent_activities: int = 20,
-    max_cached_workflows: int = 300,
-    extra_workflows: Sequence[type] = (),
-    search_attributes: bool = False,
-    policy_file: Path = DEFAULT_POLICY,
-    **options: Any,
-) -> Worker:
-    """The deployer: every workflow and the deployer's activities, none of the runner's (a
-    run that sends one here has it fail as not registered, never run beside credentials)."""
-    return _workflow_worker(
-        client,
-        task_queue,
-        deployer_activities(
-            backends, client, search_attributes=search_attributes, policy_file=policy_file
-        ),
-        max_concurrent_activities=max_concurrent_activities,
-        max_cached_workflows=max_cached_workflows,
-        extra_workflows=extra_workflows,
-        **options,
-    )
+build_deployer_worker = build_worker
+"""The deployer's worker: `build_worker` given `DeployerBackends`."""
 
 
 def build_runner_worker(
