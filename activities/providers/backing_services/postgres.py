@@ -1,6 +1,10 @@
 """PostgreSQL for test stages: the binaries of the `pgserver` wheel (PostgreSQL 16.2), else
 Debian's `postgresql` packages (/usr/lib/postgresql/<major>/bin).
 
+An installation without the contrib extensions the official image carries (`uuid-ossp`,
+`pgcrypto`, `citext`, `hstore`, `pg_trgm`, ...; pgserver's wheel has none) says so in its
+`lacking`, and the starter prefers one that has them.
+
 We run `initdb` and `postgres` ourselves rather than pgserver's Python API: that API puts
 its servers in a shared runtime directory and, as root, creates a `pgserver` account and
 widens the permissions of every parent directory. Ours get a fresh directory, a loopback
@@ -25,6 +29,8 @@ from contracts.service_templates import Endpoint
 __all__ = ["PostgresKind"]
 
 _VERSION = re.compile(r"\(PostgreSQL\)\s+(\d+(?:\.\d+)*)")
+# What applications most often ask of the official image's contrib (all of them ship there).
+CONTRIB = ("uuid-ossp", "pgcrypto", "citext", "hstore", "pg_trgm")
 USER = "postgres"
 DATABASE = "postgres"
 
@@ -51,7 +57,11 @@ class PostgresKind:
                 continue
             match = _VERSION.search(out)
             if match:
-                found.append(Installation(self.kind, match.group(1), bin_dir, str(bin_dir)))
+                missing = _missing_extensions(bin_dir)
+                lacking = f"the contrib extensions {', '.join(missing)}" if missing else ""
+                found.append(
+                    Installation(self.kind, match.group(1), bin_dir, str(bin_dir), lacking)
+                )
         return found
 
     def launch(
@@ -126,6 +136,23 @@ class PostgresKind:
             return None
         answer = done.stdout.strip()
         return answer.split()[0] if done.returncode == 0 and answer else None
+
+
+def _missing_extensions(bin_dir: Path) -> list[str]:
+    """The CONTRIB extensions this installation cannot create (their control files are
+    absent from its share directory, which `pg_config` knows)."""
+    share: Path | None = None
+    try:
+        out = subprocess.run(
+            [str(bin_dir / "pg_config"), "--sharedir"], capture_output=True, text=True, timeout=10
+        )
+        if out.returncode == 0 and out.stdout.strip():
+            share = Path(out.stdout.strip())
+    except (OSError, subprocess.TimeoutExpired):
+        pass
+    if share is None:
+        share = bin_dir.parent / "share" / "postgresql"
+    return [name for name in CONTRIB if not (share / "extension" / f"{name}.control").is_file()]
 
 
 def _bin_dirs() -> list[Path]:
