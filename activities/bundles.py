@@ -43,6 +43,7 @@ def _component_release(part: Component) -> ReleaseSpec:
         run_command=part.run_command,
         health_path=part.health_path,
         ready_path=part.ready_path,
+        env=part.env,
     )
 
 
@@ -77,6 +78,8 @@ class BundledTarget:
                         "run_command": part.run_command,
                         "health_path": part.health_path,
                         "ready_path": part.ready_path,
+                        "env": part.env,
+                        "release": part.release,
                     }
                 ),
                 heartbeat,
@@ -136,6 +139,7 @@ class BundledTarget:
                         run_command=found.run_command,
                         health_path=found.health_path,
                         ready_path=found.ready_path,
+                        env=found.env,
                     )
                 )
         if not serving:

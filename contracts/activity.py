@@ -363,6 +363,10 @@ class Component(_Model):
     run_command: list[str] = []
     health_path: str = "/health"
     ready_path: str = "/ready"
+    env: dict[str, str] = Field(
+        default_factory=dict, description="Its process's variables; resource placeholders."
+    )
+    release: list[str] = Field(default_factory=list, description="Its release-phase command.")
 
 
 Artifact.model_rebuild()
@@ -428,6 +432,17 @@ class DeployRequest(_Model):
         description="The environment lease's fencing token: a platform refuses a call whose "
         "token is lower than one it has seen for the environment (0: no lease, legacy runs).",
     )
+    resources: list[str] = Field(
+        default_factory=list,
+        description="The environment's resources ('postgres:16'): on the local platform made "
+        "on first use and kept; `env` placeholders ({services.postgres.url}) name them.",
+    )
+    env: dict[str, str] = Field(
+        default_factory=dict, description="The release's variables; resource placeholders."
+    )
+    release: list[str] = Field(
+        default_factory=list, description="The release-phase command (before traffic moves)."
+    )
 
 
 class DeployResult(_Model):
@@ -478,6 +493,9 @@ class ReleaseSpec(_Model):
     run_command: list[str] = []
     health_path: str = "/health"
     ready_path: str = "/ready"
+    env: dict[str, str] = Field(
+        default_factory=dict, description="The release's variables; resource placeholders."
+    )
 
     @property
     def digest(self) -> str:

@@ -338,6 +338,7 @@ class CanaryWorkflow:
             health_path=self._input.health_path,
             ready_path=self._input.ready_path,
             fence=self._input.lease.token if self._input.lease else 0,
+            env=dict(self._input.env),
         )
 
     async def _notify(self, level: str, event: str, message: str) -> None:

@@ -146,6 +146,7 @@ class RunLeases:
                     run_command=list(request.run_command),
                     health_path=request.health_path,
                     ready_path=request.ready_path,
+                    env=dict(request.env),
                 ),
                 commit=self.commit,
                 commit_time=self.commit_time,

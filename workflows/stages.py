@@ -160,6 +160,7 @@ class RunState:
     def deploy_request(self, environment: str, slot: Any, strategy: Any) -> DeployRequest:
         service = self.input.spec.service
         fence = self.leases.token(environment) if self.leases else 0
+        env_policy = self.input.spec.environments.get(environment)
         return DeployRequest(
             service=service.name,
             environment=environment,
@@ -170,6 +171,9 @@ class RunState:
             health_path=service.health_path,
             ready_path=service.ready_path,
             fence=fence,
+            resources=list(env_policy.resources) if env_policy else [],
+            env=dict(service.env),
+            release=list(service.release),
         )
 
     def strategy(self, environment: str) -> Any:
@@ -385,6 +389,8 @@ async def _build(stage: BuildStage, state: RunState) -> str:
                 run_command=spec.artifacts[name].run,
                 health_path=spec.artifacts[name].health_path,
                 ready_path=spec.artifacts[name].ready_path,
+                env=dict(spec.artifacts[name].env),
+                release=list(spec.artifacts[name].release),
             )
             for name, artifact in zip(names, built, strict=True)
         ],
@@ -596,6 +602,7 @@ async def _canary(stage: CanaryStage, state: RunState) -> str:
             run_command=service.run,
             health_path=service.health_path,
             ready_path=service.ready_path,
+            env=dict(service.env),
             lease=state.lease_ref(stage.environment),
             metric_templates=state.input.spec.metric_templates(stage.environment),
             control_token="" if state.signed_controls else state.control_token,

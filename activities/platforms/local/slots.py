@@ -45,11 +45,13 @@ from activities.platforms.local._proc import (
     stop_process,
     tail,
 )
+from activities.providers.backing_services.resources import LocalResources
 from activities.providers.child_env import child_env
 from activities.providers.venvs import VenvCache, VenvSpec, python_in
 from activities.providers.wheel_builder import wheel_filename
 from contracts.activity import Artifact, DeployRequest, DeployResult, Slot
 from contracts.errors import ErrorType, verdict
+from contracts.service_templates import render, template_references
 
 __all__ = ["ProcessRef", "SlotManager", "SlotRevision", "SlotState", "check_names"]
 
@@ -79,6 +81,11 @@ class SlotRevision(BaseModel):
     run_command: list[str]
     health_path: str = "/health"
     ready_path: str = "/ready"
+    env: dict[str, str] = Field(
+        default_factory=dict,
+        description="The release's variables as declared: resource placeholders are rendered "
+        "when its process starts (a resource's port may change after a reboot).",
+    )
     deployed_at: float = Field(default_factory=time.time)
 
 
@@ -152,6 +159,7 @@ class SlotManager:
         # Absolute: release dirs become a process's cwd.
         self.state_dir = Path(state_dir).resolve()
         self.venvs = VenvCache(self.state_dir / "venvs")
+        self.resources = LocalResources(self.state_dir / "resources")
         self.ready_timeout_s = ready_timeout_s
         self.stop_timeout_s = stop_timeout_s
         self.probe_timeout_s = probe_timeout_s
@@ -218,6 +226,7 @@ class SlotManager:
             run_command=list(request.run_command),
             health_path=request.health_path,
             ready_path=request.ready_path,
+            env=dict(request.env),
         )
         return self.run_revision(
             request.service, request.environment, request.slot, revision, heartbeat, on_ready
@@ -263,6 +272,7 @@ class SlotManager:
                 home=home,
                 prepend_path=[venv / "bin"],
                 extra={
+                    **self.release_env(environment, revision.env, heartbeat),
                     "VIRTUAL_ENV": str(venv),
                     "SLIPWAY_SERVICE": service,
                     "SLIPWAY_ENVIRONMENT": environment,
@@ -318,6 +328,15 @@ class SlotManager:
                 endpoint=new.endpoint,
                 changed=True,
             )
+
+    def release_env(
+        self, environment: str, templates: dict[str, str], heartbeat: Heartbeat
+    ) -> dict[str, str]:
+        """A release's `env:` with the environment's resources filled in (started again if a
+        reboot stopped them; made if they were deleted)."""
+        kinds = sorted({kind for v in templates.values() for kind, _ in template_references(v)})
+        endpoints = self.resources.endpoints(kinds, environment, heartbeat) if kinds else {}
+        return {name: render(value, endpoints) for name, value in templates.items()}
 
     def _stop_leftovers(self, state: SlotState, heartbeat: Heartbeat) -> None:
         """Stop the slot's leftover processes (never its current one) and forget them."""

@@ -149,6 +149,7 @@ class LocalDeployTarget:
                 run_command=list(current.run_command),
                 health_path=current.health_path,
                 ready_path=current.ready_path,
+                env=dict(current.env),
             )
 
     def set_weight(self, request: WeightRequest) -> None:
@@ -211,6 +212,8 @@ class LocalDeployTarget:
     def deploy(self, request: DeployRequest, heartbeat: Heartbeat) -> DeployResult:
         """Run the release in the slot its strategy calls for (see the module docstring)."""
         with self._guard(request.service, request.environment, request.fence):
+            for wanted in request.resources:  # made on first use, kept across releases
+                self.slots.resources.ensure(wanted, request.environment, heartbeat)
             if request.slot == "canary":
                 return self._deploy_canary(request, heartbeat)
             if request.strategy == "blue_green" or request.slot in _COLOURS:
@@ -293,6 +296,7 @@ class LocalDeployTarget:
                 run_command=list(request.run_command),
                 health_path=request.health_path,
                 ready_path=request.ready_path,
+                env=dict(request.env),
             )
         previous = stable.current
         undo = None
@@ -493,4 +497,5 @@ def _revision(target: ReleaseSpec) -> SlotRevision:
         run_command=list(target.run_command),
         health_path=target.health_path,
         ready_path=target.ready_path,
+        env=dict(target.env),
     )

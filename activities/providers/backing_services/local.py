@@ -142,9 +142,21 @@ class LocalBackingServices:
                 f"worker: {_INSTALL_HINTS.get(service.kind, 'install it')}.",
             )
         chosen = choose_installation(service, installations)
-        honoured = [i for i in installations if version_satisfies(service.version, i.version)]
-        passed_over = honoured[0] if honoured and chosen not in honoured else None
-        return chosen, passed_over
+        return chosen, _passed_over(service, chosen, installations)
+
+
+def _passed_over(
+    service: ServiceWanted, chosen: Installation, installations: list[Installation]
+) -> Installation | None:
+    honoured = [i for i in installations if version_satisfies(service.version, i.version)]
+    return honoured[0] if honoured and chosen not in honoured else None
+
+
+def describe_choice(
+    service: ServiceWanted, chosen: Installation, installations: list[Installation]
+) -> str:
+    """The summary's note for running `chosen` where `service` was asked for."""
+    return _note(service, chosen.version, chosen, _passed_over(service, chosen, installations))
 
 
 def choose_installation(service: ServiceWanted, installations: list[Installation]) -> Installation:

@@ -72,25 +72,30 @@ class PostgresKind:
         password: str | None = None,
     ) -> Endpoint:
         password = password or secrets.token_urlsafe(16)
-        pwfile = server.data_dir / "pwfile"
-        pwfile.write_text(password + "\n")
-        if server.run_as is not None:
-            os.chown(pwfile, server.run_as.uid, server.run_as.gid)
         data = server.data_dir / "data"
         bin_dir = installation.location
-        server.run(
-            [
-                str(bin_dir / "initdb"),
-                "-D", str(data),
-                "-U", USER,
-                "--auth=scram-sha-256",
-                f"--pwfile={pwfile}",
-                "-E", "UTF8",
-                "--no-locale",  # C collation: no dependence on the locales installed
-                "--no-sync",
-            ]
-        )  # fmt: skip
-        pwfile.unlink()
+        if not (data / "PG_VERSION").is_file():  # a resource's data is kept across starts
+            pwfile = server.data_dir / "pwfile"
+            pwfile.write_text(password + "\n")
+            if server.run_as is not None:
+                os.chown(pwfile, server.run_as.uid, server.run_as.gid)
+            server.run(
+                [
+                    str(bin_dir / "initdb"),
+                    "-D", str(data),
+                    "-U", USER,
+                    "--auth=scram-sha-256",
+                    f"--pwfile={pwfile}",
+                    "-E", "UTF8",
+                    "--no-locale",  # C collation: no dependence on the locales installed
+                    "--no-sync",
+                ]
+            )  # fmt: skip
+            pwfile.unlink()
+        # Throwaway data needs no durability; a resource's does.
+        fast = [] if server.durable else [
+            "-c", "fsync=off", "-c", "synchronous_commit=off", "-c", "full_page_writes=off",
+        ]  # fmt: skip
         server.start(
             [
                 str(bin_dir / "postgres"),
@@ -98,9 +103,7 @@ class PostgresKind:
                 "-p", str(port),
                 "-c", "listen_addresses=127.0.0.1",
                 "-c", "unix_socket_directories=",
-                "-c", "fsync=off",
-                "-c", "synchronous_commit=off",
-                "-c", "full_page_writes=off",
+                *fast,
             ]
         )  # fmt: skip
         return Endpoint(

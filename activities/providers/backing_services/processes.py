@@ -110,10 +110,10 @@ def _reachable_by_others(path: Path) -> bool:
     return all(p.stat().st_mode & stat.S_IXOTH for p in (path, *path.parents))
 
 
-def private_root(name: str) -> Path:
-    """`<system temp>/<name>`, made by this user and writable by no one else (it is refused
-    if someone else made it first: what runs from there must be what we put there)."""
-    root = Path(tempfile.gettempdir()) / name
+def private_root(name: str, base: Path | None = None) -> Path:
+    """`<base or system temp>/<name>`, made by this user and writable by no one else (it is
+    refused if someone else made it first: what runs from there must be what we put there)."""
+    root = (base or Path(tempfile.gettempdir())) / name
     root.mkdir(mode=0o755, exist_ok=True)
     info = root.lstat()
     if not stat.S_ISDIR(info.st_mode) or info.st_uid != os.geteuid() or info.st_mode & 0o022:
@@ -178,10 +178,20 @@ class ServerProcess:
     """One running server: `start()` records and spawns it, `stop()` ends its process group,
     deletes its data directory and its record. Safe to stop twice."""
 
-    def __init__(self, records: Path, data_parent: Path, label: str, run_as: RunAs | None) -> None:
+    def __init__(
+        self,
+        records: Path,
+        data_parent: Path,
+        label: str,
+        run_as: RunAs | None,
+        *,
+        data_dir: Path | None = None,
+    ) -> None:
         self.id = uuid.uuid4().hex[:12]
         self.records = records
-        self.data_dir = data_parent / f"{label}-{self.id}"
+        self.data_dir = data_dir or data_parent / f"{label}-{self.id}"
+        # Durable: a resource's data outlives the process (no fsync=off, Redis keeps an AOF).
+        self.durable = data_dir is not None
         self.run_as = run_as
         self.process: subprocess.Popen[bytes] | None = None
         self.log_path = self.data_dir / "server.log"
