@@ -87,6 +87,11 @@ class BundledTarget:
             for part in bundle.components
         ]
         first = results[0]
+        phases = [
+            f"{part.name}: {r.release_phase}"
+            for part, r in zip(bundle.components, results, strict=True)
+            if r.release_phase
+        ]
         return DeployResult(
             environment=request.environment,
             slot=first.slot,
@@ -94,6 +99,7 @@ class BundledTarget:
             previous_digest=None,
             endpoint=first.endpoint,
             changed=any(r.changed for r in results),
+            release_phase="; ".join(phases),
         )
 
     def restore(self, request: RestoreRequest, heartbeat: Heartbeat) -> RestoreResult:

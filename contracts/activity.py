@@ -452,6 +452,9 @@ class DeployResult(_Model):
     previous_digest: str | None = None
     endpoint: str = ""
     changed: bool = True
+    release_phase: str = Field(
+        "", description="What the release phase did ('' when the release has none)."
+    )
 
 
 class WeightRequest(_Model):
@@ -495,6 +498,11 @@ class ReleaseSpec(_Model):
     ready_path: str = "/ready"
     env: dict[str, str] = Field(
         default_factory=dict, description="The release's variables; resource placeholders."
+    )
+    release_phase: str = Field(
+        "",
+        description="The release command this release ran in the environment, as recorded "
+        "(a rollback runs none: migrations are never run backwards).",
     )
 
     @property

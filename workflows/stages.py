@@ -106,6 +106,7 @@ class RunState:
     test_durations: dict[str, float] = field(default_factory=dict)
     scans: dict[str, ScanReport] = field(default_factory=dict)
     deployed: dict[str, str] = field(default_factory=dict)
+    release_phases: dict[str, str] = field(default_factory=dict)
     touched: list[str] = field(default_factory=list)
     rolled_back: list[str] = field(default_factory=list)
     canaries: dict[str, ChildWorkflowHandle[Any, CanaryResult]] = field(default_factory=dict)
@@ -541,6 +542,9 @@ async def _deploy(stage: DeployStage, state: RunState) -> str:
         summary=_ui(stage, f"{strategy} deploy to {stage.environment}"),
         on_retry=state.retry_note(stage),
     )
+    phase = result.release_phase
+    if phase:
+        state.release_phases[stage.environment] = phase
     if strategy == "blue_green":
         # Preview is healthy: switch the active colour.
         result = await call(
@@ -555,11 +559,12 @@ async def _deploy(stage: DeployStage, state: RunState) -> str:
         )
     if strategy != "canary":
         if state.leases is not None:
-            await state.leases.report_serving(stage.environment, request)
+            await state.leases.report_serving(stage.environment, request, phase)
         state.deployed[stage.environment] = result.digest
         _mark_production(stage.environment, state)
     note = "" if result.changed else " (already running)"
-    return f"{strategy} {result.digest[:19]} to {result.slot}{note}"
+    phase_note = f"; release phase: {phase}" if phase else ""
+    return f"{strategy} {result.digest[:19]} to {result.slot}{note}{phase_note}"
 
 
 def _mark_production(environment: str, state: RunState) -> None:
@@ -630,7 +635,9 @@ async def _canary(stage: CanaryStage, state: RunState) -> str:
         raise StageFailedError(f"canary aborted: {result.reason}")
     if state.leases is not None:
         await state.leases.report_serving(
-            stage.environment, state.deploy_request(stage.environment, "canary", "canary")
+            stage.environment,
+            state.deploy_request(stage.environment, "canary", "canary"),
+            state.release_phases.get(stage.environment, ""),
         )
     state.deployed[stage.environment] = artifact.digest
     _mark_production(stage.environment, state)

@@ -214,11 +214,15 @@ class LocalDeployTarget:
         with self._guard(request.service, request.environment, request.fence):
             for wanted in request.resources:  # made on first use, kept across releases
                 self.slots.resources.ensure(wanted, request.environment, heartbeat)
+            # Before the new release runs anywhere: its failure changes nothing else.
+            phase = self.slots.release_phase(request, heartbeat)
             if request.slot == "canary":
-                return self._deploy_canary(request, heartbeat)
-            if request.strategy == "blue_green" or request.slot in _COLOURS:
-                return self._deploy_idle_colour(request, heartbeat)
-            return self._deploy_stable(request, heartbeat)
+                result = self._deploy_canary(request, heartbeat)
+            elif request.strategy == "blue_green" or request.slot in _COLOURS:
+                result = self._deploy_idle_colour(request, heartbeat)
+            else:
+                result = self._deploy_stable(request, heartbeat)
+            return result.model_copy(update={"release_phase": phase})
 
     def _deploy_stable(self, request: DeployRequest, heartbeat: Heartbeat) -> DeployResult:
         service, env = request.service, request.environment
