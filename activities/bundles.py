@@ -45,6 +45,7 @@ def _component_release(part: Component, config: ReleaseConfig) -> ReleaseSpec:
         health_path=part.health_path,
         ready_path=part.ready_path,
         config=config.for_component(part.name),
+        env=part.env,
     )
 
 
@@ -80,6 +81,8 @@ class BundledTarget:
                         "health_path": part.health_path,
                         "ready_path": part.ready_path,
                         "config": request.config.for_component(part.name),
+                        "env": part.env,
+                        "release": part.release,
                     }
                 ),
                 heartbeat,
@@ -87,6 +90,11 @@ class BundledTarget:
             for part in bundle.components
         ]
         first = results[0]
+        phases = [
+            f"{part.name}: {r.release_phase}"
+            for part, r in zip(bundle.components, results, strict=True)
+            if r.release_phase
+        ]
         return DeployResult(
             environment=request.environment,
             slot=first.slot,
@@ -94,6 +102,7 @@ class BundledTarget:
             previous_digest=None,
             endpoint=first.endpoint,
             changed=any(r.changed for r in results),
+            release_phase="; ".join(phases),
         )
 
     def restore(self, request: RestoreRequest, heartbeat: Heartbeat) -> RestoreResult:
@@ -144,6 +153,7 @@ class BundledTarget:
                         run_command=found.run_command,
                         health_path=found.health_path,
                         ready_path=found.ready_path,
+                        env=found.env,
                     )
                 )
                 if not found.config.is_empty:

@@ -369,6 +369,10 @@ class Component(_Model):
     run_command: list[str] = []
     health_path: str = "/health"
     ready_path: str = "/ready"
+    env: dict[str, str] = Field(
+        default_factory=dict, description="Its process's variables; resource placeholders."
+    )
+    release: list[str] = Field(default_factory=list, description="Its release-phase command.")
 
 
 Artifact.model_rebuild()
@@ -541,6 +545,18 @@ class DeployRequest(_Model):
         """The release's identity: artifact and configuration (`release_digest`)."""
         return release_digest(self.artifact, self.config)
 
+    resources: list[str] = Field(
+        default_factory=list,
+        description="The environment's resources ('postgres:16'): on the local platform made "
+        "on first use and kept; `env` placeholders ({services.postgres.url}) name them.",
+    )
+    env: dict[str, str] = Field(
+        default_factory=dict, description="The release's variables; resource placeholders."
+    )
+    release: list[str] = Field(
+        default_factory=list, description="The release-phase command (before traffic moves)."
+    )
+
 
 class DeployResult(_Model):
     environment: str
@@ -551,6 +567,9 @@ class DeployResult(_Model):
     changed: bool = True
     config: ReleaseConfig | None = Field(
         None, description="The request's configuration with each secret's resolved version."
+    )
+    release_phase: str = Field(
+        "", description="What the release phase did ('' when the release has none)."
     )
 
 
@@ -595,6 +614,14 @@ class ReleaseSpec(_Model):
     health_path: str = "/health"
     ready_path: str = "/ready"
     config: ReleaseConfig = Field(default_factory=ReleaseConfig)
+    env: dict[str, str] = Field(
+        default_factory=dict, description="The release's variables; resource placeholders."
+    )
+    release_phase: str = Field(
+        "",
+        description="The release command this release ran in the environment, as recorded "
+        "(a rollback runs none: migrations are never run backwards).",
+    )
 
     @property
     def digest(self) -> str:

@@ -769,6 +769,47 @@ async def _environments(client: Client, service: str) -> list[EnvironmentState]:
     return sorted(states, key=lambda s: (order.get(s.environment, 9), s.environment))
 
 
+resources_app = typer.Typer(
+    help="The local platform's resources (a PostgreSQL, a Redis per environment): kept across "
+    "releases and worker restarts until deleted here. Acts on SLIPWAY_STATE_DIR of this machine."
+)
+app.add_typer(resources_app, name="resources")
+
+
+def _local_resources() -> Any:
+    from activities.providers.backing_services.resources import LocalResources
+    from activities.settings import Settings
+
+    return LocalResources(Settings.load().state_dir / "platform" / "resources")
+
+
+@resources_app.command(name="list")
+def resources_list() -> None:
+    """Every resource: kind, environment, version, port, whether its server runs."""
+    records = _local_resources().records()
+    for r in records:
+        state = "running" if r["running"] else "stopped"
+        typer.echo(
+            f"{r['kind']:<9} {r['environment']:<14} {r['version']:<8} {r['port']:<6} {state}"
+        )
+    if not records:
+        typer.echo("no resources", err=True)
+
+
+@resources_app.command(name="delete")
+def resources_delete(
+    kind: Annotated[str, typer.Argument(help="postgres or redis.")],
+    environment: Annotated[str, typer.Argument(help="Environment.", callback=arguments.safe_name)],
+) -> None:
+    """Stop the resource and delete its data for good (the next deploy makes a new one)."""
+    if kind not in ("postgres", "redis"):
+        raise _fail(f"unknown resource kind {kind!r}; one of: postgres, redis")
+    if not _local_resources().delete(kind, environment):
+        typer.echo(f"{environment} has no {kind} resource", err=True)
+        raise typer.Exit(1)
+    typer.echo(f"deleted the {kind} resource of {environment} and its data")
+
+
 @app.command(name="env")
 def env_command(
     service: Annotated[str, typer.Argument(help="Service name.", callback=arguments.service_name)],

@@ -339,6 +339,7 @@ class CanaryWorkflow:
             ready_path=self._input.ready_path,
             fence=self._input.lease.token if self._input.lease else 0,
             config=self._input.config,
+            env=dict(self._input.env),
         )
 
     async def _notify(self, level: str, event: str, message: str) -> None:

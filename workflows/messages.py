@@ -418,6 +418,7 @@ class CanaryInput(_Message):
     run_command: list[str] = []
     health_path: str = "/health"
     ready_path: str = "/ready"
+    env: dict[str, str] = Field(default_factory=dict, description="The release's variables.")
     metric_templates: dict[str, str] = Field(
         default_factory=dict,
         description="Metric → PromQL template for the environment; empty: the provider's own.",

@@ -131,7 +131,9 @@ class RunLeases:
             self.changed.append(environment)
         return answer.token
 
-    async def report_serving(self, environment: str, request: DeployRequest) -> None:
+    async def report_serving(
+        self, environment: str, request: DeployRequest, release_phase: str = ""
+    ) -> None:
         """Tell the environment this run's release serves it now."""
         await call(
             ActivityName.REPORT_SERVING,
@@ -147,6 +149,8 @@ class RunLeases:
                     health_path=request.health_path,
                     ready_path=request.ready_path,
                     config=request.config,
+                    env=dict(request.env),
+                    release_phase=release_phase,
                 ),
                 commit=self.commit,
                 commit_time=self.commit_time,

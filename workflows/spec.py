@@ -310,6 +310,46 @@ def _service_entry(text: str) -> str:
     return text
 
 
+def _release_env(env: dict[str, str]) -> dict[str, str]:
+    """A release's `env:`: literal values or resource placeholders (`{services.postgres.url}`),
+    rendered by the platform from the environment's resources when the release starts."""
+    problems = []
+    for name, value in env.items():
+        try:
+            template_references(value)
+        except ValueError as exc:
+            problems.append(f"{name}: {exc}")
+    if problems:
+        raise ValueError("; ".join(problems))
+    return env
+
+
+def env_resource_kinds(env: dict[str, str]) -> set[str]:
+    """The resource kinds a release's `env:` refers to."""
+    return {kind for value in env.values() for kind, _ in template_references(value)}
+
+
+ReleaseEnv = Annotated[
+    dict[str, str],
+    AfterValidator(_release_env),
+    Field(
+        default_factory=dict,
+        description="Variables of the release's process; '{services.postgres.url}' etc. "
+        "expand to the environment's resources.",
+    ),
+]
+ReleaseCommand = Annotated[
+    list[str],
+    Field(
+        default_factory=list,
+        max_length=100,
+        description="The release phase: run once per environment per release, with the new "
+        "artifact and that environment's configuration, before traffic moves to it "
+        "(e.g. [alembic, upgrade, head]). Empty: none.",
+    ),
+]
+
+
 class SuiteStage(_StageBase):
     """Run a test command and judge its JUnit and coverage reports."""
 
@@ -758,6 +798,8 @@ class ServiceSpec(_Strict):
     )
     health_path: CheckPath = "/health"
     ready_path: CheckPath = "/ready"
+    env: ReleaseEnv
+    release: ReleaseCommand
 
 
 # --- configuration ------------------------------------------------------------------------
@@ -871,6 +913,8 @@ class ArtifactSpec(ConfigSpec):
         max_length=100,
         description="This artifact's settings and secrets in one environment, over its own.",
     )
+    env: ReleaseEnv
+    release: ReleaseCommand
 
 
 MAX_ARTIFACTS = 10
@@ -925,6 +969,21 @@ class EnvironmentSpec(ConfigSpec):
     metrics: MetricsSpec | None = Field(
         None, description="This environment's preset and custom metrics, over the top level's."
     )
+    resources: list[Annotated[str, AfterValidator(_service_entry)]] = Field(
+        default_factory=list,
+        max_length=10,
+        description="Backing resources its releases use ('postgres:16', 'redis:7'): on the "
+        "local platform real servers kept across releases; elsewhere references.",
+    )
+
+    @field_validator("resources")
+    @classmethod
+    def _one_resource_of_each(cls, resources: list[str]) -> list[str]:
+        kinds = [parse_service(s).kind for s in resources]
+        twice = sorted({k for k in kinds if kinds.count(k) > 1})
+        if twice:
+            raise ValueError(f"{', '.join(twice)} listed more than once; one of each kind")
+        return resources
 
 
 class PipelineSpec(_Strict):
@@ -982,6 +1041,12 @@ class PipelineSpec(_Strict):
                         f"{environment!r}; declared under environments: {declared}"
                     )
         return self
+
+    def releases(self) -> dict[str, ServiceSpec | ArtifactSpec]:
+        """Each deployable by name ('' for the service itself)."""
+        if self.artifacts:
+            return dict(self.artifacts)
+        return {"": self.service}
 
     @model_validator(mode="after")
     def _artifact_services_are_names(self) -> PipelineSpec:
@@ -1164,6 +1229,7 @@ def validate_definition(
     if header is not None:
         problems.extend(_metric_problems(stages, header, file))
         problems.extend(_artifact_problems(stages, header, file))
+        problems.extend(_resource_problems(stages, header, file))
     if problems or header is None:
         raise DefinitionError(problems)
     spec = header.model_copy(update={"stages": stages})
@@ -1194,6 +1260,7 @@ def definition_problems(spec: PipelineSpec) -> list[Problem]:
     problems.extend(rules.approval_problems(file, stages, spec.environments, None))
     problems.extend(_metric_problems(stages, spec, file))
     problems.extend(_artifact_problems(stages, spec, file))
+    problems.extend(_resource_problems(stages, spec, file))
     return problems
 
 
@@ -1231,6 +1298,28 @@ def _artifact_problems(stages: Iterable[Stage], header: PipelineSpec, file: str)
                 message=f"unknown artifact {named!r}; declared: {declared}",
             )
         )
+    return problems
+
+
+def _resource_problems(stages: Iterable[Stage], header: PipelineSpec, file: str) -> list[Problem]:
+    """Every environment a deploy stage names declares the resources its releases' `env:`
+    refers to: refused before anything deploys, naming the environment and the field."""
+    deployed = sorted({s.environment for s in stages if isinstance(s, DeployStage)})
+    problems: list[Problem] = []
+    for environment in deployed:
+        env_spec = header.environments.get(environment)
+        declared = {parse_service(r).kind for r in (env_spec.resources if env_spec else [])}
+        for name, release in header.releases().items():
+            for kind in sorted(env_resource_kinds(release.env) - declared):
+                where = f"artifacts.{name}.env" if name else "service.env"
+                problems.append(
+                    Problem(
+                        file=file,
+                        field=f"environments.{environment}.resources",
+                        message=f"{where} refers to {{services.{kind}.…}} but environment "
+                        f"{environment!r} declares no {kind} resource; add '{kind}' to it",
+                    )
+                )
     return problems
 
 

@@ -107,6 +107,7 @@ class RunState:
     test_durations: dict[str, float] = field(default_factory=dict)
     scans: dict[str, ScanReport] = field(default_factory=dict)
     deployed: dict[str, str] = field(default_factory=dict)
+    release_phases: dict[str, str] = field(default_factory=dict)
     touched: list[str] = field(default_factory=list)
     rolled_back: list[str] = field(default_factory=list)
     canaries: dict[str, ChildWorkflowHandle[Any, CanaryResult]] = field(default_factory=dict)
@@ -171,6 +172,7 @@ class RunState:
         config = self.configs.get(environment)
         if fresh or config is None:
             config = self.input.spec.release_config(environment)
+        env_policy = self.input.spec.environments.get(environment)
         return DeployRequest(
             service=service.name,
             environment=environment,
@@ -182,6 +184,9 @@ class RunState:
             ready_path=service.ready_path,
             fence=fence,
             config=config,
+            resources=list(env_policy.resources) if env_policy else [],
+            env=dict(service.env),
+            release=list(service.release),
         )
 
     def strategy(self, environment: str) -> Any:
@@ -397,6 +402,8 @@ async def _build(stage: BuildStage, state: RunState) -> str:
                 run_command=spec.artifacts[name].run,
                 health_path=spec.artifacts[name].health_path,
                 ready_path=spec.artifacts[name].ready_path,
+                env=dict(spec.artifacts[name].env),
+                release=list(spec.artifacts[name].release),
             )
             for name, artifact in zip(names, built, strict=True)
         ],
@@ -551,6 +558,9 @@ async def _deploy(stage: DeployStage, state: RunState) -> str:
         # Secrets resolved at their current versions: the promote and the record use these.
         state.configs[stage.environment] = result.config
         request = request.model_copy(update={"config": result.config})
+    phase = result.release_phase
+    if phase:
+        state.release_phases[stage.environment] = phase
     if strategy == "blue_green":
         # Preview is healthy: switch the active colour.
         result = await call(
@@ -565,12 +575,13 @@ async def _deploy(stage: DeployStage, state: RunState) -> str:
         )
     if strategy != "canary":
         if state.leases is not None:
-            await state.leases.report_serving(stage.environment, request)
+            await state.leases.report_serving(stage.environment, request, phase)
         state.deployed[stage.environment] = result.digest
         _mark_production(stage.environment, state)
     note = "" if result.changed else " (already running)"
     config = request.config.describe()
-    return f"{strategy} {result.digest[:19]} to {result.slot}{note}" + (
+    phase_note = f"; release phase: {phase}" if phase else ""
+    return f"{strategy} {result.digest[:19]} to {result.slot}{note}{phase_note}" + (
         f"; config: {config}" if config else ""
     )
 
@@ -615,6 +626,7 @@ async def _canary(stage: CanaryStage, state: RunState) -> str:
             run_command=service.run,
             health_path=service.health_path,
             ready_path=service.ready_path,
+            env=dict(service.env),
             lease=state.lease_ref(stage.environment),
             metric_templates=state.input.spec.metric_templates(stage.environment),
             control_token="" if state.signed_controls else state.control_token,
@@ -643,7 +655,9 @@ async def _canary(stage: CanaryStage, state: RunState) -> str:
         raise StageFailedError(f"canary aborted: {result.reason}")
     if state.leases is not None:
         await state.leases.report_serving(
-            stage.environment, state.deploy_request(stage.environment, "canary", "canary")
+            stage.environment,
+            state.deploy_request(stage.environment, "canary", "canary"),
+            state.release_phases.get(stage.environment, ""),
         )
     state.deployed[stage.environment] = artifact.digest
     _mark_production(stage.environment, state)

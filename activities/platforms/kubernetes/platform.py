@@ -131,6 +131,14 @@ class KubernetesPlatform:
 
         Already running that digest, fully rolled out: nothing is written (`changed=False`).
         """
+        if request.resources or request.release:
+            # Never a release that starts without its database: refused before any change.
+            raise verdict(
+                ErrorType.CONFIGURATION,
+                f"{request.environment} is on Kubernetes, where resources are references to "
+                "existing Secrets and the release phase a Job, and this worker supports "
+                "neither yet: remove 'resources'/'release' for it or deploy it locally.",
+            )
         if request.artifact.kind != "image":
             raise verdict(
                 ErrorType.CONFIGURATION,

@@ -18,9 +18,11 @@ knows about; the next deploy, rollback or stop of the slot stops them.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
+import subprocess
 import time
 import uuid
 import zipfile
@@ -45,11 +47,13 @@ from activities.platforms.local._proc import (
     stop_process,
     tail,
 )
+from activities.providers.backing_services.resources import LocalResources
 from activities.providers.child_env import child_env
 from activities.providers.venvs import VenvCache, VenvSpec, python_in
 from activities.providers.wheel_builder import wheel_filename
 from contracts.activity import Artifact, DeployRequest, DeployResult, ReleaseConfig, Slot
 from contracts.errors import ErrorType, verdict
+from contracts.service_templates import render, template_references
 
 __all__ = ["ProcessRef", "SlotManager", "SlotRevision", "SlotState", "check_names"]
 
@@ -93,6 +97,11 @@ class SlotRevision(BaseModel):
         default_factory=ReleaseConfig,
         description="Settings and secret references with versions (values are read at each "
         "start, never stored here).",
+    )
+    env: dict[str, str] = Field(
+        default_factory=dict,
+        description="The release's variables as declared: resource placeholders are rendered "
+        "when its process starts (a resource's port may change after a reboot).",
     )
     deployed_at: float = Field(default_factory=time.time)
 
@@ -168,6 +177,7 @@ class SlotManager:
         # Absolute: release dirs become a process's cwd.
         self.state_dir = Path(state_dir).resolve()
         self.venvs = VenvCache(self.state_dir / "venvs")
+        self.resources = LocalResources(self.state_dir / "resources")
         self.ready_timeout_s = ready_timeout_s
         self.stop_timeout_s = stop_timeout_s
         self.probe_timeout_s = probe_timeout_s
@@ -238,6 +248,7 @@ class SlotManager:
             health_path=request.health_path,
             ready_path=request.ready_path,
             config=request.config,
+            env=dict(request.env),
         )
         return self.run_revision(
             request.service, request.environment, request.slot, revision, heartbeat, on_ready
@@ -285,6 +296,8 @@ class SlotManager:
                 home=home,
                 prepend_path=[venv / "bin"],
                 extra={
+                    # Resource placeholders first; the definition's settings and secrets win.
+                    **self.release_env(environment, revision.env, heartbeat),
                     **configured,
                     "VIRTUAL_ENV": str(venv),
                     "SLIPWAY_SERVICE": service,
@@ -341,6 +354,80 @@ class SlotManager:
                 endpoint=new.endpoint,
                 changed=True,
             )
+
+    def release_phase(self, request: DeployRequest, heartbeat: Heartbeat) -> str:
+        """Run the release's `release` command once for this (service, environment, digest),
+        in the release's directory and venv with the environment's configuration, and say
+        what it did. Recorded on disk when it succeeds, so a retried deploy does not run it
+        again; a failure is the deploy's (nothing else has changed by then)."""
+        if not request.release:
+            return ""
+        shown = " ".join(request.release)
+        record = (
+            self._dir(request.service, request.environment)
+            / "release-phase"
+            / f"{request.artifact.digest.replace(':', '-')}.json"
+        )
+        if record.is_file():
+            return f"`{shown}` ran already for this release"
+        release_dir = self.unpack(request.artifact)
+        venv = self.release_venv(request.artifact, heartbeat)
+        command = list(request.release)
+        if _PYTHON.fullmatch(command[0]):
+            command[0] = str(python_in(venv))
+        home = self.state_dir / "homes" / request.service / request.environment / "release"
+        home.mkdir(parents=True, exist_ok=True)
+        env = child_env(
+            home=home,
+            prepend_path=[venv / "bin"],
+            extra={
+                **self.release_env(request.environment, request.env, heartbeat),
+                "VIRTUAL_ENV": str(venv),
+                "SLIPWAY_SERVICE": request.service,
+                "SLIPWAY_ENVIRONMENT": request.environment,
+                "SLIPWAY_DIGEST": request.artifact.digest,
+                "SLIPWAY_VERSION": request.artifact.version,
+            },
+        )
+        heartbeat(f"release phase of {request.service} in {request.environment}: {shown}")
+        log_path = self.state_dir / "logs" / f"{request.service}-{request.environment}-release.log"
+        log_path.parent.mkdir(parents=True, exist_ok=True)
+        offset = log_path.stat().st_size if log_path.exists() else 0
+        with log_path.open("ab") as log:
+            process = subprocess.Popen(
+                command, cwd=release_dir, env=env, stdout=log, stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL, start_new_session=True,
+            )  # fmt: skip
+            try:
+                while process.poll() is None:
+                    heartbeat(f"release phase running: {shown}")
+                    time.sleep(0.5)
+            except BaseException:
+                process.kill()
+                process.wait()
+                raise
+        if process.returncode != 0:
+            raise verdict(
+                ErrorType.DEPLOY_FAILED,
+                f"The release phase `{shown}` of {request.service} "
+                f"{request.artifact.version or request.artifact.digest[:19]} in "
+                f"{request.environment} exited {process.returncode}; nothing was deployed: "
+                f"{tail(log_path, 10, offset)}",
+            )
+        record.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(
+            record, json.dumps({"command": request.release, "at": time.time(), "exit": 0})
+        )
+        return f"ran `{shown}`"
+
+    def release_env(
+        self, environment: str, templates: dict[str, str], heartbeat: Heartbeat
+    ) -> dict[str, str]:
+        """A release's `env:` with the environment's resources filled in (started again if a
+        reboot stopped them; made if they were deleted)."""
+        kinds = sorted({kind for v in templates.values() for kind, _ in template_references(v)})
+        endpoints = self.resources.endpoints(kinds, environment, heartbeat) if kinds else {}
+        return {name: render(value, endpoints) for name, value in templates.items()}
 
     def _stop_leftovers(self, state: SlotState, heartbeat: Heartbeat) -> None:
         """Stop the slot's leftover processes (never its current one) and forget them."""

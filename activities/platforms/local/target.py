@@ -150,6 +150,7 @@ class LocalDeployTarget:
                 health_path=current.health_path,
                 ready_path=current.ready_path,
                 config=current.config,
+                env=dict(current.env),
             )
 
     def set_weight(self, request: WeightRequest) -> None:
@@ -212,11 +213,17 @@ class LocalDeployTarget:
     def deploy(self, request: DeployRequest, heartbeat: Heartbeat) -> DeployResult:
         """Run the release in the slot its strategy calls for (see the module docstring)."""
         with self._guard(request.service, request.environment, request.fence):
+            for wanted in request.resources:  # made on first use, kept across releases
+                self.slots.resources.ensure(wanted, request.environment, heartbeat)
+            # Before the new release runs anywhere: its failure changes nothing else.
+            phase = self.slots.release_phase(request, heartbeat)
             if request.slot == "canary":
-                return self._deploy_canary(request, heartbeat)
-            if request.strategy == "blue_green" or request.slot in _COLOURS:
-                return self._deploy_idle_colour(request, heartbeat)
-            return self._deploy_stable(request, heartbeat)
+                result = self._deploy_canary(request, heartbeat)
+            elif request.strategy == "blue_green" or request.slot in _COLOURS:
+                result = self._deploy_idle_colour(request, heartbeat)
+            else:
+                result = self._deploy_stable(request, heartbeat)
+            return result.model_copy(update={"release_phase": phase})
 
     def _deploy_stable(self, request: DeployRequest, heartbeat: Heartbeat) -> DeployResult:
         service, env = request.service, request.environment
@@ -295,6 +302,7 @@ class LocalDeployTarget:
                 health_path=request.health_path,
                 ready_path=request.ready_path,
                 config=request.config,
+                env=dict(request.env),
             )
         previous = stable.current
         undo = None
@@ -496,4 +504,5 @@ def _revision(target: ReleaseSpec) -> SlotRevision:
         health_path=target.health_path,
         ready_path=target.ready_path,
         config=target.config,
+        env=dict(target.env),
     )

@@ -14,12 +14,15 @@ __all__ = ["Installation", "ServerKind"]
 
 @dataclass(frozen=True)
 class Installation:
-    """Server binaries found on the worker: their version and where they are."""
+    """Server binaries found on the worker: their version, where they are, and what they
+    lack of what the official image has ("" when nothing: e.g. pgserver's PostgreSQL has no
+    contrib extensions)."""
 
     kind: str
     version: str
     location: Path = Path()
     origin: str = ""
+    lacking: str = ""
 
 
 class ServerKind(Protocol):

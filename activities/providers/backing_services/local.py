@@ -25,6 +25,7 @@ from activities.providers.backing_services.processes import (
     clean_leftovers,
     data_root,
     free_port,
+    reachable_installation,
     run_as_for,
     wait_until,
 )
@@ -99,7 +100,8 @@ class LocalBackingServices:
         progress: Callable[[str], None],
     ) -> tuple[Endpoint, str]:
         kind = self._kinds[service.kind]
-        installation = self._choose(service, kind)
+        installation, passed_over = self._choose(service, kind)
+        installation = reachable_installation(installation, run_as)
         progress(f"starting {service.kind} {installation.version}")
         for attempt in range(1, _PORT_ATTEMPTS + 1):
             server = ServerProcess(self.records, parent, service.kind, run_as)
@@ -124,22 +126,67 @@ class LocalBackingServices:
                     f"The backing service {service} ({installation.origin}) did not start: {exc}"
                 ) from exc
             endpoint = dataclasses.replace(endpoint, version=version)
-            return endpoint, _note(service, version)
+            return endpoint, _note(service, version, installation, passed_over)
         raise AssertionError("unreachable: the last attempt returns or raises")
 
-    def _choose(self, service: ServiceWanted, kind: ServerKind) -> Installation:
+    def _choose(
+        self, service: ServiceWanted, kind: ServerKind
+    ) -> tuple[Installation, Installation | None]:
+        """The installation to run, and the one of the asked version passed over because it
+        lacks what the official image has (None if none was)."""
         installations = kind.installations()
         if not installations:
             raise verdict(
                 ErrorType.CONFIGURATION,
-                f"The test stage asks for {service} but this worker has no {service.kind} "
-                f"server: {_INSTALL_HINTS.get(service.kind, 'install it')}.",
+                f"The {service} service asked for has no {service.kind} server on this "
+                f"worker: {_INSTALL_HINTS.get(service.kind, 'install it')}.",
             )
-        honoured = [i for i in installations if version_satisfies(service.version, i.version)]
-        return (honoured or installations)[0]
+        chosen = choose_installation(service, installations)
+        return chosen, _passed_over(service, chosen, installations)
 
 
-def _note(service: ServiceWanted, version: str) -> str:
+def _passed_over(
+    service: ServiceWanted, chosen: Installation, installations: list[Installation]
+) -> Installation | None:
+    honoured = [i for i in installations if version_satisfies(service.version, i.version)]
+    return honoured[0] if honoured and chosen not in honoured else None
+
+
+def describe_choice(
+    service: ServiceWanted, chosen: Installation, installations: list[Installation]
+) -> str:
+    """The summary's note for running `chosen` where `service` was asked for."""
+    return _note(service, chosen.version, chosen, _passed_over(service, chosen, installations))
+
+
+def choose_installation(service: ServiceWanted, installations: list[Installation]) -> Installation:
+    """Whole before the asked version: a complete installation of the asked version, else the
+    complete one closest to it (newer on a tie), else the asked version however incomplete,
+    else the first found."""
+    order = {id(i): n for n, i in enumerate(installations)}
+
+    def rank(i: Installation) -> tuple[int, int, int, int]:
+        honoured = version_satisfies(service.version, i.version)
+        distance = abs(_major(i.version) - _major(service.version)) if service.version else 0
+        return (bool(i.lacking), 0 if honoured else 1, distance, order[id(i)])
+
+    return min(installations, key=rank)
+
+
+def _major(version: str | None) -> int:
+    head = (version or "0").split(".")[0]
+    return int(head) if head.isdigit() else 0
+
+
+def _note(
+    service: ServiceWanted, version: str, chosen: Installation, passed_over: Installation | None
+) -> str:
     if version_satisfies(service.version, version):
-        return f"{service.kind} {version}"
-    return f"{service.kind} {service.version} asked, {version} available"
+        note = f"{service.kind} {version}"
+    else:
+        note = f"{service.kind} {service.version} asked, {version} available"
+    if passed_over is not None:
+        note += f" ({passed_over.version} here lacks {passed_over.lacking})"
+    elif chosen.lacking:
+        note += f" (without {chosen.lacking})"
+    return note

@@ -1,6 +1,10 @@
 """PostgreSQL for test stages: the binaries of the `pgserver` wheel (PostgreSQL 16.2), else
 Debian's `postgresql` packages (/usr/lib/postgresql/<major>/bin).
 
+An installation without the contrib extensions the official image carries (`uuid-ossp`,
+`pgcrypto`, `citext`, `hstore`, `pg_trgm`, ...; pgserver's wheel has none) says so in its
+`lacking`, and the starter prefers one that has them.
+
 We run `initdb` and `postgres` ourselves rather than pgserver's Python API: that API puts
 its servers in a shared runtime directory and, as root, creates a `pgserver` account and
 widens the permissions of every parent directory. Ours get a fresh directory, a loopback
@@ -25,6 +29,8 @@ from contracts.service_templates import Endpoint
 __all__ = ["PostgresKind"]
 
 _VERSION = re.compile(r"\(PostgreSQL\)\s+(\d+(?:\.\d+)*)")
+# What applications most often ask of the official image's contrib (all of them ship there).
+CONTRIB = ("uuid-ossp", "pgcrypto", "citext", "hstore", "pg_trgm")
 USER = "postgres"
 DATABASE = "postgres"
 
@@ -51,7 +57,11 @@ class PostgresKind:
                 continue
             match = _VERSION.search(out)
             if match:
-                found.append(Installation(self.kind, match.group(1), bin_dir, str(bin_dir)))
+                missing = _missing_extensions(bin_dir)
+                lacking = f"the contrib extensions {', '.join(missing)}" if missing else ""
+                found.append(
+                    Installation(self.kind, match.group(1), bin_dir, str(bin_dir), lacking)
+                )
         return found
 
     def launch(
@@ -62,25 +72,30 @@ class PostgresKind:
         password: str | None = None,
     ) -> Endpoint:
         password = password or secrets.token_urlsafe(16)
-        pwfile = server.data_dir / "pwfile"
-        pwfile.write_text(password + "\n")
-        if server.run_as is not None:
-            os.chown(pwfile, server.run_as.uid, server.run_as.gid)
         data = server.data_dir / "data"
         bin_dir = installation.location
-        server.run(
-            [
-                str(bin_dir / "initdb"),
-                "-D", str(data),
-                "-U", USER,
-                "--auth=scram-sha-256",
-                f"--pwfile={pwfile}",
-                "-E", "UTF8",
-                "--no-locale",  # C collation: no dependence on the locales installed
-                "--no-sync",
-            ]
-        )  # fmt: skip
-        pwfile.unlink()
+        if not (data / "PG_VERSION").is_file():  # a resource's data is kept across starts
+            pwfile = server.data_dir / "pwfile"
+            pwfile.write_text(password + "\n")
+            if server.run_as is not None:
+                os.chown(pwfile, server.run_as.uid, server.run_as.gid)
+            server.run(
+                [
+                    str(bin_dir / "initdb"),
+                    "-D", str(data),
+                    "-U", USER,
+                    "--auth=scram-sha-256",
+                    f"--pwfile={pwfile}",
+                    "-E", "UTF8",
+                    "--no-locale",  # C collation: no dependence on the locales installed
+                    "--no-sync",
+                ]
+            )  # fmt: skip
+            pwfile.unlink()
+        # Throwaway data needs no durability; a resource's does.
+        fast = [] if server.durable else [
+            "-c", "fsync=off", "-c", "synchronous_commit=off", "-c", "full_page_writes=off",
+        ]  # fmt: skip
         server.start(
             [
                 str(bin_dir / "postgres"),
@@ -88,9 +103,7 @@ class PostgresKind:
                 "-p", str(port),
                 "-c", "listen_addresses=127.0.0.1",
                 "-c", "unix_socket_directories=",
-                "-c", "fsync=off",
-                "-c", "synchronous_commit=off",
-                "-c", "full_page_writes=off",
+                *fast,
             ]
         )  # fmt: skip
         return Endpoint(
@@ -126,6 +139,23 @@ class PostgresKind:
             return None
         answer = done.stdout.strip()
         return answer.split()[0] if done.returncode == 0 and answer else None
+
+
+def _missing_extensions(bin_dir: Path) -> list[str]:
+    """The CONTRIB extensions this installation cannot create (their control files are
+    absent from its share directory, which `pg_config` knows)."""
+    share: Path | None = None
+    try:
+        out = subprocess.run(
+            [str(bin_dir / "pg_config"), "--sharedir"], capture_output=True, text=True, timeout=10
+        )
+        if out.returncode == 0 and out.stdout.strip():
+            share = Path(out.stdout.strip())
+    except (OSError, subprocess.TimeoutExpired):
+        pass
+    if share is None:
+        share = bin_dir.parent / "share" / "postgresql"
+    return [name for name in CONTRIB if not (share / "extension" / f"{name}.control").is_file()]
 
 
 def _bin_dirs() -> list[Path]:

@@ -10,6 +10,8 @@ directory to delete. Records of live workers sharing the state directory are lef
 from __future__ import annotations
 
 import contextlib
+import dataclasses
+import hashlib
 import json
 import os
 import pwd
@@ -24,10 +26,14 @@ import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import structlog
 
 from contracts.errors import ErrorType, verdict
+
+if TYPE_CHECKING:
+    from activities.providers.backing_services.kinds import Installation
 
 __all__ = [
     "RunAs",
@@ -36,6 +42,7 @@ __all__ = [
     "data_root",
     "free_port",
     "process_start_ticks",
+    "reachable_installation",
     "run_as_for",
     "wait_until",
 ]
@@ -94,9 +101,8 @@ def data_root(preferred: Path, run_as: RunAs | None) -> Path:
     preferred.mkdir(parents=True, exist_ok=True)
     if run_as is None or _reachable_by_others(preferred.resolve()):
         return preferred
-    fallback = Path(tempfile.gettempdir()) / "slipway-services"
-    fallback.mkdir(exist_ok=True)
-    fallback.chmod(0o755)
+    fallback = private_root("slipway-services") / "data"
+    fallback.mkdir(mode=0o755, exist_ok=True)
     return fallback
 
 
@@ -104,14 +110,88 @@ def _reachable_by_others(path: Path) -> bool:
     return all(p.stat().st_mode & stat.S_IXOTH for p in (path, *path.parents))
 
 
+def private_root(name: str, base: Path | None = None) -> Path:
+    """`<base or system temp>/<name>`, made by this user and writable by no one else (it is
+    refused if someone else made it first: what runs from there must be what we put there)."""
+    root = (base or Path(tempfile.gettempdir())) / name
+    root.mkdir(mode=0o755, exist_ok=True)
+    info = root.lstat()
+    if not stat.S_ISDIR(info.st_mode) or info.st_uid != os.geteuid() or info.st_mode & 0o022:
+        raise verdict(
+            ErrorType.CONFIGURATION,
+            f"{root} belongs to another user or others may write to it: remove it, or run "
+            "the worker as a non-root user.",
+        )
+    root.chmod(0o755)
+    return root
+
+
+def reachable_installation(installation: Installation, run_as: RunAs | None) -> Installation:
+    """`installation` itself if the servers' user can reach it; else a copy it can (a root
+    worker cloned into a private directory has pgserver's binaries inside a .venv that
+    `nobody` may not enter). The copy is made once per source and version, root-owned and
+    read-only to others, under the system temp directory."""
+    location = installation.location.absolute()
+    if run_as is None or _reachable_by_others(location.resolve()):
+        return installation
+    # A PostgreSQL bin directory brings its prefix (lib/, share/); Redis is one binary. The
+    # layout around it is kept: a wheel's binaries find their libraries in the sibling
+    # `<package>.libs` that auditwheel made (RPATH $ORIGIN/../../../pgserver.libs).
+    source = location.parent if location.is_dir() else location
+    package = source.parent
+    libs = package.parent / f"{package.name}.libs"
+    key = hashlib.sha256(f"{source.resolve()}|{installation.version}".encode()).hexdigest()[:16]
+    target = private_root("slipway-services") / "installs" / f"{installation.kind}-{key}"
+    if not target.exists():
+        target.parent.mkdir(mode=0o755, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(prefix=f".{target.name}-", dir=target.parent))
+        copied = staging / package.name / source.name
+        copied.parent.mkdir()
+        if source.is_dir():
+            shutil.copytree(source, copied, symlinks=True)
+        else:
+            shutil.copy2(source, copied)
+        if libs.is_dir():
+            shutil.copytree(libs, staging / libs.name, symlinks=True)
+        _open_to_others(staging)
+        try:
+            staging.rename(target)
+        except OSError:  # another worker finished the same copy first
+            shutil.rmtree(staging, ignore_errors=True)
+    moved = target / package.name / source.name
+    new_location = moved / location.name if location.is_dir() else moved
+    _log.info("server binaries copied where their user can reach them", to=str(new_location))
+    return dataclasses.replace(installation, location=new_location)
+
+
+def _open_to_others(root: Path) -> None:
+    """Readable (and directories and executables enterable) by everyone, writable by us."""
+    for path in [root, *root.rglob("*")]:
+        if path.is_symlink():
+            continue
+        mode = path.stat().st_mode
+        extra = 0o055 if path.is_dir() or mode & stat.S_IXUSR else 0o044
+        path.chmod((mode | extra) & ~0o022)
+
+
 class ServerProcess:
     """One running server: `start()` records and spawns it, `stop()` ends its process group,
     deletes its data directory and its record. Safe to stop twice."""
 
-    def __init__(self, records: Path, data_parent: Path, label: str, run_as: RunAs | None) -> None:
+    def __init__(
+        self,
+        records: Path,
+        data_parent: Path,
+        label: str,
+        run_as: RunAs | None,
+        *,
+        data_dir: Path | None = None,
+    ) -> None:
         self.id = uuid.uuid4().hex[:12]
         self.records = records
-        self.data_dir = data_parent / f"{label}-{self.id}"
+        self.data_dir = data_dir or data_parent / f"{label}-{self.id}"
+        # Durable: a resource's data outlives the process (no fsync=off, Redis keeps an AOF).
+        self.durable = data_dir is not None
         self.run_as = run_as
         self.process: subprocess.Popen[bytes] | None = None
         self.log_path = self.data_dir / "server.log"

@@ -54,9 +54,11 @@ class RedisKind:
         password = password or secrets.token_urlsafe(16)
         # The password travels in a config file, not argv, where `ps` would show it.
         config = server.data_dir / "redis.conf"
+        # A resource keeps an append-only file (its data survives restarts); tests keep none.
+        appendonly = "yes" if server.durable else "no"
         config.write_text(
             f'port {port}\nbind 127.0.0.1\ndir "{server.data_dir}"\nsave ""\n'
-            f"appendonly no\ndaemonize no\nrequirepass {password}\n"
+            f"appendonly {appendonly}\ndaemonize no\nrequirepass {password}\n"
         )
         config.chmod(0o600)
         if server.run_as is not None:

