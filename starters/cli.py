@@ -770,7 +770,8 @@ async def _environments(client: Client, service: str) -> list[EnvironmentState]:
 
 
 resources_app = typer.Typer(
-    help="The local platform's resources (a PostgreSQL, a Redis per environment): kept across "
+    help="The local platform's resources (a PostgreSQL, a Redis per service and environment): "
+    "kept across "
     "releases and worker restarts until deleted here. Acts on SLIPWAY_STATE_DIR of this machine."
 )
 app.add_typer(resources_app, name="resources")
@@ -785,12 +786,13 @@ def _local_resources() -> Any:
 
 @resources_app.command(name="list")
 def resources_list() -> None:
-    """Every resource: kind, environment, version, port, whether its server runs."""
+    """Every resource: service, environment, kind, version, port, whether its server runs."""
     records = _local_resources().records()
     for r in records:
         state = "running" if r["running"] else "stopped"
         typer.echo(
-            f"{r['kind']:<9} {r['environment']:<14} {r['version']:<8} {r['port']:<6} {state}"
+            f"{r['service']:<20} {r['environment']:<14} {r['kind']:<9} {r['version']:<8} "
+            f"{r['port']:<6} {state}"
         )
     if not records:
         typer.echo("no resources", err=True)
@@ -798,16 +800,17 @@ def resources_list() -> None:
 
 @resources_app.command(name="delete")
 def resources_delete(
-    kind: Annotated[str, typer.Argument(help="postgres or redis.")],
+    service: Annotated[str, typer.Argument(help="Service.", callback=arguments.service_name)],
     environment: Annotated[str, typer.Argument(help="Environment.", callback=arguments.safe_name)],
+    kind: Annotated[str, typer.Argument(help="postgres or redis.")],
 ) -> None:
     """Stop the resource and delete its data for good (the next deploy makes a new one)."""
     if kind not in ("postgres", "redis"):
         raise _fail(f"unknown resource kind {kind!r}; one of: postgres, redis")
-    if not _local_resources().delete(kind, environment):
-        typer.echo(f"{environment} has no {kind} resource", err=True)
+    if not _local_resources().delete(service, environment, kind):
+        typer.echo(f"{service} has no {kind} resource in {environment}", err=True)
         raise typer.Exit(1)
-    typer.echo(f"deleted the {kind} resource of {environment} and its data")
+    typer.echo(f"deleted the {kind} resource of {service} in {environment} and its data")
 
 
 @app.command(name="env")

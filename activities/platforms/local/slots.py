@@ -297,7 +297,7 @@ class SlotManager:
                 prepend_path=[venv / "bin"],
                 extra={
                     # Resource placeholders first; the definition's settings and secrets win.
-                    **self.release_env(environment, revision.env, heartbeat),
+                    **self.release_env(service, environment, revision.env, heartbeat),
                     **configured,
                     "VIRTUAL_ENV": str(venv),
                     "SLIPWAY_SERVICE": service,
@@ -381,7 +381,7 @@ class SlotManager:
             home=home,
             prepend_path=[venv / "bin"],
             extra={
-                **self.release_env(request.environment, request.env, heartbeat),
+                **self.release_env(request.service, request.environment, request.env, heartbeat),
                 "VIRTUAL_ENV": str(venv),
                 "SLIPWAY_SERVICE": request.service,
                 "SLIPWAY_ENVIRONMENT": request.environment,
@@ -421,12 +421,14 @@ class SlotManager:
         return f"ran `{shown}`"
 
     def release_env(
-        self, environment: str, templates: dict[str, str], heartbeat: Heartbeat
+        self, service: str, environment: str, templates: dict[str, str], heartbeat: Heartbeat
     ) -> dict[str, str]:
         """A release's `env:` with the environment's resources filled in (started again if a
         reboot stopped them; made if they were deleted)."""
         kinds = sorted({kind for v in templates.values() for kind, _ in template_references(v)})
-        endpoints = self.resources.endpoints(kinds, environment, heartbeat) if kinds else {}
+        endpoints = (
+            self.resources.endpoints(kinds, service, environment, heartbeat) if kinds else {}
+        )
         return {name: render(value, endpoints) for name, value in templates.items()}
 
     def _stop_leftovers(self, state: SlotState, heartbeat: Heartbeat) -> None:

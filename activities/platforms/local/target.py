@@ -214,7 +214,7 @@ class LocalDeployTarget:
         """Run the release in the slot its strategy calls for (see the module docstring)."""
         with self._guard(request.service, request.environment, request.fence):
             for wanted in request.resources:  # made on first use, kept across releases
-                self.slots.resources.ensure(wanted, request.environment, heartbeat)
+                self.slots.resources.ensure(wanted, request.service, request.environment, heartbeat)
             # Before the new release runs anywhere: its failure changes nothing else.
             phase = self.slots.release_phase(request, heartbeat)
             if request.slot == "canary":

@@ -1,13 +1,13 @@
-"""Resources that outlive releases: one real server per (kind, environment) on the local
-platform, created on the first deploy that needs it and kept across releases and worker
+"""Resources that outlive releases: one real server per (service, environment, kind) on the
+local platform, created on the first deploy that needs it and kept across releases and worker
 restarts (it runs in its own session, and its data stays on disk), removed only by
-`slipway resources delete KIND ENVIRONMENT`.
+`slipway resources delete SERVICE ENVIRONMENT KIND`. Two services never share a database.
 
-Each lives in `<root>/<kind>/<environment>/`: `resource.json` (version, installation, port,
-password, server pid), the server's data and its log. A release reaches it through the same
-placeholders a test stage uses (`{services.postgres.url}`), rendered when its process starts.
-A server found stopped (a reboot) is started again on its data, on the same port if free.
-"""
+Each lives in `<root>/<service>/<environment>/<kind>/`: `resource.json` (version,
+installation, port, password, server pid), the server's data and its log. A release reaches
+it through the same placeholders a test stage uses (`{services.postgres.url}`), rendered
+when its process starts. A server found stopped (a reboot) is started again on its data, on
+the same port if free."""
 
 from __future__ import annotations
 
@@ -52,6 +52,7 @@ class ResourceRecord(BaseModel):
     """`resource.json`: what runs, where, and how to reach it (the password stays here)."""
 
     kind: str
+    service: str
     environment: str
     asked: str = ""
     note: str = ""
@@ -101,6 +102,13 @@ def resources_root(preferred: Path, run_as: RunAs | None) -> Path:
     return root
 
 
+@dataclasses.dataclass(frozen=True)
+class _Where:
+    service: str
+    environment: str
+    home: Path
+
+
 class LocalResources:
     """The local platform's resources under `root` (the worker's `<state_dir>/resources`)."""
 
@@ -128,19 +136,22 @@ class LocalResources:
     def root(self) -> Path:
         return resources_root(self._preferred, self._run_as)
 
-    def _dir(self, kind: str, environment: str) -> Path:
-        return self.root / kind / environment
+    def _dir(self, service: str, environment: str, kind: str) -> Path:
+        return self.root / service / environment / kind
 
     # --- reading -------------------------------------------------------------------------
 
     def records(self) -> list[dict[str, object]]:
-        """Every resource: kind, environment, version, port, running (no password)."""
+        """Every resource: service, environment, kind, version, port, running (no
+        password)."""
         found = []
-        for path in sorted(self.root.glob("*/*/resource.json")):
+        for path in sorted(self.root.glob("*/*/*/resource.json")):
             record = ResourceRecord.model_validate_json(path.read_text())
             found.append(
                 {
-                    **record.model_dump(include={"kind", "environment", "version", "port"}),
+                    **record.model_dump(
+                        include={"service", "environment", "kind", "version", "port"}
+                    ),
                     "running": self._running(record),
                     "data": str(path.parent),
                 }
@@ -150,44 +161,51 @@ class LocalResources:
     # --- ensuring ------------------------------------------------------------------------
 
     def ensure(
-        self, wanted: str, environment: str, progress: Callable[[str], None]
+        self, wanted: str, service: str, environment: str, progress: Callable[[str], None]
     ) -> tuple[Endpoint, str]:
-        """The resource `wanted` (`postgres:16`) of `environment`, running: created on first
-        use, started again if found stopped. Its endpoint and a note for the summary."""
-        service = parse_service(wanted)
-        kind = self._kinds[service.kind]
-        home = self._dir(service.kind, environment)
+        """The resource `wanted` (`postgres:16`) of `service` in `environment`, running:
+        created on first use, started again if found stopped. Its endpoint and a note for
+        the summary."""
+        asked = parse_service(wanted)
+        kind = self._kinds[asked.kind]
+        home = self._dir(service, environment, asked.kind)
         home.parent.mkdir(parents=True, exist_ok=True)
-        with file_lock(home.parent / f"{environment}.lock"):
+        with file_lock(home.parent / f"{asked.kind}.lock"):
             record = self._read(home)
             if record is not None and self._running(record):
                 if kind.check(record.installation, record.endpoint) is not None:
                     return record.endpoint, record.note
                 self._halt(record)
-            return self._start(service.kind, service.version, environment, home, record, progress)
+            where = _Where(service, environment, home)
+            return self._start(asked.kind, asked.version, where, record, progress)
 
     def endpoints(
-        self, kinds: Iterable[str], environment: str, progress: Callable[[str], None]
+        self,
+        kinds: Iterable[str],
+        service: str,
+        environment: str,
+        progress: Callable[[str], None],
     ) -> dict[str, Endpoint]:
-        """The running endpoints of `kinds` in `environment` (a release's placeholders): each
-        as it exists (started again if stopped), or created at the newest version."""
+        """The running endpoints of `service`'s `kinds` in `environment` (a release's
+        placeholders): each as it exists (started again if stopped), or created at the
+        newest version."""
         out = {}
         for kind in kinds:
-            record = self._read(self._dir(kind, environment))
+            record = self._read(self._dir(service, environment, kind))
             asked = f"{kind}:{record.asked}" if record and record.asked else kind
-            out[kind] = self.ensure(asked, environment, progress)[0]
+            out[kind] = self.ensure(asked, service, environment, progress)[0]
         return out
 
     def _start(
         self,
         kind_name: str,
         asked: str | None,
-        environment: str,
-        home: Path,
+        where: _Where,
         record: ResourceRecord | None,
         progress: Callable[[str], None],
     ) -> tuple[Endpoint, str]:
         kind = self._kinds[kind_name]
+        environment, home = where.environment, where.home
         if record is not None:
             installation = self._installation_of(record, kind)
             note, password, port = record.note, record.password, record.port
@@ -234,6 +252,7 @@ class LocalResources:
             home,
             ResourceRecord(
                 kind=kind_name,
+                service=where.service,
                 environment=environment,
                 asked=asked or "",
                 note=note,
@@ -252,7 +271,13 @@ class LocalResources:
                 created=record.created if record else time.time(),
             ),
         )
-        _log.info("resource running", kind=kind_name, environment=environment, port=port)
+        _log.info(
+            "resource running",
+            kind=kind_name,
+            service=where.service,
+            environment=environment,
+            port=port,
+        )
         return endpoint, note
 
     def _installation_of(self, record: ResourceRecord, kind: ServerKind) -> Installation:
@@ -266,18 +291,18 @@ class LocalResources:
                 f"The {record.kind} resource of {record.environment!r} holds data of "
                 f"{record.kind} {installation.version}, which is no longer installed here: "
                 "install it again, or delete the resource with `slipway resources delete "
-                f"{record.kind} {record.environment}`.",
+                f"{record.service} {record.environment} {record.kind}`.",
             )
         return same[0]
 
     # --- deleting ------------------------------------------------------------------------
 
-    def delete(self, kind: str, environment: str) -> bool:
+    def delete(self, service: str, environment: str, kind: str) -> bool:
         """Stop the resource and delete its data; False if there was none."""
-        home = self._dir(kind, environment)
+        home = self._dir(service, environment, kind)
         if not home.parent.is_dir():
             return False
-        with file_lock(home.parent / f"{environment}.lock"):
+        with file_lock(home.parent / f"{kind}.lock"):
             record = self._read(home)
             if record is None and not home.exists():
                 return False

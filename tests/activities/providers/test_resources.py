@@ -1,5 +1,5 @@
-"""Resources that outlive releases (LocalResources) against real servers: one per (kind,
-environment), created on first use, kept by a restarted worker and after their server was
+"""Resources that outlive releases (LocalResources) against real servers: one per (service,
+environment, kind), created on first use, kept by a restarted worker and after their server was
 killed (their data survives), removed only by delete."""
 
 from __future__ import annotations
@@ -31,46 +31,58 @@ def test_data_survives_a_worker_restart_and_a_killed_server_until_deleted(
     tmp_path: Path,
 ) -> None:
     first = LocalResources(tmp_path / "resources")
-    pg, note = first.ensure("postgres:16", "dev", noted)
-    rd, _ = first.ensure("redis:7", "dev", noted)
+    pg, note = first.ensure("postgres:16", "clinic", "dev", noted)
+    rd, _ = first.ensure("redis:7", "clinic", "dev", noted)
     with psycopg.connect(pg.url, autocommit=True) as conn:
         conn.execute('CREATE EXTENSION IF NOT EXISTS "uuid-ossp"')
         conn.execute("CREATE TABLE calc (id uuid DEFAULT uuid_generate_v4(), v int)")
         conn.execute("INSERT INTO calc (v) VALUES (7)")
     redis.Redis.from_url(rd.url).set("k", "v")
     assert note.startswith("postgres ")
-    # Another environment gets its own server.
-    staging, _ = first.ensure("postgres:16", "staging", noted)
+    # Another environment, and another service in the same environment, get their own.
+    staging, _ = first.ensure("postgres:16", "clinic", "staging", noted)
     assert staging.port != pg.port
+    other, _ = first.ensure("postgres:16", "billing", "dev", noted)
+    assert other.port not in (pg.port, staging.port)
+    with psycopg.connect(other.url) as conn:
+        assert conn.execute("SELECT to_regclass('calc')").fetchone() == (None,)
 
     # A restarted worker (a new manager) finds the same servers running, untouched.
     again = LocalResources(tmp_path / "resources")
-    assert again.ensure("postgres:16", "dev", noted)[0] == pg
-    assert again.endpoints(["redis"], "dev", noted)["redis"] == rd
+    assert again.ensure("postgres:16", "clinic", "dev", noted)[0] == pg
+    assert again.endpoints(["redis"], "clinic", "dev", noted)["redis"] == rd
 
     # Its servers die (a reboot): the next use starts them again on their data.
     for record in again.records():
-        if record["environment"] == "dev":
+        if (record["service"], record["environment"]) == ("clinic", "dev"):
             pid = _pid_on(int(str(record["port"])))
             os.kill(pid, signal.SIGKILL)
     time.sleep(0.5)
-    assert not any(r["running"] for r in again.records() if r["environment"] == "dev")
-    pg2 = again.endpoints(["postgres"], "dev", noted)["postgres"]
-    rd2 = again.endpoints(["redis"], "dev", noted)["redis"]
+    assert not any(
+        r["running"]
+        for r in again.records()
+        if (r["service"], r["environment"]) == ("clinic", "dev")
+    )
+    pg2 = again.endpoints(["postgres"], "clinic", "dev", noted)["postgres"]
+    rd2 = again.endpoints(["redis"], "clinic", "dev", noted)["redis"]
     with psycopg.connect(pg2.url) as conn:
         assert conn.execute("SELECT v FROM calc").fetchall() == [(7,)]
     assert redis.Redis.from_url(rd2.url).get("k") == b"v"
 
     # Only an explicit delete removes one (and only that one).
-    assert again.delete("postgres", "dev")
-    assert not again.delete("postgres", "dev")
-    kept = {(r["kind"], r["environment"]) for r in again.records()}
-    assert kept == {("redis", "dev"), ("postgres", "staging")}
-    fresh = again.ensure("postgres:16", "dev", noted)[0]
+    assert again.delete("clinic", "dev", "postgres")
+    assert not again.delete("clinic", "dev", "postgres")
+    kept = {(str(r["service"]), str(r["environment"]), str(r["kind"])) for r in again.records()}
+    assert kept == {
+        ("clinic", "dev", "redis"),
+        ("clinic", "staging", "postgres"),
+        ("billing", "dev", "postgres"),
+    }
+    fresh = again.ensure("postgres:16", "clinic", "dev", noted)[0]
     with psycopg.connect(fresh.url) as conn:
         assert conn.execute("SELECT to_regclass('calc')").fetchone() == (None,)
-    for kind, environment in [("postgres", "dev"), ("redis", "dev"), ("postgres", "staging")]:
-        assert again.delete(kind, environment)
+    for service, environment, kind in [*kept, ("clinic", "dev", "postgres")]:
+        assert again.delete(service, environment, kind)
     assert again.records() == []
 
 
@@ -108,13 +120,13 @@ def test_a_release_env_gets_the_environments_resources_through_placeholders(
 
     slots = SlotManager(tmp_path / "platform")
     templates = {"REDIS_URL": "{services.redis.url}", "MODE": "plain"}
-    first = slots.release_env("dev", templates, noted)
-    second = SlotManager(tmp_path / "platform").release_env("dev", templates, noted)
+    first = slots.release_env("clinic", "dev", templates, noted)
+    second = SlotManager(tmp_path / "platform").release_env("clinic", "dev", templates, noted)
     assert first == second
     assert first["MODE"] == "plain"
     assert first["REDIS_URL"].startswith("redis://default:")
     assert redis.Redis.from_url(first["REDIS_URL"]).ping()
-    assert slots.resources.delete("redis", "dev")
+    assert slots.resources.delete("clinic", "dev", "redis")
 
 
 def test_the_cli_lists_and_deletes_a_resource(tmp_path: Path) -> None:
@@ -123,14 +135,14 @@ def test_the_cli_lists_and_deletes_a_resource(tmp_path: Path) -> None:
     from starters.cli import app
 
     state = tmp_path / "state"
-    LocalResources(state / "platform" / "resources").ensure("redis:7", "qa", noted)
+    LocalResources(state / "platform" / "resources").ensure("redis:7", "clinic", "qa", noted)
     env = {"SLIPWAY_STATE_DIR": str(state)}
     listed = CliRunner().invoke(app, ["resources", "list"], env=env)
     assert listed.exit_code == 0, listed.output
-    assert listed.output.split()[:2] == ["redis", "qa"]
+    assert listed.output.split()[:3] == ["clinic", "qa", "redis"]
     assert "running" in listed.output
-    deleted = CliRunner().invoke(app, ["resources", "delete", "redis", "qa"], env=env)
+    deleted = CliRunner().invoke(app, ["resources", "delete", "clinic", "qa", "redis"], env=env)
     assert deleted.exit_code == 0, deleted.output
-    assert "deleted the redis resource of qa" in deleted.output
-    again = CliRunner().invoke(app, ["resources", "delete", "redis", "qa"], env=env)
+    assert "deleted the redis resource of clinic in qa" in deleted.output
+    again = CliRunner().invoke(app, ["resources", "delete", "clinic", "qa", "redis"], env=env)
     assert again.exit_code == 1

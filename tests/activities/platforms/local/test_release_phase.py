@@ -51,7 +51,7 @@ def test_it_runs_once_per_environment_and_release_before_traffic_and_a_failure_c
     assert retried.release_phase.endswith("ran already for this release")
     assert versions_seen(url, 3) == {"1.0.0": 3}
     (endpoint,) = platform.slots.resources.endpoints(
-        ["redis"], "development", no_heartbeat
+        ["redis"], "hello", "development", no_heartbeat
     ).values()
     assert redis.Redis.from_url(endpoint.url).get("phase:1.0.0") == b"1"
 
@@ -63,4 +63,4 @@ def test_it_runs_once_per_environment_and_release_before_traffic_and_a_failure_c
     assert "relation exists" in str(raised.value)
     assert versions_seen(url, 3) == {"1.0.0": 3}
     assert platform.slots.state("hello", "development", "stable").digest == v1.digest
-    assert platform.slots.resources.delete("redis", "development")
+    assert platform.slots.resources.delete("hello", "development", "redis")
