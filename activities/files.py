@@ -1,13 +1,17 @@
-"""Small file helpers shared by the builders and the local platform."""
+"""Small file helpers shared by the builders, the local platform and its resources."""
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import hashlib
 import os
+import time
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 
-__all__ = ["atomic_write_bytes", "atomic_write_text", "file_sha256"]
+__all__ = ["atomic_write_bytes", "atomic_write_text", "file_lock", "file_sha256", "tail"]
 
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:
@@ -34,3 +38,40 @@ def file_sha256(path: Path) -> str:
         for chunk in iter(lambda: handle.read(1 << 20), b""):
             digest.update(chunk)
     return digest.hexdigest()
+
+
+def tail(path: Path, lines: int = 20, offset: int = 0) -> str:
+    """The last `lines` lines of `path` from byte `offset` on (empty if it does not exist)."""
+    try:
+        with path.open("rb") as f:
+            f.seek(offset)
+            data = f.read()
+    except OSError:
+        return ""
+    text = data.decode("utf-8", errors="replace")
+    return "\n".join(text.splitlines()[-lines:])
+
+
+@contextlib.contextmanager
+def file_lock(path: Path, timeout_s: float | None = 120.0) -> Iterator[None]:
+    """An exclusive lock shared by threads and worker processes (flock on its own open file),
+    so two activities never change the same thing at once; waited for up to `timeout_s`
+    (None: for as long as it takes)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    deadline = None if timeout_s is None else time.monotonic() + timeout_s
+    with path.open("a") as f:
+        while True:
+            try:
+                fcntl.flock(f.fileno(), fcntl.LOCK_EX | (0 if deadline is None else fcntl.LOCK_NB))
+                break
+            except BlockingIOError:
+                if deadline is not None and time.monotonic() > deadline:
+                    raise TimeoutError(
+                        f"lock {path} held for more than {timeout_s:.0f} s by another "
+                        "activity; it is retried, or remove the file if no worker runs"
+                    ) from None
+                time.sleep(0.05)
+        try:
+            yield
+        finally:
+            fcntl.flock(f.fileno(), fcntl.LOCK_UN)

@@ -33,19 +33,16 @@ import httpx
 from pydantic import BaseModel, ConfigDict, Field
 
 from activities.backends import Heartbeat
+from activities.files import atomic_write_text, file_lock, tail
 from activities.platforms.local import loopback
-from activities.platforms.local._proc import (
-    LAUNCH_ENV,
+from activities.platforms.local._proc import LAUNCH_ENV, launched_processes, spawn
+from activities.proctools import (
     LOOPBACK,
-    atomic_write_text,
-    file_lock,
     free_port,
-    launched_processes,
     pid_alive,
+    process_group,
     process_start_ticks,
-    spawn,
-    stop_process,
-    tail,
+    stop_group,
 )
 from activities.providers.backing_services.resources import LocalResources
 from activities.providers.child_env import child_env
@@ -320,7 +317,7 @@ class SlotManager:
             try:
                 self._wait_ready(pid, port, revision, heartbeat, log_path, offset, slot)
             except BaseException:
-                stop_process(pid, pid_start, self.stop_timeout_s)
+                stop_group(pid, pid_start, self.stop_timeout_s)
                 self._save(old)
                 raise
             history = list(old.history)
@@ -393,19 +390,16 @@ class SlotManager:
         log_path = self.state_dir / "logs" / f"{request.service}-{request.environment}-release.log"
         log_path.parent.mkdir(parents=True, exist_ok=True)
         offset = log_path.stat().st_size if log_path.exists() else 0
-        with log_path.open("ab") as log:
-            process = subprocess.Popen(
-                command, cwd=release_dir, env=env, stdout=log, stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL, start_new_session=True,
-            )  # fmt: skip
-            try:
-                while process.poll() is None:
-                    heartbeat(f"release phase running: {shown}")
-                    time.sleep(0.5)
-            except BaseException:
-                process.kill()
-                process.wait()
-                raise
+        # Its whole group is stopped if the activity is cancelled while it runs.
+        with (
+            log_path.open("ab") as log,
+            process_group(
+                command, cwd=release_dir, env=env, stdout=log, stderr=subprocess.STDOUT
+            ) as process,
+        ):
+            while process.poll() is None:
+                heartbeat(f"release phase running: {shown}")
+                time.sleep(0.5)
         if process.returncode != 0:
             raise verdict(
                 ErrorType.DEPLOY_FAILED,
@@ -438,7 +432,7 @@ class SlotManager:
         heartbeat(f"stopping the previous process of {state.environment}/{state.slot}")
         for pid, start in self._strays(state):
             if pid != state.pid:
-                stop_process(pid, start, self.stop_timeout_s)
+                stop_group(pid, start, self.stop_timeout_s)
         self._save(state.model_copy(update={"leftovers": [], "launching": []}))
 
     @staticmethod
@@ -599,9 +593,9 @@ class SlotManager:
             ):
                 return False
             if state.pid is not None:
-                stop_process(state.pid, state.pid_start, self.stop_timeout_s)
+                stop_group(state.pid, state.pid_start, self.stop_timeout_s)
             for pid, start in self._strays(state):
-                stop_process(pid, start, self.stop_timeout_s)
+                stop_group(pid, start, self.stop_timeout_s)
             history = list(state.history)
             if state.current is not None:
                 history.append(state.current)

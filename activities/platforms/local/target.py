@@ -30,8 +30,8 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict
 
 from activities.backends import Heartbeat
+from activities.files import atomic_write_text, file_lock
 from activities.http_checks import run_http_checks
-from activities.platforms.local._proc import atomic_write_text, file_lock
 from activities.platforms.local.slots import SlotManager, SlotRevision, SlotState, check_names
 from activities.platforms.local.traefik import TraefikRouter
 from contracts.activity import (

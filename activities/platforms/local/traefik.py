@@ -37,17 +37,15 @@ import httpx
 import yaml
 from pydantic import BaseModel, ConfigDict, Field
 
+from activities.files import atomic_write_text, file_lock, tail
 from activities.platforms.local import loopback
-from activities.platforms.local._proc import (
+from activities.platforms.local._proc import spawn
+from activities.proctools import (
     LOOPBACK,
-    atomic_write_text,
-    file_lock,
     pid_alive,
     port_open,
     process_start_ticks,
-    spawn,
-    stop_process,
-    tail,
+    stop_group,
 )
 from contracts.activity import Slot, WeightRequest
 from contracts.errors import ErrorType, verdict
@@ -253,7 +251,7 @@ class TraefikRouter:
                 if recorded.get("config") == config_hash and self._ping():
                     return
                 # Different ports or a hung process: replace it.
-                stop_process(int(recorded["pid"]), recorded.get("start"))
+                stop_group(int(recorded["pid"]), recorded.get("start"))
             (self.root / "dynamic").mkdir(parents=True, exist_ok=True)
             for env in self.entrypoints:
                 self._render(env)
@@ -280,7 +278,7 @@ class TraefikRouter:
             deadline = time.monotonic() + self.start_timeout_s
             while not (self._ping() and all(port_open(p) for p in self.entrypoints.values())):
                 if not pid_alive(pid) or time.monotonic() > deadline:
-                    stop_process(pid, start)
+                    stop_group(pid, start)
                     self._pidfile.unlink(missing_ok=True)
                     raise RuntimeError(
                         f"Traefik did not come up on {self.api_url} within "
@@ -294,7 +292,7 @@ class TraefikRouter:
         with file_lock(self.root / "traefik.lock"):
             recorded = self._recorded()
             if recorded is not None:
-                stop_process(int(recorded["pid"]), recorded.get("start"))
+                stop_group(int(recorded["pid"]), recorded.get("start"))
             self._pidfile.unlink(missing_ok=True)
 
     # --- routes --------------------------------------------------------------------------

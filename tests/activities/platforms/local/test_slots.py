@@ -10,7 +10,7 @@ import pytest
 from temporalio.exceptions import ApplicationError
 
 from activities.platforms.local import SlotManager, _proc
-from activities.platforms.local._proc import pid_alive
+from activities.proctools import pid_alive
 from contracts.activity import DeployRequest
 from contracts.errors import ErrorType
 from tests.activities.platforms.local.helpers import (
