@@ -28,6 +28,7 @@ from typing import Any
 import docker.errors
 import structlog
 
+from activities.proctools import pid_alive, process_start_ticks
 from activities.providers.backing_services.kinds import Installation
 from activities.providers.backing_services.kubernetes import (
     DEFAULT_VERSIONS,
@@ -37,7 +38,6 @@ from activities.providers.backing_services.kubernetes import (
     WORKER,
 )
 from activities.providers.backing_services.postgres import PostgresKind
-from activities.providers.backing_services.processes import process_start_ticks
 from activities.providers.backing_services.redis import RedisKind
 from activities.providers.engine_stream import DockerClientFactory, error_of, events
 from contracts.errors import ErrorType, verdict
@@ -239,8 +239,7 @@ def _still_running(process: str) -> bool:
     """Whether the worker process a container's label names still runs (the same pid and
     start time: a pid reused by a later process does not count)."""
     pid, _, started = process.partition("-")
-    now = process_start_ticks(int(pid)) if pid.isdigit() else None
-    return now is not None and str(now) == started
+    return pid.isdigit() and started.isdigit() and pid_alive(int(pid), int(started))
 
 
 def _settings(kind: str, password: str) -> dict[str, Any]:

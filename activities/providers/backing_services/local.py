@@ -17,6 +17,7 @@ import functools
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 
+from activities.proctools import free_port
 from activities.providers.backing_services.kinds import Installation, ServerKind
 from activities.providers.backing_services.postgres import PostgresKind
 from activities.providers.backing_services.processes import (
@@ -24,7 +25,6 @@ from activities.providers.backing_services.processes import (
     ServerProcess,
     clean_leftovers,
     data_root,
-    free_port,
     reachable_installation,
     run_as_for,
     wait_until,
@@ -39,7 +39,13 @@ from contracts.service_templates import (
     version_satisfies,
 )
 
-__all__ = ["LocalBackingServices", "StartedServices"]
+__all__ = [
+    "LocalBackingServices",
+    "StartedServices",
+    "choose_installation",
+    "describe_choice",
+    "find_installation",
+]
 
 _INSTALL_HINTS = {
     "postgres": "install the `pgserver` package into the worker's environment (PostgreSQL "
@@ -100,7 +106,9 @@ class LocalBackingServices:
         progress: Callable[[str], None],
     ) -> tuple[Endpoint, str]:
         kind = self._kinds[service.kind]
-        installation, passed_over = self._choose(service, kind)
+        installation, passed_over = find_installation(
+            service, kind, f"The {service} service asked for"
+        )
         installation = reachable_installation(installation, run_as)
         progress(f"starting {service.kind} {installation.version}")
         for attempt in range(1, _PORT_ATTEMPTS + 1):
@@ -126,23 +134,26 @@ class LocalBackingServices:
                     f"The backing service {service} ({installation.origin}) did not start: {exc}"
                 ) from exc
             endpoint = dataclasses.replace(endpoint, version=version)
-            return endpoint, _note(service, version, installation, passed_over)
+            return endpoint, describe_choice(service, version, installation, passed_over)
         raise AssertionError("unreachable: the last attempt returns or raises")
 
-    def _choose(
-        self, service: ServiceWanted, kind: ServerKind
-    ) -> tuple[Installation, Installation | None]:
-        """The installation to run, and the one of the asked version passed over because it
-        lacks what the official image has (None if none was)."""
-        installations = kind.installations()
-        if not installations:
-            raise verdict(
-                ErrorType.CONFIGURATION,
-                f"The {service} service asked for has no {service.kind} server on this "
-                f"worker: {_INSTALL_HINTS.get(service.kind, 'install it')}.",
-            )
-        chosen = choose_installation(service, installations)
-        return chosen, _passed_over(service, chosen, installations)
+
+def find_installation(
+    service: ServiceWanted, kind: ServerKind, needed_by: str
+) -> tuple[Installation, Installation | None]:
+    """The installation of `kind` to run for `service` (`choose_installation`), and the one
+    of the asked version passed over because it lacks what the official image has (None if
+    none was); a configuration verdict saying what to install when there is none, for what
+    `needed_by` names ("The redis:7 service asked for")."""
+    installations = kind.installations()
+    if not installations:
+        raise verdict(
+            ErrorType.CONFIGURATION,
+            f"{needed_by} has no {service.kind} server on this worker: "
+            f"{_INSTALL_HINTS.get(service.kind, 'install it')}.",
+        )
+    chosen = choose_installation(service, installations)
+    return chosen, _passed_over(service, chosen, installations)
 
 
 def _passed_over(
@@ -150,13 +161,6 @@ def _passed_over(
 ) -> Installation | None:
     honoured = [i for i in installations if version_satisfies(service.version, i.version)]
     return honoured[0] if honoured and chosen not in honoured else None
-
-
-def describe_choice(
-    service: ServiceWanted, chosen: Installation, installations: list[Installation]
-) -> str:
-    """The summary's note for running `chosen` where `service` was asked for."""
-    return _note(service, chosen.version, chosen, _passed_over(service, chosen, installations))
 
 
 def choose_installation(service: ServiceWanted, installations: list[Installation]) -> Installation:
@@ -178,9 +182,11 @@ def _major(version: str | None) -> int:
     return int(head) if head.isdigit() else 0
 
 
-def _note(
+def describe_choice(
     service: ServiceWanted, version: str, chosen: Installation, passed_over: Installation | None
 ) -> str:
+    """The summary's note for running `chosen` (answering as `version`) where `service` was
+    asked for."""
     if version_satisfies(service.version, version):
         note = f"{service.kind} {version}"
     else:

@@ -9,7 +9,6 @@ directory to delete. Records of live workers sharing the state directory are lef
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import hashlib
 import json
@@ -17,7 +16,6 @@ import os
 import pwd
 import shutil
 import signal
-import socket
 import stat
 import subprocess
 import tempfile
@@ -30,6 +28,7 @@ from typing import TYPE_CHECKING
 
 import structlog
 
+from activities.proctools import pid_alive, process_start_ticks, start_group, stop_group
 from contracts.errors import ErrorType, verdict
 
 if TYPE_CHECKING:
@@ -40,8 +39,6 @@ __all__ = [
     "ServerProcess",
     "clean_leftovers",
     "data_root",
-    "free_port",
-    "process_start_ticks",
     "reachable_installation",
     "run_as_for",
     "wait_until",
@@ -75,24 +72,6 @@ def run_as_for(user: str = "nobody") -> RunAs | None:
             "run the worker as a non-root user.",
         ) from None
     return RunAs(user, entry.pw_uid, entry.pw_gid)
-
-
-def free_port() -> int:
-    """A loopback port nothing listens on right now (the caller retries on a lost race)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
-def process_start_ticks(pid: int) -> int | None:
-    """When `pid` started (clock ticks since boot, Linux /proc), None if there is no such
-    process; it tells a live process from a later one that reused its pid."""
-    try:
-        raw = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return None
-    # Field 22; the command name (field 2) may contain spaces, so count after its ')'.
-    return int(raw.rsplit(")", 1)[1].split()[19])
 
 
 def data_root(preferred: Path, run_as: RunAs | None) -> Path:
@@ -194,6 +173,7 @@ class ServerProcess:
         self.durable = data_dir is not None
         self.run_as = run_as
         self.process: subprocess.Popen[bytes] | None = None
+        self.started: int | None = None
         self.log_path = self.data_dir / "server.log"
         self._record = records / f"{self.id}.json"
 
@@ -224,18 +204,17 @@ class ServerProcess:
 
     def start(self, argv: Sequence[str]) -> None:
         with self.log_path.open("ab") as log:
-            self.process = subprocess.Popen(
-                list(argv),
-                stdin=subprocess.DEVNULL,
+            # Its own group: stop() ends the server with every child it forked.
+            self.process = start_group(
+                argv,
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 env=self.env(),
-                # Its own group: stop() ends the server with every child it forked.
-                start_new_session=True,
                 user=self.run_as.uid if self.run_as else None,
                 group=self.run_as.gid if self.run_as else None,
                 extra_groups=[] if self.run_as else None,
             )
+        self.started = process_start_ticks(self.process.pid)
         self._write_record(server_pid=self.process.pid)
 
     def env(self) -> dict[str, str]:
@@ -252,17 +231,9 @@ class ServerProcess:
             return ""
 
     def stop(self, stop_signal: int = signal.SIGTERM) -> None:
-        if self.process is not None and self.process.poll() is None:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(self.process.pid, stop_signal)
-            try:
-                self.process.wait(timeout=STOP_WAIT_S)
-            except subprocess.TimeoutExpired:
-                _log.warning("backing service did not stop in time", dir=str(self.data_dir))
         if self.process is not None:
             # Children a server forked (postgres backends) go with their group in any case.
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(self.process.pid, signal.SIGKILL)
+            stop_group(self.process.pid, self.started, STOP_WAIT_S, first=stop_signal)
             self.process.wait()
         shutil.rmtree(self.data_dir, ignore_errors=True)
         self._record.unlink(missing_ok=True)
@@ -273,7 +244,7 @@ class ServerProcess:
             "worker_pid": os.getpid(),
             "worker_started": process_start_ticks(os.getpid()),
             "server_pid": server_pid,
-            "server_started": process_start_ticks(server_pid) if server_pid else None,
+            "server_started": self.started if server_pid else None,
             "data_dir": str(self.data_dir),
         }
         tmp = self._record.with_suffix(".tmp")
@@ -281,12 +252,9 @@ class ServerProcess:
         tmp.replace(self._record)
 
 
-def clean_leftovers(
-    records: Path, alive: Callable[[int, int | None], bool] | None = None
-) -> list[str]:
+def clean_leftovers(records: Path) -> list[str]:
     """Stop the servers and delete the data directories that dead workers left behind;
     the data directories cleaned. Called when a worker starts."""
-    alive = alive or _same_process
     cleaned = []
     for path in sorted(records.glob("*.json")) if records.is_dir() else []:
         try:
@@ -294,23 +262,17 @@ def clean_leftovers(
         except (OSError, ValueError):
             path.unlink(missing_ok=True)
             continue
-        if alive(record["worker_pid"], record.get("worker_started")):
+        if pid_alive(record["worker_pid"], record.get("worker_started")):
             continue  # a live worker sharing this state directory owns it
         server = record.get("server_pid")
-        if server and alive(server, record.get("server_started")):
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(server, signal.SIGKILL)
+        if server:
+            stop_group(server, record.get("server_started"), 0.0, first=signal.SIGKILL)
         shutil.rmtree(record["data_dir"], ignore_errors=True)
         path.unlink(missing_ok=True)
         cleaned.append(str(record["data_dir"]))
     if cleaned:
         _log.info("cleaned backing services a dead worker left", dirs=cleaned)
     return cleaned
-
-
-def _same_process(pid: int, started: int | None) -> bool:
-    now = process_start_ticks(pid)
-    return now is not None and (started is None or now == started)
 
 
 def wait_until(

@@ -11,30 +11,28 @@ the same port if free."""
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
-import fcntl
 import functools
 import hashlib
 import os
 import shutil
 import signal
 import time
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 
 import structlog
 from pydantic import BaseModel
 
+from activities.files import file_lock
+from activities.proctools import free_port, pid_alive, port_free, stop_group
 from activities.providers.backing_services.kinds import Installation, ServerKind
-from activities.providers.backing_services.local import choose_installation, describe_choice
+from activities.providers.backing_services.local import describe_choice, find_installation
 from activities.providers.backing_services.postgres import PostgresKind
 from activities.providers.backing_services.processes import (
     RunAs,
     ServerProcess,
-    free_port,
     private_root,
-    process_start_ticks,
     reachable_installation,
     run_as_for,
     wait_until,
@@ -126,7 +124,6 @@ class LocalResources:
         )
         self._run_as_user = run_as_user
         self._health_timeout_s = health_timeout_s
-        self._children: dict[int, ServerProcess] = {}
 
     @functools.cached_property
     def _run_as(self) -> RunAs | None:
@@ -170,7 +167,7 @@ class LocalResources:
         kind = self._kinds[asked.kind]
         home = self._dir(service, environment, asked.kind)
         home.parent.mkdir(parents=True, exist_ok=True)
-        with file_lock(home.parent / f"{asked.kind}.lock"):
+        with file_lock(home.parent / f"{asked.kind}.lock", timeout_s=None):
             record = self._read(home)
             if record is not None and self._running(record):
                 if kind.check(record.installation, record.endpoint) is not None:
@@ -209,24 +206,21 @@ class LocalResources:
         if record is not None:
             installation = self._installation_of(record, kind)
             note, password, port = record.note, record.password, record.port
-            _gone(record.pid)
+            # What is left of its group (backends exit after their server) goes: PostgreSQL
+            # refuses to start while its old pid exists.
+            stop_group(record.pid, record.pid_start, first=kind.stop_signal)
         else:
-            installations = kind.installations()
-            if not installations:
-                raise verdict(
-                    ErrorType.CONFIGURATION,
-                    f"The environment {environment!r} needs a {kind_name} resource but this "
-                    f"worker has no {kind_name} server installed.",
-                )
             wanted = ServiceWanted(kind_name, asked)
-            installation = choose_installation(wanted, installations)
-            note = describe_choice(wanted, installation, installations)
+            installation, passed_over = find_installation(
+                wanted, kind, f"The {kind_name} resource of the environment {environment!r}"
+            )
+            note = describe_choice(wanted, installation.version, installation, passed_over)
             password, port = "", free_port()
         runnable = reachable_installation(installation, self._run_as)
         home.mkdir(parents=True, exist_ok=True, mode=0o700)
         if self._run_as is not None:
             os.chown(home, self._run_as.uid, self._run_as.gid)
-        if not _port_free(port):
+        if not port_free(port):
             port = free_port()
         server = ServerProcess(home / ".runs", home, kind_name, self._run_as, data_dir=home)
         progress(f"starting the {kind_name} resource of {environment}")
@@ -240,12 +234,10 @@ class LocalResources:
                 self._health_timeout_s,
             )
         except BaseException:
-            with contextlib.suppress(ProcessLookupError):
-                if server.process is not None:
-                    os.killpg(server.process.pid, signal.SIGKILL)
+            if server.process is not None:
+                stop_group(server.process.pid, server.started, 0.0, first=signal.SIGKILL)
             raise
         assert server.process is not None
-        self._children[server.process.pid] = server
         shutil.rmtree(home / ".runs", ignore_errors=True)  # no throwaway-run records
         endpoint = dataclasses.replace(endpoint, version=installation.version)
         self._write(
@@ -267,7 +259,7 @@ class LocalResources:
                 database=endpoint.database,
                 url=endpoint.url,
                 pid=server.process.pid,
-                pid_start=process_start_ticks(server.process.pid),
+                pid_start=server.started,
                 created=record.created if record else time.time(),
             ),
         )
@@ -302,7 +294,7 @@ class LocalResources:
         home = self._dir(service, environment, kind)
         if not home.parent.is_dir():
             return False
-        with file_lock(home.parent / f"{kind}.lock"):
+        with file_lock(home.parent / f"{kind}.lock", timeout_s=None):
             record = self._read(home)
             if record is None and not home.exists():
                 return False
@@ -314,24 +306,11 @@ class LocalResources:
     # --- helpers -------------------------------------------------------------------------
 
     def _halt(self, record: ResourceRecord) -> None:
-        pid = record.pid
-        if self._running(record):
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(pid, self._kinds[record.kind].stop_signal)
-            deadline = time.monotonic() + 15
-            while self._running(record) and time.monotonic() < deadline:
-                time.sleep(0.1)
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(pid, signal.SIGKILL)
-        child = self._children.pop(pid, None)
-        if child is not None and child.process is not None:
-            child.process.wait(timeout=10)
+        stop_group(record.pid, record.pid_start, 15.0, first=self._kinds[record.kind].stop_signal)
 
-    def _running(self, record: ResourceRecord) -> bool:
-        child = self._children.get(record.pid)
-        if child is not None and child.process is not None and child.process.poll() is not None:
-            return False
-        return process_start_ticks(record.pid) == record.pid_start and _not_zombie(record.pid)
+    @staticmethod
+    def _running(record: ResourceRecord) -> bool:
+        return record.pid_start is not None and pid_alive(record.pid, record.pid_start)
 
     @staticmethod
     def _read(home: Path) -> ResourceRecord | None:
@@ -347,48 +326,3 @@ class LocalResources:
         tmp.write_text(record.model_dump_json(indent=2))
         tmp.chmod(0o600)
         tmp.replace(path)
-
-
-@contextlib.contextmanager
-def file_lock(path: Path) -> Iterator[None]:
-    """One change of a resource at a time, across threads and worker processes (flock)."""
-    with path.open("a") as f:
-        fcntl.flock(f.fileno(), fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(f.fileno(), fcntl.LOCK_UN)
-
-
-def _gone(pid: int, timeout_s: float = 15.0) -> None:
-    """Wait until the dead server's process group is gone (its backends exit after it), and
-    reap it if it was our child: PostgreSQL refuses to start while its old pid exists."""
-    with contextlib.suppress(ChildProcessError):
-        os.waitpid(pid, os.WNOHANG)
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        try:
-            os.killpg(pid, 0)
-        except (ProcessLookupError, PermissionError):
-            return
-        with contextlib.suppress(ChildProcessError):
-            os.waitpid(pid, os.WNOHANG)
-        time.sleep(0.1)
-
-
-def _not_zombie(pid: int) -> bool:
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
-    except OSError:
-        return False
-
-
-def _port_free(port: int) -> bool:
-    import socket
-
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
-        try:
-            probe.bind(("127.0.0.1", port))
-        except OSError:
-            return False
-    return True

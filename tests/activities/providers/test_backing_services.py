@@ -25,10 +25,10 @@ import redis
 from temporalio.exceptions import ApplicationError
 
 from activities._blocking import WorkCancelledError
+from activities.proctools import pid_alive
 from activities.providers.backing_services import LocalBackingServices
 from activities.providers.backing_services.kinds import ServerKind
 from activities.providers.backing_services.postgres import PostgresKind
-from activities.providers.backing_services.processes import process_start_ticks
 from activities.providers.backing_services.redis import RedisKind
 from contracts.errors import ErrorType
 from contracts.service_templates import Endpoint
@@ -56,17 +56,6 @@ def answers(endpoint: Endpoint) -> bool:
             return True
     except OSError:
         return False
-
-
-def alive(pid: int) -> bool:
-    return process_start_ticks(pid) is not None and "Z" not in _state(pid)
-
-
-def _state(pid: int) -> str:
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except OSError:
-        return "gone"
 
 
 def data_dirs(root: Path) -> list[Path]:
@@ -127,7 +116,7 @@ def test_postgres_and_redis_take_reads_and_writes_then_leave_nothing(tmp_path: P
     assert len(dirs) == 2
     assert not answers(pg)
     assert not answers(rd)
-    assert not any(alive(pid) for pid in pids)
+    assert not any(pid_alive(pid) for pid in pids)
     assert not any(d.exists() for d in dirs)
     assert list((tmp_path / "services" / "records").iterdir()) == []
 
@@ -344,7 +333,7 @@ def test_a_killed_workers_servers_are_cleaned_at_the_next_start(tmp_path: Path) 
     os.kill(worker.pid, signal.SIGKILL)  # no finally runs: the servers are orphaned
     worker.wait()
     pids = [listening_pid(port) for port in ports.values()]
-    assert all(alive(pid) for pid in pids)
+    assert all(pid_alive(pid) for pid in pids)
 
     # A live worker sharing the state directory keeps its own servers through that cleanup.
     survivor = LocalBackingServices(root)
@@ -354,8 +343,8 @@ def test_a_killed_workers_servers_are_cleaned_at_the_next_start(tmp_path: Path) 
 
     assert len(cleaned) == 2
     deadline = time.monotonic() + 10
-    while any(alive(pid) for pid in pids) and time.monotonic() < deadline:
+    while any(pid_alive(pid) for pid in pids) and time.monotonic() < deadline:
         time.sleep(0.1)
-    assert not any(alive(pid) for pid in pids)
+    assert not any(pid_alive(pid) for pid in pids)
     assert not any(Path(d).exists() for d in cleaned)
     assert list((root / "records").iterdir()) == []
