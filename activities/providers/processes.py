@@ -6,9 +6,7 @@ names."""
 
 from __future__ import annotations
 
-import contextlib
 import os
-import signal
 import subprocess
 import tempfile
 import time
@@ -17,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from activities.backends import Heartbeat
+from activities.proctools import kill_group, process_group
 from activities.providers import sandbox as sandboxes
 from activities.providers.sandbox import Mounts, Sandbox
 
@@ -58,18 +57,17 @@ def run_with_heartbeat(
     with (
         confinement.prepare(command, cwd=cwd, env=env, mounts=mounts) as prepared,
         tempfile.TemporaryFile() as output,
-    ):
-        process = subprocess.Popen(
+        # Its own process group, so a timeout or a cancellation stops the command and its
+        # children: the command never outlives its activity.
+        process_group(
             prepared.argv,
             cwd=cwd if not confinement.active else "/",
             env=prepared.env,
             pass_fds=prepared.pass_fds,
-            stdin=subprocess.DEVNULL,
             stdout=output,
             stderr=subprocess.STDOUT,
-            # Its own process group, so a timeout can stop the command and its children.
-            start_new_session=True,
-        )
+        ) as process,
+    ):
         timed_out = False
         while True:
             try:
@@ -79,14 +77,9 @@ def run_with_heartbeat(
                 elapsed = time.monotonic() - start
                 if timeout_s is not None and elapsed > timeout_s:
                     timed_out = True
-                    _kill_group(process)
+                    kill_group(process)
                     break
-                try:
-                    heartbeat(f"{Path(command[0]).name} running for {elapsed:.0f}s")
-                except BaseException:  # cancelled: the command must not outlive its activity
-                    _kill_group(process)
-                    process.wait()
-                    raise
+                heartbeat(f"{Path(command[0]).name} running for {elapsed:.0f}s")
         output.seek(0, os.SEEK_END)
         size = output.tell()
         output.seek(max(0, size - _OUTPUT_TAIL_CHARS * 4))
@@ -97,9 +90,3 @@ def run_with_heartbeat(
         output_tail=tail,
         timed_out=timed_out,
     )
-
-
-def _kill_group(process: subprocess.Popen[bytes]) -> None:
-    with contextlib.suppress(ProcessLookupError):  # it may have just exited by itself
-        os.killpg(process.pid, signal.SIGKILL)
-    process.wait()

@@ -4,11 +4,9 @@ group under a deadline, read its JSON, and turn any of that failing into an unav
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
@@ -19,6 +17,7 @@ from typing import Any
 
 from temporalio.exceptions import ApplicationError
 
+from activities.proctools import kill_group, process_group
 from activities.providers import sandbox as sandboxes
 from activities.providers.child_env import child_env
 from activities.providers.sandbox import Bind, Mounts, install_paths, paths_named_in
@@ -110,25 +109,22 @@ def run_scanner(
                         program_from_worker=True,
                     ),
                 ) as prepared,
-            ):
-                process = subprocess.Popen(
+                # Own process group: on timeout the scanner's children (pip-audit runs pip)
+                # stop too.
+                process_group(
                     prepared.argv,
                     cwd=cwd if not sandbox.active else "/",
                     env=prepared.env,
                     pass_fds=prepared.pass_fds,
-                    stdin=subprocess.DEVNULL,
                     stdout=subprocess.PIPE,
                     stderr=subprocess.PIPE,
                     text=True,
-                    # Own process group: on timeout the scanner's children (pip-audit runs pip)
-                    # stop too.
-                    start_new_session=True,
-                )
+                ) as process,
+            ):
                 try:
                     stdout, stderr = process.communicate(timeout=timeout_s)
                 except subprocess.TimeoutExpired as exc:
-                    with contextlib.suppress(ProcessLookupError):
-                        os.killpg(process.pid, signal.SIGKILL)
+                    kill_group(process)
                     process.communicate()
                     raise ScannerUnavailableError(
                         f"{Path(argv[0]).name} did not finish within {timeout_s:.0f} s"
