@@ -112,9 +112,13 @@ class RunLeases:
                 reason=answer.reason,
             )
             raise SupersededError(answer.reason)
-        if answer.status == "queued":
+        if answer.status in ("queued", "pending"):
+            # Queued, or taken by the environment's inbox (`pending`): the answer comes as a
+            # notice. Waiting holds nothing (no activity slot, no timeout): a slow lease is
+            # waited for, never a failure of the run.
             self.queued[environment] = answer.holder
-            on_queued(answer.holder, answer.position)
+            if answer.status == "queued" or (answer.holder and policy == "queue"):
+                on_queued(answer.holder, answer.position)
             await workflow.wait_condition(
                 lambda: environment in self.notices or self.superseded is not None
             )
@@ -122,7 +126,10 @@ class RunLeases:
             if environment not in self.notices:
                 assert self.superseded is not None
                 raise SupersededError(self.superseded.reason)
-            answer = LeaseAnswer(status="granted", token=self.notices[environment].token)
+            notice = self.notices[environment]
+            if answer.status == "pending":
+                del self.notices[environment]  # used: a later acquire waits for its own
+            answer = LeaseAnswer(status="granted", token=notice.token)
         self.held[environment] = answer.token
         self.tokens[environment] = answer.token
         if environment not in self.changed:

@@ -1,0 +1,86 @@
+"""Under load the lease machinery slows, never stops (ARCHITECTURE.md §9), on the real dev
+server: more runs acquiring leases at once than the worker has activity slots, and a burst of
+one service's commits against Temporal's limit of updates in flight per workflow."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from typing import Any
+
+import pytest
+from temporalio.client import Client, WorkflowHandle
+
+from starters.runs import pipeline_outcome
+from tests.support.memory import MemoryBackends
+from tests.support.pipelines import ROLES, run_context
+from worker import build_worker
+from workflows.messages import PipelineInput, PipelineResult, PipelineState
+from workflows.pipeline import PipelineWorkflow
+from workflows.spec import PipelineSpec, validate_definition
+
+pytestmark = [pytest.mark.devserver, pytest.mark.timeout(240)]
+
+SLOTS = 3
+RUNS = 8
+
+
+def deploy_spec(service: str, concurrency: str = "supersede") -> PipelineSpec:
+    return validate_definition(
+        {
+            "name": "lease-load",
+            "service": {"name": service},
+            "environments": {"development": {"concurrency": concurrency}},
+            "stages": [
+                {"name": "checkout", "kind": "checkout"},
+                {"name": "build", "kind": "build", "needs": ["checkout"]},
+                {
+                    "name": "deploy_dev",
+                    "kind": "deploy",
+                    "needs": ["build"],
+                    "environment": "development",
+                },
+            ],
+        },
+        "lease-load.yaml",
+    )
+
+
+async def start_run(
+    client: Client, task_queue: str, spec: PipelineSpec
+) -> WorkflowHandle[Any, Any]:
+    run = run_context(service=spec.service.name)
+    return await client.start_workflow(
+        PipelineWorkflow.run,
+        PipelineInput(spec=spec, run=run, roles=ROLES),
+        id=f"lease-load-{spec.service.name}-{uuid.uuid4().hex[:8]}",
+        task_queue=task_queue,
+    )
+
+
+async def outcomes(
+    handles: list[WorkflowHandle[Any, Any]], within_s: float
+) -> list[PipelineResult]:
+    try:
+        async with asyncio.timeout(within_s):
+            return list(await asyncio.gather(*(pipeline_outcome(h) for h in handles)))
+    except TimeoutError:
+        raise AssertionError(
+            f"{len(handles)} runs did not all end within {within_s:.0f} s: the lease "
+            "machinery stalled"
+        ) from None
+
+
+async def test_more_runs_acquiring_leases_than_activity_slots_all_finish(
+    dev_env: Any, memory: MemoryBackends, task_queue: str
+) -> None:
+    """Every run of a different service acquires its own environment's lease at about the
+    same moment, with fewer activity slots than runs: nothing that waits may hold the slot
+    that the work it waits for (the fence) needs."""
+    client = dev_env.client
+    tag = uuid.uuid4().hex[:6]
+    specs = [deploy_spec(f"load{tag}x{i}") for i in range(RUNS)]
+    async with build_worker(client, memory.backends(), task_queue, max_concurrent_activities=SLOTS):
+        handles = await asyncio.gather(*(start_run(client, task_queue, s) for s in specs))
+        results = await outcomes(list(handles), within_s=60)
+    assert [r.state for r in results] == [PipelineState.SUCCEEDED] * RUNS
