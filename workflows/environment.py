@@ -32,6 +32,13 @@ and tells each run its answer with LEASE_SIGNAL. Why this design rather than the
   (a crash or overload is not a verdict). Superseded is a verdict, and arrives as a notice.
 - Updates complete within the workflow task that delivers them, so a burst of one service's
   commits stays far below Temporal's limit of updates in flight per workflow.
+
+The environment's own platform work (FENCE, RESTORE, RUN_STATUS) runs as local activities
+(patch `environment-work-as-local-activities`): in the worker's local-activity slots, which
+no message activity ever holds. A rollback still waits for its restore (its outcome is the
+answer the run needs), and the lock it waits for may be held while the main loop fences; with
+that work in slots of its own, no number of waiting `request_rollback` activities can keep a
+restore or a fence from running.
 """
 
 from __future__ import annotations
@@ -41,6 +48,7 @@ from datetime import timedelta
 
 from temporalio import workflow
 from temporalio.exceptions import ActivityError, ApplicationError
+from temporalio.exceptions import TimeoutError as ActivityTimeoutError
 
 from contracts import deployer_proof
 from contracts.activity import (
@@ -90,11 +98,19 @@ LEASE_MAILBOX = "lease-mailbox"
 """Patch id: before it, `acquire` and `release` took the lock and fenced inside the update, so
 the message activity that sent them held an activity slot until the fence (which needs one)
 had run."""
+LOCAL_WORK = "environment-work-as-local-activities"
+"""Patch id: before it, FENCE, RESTORE and RUN_STATUS ran as regular activities: a rollback
+update (sent by an activity holding a slot) waited for a RESTORE that needed a slot too."""
 FENCE_RETRY = timedelta(seconds=30)
 """How long the inbox waits after a fence failed all its attempts before it tries again."""
 ROLLBACK_PER_RUN = "rollback-once-per-run-id-and-token"
 """Patch id: rollbacks recorded before it were remembered per workflow id, so a retried or
 restarted run that failed again got the first run's outcome and nothing was restored."""
+
+
+WORK_FAILED = (ActivityError, ApplicationError, ActivityTimeoutError)
+"""How the environment's platform work fails: an activity's error, and a local activity's
+(its failure, or its timeout, as raised without an ActivityError around it)."""
 
 
 def _cause(err: BaseException) -> str:
@@ -175,7 +191,7 @@ class EnvironmentWorkflow:
                     continue
                 try:
                     answer = await self._acquire(message)
-                except ActivityError as err:
+                except WORK_FAILED as err:
                     workflow.logger.warning(
                         "%s: fence failed (%s); %s waits, tried again in %s",
                         self._s.environment,
@@ -194,7 +210,7 @@ class EnvironmentWorkflow:
         self._regrant = False
         try:
             await self._grant_next()
-        except ActivityError as err:
+        except WORK_FAILED as err:
             workflow.logger.warning(
                 "%s: fence failed (%s); the queue waits, tried again in %s",
                 self._s.environment,
@@ -366,6 +382,7 @@ class EnvironmentWorkflow:
             ),
             ReleaseSpec,  # or None: nothing serves
             activity_id=f"fence-{s.token}",
+            local=workflow.patched(LOCAL_WORK),
         )
         if found is not None and (s.serving is None or s.serving.release.digest != found.digest):
             # The platform serves something this record does not know (the first lease on an
@@ -421,7 +438,7 @@ class EnvironmentWorkflow:
                 continue
             try:
                 token = await self._grant(nxt)
-            except ActivityError:
+            except WORK_FAILED:
                 if self._mailbox:
                     s.queue.insert(0, nxt)  # still first in line when the fence is tried again
                 raise
@@ -451,6 +468,7 @@ class EnvironmentWorkflow:
             ActivityName.RUN_STATUS,
             RunRef(workflow_id=holder.run, run_id=holder.run_id),
             str,
+            local=workflow.patched(LOCAL_WORK),
         )
         if status != "running" and self._s.holder is holder:
             workflow.logger.warning(
@@ -585,7 +603,7 @@ class EnvironmentWorkflow:
             )
         try:
             result = await self._restore(target, order.strategy, order.reason)
-        except ActivityError as err:
+        except WORK_FAILED as err:
             return RollbackOutcome(environment=s.environment, status="failed", reason=_cause(err))
         if owns:
             assert holder is not None
@@ -640,6 +658,7 @@ class EnvironmentWorkflow:
             ),
             RestoreResult,
             activity_id=f"restore-{s.token}",
+            local=workflow.patched(LOCAL_WORK),
         )
 
     def _restored(self, target: Serving, reason: str) -> None:
@@ -681,7 +700,7 @@ class EnvironmentWorkflow:
                 )
             try:
                 result = await self._restore(previous, "rolling", reason)
-            except ActivityError as err:
+            except WORK_FAILED as err:
                 return RollbackOutcome(
                     environment=s.environment, status="failed", reason=_cause(err)
                 )

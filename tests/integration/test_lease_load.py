@@ -25,7 +25,9 @@ SLOTS = 3
 RUNS = 8
 
 
-def deploy_spec(service: str, concurrency: str = "supersede") -> PipelineSpec:
+def deploy_spec(
+    service: str, concurrency: str = "supersede", on_failure: str = "fail"
+) -> PipelineSpec:
     return validate_definition(
         {
             "name": "lease-load",
@@ -39,6 +41,8 @@ def deploy_spec(service: str, concurrency: str = "supersede") -> PipelineSpec:
                     "kind": "deploy",
                     "needs": ["build"],
                     "environment": "development",
+                    "retry": {"max_attempts": 1},
+                    "on_failure": on_failure,
                 },
             ],
         },
@@ -80,7 +84,28 @@ async def test_more_runs_acquiring_leases_than_activity_slots_all_finish(
     client = dev_env.client
     tag = uuid.uuid4().hex[:6]
     specs = [deploy_spec(f"load{tag}x{i}") for i in range(RUNS)]
+    memory.platform.per_service = True
     async with build_worker(client, memory.backends(), task_queue, max_concurrent_activities=SLOTS):
         handles = await asyncio.gather(*(start_run(client, task_queue, s) for s in specs))
         results = await outcomes(list(handles), within_s=60)
     assert [r.state for r in results] == [PipelineState.SUCCEEDED] * RUNS
+
+
+async def test_more_runs_rolling_back_than_activity_slots_all_finish(
+    dev_env: Any, memory: MemoryBackends, task_queue: str
+) -> None:
+    """Every run's deploy fails and asks its environment for a rollback at about the same
+    moment: the restore each rollback waits for must not need a slot the waiting holds."""
+    client = dev_env.client
+    tag = uuid.uuid4().hex[:6]
+    specs = [deploy_spec(f"back{tag}x{i}", on_failure="rollback") for i in range(RUNS)]
+    memory.platform.per_service = True
+    memory.platform.fail_deploy = {f"{s.service.name}@development" for s in specs}
+    async with build_worker(client, memory.backends(), task_queue, max_concurrent_activities=SLOTS):
+        handles = await asyncio.gather(*(start_run(client, task_queue, s) for s in specs))
+        results = await outcomes(list(handles), within_s=60)
+    # Each rollback ran its restore (nothing served before, so nothing changed: "failed").
+    assert [r.state for r in results] == [PipelineState.FAILED] * RUNS
+    assert all("nothing to roll back" in r.failure for r in results), [r.failure for r in results]
+    restores = [e for e in memory.platform.events if e.startswith("restore ")]
+    assert len(restores) == RUNS, restores
