@@ -49,6 +49,12 @@ __all__ = ["EnvironmentActivities"]
 
 T = TypeVar("T")
 
+UPDATES_PER_ENVIRONMENT = 5
+"""Updates this worker sends one environment workflow at a time. Temporal admits 10 in flight
+per workflow and answers the next with ResourceExhausted, which the client retries in a loop;
+a burst of one service's commits (each run's acquire, report and release) waits here instead,
+heartbeating. Half the server's limit leaves room for a second worker replica."""
+
 
 class EnvironmentActivities:
     """`search_attributes`: index environment workflows by Service and Environment (what
@@ -57,6 +63,7 @@ class EnvironmentActivities:
     def __init__(self, client: Client, *, search_attributes: bool = False) -> None:
         self._client = client
         self._search_attributes = search_attributes
+        self._in_flight: dict[str, asyncio.Semaphore] = {}
 
     async def _handle(self, service: str, environment: str) -> WorkflowHandle[Any, Any]:
         workflow_id = environment_id(service, environment)
@@ -88,9 +95,16 @@ class EnvironmentActivities:
         self, service: str, environment: str, name: str, arg: Any, update_id: str, rt: type[T]
     ) -> T:
         handle = await self._handle(service, environment)
-        task = asyncio.ensure_future(
-            execute_update(handle, name, arg, update_id=update_id, result_type=rt)
-        )
+        gate = self._in_flight.setdefault(handle.id, asyncio.Semaphore(UPDATES_PER_ENVIRONMENT))
+
+        async def send() -> T:
+            async with gate:
+                result: T = await execute_update(
+                    handle, name, arg, update_id=update_id, result_type=rt
+                )
+                return result
+
+        task = asyncio.ensure_future(send())
         try:
             while True:
                 done, _ = await asyncio.wait({task}, timeout=HEARTBEAT_EVERY_S)

@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 from temporalio.client import Client, WorkflowHandle
 
+from activities import environments
 from starters.runs import pipeline_outcome
 from tests.support.memory import MemoryBackends
 from tests.support.pipelines import ROLES, run_context
@@ -109,3 +110,49 @@ async def test_more_runs_rolling_back_than_activity_slots_all_finish(
     assert all("nothing to roll back" in r.failure for r in results), [r.failure for r in results]
     restores = [e for e in memory.platform.events if e.startswith("restore ")]
     assert len(restores) == RUNS, restores
+
+
+BURST = 30
+
+
+async def lease_attempts(client: Client, handles: list[WorkflowHandle[Any, Any]]) -> list[int]:
+    """The attempt numbers of every lease message activity the runs started."""
+    attempts: list[int] = []
+    for handle in handles:
+        async for event in client.get_workflow_handle(handle.id).fetch_history_events():
+            if event.HasField("activity_task_started_event_attributes"):
+                attempts.append(event.activity_task_started_event_attributes.attempt)
+    return attempts
+
+
+async def test_a_burst_of_one_services_commits_stays_within_the_update_limits(
+    dev_env: Any, memory: MemoryBackends, task_queue: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """30 commits of one service at once, queued for one environment: each run's acquire,
+    report and release are updates to the same environment workflow, which Temporal admits
+    10 at a time. The worker never has more in flight; every message is taken on its first
+    attempt and every run ends."""
+    in_flight: dict[str, int] = {}
+    most: dict[str, int] = {}
+    send = environments.execute_update  # type: ignore[attr-defined]
+
+    async def counted(handle: Any, *args: Any, **kwargs: Any) -> Any:
+        in_flight[handle.id] = in_flight.get(handle.id, 0) + 1
+        most[handle.id] = max(most.get(handle.id, 0), in_flight[handle.id])
+        try:
+            return await send(handle, *args, **kwargs)
+        finally:
+            in_flight[handle.id] -= 1
+
+    monkeypatch.setattr(environments, "execute_update", counted)
+    client = dev_env.client
+    spec = deploy_spec(f"burst{uuid.uuid4().hex[:6]}", concurrency="queue")
+    async with build_worker(client, memory.backends(), task_queue):
+        handles = list(
+            await asyncio.gather(*(start_run(client, task_queue, spec) for _ in range(BURST)))
+        )
+        results = await outcomes(handles, within_s=120)
+    assert [r.state for r in results] == [PipelineState.SUCCEEDED] * BURST
+    assert set(await lease_attempts(client, handles)) == {1}
+    assert most
+    assert max(most.values()) <= environments.UPDATES_PER_ENVIRONMENT < 10
