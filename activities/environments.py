@@ -1,9 +1,9 @@
 """A pipeline's messages to its environments' workflows.
 
 Workflows cannot send updates to other workflows, so these activities do it with the worker's
-Temporal client: signal-with-start (the environment workflow is created by the first run that
-needs it), then the update, whose id is the request's idempotency key (a retried activity
-attaches to the same update). A refused update (a stale lease) is a verdict, never retried.
+Temporal client: update-with-start (the environment workflow is created by the first run that
+needs it), whose update id is the request's idempotency key (a retried activity attaches to
+the same update). A refused update (a stale lease) is a verdict, never retried.
 
 Each message is signed here (contracts/deployer_proof.py) after checking that it speaks for the
 workflow that called this activity (the server tells us which one; the message could claim any
@@ -19,11 +19,15 @@ from typing import Any, TypeVar
 from temporalio import activity
 from temporalio.client import (
     Client,
+    WithStartWorkflowOperation,
     WorkflowExecutionStatus,
-    WorkflowHandle,
     WorkflowUpdateFailedError,
 )
-from temporalio.common import SearchAttributePair, TypedSearchAttributes
+from temporalio.common import (
+    SearchAttributePair,
+    TypedSearchAttributes,
+    WorkflowIDConflictPolicy,
+)
 from temporalio.exceptions import ApplicationError
 from temporalio.service import RPCError, RPCStatusCode
 
@@ -32,7 +36,7 @@ from activities.observability import activity_log
 from contracts import deployer_proof
 from contracts.activity import ActivityName, RunRef
 from contracts.errors import ErrorType, verdict
-from plumbing.updates import execute_update
+from plumbing.updates import execute_update, execute_update_with_start
 from workflows.messages import (
     CanaryOrder,
     EnvironmentInput,
@@ -65,44 +69,47 @@ class EnvironmentActivities:
         self._search_attributes = search_attributes
         self._in_flight: dict[str, asyncio.Semaphore] = {}
 
-    async def _handle(self, service: str, environment: str) -> WorkflowHandle[Any, Any]:
-        workflow_id = environment_id(service, environment)
+    def _start(self, service: str, environment: str) -> WithStartWorkflowOperation[Any, Any]:
+        """How the environment workflow starts if it is not running (the first message to it
+        starts it; a running one takes the message)."""
         options: dict[str, Any] = {
-            "id": workflow_id,
+            "id": environment_id(service, environment),
             "task_queue": activity.info().task_queue,
-            "start_signal": "wake",
+            "id_conflict_policy": WorkflowIDConflictPolicy.USE_EXISTING,
             "static_summary": f"{service} in {environment}",
         }
-        if not self._search_attributes:
-            return await self._client.start_workflow(
-                "EnvironmentWorkflow",
-                EnvironmentInput(service=service, environment=environment),
-                **options,
-            )
-        return await self._client.start_workflow(
-            "EnvironmentWorkflow",
-            EnvironmentInput(service=service, environment=environment),
-            search_attributes=TypedSearchAttributes(
+        if self._search_attributes:
+            options["search_attributes"] = TypedSearchAttributes(
                 [
                     SearchAttributePair(SERVICE, service),
                     SearchAttributePair(ENVIRONMENT, environment),
                 ]
-            ),
+            )
+        return WithStartWorkflowOperation(
+            "EnvironmentWorkflow",
+            EnvironmentInput(service=service, environment=environment),
             **options,
         )
 
     async def _update(
         self, service: str, environment: str, name: str, arg: Any, update_id: str, rt: type[T]
     ) -> T:
-        handle = await self._handle(service, environment)
-        gate = self._in_flight.setdefault(handle.id, asyncio.Semaphore(UPDATES_PER_ENVIRONMENT))
+        """Update-with-start: one call starts the environment workflow if needed and sends the
+        update (it replaced a signal-with-start followed by the update)."""
+        workflow_id = environment_id(service, environment)
+        gate = self._in_flight.setdefault(workflow_id, asyncio.Semaphore(UPDATES_PER_ENVIRONMENT))
 
         async def send() -> T:
             async with gate:
-                result: T = await execute_update(
-                    handle, name, arg, update_id=update_id, result_type=rt
+                return await execute_update_with_start(
+                    self._client,
+                    workflow_id,
+                    name,
+                    arg,
+                    operation=lambda: self._start(service, environment),
+                    update_id=update_id,
+                    result_type=rt,
                 )
-                return result
 
         task = asyncio.ensure_future(send())
         try:

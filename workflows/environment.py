@@ -1,7 +1,7 @@
 """EnvironmentWorkflow: the one owner of what a (service, environment) serves.
 
 A long-lived entity workflow (id `environment-{service}-{environment}`), started by the first
-message a pipeline sends it (signal-with-start, then an update). It holds:
+message a pipeline sends it (update-with-start; signal-with-start before). It holds:
 - what serves now, and the run that put it there;
 - a bounded release history;
 - the lease: which run may change the environment, with a fencing token every platform call
@@ -250,7 +250,10 @@ class EnvironmentWorkflow:
 
     # --- lease ---------------------------------------------------------------------------
 
-    @workflow.signal(description="Starts the workflow if needed (signal-with-start); no effect.")
+    @workflow.signal(
+        description="Started the workflow if needed (signal-with-start, before update-with-start "
+        "replaced it); no effect."
+    )
     def wake(self) -> None:
         pass
 

@@ -134,17 +134,17 @@ async def test_a_burst_of_one_services_commits_stays_within_the_update_limits(
     attempt and every run ends."""
     in_flight: dict[str, int] = {}
     most: dict[str, int] = {}
-    send = environments.execute_update  # type: ignore[attr-defined]
+    send = environments.execute_update_with_start  # type: ignore[attr-defined]
 
-    async def counted(handle: Any, *args: Any, **kwargs: Any) -> Any:
-        in_flight[handle.id] = in_flight.get(handle.id, 0) + 1
-        most[handle.id] = max(most.get(handle.id, 0), in_flight[handle.id])
+    async def counted(client: Client, workflow_id: str, *args: Any, **kwargs: Any) -> Any:
+        in_flight[workflow_id] = in_flight.get(workflow_id, 0) + 1
+        most[workflow_id] = max(most.get(workflow_id, 0), in_flight[workflow_id])
         try:
-            return await send(handle, *args, **kwargs)
+            return await send(client, workflow_id, *args, **kwargs)
         finally:
-            in_flight[handle.id] -= 1
+            in_flight[workflow_id] -= 1
 
-    monkeypatch.setattr(environments, "execute_update", counted)
+    monkeypatch.setattr(environments, "execute_update_with_start", counted)
     client = dev_env.client
     spec = deploy_spec(f"burst{uuid.uuid4().hex[:6]}", concurrency="queue")
     async with build_worker(client, memory.backends(), task_queue):
