@@ -15,9 +15,9 @@ from typing import Any
 import pytest
 from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
-from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner
 
 from contracts.activity import SuiteReport
+from plumbing.sandbox import workflow_runner
 from starters.runs import (
     pipeline_outcome,
     replay_history,
@@ -264,7 +264,9 @@ async def test_replay_passes_for_current_code_and_fails_for_changed_code(
         task_queue=changed_queue,
         workflows=[ChangedPipelineWorkflow, EnvironmentWorkflow],
         activities=activities_for(memory.backends(), client),
-        workflow_runner=SandboxedWorkflowRunner(),
+        # The worker's own sandbox: it passes contracts.deployer_proof through, so the
+        # environment workflow's validators see the deployer key this process installed.
+        workflow_runner=workflow_runner(),
     ):
         changed = await start_pipeline(client, short_spec(), run_context(), ROLES, changed_queue)
         await pipeline_outcome(client.get_workflow_handle(changed.workflow_id))
