@@ -1,9 +1,9 @@
 """A pipeline's messages to its environments' workflows.
 
 Workflows cannot send updates to other workflows, so these activities do it with the worker's
-Temporal client: signal-with-start (the environment workflow is created by the first run that
-needs it), then the update, whose id is the request's idempotency key (a retried activity
-attaches to the same update). A refused update (a stale lease) is a verdict, never retried.
+Temporal client: update-with-start (the environment workflow is created by the first run that
+needs it), whose update id is the request's idempotency key (a retried activity attaches to
+the same update). A refused update (a stale lease) is a verdict, never retried.
 
 Each message is signed here (contracts/deployer_proof.py) after checking that it speaks for the
 workflow that called this activity (the server tells us which one; the message could claim any
@@ -13,16 +13,21 @@ run): a pipeline for itself, a canary or monitor for the pipeline that started i
 from __future__ import annotations
 
 import asyncio
+from datetime import UTC, datetime
 from typing import Any, TypeVar
 
 from temporalio import activity
 from temporalio.client import (
     Client,
+    WithStartWorkflowOperation,
     WorkflowExecutionStatus,
-    WorkflowHandle,
     WorkflowUpdateFailedError,
 )
-from temporalio.common import SearchAttributePair, TypedSearchAttributes
+from temporalio.common import (
+    SearchAttributePair,
+    TypedSearchAttributes,
+    WorkflowIDConflictPolicy,
+)
 from temporalio.exceptions import ApplicationError
 from temporalio.service import RPCError, RPCStatusCode
 
@@ -31,7 +36,7 @@ from activities.observability import activity_log
 from contracts import deployer_proof
 from contracts.activity import ActivityName, RunRef
 from contracts.errors import ErrorType, verdict
-from plumbing.updates import execute_update
+from plumbing.updates import execute_update, execute_update_with_start
 from workflows.messages import (
     CanaryOrder,
     EnvironmentInput,
@@ -48,6 +53,12 @@ __all__ = ["EnvironmentActivities"]
 
 T = TypeVar("T")
 
+UPDATES_PER_ENVIRONMENT = 5
+"""Updates this worker sends one environment workflow at a time. Temporal admits 10 in flight
+per workflow and answers the next with ResourceExhausted, which the client retries in a loop;
+a burst of one service's commits (each run's acquire, report and release) waits here instead,
+heartbeating. Half the server's limit leaves room for a second worker replica."""
+
 
 class EnvironmentActivities:
     """`search_attributes`: index environment workflows by Service and Environment (what
@@ -56,40 +67,51 @@ class EnvironmentActivities:
     def __init__(self, client: Client, *, search_attributes: bool = False) -> None:
         self._client = client
         self._search_attributes = search_attributes
+        self._in_flight: dict[str, asyncio.Semaphore] = {}
 
-    async def _handle(self, service: str, environment: str) -> WorkflowHandle[Any, Any]:
-        workflow_id = environment_id(service, environment)
+    def _start(self, service: str, environment: str) -> WithStartWorkflowOperation[Any, Any]:
+        """How the environment workflow starts if it is not running (the first message to it
+        starts it; a running one takes the message)."""
         options: dict[str, Any] = {
-            "id": workflow_id,
+            "id": environment_id(service, environment),
             "task_queue": activity.info().task_queue,
-            "start_signal": "wake",
+            "id_conflict_policy": WorkflowIDConflictPolicy.USE_EXISTING,
             "static_summary": f"{service} in {environment}",
         }
-        if not self._search_attributes:
-            return await self._client.start_workflow(
-                "EnvironmentWorkflow",
-                EnvironmentInput(service=service, environment=environment),
-                **options,
-            )
-        return await self._client.start_workflow(
-            "EnvironmentWorkflow",
-            EnvironmentInput(service=service, environment=environment),
-            search_attributes=TypedSearchAttributes(
+        if self._search_attributes:
+            options["search_attributes"] = TypedSearchAttributes(
                 [
                     SearchAttributePair(SERVICE, service),
                     SearchAttributePair(ENVIRONMENT, environment),
                 ]
-            ),
+            )
+        return WithStartWorkflowOperation(
+            "EnvironmentWorkflow",
+            EnvironmentInput(service=service, environment=environment),
             **options,
         )
 
     async def _update(
         self, service: str, environment: str, name: str, arg: Any, update_id: str, rt: type[T]
     ) -> T:
-        handle = await self._handle(service, environment)
-        task = asyncio.ensure_future(
-            execute_update(handle, name, arg, update_id=update_id, result_type=rt)
-        )
+        """Update-with-start: one call starts the environment workflow if needed and sends the
+        update (it replaced a signal-with-start followed by the update)."""
+        workflow_id = environment_id(service, environment)
+        gate = self._in_flight.setdefault(workflow_id, asyncio.Semaphore(UPDATES_PER_ENVIRONMENT))
+
+        async def send() -> T:
+            async with gate:
+                return await execute_update_with_start(
+                    self._client,
+                    workflow_id,
+                    name,
+                    arg,
+                    operation=lambda: self._start(service, environment),
+                    update_id=update_id,
+                    result_type=rt,
+                )
+
+        task = asyncio.ensure_future(send())
         try:
             while True:
                 done, _ = await asyncio.wait({task}, timeout=HEARTBEAT_EVERY_S)
@@ -224,8 +246,12 @@ M = TypeVar("M", LeaseRequest, ServingReport, LeaseRelease, RollbackOrder, Canar
 
 def _signed(message: M, purpose: str) -> M:
     """`message` with a deployer's proof (contracts/deployer_proof.py)."""
+    # Stamped with the later of this worker's clock and the server's (when it scheduled this
+    # attempt), as the validator reads the server's: a worker clock that lags, or a test
+    # server that skips time while runs wait, does not make a fresh proof look old.
+    now = max(datetime.now(UTC), activity.info().current_attempt_scheduled_time)
     try:
-        proof = deployer_proof.sign(purpose, message)
+        proof = deployer_proof.sign(purpose, message, now)
     except deployer_proof.KeyMissingError as err:
         raise verdict(ErrorType.NOT_AUTHORIZED, str(err)) from None
     return message.model_copy(update={"proof": proof})

@@ -12,12 +12,18 @@ from __future__ import annotations
 
 import asyncio
 import uuid
+from collections.abc import Callable
 from typing import Any, TypeVar, overload
 
-from temporalio.client import WorkflowHandle
+from temporalio.client import Client, WithStartWorkflowOperation, WorkflowHandle
 from temporalio.service import RPCError, RPCStatusCode
 
-__all__ = ["LOST_UPDATE_RETRIES", "execute_update", "is_lost_update"]
+__all__ = [
+    "LOST_UPDATE_RETRIES",
+    "execute_update",
+    "execute_update_with_start",
+    "is_lost_update",
+]
 
 T = TypeVar("T")
 
@@ -75,3 +81,33 @@ async def execute_update(
                 raise
             await asyncio.sleep(0.2 * 2**attempt)
     raise AssertionError("unreachable: the last attempt returns or raises")
+
+
+async def execute_update_with_start(
+    client: Client,
+    workflow_id: str,
+    update: str,
+    arg: Any,
+    *,
+    operation: Callable[[], WithStartWorkflowOperation[Any, Any]],
+    result_type: type[T],
+    update_id: str,
+) -> T:
+    """Update-with-start of workflow `workflow_id` (started by `operation()`, a fresh
+    operation per attempt, if it is not running), under one update id, sent again while the
+    server says it lost the update, like `execute_update`."""
+    for attempt in range(LOST_UPDATE_RETRIES + 1):
+        try:
+            result: T = await client.execute_update_with_start_workflow(
+                update,
+                arg,
+                start_workflow_operation=operation(),
+                id=update_id,
+                result_type=result_type,
+            )
+            return result
+        except RPCError as err:
+            if not is_lost_update(err) or attempt == LOST_UPDATE_RETRIES:
+                raise
+            await asyncio.sleep(0.2 * 2**attempt)
+    raise AssertionError(f"unreachable: {workflow_id}'s last attempt returns or raises")

@@ -120,6 +120,7 @@ async def call(
     stage: str | None = None,
     on_retry: Callable[[int, str], None] | None = None,
     runner_queue: str = "",
+    local: bool = False,
 ) -> T:
     """Execute activity `name` with its kind's options, overridden by a stage's settings.
     `on_retry(attempt, last failure)` hears of each new attempt (for the run's status).
@@ -129,8 +130,15 @@ async def call(
     A dead worker is not a verdict: an attempt that ends in a heartbeat timeout (its worker
     stopped heartbeating) is started again without using up `max_attempts`, which counts
     failures of the work itself; all attempts together stay within the stage's `timeout`.
+
+    `local`: a local activity, run by the worker running the workflow in slots of their own
+    (never the regular activity slots, which callers waiting on this workflow may hold all of).
+    A lost worker is not an attempt there either: the workflow task times out and another
+    worker runs the local activity again.
     """
     opts = OPTIONS[name]
+    if local:
+        return await _call_local(name, arg, result_type, opts, timeout, activity_id, summary)
     task_queue = task_queue_for(name, runner_queue)
     if summary is None:
         summary = describe(name, arg)
@@ -194,6 +202,33 @@ def describe(name: ActivityName, arg: Any) -> str:
     environment = getattr(arg, "environment", "")
     where = " in ".join(str(part) for part in (service, environment) if part)
     return f"{action}{detail}: {where}" if where else f"{action}{detail}"
+
+
+async def _call_local(
+    name: ActivityName,
+    arg: Any,
+    result_type: type[T],
+    opts: ActivityOptions,
+    timeout: timedelta | None,
+    activity_id: str | None,
+    summary: str | None,
+) -> T:
+    result: T = await workflow.execute_local_activity(
+        name.value,
+        arg,
+        result_type=result_type,
+        start_to_close_timeout=timeout or opts.start_to_close,
+        retry_policy=RetryPolicy(
+            initial_interval=opts.initial_interval,
+            backoff_coefficient=opts.backoff,
+            maximum_interval=opts.max_interval,
+            maximum_attempts=opts.max_attempts,
+            non_retryable_error_types=NON_RETRYABLE,
+        ),
+        activity_id=activity_id,
+        summary=summary,
+    )
+    return result
 
 
 CRASH_IS_NOT_A_VERDICT = "crash-is-not-a-verdict"

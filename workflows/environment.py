@@ -1,7 +1,7 @@
 """EnvironmentWorkflow: the one owner of what a (service, environment) serves.
 
 A long-lived entity workflow (id `environment-{service}-{environment}`), started by the first
-message a pipeline sends it (signal-with-start, then an update). It holds:
+message a pipeline sends it (update-with-start; signal-with-start before). It holds:
 - what serves now, and the run that put it there;
 - a bounded release history;
 - the lease: which run may change the environment, with a fencing token every platform call
@@ -12,6 +12,33 @@ late deploy is refused at the platform's commit point. A rollback is "put back t
 that served when this run got the lease", executed here under a fresh token: idempotent per
 run, and never for a run that no longer holds the environment. Updates are serialised by one
 lock (they await activities); the history is kept small with continue-as-new.
+
+Lease messages are a mailbox (patch `lease-mailbox`). The `acquire` and `release` updates only
+check the deployer's proof, put the message in an inbox and answer at once (`pending`, or
+`granted` to the run that already holds the lease); the workflow's main loop takes the inbox in
+arrival order under the lock, with the same rules as before (fence, grant, supersede, queue),
+and tells each run its answer with LEASE_SIGNAL. Why this design rather than the others:
+- Nothing waits while holding what the work it waits for needs. Before, the `acquire_lease`
+  activity held an activity slot while its update awaited the FENCE activity, which needs a slot
+  of the same worker: with as many runs acquiring as the worker has slots, no fence could run
+  (a deadlock, issue 19). Now the message activity ends as soon as the update is taken, and a
+  run waits for its lease in its own workflow state (a condition on a signal), which holds no
+  slot, no timeout and survives any restart. Local activities for the lease messages would
+  only move the wait to other slots (and make a minutes-long wait a local activity); FENCE as
+  a local activity would keep every update in flight for as long as a fence takes.
+- Failure has one meaning per place. An update fails only as a verdict on the message (no
+  deployer's proof). A fence that keeps failing (platform down, worker overloaded) is retried
+  here, later, with the request still in the inbox: the run keeps waiting, never fails for it
+  (a crash or overload is not a verdict). Superseded is a verdict, and arrives as a notice.
+- Updates complete within the workflow task that delivers them, so a burst of one service's
+  commits stays far below Temporal's limit of updates in flight per workflow.
+
+The environment's own platform work (FENCE, RESTORE, RUN_STATUS) runs as local activities
+(patch `environment-work-as-local-activities`): in the worker's local-activity slots, which
+no message activity ever holds. A rollback still waits for its restore (its outcome is the
+answer the run needs), and the lock it waits for may be held while the main loop fences; with
+that work in slots of its own, no number of waiting `request_rollback` activities can keep a
+restore or a fence from running.
 """
 
 from __future__ import annotations
@@ -22,6 +49,7 @@ from typing import TypeVar
 
 from temporalio import workflow
 from temporalio.exceptions import ActivityError, ApplicationError
+from temporalio.exceptions import TimeoutError as ActivityTimeoutError
 
 from contracts import deployer_proof
 from contracts.activity import (
@@ -68,6 +96,15 @@ ROLLBACK_POLICY = "manual-rollback-policy"
 policy."""
 NONCES_KEPT = 500
 LEASE_REQUESTS_KEPT = 500
+LEASE_MAILBOX = "lease-mailbox"
+"""Patch id: before it, `acquire` and `release` took the lock and fenced inside the update, so
+the message activity that sent them held an activity slot until the fence (which needs one)
+had run."""
+LOCAL_WORK = "environment-work-as-local-activities"
+"""Patch id: before it, FENCE, RESTORE and RUN_STATUS ran as regular activities: a rollback
+update (sent by an activity holding a slot) waited for a RESTORE that needed a slot too."""
+FENCE_RETRY = timedelta(seconds=30)
+"""How long the inbox waits after a fence failed all its attempts before it tries again."""
 ROLLBACK_PER_RUN = "rollback-once-per-run-id-and-token"
 """Patch id: rollbacks recorded before it were remembered per workflow id, so a retried or
 restarted run that failed again got the first run's outcome and nothing was restored."""
@@ -92,6 +129,11 @@ def _bounded(record: _Timed, latest: datetime) -> _Timed:
     return record.model_copy(update={"commit_time": latest})
 
 
+WORK_FAILED = (ActivityError, ApplicationError, ActivityTimeoutError)
+"""How the environment's platform work fails: an activity's error, and a local activity's
+(its failure, or its timeout, as raised without an ActivityError around it)."""
+
+
 def _cause(err: BaseException) -> str:
     while isinstance(err, ActivityError) and err.cause is not None:
         err = err.cause
@@ -108,15 +150,29 @@ class EnvironmentWorkflow:
         self._lock = asyncio.Lock()
         self._changes = 0
         self._trusting: bool | None = None
+        # Lease messages taken by the updates, served by the main loop in arrival order
+        # (LEASE_MAILBOX); empty for runs recorded before it. Never carried across
+        # continue-as-new: the rollover waits until it is empty.
+        self._inbox: list[LeaseRequest | LeaseRelease] = []
+        self._regrant = False  # the lease is free and its queue waits (a fence failed)
+        # LEASE_MAILBOX is in force: set by the first lease message, so that a running
+        # execution recorded before the patch takes it up with its next message.
+        self._mailbox = False
 
     @workflow.run
     async def run(self, input: EnvironmentInput) -> None:
         while not self._rollover_due():
+            if self._mail_waiting():
+                if not await self._serve_inbox():
+                    await workflow.sleep(FENCE_RETRY)
+                continue
             seen = self._changes
             waiting = self._s.holder is not None and bool(self._s.queue)
             try:
                 await workflow.wait_condition(
-                    lambda seen=seen: self._changes != seen or self._rollover_due(),  # type: ignore[misc]
+                    lambda seen=seen: (  # type: ignore[misc]
+                        self._changes != seen or self._rollover_due() or self._mail_waiting()
+                    ),
                     timeout=HOLDER_CHECK if waiting else None,
                 )
             except TimeoutError:
@@ -129,8 +185,13 @@ class EnvironmentWorkflow:
 
     def _rollover_due(self) -> bool:
         info = workflow.info()
-        return not self._lock.locked() and (
-            info.is_continue_as_new_suggested() or info.get_current_history_length() > HISTORY_LIMIT
+        return (
+            not self._lock.locked()
+            and not self._mail_waiting()
+            and (
+                info.is_continue_as_new_suggested()
+                or info.get_current_history_length() > HISTORY_LIMIT
+            )
         )
 
     def _trusted_times(self) -> bool:
@@ -151,9 +212,88 @@ class EnvironmentWorkflow:
                 s.queue = queue
         return self._trusting
 
+    def _mail_waiting(self) -> bool:
+        return bool(self._inbox) or self._regrant
+
+    async def _serve_inbox(self) -> bool:
+        """Answer the lease messages in arrival order; False if a fence failed (the message
+        stays first in the inbox and is served again later)."""
+        async with self._lock:
+            if self._regrant and not await self._regranted():
+                return False
+            while self._inbox:
+                message = self._inbox[0]
+                if isinstance(message, LeaseRelease):
+                    self._inbox.pop(0)
+                    self._release(message)
+                    if not await self._regranted():
+                        return False
+                    continue
+                try:
+                    answer = await self._acquire(message)
+                except WORK_FAILED as err:
+                    workflow.logger.warning(
+                        "%s: fence failed (%s); %s waits, tried again in %s",
+                        self._s.environment,
+                        _cause(err),
+                        message.run,
+                        FENCE_RETRY,
+                    )
+                    return False
+                self._inbox.pop(0)
+                await self._answer(message, answer)
+        self._changes += 1
+        return True
+
+    async def _regranted(self) -> bool:
+        """The lease is free: grant it to the queue's next run (False: its fence failed)."""
+        self._regrant = False
+        try:
+            await self._grant_next()
+        except WORK_FAILED as err:
+            workflow.logger.warning(
+                "%s: fence failed (%s); the queue waits, tried again in %s",
+                self._s.environment,
+                _cause(err),
+                FENCE_RETRY,
+            )
+            self._regrant = True
+            return False
+        return True
+
+    async def _answer(self, request: LeaseRequest, answer: LeaseAnswer) -> None:
+        """Tell the run what became of its request (a queued one hears when it is its turn)."""
+        env = self._s.environment
+        if answer.status == "granted":
+            told = await self._tell(
+                request.run,
+                LeaseNotice(
+                    environment=env, run_id=request.run_id, status="granted", token=answer.token
+                ),
+            )
+            holder = self._s.holder
+            if not told and holder is not None and holder.run == request.run:
+                self._s.holder = None  # that run is gone: the next one
+                if not await self._regranted():
+                    return
+        elif answer.status == "superseded":
+            await self._tell(
+                request.run,
+                LeaseNotice(
+                    environment=env,
+                    run_id=request.run_id,
+                    status="superseded",
+                    by=answer.by,
+                    reason=answer.reason,
+                ),
+            )
+
     # --- lease ---------------------------------------------------------------------------
 
-    @workflow.signal(description="Starts the workflow if needed (signal-with-start); no effect.")
+    @workflow.signal(
+        description="Started the workflow if needed (signal-with-start, before update-with-start "
+        "replaced it); no effect."
+    )
     def wake(self) -> None:
         pass
 
@@ -161,10 +301,44 @@ class EnvironmentWorkflow:
         description="A pipeline run asks for the lease: granted, queued or superseded."
     )
     async def acquire(self, request: LeaseRequest) -> LeaseAnswer:
+        if self._mailbox or workflow.patched(LEASE_MAILBOX):
+            self._mailbox = True
+            return self._take_request(request)
         async with self._lock:
             answer = await self._acquire(request)
         self._changes += 1
         return answer
+
+    def _take_request(self, request: LeaseRequest) -> LeaseAnswer:
+        """The inbox takes the request; the answer comes as a LEASE_SIGNAL notice. A run that
+        holds the lease already (a retried message) has its answer now."""
+        s = self._s
+        holder = s.holder
+        if (
+            holder is not None
+            and holder.run == request.run
+            and holder.run_id == request.run_id
+            and not holder.rolled_back
+            and not any(m.run == request.run for m in self._inbox)
+        ):
+            return LeaseAnswer(status="granted", token=holder.token)
+        if request.request_id in s.lease_requests:
+            # Served before: the activity's retry after a continue-as-new (a queued run keeps
+            # waiting for its turn), or a copy out of a history sent again (nothing happens).
+            if any(w.run_id == request.run_id for w in s.queue):
+                return LeaseAnswer(status="pending", holder=holder.run if holder else "")
+            return LeaseAnswer(
+                status="superseded", reason=f"lease request {request.request_id} was answered"
+            )
+        if request.proof:
+            self._taken(request)
+        self._inbox.append(request)
+        ahead = sum(isinstance(m, LeaseRequest) for m in self._inbox) - 1
+        return LeaseAnswer(
+            status="pending",
+            holder=holder.run if holder else "",
+            position=len(s.queue) + ahead + 1,
+        )
 
     @acquire.validator
     def _validate_acquire(self, request: LeaseRequest) -> None:
@@ -186,9 +360,16 @@ class EnvironmentWorkflow:
             )
             raise ValueError(refusal)
 
+    def _taken(self, request: LeaseRequest) -> None:
+        """Remember a deployer's lease request (bounded): a copy sent again does nothing."""
+        s = self._s
+        s.lease_requests = [*s.lease_requests, request.request_id][-LEASE_REQUESTS_KEPT:]
+
     async def _acquire(self, request: LeaseRequest) -> LeaseAnswer:
         s = self._s
-        if request.request_id in s.lease_requests:
+        # The mailbox dedups when it takes a message (`_take_request`); the inbox may serve
+        # one message twice (its fence failed the first time).
+        if not self._mailbox and request.request_id in s.lease_requests:
             # Asked before: the activity's retry after a continue-as-new, or a copy out of a
             # history sent again. Only the same run's standing is repeated; nothing changes.
             holder = s.holder
@@ -200,8 +381,8 @@ class EnvironmentWorkflow:
             return LeaseAnswer(
                 status="superseded", reason=f"lease request {request.request_id} was answered"
             )
-        if request.proof:  # a deployer's (since proofs)
-            s.lease_requests = [*s.lease_requests, request.request_id][-LEASE_REQUESTS_KEPT:]
+        if request.proof and not self._mailbox:  # a deployer's (since proofs)
+            self._taken(request)
         if request.components:
             # Kept across runs: a component a later run drops is still fenced and restored.
             s.components = sorted({*s.components, *request.components})
@@ -278,6 +459,7 @@ class EnvironmentWorkflow:
             ),
             ReleaseSpec,  # or None: nothing serves
             activity_id=f"fence-{s.token}",
+            local=workflow.patched(LOCAL_WORK),
         )
         if found is not None and (s.serving is None or s.serving.release.digest != found.digest):
             # The platform serves something this record does not know (the first lease on an
@@ -331,7 +513,12 @@ class EnvironmentWorkflow:
                     ),
                 )
                 continue
-            token = await self._grant(nxt)
+            try:
+                token = await self._grant(nxt)
+            except WORK_FAILED:
+                if self._mailbox:
+                    s.queue.insert(0, nxt)  # still first in line when the fence is tried again
+                raise
             told = await self._tell(
                 nxt.run,
                 LeaseNotice(
@@ -358,6 +545,7 @@ class EnvironmentWorkflow:
             ActivityName.RUN_STATUS,
             RunRef(workflow_id=holder.run, run_id=holder.run_id),
             str,
+            local=workflow.patched(LOCAL_WORK),
         )
         if status != "running" and self._s.holder is holder:
             workflow.logger.warning(
@@ -413,6 +601,10 @@ class EnvironmentWorkflow:
 
     @workflow.update(description="A run is done with the environment, or leaves its queue.")
     async def release(self, request: LeaseRelease) -> None:
+        if self._mailbox or workflow.patched(LEASE_MAILBOX):
+            self._mailbox = True
+            self._inbox.append(request)  # the main loop frees the lease and grants the next
+            return
         async with self._lock:
             s = self._s
             if (
@@ -425,6 +617,19 @@ class EnvironmentWorkflow:
             else:
                 s.queue = [w for w in s.queue if w.run != request.run]
         self._changes += 1
+
+    def _release(self, request: LeaseRelease) -> None:
+        """The holder gives the lease back (the caller grants the next), or a run leaves the
+        queue."""
+        s = self._s
+        if (
+            s.holder is not None
+            and s.holder.run == request.run
+            and (not request.token or request.token == s.holder.token)
+        ):
+            s.holder = None
+        else:
+            s.queue = [w for w in s.queue if w.run != request.run]
 
     @release.validator
     def _validate_release(self, request: LeaseRelease) -> None:
@@ -478,7 +683,7 @@ class EnvironmentWorkflow:
             )
         try:
             result = await self._restore(target, order.strategy, order.reason)
-        except ActivityError as err:
+        except WORK_FAILED as err:
             return RollbackOutcome(environment=s.environment, status="failed", reason=_cause(err))
         if owns:
             assert holder is not None
@@ -533,6 +738,7 @@ class EnvironmentWorkflow:
             ),
             RestoreResult,
             activity_id=f"restore-{s.token}",
+            local=workflow.patched(LOCAL_WORK),
         )
 
     def _restored(self, target: Serving, reason: str) -> None:
@@ -574,7 +780,7 @@ class EnvironmentWorkflow:
                 )
             try:
                 result = await self._restore(previous, "rolling", reason)
-            except ActivityError as err:
+            except WORK_FAILED as err:
                 return RollbackOutcome(
                     environment=s.environment, status="failed", reason=_cause(err)
                 )

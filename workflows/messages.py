@@ -560,7 +560,9 @@ class LeaseRequest(_Message):
 
 
 class LeaseAnswer(_Message):
-    status: Literal["granted", "queued", "superseded"]
+    """`pending`: the environment took the request and answers by signal (LeaseNotice)."""
+
+    status: Literal["granted", "queued", "superseded", "pending"]
     token: int = 0
     holder: str = Field("", description="Queued behind this run.")
     position: int = 0

@@ -120,6 +120,30 @@ PATCHES: tuple[Patch, ...] = (
         "every environment workflow's current run started after it",
     ),
     Patch(
+        "lease-mailbox",
+        ("EnvironmentWorkflow",),
+        "fences inside the acquire and release updates (a waiting activity held a slot)",
+        "every environment workflow's current run started after it",
+    ),
+    Patch(
+        "environment-work-as-local-activities",
+        ("EnvironmentWorkflow",),
+        "runs FENCE, RESTORE and RUN_STATUS as regular activities",
+        "every environment workflow's current run started after it",
+    ),
+    Patch(
+        "lease-messages-in-background",
+        ("PipelineWorkflow",),
+        "waits for each report and release before the next stage",
+        _NO_OPEN_RUN.format("PipelineWorkflow"),
+    ),
+    Patch(
+        "policy-in-force-as-local-activity",
+        ("PipelineWorkflow",),
+        "reads the worker's policy with a regular activity",
+        _NO_OPEN_RUN.format("PipelineWorkflow"),
+    ),
+    Patch(
         "manual-rollback-through-environment",
         ("RollbackWorkflow",),
         "rolls back as asked, with no judgment",

@@ -98,6 +98,11 @@ ACTING_KINDS = ("deploy", "canary", "monitor", "e2e", "smoke")
 CANCELLED_BY_TEMPORAL = AbortRequest(
     by="(cancel request)", reason="cancelled from the Web UI or `temporal workflow cancel`"
 )
+LEASE_MESSAGES_IN_BACKGROUND = "lease-messages-in-background"
+"""Patch id: runs recorded before it waited for each report and release to be taken before
+their next stage started."""
+LOCAL_POLICY_CHECK = "policy-in-force-as-local-activity"
+"""Patch id: runs recorded before it read the worker's policy with a regular activity."""
 SIGNED_CANARY_CONTROLS = "canary-controls-signed-by-deployer"
 """Patch id: canaries started before it took controls as signals carrying a token that sat in
 their input (readable by anyone who can read history); newer ones take them only as updates
@@ -191,6 +196,8 @@ class PipelineWorkflow:
     async def _run_leased(self) -> PipelineResult:
         """The run with environment leases: every change of an environment under its lease,
         rollbacks asked of the environment, superseded runs ending as such."""
+        leases = self._lease_book
+        leases.background = workflow.patched(LEASE_MESSAGES_IN_BACKGROUND)
         self._publish_details()
         try:
             rollback_for = await self._schedule()
@@ -201,7 +208,7 @@ class PipelineWorkflow:
                 self._abort = CANCELLED_BY_TEMPORAL
             await self._stop_running("cancelled by " + self._abort.by)
             rollback_for = []
-        leases = self._lease_book
+        await self._settle_messages()
         if leases.superseded is not None:
             notice = leases.superseded
             self._pipeline_state = PipelineState.SUPERSEDED
@@ -230,6 +237,22 @@ class PipelineWorkflow:
         for env in [*leases.held, *leases.queued]:
             await leases.release(env, f"run {self._pipeline_state.value}")
         return await self._finish_run()
+
+    async def _settle_messages(self) -> None:
+        """The reports and releases sent in the background are taken before the run ends. A
+        refused report means another run holds the environment now: its notice is on the way
+        (the run ends superseded); without one, the run failed."""
+        leases = self._lease_book
+        await leases.settle()
+        if not leases.refused_reports or leases.superseded is not None:
+            return
+        await workflow.wait_condition(
+            lambda: leases.superseded is not None or self._abort is not None,
+            timeout=STALE_LEASE_GRACE,
+        )
+        if leases.superseded is None and not self._failure:
+            env, why = next(iter(leases.refused_reports.items()))
+            self._failure = f"{env} did not record this run's release: {why}"
 
     async def _start_under_policy(self) -> list[str]:
         """Record the hash of the worker's policy in force, and what it says of this run's
@@ -284,6 +307,7 @@ class PipelineWorkflow:
                 environments=environments,
             ),
             PolicyInForce,
+            local=workflow.patched(LOCAL_POLICY_CHECK),
         )
         self._policy_hash = answer.hash
         self._env_in_force = dict(answer.environments)
@@ -394,7 +418,11 @@ class PipelineWorkflow:
                 for s in self._spec.stages
                 if s.environment_name == env and s.kind in ACTING_KINDS
             ]
-            if all(name in finished for name in acting):
+            if not all(name in finished for name in acting):
+                continue
+            if self._lease_book.background:
+                self._lease_book.release_later(env, "its stages are done")
+            else:
                 await self._lease_book.release(env, "its stages are done")
 
     def _skip_reason(self, stage: Stage) -> str:
@@ -470,6 +498,7 @@ class PipelineWorkflow:
             leases.commit_time = (
                 self._commit_time() if self._trusted_time else self._state.workspace.commit_time
             )
+        await leases.settle(env)  # what this run told the environment before is taken first
         status = self._stages[stage.name]
         if stage.kind == "deploy":
             await self._wait_for_freeze(env, status)

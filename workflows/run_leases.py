@@ -9,11 +9,13 @@ environment, which puts back what served before this run, once.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import asyncio
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 
 from temporalio import workflow
+from temporalio.exceptions import ActivityError, is_cancelled_exception
 
 from contracts.activity import ActivityName, DeployRequest, ReleaseSpec
 from workflows.calls import call
@@ -55,6 +57,13 @@ class RunLeases:
     changed: list[str] = field(default_factory=list)
     """Environments this run may have changed (what an abort rolls back), in order."""
     rolled_back: dict[str, RollbackOutcome] = field(default_factory=dict)
+    background: bool = False
+    """Reports and releases are sent in the background (LEASE_MESSAGES_IN_BACKGROUND), in
+    order per environment; the run settles them before anything else it says to that
+    environment, and before it ends."""
+    refused_reports: dict[str, str] = field(default_factory=dict)
+    """Environment → why it refused this run's report (sent in the background)."""
+    _posts: dict[str, asyncio.Task[None]] = field(default_factory=dict, repr=False)
 
     @property
     def run_id(self) -> str:
@@ -112,9 +121,13 @@ class RunLeases:
                 reason=answer.reason,
             )
             raise SupersededError(answer.reason)
-        if answer.status == "queued":
+        if answer.status in ("queued", "pending"):
+            # Queued, or taken by the environment's inbox (`pending`): the answer comes as a
+            # notice. Waiting holds nothing (no activity slot, no timeout): a slow lease is
+            # waited for, never a failure of the run.
             self.queued[environment] = answer.holder
-            on_queued(answer.holder, answer.position)
+            if answer.status == "queued" or (answer.holder and policy == "queue"):
+                on_queued(answer.holder, answer.position)
             await workflow.wait_condition(
                 lambda: environment in self.notices or self.superseded is not None
             )
@@ -122,7 +135,10 @@ class RunLeases:
             if environment not in self.notices:
                 assert self.superseded is not None
                 raise SupersededError(self.superseded.reason)
-            answer = LeaseAnswer(status="granted", token=self.notices[environment].token)
+            notice = self.notices[environment]
+            if answer.status == "pending":
+                del self.notices[environment]  # used: a later acquire waits for its own
+            answer = LeaseAnswer(status="granted", token=notice.token)
         self.held[environment] = answer.token
         self.tokens[environment] = answer.token
         if environment not in self.changed:
@@ -131,10 +147,50 @@ class RunLeases:
             self.changed.append(environment)
         return answer.token
 
+    def _post(self, environment: str, what: str, send: Callable[[], Awaitable[None]]) -> None:
+        """Send a message in the background, after those sent before it to `environment`."""
+        before = self._posts.get(environment)
+
+        async def in_order() -> None:
+            if before is not None:
+                await before
+            try:
+                await send()
+            except ActivityError as err:
+                if is_cancelled_exception(err):
+                    raise
+                cause = err.cause or err
+                workflow.logger.warning("%s of %s not taken: %s", what, environment, cause)
+                if what == "report":
+                    self.refused_reports[environment] = str(cause)
+
+        self._posts[environment] = asyncio.ensure_future(in_order())
+
+    async def settle(self, environment: str | None = None) -> None:
+        """Wait until the messages sent in the background (to `environment`, or to all) are
+        delivered or refused."""
+        posts = self._posts if environment is None else {environment: self._posts.get(environment)}
+        for task in list(posts.values()):
+            if task is not None:
+                await task
+
     async def report_serving(
         self, environment: str, request: DeployRequest, release_phase: str = ""
     ) -> None:
-        """Tell the environment this run's release serves it now."""
+        """Tell the environment this run's release serves it now (in the background when
+        `background`: nothing this run does next needs the answer)."""
+        if self.background:
+            self._post(
+                environment,
+                "report",
+                lambda: self._report(environment, request, release_phase),
+            )
+            return
+        await self._report(environment, request, release_phase)
+
+    async def _report(
+        self, environment: str, request: DeployRequest, release_phase: str = ""
+    ) -> None:
         await call(
             ActivityName.REPORT_SERVING,
             ServingReport(
@@ -160,10 +216,20 @@ class RunLeases:
             activity_id=f"report:{environment}",
         )
 
+    def release_later(self, environment: str, reason: str) -> None:
+        """Done with the environment: the release is sent in the background."""
+        token = self.held.pop(environment, 0)
+        self.queued.pop(environment, None)
+        self._post(environment, "release", lambda: self._release(environment, reason, token))
+
     async def release(self, environment: str, reason: str) -> None:
         """Done with the environment (or leaving its queue)."""
         token = self.held.pop(environment, 0)
         self.queued.pop(environment, None)
+        await self.settle(environment)
+        await self._release(environment, reason, token)
+
+    async def _release(self, environment: str, reason: str, token: int) -> None:
         await call(
             ActivityName.RELEASE_LEASE,
             LeaseRelease(
@@ -182,6 +248,7 @@ class RunLeases:
     async def rollback(
         self, environment: str, reason: str, strategy: str, activity_id: str
     ) -> RollbackOutcome:
+        await self.settle(environment)  # the environment knows what this run reported first
         return await rollback_through_environment(
             self.service,
             environment,

@@ -482,7 +482,7 @@ def temporal_binary() -> str:
     return found
 
 
-async def bench(what_if: Sequence[str], cache: int) -> int:
+async def bench(what_if: Sequence[str], cache: int, only_overhead: bool = False) -> int:
     began = time.monotonic()
     rows: list[Row] = []
     with tempfile.TemporaryDirectory(prefix="slipway-bench-") as tmp:
@@ -510,6 +510,9 @@ async def bench(what_if: Sequence[str], cache: int) -> int:
                     rows.append(row)
                 except Exception as exc:
                     rows.append(failed("1. orchestration overhead", "≤ 1.10x", exc))
+                if only_overhead:
+                    log("--overhead-only: the other measures are skipped")
+                    return _report(rows, began, what_if, cache, write=False)
                 log("2. DAG fidelity")
                 try:
                     rows.append(await fidelity(client, tq))
@@ -532,12 +535,20 @@ async def bench(what_if: Sequence[str], cache: int) -> int:
         finally:
             await env.shutdown()
     rows.extend(validation_rows())
+    return _report(rows, began, what_if, cache, write=True)
+
+
+def _report(
+    rows: list[Row], began: float, what_if: Sequence[str], cache: int, *, write: bool
+) -> int:
+    """Print the table (and write it, for a full bench); 1 if a measure failed."""
     table = render(rows, time.monotonic() - began, what_if, cache)
-    output = WHAT_IF_OUTPUT if what_if else OUTPUT
-    output.parent.mkdir(parents=True, exist_ok=True)
-    output.write_text(table, encoding="utf-8")
     print(table)
-    print(f"(written to {output.relative_to(ROOT)})")
+    if write:
+        output = WHAT_IF_OUTPUT if what_if else OUTPUT
+        output.parent.mkdir(parents=True, exist_ok=True)
+        output.write_text(table, encoding="utf-8")
+        print(f"(written to {output.relative_to(ROOT)})")
     return 1 if any(r.met is None for r in rows) else 0
 
 
@@ -557,13 +568,18 @@ def main() -> None:
         metavar="N",
         help=f"the SDK's workflow cache size (build_worker's default: {default_cache})",
     )
+    parser.add_argument(
+        "--overhead-only",
+        action="store_true",
+        help="measure 1. orchestration overhead alone (printed, no table file written)",
+    )
     args = parser.parse_args()
     extra: list[str] = []
     cache = default_cache
     if args.max_cached_workflows is not None:
         cache = args.max_cached_workflows
         extra += ["--max-cached-workflows", str(cache)]
-    sys.exit(asyncio.run(bench(extra, cache)))
+    sys.exit(asyncio.run(bench(extra, cache, args.overhead_only)))
 
 
 if __name__ == "__main__":

@@ -10,6 +10,12 @@ must still replay them.
 The two `*-canary-canary.json` files are CanaryWorkflow histories (a stable version serving,
 so today's canary would run its metrics pre-flight) recorded with the code of before that
 pre-flight, with these scenarios: they pin the `metrics-preflight-on-stable` patch.
+
+The `*-lease-mailbox.json` environment histories (and the two pipelines recorded with them)
+were recorded with these scenarios, named with that suffix, after the lease changes of issue
+19: they pin `lease-mailbox`, `environment-work-as-local-activities`,
+`lease-messages-in-background` and `policy-in-force-as-local-activity`, while the older files
+pin the code before them.
 """
 
 from __future__ import annotations

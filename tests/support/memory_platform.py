@@ -213,6 +213,10 @@ class MemoryPlatform:
         self.failing_checks: set[str] = set()
         self.checks: list[HttpCheckRequest] = []
         self.fail_restore: set[str] = set()
+        # Environment → how many more fences fail like an unreachable API (retryable, or
+        # final when `fence_failures_final`: no attempt of that call is left).
+        self.fence_failures: dict[str, int] = {}
+        self.fence_failures_final = False
         # Environment → seconds an HTTP check takes (holds a run on that environment).
         self.check_delay_s: dict[str, float] = {}
         self._lock = threading.Lock()
@@ -242,6 +246,16 @@ class MemoryPlatform:
 
     def fence(self, request: FenceRequest) -> ReleaseSpec | None:
         with self._lock:
+            if self.fence_failures.get(request.environment, 0) > 0:
+                self.fence_failures[request.environment] -= 1
+                self.events.append(f"fence {request.environment} failed")
+                if self.fence_failures_final:
+                    from temporalio.exceptions import ApplicationError
+
+                    raise ApplicationError(
+                        f"{request.environment} API: unavailable", non_retryable=True
+                    )
+                raise ConnectionError(f"{request.environment} API: connection refused")
             self._fence(request.service, request.environment, request.token)
             stable = self._env(request.environment, request.service).stable
             if stable is None:

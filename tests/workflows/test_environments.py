@@ -36,7 +36,7 @@ from workflows.messages import (
     StageState,
 )
 from workflows.naming import canary_id, environment_id, pipeline_id
-from workflows.spec import PipelineSpec
+from workflows.spec import PipelineSpec, validate_definition
 
 pytestmark = pytest.mark.timeout(90)
 
@@ -317,3 +317,43 @@ async def test_a_rollback_that_fails_is_rollback_failed_and_says_so(
     assert alerts
     assert alerts[0].level == "error"
     assert "manual intervention" in alerts[0].message
+
+
+def development_only() -> PipelineSpec:
+    return validate_definition(
+        {
+            "name": "dev-only",
+            "service": {"name": "heal7-backend"},
+            "environments": {"development": {}},
+            "stages": [
+                {"name": "checkout", "kind": "checkout"},
+                {"name": "build", "kind": "build", "needs": ["checkout"]},
+                {
+                    "name": "deploy_dev",
+                    "kind": "deploy",
+                    "needs": ["build"],
+                    "environment": "development",
+                },
+            ],
+        },
+        "dev-only.yaml",
+    )
+
+
+@pytest.mark.parametrize("final", [False, True], ids=["retried", "attempts-used-up"])
+async def test_a_fence_that_fails_makes_the_run_wait_not_fail(
+    time_env: WorkflowEnvironment, memory: MemoryBackends, task_queue: str, final: bool
+) -> None:
+    """The platform refuses the first fences: retried within the fence's own attempts, or,
+    once a fence has no attempt left, by the environment later (FENCE_RETRY). Either way the
+    run waits for its lease and then succeeds: an outage is not a verdict on the run."""
+    memory.platform.fence_failures["development"] = 2
+    memory.platform.fence_failures_final = final
+    async with build_worker(time_env.client, memory.backends(), task_queue):
+        handle = await start(time_env.client, task_queue, development_only(), run_context())
+        result = await pipeline_outcome(handle)
+        development = await environment(time_env, "development")
+    assert result.state == PipelineState.SUCCEEDED
+    assert memory.platform.events.count("fence development failed") == 2
+    assert development.serving is not None
+    assert development.serving.run == handle.id

@@ -5,6 +5,7 @@ put behind `workflow.patched`."""
 from __future__ import annotations
 
 import base64
+import re
 from pathlib import Path
 
 import pytest
@@ -30,6 +31,27 @@ def test_leased_runs_and_environment_workflows_are_committed() -> None:
     # The patch marker of leased runs (payload data is base64 in history JSON).
     marker = base64.b64encode(b"environment-leases").decode()
     assert any(marker in _read(p) for p in HISTORIES)
+
+
+def _payload_texts(path: Path) -> str:
+    """Every payload of a history, decoded (patch ids are payloads of marker events)."""
+    found = re.findall(r'"data":\s*"([A-Za-z0-9+/=]+)"', _read(path))
+    return "\n".join(base64.b64decode(d).decode("utf-8", "ignore") for d in found)
+
+
+@pytest.mark.parametrize(
+    "patch",
+    [
+        "lease-mailbox",
+        "environment-work-as-local-activities",
+        "lease-messages-in-background",
+        "policy-in-force-as-local-activity",
+    ],
+)
+def test_lease_load_patches_are_pinned_by_a_history(patch: str) -> None:
+    """The histories recorded after the lease changes of issue 19 (`*-lease-mailbox.json` and
+    their pipelines) pin each of its patches."""
+    assert any(patch in _payload_texts(p) for p in HISTORIES)
 
 
 @pytest.mark.parametrize("path", HISTORIES, ids=[p.stem for p in HISTORIES])
