@@ -111,6 +111,7 @@ def deployer_activities(
         environments.request_rollback,
         environments.control_canary,
         environments.run_status,
+        environments.confirm_lease,
         decisions.check_decision,
         decisions.policy_in_force,
     ]

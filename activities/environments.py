@@ -40,7 +40,9 @@ from plumbing.updates import execute_update, execute_update_with_start
 from workflows.messages import (
     CanaryOrder,
     EnvironmentInput,
+    EnvironmentState,
     LeaseAnswer,
+    LeaseCheck,
     LeaseRelease,
     LeaseRequest,
     RollbackOrder,
@@ -226,6 +228,20 @@ class EnvironmentActivities:
             ErrorType.NOT_AUTHORIZED,
             f"{info.workflow_id} may not ask for a rollback on behalf of {run}",
         )
+
+    @activity.defn(name=ActivityName.CONFIRM_LEASE)
+    async def confirm_lease(self, check: LeaseCheck) -> bool:
+        """Whether the environment's own state says what a lease notice said: for `granted`,
+        that the run holds the lease under that token; for `superseded`, that it neither
+        holds it nor waits for it. Anyone can signal a pipeline; only the environment writes
+        its state."""
+        handle = self._client.get_workflow_handle(environment_id(check.service, check.environment))
+        state = await handle.query("state", result_type=EnvironmentState)
+        holder = state.holder
+        ours = holder is not None and (holder.run, holder.run_id) == (check.run, check.run_id)
+        if check.status == "granted":
+            return ours and holder is not None and holder.token == check.token
+        return not ours and not any(w.run_id == check.run_id for w in state.queue)
 
     @activity.defn(name=ActivityName.RUN_STATUS)
     async def run_status(self, ref: RunRef) -> str:

@@ -93,6 +93,7 @@ class ActivityName(StrEnum):
     REQUEST_ROLLBACK = "request_rollback"
     CONTROL_CANARY = "control_canary"
     RUN_STATUS = "run_status"
+    CONFIRM_LEASE = "confirm_lease"
     HTTP_CHECK = "http_check"
     QUERY_METRICS = "query_metrics"
     GENERATE_LOAD = "generate_load"

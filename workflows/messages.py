@@ -581,6 +581,18 @@ class LeaseNotice(_Message):
     reason: str = ""
 
 
+class LeaseCheck(_Message):
+    """What a lease notice said, to be checked against the environment's own state: a signal
+    can come from anyone, the environment's state only from the environment."""
+
+    service: str
+    environment: str
+    run: str
+    run_id: str
+    status: Literal["granted", "superseded"]
+    token: int = 0
+
+
 class ServingReport(_Message):
     """The lease holder says its release now serves the environment."""
 

@@ -144,6 +144,12 @@ PATCHES: tuple[Patch, ...] = (
         _NO_OPEN_RUN.format("PipelineWorkflow"),
     ),
     Patch(
+        "lease-notices-confirmed",
+        ("PipelineWorkflow",),
+        "takes a lease notice signal at its word (a forged grant could bypass the queue)",
+        _NO_OPEN_RUN.format("PipelineWorkflow"),
+    ),
+    Patch(
         "manual-rollback-through-environment",
         ("RollbackWorkflow",),
         "rolls back as asked, with no judgment",

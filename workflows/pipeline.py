@@ -101,6 +101,9 @@ CANCELLED_BY_TEMPORAL = AbortRequest(
 LEASE_MESSAGES_IN_BACKGROUND = "lease-messages-in-background"
 """Patch id: runs recorded before it waited for each report and release to be taken before
 their next stage started."""
+CONFIRMED_NOTICES = "lease-notices-confirmed"
+"""Patch id: runs recorded before it took a lease notice (a signal anyone may send) at its
+word; since, each is checked against the environment's own state first."""
 LOCAL_POLICY_CHECK = "policy-in-force-as-local-activity"
 """Patch id: runs recorded before it read the worker's policy with a regular activity."""
 SIGNED_CANARY_CONTROLS = "canary-controls-signed-by-deployer"
@@ -1037,7 +1040,15 @@ class PipelineWorkflow:
         description="Sent by an environment workflow: the lease this run waits for, or that a "
         "newer commit took it. Not for people.",
     )
-    def environment_lease(self, notice: LeaseNotice) -> None:
+    async def environment_lease(self, notice: LeaseNotice) -> None:
+        if workflow.patched(CONFIRMED_NOTICES) and not await self._lease_book.confirmed(notice):
+            workflow.logger.warning(
+                "%s notice for %s ignored: the environment's state does not say so "
+                "(not sent by the environment)",
+                notice.status,
+                notice.environment,
+            )
+            return
         self._lease_book.on_notice(notice)
 
     async def _forward(self, signal: str, control: CanaryControl) -> None:

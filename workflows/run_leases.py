@@ -22,6 +22,7 @@ from workflows.calls import call
 from workflows.messages import (
     Concurrency,
     LeaseAnswer,
+    LeaseCheck,
     LeaseNotice,
     LeaseRelease,
     LeaseRequest,
@@ -82,6 +83,27 @@ class RunLeases:
                 self.superseded = notice
         else:
             self.notices[notice.environment] = notice
+
+    async def confirmed(self, notice: LeaseNotice) -> bool:
+        """Whether the environment's own state says what `notice` says (a signal can come
+        from any Temporal client: a forged grant with a high token would let a queued run
+        deploy and fence out the holder; a forged superseded notice would stop a run)."""
+        if notice.run_id != self.run_id:
+            return True  # on_notice ignores it anyway
+        return await call(
+            ActivityName.CONFIRM_LEASE,
+            LeaseCheck(
+                service=self.service,
+                environment=notice.environment,
+                run=self.run,
+                run_id=self.run_id,
+                status=notice.status,
+                token=notice.token,
+            ),
+            bool,
+            activity_id=f"confirm:{notice.environment}:{workflow.uuid4().hex[:8]}",
+            local=True,
+        )
 
     def _request_id(self, op: str, environment: str) -> str:
         return f"{self.run}/{self.run_id}/{op}/{environment}/{workflow.uuid4()}"

@@ -15,22 +15,29 @@ from temporalio.testing import WorkflowEnvironment
 from contracts.activity import Artifact, ReleaseSpec
 from starters.runs import pipeline_outcome
 from tests.support.memory import MemoryBackends
-from tests.support.pipelines import ROLES, heal7, run_context
-from tests.workflows.test_pipeline import approve_all, canary_errors, wait_for_canary_interval
+from tests.support.pipelines import ROLES, heal7, run_context, start, wait_for_gate, wait_for_stage
+from tests.workflows.test_pipeline import (
+    approve,
+    approve_all,
+    canary_errors,
+    wait_for_canary_interval,
+)
 from worker import build_worker
 from workflows.canary import CanaryWorkflow
-from workflows.environment import EnvironmentWorkflow
+from workflows.environment import LEASE_SIGNAL, EnvironmentWorkflow
 from workflows.messages import (
     CanaryControl,
     CanaryOrder,
     CanaryResult,
     LeaseAnswer,
+    LeaseNotice,
     LeaseRelease,
     LeaseRequest,
     PipelineInput,
     PipelineState,
     RollbackOrder,
     ServingReport,
+    StageState,
 )
 from workflows.naming import canary_id, environment_id, pipeline_id
 from workflows.pipeline import PipelineWorkflow
@@ -205,3 +212,51 @@ async def test_a_restarted_run_that_fails_again_is_rolled_back_again(
     restores = [e for e in memory.platform.events if e.startswith("restore production")]
     assert restores == [f"restore production {OLD}"] * 2
     assert memory.platform.envs["production"].stable == OLD
+
+
+async def test_a_forged_lease_notice_neither_lets_a_queued_run_in_nor_stops_the_holder(
+    time_env: WorkflowEnvironment, memory: MemoryBackends, task_queue: str
+) -> None:
+    """A lease notice is a signal, and anyone may signal a pipeline: a grant with a huge
+    token sent to a queued run, and a 'superseded' sent to the holder, change nothing."""
+    from tests.workflows.test_environments import at, committed, queued_everywhere
+
+    spec = queued_everywhere(own_service())
+    async with build_worker(time_env.client, memory.backends(), task_queue):
+        runs = {}
+        for name, minute in (("holder", 0), ("queued", 10)):
+            runs[name] = handle = await start(
+                time_env.client, task_queue, spec, committed(memory, at(minute))
+            )
+            await wait_for_gate(handle, "staging", timeout_s=40)
+            await approve(handle, "alice", "staging")
+            await wait_for_gate(handle, "production", timeout_s=40)
+        holder, queued = runs["holder"], runs["queued"]
+        await approve(holder, "carol", "production")
+        await approve(holder, "dave", "production")
+        await wait_for_canary_interval(time_env, holder)
+        await approve(queued, "carol", "production")
+        await approve(queued, "dave", "production")
+        await wait_for_stage(queued, "deploy_production", StageState.QUEUED)
+        queued_run = (await queued.describe()).run_id
+        holder_run = (await holder.describe()).run_id
+        await queued.signal(
+            LEASE_SIGNAL,
+            LeaseNotice(environment="production", run_id=queued_run, status="granted", token=10**9),
+        )
+        await holder.signal(
+            LEASE_SIGNAL,
+            LeaseNotice(environment="production", run_id=holder_run, status="superseded", by="x"),
+        )
+        still = await wait_for_stage(queued, "deploy_production", StageState.QUEUED)
+        results = {name: await pipeline_outcome(h) for name, h in runs.items()}
+        prod = await time_env.client.get_workflow_handle(
+            environment_id(spec.service.name, "production")
+        ).query(EnvironmentWorkflow.state)
+    assert next(s for s in still.stages if s.name == "deploy_production").state == (
+        StageState.QUEUED
+    )
+    assert {n: r.state for n, r in results.items()} == dict.fromkeys(runs, PipelineState.SUCCEEDED)
+    served = [e.run for e in prod.releases if e.outcome in ("serving", "replaced")]
+    assert served[-2:] == [holder.id, queued.id]  # in queue order, each under its own lease
+    assert prod.token < 10**9
