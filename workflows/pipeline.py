@@ -101,6 +101,11 @@ CANCELLED_BY_TEMPORAL = AbortRequest(
 LEASE_MESSAGES_IN_BACKGROUND = "lease-messages-in-background"
 """Patch id: runs recorded before it waited for each report and release to be taken before
 their next stage started."""
+POLICY_CHECK_AS_ACTIVITY = "policy-in-force-as-activity-again"
+"""Patch id: runs recorded between LOCAL_POLICY_CHECK and it read the policy with a local
+activity. A replay after a worker was killed mid-run once failed with a nondeterminism error
+right after that local activity (not reproduced since); the pipeline runs no local activity
+now, so its command order never depends on when one completed."""
 LOCAL_POLICY_CHECK = "policy-in-force-as-local-activity"
 """Patch id: runs recorded before it read the worker's policy with a regular activity."""
 SIGNED_CANARY_CONTROLS = "canary-controls-signed-by-deployer"
@@ -307,7 +312,9 @@ class PipelineWorkflow:
                 environments=environments,
             ),
             PolicyInForce,
-            local=workflow.patched(LOCAL_POLICY_CHECK),
+            # Runs recorded between the two patches read it with a local activity.
+            local=not workflow.patched(POLICY_CHECK_AS_ACTIVITY)
+            and workflow.patched(LOCAL_POLICY_CHECK),
         )
         self._policy_hash = answer.hash
         self._env_in_force = dict(answer.environments)
