@@ -95,7 +95,7 @@ OPTIONS: dict[ActivityName, ActivityOptions] = {
     ActivityName.CONTROL_CANARY: ActivityOptions(_M, 10),
     ActivityName.RUN_STATUS: ActivityOptions(_M, 3, heartbeat=None),
     # A lease notice checked against the environment's own state (a query).
-    ActivityName.CONFIRM_LEASE: ActivityOptions(_M, 10, heartbeat=None),
+    ActivityName.CONFIRM_LEASE: ActivityOptions(_M, 10, heartbeat=None, retry_lost_workers=False),
     ActivityName.HTTP_CHECK: ActivityOptions(2 * _M, 3),
     # A metrics query that keeps failing becomes "no data" for the analysis, never a pass.
     ActivityName.QUERY_METRICS: ActivityOptions(_M, 3, initial_interval=timedelta(seconds=1)),

@@ -150,6 +150,13 @@ PATCHES: tuple[Patch, ...] = (
         _NO_OPEN_RUN.format("PipelineWorkflow"),
     ),
     Patch(
+        "policy-in-force-as-activity-again",
+        ("PipelineWorkflow",),
+        "reads the policy with a local activity (between policy-in-force-as-local-activity "
+        "and this)",
+        _NO_OPEN_RUN.format("PipelineWorkflow") + "; with policy-in-force-as-local-activity",
+    ),
+    Patch(
         "manual-rollback-through-environment",
         ("RollbackWorkflow",),
         "rolls back as asked, with no judgment",

@@ -104,6 +104,11 @@ their next stage started."""
 CONFIRMED_NOTICES = "lease-notices-confirmed"
 """Patch id: runs recorded before it took a lease notice (a signal anyone may send) at its
 word; since, each is checked against the environment's own state first."""
+POLICY_CHECK_AS_ACTIVITY = "policy-in-force-as-activity-again"
+"""Patch id: runs recorded between LOCAL_POLICY_CHECK and it read the policy with a local
+activity. A replay after a worker was killed mid-run once failed with a nondeterminism error
+right after that local activity (not reproduced since); the pipeline runs no local activity
+now, so its command order never depends on when one completed."""
 LOCAL_POLICY_CHECK = "policy-in-force-as-local-activity"
 """Patch id: runs recorded before it read the worker's policy with a regular activity."""
 SIGNED_CANARY_CONTROLS = "canary-controls-signed-by-deployer"
@@ -154,6 +159,9 @@ class PipelineWorkflow:
             components=sorted(input.spec.artifacts),
         )
         self._rollback_failed: list[str] = []
+        # Whether lease notices are checked against the environment's state
+        # (CONFIRMED_NOTICES); None until the run uses leases.
+        self._confirm_notices: bool | None = None
         # Set by `run` (TRUSTED_COMMIT_TIME): the commit's time is git's, never after the run
         # started; the starter's `commit_time` orders nothing.
         self._trusted_time = False
@@ -173,6 +181,9 @@ class PipelineWorkflow:
                 self._pipeline_state = PipelineState.FAILED
                 return await self._finish_run()
         if workflow.patched(ENVIRONMENT_LEASES):
+            # Decided here, in the run's own flow, not in the signal handler: a patch first
+            # met in a handler lands wherever the signal happened to arrive.
+            self._confirm_notices = workflow.patched(CONFIRMED_NOTICES)
             if workflow.patched(TRUSTED_COMMIT_TIME):
                 self._trusted_time = True
                 self._lease_book.commit_time = None  # the checkout's, at the first lease
@@ -310,7 +321,9 @@ class PipelineWorkflow:
                 environments=environments,
             ),
             PolicyInForce,
-            local=workflow.patched(LOCAL_POLICY_CHECK),
+            # Runs recorded between the two patches read it with a local activity.
+            local=not workflow.patched(POLICY_CHECK_AS_ACTIVITY)
+            and workflow.patched(LOCAL_POLICY_CHECK),
         )
         self._policy_hash = answer.hash
         self._env_in_force = dict(answer.environments)
@@ -1041,7 +1054,11 @@ class PipelineWorkflow:
         "newer commit took it. Not for people.",
     )
     async def environment_lease(self, notice: LeaseNotice) -> None:
-        if workflow.patched(CONFIRMED_NOTICES) and not await self._lease_book.confirmed(notice):
+        if self._confirm_notices is None:
+            # Before the run asked any environment for anything: not an environment's.
+            workflow.logger.warning("lease notice before any lease request ignored")
+            return
+        if self._confirm_notices and not await self._lease_book.confirmed(notice):
             workflow.logger.warning(
                 "%s notice for %s ignored: the environment's state does not say so "
                 "(not sent by the environment)",

@@ -87,7 +87,9 @@ class RunLeases:
     async def confirmed(self, notice: LeaseNotice) -> bool:
         """Whether the environment's own state says what `notice` says (a signal can come
         from any Temporal client: a forged grant with a high token would let a queued run
-        deploy and fence out the holder; a forged superseded notice would stop a run)."""
+        deploy and fence out the holder; a forged superseded notice would stop a run). A
+        regular activity, not a local one: it runs beside the run's own flow, and a local
+        activity's completion order is not its history order on replay."""
         if notice.run_id != self.run_id:
             return True  # on_notice ignores it anyway
         return await call(
@@ -102,7 +104,6 @@ class RunLeases:
             ),
             bool,
             activity_id=f"confirm:{notice.environment}:{workflow.uuid4().hex[:8]}",
-            local=True,
         )
 
     def _request_id(self, op: str, environment: str) -> str:
