@@ -192,7 +192,9 @@ class WorkerProcess:
         """Stop every resource the worker's platform made (environments' PostgreSQL and Redis)
         and delete its data; `service/environment/kind` of each. They run in their own
         session and outlive the worker and the platform by design, so a throwaway stack (the
-        demo, a test) must remove them itself: `slipway resources delete` for each."""
+        demo, a test) must remove them itself: `slipway resources delete` for each. Then their
+        directory too (under /var/tmp for a root worker whose state dir `nobody` cannot
+        enter). Only once the worker has stopped."""
         from activities.providers.backing_services.resources import LocalResources
 
         root = self.state_dir / "platform" / "resources"
@@ -206,6 +208,9 @@ class WorkerProcess:
             )
             if resources.delete(service, environment, kind):
                 deleted.append(f"{service}/{environment}/{kind}")
+        if not resources.records():
+            shutil.rmtree(resources.root, ignore_errors=True)  # locks and empty directories
+            shutil.rmtree(root, ignore_errors=True)
         return deleted
 
 
