@@ -32,6 +32,7 @@ from contracts.activity import (
     bundle_of,
     component_service,
 )
+from contracts.service_templates import parse_service, template_references
 
 __all__ = ["BundledTarget"]
 
@@ -47,6 +48,13 @@ def _component_release(part: Component, config: ReleaseConfig) -> ReleaseSpec:
         config=config.for_component(part.name),
         env=part.env,
     )
+
+
+def _used(resources: list[str], env: dict[str, str]) -> list[str]:
+    """The environment's resources a component's `env:` refers to: a component that uses
+    none (a frontend of static pages) gets no server of its own."""
+    kinds = {kind for value in env.values() for kind, _ in template_references(value)}
+    return [r for r in resources if parse_service(r).kind in kinds]
 
 
 class BundledTarget:
@@ -83,6 +91,7 @@ class BundledTarget:
                         "config": request.config.for_component(part.name),
                         "env": part.env,
                         "release": part.release,
+                        "resources": _used(request.resources, part.env),
                     }
                 ),
                 heartbeat,

@@ -13,7 +13,12 @@ commits:
   2. 0.2.0 fails a third of its calculations: its tests and smoke checks pass, the canary's
      checks (success rate, errors, calculations per second) catch it, traffic goes back to
      0.1.0, which production still serves.
-Prints a summary and stops every process it started.
+In every environment the backend serves from its own PostgreSQL and Redis (the environment's
+resources), its schema created by its release phase (`python -m app.migrate`). After 0.1.0 the
+demo stores a few calculations through production's entry point; after 0.2.0's rollback it
+reads them back from production.
+Prints a summary and stops every process it started, the resources' servers included (they
+outlive a worker by design; a crashed demo's are deleted when the next one starts).
 """
 
 from __future__ import annotations
@@ -22,12 +27,15 @@ import argparse
 import asyncio
 import json
 import os
+import random
 import shutil
 import subprocess
 import sys
 import time
+import urllib.error
 import urllib.request
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -47,8 +55,9 @@ from starters.localstack import (
     wait_for_gate,
 )
 from starters.runs import pipeline_outcome, run_url
-from workflows.messages import CanaryResult, CanaryStep, PipelineResult
-from workflows.naming import canary_id, pipeline_id
+from workflows.environment import EnvironmentWorkflow
+from workflows.messages import CanaryResult, CanaryStep, EnvironmentState, PipelineResult
+from workflows.naming import canary_id, environment_id, pipeline_id
 
 APPROVERS = {"staging": ["alice"], "production": ["carol", "dave"]}
 AUTHOR = "erin"
@@ -61,6 +70,9 @@ FAULT = {"error_rate": 0.34}
 (every third or so: evenly spread), which its tests, making two or three each, do not see."""
 # What a person watching the demo looks for in each run, in this order.
 WATCHED_STAGES = ("integration_tests", "frontend_build", "e2e_frontend_dev", "canary", "monitor")
+ENVIRONMENTS = ("development", "staging", "production")
+STORED = 5
+"""Calculations the demo stores through production after 0.1.0, and reads back after 0.2.0."""
 
 
 @dataclass
@@ -187,6 +199,117 @@ async def _canary_result(client: Client, workflow_id: str) -> CanaryResult | Non
     return raw if isinstance(raw, CanaryResult) else CanaryResult.model_validate(raw)
 
 
+def _get_json(url: str) -> tuple[int, dict[str, Any]]:
+    try:
+        with urllib.request.urlopen(url, timeout=5) as resp:
+            return int(resp.status), json.loads(resp.read())
+    except urllib.error.HTTPError as err:
+        try:
+            return err.code, json.loads(err.read())
+        except ValueError:
+            return err.code, {}
+    except (OSError, ValueError) as err:
+        return 0, {"error": str(err)}
+
+
+@dataclass
+class StoredData:
+    """Calculations stored through production's entry point, and what production answered
+    for them later."""
+
+    stored: dict[int, dict[str, Any]] = field(default_factory=dict)
+    """Calculation id → the pillars answered when it was stored."""
+    stored_by: str = ""
+    found: int = 0
+    """Read back later with the same pillars, stored by `stored_by`."""
+    problems: list[str] = field(default_factory=list)
+    stats: dict[str, Any] = field(default_factory=dict)
+    """The backend's /api/stats when read back: counts by release, the servers used."""
+
+
+def store_calculations(port: int, count: int = STORED) -> StoredData:
+    """Ask production for `count` calculations no one asked before (so none is answered
+    from the cache): each is stored, and its id comes back."""
+    data = StoredData()
+    draw = random.Random()
+    for _ in range(count):
+        moment = datetime(1930, 1, 1) + timedelta(minutes=draw.randrange(80 * 365 * 24 * 60))
+        birth = moment.strftime("%Y-%m-%dT%H:%M")
+        code, body = _get_json(f"http://127.0.0.1:{port}/api/saju?birth={birth}&tz=Asia/Seoul")
+        if code == 200 and isinstance(body.get("id"), int):
+            data.stored[body["id"]] = body["pillars"]
+            data.stored_by = str(body.get("version", ""))
+        else:
+            data.problems.append(f"storing {birth}: {code} {body.get('error', body)}")
+    return data
+
+
+def read_back(port: int, data: StoredData) -> StoredData:
+    """Ask production for each stored calculation by id, and for its storage summary."""
+    for calculation_id, pillars in data.stored.items():
+        code, body = _get_json(f"http://127.0.0.1:{port}/api/calculations/{calculation_id}")
+        if code == 200 and (body.get("pillars"), body.get("stored_by")) == (
+            pillars,
+            data.stored_by,
+        ):
+            data.found += 1
+        else:
+            data.problems.append(f"calculation {calculation_id}: {code} {body}")
+    code, data.stats = _get_json(f"http://127.0.0.1:{port}/api/stats")
+    if code != 200:
+        data.problems.append(f"/api/stats: {code} {data.stats}")
+    return data
+
+
+async def environment_records(address: str, service: str = SERVICE) -> list[EnvironmentState]:
+    """Each environment's record (`slipway env heal7`): its releases, and what each one's
+    release phase did there."""
+    client = await connect_to(address)
+    states = []
+    for environment in ENVIRONMENTS:
+        handle = client.get_workflow_handle(environment_id(service, environment))
+        try:
+            states.append(await handle.query(EnvironmentWorkflow.state))
+        except RPCError:
+            continue
+    return states
+
+
+def release_phase_lines(
+    states: list[EnvironmentState], versions: dict[str, str] | None = None
+) -> list[str]:
+    """Per environment, each release in its record (by version where `versions` names its
+    commit) with what its release phase did there, and how it ended."""
+    lines = []
+    for state in states:
+        shown = []
+        for entry in state.releases:
+            name = next(
+                (v for c, v in (versions or {}).items() if entry.commit.startswith(c)), None
+            )
+            if name is None and versions:
+                continue  # an earlier demo's (the dev server's db file is kept)
+            name = name or entry.commit[:12]
+            if entry.release is None:  # a canary never promoted: it has no release record
+                shown.append(f"{name} ({entry.outcome})")
+            else:
+                phase = entry.release.release_phase or "no release command"
+                shown.append(f"{name} {phase} ({entry.outcome})")
+        lines.append(f"{state.environment}: {'; '.join(shown) or 'no release'}")
+    return lines
+
+
+def deploy_phases(result: PipelineResult) -> dict[str, str]:
+    """What this run's release phase did in each environment it deployed to, by deploy
+    stage (`dev` for deploy_dev), from their summaries: a canary rolled back included."""
+    shown = {}
+    for stage in result.stages:
+        _, found, phase = stage.summary.partition("; release phase: ")
+        if found and stage.name.startswith("deploy"):
+            shown[stage.name.removeprefix("deploy_")] = phase.split("; config: ")[0]
+    return shown
+
+
 def _measured(step: CanaryStep) -> str:
     values = step.sample.values if step.sample else {}
     shown = ", ".join(
@@ -209,7 +332,14 @@ def frontend_health(port: int) -> dict[str, Any]:
         return {"error": str(err)}
 
 
-def _summary(runs: list[DemoRun], now: dict[str, object], frontend: dict[str, Any]) -> None:
+def _summary(
+    runs: list[DemoRun],
+    now: dict[str, object],
+    frontend: dict[str, Any],
+    data: StoredData | None,
+    records: list[EnvironmentState],
+    versions: dict[str, str],
+) -> None:
     print("\n== summary")
     for run in runs:
         r = run.result
@@ -220,6 +350,11 @@ def _summary(runs: list[DemoRun], now: dict[str, object], frontend: dict[str, An
             stage = stages.get(name)
             if stage is not None and stage.summary:
                 print(f"    {name} [{stage.state.value}]: {stage.summary}")
+        ran: dict[str, list[str]] = {}
+        for environment, phase in deploy_phases(r).items():
+            ran.setdefault(phase, []).append(environment)
+        for phase, environments in ran.items():
+            print(f"    release phase in {', '.join(environments)}: {phase}")
         if run.canary is not None:
             if run.canary.preflight is not None:
                 print(f"      pre-flight on stable: {_measured(run.canary.preflight)}")
@@ -234,6 +369,26 @@ def _summary(runs: list[DemoRun], now: dict[str, object], frontend: dict[str, An
         f"  production served at the end: {now.get('service')} {now.get('version')}, "
         f"{FRONTEND} {frontend.get('version', frontend)}"
     )
+    if data is not None:
+        stats = data.stats
+        by_version = stats.get("by_version") or {}
+        print(
+            f"  production ({now.get('version')} after the rollback of 0.2.0) still serves "
+            f"{data.found} of the {len(data.stored)} calculations stored through it by "
+            f"{data.stored_by or '?'} (read back by id from its own PostgreSQL)"
+        )
+        print(
+            f"    the backend's storage: {stats.get('storage', '?')}, cache "
+            f"{stats.get('cache', '?')}; stored by release: "
+            + (", ".join(f"{v} {n}" for v, n in by_version.items()) or "none")
+            + " (the demo's and the canary's load)"
+        )
+        for problem in data.problems:
+            print(f"    problem: {problem}")
+    if records:
+        print("  each environment's record: this demo's releases, their release phase, outcome")
+        for line in release_phase_lines(records, versions):
+            print(f"    {line}")
 
 
 async def main_async(args: argparse.Namespace, home: Path) -> int:
@@ -264,6 +419,12 @@ async def main_async(args: argparse.Namespace, home: Path) -> int:
     worker.extra_env["SLIPWAY_METRICS"] = "prometheus"
     worker.extra_env["SLIPWAY_PROMETHEUS_URL"] = prometheus.url
     runs: list[DemoRun] = []
+    versions: dict[str, str] = {}  # commit → the release it is
+    data: StoredData | None = None
+    records: list[EnvironmentState] = []
+    left = worker.delete_resources()  # a crashed demo's: every run starts on empty databases
+    if left:
+        print(f"deleted the resources an earlier demo left: {', '.join(left)}")
     try:
         print(f"Temporal dev server on {server.address}, UI {server.ui_url()}")
         server.start()
@@ -273,23 +434,36 @@ async def main_async(args: argparse.Namespace, home: Path) -> int:
         print(f"worker on the local platform (log: {worker.log_file})")
         repo = home / "repo"
         good = make_heal7_repo(repo, author=AUTHOR)
+        versions[good] = "0.1.0"
         runs.append(
             await deliver(server.address, "slipway-demo", repo, good, "release 0.1.0", keys)
         )
         print(f"  production now serves: {production_version(production_port)}")
+        data = store_calculations(production_port)
+        print(
+            f"  stored {len(data.stored)} calculations through production "
+            f"(ids {sorted(data.stored)}, by {data.stored_by})"
+        )
         bad = commit_backend_fault(repo, version="0.2.0", author=AUTHOR, **FAULT)
+        versions[bad] = "0.2.0"
         label = "release 0.2.0 (a third of the calculations fail)"
         runs.append(await deliver(server.address, "slipway-demo", repo, bad, label, keys))
         now = production_version(production_port)
         frontend = frontend_health(production_port)
+        read_back(production_port, data)
+        records = await environment_records(server.address)
     finally:
         worker.stop()
         worker.stop_platform()
         prometheus.stop()
         server.stop()
+        deleted = worker.delete_resources()
 
-    _summary(runs, now, frontend)
-    print(f"  demo took {time.monotonic() - started:.0f}s; all processes stopped")
+    _summary(runs, now, frontend, data, records, versions)
+    print(
+        f"  demo took {time.monotonic() - started:.0f}s; all processes stopped, and the "
+        f"{len(deleted)} resource servers ({', '.join(deleted) or 'none'}) deleted with their data"
+    )
     print(f"  to browse the runs: make dev-server (db {server.db_file}), then {server.ui_url()}")
     expected = (
         len(runs) == 2
@@ -297,6 +471,9 @@ async def main_async(args: argparse.Namespace, home: Path) -> int:
         and runs[1].result.state.value == "rolled_back"
         and now.get("version") == "0.1.0"
         and frontend.get("version") == "0.1.0"
+        and data is not None
+        and data.stored_by == "0.1.0"
+        and data.found == len(data.stored) == STORED
     )
     return 0 if expected else 1
 

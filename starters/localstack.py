@@ -188,6 +188,31 @@ class WorkerProcess:
 
         LocalPlatform(self.state_dir / "platform", base_port=self.base_port).stop()
 
+    def delete_resources(self) -> list[str]:
+        """Stop every resource the worker's platform made (environments' PostgreSQL and Redis)
+        and delete its data; `service/environment/kind` of each. They run in their own
+        session and outlive the worker and the platform by design, so a throwaway stack (the
+        demo, a test) must remove them itself: `slipway resources delete` for each. Then their
+        directory too (under /var/tmp for a root worker whose state dir `nobody` cannot
+        enter). Only once the worker has stopped."""
+        from activities.providers.backing_services.resources import LocalResources
+
+        root = self.state_dir / "platform" / "resources"
+        if not root.is_dir():
+            return []  # none was ever made
+        resources = LocalResources(root)
+        deleted = []
+        for record in resources.records():
+            service, environment, kind = (
+                str(record[k]) for k in ("service", "environment", "kind")
+            )
+            if resources.delete(service, environment, kind):
+                deleted.append(f"{service}/{environment}/{kind}")
+        if not resources.records():
+            shutil.rmtree(resources.root, ignore_errors=True)  # locks and empty directories
+            shutil.rmtree(root, ignore_errors=True)
+        return deleted
+
 
 def git(repo: Path, *args: str, author: str = "erin") -> str:
     """`git *args` in `repo` as `author` (author and committer); its output, stripped. The

@@ -97,3 +97,30 @@ def test_weights_move_together_and_a_restore_without_target_takes_every_canary_a
         env = platform.envs[f"heal7-{name}@prod"]
         assert env.canary is None, name
         assert env.weight == 0, name
+
+
+def test_each_component_gets_only_the_resources_its_env_refers_to() -> None:
+    # On the local platform a resource is one server per (service, environment, kind): a
+    # frontend that reaches no database must not get one of its own.
+    platform, bundled = _platform()
+    seen: dict[str, list[str]] = {}
+    platform.before_deploy = lambda request: seen.update({request.service: request.resources})
+    backend_env = {"DATABASE_URL": "{services.postgres.url}", "REDIS_URL": "{services.redis.url}"}
+    release = bundle_of(
+        [
+            Component(name="backend", artifact=_artifact("a"), env=backend_env),
+            Component(name="frontend", artifact=_artifact("b")),
+        ]
+    )
+    bundled.deploy(
+        DeployRequest(
+            service="heal7",
+            environment="prod",
+            slot="stable",
+            artifact=release,
+            fence=1,
+            resources=["postgres:16", "redis:7"],
+        ),
+        lambda note: None,
+    )
+    assert seen == {"heal7-backend": ["postgres:16", "redis:7"], "heal7-frontend": []}

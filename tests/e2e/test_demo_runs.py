@@ -1,8 +1,9 @@
 """The demo's two releases of the HEAL7 system, end to end on real processes: the Temporal dev
 server, a Prometheus, a worker subprocess on the local platform (Traefik + heal7-backend
-processes; PostgreSQL and Redis for the integration suite), approvals through the `slipway`
-CLI. Asserted as a person watching the demo sees it: from the workflow results and from
-outside (HTTP to production's entry point, Traefik's own API)."""
+processes; PostgreSQL and Redis for the integration suite, and each environment's own for the
+backend, its schema made by its release phase), approvals through the `slipway` CLI. Asserted
+as a person watching the demo sees it: from the workflow results and from outside (HTTP to
+production's entry point, Traefik's own API)."""
 
 from __future__ import annotations
 
@@ -14,8 +15,20 @@ import pytest
 import pytest_asyncio
 
 from activities.platforms.local import LocalPlatform
+from activities.providers.backing_services.resources import LocalResources
 from contracts.activity import WeightRequest
-from starters.demo import BACKEND, FAULT, deliver, frontend_health
+from starters.demo import (
+    BACKEND,
+    ENVIRONMENTS,
+    FAULT,
+    STORED,
+    deliver,
+    deploy_phases,
+    environment_records,
+    frontend_health,
+    read_back,
+    store_calculations,
+)
 from starters.localstack import commit_backend_fault, make_heal7_repo, production_version
 from tests.support.binaries import require_binary
 from tests.support.devstack import Stack, running_stack
@@ -39,7 +52,8 @@ async def test_good_release_is_promoted_and_faulty_backend_is_rolled_back(stack:
     repo = stack.repo
     address, queue = stack.server.address, stack.worker.task_queue
 
-    good = await deliver(address, queue, repo, make_heal7_repo(repo), "0.1.0")
+    first = make_heal7_repo(repo)
+    good = await deliver(address, queue, repo, first, "0.1.0")
     result = good.result
     assert result.state == PipelineState.SUCCEEDED, result.failure
     assert result.artifact is not None
@@ -68,6 +82,19 @@ async def test_good_release_is_promoted_and_faulty_backend_is_rolled_back(stack:
         assert step.sample is not None
         assert (step.sample.values["saju_calculations_per_s"] or 0) >= 12, step.summary
 
+    # Every environment has the backend's own PostgreSQL and Redis (the frontend, whose env:
+    # names none, has none), each made by the first deploy there.
+    made = LocalResources(stack.platform_dir / "resources").records()
+    assert {(r["service"], r["environment"], r["kind"]) for r in made} == {
+        (BACKEND, e, k) for e in ENVIRONMENTS for k in ("postgres", "redis")
+    }
+    assert all(r["running"] for r in made)
+    migrate = "backend: ran `python -m app.migrate`"
+    assert deploy_phases(result) == {"dev": migrate, "staging": migrate, "production": migrate}
+    # Calculations stored through production's entry point, by 0.1.0.
+    data = store_calculations(stack.production_port)
+    assert (len(data.stored), data.stored_by, data.problems) == (STORED, "0.1.0", [])
+
     faulty = commit_backend_fault(repo, version="0.2.0", author="erin", **FAULT)
     bad = await deliver(address, queue, repo, faulty, "0.2.0 faulty")
     result = bad.result
@@ -90,3 +117,22 @@ async def test_good_release_is_promoted_and_faulty_backend_is_rolled_back(stack:
     assert platform.router.verify_weight(
         WeightRequest(service=BACKEND, environment="production", canary_weight=0)
     )
+    # 0.2.0 ran its release phase too (the schema was already there: nothing to do), in
+    # production before its canary took traffic.
+    assert deploy_phases(result)["production"] == migrate
+    # What 0.1.0 stored is still served by production after the rollback, from the
+    # environment's PostgreSQL; the backend names the servers it uses.
+    read_back(stack.production_port, data)
+    assert (data.found, data.problems) == (STORED, [])
+    assert data.stats["storage"].startswith("postgresql "), data.stats
+    assert data.stats["cache"].startswith("redis "), data.stats
+    assert data.stats["by_version"].get("0.1.0", 0) >= STORED
+    # Each environment's record says what every release's release phase did there.
+    records = {r.environment: r for r in await environment_records(address)}
+    assert set(records) == set(ENVIRONMENTS)
+    production = records["production"]
+    assert production.serving is not None
+    assert production.serving.commit == first
+    assert production.serving.release.release_phase == migrate
+    staging = [e.release.release_phase for e in records["staging"].releases if e.release]
+    assert staging == [migrate, migrate]

@@ -273,12 +273,16 @@ def test_backend_integration_tests_skip_with_a_reason_without_servers(
 
 @pytest.fixture
 def start_backend(backend: BackendVenv, tmp_path: Path) -> Iterator[Any]:
-    """Start `python -m app --port {port}` (the definition's run command) in its venv."""
+    """Start `python -m app --port {port}` (the definition's run command) in its venv; with
+    a DATABASE_URL, after `python -m app.migrate` (the definition's release phase)."""
     processes: list[subprocess.Popen[bytes]] = []
 
     def start(extra_env: dict[str, str]) -> str:
         port = free_port()
         env = {**os.environ, **extra_env}
+        if env.get("DATABASE_URL"):
+            migrate = [str(backend.python), "-m", "app.migrate"]
+            _run(migrate, timeout=60, cwd=tmp_path, env=env)
         process = subprocess.Popen(
             [str(backend.python), "-m", "app", "--port", str(port)],
             cwd=tmp_path, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,

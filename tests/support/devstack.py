@@ -2,7 +2,8 @@
 a worker subprocess on the local platform, and the demo's definition, roles and approvers.
 
 One way to start and stop it, so every end-to-end test uses the port layout `make demo` uses
-and none can forget a teardown step (the platform's slots and Traefik outlive the worker).
+and none can forget a teardown step (the platform's slots, Traefik and the environments'
+resources outlive the worker).
 """
 
 from __future__ import annotations
@@ -126,6 +127,7 @@ async def running_stack(
         leaked = stop_strays(worker.state_dir / "platform")
         if leaked:
             print(f"teardown: killed release processes no slot recorded: {sorted(leaked)}")
+        worker.delete_resources()  # environments' servers outlive the worker by design
 
 
 async def worker_started(worker: WorkerProcess, timeout_s: float = 120.0) -> None:

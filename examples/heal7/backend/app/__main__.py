@@ -37,13 +37,9 @@ def main(argv: list[str] | None = None) -> int:
         from app.cache import Cache  # redis-py: only when Redis is configured
 
         cache = Cache(settings.redis_url)
+    # The schema is the release phase's (`python -m app.migrate`), never the server's: until
+    # it is in place (or while the database is down) /ready answers 503 saying so.
     backend = Backend(knobs, service_version(), storage=storage, cache=cache)
-    if storage is not None:
-        try:
-            storage.migrate()
-        except Exception as err:
-            # Not fatal: /ready stays 503 and retries the migration until the database is up.
-            log.warning("database not reachable at start, /ready will retry: %s", err)
     server = make_server(backend, args.host, args.port, settings.allowed_origin)
 
     def stop(signum: int, _frame: FrameType | None) -> None:

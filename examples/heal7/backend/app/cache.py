@@ -37,5 +37,10 @@ class Cache:
         """Raise unless Redis answers."""
         self._client.ping()
 
+    def server_version(self) -> str:
+        """The server's version, as `redis 7.0.15`."""
+        info: dict[str, Any] = self._client.info("server")
+        return f"redis {info.get('redis_version', '?')}"
+
     def close(self) -> None:
         self._client.close()

@@ -5,7 +5,9 @@
 - `GET /ready`: database and Redis answer (readiness); a 503 names what does not
 - `GET /metrics`: Prometheus text format
 - `GET /api/saju?birth=1990-05-17T14:30&tz=Asia/Seoul`: the four pillars
-- `GET /api/stats`: how many calculations are stored
+- `GET /api/stats`: how many calculations each release stored, and which PostgreSQL and
+  Redis serve them (`none` where unset)
+- `GET /api/calculations/<id>`: a stored calculation (the `id` a calculation answered with)
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from app.service import Backend, BadRequestError, parse_birth
 __all__ = ["SERVICE_NAME", "make_server"]
 
 SERVICE_NAME = "heal7-backend"
+_STORED = "/api/calculations/"
 
 
 def _handler_for(backend: Backend, allowed_origin: str) -> type[BaseHTTPRequestHandler]:
@@ -48,6 +51,7 @@ def _handler_for(backend: Backend, allowed_origin: str) -> type[BaseHTTPRequestH
                         "endpoints": [
                             "/api/saju?birth=YYYY-MM-DDTHH:MM&tz=Area/City",
                             "/api/stats",
+                            "/api/calculations/<id>",
                         ],
                     },
                 )
@@ -68,10 +72,25 @@ def _handler_for(backend: Backend, allowed_origin: str) -> type[BaseHTTPRequestH
                 return self._json(*backend.calculate(request))
             if path == "/api/stats":
                 try:
-                    return self._json(200, {"stored_calculations": backend.stored_count()})
+                    return self._json(200, backend.stats())
                 except Exception:
                     return self._json(503, {"error": "the calculation store is unavailable"})
+            if path.startswith(_STORED):
+                return self._stored(path.removeprefix(_STORED))
             return self._json(404, {"error": f"no such path: {path}"})
+
+        def _stored(self, raw_id: str) -> int:
+            if not raw_id.isdigit() or len(raw_id) > 18:
+                return self._json(400, {"error": "a calculation id is a positive number"})
+            if backend.storage is None:
+                return self._json(404, {"error": "this service stores nothing (no DATABASE_URL)"})
+            try:
+                found = backend.stored(int(raw_id))
+            except Exception:
+                return self._json(503, {"error": "the calculation store is unavailable"})
+            if found is None:
+                return self._json(404, {"error": f"no calculation {raw_id}"})
+            return self._json(200, found)
 
         def _json(self, code: int, body: dict[str, Any]) -> int:
             payload = json.dumps(body, ensure_ascii=False).encode()

@@ -119,15 +119,16 @@ class Backend:
         pillars = four_pillars(request.birth).as_dict()
         self.metrics.calculation_duration.observe(time.perf_counter() - started)
         answer = {"birth": request.birth.isoformat(), "tz": request.tz, "pillars": pillars}
+        stored: dict[str, int] = {}
         if self.storage is not None:
             try:
-                self.storage.record(key, pillars, self.version)
+                stored["id"] = self.storage.record(key, pillars, self.version)
             except Exception as err:
                 log.warning("storing a calculation failed: %s", type(err).__name__)
                 return 503, {"error": "the calculation store is unavailable"}
         self._cache_put(key, answer)
         self.metrics.calculations.labels(source="computed").inc()
-        return 200, {**answer, "cached": False, "version": self.version}
+        return 200, {**answer, **stored, "cached": False, "version": self.version}
 
     def _cache_get(self, key: str) -> dict[str, Any] | None:
         if self.cache is None:
@@ -165,8 +166,20 @@ class Backend:
         )
         return ready, checks
 
-    def stored_count(self) -> int | None:
-        return None if self.storage is None else self.storage.count()
+    def stats(self) -> dict[str, Any]:
+        """What is stored, by the release that stored it, and which servers hold it (the
+        storage summary: `none` where a URL is unset)."""
+        by_version = self.storage.count_by_version() if self.storage is not None else {}
+        return {
+            "stored_calculations": sum(by_version.values()) if self.storage else None,
+            "by_version": by_version,
+            "storage": self.storage.server_version() if self.storage is not None else "none",
+            "cache": self.cache.server_version() if self.cache is not None else "none",
+        }
+
+    def stored(self, calculation_id: int) -> dict[str, Any] | None:
+        """A stored calculation by id; None when there is no such row (or no storage)."""
+        return None if self.storage is None else self.storage.fetch(calculation_id)
 
     def close(self) -> None:
         if self.storage is not None:

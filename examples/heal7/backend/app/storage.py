@@ -1,9 +1,16 @@
 """PostgreSQL: the record of every calculation, and the schema it needs.
 
-The table is created at start (and again on a readiness probe until that succeeds), inside
-a transaction holding an advisory lock: two releases starting together (blue/green, a
-canary beside the stable one) must not race on `CREATE TABLE IF NOT EXISTS`, which is not
-safe against a concurrent creator on its own.
+The schema belongs to the release phase: `python -m app.migrate` (the pipeline's `release:`
+command, run once per environment and release before the release takes traffic) applies
+each step of `MIGRATIONS` the database has not seen yet, inside a transaction holding an
+advisory lock, so two migrations at once (a retried deploy, two environments on one server)
+do not race on `CREATE TABLE IF NOT EXISTS`, which is not safe against a concurrent creator
+on its own. The serving process never changes the schema: `/ready` says 503 until the
+schema is at the version the release needs, naming the command to run.
+
+Steps only expand (new tables, columns, indexes): the release a rollback puts back still
+runs on the schema a newer release left. A later step may drop what no release in service
+uses any more (expand/contract).
 
 The birth moment is personal data (the HEAL7 design masks dates of birth in logs), so rows
 keep a SHA-256 of the request, not the date itself.
@@ -13,29 +20,36 @@ from __future__ import annotations
 
 import json
 import queue
-import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
 import psycopg
 
-__all__ = ["SCHEMA_VERSION", "Storage"]
+__all__ = ["MIGRATIONS", "SCHEMA_VERSION", "SchemaNotReadyError", "Storage"]
 
-SCHEMA_VERSION = 1
 _MIGRATION_LOCK = 0x4845414C37  # "HEAL7": the advisory lock id of the schema migration
-# One statement per execute: with parameters, PostgreSQL's extended protocol takes only one.
-_MIGRATION = (
-    """CREATE TABLE IF NOT EXISTS saju_calculations (
-        id              bigserial PRIMARY KEY,
-        request_sha256  text        NOT NULL,
-        pillars         jsonb       NOT NULL,
-        service_version text        NOT NULL,
-        created_at      timestamptz NOT NULL DEFAULT now()
-    )""",
-    "CREATE INDEX IF NOT EXISTS saju_calculations_created_at ON saju_calculations (created_at)",
-    "CREATE TABLE IF NOT EXISTS schema_version (version integer PRIMARY KEY)",
-)
+# Version -> its statements, one per execute (with parameters, PostgreSQL's extended protocol
+# takes only one). Append a step for a change; never edit one that has shipped.
+MIGRATIONS: dict[int, tuple[str, ...]] = {
+    1: (
+        """CREATE TABLE IF NOT EXISTS saju_calculations (
+            id              bigserial PRIMARY KEY,
+            request_sha256  text        NOT NULL,
+            pillars         jsonb       NOT NULL,
+            service_version text        NOT NULL,
+            created_at      timestamptz NOT NULL DEFAULT now()
+        )""",
+        "CREATE INDEX IF NOT EXISTS saju_calculations_created_at ON saju_calculations (created_at)",
+    ),
+}
+SCHEMA_VERSION = max(MIGRATIONS)
+"""The schema version this release needs (and `python -m app.migrate` brings)."""
+_VERSION_TABLE = "CREATE TABLE IF NOT EXISTS schema_version (version integer PRIMARY KEY)"
+
+
+class SchemaNotReadyError(RuntimeError):
+    """The database answers but its schema is older than this release needs."""
 
 
 class Storage:
@@ -46,8 +60,6 @@ class Storage:
         self._url = url
         self._connect_timeout_s = connect_timeout_s
         self._idle: queue.LifoQueue[Any] = queue.LifoQueue(maxsize=max_idle)
-        self._migrated = False
-        self._migrate_lock = threading.Lock()
 
     @contextmanager
     def _connection(self) -> Iterator[Any]:
@@ -67,30 +79,40 @@ class Storage:
         except queue.Full:
             conn.close()
 
-    def migrate(self) -> None:
-        """Create the schema if it is missing; idempotent and safe to run concurrently."""
-        with self._migrate_lock:
-            if self._migrated:
-                return
-            with self._connection() as conn, conn.transaction():
-                conn.execute("SELECT pg_advisory_xact_lock(%s)", (_MIGRATION_LOCK,))
-                for statement in _MIGRATION:
+    def migrate(self) -> tuple[int, int]:
+        """Apply the steps the database lacks; (version before, version after). Idempotent
+        and safe to run concurrently."""
+        with self._connection() as conn, conn.transaction():
+            conn.execute("SELECT pg_advisory_xact_lock(%s)", (_MIGRATION_LOCK,))
+            conn.execute(_VERSION_TABLE)
+            row = conn.execute("SELECT coalesce(max(version), 0) FROM schema_version").fetchone()
+            before = int(row[0])
+            for version in sorted(v for v in MIGRATIONS if v > before):
+                for statement in MIGRATIONS[version]:
                     conn.execute(statement)
-                conn.execute(
-                    "INSERT INTO schema_version (version) VALUES (%s) ON CONFLICT DO NOTHING",
-                    (SCHEMA_VERSION,),
-                )
-            self._migrated = True
+                conn.execute("INSERT INTO schema_version (version) VALUES (%s)", (version,))
+        return before, max(before, SCHEMA_VERSION)
+
+    def schema_version(self) -> int:
+        """The database's schema version (0: none yet)."""
+        with self._connection() as conn:
+            row = conn.execute("SELECT to_regclass('schema_version') IS NOT NULL").fetchone()
+            if not row[0]:
+                return 0
+            row = conn.execute("SELECT coalesce(max(version), 0) FROM schema_version").fetchone()
+        return int(row[0])
 
     def ping(self) -> None:
-        """Raise unless the database answers and the schema is in place."""
-        self.migrate()
-        with self._connection() as conn:
-            conn.execute("SELECT 1 FROM saju_calculations LIMIT 1")
+        """Raise unless the database answers and its schema is the one this release needs."""
+        found = self.schema_version()
+        if found < SCHEMA_VERSION:
+            raise SchemaNotReadyError(
+                f"schema version {found}, this release needs {SCHEMA_VERSION}: "
+                "run `python -m app.migrate` (the release phase)"
+            )
 
     def record(self, request_sha256: str, pillars: dict[str, Any], version: str) -> int:
         """Store one calculation; return its id."""
-        self.migrate()
         with self._connection() as conn:
             row = conn.execute(
                 "INSERT INTO saju_calculations (request_sha256, pillars, service_version)"
@@ -101,10 +123,39 @@ class Storage:
 
     def count(self) -> int:
         """How many calculations are stored."""
-        self.migrate()
+        return sum(self.count_by_version().values())
+
+    def count_by_version(self) -> dict[str, int]:
+        """How many calculations each release stored."""
         with self._connection() as conn:
-            row = conn.execute("SELECT count(*) FROM saju_calculations").fetchone()
-        return int(row[0])
+            rows = conn.execute(
+                "SELECT service_version, count(*) FROM saju_calculations"
+                " GROUP BY service_version ORDER BY service_version"
+            ).fetchall()
+        return {str(version): int(n) for version, n in rows}
+
+    def fetch(self, calculation_id: int) -> dict[str, Any] | None:
+        """One stored calculation by id: its pillars, the release that stored it and when."""
+        with self._connection() as conn:
+            row = conn.execute(
+                "SELECT id, pillars, service_version, created_at FROM saju_calculations"
+                " WHERE id = %s",
+                (calculation_id,),
+            ).fetchone()
+        if row is None:
+            return None
+        return {
+            "id": int(row[0]),
+            "pillars": row[1],
+            "stored_by": str(row[2]),
+            "stored_at": row[3].isoformat(),
+        }
+
+    def server_version(self) -> str:
+        """The server's version, as `postgresql 15.10`."""
+        with self._connection() as conn:
+            row = conn.execute("SHOW server_version").fetchone()
+        return f"postgresql {str(row[0]).split()[0]}"
 
     def close(self) -> None:
         while True:

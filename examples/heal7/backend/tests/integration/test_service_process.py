@@ -21,6 +21,8 @@ def service(database_url: str, redis_url: str, tmp_path: Path) -> Iterator[str]:
         port = probe.getsockname()[1]
     env = {**os.environ, "DATABASE_URL": database_url, "REDIS_URL": redis_url, "PORT": str(port)}
     env.pop("HEAL7_CONFIG", None)
+    # The release phase first: the server does not create its schema.
+    subprocess.run([sys.executable, "-m", "app.migrate"], env=env, check=True, timeout=60)
     log_path = tmp_path / "app.log"
     log = log_path.open("wb")
     process = subprocess.Popen([sys.executable, "-m", "app"], env=env, stderr=log)
@@ -55,6 +57,8 @@ def test_calculations_are_stored_cached_and_counted(service: str, fresh_birth: s
     assert (first[0], second[0]) == (200, 200)
     assert (first[1]["cached"], second[1]["cached"]) == (False, True)
     assert get_json(service + "/api/stats")[1]["stored_calculations"] == stored_before + 1
+    stored = get_json(f"{service}/api/calculations/{first[1]['id']}")[1]
+    assert stored["pillars"] == first[1]["pillars"]
     text = get(service + "/metrics")[1].decode()
     assert sample_value(text, 'saju_calculations_total{source="computed"}') == 1
     assert sample_value(text, 'saju_calculations_total{source="cache"}') == 1

@@ -3,18 +3,21 @@
 from __future__ import annotations
 
 import threading
+import uuid
 from collections.abc import Iterator
 
+import psycopg
 import pytest
 from app.cache import Cache
 from app.config import Knobs
 from app.service import Backend, parse_birth
-from app.storage import Storage
+from app.storage import SCHEMA_VERSION, Storage
 
 
 @pytest.fixture
 def storage(database_url: str) -> Iterator[Storage]:
     store = Storage(database_url)
+    store.migrate()  # the release phase's job, before any release serves
     yield store
     store.close()
 
@@ -48,7 +51,45 @@ def test_migration_is_idempotent_and_safe_when_concurrent(database_url: str) -> 
     assert errors == []
     checker = Storage(database_url)
     checker.ping()
+    assert checker.schema_version() == SCHEMA_VERSION
+    assert checker.migrate() == (SCHEMA_VERSION, SCHEMA_VERSION)  # nothing left to do
     checker.close()
+
+
+def test_a_schema_older_than_the_release_needs_is_not_ready(database_url: str) -> None:
+    # A database of its own on the same server: the release phase has not run there.
+    admin = psycopg.connect(database_url, autocommit=True)
+    name = f"heal7_fresh_{uuid.uuid4().hex[:8]}"
+    admin.execute(f"CREATE DATABASE {name}")
+    fresh = Storage(database_url.rsplit("/", 1)[0] + f"/{name}")
+    try:
+        assert fresh.schema_version() == 0
+        backend = Backend(Knobs(), version="1.0.0", storage=fresh)
+        ready, checks = backend.readiness()
+        assert not ready
+        assert "run `python -m app.migrate`" in checks["database"]
+        assert fresh.migrate() == (0, SCHEMA_VERSION)
+        assert backend.readiness()[0]
+    finally:
+        fresh.close()
+        admin.execute(f"DROP DATABASE {name}")
+        admin.close()
+
+
+def test_stored_calculations_are_read_back_with_the_release_that_stored_them(
+    storage: Storage, cache: Cache, fresh_birth: str
+) -> None:
+    backend = Backend(Knobs(), version="7.7.7", storage=storage, cache=cache)
+    code, answer = backend.calculate(parse_birth(fresh_birth, None))
+    assert code == 200
+    stored = backend.stored(answer["id"])
+    assert stored is not None
+    assert (stored["pillars"], stored["stored_by"]) == (answer["pillars"], "7.7.7")
+    assert backend.stored(10**15) is None
+    stats = backend.stats()
+    assert stats["by_version"]["7.7.7"] >= 1
+    assert stats["storage"].startswith("postgresql ")
+    assert stats["cache"].startswith("redis ")
 
 
 def test_a_calculation_is_stored_once_then_served_from_the_cache(

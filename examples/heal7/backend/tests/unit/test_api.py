@@ -85,7 +85,19 @@ def test_health_ready_root_and_unknown_path(serve: Serve) -> None:
 
 def test_stats_without_a_database_say_none(serve: Serve) -> None:
     base, _ = serve()
-    assert get_json(base + "/api/stats") == (200, {"stored_calculations": None})
+    assert get_json(base + "/api/stats") == (
+        200,
+        {"stored_calculations": None, "by_version": {}, "storage": "none", "cache": "none"},
+    )
+
+
+@pytest.mark.parametrize(
+    ("path", "code"),
+    [("/api/calculations/1", 404), ("/api/calculations/one", 400), ("/api/calculations/", 400)],
+)
+def test_stored_calculations_without_a_database(serve: Serve, path: str, code: int) -> None:
+    base, _ = serve()
+    assert get(base + path)[0] == code
 
 
 def test_calculation_counters_are_exported_at_zero_before_the_first(serve: Serve) -> None:

@@ -122,3 +122,29 @@ def test_bad_configuration_exits_2_saying_what_is_wrong(env: dict[str, str], mes
     )
     assert result.returncode == 2
     assert message in result.stderr
+
+
+def test_migrate_without_a_database_url_exits_2_saying_so() -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "app.migrate"],
+        env=_environment({}),
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+    assert result.returncode == 2
+    assert "DATABASE_URL is not set" in result.stderr
+
+
+def test_migrate_against_a_database_that_is_down_exits_1_saying_so() -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "app.migrate"],
+        env=_environment({"DATABASE_URL": f"postgresql://postgres@127.0.0.1:{CLOSED_PORT}/h"}),
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+    assert result.returncode == 1
+    assert "the database did not answer" in result.stderr
