@@ -30,6 +30,7 @@ __all__ = [
     "DeployResult",
     "FenceRequest",
     "Finding",
+    "FunctionComplexity",
     "HttpCheck",
     "HttpCheckReport",
     "HttpCheckRequest",
@@ -205,6 +206,8 @@ class ScanRequest(_Model):
     scanners: list[str]
     ignore: dict[str, list[IgnoreEntry]] = {}
     skip: dict[str, list[str]] = {}
+    commit: str = Field("", description="The commit checked out at `path` (SonarQube's analysis).")
+    branch: str = ""
 
 
 class ImageScanRequest(_Model):
@@ -213,6 +216,13 @@ class ImageScanRequest(_Model):
     artifact: Artifact
     scanner: str = "trivy"
     ignore: list[IgnoreEntry] = []
+
+
+class FunctionComplexity(_Model):
+    """One function's cyclomatic complexity, where it is (`app/server.py:41 _route`)."""
+
+    function: str
+    complexity: int
 
 
 class ScannerReport(_Model):
@@ -225,7 +235,16 @@ class ScannerReport(_Model):
     findings: list[Finding] = []
     metrics: dict[str, float] = Field(
         default_factory=dict,
-        description="Quality figures a scanner may report: duplication_pct, complexity.",
+        description="Quality figures a scanner may report: duplication_pct, complexity (of the "
+        "most complex function; older SonarQube reports: the project's sum).",
+    )
+    complexity_counts: dict[int, int] = Field(
+        default_factory=dict,
+        description="Functions per cyclomatic complexity (every function measured), so a gate "
+        "counts the functions over any limit; empty when the scanner measures no functions.",
+    )
+    worst_functions: list[FunctionComplexity] = Field(
+        default_factory=list, description="The most complex functions, worst first (at most 20)."
     )
     # Findings are capped to keep the activity result under Temporal's payload limit; the
     # counts are taken before the cap so that every gate judges all findings.
