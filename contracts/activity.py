@@ -41,6 +41,7 @@ __all__ = [
     "MetricName",
     "MetricsQuery",
     "MetricsSample",
+    "NotifyAudience",
     "NotifyRequest",
     "PublishRequest",
     "ReleaseConfig",
@@ -762,6 +763,18 @@ class LoadReport(_Model):
 # --- notify -------------------------------------------------------------------------------
 
 
+class NotifyAudience(_Model):
+    """Whom a notification is for, named by the worker's policy: the people holding `roles`
+    (an approval gate's; the policy's rule for `gate` in `environment` wins when it pins
+    roles), or the commit's `author` (the policy's person whose emails match, else as git
+    names them)."""
+
+    roles: list[str] = []
+    gate: str = ""
+    environment: str = ""
+    author: str = ""
+
+
 class NotifyRequest(_Model):
     """An event for humans; HEAL7's three levels plus info."""
 
@@ -771,6 +784,7 @@ class NotifyRequest(_Model):
     service: str = ""
     environment: str = ""
     fields: dict[str, str] = {}
+    audience: NotifyAudience | None = None
 
 
 ImageScanRequest.model_rebuild()

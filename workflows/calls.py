@@ -31,6 +31,7 @@ from contracts.activity import (
     ActivityName,
     LoadRequest,
     MetricsQuery,
+    NotifyAudience,
     NotifyRequest,
     WeightRequest,
 )
@@ -274,9 +275,11 @@ async def notify(
     environment: str = "",
     *,
     stage: str | None = None,
+    fields: dict[str, str] | None = None,
+    audience: NotifyAudience | None = None,
 ) -> None:
     """Send a notification; one that cannot be delivered after its retries is logged, never
-    a failure of the run."""
+    a failure of the run. `audience`: whom it is for (the worker names them)."""
     request = NotifyRequest.model_validate(
         {
             "level": level,
@@ -284,6 +287,8 @@ async def notify(
             "message": message,
             "service": service,
             "environment": environment,
+            "fields": fields or {},
+            "audience": audience,
         }
     )
     try:
