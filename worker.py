@@ -89,7 +89,7 @@ def deployer_activities(
     build = BuildActivities(None, backends.registry)
     deploy = DeployActivities(backends.target, backends.router, backends.secrets)
     metrics = MetricsActivities(backends.metrics, backends.load)
-    notify = NotifyActivities(backends.notifier)
+    notify = NotifyActivities(backends.notifier, policy_file)
     environments = EnvironmentActivities(client, search_attributes=search_attributes)
     decisions = DecisionActivities(policy_file)
     return [

@@ -50,6 +50,7 @@ __all__ = [
     "Backends",
     "BackingServices",
     "Builder",
+    "CommitScanner",
     "DeployTarget",
     "DeployerBackends",
     "Heartbeat",
@@ -82,6 +83,18 @@ class Scanner(Protocol):
     def scan(self, path: str) -> ScannerReport:
         """Scan a source tree. Report `available=False` (with a reason) when the scanner or its
         data source cannot be reached: never an empty, passing report."""
+        ...
+
+
+@runtime_checkable
+class CommitScanner(Protocol):
+    """A scanner that reads what a server analysed for one commit (SonarQube)."""
+
+    name: str
+
+    def scan_commit(self, path: str, commit: str, branch: str) -> ScannerReport:
+        """The server's report of `commit`'s analysis on `branch`; unavailable when it has
+        none (never another commit's)."""
         ...
 
 

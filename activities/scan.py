@@ -9,7 +9,7 @@ from temporalio import activity
 
 from activities._blocking import run_blocking
 from activities.accepted_findings import apply_accepted
-from activities.backends import Registry, Scanner
+from activities.backends import CommitScanner, Registry, Scanner
 from activities.capped_findings import capped
 from activities.observability import activity_log
 from contracts.activity import (
@@ -48,8 +48,12 @@ class ScanActivities:
                     )
                 )
                 continue
+            if isinstance(scanner, CommitScanner) and request.commit:
+                scanned = scanner.scan_commit(request.path, request.commit, request.branch)
+            else:
+                scanned = scanner.scan(request.path)
             report = apply_accepted(
-                scanner.scan(request.path),
+                scanned,
                 request.ignore.get(name, []),
                 request.skip.get(name, []),
                 _today(),

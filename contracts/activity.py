@@ -30,6 +30,7 @@ __all__ = [
     "DeployResult",
     "FenceRequest",
     "Finding",
+    "FunctionComplexity",
     "HttpCheck",
     "HttpCheckReport",
     "HttpCheckRequest",
@@ -40,6 +41,7 @@ __all__ = [
     "MetricName",
     "MetricsQuery",
     "MetricsSample",
+    "NotifyAudience",
     "NotifyRequest",
     "PublishRequest",
     "ReleaseConfig",
@@ -206,6 +208,8 @@ class ScanRequest(_Model):
     scanners: list[str]
     ignore: dict[str, list[IgnoreEntry]] = {}
     skip: dict[str, list[str]] = {}
+    commit: str = Field("", description="The commit checked out at `path` (SonarQube's analysis).")
+    branch: str = ""
 
 
 class ImageScanRequest(_Model):
@@ -214,6 +218,13 @@ class ImageScanRequest(_Model):
     artifact: Artifact
     scanner: str = "trivy"
     ignore: list[IgnoreEntry] = []
+
+
+class FunctionComplexity(_Model):
+    """One function's cyclomatic complexity, where it is (`app/server.py:41 _route`)."""
+
+    function: str
+    complexity: int
 
 
 class ScannerReport(_Model):
@@ -226,7 +237,16 @@ class ScannerReport(_Model):
     findings: list[Finding] = []
     metrics: dict[str, float] = Field(
         default_factory=dict,
-        description="Quality figures a scanner may report: duplication_pct, complexity.",
+        description="Quality figures a scanner may report: duplication_pct, complexity (of the "
+        "most complex function; older SonarQube reports: the project's sum).",
+    )
+    complexity_counts: dict[int, int] = Field(
+        default_factory=dict,
+        description="Functions per cyclomatic complexity (every function measured), so a gate "
+        "counts the functions over any limit; empty when the scanner measures no functions.",
+    )
+    worst_functions: list[FunctionComplexity] = Field(
+        default_factory=list, description="The most complex functions, worst first (at most 20)."
     )
     # Findings are capped to keep the activity result under Temporal's payload limit; the
     # counts are taken before the cap so that every gate judges all findings.
@@ -744,6 +764,18 @@ class LoadReport(_Model):
 # --- notify -------------------------------------------------------------------------------
 
 
+class NotifyAudience(_Model):
+    """Whom a notification is for, named by the worker's policy: the people holding `roles`
+    (an approval gate's; the policy's rule for `gate` in `environment` wins when it pins
+    roles), or the commit's `author` (the policy's person whose emails match, else as git
+    names them)."""
+
+    roles: list[str] = []
+    gate: str = ""
+    environment: str = ""
+    author: str = ""
+
+
 class NotifyRequest(_Model):
     """An event for humans; HEAL7's three levels plus info."""
 
@@ -753,6 +785,7 @@ class NotifyRequest(_Model):
     service: str = ""
     environment: str = ""
     fields: dict[str, str] = {}
+    audience: NotifyAudience | None = None
 
 
 ImageScanRequest.model_rebuild()

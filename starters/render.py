@@ -6,6 +6,8 @@ import statistics
 from collections.abc import Sequence
 from datetime import datetime
 
+from workflows import dora
+from workflows.environment import RELEASES_KEPT
 from workflows.messages import (
     EnvironmentState,
     PipelineResult,
@@ -145,14 +147,44 @@ def environments(states: Sequence[EnvironmentState], releases: int) -> str:
 
 
 def dora_table(production: EnvironmentState, since: datetime, days: int) -> str:
-    """DORA from production's release record. A change is a release a pipeline run put there
+    """DORA from production's own record. A change is a release a pipeline run put there
     (promoted, or a canary rolled back); it failed if it was rolled back; lead time is commit
-    to serving; restore time is how long a failed change served before its rollback."""
-    changes = [
-        e
-        for e in production.releases
-        if e.at >= since and e.run.startswith("pipeline-") and e.outcome != "restored"
+    to serving; time to restore is from a failed change serving to the rollback that put the
+    release before it back. Exact from the release list when it reaches back to `since`;
+    otherwise from the counts per UTC day the environment keeps beyond it (whole days, and
+    means instead of medians)."""
+    kept = production.releases
+    if production.dora is None or (kept and kept[0].at <= since):
+        return _dora_from_releases(production, since, days)
+    counts = dora.in_window(production, since.date())
+    delivered = counts.changes - counts.failed
+    rows = [
+        ["deployment frequency", f"{delivered / max(days, 1):.2f}/day", ">= 10/day"],
+        [
+            "lead time (mean)",
+            f"{counts.lead_s / counts.leads / 60:.1f} min" if counts.leads else "n/a",
+            "< 30 min",
+        ],
+        [
+            "change failure rate",
+            f"{100 * counts.failed / counts.changes:.1f}%" if counts.changes else "n/a",
+            "< 5%",
+        ],
+        [
+            "time to restore (mean)",
+            f"{counts.restore_s / counts.restores / 60:.1f} min" if counts.restores else "n/a",
+            "< 60 min",
+        ],
     ]
+    head = (
+        f"{counts.changes} production changes in the last {days} days "
+        f"(counted per UTC day since {since.date().isoformat()})"
+    )
+    return head + "\n" + _table(["figure", "value", "HEAL7 target"], rows)
+
+
+def _dora_from_releases(production: EnvironmentState, since: datetime, days: int) -> str:
+    changes = [e for e in production.releases if e.at >= since and dora.is_change(e)]
     failed = [e for e in changes if e.outcome == "rolled_back"]
     delivered = [e for e in changes if e.outcome != "rolled_back"]
     leads = [(e.at - e.commit_time).total_seconds() for e in delivered if e.commit_time]
@@ -176,4 +208,7 @@ def dora_table(production: EnvironmentState, since: datetime, days: int) -> str:
         ],
     ]
     head = f"{len(changes)} production changes in the last {days} days"
+    kept = production.releases
+    if len(kept) >= RELEASES_KEPT and kept[0].at > since:
+        head += f" (only the last {len(kept)} releases are recorded: the count is short)"
     return head + "\n" + _table(["figure", "value", "HEAL7 target"], rows)

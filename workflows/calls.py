@@ -31,6 +31,7 @@ from contracts.activity import (
     ActivityName,
     LoadRequest,
     MetricsQuery,
+    NotifyAudience,
     NotifyRequest,
     WeightRequest,
 )
@@ -311,9 +312,11 @@ async def notify(
     environment: str = "",
     *,
     stage: str | None = None,
+    fields: dict[str, str] | None = None,
+    audience: NotifyAudience | None = None,
 ) -> None:
     """Send a notification; one that cannot be delivered after its retries is logged, never
-    a failure of the run."""
+    a failure of the run. `audience`: whom it is for (the worker names them)."""
     request = NotifyRequest.model_validate(
         {
             "level": level,
@@ -321,6 +324,8 @@ async def notify(
             "message": message,
             "service": service,
             "environment": environment,
+            "fields": fields or {},
+            "audience": audience,
         }
     )
     try:

@@ -60,7 +60,7 @@ from contracts.activity import (
     RestoreResult,
     RunRef,
 )
-from workflows import leases
+from workflows import dora, leases
 from workflows.calls import call, notify
 from workflows.decision_desk import REFUSED_KEPT, DecisionDesk, clip
 from workflows.messages import (
@@ -896,15 +896,15 @@ class EnvironmentWorkflow:
         for i in range(len(s.releases) - 1, -1, -1):
             entry = s.releases[i]
             if entry.until is None and entry.digest == s.serving.release.digest:
-                s.releases[i] = entry.model_copy(
+                ended = entry.model_copy(
                     update={"until": workflow.now(), "outcome": outcome, "reason": reason}
                 )
+                dora.closed(s, entry, ended)
+                s.releases[i] = ended
                 break
 
     def _record(self, entry: ReleaseEntry) -> None:
-        s = self._s
-        s.releases.append(entry)
-        del s.releases[:-RELEASES_KEPT]
+        dora.record(self._s, entry, RELEASES_KEPT)
 
     @workflow.query(
         description="What serves, since when and from which run; lease, queue, last releases."

@@ -29,6 +29,7 @@ __all__ = [
     "Decision",
     "DecisionCheck",
     "DecisionVerdict",
+    "DoraDay",
     "EnvironmentAsk",
     "EnvironmentInForce",
     "EnvironmentInput",
@@ -668,6 +669,18 @@ class WaitingRun(_Message):
     requested_at: datetime
 
 
+class DoraDay(_Message):
+    """One UTC day's production changes (by the day each started serving): pipeline releases
+    and canaries that never promoted; restores are not changes."""
+
+    changes: int = 0
+    failed: int = Field(0, description="Changes rolled back.")
+    lead_s: float = Field(0.0, description="Commit to serving, summed over delivered changes.")
+    leads: int = Field(0, description="Delivered changes with a commit time.")
+    restore_s: float = Field(0.0, description="Failed change serving to its rollback, summed.")
+    restores: int = 0
+
+
 class EnvironmentState(_Message):
     """The `state` query of an environment workflow, and what it carries across
     continue-as-new."""
@@ -698,6 +711,11 @@ class EnvironmentState(_Message):
     components: list[str] = Field(
         default_factory=list,
         description="The deployables the last lease holder named: fenced and restored together.",
+    )
+    dora: dict[str, DoraDay] | None = Field(
+        None,
+        description="Changes per UTC day (ISO date), kept for 10 years beyond the bounded "
+        "`releases` (workflows/dora.py); None until the first release after they were added.",
     )
 
 

@@ -108,6 +108,12 @@ PATCHES: tuple[Patch, ...] = (
         _NO_OPEN_RUN.format("MonitorWorkflow"),
     ),
     Patch(
+        "gate-notices",
+        ("PipelineWorkflow",),
+        "opens approval gates and takes rejections without notifying anyone",
+        _NO_OPEN_RUN.format("PipelineWorkflow"),
+    ),
+    Patch(
         "manual-rollback-policy",
         ("EnvironmentWorkflow",),
         "takes a manual rollback from anyone, unjudged",

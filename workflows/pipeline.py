@@ -26,11 +26,12 @@ from contracts.activity import (
     RollbackResult,
 )
 from contracts.errors import ErrorType
-from workflows import dag, freeze, policy, telemetry
+from workflows import dag, freeze, gate_notices, policy, telemetry
 from workflows.calls import call, notify
 from workflows.decision_desk import DecisionDesk, clip
 from workflows.definition_rules import CHANGES_ENVIRONMENT
 from workflows.environment import LEASE_SIGNAL
+from workflows.gate_notices import GATE_NOTICES
 from workflows.messages import (
     AbortRequest,
     ActionRecord,
@@ -714,10 +715,14 @@ class PipelineWorkflow:
         self._gate_deadlines[name] = deadline
         self._stages[stage.name].state = StageState.WAITING
         self._publish_details()
+        notices = workflow.patched(GATE_NOTICES)
+        if notices:
+            await gate_notices.gate_opened(stage, self._state.service)
         try:
             await workflow.wait_condition(
                 lambda: self._state_of(stage) != "pending" or self._abort is not None,
-                timeout=stage.timeout,
+                # The notice took some of the gate's time: its deadline stays where it was.
+                timeout=deadline - workflow.now() if notices and deadline else stage.timeout,
                 timeout_summary=(
                     f"{stage.name}: {name} approval times out in {_human(stage.timeout)}"
                     if stage.timeout
@@ -736,6 +741,9 @@ class PipelineWorkflow:
                     reason=f"no decision within {stage.timeout}",
                 )
             )
+            if notices:
+                why = f"rejected: no decision within {stage.timeout}"
+                await gate_notices.gate_rejected(stage, self._state.service, self._author(), why)
             raise StageFailedError(
                 f"gate {name!r} timed out after {stage.timeout}: rejected"
             ) from None
@@ -752,6 +760,9 @@ class PipelineWorkflow:
         if outcome == "rejected":
             who = next((r for r in people if r.decision == "reject"), None)
             why = f": {who.comment}" if who and who.comment else ""
+            if notices:
+                by = f"rejected by {who.approver if who else '?'}{why}"
+                await gate_notices.gate_rejected(stage, self._state.service, self._author(), by)
             raise StageFailedError(f"rejected by {who.approver if who else '?'}{why}")
         if outcome != "approved":
             raise StageFailedError("gate closed without a decision")

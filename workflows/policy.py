@@ -13,7 +13,7 @@ from fnmatch import fnmatchcase
 
 from pydantic import BaseModel, ConfigDict
 
-from contracts.activity import MetricsSample, ScanReport, Severity, SuiteReport
+from contracts.activity import MetricsSample, ScannerReport, ScanReport, Severity, SuiteReport
 from workflows.spec import ApprovalStage, MetricCheck, QualityGateStage, ScanStage, SuiteStage
 
 __all__ = [
@@ -195,13 +195,20 @@ def quality_gate(
         for r in scan.reports:
             if not r.available and fail_closed:
                 reasons.append(f"security: {r.scanner} in {name!r} could not run ({r.reason})")
-    metrics = {k: v for s in scans.values() for r in s.reports for k, v in r.metrics.items()}
+    reports = [r for s in scans.values() for r in s.reports]
+    metrics = {k: v for r in reports for k, v in r.metrics.items()}
+    per_function = [r for r in reports if r.complexity_counts]
     for key, limit in (
         ("duplication_pct", gate.max_duplication_pct),
         ("complexity", gate.max_complexity),
     ):
         if limit is None:
             continue
+        if key == "complexity" and per_function:
+            reasons += _complexity_reasons(per_function, limit)
+            continue
+        # Reports without per-function figures (SonarQube's project sum, before it was
+        # kept as `complexity_total`) are judged as they were when their runs started.
         value = metrics.get(key)
         if value is None:
             reasons.append(f"code quality: no scanner reported {key}")
@@ -213,6 +220,19 @@ def quality_gate(
             if seconds > limit_s:
                 reasons.append(f"performance: {name!r} took {seconds:.0f}s > {limit_s:.0f}s")
     return GateVerdict(passed=not reasons, reasons=reasons)
+
+
+def _complexity_reasons(reports: Sequence[ScannerReport], limit: float) -> list[str]:
+    """`max_complexity` is per function: how many functions exceed it, and the worst."""
+    over = sum(n for r in reports for c, n in r.complexity_counts.items() if c > limit)
+    if not over:
+        return []
+    measured = sum(n for r in reports for n in r.complexity_counts.values())
+    worst = max(
+        (f for r in reports for f in r.worst_functions), key=lambda f: f.complexity, default=None
+    )
+    named = f"; worst {worst.function} ({worst.complexity})" if worst is not None else ""
+    return [f"code quality: {over} of {measured} function(s) have complexity > {limit:g}{named}"]
 
 
 def branch_matches(branch: str, patterns: Sequence[str]) -> bool:

@@ -278,7 +278,12 @@ async def _scan(stage: ScanStage, state: RunState) -> str:
     report = await call(
         ActivityName.SCAN,
         ScanRequest(
-            path=state.workdir(stage), scanners=stage.scanners, ignore=stage.ignore, skip=stage.skip
+            path=state.workdir(stage),
+            scanners=stage.scanners,
+            ignore=stage.ignore,
+            skip=stage.skip,
+            commit=state.input.run.commit,
+            branch=state.input.run.branch,
         ),
         ScanReport,
         retry=stage.retry,

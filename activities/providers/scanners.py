@@ -21,6 +21,7 @@ from typing import Any
 import httpx
 
 from activities.backends import Scanner
+from activities.providers.complexity import LizardScanner
 from activities.providers.scanner_process import (
     ScannerUnavailableError,
     find_binary,
@@ -39,6 +40,7 @@ __all__ = [
     "BanditScanner",
     "DetectSecretsScanner",
     "HadolintScanner",
+    "LizardScanner",
     "PipAuditScanner",
     "SonarQubeGate",
     "TrivyScanner",
@@ -571,13 +573,18 @@ class TrivyScanner:
 
 # --- SonarQube ----------------------------------------------------------------------------
 
-_SONAR_METRICS = {"duplicated_lines_density": "duplication_pct", "complexity": "complexity"}
+_SONAR_METRICS = {"duplicated_lines_density": "duplication_pct", "complexity": "complexity_total"}
 
 
 class SonarQubeGate:
-    """The quality gate SonarQube computed for `project_key` (the analysis itself is run by a
-    sonar-scanner elsewhere). Failed conditions become HIGH findings, warnings MEDIUM; the
-    project's duplication and complexity are reported as metrics when SonarQube has them.
+    """The quality gate SonarQube computed for this commit's analysis of `project_key` (the
+    analysis itself is run by a sonar-scanner elsewhere, with `sonar.branch.name` and the
+    commit as its revision): the analysis is found by branch and revision, and the gate read
+    by its id, so another commit's analysis never answers for this one. Failed conditions
+    become HIGH findings, warnings MEDIUM. Duplication is reported when that analysis is the
+    branch's latest (measures are the latest analysis's). SonarQube measures complexity per
+    file at the finest (a file's is the sum of its functions'), so its `complexity` is only
+    kept as `complexity_total`: per-function complexity is the `lizard` scanner's.
     The `path` given to `scan` is not used: SonarQube already holds the analysis."""
 
     name = "sonarqube"
@@ -591,6 +598,12 @@ class SonarQubeGate:
         self._auth = httpx.BasicAuth(token, "")
 
     def scan(self, path: str) -> ScannerReport:
+        return unavailable_report(
+            self.name,
+            "SonarQube is read for one commit's analysis, and this scan named no commit",
+        )
+
+    def scan_commit(self, path: str, commit: str, branch: str) -> ScannerReport:
         with httpx.Client(
             base_url=self._url,
             auth=self._auth,
@@ -598,29 +611,19 @@ class SonarQubeGate:
             verify=verifying_context(),
         ) as client:
             try:
+                found = self._analysis(client, commit, branch)
+                if isinstance(found, ScannerReport):
+                    return found
+                analysis, latest = found
                 response = client.get(
-                    "/api/qualitygates/project_status", params={"projectKey": self._project_key}
+                    "/api/qualitygates/project_status", params={"analysisId": analysis}
                 )
             except httpx.HTTPError as exc:
                 return unavailable_report(
                     self.name, f"SonarQube at {self._url} is unreachable: {exc}"
                 )
-            if response.status_code in (401, 403):
-                return unavailable_report(
-                    self.name,
-                    f"SonarQube at {self._url} refused the token ({response.status_code}): "
-                    "give the token 'Browse' permission on the project",
-                )
-            if response.status_code == 404:
-                return unavailable_report(
-                    self.name,
-                    f"SonarQube at {self._url} has no project {self._project_key!r}: run an "
-                    "analysis first or fix the project key",
-                )
-            if response.status_code != 200:
-                return unavailable_report(
-                    self.name, f"SonarQube at {self._url} answered {response.status_code}"
-                )
+            if (trouble := self._trouble(response)) is not None:
+                return trouble
             try:
                 status = response.json()["projectStatus"]
             except (ValueError, KeyError, TypeError):
@@ -631,12 +634,57 @@ class SonarQubeGate:
             if gate == "NONE":
                 return unavailable_report(
                     self.name,
-                    f"SonarQube has no quality gate result for {self._project_key!r} yet: "
-                    "run an analysis first",
+                    f"SonarQube has no quality gate result for the analysis of {commit[:12]} "
+                    f"in {self._project_key!r}",
                 )
             findings = self._findings(gate, status.get("conditions") or [])
-            metrics = self._metrics(client)
+            metrics = self._metrics(client, branch) if latest else {}
         return ScannerReport(scanner=self.name, findings=findings, metrics=metrics)
+
+    def _trouble(self, response: httpx.Response) -> ScannerReport | None:
+        if response.status_code in (401, 403):
+            return unavailable_report(
+                self.name,
+                f"SonarQube at {self._url} refused the token ({response.status_code}): "
+                "give the token 'Browse' permission on the project",
+            )
+        if response.status_code == 404:
+            return unavailable_report(
+                self.name,
+                f"SonarQube at {self._url} has no project {self._project_key!r} (or branch): "
+                "run an analysis first or fix the project key",
+            )
+        if response.status_code != 200:
+            return unavailable_report(
+                self.name, f"SonarQube at {self._url} answered {response.status_code}"
+            )
+        return None
+
+    def _analysis(
+        self, client: httpx.Client, commit: str, branch: str
+    ) -> tuple[str, bool] | ScannerReport:
+        """The key of the branch's analysis of `commit`, and whether it is the branch's
+        latest; or why there is none."""
+        params = {"project": self._project_key, "ps": "100"}
+        if branch:
+            params["branch"] = branch
+        response = client.get("/api/project_analyses/search", params=params)
+        if (trouble := self._trouble(response)) is not None:
+            return trouble
+        try:
+            analyses = list(response.json()["analyses"])
+        except (ValueError, KeyError, TypeError):
+            return unavailable_report(self.name, "SonarQube's list of analyses is unreadable")
+        for index, analysis in enumerate(analyses):  # newest first
+            if isinstance(analysis, Mapping) and str(analysis.get("revision", "")) == commit:
+                return str(analysis.get("key", "")), index == 0
+        return unavailable_report(
+            self.name,
+            f"SonarQube has no analysis of commit {commit[:12]} in {self._project_key!r}"
+            + (f" on branch {branch!r}" if branch else "")
+            + " among its latest 100: run sonar-scanner on this commit "
+            "(sonar.scm.revision, sonar.branch.name) before the scan stage",
+        )
 
     def _findings(self, gate: str, conditions: Sequence[Mapping[str, Any]]) -> list[Finding]:
         findings = []
@@ -668,13 +716,14 @@ class SonarQubeGate:
             )
         return findings
 
-    def _metrics(self, client: httpx.Client) -> dict[str, float]:
-        """Duplication and complexity; missing figures are left out (never reported as 0)."""
+    def _metrics(self, client: httpx.Client, branch: str) -> dict[str, float]:
+        """Duplication (and the project's summed complexity, never compared); missing
+        figures are left out (never reported as 0)."""
+        params = {"component": self._project_key, "metricKeys": ",".join(_SONAR_METRICS)}
+        if branch:
+            params["branch"] = branch
         try:
-            response = client.get(
-                "/api/measures/component",
-                params={"component": self._project_key, "metricKeys": ",".join(_SONAR_METRICS)},
-            )
+            response = client.get("/api/measures/component", params=params)
             measures = response.json()["component"]["measures"] if response.is_success else []
         except (httpx.HTTPError, ValueError, KeyError, TypeError):
             return {}
@@ -701,5 +750,6 @@ def default_scanners() -> dict[str, Scanner]:
         DetectSecretsScanner(),
         HadolintScanner(),
         TrivyScanner(),
+        LizardScanner(),
     ]
     return {scanner.name: scanner for scanner in scanners}

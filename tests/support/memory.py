@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from activities.backends import Backends
+from contracts.activity import FunctionComplexity
 from tests.support.memory_platform import (
     MemoryBackingServices,
     MemoryBuilder,
@@ -29,9 +30,16 @@ class MemoryBackends:
         self.scanners = {
             name: MemoryScanner(name) for name in ("bandit", "pip-audit", "detect-secrets")
         }
-        # SonarQube reports the code-quality figures the HEAL7 gate asks for.
+        # SonarQube's gate passes; lizard reports the per-function figures the HEAL7 gate asks
+        # for (60 functions: their sum, SonarQube's project `complexity`, is far above 10).
         self.scanners["sonarqube"] = MemoryScanner(
-            "sonarqube", metrics={"duplication_pct": 1.0, "complexity": 4.0}
+            "sonarqube", metrics={"duplication_pct": 1.0, "complexity_total": 240.0}
+        )
+        self.scanners["lizard"] = MemoryScanner(
+            "lizard",
+            metrics={"duplication_pct": 1.0, "complexity": 9.0},
+            complexity_counts={1: 30, 4: 20, 7: 8, 9: 2},
+            worst_functions=[FunctionComplexity(function="app/server.py:41 _route", complexity=9)],
         )
 
     def backends(self) -> Backends:

@@ -24,6 +24,7 @@ from contracts.activity import (
     DeployResult,
     FenceRequest,
     Finding,
+    FunctionComplexity,
     HttpCheckReport,
     HttpCheckRequest,
     LoadReport,
@@ -88,9 +89,13 @@ class MemoryScanner:
         available: bool = True,
         delay_s: float = 0.0,
         metrics: dict[str, float] | None = None,
+        complexity_counts: dict[int, int] | None = None,
+        worst_functions: list[FunctionComplexity] | None = None,
     ) -> None:
         self.name = name
         self.metrics = metrics or {}
+        self.complexity_counts = complexity_counts or {}
+        self.worst_functions = worst_functions or []
         self.findings = findings or []
         self.available = available
         self.delay_s = delay_s
@@ -101,7 +106,13 @@ class MemoryScanner:
         time.sleep(self.delay_s)
         if not self.available:
             return ScannerReport(scanner=self.name, available=False, reason="scripted outage")
-        return ScannerReport(scanner=self.name, findings=self.findings, metrics=self.metrics)
+        return ScannerReport(
+            scanner=self.name,
+            findings=self.findings,
+            metrics=self.metrics,
+            complexity_counts=self.complexity_counts,
+            worst_functions=self.worst_functions,
+        )
 
     @staticmethod
     def finding(scanner: str, severity: Severity, rule: str = "R1") -> Finding:

@@ -392,6 +392,17 @@ async def test_rejection_fails_the_run(
         StageState.FAILED,
         "rejected by alice: needs a changelog",
     )
+    # The approvers were told the gate waited for them, and how to answer; the commit's
+    # author (bob, by the policy's people) is told it was rejected.
+    opened, rejected = [n for n in memory.notifier.sent if n.event.startswith("approval.")]
+    assert opened.event == "approval.waiting"
+    assert opened.fields["to"] == "alice (team_lead), bob (team_lead) [roles team_lead]"
+    command = f"slipway approve {handle.id} --gate staging --approver YOU --comment '...'"
+    assert opened.fields["approve"] == command
+    assert command in opened.message
+    assert rejected.event == "approval.rejected"
+    assert rejected.fields["to"] == "bob <bob@example.com>"
+    assert "rejected by alice: needs a changelog" in rejected.message
 
 
 async def test_abort_during_canary_rolls_production_back(

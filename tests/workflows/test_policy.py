@@ -10,6 +10,7 @@ import pytest
 
 from contracts.activity import (
     Finding,
+    FunctionComplexity,
     MetricsSample,
     ScannerReport,
     ScanReport,
@@ -153,6 +154,27 @@ def scan(*findings: Finding, **metrics: float) -> ScanReport:
     )
 
 
+def measured(duplication_pct: float, **functions: int) -> ScanReport:
+    """A lizard report: each function's complexity, worst first, as the scanner gives it."""
+    worst = sorted(functions.items(), key=lambda kv: -kv[1])
+    counts: dict[int, int] = {}
+    for value in functions.values():
+        counts[value] = counts.get(value, 0) + 1
+    return ScanReport(
+        reports=[
+            ScannerReport(
+                scanner="lizard",
+                metrics={"duplication_pct": duplication_pct, "complexity": float(worst[0][1])},
+                complexity_counts=counts,
+                worst_functions=[
+                    FunctionComplexity(function=f"app/x.py:1 {name}", complexity=value)
+                    for name, value in worst
+                ],
+            )
+        ]
+    )
+
+
 def unavailable(scanner: str = "pip-audit") -> ScannerReport:
     return ScannerReport(scanner=scanner, available=False, reason="no network")
 
@@ -282,7 +304,14 @@ def good_tests() -> dict[str, SuiteReport]:
 
 def good_scans() -> dict[str, ScanReport]:
     return {
-        "code_quality": scan(finding(Severity.LOW), duplication_pct=1.5, complexity=6),
+        "code_quality": ScanReport(
+            reports=[
+                *scan(finding(Severity.LOW)).reports,
+                # A project of many functions: their sum (SonarQube's `complexity`) is far
+                # above 10, each one is not.
+                *measured(1.5, **{f"f{i}": 1 + i % 10 for i in range(40)}).reports,
+            ]
+        ),
         "security_scan": scan(finding(Severity.MEDIUM)),
     }
 
@@ -384,14 +413,30 @@ def test_quality_gate_missing_duplication_or_complexity_is_an_error(
 
 
 def test_quality_gate_duplication_and_complexity_above(gate: QualityGateStage) -> None:
-    scans = {**good_scans(), "code_quality": scan(duplication_pct=3.5, complexity=12)}
+    code = measured(3.5, main=12, route=11, parse=10, small=2)
+    scans = {**good_scans(), "code_quality": code}
     verdict = quality_gate(gate, good_tests(), scans, SCAN_STAGES, {})
     assert verdict.reasons == [
         "code quality: duplication_pct 3.5 > 3",
-        "code quality: complexity 12 > 10",
+        "code quality: 2 of 4 function(s) have complexity > 10; worst app/x.py:1 main (12)",
     ]
-    at_limit = {**good_scans(), "code_quality": scan(duplication_pct=3, complexity=10)}
+    at_limit = {**good_scans(), "code_quality": measured(3, main=10, route=10, small=1)}
     assert quality_gate(gate, good_tests(), at_limit, SCAN_STAGES, {}).passed
+
+
+def test_quality_gate_complexity_is_per_function_not_the_projects_sum(
+    gate: QualityGateStage,
+) -> None:
+    # 300 functions of complexity 3 to 10: SonarQube's project `complexity` would be 1,950.
+    many = measured(0, **{f"f{i}": 3 + i % 8 for i in range(300)})
+    sonar = ScannerReport(scanner="sonarqube", metrics={"complexity_total": 1950})
+    scans = {**good_scans(), "code_quality": ScanReport(reports=[sonar, *many.reports])}
+    assert quality_gate(gate, good_tests(), scans, SCAN_STAGES, {}).passed
+    # A report from before per-function figures (a run started then) is judged as it was.
+    old = {**good_scans(), "code_quality": scan(duplication_pct=1, complexity=12)}
+    assert quality_gate(gate, good_tests(), old, SCAN_STAGES, {}).reasons == [
+        "code quality: complexity 12 > 10"
+    ]
 
 
 def test_quality_gate_test_duration(gate: QualityGateStage) -> None:

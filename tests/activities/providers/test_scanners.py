@@ -22,6 +22,7 @@ from activities.providers.scanners import (
     BanditScanner,
     DetectSecretsScanner,
     HadolintScanner,
+    LizardScanner,
     PipAuditScanner,
     SonarQubeGate,
     TrivyScanner,
@@ -30,7 +31,8 @@ from activities.providers.scanners import (
     parse_pip_audit,
     parse_trivy,
 )
-from contracts.activity import Severity
+from activities.scan import ScanActivities
+from contracts.activity import ScanRequest, Severity
 from tests.support.binaries import require_binary
 from tests.support.ports import free_port
 from tests.support.sandbox import unsandboxed  # noqa: F401  (a fixture)
@@ -512,23 +514,35 @@ def test_trivy_that_cannot_fetch_its_database_is_unavailable(tmp_path: Path) -> 
 
 # --- SonarQube ----------------------------------------------------------------------------
 # SonarQube itself (a Java server with a database) cannot run here: a loopback stub serves the
-# two Web API endpoints the gate reads, with the JSON shapes SonarQube documents.
+# Web API endpoints the gate reads (analyses of a branch, the gate of one analysis, the
+# branch's measures), with the JSON shapes SonarQube documents.
 
 TOKEN = "squ_test_token"
+SHA = "a" * 40
+OTHER = "b" * 40
 
 
 class SonarStub(BaseHTTPRequestHandler):
-    gate: dict[str, Any] = {}
+    # Analyses per branch, newest first: (key, revision); the gate of each analysis.
+    analyses: dict[str, list[tuple[str, str]]] = {}
+    gates: dict[str, dict[str, Any]] = {}
     measures: list[dict[str, str]] = []
+    asked: list[str] = []
 
     def do_GET(self) -> None:
         expected = "Basic " + base64.b64encode(f"{TOKEN}:".encode()).decode()
         url = urlparse(self.path)
         query = parse_qs(url.query)
+        SonarStub.asked.append(self.path)
+        branch = query.get("branch", ["main"])[0]
         if self.headers.get("Authorization") != expected:
             self._send(401, {"errors": [{"msg": "Authentication required"}]})
-        elif url.path == "/api/qualitygates/project_status" and query["projectKey"] == ["svc"]:
-            self._send(200, {"projectStatus": self.gate})
+        elif url.path == "/api/project_analyses/search" and query["project"] == ["svc"]:
+            found = [{"key": k, "revision": r} for k, r in self.analyses.get(branch, [])]
+            self._send(200, {"analyses": found})
+        elif url.path == "/api/qualitygates/project_status" and "analysisId" in query:
+            gate = self.gates.get(query["analysisId"][0])
+            self._send(200 if gate else 404, {"projectStatus": gate or {}})
         elif url.path == "/api/measures/component" and query["component"] == ["svc"]:
             self._send(200, {"component": {"key": "svc", "measures": self.measures}})
         else:
@@ -552,36 +566,82 @@ def sonar() -> Iterator[str]:
         with serving(SonarStub) as url:
             yield url
     finally:
-        SonarStub.gate, SonarStub.measures = {}, []
+        SonarStub.analyses, SonarStub.gates, SonarStub.measures = {}, {}, []
+        SonarStub.asked = []
 
 
-def test_sonarqube_failed_gate_becomes_findings_with_metrics(sonar: str) -> None:
-    SonarStub.gate = {
-        "status": "ERROR",
-        "conditions": [
-            {"status": "ERROR", "metricKey": "new_coverage", "comparator": "LT",
-             "errorThreshold": "85", "actualValue": "61.5"},
-            {"status": "OK", "metricKey": "new_bugs", "comparator": "GT",
-             "errorThreshold": "0", "actualValue": "0"},
-        ],
-    }  # fmt: skip
+FAILED_GATE = {
+    "status": "ERROR",
+    "conditions": [
+        {"status": "ERROR", "metricKey": "new_coverage", "comparator": "LT",
+         "errorThreshold": "85", "actualValue": "61.5"},
+        {"status": "OK", "metricKey": "new_bugs", "comparator": "GT",
+         "errorThreshold": "0", "actualValue": "0"},
+    ],
+}  # fmt: skip
+
+
+def test_sonarqube_reads_the_gate_of_this_commits_analysis(sonar: str) -> None:
+    SonarStub.analyses = {"main": [("A2", SHA), ("A1", OTHER)]}
+    SonarStub.gates = {"A2": FAILED_GATE, "A1": {"status": "OK", "conditions": []}}
     SonarStub.measures = [
         {"metric": "duplicated_lines_density", "value": "4.2"},
         {"metric": "complexity", "value": "37"},
     ]
 
-    report = SonarQubeGate(sonar, TOKEN, "svc").scan("/unused")
+    report = SonarQubeGate(sonar, TOKEN, "svc").scan_commit("/unused", SHA, "main")
 
     assert report.available, report.reason
     assert [(f.rule, f.severity) for f in report.findings] == [("new_coverage", Severity.HIGH)]
     assert "61.5" in report.findings[0].message
-    assert report.metrics == {"duplication_pct": 4.2, "complexity": 37.0}
+    # The project's complexity is a sum over its functions: kept, never compared as one.
+    assert report.metrics == {"duplication_pct": 4.2, "complexity_total": 37.0}
+    assert not report.complexity_counts
+    assert any("analysisId=A2" in path for path in SonarStub.asked)
+    assert any("branch=main" in path for path in SonarStub.asked)
+
+
+def test_sonarqube_never_answers_with_another_commits_analysis(sonar: str) -> None:
+    # A later commit was analysed since: its gate passed, this commit's failed.
+    SonarStub.analyses = {"main": [("A3", OTHER), ("A2", SHA)], "develop": [("D1", OTHER)]}
+    SonarStub.gates = {"A3": {"status": "OK", "conditions": []}, "A2": FAILED_GATE}
+    SonarStub.measures = [{"metric": "duplicated_lines_density", "value": "0.5"}]
+    gate = SonarQubeGate(sonar, TOKEN, "svc")
+
+    report = gate.scan_commit("/unused", SHA, "main")
+    assert report.available
+    assert [f.rule for f in report.findings] == ["new_coverage"]
+    assert report.metrics == {}  # the branch's measures are the later analysis's
+
+    elsewhere = gate.scan_commit("/unused", SHA, "develop")
+    assert not elsewhere.available
+    assert f"no analysis of commit {SHA[:12]}" in elsewhere.reason
+    assert "on branch 'develop'" in elsewhere.reason
+
+    unnamed = gate.scan("/unused")
+    assert not unnamed.available
+    assert "named no commit" in unnamed.reason
+
+
+async def test_the_scan_activity_asks_sonarqube_about_the_runs_commit(sonar: str) -> None:
+    SonarStub.analyses = {"release/1": [("R1", SHA)]}
+    SonarStub.gates = {"R1": FAILED_GATE}
+    scan = ScanActivities({"sonarqube": SonarQubeGate(sonar, TOKEN, "svc")})
+
+    report = await scan.scan(
+        ScanRequest(path="/unused", scanners=["sonarqube"], commit=SHA, branch="release/1")
+    )
+
+    (sonarqube,) = report.reports
+    assert sonarqube.available, sonarqube.reason
+    assert [f.rule for f in sonarqube.findings] == ["new_coverage"]
 
 
 def test_sonarqube_passed_gate_has_no_findings(sonar: str) -> None:
-    SonarStub.gate = {"status": "OK", "conditions": []}
+    SonarStub.analyses = {"main": [("A1", SHA)]}
+    SonarStub.gates = {"A1": {"status": "OK", "conditions": []}}
 
-    report = SonarQubeGate(sonar, TOKEN, "svc").scan("/unused")
+    report = SonarQubeGate(sonar, TOKEN, "svc").scan_commit("/unused", SHA, "main")
 
     assert report.available
     assert report.findings == []
@@ -599,9 +659,10 @@ def test_sonarqube_passed_gate_has_no_findings(sonar: str) -> None:
 def test_sonarqube_answers_that_are_not_a_verdict_are_unavailable(
     sonar: str, token: str, key: str, gate: dict[str, Any], reason: str
 ) -> None:
-    SonarStub.gate = gate
+    SonarStub.analyses = {"main": [("A1", SHA)]}
+    SonarStub.gates = {"A1": gate}
 
-    report = SonarQubeGate(sonar, token, key).scan("/unused")
+    report = SonarQubeGate(sonar, token, key).scan_commit("/unused", SHA, "main")
 
     assert not report.available
     assert reason in report.reason
@@ -610,10 +671,62 @@ def test_sonarqube_answers_that_are_not_a_verdict_are_unavailable(
 def test_sonarqube_unreachable_is_unavailable() -> None:
     url = f"http://127.0.0.1:{free_port()}"
 
-    report = SonarQubeGate(url, TOKEN, "svc", timeout_s=2).scan("/unused")
+    report = SonarQubeGate(url, TOKEN, "svc", timeout_s=2).scan_commit("/unused", SHA, "main")
 
     assert not report.available
     assert "unreachable" in report.reason
+
+
+# --- lizard -------------------------------------------------------------------------------
+
+BRANCHY = """
+def busy_{n}(a, b):
+    total = 0
+    for i in range(a):
+        if i % 2:
+            total += i * b
+        elif i % 3:
+            total -= i
+        else:
+            total += 1
+    while total > 100:
+        total //= 2
+    if total and b:
+        return -total
+    return total
+"""
+
+
+def test_lizard_measures_every_function_and_names_the_worst(tmp_path: Path) -> None:
+    (tmp_path / "busy.py").write_text(BRANCHY.format(n=1) + BRANCHY.format(n=2))
+    (tmp_path / "small.py").write_text("def one(x):\n    return x\n")
+    (tmp_path / ".venv").mkdir()
+    (tmp_path / ".venv" / "lib.py").write_text(BRANCHY.format(n=3))  # not the service's
+
+    report = LizardScanner().scan(str(tmp_path))
+
+    assert report.available, report.reason
+    assert report.complexity_counts == {1: 1, 7: 2}
+    assert [(f.function, f.complexity) for f in report.worst_functions] == [
+        ("busy.py:2 busy_1", 7),
+        ("busy.py:17 busy_2", 7),
+        ("small.py:1 one", 1),
+    ]
+    assert report.metrics["complexity"] == 7
+    # The two functions differ in their names only: 13 of their 14 code lines each are one
+    # block, twice; 26 of the 30 code lines of the files measured (.venv's are not counted).
+    assert report.metrics["duplication_pct"] == round(100 * 26 / 30, 2)
+    assert [f.location for f in report.findings] == ["busy.py:3"]
+    assert "also at busy.py:18" in report.findings[0].message
+
+
+def test_lizard_without_functions_is_unavailable(tmp_path: Path) -> None:
+    (tmp_path / "README.md").write_text("nothing to measure\n")
+
+    report = LizardScanner().scan(str(tmp_path))
+
+    assert not report.available
+    assert "no functions" in report.reason
 
 
 # --- default set --------------------------------------------------------------------------
@@ -622,5 +735,5 @@ def test_sonarqube_unreachable_is_unavailable() -> None:
 def test_default_scanners_are_named_as_pipelines_name_them() -> None:
     scanners = default_scanners()
 
-    assert set(scanners) == {"bandit", "pip-audit", "detect-secrets", "hadolint", "trivy"}
+    assert set(scanners) == {"bandit", "pip-audit", "detect-secrets", "hadolint", "trivy", "lizard"}
     assert all(isinstance(s, Scanner) and s.name == name for name, s in scanners.items())
