@@ -38,6 +38,7 @@ from activities.build import BuildActivities
 from activities.decisions import DecisionActivities
 from activities.deploy import DeployActivities
 from activities.environments import EnvironmentActivities
+from activities.live_tests import LiveTestActivities
 from activities.metrics import MetricsActivities
 from activities.notify import NotifyActivities
 from activities.scan import ScanActivities
@@ -73,7 +74,16 @@ def runner_activities(backends: RunnerBackends) -> list[Callable[..., Any]]:
     scan = ScanActivities(backends.scanners)
     test = SuiteActivities(backends.tests, backends.services)
     build = BuildActivities(backends.builder)
-    return [source.checkout, scan.scan, test.run_tests, test.run_command, build.build]
+    live = LiveTestActivities(backends.load_tester, backends.live_scanners)
+    return [
+        source.checkout,
+        scan.scan,
+        test.run_tests,
+        test.run_command,
+        build.build,
+        live.load_test,
+        live.live_scan,
+    ]
 
 
 def deployer_activities(
@@ -102,6 +112,7 @@ def deployer_activities(
         deploy.fence,
         deploy.restore,
         deploy.http_check,
+        deploy.resolve_endpoint,
         metrics.query_metrics,
         metrics.generate_load,
         notify.notify,

@@ -10,16 +10,18 @@
 #   postgresql       Debian's PostgreSQL 15, the fallback a `postgres:15` service picks
 #   bubblewrap       bwrap: the sandbox every untrusted step runs in (activities/providers/
 #                    sandbox.py; util-linux's setpriv, always there, drops to its uid)
+#   wapiti           the dynamic scanner of `dast` stages (tests/activities/providers/
+#                    test_live_tools.py scans a vulnerable stub on 127.0.0.1)
 #   nodejs, npm      the HEAL7 frontend's build (`npm ci && npm run build`) in the demo and
 #                    its tests (a machine with Node 20 from elsewhere keeps it)
 # moto_server (ECR) comes from the dev extras (moto[server]) in the venv: nothing to install.
 # No one-time setup: each fixture writes its own registries.conf, storage dirs and configs.
 
 # With Recommends: podman's helpers (uidmap, fuse-overlayfs, ...) come along on a fresh machine.
-slipway_real_server_packages="podman docker-registry prometheus redis-server openssh-client postgresql bubblewrap"
+slipway_real_server_packages="podman docker-registry prometheus redis-server openssh-client postgresql bubblewrap wapiti"
 command -v npm >/dev/null 2>&1 || slipway_real_server_packages="$slipway_real_server_packages nodejs npm"
 slipway_missing_real_servers=""
-for slipway_binary in podman docker-registry prometheus redis-server ssh-keygen pg_ctlcluster npm bwrap; do
+for slipway_binary in podman docker-registry prometheus redis-server ssh-keygen pg_ctlcluster npm bwrap wapiti; do
     command -v "$slipway_binary" >/dev/null 2>&1 \
         || slipway_missing_real_servers="$slipway_missing_real_servers $slipway_binary"
 done

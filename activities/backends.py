@@ -21,11 +21,16 @@ from contracts.activity import (
     CheckoutRequest,
     DeployRequest,
     DeployResult,
+    Endpoint,
+    EndpointRequest,
     FenceRequest,
     HttpCheckReport,
     HttpCheckRequest,
+    LiveScanRequest,
     LoadReport,
     LoadRequest,
+    LoadTestReport,
+    LoadTestRequest,
     MetricsQuery,
     MetricsSample,
     NotifyRequest,
@@ -54,7 +59,9 @@ __all__ = [
     "DeployTarget",
     "DeployerBackends",
     "Heartbeat",
+    "LiveScanner",
     "LoadGenerator",
+    "LoadTester",
     "MetricsProvider",
     "Notifier",
     "Registry",
@@ -164,6 +171,11 @@ class DeployTarget(Protocol):
         """Probe the environment (or one slot) over HTTP."""
         ...
 
+    def endpoint(self, request: EndpointRequest) -> Endpoint:
+        """Where the service answers in the environment (or one slot): the URL and headers
+        that HTTP checks use, for the runner's live-test tools and generated load."""
+        ...
+
 
 @runtime_checkable
 class TrafficRouter(Protocol):
@@ -192,6 +204,27 @@ class LoadGenerator(Protocol):
 
 
 @runtime_checkable
+class LoadTester(Protocol):
+    tool: str
+
+    def run(self, request: LoadTestRequest, heartbeat: Heartbeat) -> LoadTestReport:
+        """Drive the request's load at its endpoint with a real load tool and report what it
+        measured; `available=False` (with a reason) when the tool cannot run."""
+        ...
+
+
+@runtime_checkable
+class LiveScanner(Protocol):
+    name: str
+
+    def scan(self, request: LiveScanRequest, heartbeat: Heartbeat) -> ScannerReport:
+        """Scan the running service at the request's endpoint within its time budget; report
+        `available=False` when the scanner or the target cannot be reached: never an empty,
+        passing report."""
+        ...
+
+
+@runtime_checkable
 class Notifier(Protocol):
     def send(self, request: NotifyRequest) -> None:
         """Deliver the event (a log line, a Slack message)."""
@@ -210,6 +243,8 @@ class RunnerBackends:
     builder: Builder
     scanners: dict[str, Scanner] = field(default_factory=dict)
     services: BackingServices | None = None
+    load_tester: LoadTester | None = None
+    live_scanners: dict[str, LiveScanner] = field(default_factory=dict)
 
 
 @dataclass
@@ -243,6 +278,8 @@ class Backends:
     load: LoadGenerator | None = None
     services: BackingServices | None = None
     secrets: SecretResolver | None = None
+    load_tester: LoadTester | None = None
+    live_scanners: dict[str, LiveScanner] = field(default_factory=dict)
 
     def runner(self) -> RunnerBackends:
         return RunnerBackends(
@@ -251,6 +288,8 @@ class Backends:
             builder=self.builder,
             scanners=self.scanners,
             services=self.services,
+            load_tester=self.load_tester,
+            live_scanners=self.live_scanners,
         )
 
     def deployer(self) -> DeployerBackends:
@@ -272,6 +311,8 @@ class Backends:
             builder=runner.builder,
             scanners=runner.scanners,
             services=runner.services,
+            load_tester=runner.load_tester,
+            live_scanners=runner.live_scanners,
             target=deployer.target,
             router=deployer.router,
             metrics=deployer.metrics,

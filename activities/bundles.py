@@ -19,6 +19,8 @@ from contracts.activity import (
     Component,
     DeployRequest,
     DeployResult,
+    Endpoint,
+    EndpointRequest,
     FenceRequest,
     HttpCheckReport,
     HttpCheckRequest,
@@ -175,6 +177,10 @@ class BundledTarget:
     def check(self, request: HttpCheckRequest) -> HttpCheckReport:
         # Checks name the component's service themselves (the stage's `artifact:`).
         return self._target.check(request)
+
+    def endpoint(self, request: EndpointRequest) -> Endpoint:
+        # Like checks: the request names the component's service.
+        return self._target.endpoint(request)
 
     def rollback(self, request: RollbackRequest, heartbeat: Heartbeat) -> RollbackResult:
         # Runs from before leases never had bundles.

@@ -13,6 +13,8 @@ from contracts.activity import (
     ActivityName,
     DeployRequest,
     DeployResult,
+    Endpoint,
+    EndpointRequest,
     FenceRequest,
     HttpCheckReport,
     HttpCheckRequest,
@@ -134,3 +136,9 @@ class DeployActivities:
     async def http_check(self, request: HttpCheckRequest) -> HttpCheckReport:
         activity_log(environment=request.environment, checks=len(request.checks)).info("http_check")
         return await run_blocking(lambda _progress: self._target.check(request))
+
+    @activity.defn(name=ActivityName.RESOLVE_ENDPOINT)
+    async def resolve_endpoint(self, request: EndpointRequest) -> Endpoint:
+        """Where the service answers in the environment, for the runner's live tests: the
+        platform's knowledge (Traefik's entrypoint, the ingress URL), never a credential."""
+        return await run_blocking(lambda _progress: self._target.endpoint(request))

@@ -35,6 +35,8 @@ from contracts.activity import (
     Artifact,
     DeployRequest,
     DeployResult,
+    Endpoint,
+    EndpointRequest,
     FenceRequest,
     HttpCheckReport,
     HttpCheckRequest,
@@ -108,6 +110,10 @@ class EnvironmentDispatch:
         target: DeployTarget = self._pick(self._targets, request.environment)
         return target.check(request)
 
+    def endpoint(self, request: EndpointRequest) -> Endpoint:
+        target: DeployTarget = self._pick(self._targets, request.environment)
+        return target.endpoint(request)
+
     def set_weight(self, request: WeightRequest) -> None:
         router: TrafficRouter = self._pick(self._routers, request.environment)
         router.set_weight(request)
@@ -122,7 +128,7 @@ class EnvironmentDispatch:
 
     def run(self, request: LoadRequest, heartbeat: Heartbeat) -> LoadReport:
         load: LoadGenerator | None = self._pick(self._loads, request.environment)
-        if load is None:  # real users are the load on a real platform
+        if load is None:  # no endpoint to load (a Kubernetes platform without ingress URLs)
             return LoadReport(sent=0, errors=0)
         return load.run(request, heartbeat)
 
@@ -237,7 +243,9 @@ def runner_backends_from_settings(settings: Settings) -> RunnerBackends:
     """The runner's backends: git checkouts, test venvs and backing services, scanners and
     the builder. No platform, no registry client besides the builder's push, no notifier."""
     from activities.providers.git_source import GitSource
+    from activities.providers.locust_load import LocustLoadTester
     from activities.providers.test_runner import SubprocessSuiteRunner
+    from activities.providers.wapiti_scan import WapitiScanner
 
     # An engine that does not answer stops the worker here. A worker that was killed mid-run
     # left its servers running: stop them.
@@ -249,6 +257,8 @@ def runner_backends_from_settings(settings: Settings) -> RunnerBackends:
         builder=_builder(settings),
         scanners=_scanners(settings),
         services=services,
+        load_tester=LocustLoadTester(),
+        live_scanners={"wapiti": WapitiScanner()},
     )
 
 
@@ -308,6 +318,7 @@ def deployer_backends_from_settings(settings: Settings) -> DeployerBackends:
                 targets[env], routers[env], loads[env] = local.target, local.target, local.load
                 metrics[env] = prometheus or local.metrics
         elif name == "kubernetes":
+            from activities.http_load import HttpLoadGenerator
             from activities.platforms.kubernetes import KubernetesPlatform, load_api_client
 
             kube = KubernetesPlatform(
@@ -317,8 +328,11 @@ def deployer_backends_from_settings(settings: Settings) -> DeployerBackends:
             )
             # Environments on Kubernetes take `from: kubernetes` secrets (secretKeyRef).
             secrets.add("kubernetes", kube.secrets())
+            # Generated load (a canary's `load:`) goes to the ingress, as users' traffic does;
+            # without ingress URLs there is nowhere to send it.
+            kube_load = HttpLoadGenerator(kube.endpoint) if settings.kube_ingress_urls else None
             for env in envs:
-                targets[env], routers[env], loads[env] = kube, kube, None
+                targets[env], routers[env], loads[env] = kube, kube, kube_load
                 if prometheus is None:
                     raise ConfigurationError("kubernetes needs SLIPWAY_METRICS=prometheus")
                 metrics[env] = prometheus

@@ -21,7 +21,7 @@ from contracts.activity import (
 )
 
 
-def _today() -> date:
+def today() -> date:
     """The date ignore entries expire against (UTC, like every date in a definition)."""
     return datetime.now(UTC).date()
 
@@ -56,7 +56,7 @@ class ScanActivities:
                 scanned,
                 request.ignore.get(name, []),
                 request.skip.get(name, []),
-                _today(),
+                today(),
             )
             reports.append(capped(report))
         return ScanReport(reports=reports)
@@ -83,7 +83,7 @@ class ScanActivities:
 
         def scan() -> ScanReport:
             report = registry.scan(request.artifact)
-            accepted = apply_accepted(report, request.ignore, [], _today())
+            accepted = apply_accepted(report, request.ignore, [], today())
             return ScanReport(reports=[capped(accepted)])
 
         return await run_blocking(lambda _progress: scan())

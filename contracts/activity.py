@@ -28,6 +28,8 @@ __all__ = [
     "Component",
     "DeployRequest",
     "DeployResult",
+    "Endpoint",
+    "EndpointRequest",
     "FenceRequest",
     "Finding",
     "FunctionComplexity",
@@ -36,8 +38,12 @@ __all__ = [
     "HttpCheckRequest",
     "IgnoreEntry",
     "ImageScanRequest",
+    "LiveScanRequest",
     "LoadReport",
     "LoadRequest",
+    "LoadTestPath",
+    "LoadTestReport",
+    "LoadTestRequest",
     "MetricName",
     "MetricsQuery",
     "MetricsSample",
@@ -97,6 +103,11 @@ class ActivityName(StrEnum):
     RUN_STATUS = "run_status"
     CONFIRM_LEASE = "confirm_lease"
     HTTP_CHECK = "http_check"
+    # Where an environment's service answers (base URL and headers), for the runner's tools.
+    RESOLVE_ENDPOINT = "resolve_endpoint"
+    # Live tests of a running environment: a load tool, a dynamic security scanner.
+    LOAD_TEST = "load_test"
+    LIVE_SCAN = "live_scan"
     QUERY_METRICS = "query_metrics"
     GENERATE_LOAD = "generate_load"
     NOTIFY = "notify"
@@ -121,6 +132,14 @@ RUNNER_ACTIVITIES: frozenset[ActivityName] = frozenset(
         # its Dockerfile's RUN steps. The artifact reaches the deployer through the artifact
         # store (wheel) or the registry (image), and is addressed by digest.
         ActivityName.BUILD,
+        # Locust drives load at the environment and reads every answer of the commit's
+        # service; it needs no credential, only the URL the deployer resolved
+        # (RESOLVE_ENDPOINT). A third-party tool facing the commit's answers stays away from
+        # the deployer's keys.
+        ActivityName.LOAD_TEST,
+        # Wapiti crawls and attacks the running commit, parsing whatever HTML and headers it
+        # serves (hostile input by design); no credential, only the resolved URL.
+        ActivityName.LIVE_SCAN,
     }
 )
 """Activities that execute or parse the commit's own code: the *runner's* work, sent to the
@@ -710,6 +729,78 @@ class HttpCheckReport(_Model):
     passed: int
     failed: int
     failures: list[str] = []
+
+
+class EndpointRequest(_Model):
+    """Where `service` answers in `environment` (through its router, or one slot)."""
+
+    service: str
+    environment: str
+    slot: Slot | None = None
+
+
+class Endpoint(_Model):
+    """A base URL (no trailing slash) and the headers that pick the service there (the
+    local platform's Host header on a shared entrypoint; the canary header on an ingress)."""
+
+    base_url: str
+    headers: dict[str, str] = {}
+
+
+# --- live tests ---------------------------------------------------------------------------
+
+
+class LoadTestPath(_Model):
+    """A GET of `path`, picked `weight` times as often as a path of weight 1."""
+
+    path: str = "/"
+    weight: int = Field(1, ge=1, le=100)
+
+
+class LoadTestRequest(_Model):
+    """Drive `users` concurrent users at `endpoint` for `duration_s`, started over `ramp_s`;
+    with `rate`, the users together send at most that many requests per second."""
+
+    endpoint: Endpoint
+    users: int = Field(ge=1, le=1000)
+    rate: float | None = Field(None, gt=0, le=5000)
+    duration_s: float = Field(gt=0, le=3600)
+    ramp_s: float = Field(0, ge=0, le=3600)
+    paths: list[LoadTestPath] = Field(min_length=1, max_length=20)
+    request_timeout_s: float = Field(10, gt=0, le=300)
+
+
+class LoadTestReport(_Model):
+    """What the load tool measured over the whole run (ramp included); `available=False`
+    when the tool could not run (the stage's `unavailable:` decides)."""
+
+    tool: str = "locust"
+    available: bool = True
+    reason: str = ""
+    requests: int = 0
+    failures: int = 0
+    rps: float = 0.0
+    p50_ms: float | None = None
+    p95_ms: float | None = None
+    p99_ms: float | None = None
+    duration_s: float = 0.0
+    failure_examples: list[str] = Field(default_factory=list, description="First few errors.")
+
+    @property
+    def error_rate(self) -> float | None:
+        """Failed requests in percent; None when nothing was sent."""
+        return 100.0 * self.failures / self.requests if self.requests else None
+
+
+class LiveScanRequest(_Model):
+    """Scan the running service at `endpoint` with `scanner`, within `max_scan_s`."""
+
+    endpoint: Endpoint
+    scanner: str = "wapiti"
+    modules: list[str] = []
+    max_scan_s: float = Field(gt=0, le=3600)
+    depth: int = Field(5, ge=1, le=50)
+    ignore: list[IgnoreEntry] = []
 
 
 # --- metrics ------------------------------------------------------------------------------

@@ -98,6 +98,11 @@ OPTIONS: dict[ActivityName, ActivityOptions] = {
     # A lease notice checked against the environment's own state (a query).
     ActivityName.CONFIRM_LEASE: ActivityOptions(_M, 10, heartbeat=None, retry_lost_workers=False),
     ActivityName.HTTP_CHECK: ActivityOptions(2 * _M, 3),
+    ActivityName.RESOLVE_ENDPOINT: ActivityOptions(_M, 5),
+    # Live tests run up to an hour (their stage's `duration`, `max_scan_time`); a second try
+    # only when the first did not get to judge anything.
+    ActivityName.LOAD_TEST: ActivityOptions(70 * _M, 2),
+    ActivityName.LIVE_SCAN: ActivityOptions(70 * _M, 2),
     # A metrics query that keeps failing becomes "no data" for the analysis, never a pass.
     ActivityName.QUERY_METRICS: ActivityOptions(_M, 3, initial_interval=timedelta(seconds=1)),
     ActivityName.GENERATE_LOAD: ActivityOptions(60 * _M, 1, retry_lost_workers=False),

@@ -94,8 +94,13 @@ STALE_LEASE_GRACE = timedelta(minutes=1)
 """How long a stage refused for a stale lease waits for the notice that says by whom."""
 LEASED_KINDS = ("deploy", "canary", "monitor")
 """Stage kinds that change an environment: they run under its lease."""
-ACTING_KINDS = ("deploy", "canary", "monitor", "e2e", "smoke")
+ACTING_KINDS = ("deploy", "canary", "monitor", "e2e", "smoke", "load_test", "dast")
 """Stage kinds that act on an environment: its lease is kept until they are all done."""
+EVIDENCE_KINDS = (
+    *("scan", "test", "quality_gate", "image_scan", "e2e", "smoke", "canary"),
+    *("load_test", "dast"),
+)
+"""Stage kinds whose summaries an approver sees as evidence."""
 CANCELLED_BY_TEMPORAL = AbortRequest(
     by="(cancel request)", reason="cancelled from the Web UI or `temporal workflow cancel`"
 )
@@ -1181,8 +1186,7 @@ class PipelineWorkflow:
         evidence = {
             s.name: f"{s.state.value}: {s.summary}"
             for s in self._stages.values()
-            if s.kind in ("scan", "test", "quality_gate", "image_scan", "e2e", "smoke", "canary")
-            and s.state.finished
+            if s.kind in EVIDENCE_KINDS and s.state.finished
         }
         rule = self._gate_rules.get(gate.gate_name)
         return PendingApproval(

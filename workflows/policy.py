@@ -13,8 +13,22 @@ from fnmatch import fnmatchcase
 
 from pydantic import BaseModel, ConfigDict
 
-from contracts.activity import MetricsSample, ScannerReport, ScanReport, Severity, SuiteReport
-from workflows.spec import ApprovalStage, MetricCheck, QualityGateStage, ScanStage, SuiteStage
+from contracts.activity import (
+    LoadTestReport,
+    MetricsSample,
+    ScannerReport,
+    ScanReport,
+    Severity,
+    SuiteReport,
+)
+from workflows.spec import (
+    ApprovalStage,
+    LoadTestStage,
+    MetricCheck,
+    QualityGateStage,
+    ScanStage,
+    SuiteStage,
+)
 
 __all__ = [
     "Analysis",
@@ -28,6 +42,7 @@ __all__ = [
     "branch_matches",
     "gate_refusal",
     "judge",
+    "judge_load",
     "judge_scan",
     "judge_tests",
     "quality_gate",
@@ -144,6 +159,34 @@ def judge_scan(
     if not report.reports:
         reasons.append(f"{label}: no scanner ran")
     return GateVerdict(passed=not reasons, reasons=reasons, warnings=warnings)
+
+
+def judge_load(report: LoadTestReport, stage: LoadTestStage) -> GateVerdict:
+    """A load test's figures against the stage's thresholds; a tool that could not run fails
+    closed unless the stage says `unavailable: warn`, and a run that sent nothing fails."""
+    if not report.available:
+        text = f"{report.tool} unavailable: {report.reason}"
+        if stage.unavailable == "warn":
+            return GateVerdict(passed=True, reasons=[], warnings=[text])
+        return GateVerdict(passed=False, reasons=[text])
+    if report.requests == 0:
+        return GateVerdict(passed=False, reasons=[f"{report.tool} sent no request"])
+    limits = stage.thresholds
+    reasons: list[str] = []
+    measured = {"p95_ms": report.p95_ms, "p99_ms": report.p99_ms}
+    for name, bound in (("p95_ms", limits.p95_ms), ("p99_ms", limits.p99_ms)):
+        value = measured[name]
+        if bound is not None and (value is None or value > bound):
+            shown = "no data" if value is None else f"{value:g}"
+            reasons.append(f"{name} {shown} violates <= {bound:g}")
+    error_rate = report.error_rate or 0.0
+    if limits.error_rate is not None and error_rate > limits.error_rate:
+        reasons.append(f"error_rate {error_rate:.2f}% violates <= {limits.error_rate:g}%")
+    if limits.min_rps is not None and report.rps < limits.min_rps:
+        reasons.append(f"rps {report.rps:.1f} violates >= {limits.min_rps:g}")
+    if reasons and report.failure_examples:
+        reasons.append(f"e.g. {report.failure_examples[0]}")
+    return GateVerdict(passed=not reasons, reasons=reasons)
 
 
 def judge_tests(report: SuiteReport, stage: SuiteStage) -> GateVerdict:

@@ -75,6 +75,7 @@ __all__ = [
     "CheckoutStage",
     "CommandStage",
     "ConfigSpec",
+    "DastStage",
     "DefinitionError",
     "DeployStage",
     "E2EStage",
@@ -82,6 +83,7 @@ __all__ = [
     "FreezeWindow",
     "ImageScanStage",
     "LoadSpec",
+    "LoadTestStage",
     "MetricCheck",
     "MetricsSpec",
     "MonitorStage",
@@ -584,6 +586,150 @@ class SmokeStage(_HttpCheckStage):
     kind: Literal["smoke"]
 
 
+class LoadPath(_Strict):
+    """A path the load test's users GET, `weight` times as often as one of weight 1."""
+
+    path: CheckPath = "/"
+    weight: int = Field(1, ge=1, le=100)
+
+
+class LoadThresholds(_Strict):
+    """What the load test must show over its whole run; at least one bound."""
+
+    p95_ms: float | None = Field(None, gt=0, le=600_000, allow_inf_nan=False)
+    p99_ms: float | None = Field(None, gt=0, le=600_000, allow_inf_nan=False)
+    error_rate: Percent | None = Field(None, description="Failed requests, at most this %.")
+    min_rps: float | None = Field(
+        None, gt=0, le=100_000, allow_inf_nan=False, description="Throughput, at least."
+    )
+
+    @model_validator(mode="after")
+    def _one_bound(self) -> LoadThresholds:
+        if all(v is None for v in (self.p95_ms, self.p99_ms, self.error_rate, self.min_rps)):
+            raise ValueError("give at least one of p95_ms, p99_ms, error_rate, min_rps")
+        return self
+
+
+Minutes = Annotated[
+    timedelta,
+    BeforeValidator(parse_duration),
+    AfterValidator(_positive),
+    _at_most(timedelta(hours=1)),
+]
+"""A live test's run time (load duration, scan time): an hour at most."""
+
+
+def _not_negative(value: Any) -> Any:
+    if value in (0, "0", "0s"):
+        return timedelta(0)
+    return parse_duration(value)
+
+
+class LoadTestStage(_StageBase):
+    """Drive load at an environment with a real load tool (locust) and judge what it
+    measured against `thresholds`."""
+
+    kind: Literal["load_test"]
+    environment: SafeName
+    artifact: SafeName | None = Field(
+        None, description="With `artifacts:`: whose endpoint takes the load (default: the first)."
+    )
+    tool: Literal["locust"] = "locust"
+    users: int = Field(10, ge=1, le=1000, description="Concurrent users.")
+    rate: float | None = Field(
+        None,
+        gt=0,
+        le=5000,
+        allow_inf_nan=False,
+        description="Requests per second the users send together, at most; default: as fast "
+        "as answers come.",
+    )
+    duration: Minutes = timedelta(minutes=1)
+    ramp: Annotated[timedelta, BeforeValidator(_not_negative), _at_most(timedelta(hours=1))] = (
+        Field(timedelta(0), description="Users start over this time (0: all at once).")
+    )
+    paths: list[LoadPath] = Field(default_factory=lambda: [LoadPath()], min_length=1, max_length=20)
+    thresholds: LoadThresholds
+    unavailable: Literal["fail", "warn"] = Field(
+        "fail", description="What a load tool that cannot run means: fail closed by default."
+    )
+
+    @field_validator("ramp")
+    @classmethod
+    def _ramp_within_duration(cls, ramp: timedelta, info: ValidationInfo) -> timedelta:
+        duration = info.data.get("duration")
+        if ramp < timedelta(0):
+            raise ValueError("ramp must not be negative")
+        if duration is not None and ramp >= duration:
+            raise ValueError(
+                f"ramp {ramp.total_seconds():g}s must be shorter than duration "
+                f"{duration.total_seconds():g}s"
+            )
+        return ramp
+
+
+DAST_MODULES = (
+    "backup",
+    "blindsql",
+    "buster",
+    "cookieflags",
+    "crlf",
+    "csp",
+    "csrf",
+    "exec",
+    "file",
+    "htaccess",
+    "http_headers",
+    "methods",
+    "nikto",
+    "permanentxss",
+    "redirect",
+    "shellshock",
+    "sql",
+    "xss",
+)
+"""Wapiti's modules a stage may pick: every one that sends requests to the target only
+(`ssrf` and `xxe` call an outside endpoint; `wapp` and `brute_login_form` are left out)."""
+DAST_DEFAULT_MODULES = (
+    "blindsql",
+    "cookieflags",
+    "csp",
+    "exec",
+    "file",
+    "http_headers",
+    "permanentxss",
+    "redirect",
+    "sql",
+    "xss",
+)
+"""Wapiti's default modules without `ssrf`."""
+
+
+class DastStage(_StageBase):
+    """A dynamic scan of the running environment by a real scanner (wapiti), judged like
+    every scan: findings at or above `fail_on` fail, `ignore:` entries expire."""
+
+    kind: Literal["dast"]
+    environment: SafeName
+    artifact: SafeName | None = Field(
+        None, description="With `artifacts:`: whose endpoint is scanned (default: the first)."
+    )
+    scanner: Literal["wapiti"] = "wapiti"
+    modules: list[Literal[DAST_MODULES]] = Field(  # type: ignore[valid-type]
+        default_factory=lambda: list(DAST_DEFAULT_MODULES), min_length=1, max_length=30
+    )
+    max_scan_time: Minutes = Field(
+        timedelta(minutes=5), description="The scanner stops crawling and attacking then."
+    )
+    depth: int = Field(5, ge=1, le=50, description="How many links deep it crawls.")
+    fail_on: Severity = Severity.HIGH
+    unavailable: Literal["fail", "warn"] = "fail"
+    ignore: list[IgnoreEntry] = Field(
+        default_factory=list,
+        description="Accepted findings ({id, reason, expires}); an expired entry fails the stage.",
+    )
+
+
 class ApprovalStage(_StageBase):
     """A human gate. Each role in `roles` must be covered by a distinct approver, and at least
     `quorum` distinct people must approve; one rejection by an allowed person closes it."""
@@ -771,6 +917,8 @@ Stage = Annotated[
     | DeployStage
     | E2EStage
     | SmokeStage
+    | LoadTestStage
+    | DastStage
     | ApprovalStage
     | CanaryStage
     | MonitorStage

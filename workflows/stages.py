@@ -37,9 +37,15 @@ from contracts.activity import (
     Component,
     DeployRequest,
     DeployResult,
+    Endpoint,
+    EndpointRequest,
     HttpCheckReport,
     HttpCheckRequest,
     ImageScanRequest,
+    LiveScanRequest,
+    LoadTestPath,
+    LoadTestReport,
+    LoadTestRequest,
     NotifyRequest,
     PublishRequest,
     ReleaseConfig,
@@ -69,9 +75,11 @@ from workflows.spec import (
     CanaryStage,
     CheckoutStage,
     CommandStage,
+    DastStage,
     DeployStage,
     E2EStage,
     ImageScanStage,
+    LoadTestStage,
     MonitorStage,
     NotifyStage,
     PublishStage,
@@ -619,6 +627,94 @@ async def _http_checks(stage: E2EStage | SmokeStage, state: RunState) -> str:
     return f"{report.passed} check(s) passed"
 
 
+async def _endpoint(stage: LoadTestStage | DastStage, state: RunState) -> Endpoint:
+    """Where the stage's service answers, as the environment's platform says (the deployer
+    knows the platform; the runner's tools only get the URL)."""
+    return await call(
+        ActivityName.RESOLVE_ENDPOINT,
+        EndpointRequest(service=state.addressed(stage), environment=stage.environment),
+        Endpoint,
+        retry=stage.retry,
+        activity_id=_id(stage, ":endpoint"),
+        summary=_ui(stage, f"endpoint of {state.addressed(stage)} in {stage.environment}"),
+        on_retry=state.retry_note(stage),
+    )
+
+
+async def _load_test(stage: LoadTestStage, state: RunState) -> str:
+    endpoint = await _endpoint(stage, state)
+    duration = stage.duration.total_seconds()
+    pace = f" at {stage.rate:g} req/s" if stage.rate is not None else ""
+    report = await call(
+        ActivityName.LOAD_TEST,
+        LoadTestRequest(
+            endpoint=endpoint,
+            users=stage.users,
+            rate=stage.rate,
+            duration_s=duration,
+            ramp_s=stage.ramp.total_seconds(),
+            paths=[LoadTestPath(path=p.path, weight=p.weight) for p in stage.paths],
+        ),
+        LoadTestReport,
+        retry=stage.retry,
+        timeout=stage.timeout,
+        activity_id=_id(stage),
+        summary=_ui(
+            stage,
+            f"{stage.tool}: {stage.users} users{pace} for {duration:g}s on {stage.environment}",
+        ),
+        on_retry=state.retry_note(stage),
+        runner_queue=state.input.runner_task_queue,
+    )
+    verdict = policy.judge_load(report, stage)
+    if not verdict.passed:
+        raise StageFailedError(verdict.summary)
+    if not report.available:
+        return verdict.summary
+    return _load_summary(report)
+
+
+def _load_summary(report: LoadTestReport) -> str:
+    """'1,204 requests, 40.1 req/s, p95 12 ms, p99 30 ms, errors 0.00%'."""
+    latency = ", ".join(
+        f"{name} {value:.0f} ms"
+        for name, value in (("p95", report.p95_ms), ("p99", report.p99_ms))
+        if value is not None
+    )
+    errors = report.error_rate or 0.0
+    return f"{report.requests:,} requests, {report.rps:.1f} req/s, {latency}, errors {errors:.2f}%"
+
+
+async def _dast(stage: DastStage, state: RunState) -> str:
+    endpoint = await _endpoint(stage, state)
+    report = await call(
+        ActivityName.LIVE_SCAN,
+        LiveScanRequest(
+            endpoint=endpoint,
+            scanner=stage.scanner,
+            modules=list(stage.modules),
+            max_scan_s=stage.max_scan_time.total_seconds(),
+            depth=stage.depth,
+            ignore=stage.ignore,
+        ),
+        ScanReport,
+        retry=stage.retry,
+        timeout=stage.timeout,
+        activity_id=_id(stage),
+        summary=_ui(stage, f"{stage.scanner} on {stage.environment}"),
+        on_retry=state.retry_note(stage),
+        runner_queue=state.input.runner_task_queue,
+    )
+    state.scans[stage.name] = report
+    verdict = policy.judge_scan(report, stage.fail_on, stage.unavailable, stage.name)
+    if not verdict.passed:
+        raise StageFailedError(verdict.summary)
+    counts = report.counts()
+    shown = ", ".join(f"{k} {v}" for k, v in counts.items() if v) or "no findings"
+    notes = [*verdict.warnings, report.listing_note()]
+    return shown + "".join(f"; {note}" for note in notes if note)
+
+
 async def _canary(stage: CanaryStage, state: RunState) -> str:
     artifact = state.need_artifact(stage)
     service = state.input.spec.service
@@ -750,6 +846,8 @@ _RUNNERS: dict[str, Runner] = {
     "deploy": _runner(DeployStage, _deploy),
     "e2e": _runner(E2EStage, _http_checks),
     "smoke": _runner(SmokeStage, _http_checks),
+    "load_test": _runner(LoadTestStage, _load_test),
+    "dast": _runner(DastStage, _dast),
     "canary": _runner(CanaryStage, _canary),
     "monitor": _runner(MonitorStage, _monitor),
     "notify": _runner(NotifyStage, _notify),

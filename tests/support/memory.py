@@ -7,6 +7,8 @@ from contracts.activity import FunctionComplexity
 from tests.support.memory_platform import (
     MemoryBackingServices,
     MemoryBuilder,
+    MemoryLiveScanner,
+    MemoryLoadTester,
     MemoryNotifier,
     MemoryPlatform,
     MemoryScanner,
@@ -27,6 +29,8 @@ class MemoryBackends:
         self.platform = MemoryPlatform()
         self.metrics = ScriptedMetrics()
         self.notifier = MemoryNotifier()
+        self.load_tester = MemoryLoadTester()
+        self.live_scanner = MemoryLiveScanner()
         self.scanners = {
             name: MemoryScanner(name) for name in ("bandit", "pip-audit", "detect-secrets")
         }
@@ -55,4 +59,6 @@ class MemoryBackends:
             registry=self.builder,
             load=self.metrics,
             services=self.services,
+            load_tester=self.load_tester,
+            live_scanners={"wapiti": self.live_scanner},
         )

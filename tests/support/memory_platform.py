@@ -22,13 +22,17 @@ from contracts.activity import (
     CheckoutRequest,
     DeployRequest,
     DeployResult,
+    EndpointRequest,
     FenceRequest,
     Finding,
     FunctionComplexity,
     HttpCheckReport,
     HttpCheckRequest,
+    LiveScanRequest,
     LoadReport,
     LoadRequest,
+    LoadTestReport,
+    LoadTestRequest,
     MetricsQuery,
     MetricsSample,
     NotifyRequest,
@@ -45,12 +49,15 @@ from contracts.activity import (
     WeightRequest,
     Workspace,
 )
+from contracts.activity import Endpoint as HttpEndpoint
 from contracts.metric_presets import label_value, render, window_duration
 from contracts.service_templates import Endpoint, StartedServices, parse_service
 
 __all__ = [
     "MemoryBackingServices",
     "MemoryBuilder",
+    "MemoryLiveScanner",
+    "MemoryLoadTester",
     "MemoryNotifier",
     "MemoryPlatform",
     "MemoryScanner",
@@ -370,6 +377,13 @@ class MemoryPlatform:
             )
         return HttpCheckReport(passed=len(request.checks), failed=0)
 
+    def endpoint(self, request: EndpointRequest) -> HttpEndpoint:
+        self.events.append(f"endpoint {request.environment}")
+        return HttpEndpoint(
+            base_url=f"http://{request.environment}.memory.invalid",
+            headers={"Host": request.service},
+        )
+
     def set_weight(self, request: WeightRequest) -> None:
         with self._lock:
             self._fence(request.service, request.environment, request.fence)
@@ -439,3 +453,32 @@ class MemoryNotifier:
 
     def send(self, request: NotifyRequest) -> None:
         self.sent.append(request)
+
+
+class MemoryLoadTester:
+    """LoadTester answering with scripted figures (`report`), recording each request."""
+
+    tool = "locust"
+
+    def __init__(self) -> None:
+        self.requests: list[LoadTestRequest] = []
+        self.report = LoadTestReport(
+            requests=1200, failures=0, rps=40.0, p50_ms=8.0, p95_ms=20.0, p99_ms=40.0
+        )
+
+    def run(self, request: LoadTestRequest, heartbeat: Heartbeat) -> LoadTestReport:
+        self.requests.append(request)
+        return self.report
+
+
+class MemoryLiveScanner:
+    """LiveScanner answering with scripted findings, recording each request."""
+
+    def __init__(self, name: str = "wapiti", findings: list[Finding] | None = None) -> None:
+        self.name = name
+        self.findings = list(findings or [])
+        self.requests: list[LiveScanRequest] = []
+
+    def scan(self, request: LiveScanRequest, heartbeat: Heartbeat) -> ScannerReport:
+        self.requests.append(request)
+        return ScannerReport(scanner=self.name, findings=list(self.findings))

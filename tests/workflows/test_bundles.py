@@ -109,7 +109,11 @@ async def test_each_artifact_is_built_once_and_reaches_production_as_its_own_ser
     state, summary = stage(result, "uat")
     assert state == StageState.SUCCEEDED, summary
     uat = [c for c in bundled.platform.checks if c.environment == "staging"]
-    assert {c.service for c in uat} == {f"{name}-frontend", f"{name}-backend"}
+    assert {c.service for c in uat} == {f"{name}-frontend"}
+    # Staging's live tests (load, dynamic scan) address the first artifact, the backend.
+    [load] = bundled.load_tester.requests
+    [scan] = bundled.live_scanner.requests
+    assert load.endpoint.headers == scan.endpoint.headers == {"Host": f"{name}-backend"}
 
 
 async def test_a_failed_joint_canary_puts_every_artifact_back(

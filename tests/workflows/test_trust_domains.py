@@ -113,13 +113,17 @@ async def test_untrusted_activities_run_only_on_the_runners_queue(
 
     assert result.state == PipelineState.SUCCEEDED, result.failure
     assert all(s.state == StageState.SUCCEEDED for s in result.stages if s.kind != "rollback")
-    # HEAL7's checkout, scans, tests and build: all on the runner, and only there.
+    # HEAL7's checkout, scans, tests, build and staging's live tests: all on the runner, and
+    # only there (the deployer resolved the endpoint they were given).
     assert on_runner.types == {
         ActivityName.CHECKOUT,
         ActivityName.SCAN,
         ActivityName.RUN_TESTS,
         ActivityName.BUILD,
+        ActivityName.LOAD_TEST,
+        ActivityName.LIVE_SCAN,
     }
+    assert ActivityName.RESOLVE_ENDPOINT in on_deployer.types
     assert {queue for _, queue in on_runner.ran} == {runner_queue}
     assert not on_deployer.types & RUNNER_ACTIVITIES
     assert {queue for _, queue in on_deployer.ran} == {task_queue}

@@ -64,6 +64,8 @@ from contracts.activity import (
     Artifact,
     DeployRequest,
     DeployResult,
+    Endpoint,
+    EndpointRequest,
     FenceRequest,
     HttpCheckReport,
     HttpCheckRequest,
@@ -368,6 +370,19 @@ class KubernetesPlatform:
         """
         base_url, headers = self._probe_target(request)
         return run_http_checks(base_url, request.checks, self._http_timeout_s, headers)
+
+    def endpoint(self, request: EndpointRequest) -> Endpoint:
+        """The environment's ingress URL (SLIPWAY_KUBE_INGRESS_URLS), with the canary header
+        for the canary slot: where checks, live tests and generated load go."""
+        base_url, headers = self._probe_target(
+            HttpCheckRequest(
+                service=request.service,
+                environment=request.environment,
+                checks=[],
+                slot=request.slot,
+            )
+        )
+        return Endpoint(base_url=base_url.rstrip("/"), headers=headers)
 
     # --- TrafficRouter -------------------------------------------------------------------
 

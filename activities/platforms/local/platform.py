@@ -8,7 +8,7 @@ from types import TracebackType
 
 import structlog
 
-from activities.platforms.local.load import HttpLoadGenerator
+from activities.http_load import HttpLoadGenerator
 from activities.platforms.local.metrics import TraefikMetricsProvider
 from activities.platforms.local.slots import SlotManager
 from activities.platforms.local.target import LocalDeployTarget
@@ -66,7 +66,7 @@ class LocalPlatform:
         )
         self.target = LocalDeployTarget(self.slots, self.router, self.state_dir)
         self.metrics = TraefikMetricsProvider(self.router, self.slots, self.state_dir)
-        self.load = HttpLoadGenerator(self.router, on_start=self._mark_load)
+        self.load = HttpLoadGenerator(self.target.endpoint, on_start=self._mark_load)
         self.router.on_weight = self._mark_weight
 
     # An analysis interval starts at a weight change or with its load: snapshot the metrics

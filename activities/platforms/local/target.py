@@ -37,6 +37,8 @@ from activities.platforms.local.traefik import TraefikRouter
 from contracts.activity import (
     DeployRequest,
     DeployResult,
+    Endpoint,
+    EndpointRequest,
     FenceRequest,
     HttpCheckReport,
     HttpCheckRequest,
@@ -494,6 +496,22 @@ class LocalDeployTarget:
         # The service's Host: on an entrypoint shared by several services it picks this one.
         host = {"Host": self.router.host(request.service)}
         return run_http_checks(base, request.checks, self.check_timeout_s, headers=host)
+
+    def endpoint(self, request: EndpointRequest) -> Endpoint:
+        """The environment's loopback entrypoint with the service's Host header (what checks
+        and generated load send), or one slot's own port."""
+        if request.slot is not None:
+            state = self.slots.state(request.service, request.environment, request.slot)
+            if not state.running():
+                raise verdict(
+                    ErrorType.CONFIGURATION,
+                    f"slot {request.slot!r} of {request.environment!r} runs no process",
+                )
+            return Endpoint(base_url=state.endpoint.rstrip("/"))
+        return Endpoint(
+            base_url=self.router.entrypoint_url(request.environment).rstrip("/"),
+            headers={"Host": self.router.host(request.service)},
+        )
 
 
 def _revision(target: ReleaseSpec) -> SlotRevision:

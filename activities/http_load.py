@@ -1,4 +1,6 @@
-"""Synthetic traffic against an environment's Traefik entrypoint (Flagger's load tester role)."""
+"""Synthetic traffic against an environment's entry point (Flagger's load tester role): the
+local platform's Traefik entrypoint, or a Kubernetes environment's ingress URL — wherever the
+platform's `endpoint` says the service answers, with the headers it says pick it."""
 
 from __future__ import annotations
 
@@ -11,33 +13,33 @@ from concurrent.futures import Future, ThreadPoolExecutor
 import httpx
 
 from activities.backends import Heartbeat
-from activities.platforms.local.traefik import TraefikRouter
 from activities.tls import verifying_context
-from contracts.activity import LoadReport, LoadRequest
+from contracts.activity import Endpoint, EndpointRequest, LoadReport, LoadRequest
 
 __all__ = ["HttpLoadGenerator"]
 
 
 class HttpLoadGenerator:
-    """LoadGenerator sending GETs at a bounded rate to an environment's loopback entrypoint.
+    """LoadGenerator sending GETs at a bounded rate to an environment's endpoint (`endpoint`:
+    a platform's `DeployTarget.endpoint`).
 
-    Requests are issued on a fixed schedule (`rps`) by a small thread pool, so one slow
-    response does not lower the rate; at most `max_in_flight` are outstanding, and requests
-    that cannot be issued because all are in flight are skipped rather than queued (the
-    report's `sent` says what was actually sent). Non-2xx/3xx answers and connection errors
-    count as errors.
+        Requests are issued on a fixed schedule (`rps`) by a small thread pool, so one slow
+        response does not lower the rate; at most `max_in_flight` are outstanding, and requests
+        that cannot be issued because all are in flight are skipped rather than queued (the
+        report's `sent` says what was actually sent). Non-2xx/3xx answers and connection errors
+        count as errors.
     """
 
     def __init__(
         self,
-        router: TraefikRouter,
+        endpoint: Callable[[EndpointRequest], Endpoint],
         *,
         timeout_s: float = 5.0,
         max_in_flight: int = 32,
         heartbeat_every_s: float = 1.0,
         on_start: Callable[[LoadRequest], None] | None = None,
     ) -> None:
-        self.router = router
+        self.endpoint = endpoint
         # The platform snapshots metrics here: the analysis interval starts with the load.
         self.on_start = on_start
         self.timeout_s = timeout_s
@@ -45,7 +47,10 @@ class HttpLoadGenerator:
         self.heartbeat_every_s = heartbeat_every_s
 
     def run(self, request: LoadRequest, heartbeat: Heartbeat) -> LoadReport:
-        url = self.router.entrypoint_url(request.environment) + request.path
+        target = self.endpoint(
+            EndpointRequest(service=request.service, environment=request.environment)
+        )
+        url = target.base_url.rstrip("/") + request.path
         planned = max(1, math.floor(request.duration_s * request.rps))
         interval = 1.0 / request.rps
         lock = threading.Lock()
@@ -60,8 +65,8 @@ class HttpLoadGenerator:
                 timeout=self.timeout_s,
                 limits=limits,
                 verify=verifying_context(),
-                # The service's Host: on a shared entrypoint it picks this service.
-                headers={"Host": self.router.host(request.service)},
+                # The service's Host on a shared local entrypoint; nothing on an ingress.
+                headers=target.headers,
             ) as client,
             ThreadPoolExecutor(max_workers=self.max_in_flight) as pool,
         ):
