@@ -164,7 +164,9 @@ def test_the_scrape_answers_p99_and_says_why_a_custom_metric_has_no_data(
     p95, p99 = sample.values["p95_latency_ms"], sample.values["p99_latency_ms"]
     assert p95 is not None
     assert p99 is not None
-    assert 30 <= p95 <= p99 < 1000
+    # Read from Traefik's histogram buckets: on a loaded machine a few requests pass the
+    # 1.2 s bucket, so p99 is only bounded by the largest finite one (5 s).
+    assert 30 <= p95 <= p99 < 5000
     assert sample.values["saju_rate"] is None
     assert "SLIPWAY_METRICS=prometheus" in sample.queries["saju_rate"]
     assert "traefik_service_request_duration_seconds_bucket" in sample.queries["p99_latency_ms"]
