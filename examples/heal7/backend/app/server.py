@@ -65,19 +65,25 @@ def _handler_for(backend: Backend, allowed_origin: str) -> type[BaseHTTPRequestH
                     200, generate_latest(backend.metrics.registry), CONTENT_TYPE_LATEST
                 )
             if path == "/api/saju":
-                try:
-                    request = parse_birth(_first(query, "birth"), _first(query, "tz"))
-                except BadRequestError as err:
-                    return self._json(400, {"error": str(err)})
-                return self._json(*backend.calculate(request))
+                return self._saju(query)
             if path == "/api/stats":
-                try:
-                    return self._json(200, backend.stats())
-                except Exception:
-                    return self._json(503, {"error": "the calculation store is unavailable"})
+                return self._stats()
             if path.startswith(_STORED):
                 return self._stored(path.removeprefix(_STORED))
             return self._json(404, {"error": f"no such path: {path}"})
+
+        def _saju(self, query: dict[str, list[str]]) -> int:
+            try:
+                request = parse_birth(_first(query, "birth"), _first(query, "tz"))
+            except BadRequestError as err:
+                return self._json(400, {"error": str(err)})
+            return self._json(*backend.calculate(request))
+
+        def _stats(self) -> int:
+            try:
+                return self._json(200, backend.stats())
+            except Exception:
+                return self._json(503, {"error": "the calculation store is unavailable"})
 
         def _stored(self, raw_id: str) -> int:
             if not raw_id.isdigit() or len(raw_id) > 18:
