@@ -2,7 +2,7 @@
 
 Every command connects with Temporal's env config (TEMPORAL_ADDRESS, TEMPORAL_NAMESPACE,
 TEMPORAL_API_KEY, TLS, profiles). Exit codes: 0 ok, 1 the pipeline failed or a decision was
-refused, 2 bad input (definition, roles file, arguments), 3 the run was superseded by a newer
+refused, 2 bad input (definition, policy file, arguments), 3 the run was superseded by a newer
 commit (neither a success nor a failure of this one).
 """
 
@@ -30,6 +30,7 @@ from temporalio.client import (
 from temporalio.exceptions import ApplicationError
 from temporalio.service import RPCError, RPCStatusCode
 
+from activities.decisions import gating_problems
 from activities.signatures import SignatureError
 from activities.worker_policy import PolicyError, load_policy
 from plumbing.codec import CodecError
@@ -39,7 +40,6 @@ from starters import arguments, render
 from starters.runs import (
     RetryError,
     derived_workflow_id,
-    load_roles,
     pipeline_outcome,
     recorded_workflow_id,
     replay_history,
@@ -69,6 +69,7 @@ from workflows.naming import environment_id
 from workflows.pipeline import PipelineWorkflow
 from workflows.rollback import ManualRollback
 from workflows.spec import DefinitionError, PipelineSpec, load_pipeline
+from workflows.start_check import policy_start
 
 app = typer.Typer(
     name="slipway",
@@ -119,20 +120,11 @@ def _extends_roots() -> list[str]:
     return [p for p in os.environ.get("SLIPWAY_EXTENDS_ROOTS", "").split(os.pathsep) if p]
 
 
-def _load(definition: Path, roles: dict[str, list[str]] | None = None) -> PipelineSpec:
+def _load(definition: Path) -> PipelineSpec:
     try:
-        return load_pipeline(definition, roles, _extends_roots())
+        return load_pipeline(definition, None, _extends_roots())
     except DefinitionError as err:
         raise _fail(str(err)) from None
-
-
-def _roles(path: Path) -> dict[str, list[str]]:
-    try:
-        return load_roles(path)
-    except ValueError as err:
-        raise _fail(str(err)) from None
-    except OSError as err:
-        raise _fail(f"{path}: cannot read the roles file: {err.strerror or err}") from None
 
 
 async def _client() -> Client:
@@ -147,8 +139,13 @@ async def _client() -> Client:
 @app.command()
 def validate(
     definitions: Annotated[list[Path], typer.Argument(help="Pipeline definition files.")],
-    roles: Annotated[
-        Path | None, typer.Option(help="Roles file: also check that each gate can be met.")
+    policy: Annotated[
+        Path | None,
+        typer.Option(
+            help="A worker's policy (policy.yaml): also check each definition as that worker "
+            "does when a run starts (gates its people can meet, gated environments, "
+            "concurrency)."
+        ),
     ] = None,
     extends_root: Annotated[
         list[Path] | None,
@@ -156,16 +153,30 @@ def validate(
     ] = None,
 ) -> None:
     """Check definitions; every problem is listed with file, stage and field."""
-    people = _roles(roles) if roles is not None else None
+    judged = None
+    if policy is not None:
+        try:
+            judged = load_policy(policy)
+        except PolicyError as err:
+            raise _fail(str(err)) from None
+        except OSError as err:
+            raise _fail(f"{policy}: cannot read the policy file: {err.strerror or err}") from None
     allowed: list[str | Path] = [*_extends_roots(), *(extends_root or [])]
     bad = 0
     for path in definitions:
         try:
-            spec = load_pipeline(path, people, allowed)
+            spec = load_pipeline(path, None, allowed)
         except DefinitionError as err:
             bad += 1
             typer.echo(str(err), err=True)
             continue
+        if judged is not None:
+            problems = gating_problems(judged.policy, policy_start(spec, workflow_id=str(path)))
+            if problems:
+                bad += 1
+                for problem in problems:
+                    typer.echo(f"{path}: under {judged.path}: {problem}", err=True)
+                continue
         typer.echo(f"{path}: ok ({len(spec.stages)} stages, service {spec.service.name})")
     if bad:
         raise typer.Exit(2)
@@ -198,10 +209,6 @@ def start(
             callback=arguments.optional_service_name,
         ),
     ] = "",
-    roles: Annotated[
-        Path | None,
-        typer.Option(hidden=True, help="Ignored: the worker's policy holds the roles."),
-    ] = None,
     commit_time: Annotated[
         str,
         typer.Option(
@@ -219,12 +226,6 @@ def start(
     if service:
         spec = spec.model_copy(
             update={"service": spec.service.model_copy(update={"name": service})}
-        )
-    if roles is not None:
-        typer.echo(
-            f"note: --roles {roles} is ignored: roles, gate rules and rights come from the "
-            "worker's policy (SLIPWAY_POLICY_FILE)",
-            err=True,
         )
     if commit_time:
         typer.echo(

@@ -6,10 +6,8 @@ import json
 import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
-import yaml
 from temporalio.api.common.v1 import WorkflowExecution
 from temporalio.api.enums.v1 import EventType
 from temporalio.api.history.v1 import HistoryEvent, WorkflowExecutionStartedEventAttributes
@@ -60,7 +58,6 @@ __all__ = [
     "RetryError",
     "StartedRun",
     "derived_workflow_id",
-    "load_roles",
     "pipeline_outcome",
     "recorded_workflow_id",
     "replay_history",
@@ -82,25 +79,6 @@ class StartedRun:
     run_id: str
     existing: bool
     url: str
-
-
-def load_roles(path: str | Path) -> dict[str, list[str]]:
-    """The roles file: a YAML mapping person → list of roles."""
-    file = Path(path)
-    try:
-        data = yaml.safe_load(file.read_text(encoding="utf-8")) or {}
-    except FileNotFoundError:
-        raise ValueError(f"{file}: roles file not found") from None
-    except yaml.YAMLError as exc:
-        raise ValueError(f"{file}: not valid YAML: {exc}") from None
-    if not isinstance(data, dict):
-        raise ValueError(f"{file}: expected a mapping of person → [roles]")
-    roles: dict[str, list[str]] = {}
-    for person, held in data.items():
-        if not isinstance(held, list) or not all(isinstance(r, str) for r in held):
-            raise ValueError(f"{file}: {person!r} must map to a list of role names")
-        roles[str(person)] = list(held)
-    return roles
 
 
 def run_url(client: Client, workflow_id: str, run_id: str = "") -> str:

@@ -29,7 +29,6 @@ from contracts.errors import ErrorType
 from workflows import dag, freeze, gate_notices, policy, telemetry
 from workflows.calls import call, notify
 from workflows.decision_desk import DecisionDesk, clip
-from workflows.definition_rules import CHANGES_ENVIRONMENT
 from workflows.environment import LEASE_SIGNAL
 from workflows.gate_notices import GATE_NOTICES
 from workflows.messages import (
@@ -42,9 +41,7 @@ from workflows.messages import (
     Decision,
     DecisionCheck,
     DecisionVerdict,
-    EnvironmentAsk,
     EnvironmentInForce,
-    GateAsk,
     LeaseNotice,
     PendingApproval,
     PipelineInput,
@@ -52,7 +49,6 @@ from workflows.messages import (
     PipelineState,
     PipelineStatus,
     PolicyInForce,
-    PolicyStart,
     RollbackOutcome,
     Signed,
     StageState,
@@ -62,6 +58,7 @@ from workflows.naming import ENVIRONMENT, PIPELINE_STATUS, SERVICE, STAGE, canar
 from workflows.run_leases import RunLeases, SupersededError
 from workflows.spec import ApprovalStage, RollbackStage, Stage, definition_problems
 from workflows.stages import RunState, StageFailedError, run_stage
+from workflows.start_check import policy_start
 
 __all__ = [
     "ENVIRONMENT_LEASES",
@@ -280,52 +277,10 @@ class PipelineWorkflow:
         its people cannot meet; a concurrency weaker than its own). Under GATES_HOLD the
         definition's own rules are checked again first (it may not have come through
         `slipway validate`), and canaries and monitors count as changes like deploys."""
-        stages = self._spec.stages
         problems = [str(p) for p in definition_problems(self._spec)] if self._gates_hold else []
-        kinds = CHANGES_ENVIRONMENT if self._gates_hold else frozenset({"deploy"})
-        gated: dict[str, bool] = {}
-        ungated: dict[str, list[str]] = {}
-        for stage in stages:
-            env = stage.environment_name
-            if stage.kind not in kinds or env is None:
-                continue
-            before = set(dag.ancestors(stages, stage.name))
-            has_gate = any(
-                isinstance(s, ApprovalStage) and s.environment == env and s.name in before
-                for s in stages
-            )
-            gated[env] = gated.get(env, True) and has_gate
-            if not has_gate:
-                ungated.setdefault(env, []).append(stage.name)
-        environments: dict[str, EnvironmentAsk] = {}
-        if self._gates_hold:
-            named = [*self._spec.environments, *(s.environment_name for s in stages)]
-            for env in dict.fromkeys(n for n in named if n is not None):
-                spec = self._spec.environments.get(env)
-                environments[env] = EnvironmentAsk(
-                    concurrency=spec.concurrency if spec else None,
-                    freeze=list(spec.freeze) if spec else [],
-                    freeze_override_roles=list(spec.freeze_override_roles) if spec else [],
-                )
         answer = await call(
             ActivityName.POLICY_IN_FORCE,
-            PolicyStart(
-                workflow_id=workflow.info().workflow_id,
-                gated=gated,
-                ungated=ungated if self._gates_hold else {},
-                gates=[
-                    GateAsk(
-                        gate=s.gate_name,
-                        environment=s.environment,
-                        roles=s.roles,
-                        quorum=s.quorum,
-                        times_out=s.timeout is not None,
-                    )
-                    for s in stages
-                    if isinstance(s, ApprovalStage)
-                ],
-                environments=environments,
-            ),
+            policy_start(self._spec, workflow.info().workflow_id, gates_hold=self._gates_hold),
             PolicyInForce,
             # Runs recorded between the two patches read it with a local activity.
             local=not workflow.patched(POLICY_CHECK_AS_ACTIVITY)

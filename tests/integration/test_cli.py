@@ -320,15 +320,6 @@ async def test_status_shows_what_an_approver_approves(
     assert "refused: 'dave' holds ['devops_lead']; gate 'production' needs one of ['cto']" in why
 
 
-def test_roles_file_errors_name_the_file(tmp_path: Path) -> None:
-    from starters.runs import load_roles
-
-    bad = tmp_path / "roles.yaml"
-    bad.write_text("alice: team_lead\n", encoding="utf-8")
-    with pytest.raises(ValueError, match=r"roles.yaml: 'alice' must map to a list of role names"):
-        load_roles(bad)
-
-
 async def test_status_shows_activities_temporal_is_retrying(
     dev_env: WorkflowEnvironment, memory: MemoryBackends, task_queue: str
 ) -> None:

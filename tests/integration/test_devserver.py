@@ -327,8 +327,6 @@ async def test_cli_start_wait_and_status_follow_the_pipeline(
             commit,
             "--author",
             "erin",
-            "--roles",
-            str(ROOT / "pipelines" / "roles.yaml"),
             "--wait",
             env=env,
             cwd=ROOT,

@@ -33,10 +33,7 @@ CASES = {
          "--commit", SHA],
         "is not a repository path",
     ),
-    "roles file is a directory": (
-        ["validate", HEAL7, "--roles", str(ROOT)],
-        "cannot read the roles file",
-    ),
+    "policy file is a directory": (["validate", HEAL7, "--policy", str(ROOT)], "policy"),
     "gate with a path": (
         ["approve", "pipeline-x", "--approver", "carol", "--gate", "../prod"],
         "is not a valid name",
@@ -49,10 +46,11 @@ CASES = {
     "negative watch interval": (["watch", "pipeline-x", "--interval", "-1"], "--interval"),
     "zero dora days": (["dora", "--service", "hello", "--days", "0"], "--days"),
     "history file is a directory": (["replay", "--file", str(ROOT)], "not a readable history"),
-    "validate an unreadable roles file": (
-        ["validate", HEAL7, "--roles", str(ROOT / "nowhere.yaml")],
-        "roles file not found",
+    "validate against a missing policy": (
+        ["validate", HEAL7, "--policy", str(ROOT / "nowhere.yaml")],
+        "policy file not found",
     ),
+    "roles are the policy's": (["validate", HEAL7, "--roles", "x.yaml"], "No such option"),
 }  # fmt: skip
 
 
@@ -64,14 +62,22 @@ def test_bad_arguments_are_refused_with_a_sentence(args: list[str], message: str
     assert "Traceback" not in result.output
 
 
-def test_validate_checks_gates_against_the_roles_file(tmp_path: Path) -> None:
-    roles = tmp_path / "roles.yaml"
-    roles.write_text("carol: [cto]\n", encoding="utf-8")  # nobody is the DevOps lead
-    result = CliRunner().invoke(app, ["validate", HEAL7, "--roles", str(roles)])
-    assert result.exit_code == 2
-    assert "stage 'approve_production', field 'roles'" in result.output
-    ok = CliRunner().invoke(app, ["validate", HEAL7, "--roles", str(ROOT / "pipelines/roles.yaml")])
+def test_validate_judges_a_definition_as_the_workers_policy_would(tmp_path: Path) -> None:
+    """The worker's start check, before any run: a policy whose people cannot meet the
+    production gate (nobody is the DevOps lead) refuses HEAL7; the shipped one takes it."""
+    policy = tmp_path / "policy.yaml"
+    policy.write_text(
+        "people:\n  carol: {roles: [cto]}\n  alice: {roles: [team_lead]}\n", encoding="utf-8"
+    )
+    result = CliRunner().invoke(app, ["validate", HEAL7, "--policy", str(policy)])
+    assert result.exit_code == 2, result.output
+    said = " ".join(result.output.split())
+    assert f"{HEAL7}: under {policy}: gate 'production' needs 2 distinct approvers" in said
+    ok = CliRunner().invoke(
+        app, ["validate", HEAL7, "--policy", str(ROOT / "pipelines/policy.yaml")]
+    )
     assert ok.exit_code == 0, ok.output
+    assert "ok (" in ok.output
 
 
 def test_commit_time_is_ignored_with_a_note(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -21,11 +21,11 @@ from pathlib import Path
 from temporalio.client import Client
 
 from activities.platforms.local import SlotManager
+from activities.worker_policy import load_policy
 from contracts.activity import Slot
 from starters.demo import APPROVERS
 from starters.demo_prometheus import INSTALL_HINT, DemoPrometheus
 from starters.localstack import ROOT, DevServer, WorkerProcess, connect_to
-from starters.runs import load_roles
 from tests.support.binaries import require_binary
 from tests.support.ports import free_port_block
 from workflows.spec import load_pipeline
@@ -43,7 +43,11 @@ __all__ = [
 
 HELLO_SPEC = load_pipeline(ROOT / "pipelines" / "hello.yaml")
 """hello-service's journey: the small service the e2e tests and the soak ship."""
-DEMO_ROLES = load_roles(ROOT / "pipelines" / "roles.yaml")
+DEMO_ROLES = {
+    name: list(person.roles)
+    for name, person in load_policy(ROOT / "pipelines" / "policy.yaml").policy.people.items()
+}
+"""What a run's input records as roles (recorded, never read: the worker's policy judges)."""
 
 
 @dataclass
