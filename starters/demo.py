@@ -9,7 +9,7 @@ commits:
      the frontend's npm build and tests, one wheel each, dev, staging and one joint canary
      (approvals given with `slipway approve`, signed with SSH keys
      the demo generates: the demo worker's policy requires signed production decisions, as
-     the README's production guide does);
+     docs/production.md does);
   2. 0.2.0 fails a third of its calculations: its tests and smoke checks pass, the canary's
      checks (success rate, errors, calculations per second) catch it, traffic goes back to
      0.1.0, which production still serves.

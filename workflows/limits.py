@@ -1,4 +1,5 @@
-"""The named limits of a pipeline definition, checked by `slipway validate` (README: Limits).
+"""The named limits of a pipeline definition, checked by `slipway validate`
+(docs/definition.md: Limits).
 
 Each one keeps a definition that validates runnable: it must fit the workflow input that
 carries it (Temporal refuses payloads over 2 MB), parse without unbounded memory or

@@ -167,7 +167,7 @@ def _at_most(maximum: timedelta) -> Any:
     return AfterValidator(check)
 
 
-# Each duration field has a bound of its own (README: Limits).
+# Each duration field has a bound of its own (docs/definition.md: Limits).
 Duration = Annotated[
     timedelta, BeforeValidator(parse_duration), AfterValidator(_positive), _at_most(MAX_DURATION)
 ]

@@ -1,4 +1,4 @@
-"""Every `slipway` command of the README, run as a user runs it (a subprocess) against the dev
+"""Every `slipway` command of docs/cli.md, run as a user runs it (a subprocess) against the dev
 server, with a worker on in-memory backends in this process."""
 
 from __future__ import annotations
