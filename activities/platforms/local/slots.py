@@ -285,20 +285,15 @@ class SlotManager:
             command = self._command(revision, port, venv)
             log_path = self.log_path(service, environment, slot)
             offset = log_path.stat().st_size if log_path.exists() else 0
-            home = self.state_dir / "homes" / service / environment / slot
-            home.mkdir(parents=True, exist_ok=True)
-            # The release's own venv and an allow-listed environment: never the worker's
-            # site-packages or secrets.
-            env = child_env(
-                home=home,
-                prepend_path=[venv / "bin"],
-                extra={
+            env = self._release_process_env(
+                service,
+                environment,
+                slot,
+                venv,
+                {
                     # Resource placeholders first; the definition's settings and secrets win.
                     **self.release_env(service, environment, revision.env, heartbeat),
                     **configured,
-                    "VIRTUAL_ENV": str(venv),
-                    "SLIPWAY_SERVICE": service,
-                    "SLIPWAY_ENVIRONMENT": environment,
                     "SLIPWAY_SLOT": slot,
                     "SLIPWAY_DIGEST": revision.digest,
                     "SLIPWAY_VERSION": revision.artifact.version,
@@ -372,16 +367,17 @@ class SlotManager:
         command = list(request.release)
         if _PYTHON.fullmatch(command[0]):
             command[0] = str(python_in(venv))
-        home = self.state_dir / "homes" / request.service / request.environment / "release"
-        home.mkdir(parents=True, exist_ok=True)
-        env = child_env(
-            home=home,
-            prepend_path=[venv / "bin"],
-            extra={
+        # That environment's configuration, as the release's processes get it: a migration
+        # reads the same database settings and secrets as the service.
+        configured = self.config_env(request.config, request.environment)
+        env = self._release_process_env(
+            request.service,
+            request.environment,
+            "release",
+            venv,
+            {
                 **self.release_env(request.service, request.environment, request.env, heartbeat),
-                "VIRTUAL_ENV": str(venv),
-                "SLIPWAY_SERVICE": request.service,
-                "SLIPWAY_ENVIRONMENT": request.environment,
+                **configured,
                 "SLIPWAY_DIGEST": request.artifact.digest,
                 "SLIPWAY_VERSION": request.artifact.version,
             },
@@ -413,6 +409,25 @@ class SlotManager:
             record, json.dumps({"command": request.release, "at": time.time(), "exit": 0})
         )
         return f"ran `{shown}`"
+
+    def _release_process_env(
+        self, service: str, environment: str, home_name: str, venv: Path, extra: dict[str, str]
+    ) -> dict[str, str]:
+        """The environment of a release's process (a slot's server, or its release phase):
+        the release's own venv and an allow-listed environment, never the worker's
+        site-packages or secrets, with a HOME of its own."""
+        home = self.state_dir / "homes" / service / environment / home_name
+        home.mkdir(parents=True, exist_ok=True)
+        return child_env(
+            home=home,
+            prepend_path=[venv / "bin"],
+            extra={
+                **extra,
+                "VIRTUAL_ENV": str(venv),
+                "SLIPWAY_SERVICE": service,
+                "SLIPWAY_ENVIRONMENT": environment,
+            },
+        )
 
     def release_env(
         self, service: str, environment: str, templates: dict[str, str], heartbeat: Heartbeat

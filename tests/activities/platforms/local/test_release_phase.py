@@ -9,7 +9,7 @@ import redis
 from temporalio.exceptions import ApplicationError
 
 from activities.platforms.local import LocalPlatform
-from contracts.activity import Artifact, DeployRequest
+from contracts.activity import Artifact, DeployRequest, ReleaseConfig
 from contracts.errors import ErrorType
 from tests.activities.platforms.local.helpers import (
     Wheel,
@@ -25,7 +25,7 @@ COUNTING = [
     "import os, socket; from urllib.parse import urlparse; u = urlparse(os.environ['REDIS_URL']);"
     " s = socket.create_connection((u.hostname, u.port));"
     " s.sendall(f'AUTH {u.password}\\r\\nINCR phase:' .encode() + os.environ['SLIPWAY_VERSION']"
-    ".encode() + b'\\r\\nQUIT\\r\\n'); s.recv(100)",
+    ".encode() + b':' + os.environ['PHASE_TAG'].encode() + b'\\r\\nQUIT\\r\\n'); s.recv(100)",
 ]
 
 
@@ -42,6 +42,8 @@ def test_it_runs_once_per_environment_and_release_before_traffic_and_a_failure_c
                 "resources": ["redis:7"],
                 "env": {"REDIS_URL": "{services.redis.url}"},
                 "release": release,
+                # The environment's configuration reaches the release phase too.
+                "config": ReleaseConfig(settings={"PHASE_TAG": "tagged"}),
             }
         )
 
@@ -53,7 +55,7 @@ def test_it_runs_once_per_environment_and_release_before_traffic_and_a_failure_c
     (endpoint,) = platform.slots.resources.endpoints(
         ["redis"], "hello", "development", no_heartbeat
     ).values()
-    assert redis.Redis.from_url(endpoint.url).get("phase:1.0.0") == b"1"
+    assert redis.Redis.from_url(endpoint.url).get("phase:1.0.0:tagged") == b"1"
 
     failing = ["python", "-c", "import sys; print('relation exists'); sys.exit(3)"]
     with pytest.raises(ApplicationError) as raised:
@@ -62,5 +64,7 @@ def test_it_runs_once_per_environment_and_release_before_traffic_and_a_failure_c
     assert "exited 3; nothing was deployed" in str(raised.value)
     assert "relation exists" in str(raised.value)
     assert versions_seen(url, 3) == {"1.0.0": 3}
-    assert platform.slots.state("hello", "development", "stable").digest == v1.digest
+    assert platform.slots.state("hello", "development", "stable").digest == (
+        request(v1, COUNTING).release_digest
+    )
     assert platform.slots.resources.delete("hello", "development", "redis")
