@@ -24,11 +24,13 @@ def rss_kb(pid: int, field: str = "VmRSS") -> int:
 
 
 class Stamps:
-    """Tails the worker's stamp file: (workflow id, activity type) → first start time."""
+    """Tails the worker's stamp file: (workflow id, activity type) → its start times, in
+    order (an activity type can start more than once in a run: a gate's `approval.waiting`
+    notification, then the notify stage after it)."""
 
     def __init__(self, path: Path) -> None:
         self.path = path
-        self.starts: dict[tuple[str, str], float] = {}
+        self.starts: dict[tuple[str, str], list[float]] = {}
         self._offset = 0
 
     def poll(self) -> None:
@@ -43,18 +45,27 @@ class Stamps:
         self._offset += end + 1
         for line in chunk[: end + 1].decode().splitlines():
             ts, workflow_id, activity_type = line.split("\t")
-            self.starts.setdefault((workflow_id, activity_type), float(ts))
+            self.starts.setdefault((workflow_id, activity_type), []).append(float(ts))
 
-    def started(self, workflow_id: str, activity_type: str) -> float | None:
+    def started(
+        self, workflow_id: str, activity_type: str, after: float | None = None
+    ) -> float | None:
+        """The first start of `activity_type` in `workflow_id` (at or after `after`)."""
         self.poll()
-        return self.starts.get((workflow_id, activity_type))
+        times = self.starts.get((workflow_id, activity_type), [])
+        return next((t for t in times if after is None or t >= after), None)
 
     async def wait_for(
-        self, workflow_id: str, activity_type: str, timeout_s: float = 10.0
+        self,
+        workflow_id: str,
+        activity_type: str,
+        timeout_s: float = 10.0,
+        *,
+        after: float | None = None,
     ) -> float:
         deadline = time.monotonic() + timeout_s
         while True:
-            found = self.started(workflow_id, activity_type)
+            found = self.started(workflow_id, activity_type, after)
             if found is not None:
                 return found
             if time.monotonic() > deadline:

@@ -336,7 +336,7 @@ async def gate_runs(client: Client, tq: str, worker: WorkerProcess, stamps: Stam
         sent = time.time()
         await approve(handle)
         acks.append(time.time() - sent)
-        latencies.append(await stamps.wait_for(handle.id, "notify") - sent)
+        latencies.append(await stamps.wait_for(handle.id, "notify", after=sent) - sent)
     results = await asyncio.gather(*(h.result() for h in handles[:APPROVALS]))
     bad = [r for r in results if r.state != PipelineState.SUCCEEDED]
     if bad:
