@@ -137,26 +137,26 @@ def _handler_for(app: HelloApp) -> type[BaseHTTPRequestHandler]:
             started = time.perf_counter()
             path = self.path.split("?", 1)[0]
             label = path if path in KNOWN_PATHS else "other"
-            if path == "/":
-                code, body = app.hello()
-                self._send_json(code, body)
-            elif path == "/health":
-                code = 200
-                self._send_json(code, {"status": "ok"})
-            elif path == "/ready":
-                code = 200 if app.ready else 503
-                self._send_json(code, {"ready": app.ready, "version": app.version})
-            elif path == "/metrics":
-                code = 200
-                self._send(code, generate_latest(app.registry), CONTENT_TYPE_LATEST)
-            else:
-                code = 404
-                self._send_json(code, {"error": f"no such path: {path}"})
+            code, payload, content_type = self._answer(path)
+            # Counted before the answer leaves: a client that asks /metrics right after a
+            # response must find that response counted.
             app.requests.labels(code=str(code), path=label).inc()
             app.latency.labels(path=label).observe(time.perf_counter() - started)
+            self._send(code, payload, content_type)
 
-        def _send_json(self, code: int, body: dict[str, Any]) -> None:
-            self._send(code, json.dumps(body).encode(), "application/json")
+        def _answer(self, path: str) -> tuple[int, bytes, str]:
+            if path == "/":
+                code, body = app.hello()
+                return code, json.dumps(body).encode(), "application/json"
+            if path == "/health":
+                return 200, json.dumps({"status": "ok"}).encode(), "application/json"
+            if path == "/ready":
+                ready = {"ready": app.ready, "version": app.version}
+                return 200 if app.ready else 503, json.dumps(ready).encode(), "application/json"
+            if path == "/metrics":
+                return 200, generate_latest(app.registry), CONTENT_TYPE_LATEST
+            error = {"error": f"no such path: {path}"}
+            return 404, json.dumps(error).encode(), "application/json"
 
         def _send(self, code: int, payload: bytes, content_type: str) -> None:
             self.send_response(HTTPStatus(code))
