@@ -33,7 +33,6 @@ import structlog
 from temporalio.client import Client
 from temporalio.worker import Worker
 
-from activities.backends import Backends, DeployerBackends, RunnerBackends
 from activities.build import BuildActivities
 from activities.decisions import DecisionActivities
 from activities.deploy import DeployActivities
@@ -42,15 +41,17 @@ from activities.live_tests import LiveTestActivities
 from activities.metrics import MetricsActivities
 from activities.notify import NotifyActivities
 from activities.scan import ScanActivities
-from activities.settings import Role
 from activities.source import SourceActivities
-from activities.test import SuiteActivities
+from activities.testing import SuiteActivities
+from activities.wiring.backends import Backends, DeployerBackends, RunnerBackends
 from contracts import deployer_proof
+from plumbing.deployer_key import key_from_file
 from plumbing.sandbox import workflow_runner
+from plumbing.settings import Role
 from workflows.registry import WORKFLOWS
 
 if TYPE_CHECKING:
-    from activities.settings import Settings
+    from plumbing.settings import Settings
 
 __all__ = [
     "DEFAULT_POLICY",
@@ -264,7 +265,7 @@ async def ensure_search_attributes(client: Client) -> bool:
         ListSearchAttributesRequest,
     )
 
-    from workflows.naming import SEARCH_ATTRIBUTES
+    from contracts.naming import SEARCH_ATTRIBUTES
 
     log = structlog.get_logger("slipway.worker")
     try:
@@ -301,21 +302,21 @@ def parse_role(argv: Sequence[str] | None = None) -> Role | None:
 
 
 async def main(argv: Sequence[str] | None = None) -> None:
-    from activities.factory import (
+    from activities.providers.execution.sandbox import configure as configure_sandbox
+    from activities.wiring.factory import (
         backends_from_settings,
         deployer_backends_from_settings,
         runner_backends_from_settings,
     )
-    from activities.observability import (
+    from activities.wiring.observability import (
         configure_logging,
         secrets_in_environment,
         secrets_in_settings,
     )
-    from activities.providers.sandbox import configure as configure_sandbox
-    from activities.settings import ConfigurationError, Settings
-    from activities.worker_policy import PolicyError, load_policy
     from plumbing.codec import CodecError, codec_from_env
     from plumbing.connection import connect, runner_task_queue, task_queue
+    from plumbing.settings import ConfigurationError, Settings
+    from plumbing.worker_policy import PolicyError, load_policy
 
     role = parse_role(argv)
     try:
@@ -353,7 +354,7 @@ async def main(argv: Sequence[str] | None = None) -> None:
         key_file = settings.deployer_key_file or settings.state_dir / "deployer.key"
         try:
             key_file.parent.mkdir(parents=True, exist_ok=True)
-            deployer_proof.install_key(deployer_proof.key_from_file(key_file))
+            deployer_proof.install_key(key_from_file(key_file))
         except (OSError, ValueError) as err:
             raise SystemExit(f"worker: deployer key {key_file}: {err}") from None
     try:

@@ -15,21 +15,10 @@ from pathlib import Path
 
 from temporalio import activity
 
-from activities import signatures
-from activities.observability import activity_log
-from activities.worker_policy import (
-    LoadedPolicy,
-    PolicyError,
-    WorkerPolicy,
-    holds_any,
-    is_author,
-    load_policy,
-)
+from activities.wiring.observability import activity_log
 from contracts.activity import ActivityName
 from contracts.errors import ErrorType, verdict
-from workflows.decisions import signed_text
-from workflows.definition_rules import unmet_gate
-from workflows.messages import (
+from contracts.messages import (
     DecisionCheck,
     DecisionVerdict,
     EnvironmentAsk,
@@ -37,11 +26,21 @@ from workflows.messages import (
     PolicyInForce,
     PolicyStart,
 )
+from contracts.signed_decisions import signed_text
+from plumbing import signatures
+from plumbing.worker_policy import (
+    LoadedPolicy,
+    PolicyError,
+    WorkerPolicy,
+    gating_problems,
+    holds_any,
+    is_author,
+    load_policy,
+)
 
 __all__ = [
     "DecisionActivities",
     "environments_in_force",
-    "gating_problems",
     "judge_decision",
     "signed_command",
 ]
@@ -138,62 +137,6 @@ def judge_decision(
         signer_key=key,
         policy_hash=policy_hash,
     )
-
-
-def gating_problems(policy: WorkerPolicy, start: PolicyStart) -> list[str]:
-    """What the policy says of a run's definition at its start: a change of an environment
-    the policy gates (a deploy, a canary, a monitor) without a gate before it; a gate named
-    after another environment of the policy's, or after a freeze override gate; a gate the
-    policy's people cannot meet (it would wait until it times out, or forever); a
-    concurrency weaker than the policy's."""
-    problems = []
-    for env, gated in sorted(start.gated.items()):
-        env_rule = policy.environments.get(env)
-        if env_rule is not None and env_rule.requires_approval and not gated:
-            stages = ", ".join(repr(s) for s in start.ungated.get(env, []))
-            problems.append(
-                f"the worker's policy requires an approval gate before every deploy to {env} "
-                f"(and every canary and monitor there); this run's definition has "
-                f"{stages or 'a stage changing it'} without one"
-            )
-    held = {name: person.roles for name, person in policy.people.items()}
-    freeze_gates = {f"{env}-freeze": env for env in policy.environments}
-    for ask in start.gates:
-        if ask.gate != ask.environment and ask.gate in policy.environments:
-            problems.append(
-                f"gate {ask.gate!r} of {ask.environment} is named after another environment "
-                "of the worker's policy; name it after its own environment or no environment"
-            )
-        elif ask.gate in freeze_gates:
-            problems.append(
-                f"gate {ask.gate!r} is the freeze override gate of {freeze_gates[ask.gate]}; "
-                "give the approval another name"
-            )
-        rule = policy.gate_rule(ask.gate, ask.environment)
-        roles = list(rule.roles) if rule.roles is not None else ask.roles
-        unmet = unmet_gate(roles, max(rule.quorum or 0, ask.quorum or 0) or None, held)
-        if unmet is None:
-            continue
-        needed, holders = unmet
-        after = "it would wait forever" if not ask.times_out else "it could only time out"
-        problems.append(
-            f"gate {ask.gate!r} needs {needed} distinct approvers covering {sorted(set(roles))}; "
-            f"the worker's policy has {len(holders)} ({', '.join(holders) or 'nobody'}): "
-            f"{after}"
-        )
-    for env, said in sorted(start.environments.items()):
-        env_rule = policy.environments.get(env)
-        if (
-            env_rule is not None
-            and env_rule.concurrency == "queue"
-            and said.concurrency == ("supersede")
-        ):
-            problems.append(
-                f"the worker's policy runs {env} with concurrency 'queue'; this run's "
-                "definition asks 'supersede' (a newer commit would take the environment "
-                "from a run mid-change): remove it or ask 'queue'"
-            )
-    return problems
 
 
 def environments_in_force(

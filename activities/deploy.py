@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from temporalio import activity
 
-from activities._blocking import run_blocking
-from activities.backends import DeployTarget, Heartbeat, TrafficRouter
-from activities.bundles import BundledTarget
-from activities.observability import activity_log
-from activities.secrets import SecretResolver
+from activities.helpers.blocking import run_blocking
+from activities.helpers.bundles import BundledTarget
+from activities.helpers.secrets import SecretResolver
+from activities.wiring.backends import DeployTarget, Heartbeat, TrafficRouter
+from activities.wiring.observability import activity_log
 from contracts.activity import (
     ActivityName,
     DeployRequest,

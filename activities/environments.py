@@ -31,13 +31,12 @@ from temporalio.common import (
 from temporalio.exceptions import ApplicationError
 from temporalio.service import RPCError, RPCStatusCode
 
-from activities._blocking import HEARTBEAT_EVERY_S
-from activities.observability import activity_log
+from activities.helpers.blocking import HEARTBEAT_EVERY_S
+from activities.wiring.observability import activity_log
 from contracts import deployer_proof
 from contracts.activity import ActivityName, RunRef
 from contracts.errors import ErrorType, verdict
-from plumbing.updates import execute_update, execute_update_with_start
-from workflows.messages import (
+from contracts.messages import (
     CanaryOrder,
     EnvironmentInput,
     EnvironmentState,
@@ -49,7 +48,8 @@ from workflows.messages import (
     RollbackOutcome,
     ServingReport,
 )
-from workflows.naming import ENVIRONMENT, SERVICE, environment_id
+from contracts.naming import ENVIRONMENT, SERVICE, environment_id
+from plumbing.updates import execute_update, execute_update_with_start
 
 __all__ = ["EnvironmentActivities"]
 

@@ -12,12 +12,12 @@ from collections.abc import Mapping
 
 from temporalio import activity
 
-from activities._blocking import run_blocking
-from activities.accepted_findings import apply_accepted
-from activities.backends import Heartbeat, LiveScanner, LoadTester
-from activities.capped_findings import capped
-from activities.observability import activity_log
+from activities.helpers.accepted_findings import apply_accepted
+from activities.helpers.blocking import run_blocking
+from activities.helpers.capped_findings import capped
 from activities.scan import today
+from activities.wiring.backends import Heartbeat, LiveScanner, LoadTester
+from activities.wiring.observability import activity_log
 from contracts.activity import (
     ActivityName,
     LiveScanRequest,

@@ -10,11 +10,11 @@ from pathlib import Path
 
 from temporalio import activity
 
-from activities._blocking import run_blocking
-from activities.backends import Notifier
-from activities.observability import activity_log
-from activities.worker_policy import PolicyError, WorkerPolicy, is_author, load_policy
+from activities.helpers.blocking import run_blocking
+from activities.wiring.backends import Notifier
+from activities.wiring.observability import activity_log
 from contracts.activity import ActivityName, NotifyAudience, NotifyRequest
+from plumbing.worker_policy import PolicyError, WorkerPolicy, is_author, load_policy
 
 __all__ = ["NotifyActivities", "recipients"]
 

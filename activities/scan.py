@@ -7,11 +7,11 @@ from datetime import UTC, date, datetime
 
 from temporalio import activity
 
-from activities._blocking import run_blocking
-from activities.accepted_findings import apply_accepted
-from activities.backends import CommitScanner, Registry, Scanner
-from activities.capped_findings import capped
-from activities.observability import activity_log
+from activities.helpers.accepted_findings import apply_accepted
+from activities.helpers.blocking import run_blocking
+from activities.helpers.capped_findings import capped
+from activities.wiring.backends import CommitScanner, Registry, Scanner
+from activities.wiring.observability import activity_log
 from contracts.activity import (
     ActivityName,
     ImageScanRequest,

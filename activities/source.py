@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from temporalio import activity
 
-from activities._blocking import run_blocking
-from activities.backends import SourceProvider
-from activities.observability import activity_log
+from activities.helpers.blocking import run_blocking
+from activities.wiring.backends import SourceProvider
+from activities.wiring.observability import activity_log
 from contracts.activity import ActivityName, CheckoutRequest, Workspace
 
 

@@ -807,7 +807,7 @@ class LiveScanRequest(_Model):
 
 
 MetricName = str
-"""A preset metric (`contracts.metric_presets.BUILTIN_METRICS`) or one the definition
+"""A preset metric (`contracts.definition.metric_presets.BUILTIN_METRICS`) or one the definition
 defines under `metrics.custom`."""
 
 

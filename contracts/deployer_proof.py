@@ -18,7 +18,8 @@ report counts only under the lease token it names, and a rollback happens once p
 token. The proof's time is not judged against the workflow's clock: a time-skipping test
 server, or a workflow task held back by an outage, would make honest messages look old.
 
-The key is installed once per worker process (`install_key`) and this module is passed
+The key is read by the worker at start (`plumbing/deployer_key.py`) and installed once per
+process (`install_key`) and this module is passed
 through the workflow sandbox, so validators see the same key. It is never logged, never in
 history, and runner workers (which run the commit's code) never have it.
 """
@@ -28,8 +29,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
-import os
-from datetime import UTC, datetime
+from datetime import datetime
 
 from pydantic import BaseModel
 
@@ -38,12 +38,10 @@ __all__ = [
     "check",
     "has_key",
     "install_key",
-    "key_from_file",
     "sign",
 ]
 
 _VERSION = "v1"
-_KEY_BYTES = 32
 _key: bytes | None = None
 
 
@@ -63,20 +61,6 @@ def has_key() -> bool:
     return _key is not None
 
 
-def key_from_file(path: os.PathLike[str] | str) -> bytes:
-    """The key in `path`, created (32 random bytes, mode 0600) if the file does not exist.
-    Every deployer replica must read the same file (a Kubernetes Secret, a shared volume)."""
-    try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    except FileExistsError:
-        with open(path, "rb") as handle:
-            return handle.read()
-    with os.fdopen(fd, "wb") as handle:
-        key = os.urandom(_KEY_BYTES)
-        handle.write(key)
-    return key
-
-
 def _mac(key: bytes, purpose: str, message: BaseModel, stamp: int) -> str:
     body = json.dumps(
         message.model_dump(mode="json", exclude={"proof"}),
@@ -87,11 +71,12 @@ def _mac(key: bytes, purpose: str, message: BaseModel, stamp: int) -> str:
     return hmac.new(key, payload, hashlib.sha256).hexdigest()
 
 
-def sign(purpose: str, message: BaseModel, now: datetime | None = None) -> str:
-    """The proof for `message` (its `proof` field left out) sent for `purpose`."""
+def sign(purpose: str, message: BaseModel, now: datetime) -> str:
+    """The proof for `message` (its `proof` field left out) sent for `purpose` at `now` (the
+    caller's clock: this module is pure, so it reads none)."""
     if _key is None:
         raise KeyMissingError("this worker holds no deployer key: it cannot send this message")
-    stamp = int((now or datetime.now(UTC)).timestamp())
+    stamp = int(now.timestamp())
     return f"{_VERSION}:{stamp}:{_mac(_key, purpose, message, stamp)}"
 
 

@@ -16,23 +16,17 @@ from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxR
 __all__ = ["PASSTHROUGH", "restrictions", "workflow_runner"]
 
 PASSTHROUGH = (
-    # Data contracts: pydantic models, enums and error types. The workflow side's contracts
-    # (definitions, messages, and the judgments messages carry) pass too: re-importing their
-    # pydantic models in every run's sandbox costs ~500 ms of CPU per workflow started or
-    # replayed (measured on the committed pipeline history: 650 ms vs 150 ms).
-    "contracts.activity",
-    "contracts.errors",
-    # Holds the worker's deployer key, installed once per process: validators verify with it
-    # (a module imported again inside a run's sandbox would hold none).
-    "contracts.deployer_proof",
-    "contracts.metric_presets",
-    "contracts.service_templates",
-    "workflows.spec",
-    "workflows.messages",
-    "workflows.policy",
-    # Pure (callers pass the time in), and it must build its ZoneInfo objects on the host:
-    # inside the sandbox zoneinfo hands out proxied zones, which datetime refuses.
-    "workflows.freeze",
+    # The pure layer as a whole: data contracts (pydantic models, enums, errors), the
+    # definition language, the messages between workflows and activities, naming and the
+    # pure judgments. Re-importing their pydantic models in every run's sandbox costs ~500 ms
+    # of CPU per workflow started or replayed (measured on the committed pipeline history:
+    # 650 ms vs 150 ms). Two more reasons: `contracts.deployer_proof` holds the worker's
+    # deployer key, installed once per process (a module imported again inside a run's
+    # sandbox would hold none); `contracts.definition.freeze` must build its ZoneInfo objects
+    # on the host (inside the sandbox zoneinfo hands out proxied zones, which datetime
+    # refuses). `tests/test_import_direction.py` keeps `contracts` free of our other packages
+    # and of clocks, randomness and the environment.
+    "contracts",
     # Third-party pure libraries behind the models (pydantic itself passes by default).
     "annotated_types",
     "typing_inspection",

@@ -1,7 +1,7 @@
 """Checks of command-line arguments, as typer callbacks: a bad one is refused before
 anything connects, with a sentence naming the option, and exit code 2 (typer's usage error).
 
-The patterns are the definition's (`workflows.limits`): an argument that overrides a
+The patterns are the definition's (`contracts.definition.limits`): an argument that overrides a
 definition value must meet the rule the definition had to meet.
 """
 
@@ -11,7 +11,7 @@ import re
 
 import typer
 
-from workflows.limits import SAFE_NAME, SERVICE_NAME, SHA, short
+from contracts.definition.limits import SAFE_NAME, SERVICE_NAME, SHA, short
 
 __all__ = [
     "branch_name",

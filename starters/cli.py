@@ -30,12 +30,30 @@ from temporalio.client import (
 from temporalio.exceptions import ApplicationError
 from temporalio.service import RPCError, RPCStatusCode
 
-from activities.decisions import gating_problems
-from activities.signatures import SignatureError
-from activities.worker_policy import PolicyError, load_policy
+from contracts.definition import dag
+from contracts.definition.loading import load_pipeline
+from contracts.definition.model import DefinitionError, PipelineSpec
+from contracts.messages import (
+    AbortRequest,
+    ActionRecord,
+    ApprovalRecord,
+    CanaryControl,
+    Decision,
+    EnvironmentState,
+    PipelineState,
+    PipelineStatus,
+    RollbackOutcome,
+    RunContext,
+    StageState,
+)
+from contracts.naming import environment_id
+from contracts.signed_decisions import COMMENT_LIMIT
+from contracts.start_check import policy_start
 from plumbing.codec import CodecError
 from plumbing.connection import connect, runner_task_queue, task_queue
+from plumbing.signatures import SignatureError
 from plumbing.updates import execute_update
+from plumbing.worker_policy import PolicyError, gating_problems, load_policy
 from starters import arguments, render
 from starters.runs import (
     RetryError,
@@ -49,27 +67,9 @@ from starters.runs import (
 )
 from starters.signing import audit as audit_run
 from starters.signing import find_key, sign_for
-from workflows import dag
-from workflows.decisions import COMMENT_LIMIT
 from workflows.environment import EnvironmentWorkflow
-from workflows.messages import (
-    AbortRequest,
-    ActionRecord,
-    ApprovalRecord,
-    CanaryControl,
-    Decision,
-    EnvironmentState,
-    PipelineState,
-    PipelineStatus,
-    RollbackOutcome,
-    RunContext,
-    StageState,
-)
-from workflows.naming import environment_id
 from workflows.pipeline import PipelineWorkflow
 from workflows.rollback import ManualRollback
-from workflows.spec import DefinitionError, PipelineSpec, load_pipeline
-from workflows.start_check import policy_start
 
 app = typer.Typer(
     name="slipway",
@@ -653,7 +653,7 @@ def audit(
 ) -> None:
     """Verify every decision of a finished run again: each signature against the policy's
     allowed signers. Exit 1 if one does not verify."""
-    from activities.settings import Settings
+    from plumbing.settings import Settings
 
     path = policy or Settings.load().policy_file
     try:
@@ -780,7 +780,7 @@ app.add_typer(resources_app, name="resources")
 
 def _local_resources() -> Any:
     from activities.providers.backing_services.resources import LocalResources
-    from activities.settings import Settings
+    from plumbing.settings import Settings
 
     return LocalResources(Settings.load().state_dir / "platform" / "resources")
 
@@ -876,8 +876,8 @@ def secret_set(
 ) -> None:
     """Store a new version of NAME; the value is read from stdin (never an argument, which
     shell history and `ps` would keep). Earlier versions stay, for rollbacks."""
-    from activities.secrets import LocalSecretStore, secret_store_path
-    from workflows.limits import SECRET_NAME
+    from activities.helpers.secrets import LocalSecretStore, secret_store_path
+    from contracts.definition.limits import SECRET_NAME
 
     if not SECRET_NAME.match(name) or ".." in name.split("/"):
         typer.echo(f"{name!r} is not a secret name: 1-512 letters, digits and /_+=.@-", err=True)

@@ -43,6 +43,8 @@ import yaml
 from temporalio.client import Client, WorkflowFailureError
 from temporalio.service import RPCError
 
+from contracts.messages import CanaryResult, CanaryStep, EnvironmentState, PipelineResult
+from contracts.naming import canary_id, environment_id, pipeline_id
 from starters.demo_prometheus import INSTALL_HINT, DemoPrometheus
 from starters.localstack import (
     ROOT,
@@ -56,8 +58,6 @@ from starters.localstack import (
 )
 from starters.runs import pipeline_outcome, run_url
 from workflows.environment import EnvironmentWorkflow
-from workflows.messages import CanaryResult, CanaryStep, EnvironmentState, PipelineResult
-from workflows.naming import canary_id, environment_id, pipeline_id
 
 APPROVERS = {"staging": ["alice"], "production": ["carol", "dave"]}
 AUTHOR = "erin"

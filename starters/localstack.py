@@ -22,9 +22,9 @@ from typing import Any
 
 from temporalio.client import Client, WorkflowHandle
 
+from contracts.messages import PipelineStatus
+from contracts.naming import SEARCH_ATTRIBUTES
 from plumbing.connection import connect
-from workflows.messages import PipelineStatus
-from workflows.naming import SEARCH_ATTRIBUTES
 from workflows.pipeline import PipelineWorkflow
 
 __all__ = [

@@ -6,15 +6,15 @@ import statistics
 from collections.abc import Sequence
 from datetime import datetime
 
-from workflows import dora
-from workflows.environment import RELEASES_KEPT
-from workflows.messages import (
+from contracts import dora
+from contracts.messages import (
     EnvironmentState,
     PipelineResult,
     PipelineStatus,
     StageState,
     StageStatus,
 )
+from workflows.environment import RELEASES_KEPT
 
 __all__ = ["dora_table", "environments", "result_table", "stage_rows", "status_table"]
 

@@ -29,10 +29,8 @@ from temporalio.exceptions import ApplicationError, WorkflowAlreadyStartedError
 from temporalio.service import RPCError, RPCStatusCode
 from temporalio.worker import Replayer
 
-from plumbing.codec import codec_from_env
-from plumbing.connection import data_converter, ui_base_url
-from plumbing.sandbox import workflow_runner
-from workflows.messages import (
+from contracts.definition.model import PipelineSpec
+from contracts.messages import (
     CanaryInput,
     EnvironmentInput,
     MonitorInput,
@@ -41,7 +39,7 @@ from workflows.messages import (
     RunContext,
     StageState,
 )
-from workflows.naming import (
+from contracts.naming import (
     COMMIT_SHA,
     PIPELINE_STATUS,
     SERVICE,
@@ -50,9 +48,11 @@ from workflows.naming import (
     monitor_id,
     pipeline_id,
 )
+from plumbing.codec import codec_from_env
+from plumbing.connection import data_converter, ui_base_url
+from plumbing.sandbox import workflow_runner
 from workflows.pipeline import PIPELINE_FAILED, PipelineWorkflow
 from workflows.registry import WORKFLOWS
-from workflows.spec import PipelineSpec
 
 __all__ = [
     "RetryError",
@@ -251,7 +251,7 @@ async def replay_history(history: WorkflowHistory) -> None:
 
 
 _CHILD_KINDS = {"CanaryWorkflow": "canary", "MonitorWorkflow": "monitor"}
-"""Child workflow type → the word its id carries after its parent's (workflows.naming)."""
+"""Child workflow type → the word its id carries after its parent's (contracts.naming)."""
 
 
 def recorded_workflow_id(events: Sequence[HistoryEvent]) -> str | None:
@@ -276,7 +276,7 @@ def recorded_workflow_id(events: Sequence[HistoryEvent]) -> str | None:
 
 
 async def derived_workflow_id(events: Sequence[HistoryEvent]) -> str | None:
-    """The id the workflow's starter gives it (workflows.naming), from the recorded input
+    """The id the workflow's starter gives it (contracts.naming), from the recorded input
     (decrypted with the configured codec key): `pipeline-{service}-{branch}-{sha12}` for a
     run `slipway start` started, and so on. None: no such input, or unreadable (encrypted
     without the key)."""

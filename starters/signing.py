@@ -16,10 +16,10 @@ from pathlib import Path
 
 from temporalio.client import Client
 
-from activities import signatures
-from activities.worker_policy import WorkerPolicy
-from workflows.decisions import signed_text
-from workflows.messages import PipelineResult, Signed
+from contracts.messages import PipelineResult, Signed
+from contracts.signed_decisions import signed_text
+from plumbing import signatures
+from plumbing.worker_policy import WorkerPolicy
 
 __all__ = ["AuditLine", "audit", "find_key", "sign_for"]
 

@@ -26,9 +26,9 @@ from temporalio.client import Client
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
 
+from contracts.naming import SEARCH_ATTRIBUTES
 from tests.support.binaries import require_binary
 from tests.support.memory import MemoryBackends
-from workflows.naming import SEARCH_ATTRIBUTES
 
 FIRST = ("e2e", "realserver", "devserver")
 """Markers of the modules that run first, longest kind first."""

@@ -22,9 +22,9 @@ from contracts.activity import (
     MetricsSample,
     Slot,
 )
-from contracts.metric_presets import REQUESTS
+from contracts.definition.metric_presets import REQUESTS
+from contracts.definition.model import LoadSpec, MetricCheck
 from workflows.calls import call
-from workflows.spec import LoadSpec, MetricCheck
 
 __all__ = ["MAX_LOST_INTERVALS", "finish_load", "measure", "start_load"]
 

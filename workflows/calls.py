@@ -35,8 +35,8 @@ from contracts.activity import (
     NotifyRequest,
     WeightRequest,
 )
+from contracts.definition.model import RetrySpec
 from contracts.errors import ErrorType
-from workflows.spec import RetrySpec
 
 __all__ = [
     "CRASH_IS_NOT_A_VERDICT",
@@ -59,7 +59,7 @@ class ActivityOptions:
 
     start_to_close: timedelta
     max_attempts: int
-    # Activities heartbeat every 2 s (activities/_blocking.py): a dead worker is noticed
+    # Activities heartbeat every 2 s (activities/helpers/blocking.py): a dead worker is noticed
     # within 10 s and the activity retried elsewhere.
     heartbeat: timedelta | None = timedelta(seconds=10)
     initial_interval: timedelta = timedelta(seconds=2)

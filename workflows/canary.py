@@ -32,9 +32,8 @@ from contracts.activity import (
     RollbackResult,
     WeightRequest,
 )
-from workflows.analysis import MAX_LOST_INTERVALS, finish_load, measure, start_load
-from workflows.calls import call, notify
-from workflows.messages import (
+from contracts.judgments import analyse
+from contracts.messages import (
     CanaryControl,
     CanaryInput,
     CanaryOrder,
@@ -43,7 +42,8 @@ from workflows.messages import (
     CanaryStep,
     RollbackOutcome,
 )
-from workflows.policy import analyse
+from workflows.analysis import MAX_LOST_INTERVALS, finish_load, measure, start_load
+from workflows.calls import call, notify
 from workflows.run_leases import rollback_through_environment
 
 __all__ = ["CanaryWorkflow"]

@@ -16,15 +16,15 @@ from temporalio import workflow
 from temporalio.exceptions import ActivityError
 
 from contracts.activity import ActivityName
-from workflows.calls import call
-from workflows.decisions import COMMENT_LIMIT, freshness_refusal
-from workflows.messages import (
+from contracts.messages import (
     ActionRecord,
     ApprovalRecord,
     DecisionCheck,
     DecisionVerdict,
     Signed,
 )
+from contracts.signed_decisions import COMMENT_LIMIT, freshness_refusal
+from workflows.calls import call
 
 __all__ = ["REFUSED_KEPT", "DecisionDesk", "clip"]
 

@@ -51,7 +51,8 @@ from temporalio import workflow
 from temporalio.exceptions import ActivityError, ApplicationError
 from temporalio.exceptions import TimeoutError as ActivityTimeoutError
 
-from contracts import deployer_proof
+from contracts import deployer_proof, dora
+from contracts import lease_rules as leases
 from contracts.activity import (
     ActivityName,
     FenceRequest,
@@ -60,10 +61,7 @@ from contracts.activity import (
     RestoreResult,
     RunRef,
 )
-from workflows import dora, leases
-from workflows.calls import call, notify
-from workflows.decision_desk import REFUSED_KEPT, DecisionDesk, clip
-from workflows.messages import (
+from contracts.messages import (
     ActionRecord,
     DecisionCheck,
     EnvironmentInput,
@@ -81,6 +79,8 @@ from workflows.messages import (
     Signed,
     WaitingRun,
 )
+from workflows.calls import call, notify
+from workflows.decision_desk import REFUSED_KEPT, DecisionDesk, clip
 from workflows.rollback import ManualRollback
 
 __all__ = ["LEASE_SIGNAL", "EnvironmentWorkflow"]

@@ -10,8 +10,8 @@ from __future__ import annotations
 from temporalio import workflow
 
 from contracts.activity import NotifyAudience
+from contracts.definition.model import ApprovalStage
 from workflows.calls import notify
-from workflows.spec import ApprovalStage
 
 __all__ = ["GATE_NOTICES", "gate_opened", "gate_rejected"]
 

@@ -18,10 +18,10 @@ from contracts.activity import (
     RollbackRequest,
     RollbackResult,
 )
+from contracts.judgments import Analysis, analyse
+from contracts.messages import MonitorCheck, MonitorInput, MonitorResult, RollbackOutcome
 from workflows.analysis import MAX_LOST_INTERVALS, finish_load, measure, start_load
 from workflows.calls import call, notify
-from workflows.messages import MonitorCheck, MonitorInput, MonitorResult, RollbackOutcome
-from workflows.policy import Analysis, analyse
 from workflows.run_leases import rollback_through_environment
 
 __all__ = ["MAX_CARRIED_VIOLATIONS", "MonitorWorkflow"]

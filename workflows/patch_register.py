@@ -197,19 +197,19 @@ COMPATIBILITY: tuple[Compatibility, ...] = (
     ),
     Compatibility(
         "signal controls on CanaryWorkflow (control_token)",
-        "workflows/canary.py, workflows/messages.py",
+        "workflows/canary.py, contracts/messages.py",
         "canaries started before patch canary-controls-signed-by-deployer",
         "with patch canary-controls-signed-by-deployer",
     ),
     Compatibility(
         "RunContext.commit_time",
-        "workflows/messages.py, starters/cli.py (--commit-time, ignored)",
+        "contracts/messages.py, starters/cli.py (--commit-time, ignored)",
         "inputs recorded with it, and runs before patch trusted-commit-time",
         "with patch trusted-commit-time; the CLI flag one release after",
     ),
     Compatibility(
         "empty PipelineInput.runner_task_queue",
-        "workflows/messages.py, workflows/stages.py",
+        "contracts/messages.py, workflows/stages.py",
         "runs started before the runner queue: every activity on their own queue",
         "no open PipelineWorkflow started before runner queues",
     ),

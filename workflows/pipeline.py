@@ -20,18 +20,17 @@ from typing import cast
 from temporalio import workflow
 from temporalio.exceptions import ActivityError, ApplicationError, is_cancelled_exception
 
+from contracts import judgments as policy
 from contracts.activity import (
     ActivityName,
     RollbackRequest,
     RollbackResult,
 )
+from contracts.definition import dag, freeze
+from contracts.definition.loading import definition_problems
+from contracts.definition.model import ApprovalStage, RollbackStage, Stage
 from contracts.errors import ErrorType
-from workflows import dag, freeze, gate_notices, policy, telemetry
-from workflows.calls import call, notify
-from workflows.decision_desk import DecisionDesk, clip
-from workflows.environment import LEASE_SIGNAL
-from workflows.gate_notices import GATE_NOTICES
-from workflows.messages import (
+from contracts.messages import (
     AbortRequest,
     ActionRecord,
     ApprovalRecord,
@@ -54,11 +53,15 @@ from workflows.messages import (
     StageState,
     StageStatus,
 )
-from workflows.naming import ENVIRONMENT, PIPELINE_STATUS, SERVICE, STAGE, canary_id
+from contracts.naming import ENVIRONMENT, PIPELINE_STATUS, SERVICE, STAGE, canary_id
+from contracts.start_check import policy_start
+from workflows import gate_notices, telemetry
+from workflows.calls import call, notify
+from workflows.decision_desk import DecisionDesk, clip
+from workflows.environment import LEASE_SIGNAL
+from workflows.gate_notices import GATE_NOTICES
 from workflows.run_leases import RunLeases, SupersededError
-from workflows.spec import ApprovalStage, RollbackStage, Stage, definition_problems
 from workflows.stages import RunState, StageFailedError, run_stage
-from workflows.start_check import policy_start
 
 __all__ = [
     "ENVIRONMENT_LEASES",

@@ -15,8 +15,8 @@ from contracts.activity import (
     RollbackRequest,
     RollbackResult,
 )
+from contracts.messages import Signed
 from workflows.calls import call, notify
-from workflows.messages import Signed
 
 __all__ = ["RETIRED", "ManualRollback", "RollbackWorkflow"]
 

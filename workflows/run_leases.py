@@ -18,8 +18,7 @@ from temporalio import workflow
 from temporalio.exceptions import ActivityError, is_cancelled_exception
 
 from contracts.activity import ActivityName, DeployRequest, ReleaseSpec
-from workflows.calls import call
-from workflows.messages import (
+from contracts.messages import (
     Concurrency,
     LeaseAnswer,
     LeaseCheck,
@@ -30,6 +29,7 @@ from workflows.messages import (
     RollbackOutcome,
     ServingReport,
 )
+from workflows.calls import call
 
 __all__ = ["RunLeases", "SupersededError"]
 

@@ -27,6 +27,7 @@ from temporalio.workflow import (
     ParentClosePolicy,
 )
 
+from contracts import judgments as policy
 from contracts.activity import (
     ActivityName,
     Artifact,
@@ -57,20 +58,7 @@ from contracts.activity import (
     bundle_of,
     component_service,
 )
-from workflows import policy
-from workflows.calls import call
-from workflows.messages import (
-    CanaryInput,
-    CanaryResult,
-    LeaseRef,
-    MonitorInput,
-    MonitorResult,
-    PipelineInput,
-    RollbackOutcome,
-)
-from workflows.naming import canary_id, monitor_id
-from workflows.run_leases import RunLeases
-from workflows.spec import (
+from contracts.definition.model import (
     BuildStage,
     CanaryStage,
     CheckoutStage,
@@ -90,6 +78,18 @@ from workflows.spec import (
     StageBase,
     SuiteStage,
 )
+from contracts.messages import (
+    CanaryInput,
+    CanaryResult,
+    LeaseRef,
+    MonitorInput,
+    MonitorResult,
+    PipelineInput,
+    RollbackOutcome,
+)
+from contracts.naming import canary_id, monitor_id
+from workflows.calls import call
+from workflows.run_leases import RunLeases
 
 __all__ = ["RunState", "StageFailedError", "run_stage"]
 

@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from activities.accepted_findings import apply_accepted
-from activities.providers.scanners import BanditScanner, DetectSecretsScanner, find_binary
+from activities.helpers.accepted_findings import apply_accepted
+from activities.providers.scanners.tools import BanditScanner, DetectSecretsScanner, find_binary
 from activities.scan import ScanActivities
 from contracts.activity import (
     Finding,
@@ -22,8 +22,8 @@ from contracts.activity import (
     ScanRequest,
     Severity,
 )
+from contracts.judgments import judge_scan
 from tests.support.binaries import require_binary
-from workflows.policy import judge_scan
 
 # The kind of line issue 11 is about: a framework's development default key, committed on purpose.
 DEV_SETTINGS = 'SECRET_KEY = "django-insecure-8f3k2j4h5g6f7d8s9a0p1o2i3u4y5t6r"\n'

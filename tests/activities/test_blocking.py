@@ -12,7 +12,7 @@ import pytest
 from temporalio import activity
 from temporalio.testing import ActivityEnvironment
 
-from activities._blocking import WorkCancelledError, run_blocking
+from activities.helpers.blocking import WorkCancelledError, run_blocking
 
 Progress = Callable[[str], None]
 

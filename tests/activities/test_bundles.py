@@ -3,7 +3,7 @@ component serves, and taking a canary away reaches every component."""
 
 from __future__ import annotations
 
-from activities.bundles import BundledTarget
+from activities.helpers.bundles import BundledTarget
 from contracts.activity import (
     Artifact,
     Component,

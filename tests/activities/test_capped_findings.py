@@ -7,9 +7,9 @@ import random
 
 from activities.scan import ScanActivities
 from contracts.activity import Finding, ScanRequest, Severity
+from contracts.judgments import judge_scan
 from plumbing.connection import data_converter
 from tests.support.memory_platform import MemoryScanner
-from workflows.policy import judge_scan
 
 PAYLOAD_LIMIT = 2 * 1024 * 1024  # Temporal's default limit on one payload
 

@@ -7,12 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from activities import signatures
-from activities.decisions import environments_in_force, gating_problems, judge_decision
-from activities.worker_policy import PolicyError, is_author, load_policy
-from tests.support.policy import make_key, public_key, write_policy
-from workflows.decisions import NAMESPACE, freshness_refusal, signed_text
-from workflows.messages import (
+from activities.decisions import environments_in_force, judge_decision
+from contracts.definition.model import FreezeWindow
+from contracts.messages import (
     DecisionCheck,
     EnvironmentAsk,
     EnvironmentInForce,
@@ -20,7 +17,10 @@ from workflows.messages import (
     PolicyStart,
     Signed,
 )
-from workflows.spec import FreezeWindow
+from contracts.signed_decisions import NAMESPACE, freshness_refusal, signed_text
+from plumbing import signatures
+from plumbing.worker_policy import PolicyError, gating_problems, is_author, load_policy
+from tests.support.policy import make_key, public_key, write_policy
 
 AT = datetime(2026, 11, 28, 3, 0, tzinfo=UTC)
 

@@ -1,5 +1,5 @@
-"""Check stages' HTTP probes (`activities.http_checks`): they verify TLS certificates with the
-worker's one shared context, on every call, and report a refused server as a failed check."""
+"""Check stages' HTTP probes (`activities.helpers.http_checks`): they verify TLS certificates with
+the worker's one shared context, on every call, and report a refused server as a failed check."""
 
 from __future__ import annotations
 
@@ -14,8 +14,8 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-from activities.http_checks import run_http_checks
-from activities.tls import verifying_context
+from activities.helpers.http_checks import run_http_checks
+from activities.wiring.tls import verifying_context
 from contracts.activity import HttpCheck
 from tests.support.stub_http import answering, serving
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from activities.notify import NotifyActivities, recipients
-from activities.worker_policy import WorkerPolicy
 from contracts.activity import NotifyAudience, NotifyRequest
+from plumbing.worker_policy import WorkerPolicy
 from tests.support.memory_platform import MemoryNotifier
 
 POLICY = WorkerPolicy.model_validate(

@@ -13,8 +13,8 @@ import pytest
 import structlog
 from pydantic import SecretStr
 
-from activities import observability
-from activities.observability import (
+from activities.wiring import observability
+from activities.wiring.observability import (
     MASK,
     configure_logging,
     redact,
@@ -22,7 +22,7 @@ from activities.observability import (
     secrets_in_environment,
     secrets_in_settings,
 )
-from activities.settings import Settings
+from plumbing.settings import Settings
 
 
 @pytest.fixture(autouse=True)

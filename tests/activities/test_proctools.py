@@ -11,8 +11,8 @@ import sys
 import time
 from pathlib import Path
 
-from activities import proctools
-from activities.proctools import (
+from activities.helpers import proctools
+from activities.helpers.proctools import (
     free_port,
     pid_alive,
     port_free,

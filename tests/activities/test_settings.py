@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from activities.factory import EnvironmentDispatch
-from activities.settings import ConfigurationError, Settings
+from activities.wiring.factory import EnvironmentDispatch
 from contracts.activity import WeightRequest
+from plumbing.settings import ConfigurationError, Settings
 from tests.support.memory_platform import MemoryPlatform, ScriptedMetrics
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -33,6 +33,7 @@ with workflow.unsafe.imports_passed_through():
         SuiteRequest,
         Workspace,
     )
+    from contracts.messages import PipelineInput
     from tests.bench.definitions import (
         INTEGRATION_COMMAND,
         PUBLISH_TAGS,
@@ -43,7 +44,6 @@ with workflow.unsafe.imports_passed_through():
         UNIT_COMMAND,
     )
     from workflows.calls import NON_RETRYABLE, OPTIONS
-    from workflows.messages import PipelineInput
 
 __all__ = ["BaselineWorkflow"]
 

@@ -1,5 +1,5 @@
-"""The pipeline definitions the benchmark runs, built in code from `workflows.spec` models and
-validated by `validate_definition`, plus the scripted delays the bench worker applies.
+"""The pipeline definitions the benchmark runs, built in code from `contracts.definition.model`
+models and validated by `validate_definition`, plus the scripted delays the bench worker applies.
 
 Shared by the driver (which starts runs and computes the critical path) and the worker (which
 sleeps the delays), so both agree on what each stage costs.
@@ -14,8 +14,8 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from workflows.messages import PipelineInput, RunContext
-from workflows.spec import (
+from contracts.definition.loading import validate_definition
+from contracts.definition.model import (
     ApprovalStage,
     BuildStage,
     CheckoutStage,
@@ -27,8 +27,8 @@ from workflows.spec import (
     ScanStage,
     SmokeStage,
     SuiteStage,
-    validate_definition,
 )
+from contracts.messages import PipelineInput, RunContext
 
 __all__ = [
     "APPROVER",

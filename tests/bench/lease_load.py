@@ -20,13 +20,13 @@ from temporalio.client import Client, WorkflowHandle
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
 
+from contracts.messages import PipelineResult
+from contracts.naming import SEARCH_ATTRIBUTES
 from starters.runs import pipeline_outcome
 from tests.bench.definitions import POLICY, overhead_spec, pipeline_input
 from tests.bench.run import temporal_binary
 from tests.support.memory import MemoryBackends
 from worker import build_worker
-from workflows.messages import PipelineResult
-from workflows.naming import SEARCH_ATTRIBUTES
 from workflows.pipeline import PipelineWorkflow
 
 

@@ -14,7 +14,7 @@ Payloads use the pydantic data converter; every workflow id is fresh.
    workflow task into server hand-off (scheduled → started) and our code (started →
    completed).
 2. DAG fidelity: a definition whose stages sleep known durations (1-3 s) on three branches;
-   median execution time vs the critical path (`workflows.dag.critical_path`), as a
+   median execution time vs the critical path (`contracts.definition.dag.critical_path`), as a
    percentage and in absolute ms (the fixed cost per stage hand-off does not scale with the
    stage durations, so the percentage alone depends on the durations chosen).
 3. 1,000 runs parked at an approval gate: worker VmRSS (/proc/<pid>/status) just before
@@ -64,6 +64,9 @@ from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Replayer
 
+from contracts.definition import dag
+from contracts.messages import Decision, PipelineInput, PipelineResult, PipelineState
+from contracts.naming import SEARCH_ATTRIBUTES
 from tests.bench import validation
 from tests.bench.baseline import BaselineWorkflow
 from tests.bench.definitions import (
@@ -79,9 +82,6 @@ from tests.bench.definitions import (
 from tests.bench.procs import ROOT, Stamps, WorkerProcess
 from tests.support.memory import MemoryBackends
 from worker import build_worker
-from workflows import dag
-from workflows.messages import Decision, PipelineInput, PipelineResult, PipelineState
-from workflows.naming import SEARCH_ATTRIBUTES
 from workflows.pipeline import PipelineWorkflow
 
 OUTPUT = ROOT / ".demo" / "bench-latest.md"

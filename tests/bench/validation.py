@@ -13,8 +13,9 @@ import tempfile
 import time
 from pathlib import Path
 
-from workflows.limits import MAX_STAGES
-from workflows.spec import DefinitionError, load_pipeline
+from contracts.definition.limits import MAX_STAGES
+from contracts.definition.loading import load_pipeline
+from contracts.definition.model import DefinitionError
 
 __all__ = ["GOAL_S", "chain_yaml", "time_validation"]
 

@@ -27,8 +27,8 @@ from temporalio.client import Client
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.worker import ActivityInboundInterceptor, ExecuteActivityInput, Interceptor
 
-from activities.backends import Backends
-from activities.observability import configure_logging
+from activities.wiring.backends import Backends
+from activities.wiring.observability import configure_logging
 from contracts.activity import CheckoutRequest, Workspace
 from tests.bench.baseline import BaselineWorkflow
 from tests.bench.definitions import CHECKOUT_DELAYS, POLICY, SCANNER_DELAYS, TEST_DELAYS

@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 
 from contracts import deployer_proof
-from workflows.messages import RollbackOrder
+from contracts.messages import RollbackOrder
+from plumbing.deployer_key import key_from_file
 
 NOW = datetime(2026, 12, 7, 12, 0, tzinfo=UTC)
 
@@ -41,7 +42,7 @@ def test_a_malformed_proof_is_refused() -> None:
 
 def test_the_key_file_is_made_once_and_private(tmp_path: Path) -> None:
     path = tmp_path / "deployer.key"
-    first = deployer_proof.key_from_file(path)
-    assert deployer_proof.key_from_file(path) == first
+    first = key_from_file(path)
+    assert key_from_file(path) == first
     assert len(first) == 32
     assert path.stat().st_mode & 0o777 == 0o600

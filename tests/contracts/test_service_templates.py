@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from contracts.service_templates import (
+from contracts.definition.service_templates import (
     Endpoint,
     ServiceWanted,
     parse_service,

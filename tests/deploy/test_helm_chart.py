@@ -34,8 +34,8 @@ from kubernetes.client import (
 from temporalio.exceptions import ApplicationError
 
 from activities.platforms.kubernetes import KubernetesPlatform
-from activities.settings import Settings
 from contracts.activity import Artifact, DeployRequest, RollbackRequest, WeightRequest
+from plumbing.settings import Settings
 from tests.deploy.helm import HelmError, helm
 from tests.fakes.kube_api import (
     FakeKubeApi,
@@ -673,7 +673,7 @@ def test_the_chart_owns_the_state_dir_and_the_docker_host(chart: Documents) -> N
 def test_the_worker_reads_its_policy_from_a_config_map(
     chart: Documents, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
-    from activities.worker_policy import load_policy
+    from plumbing.worker_policy import load_policy
 
     docs = chart()
     policy_map: V1ConfigMap = model(

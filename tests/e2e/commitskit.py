@@ -6,13 +6,13 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+from contracts.messages import EnvironmentState, PipelineResult, RunContext
+from contracts.naming import environment_id
 from starters.localstack import git, wait_for_gate
 from starters.runs import start_pipeline
 from tests.e2e.crashkit import approve, outcome
 from tests.support.devstack import APPROVERS, DEMO_ROLES, HELLO_SPEC, Stack
 from workflows.environment import EnvironmentWorkflow
-from workflows.messages import EnvironmentState, PipelineResult, RunContext
-from workflows.naming import environment_id
 
 __all__ = ["approve_gate", "approve_through", "environment", "release", "start"]
 

@@ -22,10 +22,7 @@ from temporalio.client import Client, WorkflowUpdateFailedError
 from temporalio.service import RPCError
 
 from activities.platforms.local import SlotManager
-from starters.runs import pipeline_outcome
-from tests.support.devstack import Stack, slot_processes, tail
-from workflows.canary import CanaryWorkflow
-from workflows.messages import (
+from contracts.messages import (
     CanaryStatus,
     Decision,
     MonitorResult,
@@ -33,8 +30,11 @@ from workflows.messages import (
     PipelineStatus,
     StageState,
 )
+from contracts.naming import canary_id, monitor_id
+from starters.runs import pipeline_outcome
+from tests.support.devstack import Stack, slot_processes, tail
+from workflows.canary import CanaryWorkflow
 from workflows.monitor import MonitorWorkflow
-from workflows.naming import canary_id, monitor_id
 from workflows.pipeline import PipelineWorkflow
 
 __all__ = [

@@ -43,6 +43,15 @@ from temporalio.service import RPCError
 
 from activities.platforms.local import LocalPlatform, SlotManager
 from contracts.activity import WeightRequest
+from contracts.messages import (
+    CanaryResult,
+    CanaryStatus,
+    MonitorResult,
+    PipelineState,
+    RunContext,
+    StageState,
+)
+from contracts.naming import canary_id, monitor_id
 from starters.localstack import (
     commit_fault,
     make_service_repo,
@@ -69,15 +78,6 @@ from tests.e2e.crashkit import (
     stray_processes,
 )
 from tests.support.devstack import APPROVERS, DEMO_ROLES, HELLO_SPEC, running_stack
-from workflows.messages import (
-    CanaryResult,
-    CanaryStatus,
-    MonitorResult,
-    PipelineState,
-    RunContext,
-    StageState,
-)
-from workflows.naming import canary_id, monitor_id
 
 pytestmark = [pytest.mark.e2e, pytest.mark.realserver]
 

@@ -15,6 +15,8 @@ from collections.abc import AsyncIterator
 import pytest
 import pytest_asyncio
 
+from contracts.definition.loading import validate_definition
+from contracts.messages import PipelineState, RunContext
 from starters.localstack import make_service_repo
 from starters.runs import start_pipeline
 from tests.e2e.crashkit import (
@@ -30,8 +32,6 @@ from tests.e2e.crashkit import (
     poll,
 )
 from tests.support.devstack import DEMO_ROLES, running_stack
-from workflows.messages import PipelineState, RunContext
-from workflows.spec import validate_definition
 
 pytestmark = [pytest.mark.e2e, pytest.mark.realserver]
 

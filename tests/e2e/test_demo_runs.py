@@ -17,6 +17,7 @@ import pytest_asyncio
 from activities.platforms.local import LocalPlatform
 from activities.providers.backing_services.resources import LocalResources
 from contracts.activity import WeightRequest
+from contracts.messages import PipelineResult, PipelineState, StageState, StageStatus
 from starters.demo import (
     BACKEND,
     ENVIRONMENTS,
@@ -32,7 +33,6 @@ from starters.demo import (
 from starters.localstack import commit_backend_fault, make_heal7_repo, production_version
 from tests.support.binaries import require_binary
 from tests.support.devstack import Stack, running_stack
-from workflows.messages import PipelineResult, PipelineState, StageState, StageStatus
 
 pytestmark = [pytest.mark.e2e, pytest.mark.realserver, pytest.mark.demo]
 

@@ -12,11 +12,11 @@ from collections.abc import AsyncIterator
 import pytest
 import pytest_asyncio
 
+from contracts.messages import PipelineState
 from starters.localstack import make_service_repo, production_version, wait_for_gate
 from tests.e2e.commitskit import approve_gate, environment, release, start
 from tests.e2e.crashkit import outcome
 from tests.support.devstack import Stack, running_stack
-from workflows.messages import PipelineState
 from workflows.pipeline import PipelineWorkflow
 
 pytestmark = [pytest.mark.e2e, pytest.mark.realserver]

@@ -16,13 +16,13 @@ import httpx
 import pytest
 import pytest_asyncio
 
+from contracts.messages import PipelineState
+from contracts.naming import pipeline_id
 from starters.demo import slipway
 from starters.runs import pipeline_outcome
 from tests.support.binaries import require_binary
 from tests.support.devstack import Stack, running_stack
 from tests.support.thirdparty import RUNTIME_DEPENDENCY, commit_service
-from workflows.messages import PipelineState
-from workflows.naming import pipeline_id
 
 pytestmark = [pytest.mark.e2e, pytest.mark.realserver]
 

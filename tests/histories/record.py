@@ -30,13 +30,13 @@ from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
 
 from contracts.activity import MetricsQuery
+from contracts.messages import Decision
+from contracts.naming import environment_id
 from starters.runs import pipeline_outcome
 from tests.support.binaries import venv_binary
 from tests.support.memory import MemoryBackends
 from tests.support.pipelines import Handle, start, wait_for_gate
 from worker import build_worker
-from workflows.messages import Decision
-from workflows.naming import environment_id
 from workflows.pipeline import PipelineWorkflow
 
 HERE = Path(__file__).parent

@@ -14,17 +14,17 @@ from temporalio.testing import ActivityEnvironment, WorkflowEnvironment
 
 from activities.providers.backing_services import LocalBackingServices
 from activities.providers.backing_services.redis import RedisKind
-from activities.providers.test_runner import SubprocessSuiteRunner
-from activities.test import SuiteActivities
+from activities.providers.testing.runner import SubprocessSuiteRunner
+from activities.testing import SuiteActivities
 from contracts.activity import CheckoutRequest, SuiteRequest, Workspace
+from contracts.definition.loading import validate_definition
+from contracts.messages import StageState
 from tests.support.binaries import missing, require_module
 from tests.support.memory import MemoryBackends
 from tests.support.pipelines import run_context, start
 from tests.support.ports import port_refuses
 from tests.support.sandbox import unsandboxed  # noqa: F401  (a fixture)
 from worker import build_worker
-from workflows.messages import StageState
-from workflows.spec import validate_definition
 
 ENV = {
     "DATABASE_URL": "postgresql://{services.postgres.user}:{services.postgres.password}"

@@ -15,8 +15,8 @@ import pytest
 from temporalio.testing import ActivityEnvironment
 
 from activities.providers.backing_services.docker import DockerBackingServices
-from activities.providers.test_runner import SubprocessSuiteRunner
-from activities.test import SuiteActivities
+from activities.providers.testing.runner import SubprocessSuiteRunner
+from activities.testing import SuiteActivities
 from tests.integration.test_backing_services_stage import (
     PYPROJECT,
     SUITE,

@@ -15,14 +15,15 @@ import pytest
 from temporalio.client import WorkflowFailureError
 from temporalio.testing import WorkflowEnvironment
 
+from contracts.definition.loading import validate_definition
+from contracts.definition.model import PipelineSpec
+from contracts.messages import PipelineState, StageState
+from contracts.naming import canary_id
 from starters.runs import pipeline_outcome, start_pipeline
 from tests.support.binaries import require_binary
 from tests.support.memory import MemoryBackends
 from tests.support.pipelines import ROLES, ROOT, run_context, wait_for_gate, wait_for_stage
 from worker import build_worker
-from workflows.messages import PipelineState, StageState
-from workflows.naming import canary_id
-from workflows.spec import PipelineSpec, validate_definition
 
 pytestmark = pytest.mark.devserver
 

@@ -17,6 +17,9 @@ from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
 
 from contracts.activity import SuiteReport
+from contracts.definition.loading import validate_definition
+from contracts.definition.model import PipelineSpec
+from contracts.messages import PipelineState, StageState
 from plumbing.sandbox import workflow_runner
 from starters.runs import (
     pipeline_outcome,
@@ -30,8 +33,6 @@ from tests.support.memory import MemoryBackends
 from tests.support.pipelines import ROLES, ROOT, heal7, run_context, wait_for_gate
 from worker import activities_for, build_runner_worker, build_worker
 from workflows.environment import EnvironmentWorkflow
-from workflows.messages import PipelineState, StageState
-from workflows.spec import PipelineSpec, validate_definition
 
 pytestmark = pytest.mark.devserver
 

@@ -12,13 +12,14 @@ import pytest
 from temporalio.client import Client, WorkflowHandle
 
 from activities import environments
+from contracts.definition.loading import validate_definition
+from contracts.definition.model import PipelineSpec
+from contracts.messages import PipelineInput, PipelineResult, PipelineState
 from starters.runs import pipeline_outcome
 from tests.support.memory import MemoryBackends
 from tests.support.pipelines import ROLES, run_context
 from worker import build_worker
-from workflows.messages import PipelineInput, PipelineResult, PipelineState
 from workflows.pipeline import PipelineWorkflow
-from workflows.spec import PipelineSpec, validate_definition
 
 pytestmark = [pytest.mark.devserver, pytest.mark.timeout(240)]
 

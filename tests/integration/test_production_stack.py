@@ -23,10 +23,14 @@ from typing import TYPE_CHECKING, Any
 import pytest
 from temporalio.testing import WorkflowEnvironment
 
-from activities.factory import backends_from_settings
 from activities.platforms.kubernetes._objects import DIGEST
-from activities.providers.ecr import ecr_client
-from activities.settings import Settings
+from activities.providers.builders.ecr import ecr_client
+from activities.wiring.factory import backends_from_settings
+from contracts.definition.loading import validate_definition
+from contracts.definition.model import PipelineSpec
+from contracts.messages import CanaryResult, PipelineResult, PipelineState, RunContext, StageState
+from contracts.naming import canary_id
+from plumbing.settings import Settings
 from starters.runs import pipeline_outcome, start_pipeline
 from tests.fakes.kube_api import FakeKubeApi, canary_environment
 from tests.support.binaries import require_binary
@@ -36,9 +40,6 @@ from tests.support.policy import write_policy
 from tests.support.prometheus import running_prometheus
 from tests.support.traffic import TraefikTraffic
 from worker import build_worker
-from workflows.messages import CanaryResult, PipelineResult, PipelineState, RunContext, StageState
-from workflows.naming import canary_id
-from workflows.spec import PipelineSpec, validate_definition
 
 if TYPE_CHECKING:
     from mypy_boto3_ecr import ECRClient

@@ -19,15 +19,16 @@ from temporalio.api.enums.v1 import EventType
 from temporalio.client import WorkflowUpdateFailedError
 from temporalio.testing import WorkflowEnvironment
 
+from contracts.definition.loading import validate_definition
+from contracts.definition.model import PipelineSpec
+from contracts.messages import Decision, PipelineState
 from starters.runs import pipeline_outcome, start_pipeline
 from tests.integration.test_devserver import cli_env, run_cmd, temporal_cli
 from tests.support.memory import MemoryBackends
 from tests.support.pipelines import run_context, wait_for_gate
 from tests.support.policy import PEOPLE, make_key, write_policy
 from worker import build_worker
-from workflows.messages import Decision, PipelineState
 from workflows.pipeline import PipelineWorkflow
-from workflows.spec import PipelineSpec, validate_definition
 
 pytestmark = pytest.mark.devserver
 

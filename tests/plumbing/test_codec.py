@@ -13,9 +13,9 @@ import pytest
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from temporalio.api.common.v1 import Payload
 
+from contracts.messages import Decision
 from plumbing.codec import ENCODING, LEGACY_ENCODING, AesGcmCodec, CodecError, codec_from_env
 from plumbing.connection import data_converter
-from workflows.messages import Decision
 
 DECISION = Decision(approver="carol", gate="production", comment="born 1990-01-02")
 PLAIN = Payload(metadata={"encoding": b"json/plain"}, data=b'{"a": 1}')

@@ -14,12 +14,12 @@ from temporalio.api.failure.v1 import Failure
 from temporalio.client import Client
 from temporalio.testing import WorkflowEnvironment
 
+from contracts.messages import PipelineState
 from plumbing.connection import data_converter
 from starters.runs import pipeline_outcome
 from tests.support.memory import MemoryBackends
 from tests.support.pipelines import start
 from worker import build_worker
-from workflows.messages import PipelineState
 
 pytestmark = pytest.mark.timeout(60)
 

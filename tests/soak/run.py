@@ -38,6 +38,9 @@ from pathlib import Path
 
 from temporalio.client import Client, WorkflowExecutionStatus
 
+from contracts.definition.model import PipelineSpec
+from contracts.messages import PipelineResult, PipelineState, RunContext
+from contracts.naming import environment_id
 from starters.localstack import (
     DevServer,
     WorkerProcess,
@@ -51,10 +54,7 @@ from tests.e2e.crashkit import approve
 from tests.support.devstack import APPROVERS, DEMO_ROLES, HELLO_SPEC, stop_strays
 from tests.support.ports import free_port_block
 from workflows.environment import EnvironmentWorkflow
-from workflows.messages import PipelineResult, PipelineState, RunContext
-from workflows.naming import environment_id
 from workflows.pipeline import PipelineWorkflow
-from workflows.spec import PipelineSpec
 
 
 @dataclass(frozen=True)

@@ -9,10 +9,10 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
+from contracts.messages import RunContext
 from starters import cli
 from starters.cli import app
 from starters.runs import StartedRun
-from workflows.messages import RunContext
 
 ROOT = Path(__file__).resolve().parents[2]
 HEAL7 = str(ROOT / "pipelines" / "heal7.yaml")

@@ -8,7 +8,7 @@ from datetime import timedelta
 from temporalio import workflow
 
 with workflow.unsafe.imports_passed_through():
-    from workflows.messages import PipelineInput, PipelineResult
+    from contracts.messages import PipelineInput, PipelineResult
     from workflows.pipeline import PipelineWorkflow
 
 

@@ -21,14 +21,14 @@ from pathlib import Path
 from temporalio.client import Client
 
 from activities.platforms.local import SlotManager
-from activities.worker_policy import load_policy
 from contracts.activity import Slot
+from contracts.definition.loading import load_pipeline
+from plumbing.worker_policy import load_policy
 from starters.demo import APPROVERS
 from starters.demo_prometheus import INSTALL_HINT, DemoPrometheus
 from starters.localstack import ROOT, DevServer, WorkerProcess, connect_to
 from tests.support.binaries import require_binary
 from tests.support.ports import free_port_block
-from workflows.spec import load_pipeline
 
 __all__ = [
     "APPROVERS",

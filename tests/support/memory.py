@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from activities.backends import Backends
+from activities.wiring.backends import Backends
 from contracts.activity import FunctionComplexity
 from tests.support.memory_platform import (
     MemoryBackingServices,

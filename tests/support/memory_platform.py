@@ -15,7 +15,7 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
-from activities.backends import Heartbeat
+from activities.wiring.backends import Heartbeat
 from contracts.activity import (
     Artifact,
     BuildRequest,
@@ -50,8 +50,8 @@ from contracts.activity import (
     Workspace,
 )
 from contracts.activity import Endpoint as HttpEndpoint
-from contracts.metric_presets import label_value, render, window_duration
-from contracts.service_templates import Endpoint, StartedServices, parse_service
+from contracts.definition.metric_presets import label_value, render, window_duration
+from contracts.definition.service_templates import Endpoint, StartedServices, parse_service
 
 __all__ = [
     "MemoryBackingServices",

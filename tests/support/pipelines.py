@@ -9,11 +9,12 @@ from typing import Any
 
 from temporalio.client import Client, WorkflowHandle
 
+from contracts.definition.loading import load_pipeline
+from contracts.definition.model import PipelineSpec
+from contracts.messages import PipelineInput, PipelineStatus, RunContext, StageState
+from contracts.naming import pipeline_id
 from starters.localstack import gate_or_end
-from workflows.messages import PipelineInput, PipelineStatus, RunContext, StageState
-from workflows.naming import pipeline_id
 from workflows.pipeline import PipelineWorkflow
-from workflows.spec import PipelineSpec, load_pipeline
 
 ROOT = Path(__file__).resolve().parents[2]
 # A started pipeline run, as the tests hold it.

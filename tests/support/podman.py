@@ -26,7 +26,7 @@ from typing import Any
 import docker
 import httpx
 
-from activities.providers.registry_api import MANIFEST_MEDIA_TYPES
+from activities.providers.builders.registry_api import MANIFEST_MEDIA_TYPES
 from tests.support.binaries import require_binary
 from tests.support.ports import free_port
 

@@ -1,4 +1,4 @@
-"""The sandbox untrusted steps run in (`activities.providers.sandbox`), for tests.
+"""The sandbox untrusted steps run in (`activities.providers.execution.sandbox`), for tests.
 
 Tests that need bubblewrap call `require_sandbox()`: it skips locally with the reason and
 fails in CI (REQUIRE_REAL_SERVERS=1), where `.ci/real-servers.sh` installs it. Tests about
@@ -12,8 +12,8 @@ from collections.abc import Iterator
 
 import pytest
 
-from activities.providers import sandbox as sandboxes
-from activities.providers.sandbox import Sandbox
+from activities.providers.execution import sandbox as sandboxes
+from activities.providers.execution.sandbox import Sandbox
 from tests.support.binaries import missing
 
 __all__ = ["require_sandbox", "unsandboxed"]

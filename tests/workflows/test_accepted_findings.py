@@ -12,12 +12,13 @@ import yaml
 from temporalio.testing import WorkflowEnvironment
 
 from contracts.activity import Severity
+from contracts.definition.loading import validate_definition
+from contracts.definition.model import PipelineSpec
+from contracts.messages import PipelineResult, StageState
 from starters.runs import pipeline_outcome
 from tests.support.memory import MemoryBackends
 from tests.support.pipelines import ROOT, start
 from worker import build_worker
-from workflows.messages import PipelineResult, StageState
-from workflows.spec import PipelineSpec, validate_definition
 
 pytestmark = pytest.mark.timeout(60)
 

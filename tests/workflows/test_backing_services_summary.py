@@ -6,11 +6,11 @@ from __future__ import annotations
 from temporalio.testing import WorkflowEnvironment
 
 from contracts.activity import SuiteReport
+from contracts.messages import StageState
 from starters.runs import pipeline_outcome
 from tests.support.memory import MemoryBackends
 from tests.support.pipelines import start
 from worker import build_worker
-from workflows.messages import StageState
 
 
 async def test_a_failing_suite_still_says_which_servers_it_ran_against(

@@ -16,13 +16,14 @@ import yaml
 from temporalio.testing import WorkflowEnvironment
 
 from contracts.activity import MetricsQuery
+from contracts.definition.loading import validate_definition
+from contracts.definition.model import PipelineSpec
+from contracts.messages import PipelineState, StageState
 from starters.runs import pipeline_outcome
 from tests.support.memory import MemoryBackends
 from tests.support.pipelines import ROOT, run_context, start
 from tests.workflows.test_pipeline import approve_all, stage
 from worker import build_worker
-from workflows.messages import PipelineState, StageState
-from workflows.spec import PipelineSpec, validate_definition
 
 pytestmark = [pytest.mark.timeout(120), pytest.mark.devserver]
 
@@ -147,7 +148,7 @@ async def test_a_failed_joint_canary_puts_every_artifact_back(
 
 
 def _refusal(data: dict[str, Any]) -> str:
-    from workflows.spec import DefinitionError
+    from contracts.definition.model import DefinitionError
 
     with pytest.raises(DefinitionError) as info:
         validate_definition(data, "heal7.yaml")

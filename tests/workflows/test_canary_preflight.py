@@ -15,13 +15,14 @@ import yaml
 from temporalio.testing import WorkflowEnvironment
 
 from contracts.activity import MetricsQuery
+from contracts.definition.loading import validate_definition
+from contracts.definition.model import PipelineSpec
+from contracts.messages import StageState
 from starters.runs import pipeline_outcome
 from tests.support.memory import MemoryBackends
 from tests.support.pipelines import start
 from tests.workflows.test_pipeline import OLD, approve_all, stage
 from worker import build_worker
-from workflows.messages import StageState
-from workflows.spec import PipelineSpec, validate_definition
 
 pytestmark = pytest.mark.timeout(60)
 

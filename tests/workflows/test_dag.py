@@ -9,9 +9,9 @@ from typing import Any
 import pytest
 from pydantic import TypeAdapter
 
-from workflows import dag
-from workflows import definition_rules as rules
-from workflows.spec import Stage, load_pipeline
+from contracts.definition import dag, rules
+from contracts.definition.loading import load_pipeline
+from contracts.definition.model import Stage
 
 HEAL7 = Path(__file__).resolve().parents[2] / "pipelines" / "heal7.yaml"
 _STAGE = TypeAdapter[Stage](Stage)

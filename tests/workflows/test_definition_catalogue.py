@@ -15,8 +15,9 @@ from typing import Any
 import pytest
 import yaml
 
-from workflows.limits import MAX_FILE_BYTES, MAX_STAGES, MAX_STAGES_READ
-from workflows.spec import DefinitionError, Problem, load_pipeline, validate_definition
+from contracts.definition.limits import MAX_FILE_BYTES, MAX_STAGES, MAX_STAGES_READ
+from contracts.definition.loading import load_pipeline, validate_definition
+from contracts.definition.model import DefinitionError, Problem
 
 SECRET = "hunter2-do-not-print"
 ROLES = {"alice": ["cto"], "bob": ["devops_lead"], "carol": ["developer"]}

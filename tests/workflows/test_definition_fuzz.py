@@ -26,14 +26,15 @@ from temporalio.client import WorkflowFailureError
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
 
+from contracts.definition.loading import load_pipeline, validate_definition
+from contracts.definition.model import DefinitionError, PipelineSpec
+from contracts.messages import PipelineInput
+from contracts.naming import pipeline_id
 from tests.support.binaries import require_binary
 from tests.support.memory import MemoryBackends
 from tests.support.pipelines import ROLES, ROOT, run_context
 from worker import build_worker
-from workflows.messages import PipelineInput
-from workflows.naming import pipeline_id
 from workflows.pipeline import PipelineWorkflow
-from workflows.spec import DefinitionError, PipelineSpec, load_pipeline, validate_definition
 
 EXAMPLES = int(os.environ.get("SLIPWAY_FUZZ_EXAMPLES", "150"))
 RUNS = int(os.environ.get("SLIPWAY_FUZZ_RUNS", "4"))

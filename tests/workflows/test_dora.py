@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
+from contracts import dora
 from contracts.activity import Artifact, ReleaseSpec
+from contracts.messages import EnvironmentInput, EnvironmentState, ReleaseEntry
 from starters.render import dora_table
-from workflows import dora
 from workflows.environment import RELEASES_KEPT
-from workflows.messages import EnvironmentInput, EnvironmentState, ReleaseEntry
 
 NOW = datetime(2026, 12, 7, 12, 0, tzinfo=UTC)
 

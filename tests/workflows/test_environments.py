@@ -14,6 +14,17 @@ from temporalio.client import WorkflowExecutionStatus
 from temporalio.testing import WorkflowEnvironment
 
 from contracts.activity import Artifact, MetricsQuery, ReleaseSpec
+from contracts.definition.loading import validate_definition
+from contracts.definition.model import PipelineSpec
+from contracts.messages import (
+    EnvironmentInput,
+    EnvironmentState,
+    PipelineState,
+    RunContext,
+    Serving,
+    StageState,
+)
+from contracts.naming import canary_id, environment_id, pipeline_id
 from starters.runs import pipeline_outcome
 from tests.support.memory import MemoryBackends
 from tests.support.pipelines import (
@@ -27,16 +38,6 @@ from tests.support.pipelines import (
 from tests.workflows.test_pipeline import approve, approve_all, wait_for_canary_interval
 from worker import build_worker
 from workflows.environment import EnvironmentWorkflow
-from workflows.messages import (
-    EnvironmentInput,
-    EnvironmentState,
-    PipelineState,
-    RunContext,
-    Serving,
-    StageState,
-)
-from workflows.naming import canary_id, environment_id, pipeline_id
-from workflows.spec import PipelineSpec, validate_definition
 
 pytestmark = pytest.mark.timeout(90)
 

@@ -8,14 +8,15 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from temporalio.testing import WorkflowEnvironment
 
+from contracts.definition.freeze import CronError, frozen_until, parse_cron
+from contracts.definition.loading import validate_definition
+from contracts.definition.model import DefinitionError, PipelineSpec
+from contracts.messages import PipelineState, StageState
 from starters.runs import pipeline_outcome
 from tests.support.memory import MemoryBackends
 from tests.support.pipelines import heal7, run_context, start, wait_for_gate, wait_for_stage
 from tests.workflows.test_pipeline import approve, reach_production_gate
 from worker import build_worker
-from workflows.freeze import CronError, frozen_until, parse_cron
-from workflows.messages import PipelineState, StageState
-from workflows.spec import DefinitionError, PipelineSpec, validate_definition
 
 pytestmark = pytest.mark.timeout(60)
 SEOUL_WEEKEND = ("0 18 * * FRI", timedelta(hours=62), "Asia/Seoul")

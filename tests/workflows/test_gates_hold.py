@@ -15,6 +15,10 @@ from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import UnsandboxedWorkflowRunner
 
 import worker as worker_module
+from contracts.definition import dag
+from contracts.definition.loading import load_pipeline, validate_definition
+from contracts.definition.model import DefinitionError, PipelineSpec
+from contracts.messages import PipelineResult, PipelineState, StageState
 from starters.runs import pipeline_outcome, replay_history
 from tests.support.memory import MemoryBackends
 from tests.support.pipelines import (
@@ -27,10 +31,7 @@ from tests.support.pipelines import (
 )
 from tests.workflows.test_pipeline import approve
 from worker import build_worker
-from workflows import dag
 from workflows import pipeline as pipeline_module
-from workflows.messages import PipelineResult, PipelineState, StageState
-from workflows.spec import DefinitionError, PipelineSpec, load_pipeline, validate_definition
 
 pytestmark = pytest.mark.timeout(60)
 

@@ -11,10 +11,12 @@ from collections.abc import Iterator
 import pytest
 from temporalio.testing import WorkflowEnvironment
 
-from activities.backends import Heartbeat
 from activities.platforms.kubernetes import KubernetesPlatform
 from activities.platforms.kubernetes._objects import image_reference
+from activities.wiring.backends import Heartbeat
 from contracts.activity import Artifact, BuildRequest
+from contracts.definition.loading import validate_definition
+from contracts.messages import AbortRequest, ActionRecord, PipelineState, StageState
 from plumbing.updates import execute_update
 from starters.runs import pipeline_outcome
 from tests.fakes.kube_api import FakeKubeApi, canary_environment
@@ -22,8 +24,6 @@ from tests.support.memory import MemoryBackends
 from tests.support.pipelines import run_context, start, wait_for_gate
 from tests.workflows.test_pipeline import approve, wait_for_canary_interval
 from worker import build_worker
-from workflows.messages import AbortRequest, ActionRecord, PipelineState, StageState
-from workflows.spec import validate_definition
 
 pytestmark = pytest.mark.timeout(60)
 NS = "hello-prod"

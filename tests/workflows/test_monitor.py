@@ -9,12 +9,12 @@ from datetime import UTC, datetime
 import pytest
 from temporalio.testing import WorkflowEnvironment
 
+from contracts.definition.model import MonitorStage
+from contracts.messages import MonitorCheck, MonitorInput
 from tests.support.memory import MemoryBackends
 from tests.workflows.test_pipeline import FlakyLoad
 from worker import build_worker
-from workflows.messages import MonitorCheck, MonitorInput
 from workflows.monitor import MonitorWorkflow
-from workflows.spec import MonitorStage
 
 pytestmark = pytest.mark.timeout(60)
 

@@ -20,13 +20,8 @@ from contracts.activity import (
     Severity,
     SuiteReport,
 )
-from plumbing.updates import execute_update
-from starters.runs import pipeline_outcome
-from tests.support.memory import MemoryBackends
-from tests.support.pipelines import Handle, heal7, run_context, start, wait_for_gate
-from worker import build_worker
-from workflows.canary import CanaryWorkflow
-from workflows.messages import (
+from contracts.definition.model import LoadSpec
+from contracts.messages import (
     AbortRequest,
     ActionRecord,
     Decision,
@@ -34,9 +29,14 @@ from workflows.messages import (
     PipelineState,
     StageState,
 )
-from workflows.naming import canary_id
+from contracts.naming import canary_id
+from plumbing.updates import execute_update
+from starters.runs import pipeline_outcome
+from tests.support.memory import MemoryBackends
+from tests.support.pipelines import Handle, heal7, run_context, start, wait_for_gate
+from worker import build_worker
+from workflows.canary import CanaryWorkflow
 from workflows.pipeline import PipelineWorkflow
-from workflows.spec import LoadSpec
 
 # Each test takes 1-3 s with time skipping; one that takes a minute is stuck (its timers are
 # running in real time), and says so now rather than after the suite-wide 5 minutes.

@@ -17,8 +17,16 @@ from contracts.activity import (
     Severity,
     SuiteReport,
 )
-from tests.support.pipelines import ROLES as PIPELINE_ROLES
-from workflows.policy import (
+from contracts.definition.loading import load_pipeline
+from contracts.definition.model import (
+    ApprovalStage,
+    CanaryStage,
+    MetricCheck,
+    QualityGateStage,
+    ScanStage,
+    SuiteStage,
+)
+from contracts.judgments import (
     ApprovalVote,
     Verdict,
     analyse,
@@ -30,15 +38,7 @@ from workflows.policy import (
     judge_tests,
     quality_gate,
 )
-from workflows.spec import (
-    ApprovalStage,
-    CanaryStage,
-    MetricCheck,
-    QualityGateStage,
-    ScanStage,
-    SuiteStage,
-    load_pipeline,
-)
+from tests.support.pipelines import ROLES as PIPELINE_ROLES
 
 HEAL7 = Path(__file__).resolve().parents[2] / "pipelines" / "heal7.yaml"
 

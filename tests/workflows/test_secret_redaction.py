@@ -17,15 +17,15 @@ from typing import Any
 import pytest
 from temporalio.testing import WorkflowEnvironment
 
-from activities.secrets import LocalSecretStore, SecretResolver
+from activities.helpers.secrets import LocalSecretStore, SecretResolver
+from contracts.definition.model import PipelineSpec, SecretRefSpec
+from contracts.messages import PipelineState
+from contracts.naming import canary_id, environment_id, monitor_id
 from starters.runs import pipeline_outcome
 from tests.support.memory import MemoryBackends
 from tests.support.pipelines import heal7, run_context, start
 from tests.workflows.test_pipeline import approve_all
 from worker import build_worker
-from workflows.messages import PipelineState
-from workflows.naming import canary_id, environment_id, monitor_id
-from workflows.spec import PipelineSpec, SecretRefSpec
 
 pytestmark = pytest.mark.timeout(90)
 

@@ -11,8 +11,15 @@ import pytest
 from temporalio.client import Client, WorkflowUpdateFailedError
 from temporalio.testing import WorkflowEnvironment
 
-from activities.worker_policy import load_policy
+from contracts.definition.loading import validate_definition
+from contracts.messages import (
+    ActionRecord,
+    CanaryControl,
+    Decision,
+    PipelineState,
+)
 from plumbing.updates import execute_update
+from plumbing.worker_policy import load_policy
 from starters.runs import pipeline_outcome, replay_history
 from starters.signing import sign_for
 from tests.support.memory import MemoryBackends
@@ -21,14 +28,7 @@ from tests.support.policy import make_key, write_policy
 from tests.workflows.test_pipeline import approve, wait_for_canary_interval
 from worker import build_worker
 from workflows.decision_desk import REFUSED_KEPT
-from workflows.messages import (
-    ActionRecord,
-    CanaryControl,
-    Decision,
-    PipelineState,
-)
 from workflows.pipeline import PipelineWorkflow
-from workflows.spec import validate_definition
 
 pytestmark = pytest.mark.timeout(90)
 
@@ -211,9 +211,9 @@ async def test_a_control_sent_straight_to_the_canary_is_ignored(
 ) -> None:
     """`temporal workflow signal` to the canary child skips the pipeline's policy check: the
     canary ignores it and says so in its result."""
+    from contracts.messages import CanaryResult
+    from contracts.naming import canary_id
     from workflows.canary import CanaryWorkflow
-    from workflows.messages import CanaryResult
-    from workflows.naming import canary_id
 
     policy = write_policy(tmp_path / "policy.yaml", keys, gates={"*": {"signatures": "optional"}})
     async with build_worker(time_env.client, memory.backends(), task_queue, policy_file=policy):
@@ -246,9 +246,9 @@ async def test_a_manual_rollback_is_judged_by_the_policy(
 ) -> None:
     from temporalio.client import WorkflowUpdateFailedError
 
+    from contracts.messages import RollbackOutcome
+    from contracts.naming import environment_id
     from workflows.environment import EnvironmentWorkflow
-    from workflows.messages import RollbackOutcome
-    from workflows.naming import environment_id
     from workflows.rollback import ManualRollback
 
     policy = write_policy(tmp_path / "policy.yaml", keys, gates={"*": {"signatures": "optional"}})

@@ -12,7 +12,8 @@ import pytest
 import yaml
 
 from contracts.activity import Severity
-from workflows.spec import (
+from contracts.definition.loading import load_pipeline, validate_definition
+from contracts.definition.model import (
     STAGE_KINDS,
     ApprovalStage,
     CanaryStage,
@@ -23,9 +24,7 @@ from workflows.spec import (
     QualityGateStage,
     ScanStage,
     SuiteStage,
-    load_pipeline,
     parse_duration,
-    validate_definition,
 )
 
 PIPELINES = Path(__file__).resolve().parents[2] / "pipelines"

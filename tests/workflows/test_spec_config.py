@@ -9,7 +9,8 @@ from typing import Any
 import pytest
 
 from contracts.activity import ReleaseSpec, SecretRef
-from workflows.spec import DefinitionError, validate_definition
+from contracts.definition.loading import validate_definition
+from contracts.definition.model import DefinitionError
 
 
 def base() -> dict[str, Any]:

@@ -10,7 +10,8 @@ from typing import Any
 import pytest
 import yaml
 
-from workflows.spec import DefinitionError, ImageScanStage, ScanStage, load_pipeline
+from contracts.definition.loading import load_pipeline
+from contracts.definition.model import DefinitionError, ImageScanStage, ScanStage
 
 STAGES: list[dict[str, Any]] = [
     {"name": "checkout", "kind": "checkout"},

@@ -6,7 +6,8 @@ from typing import Any
 
 import pytest
 
-from workflows.spec import CommandStage, DefinitionError, SuiteStage, validate_definition
+from contracts.definition.loading import validate_definition
+from contracts.definition.model import CommandStage, DefinitionError, SuiteStage
 
 
 def definition(*stages: dict[str, Any]) -> dict[str, Any]:

@@ -8,10 +8,10 @@ from typing import Any
 
 import pytest
 
-from activities.providers.prometheus import DEFAULT_TEMPLATES
-from contracts.metric_presets import PRESETS, placeholders, render, template_problem
+from activities.providers.metrics.prometheus import DEFAULT_TEMPLATES
+from contracts.definition.loading import load_pipeline
+from contracts.definition.metric_presets import PRESETS, placeholders, render, template_problem
 from tests.workflows.test_spec import assert_names, only_problem, stage_of, valid, write
-from workflows.spec import load_pipeline
 
 SAJU = 'sum(rate(saju_calculations_total{service="{service}",slot="{slot}"}[{window}]))'
 

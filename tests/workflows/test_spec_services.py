@@ -8,7 +8,8 @@ from typing import Any
 
 import pytest
 
-from workflows.spec import DefinitionError, SuiteStage, load_pipeline, validate_definition
+from contracts.definition.loading import load_pipeline, validate_definition
+from contracts.definition.model import DefinitionError, SuiteStage
 
 HEAL7 = Path(__file__).resolve().parents[2] / "pipelines" / "heal7.yaml"
 

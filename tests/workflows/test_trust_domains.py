@@ -18,6 +18,7 @@ from temporalio.worker import (
 )
 
 from contracts.activity import RUNNER_ACTIVITIES, ActivityName
+from contracts.messages import PipelineState, StageState
 from plumbing.connection import runner_task_queue
 from tests.support.memory import MemoryBackends
 from tests.support.pipelines import start
@@ -29,7 +30,6 @@ from worker import (
     deployer_activities,
     runner_activities,
 )
-from workflows.messages import PipelineState, StageState
 from workflows.pipeline import PipelineWorkflow
 
 pytestmark = pytest.mark.timeout(60)

@@ -13,19 +13,8 @@ from temporalio.client import WorkflowUpdateFailedError
 from temporalio.testing import WorkflowEnvironment
 
 from contracts.activity import Artifact, ReleaseSpec
-from starters.runs import pipeline_outcome
-from tests.support.memory import MemoryBackends
-from tests.support.pipelines import ROLES, heal7, run_context, start, wait_for_gate, wait_for_stage
-from tests.workflows.test_pipeline import (
-    approve,
-    approve_all,
-    canary_errors,
-    wait_for_canary_interval,
-)
-from worker import build_worker
-from workflows.canary import CanaryWorkflow
-from workflows.environment import LEASE_SIGNAL, EnvironmentWorkflow
-from workflows.messages import (
+from contracts.definition.model import PipelineSpec
+from contracts.messages import (
     CanaryControl,
     CanaryOrder,
     CanaryResult,
@@ -39,9 +28,20 @@ from workflows.messages import (
     ServingReport,
     StageState,
 )
-from workflows.naming import canary_id, environment_id, pipeline_id
+from contracts.naming import canary_id, environment_id, pipeline_id
+from starters.runs import pipeline_outcome
+from tests.support.memory import MemoryBackends
+from tests.support.pipelines import ROLES, heal7, run_context, start, wait_for_gate, wait_for_stage
+from tests.workflows.test_pipeline import (
+    approve,
+    approve_all,
+    canary_errors,
+    wait_for_canary_interval,
+)
+from worker import build_worker
+from workflows.canary import CanaryWorkflow
+from workflows.environment import LEASE_SIGNAL, EnvironmentWorkflow
 from workflows.pipeline import PipelineWorkflow
-from workflows.spec import PipelineSpec
 
 pytestmark = pytest.mark.timeout(90)
 

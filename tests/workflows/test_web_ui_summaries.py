@@ -16,14 +16,15 @@ from temporalio.api.enums.v1 import EventType
 from temporalio.client import Client
 from temporalio.testing import WorkflowEnvironment
 
+from contracts.definition.loading import validate_definition
+from contracts.definition.model import PipelineSpec
+from contracts.messages import Decision, PipelineState
+from contracts.naming import canary_id, monitor_id
 from plumbing.updates import execute_update
 from tests.support.memory import MemoryBackends
 from tests.support.pipelines import ROOT, run_context, start, wait_for_gate
 from worker import build_worker
-from workflows.messages import Decision, PipelineState
-from workflows.naming import canary_id, monitor_id
 from workflows.pipeline import PipelineWorkflow
-from workflows.spec import PipelineSpec, validate_definition
 
 pytestmark = [pytest.mark.timeout(120), pytest.mark.devserver]
 

@@ -21,8 +21,8 @@ from typing import Any
 from kubernetes.client import ApiClient, V1Deployment, V1Service
 from temporalio import activity
 
-from activities.backends import Heartbeat
-from activities.http_checks import run_http_checks
+from activities.helpers.http_checks import run_http_checks
+from activities.helpers.secrets import KubernetesSecrets
 from activities.platforms.kubernetes._api import KubeApi
 from activities.platforms.kubernetes._objects import (
     CANARY_PENDING,
@@ -59,7 +59,7 @@ from activities.platforms.kubernetes._routing import (
     parse_http_routes,
     with_canary_weight,
 )
-from activities.secrets import KubernetesSecrets
+from activities.wiring.backends import Heartbeat
 from contracts.activity import (
     Artifact,
     DeployRequest,

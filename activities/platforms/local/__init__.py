@@ -9,7 +9,7 @@ services, metrics scraped from Traefik, and an HTTP load generator.
 
 from __future__ import annotations
 
-from activities.http_load import HttpLoadGenerator
+from activities.helpers.http_load import HttpLoadGenerator
 from activities.platforms.local.metrics import TraefikMetricsProvider, histogram_quantile
 from activities.platforms.local.platform import (
     DEFAULT_BASE_PORT,

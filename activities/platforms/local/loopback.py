@@ -15,7 +15,7 @@ import functools
 
 import httpx
 
-from activities.tls import verifying_context
+from activities.wiring.tls import verifying_context
 
 __all__ = ["get"]
 

@@ -8,12 +8,12 @@ from types import TracebackType
 
 import structlog
 
-from activities.http_load import HttpLoadGenerator
+from activities.helpers.http_load import HttpLoadGenerator
+from activities.helpers.secrets import SecretResolver
 from activities.platforms.local.metrics import TraefikMetricsProvider
 from activities.platforms.local.slots import SlotManager
 from activities.platforms.local.target import LocalDeployTarget
 from activities.platforms.local.traefik import TraefikRouter
-from activities.secrets import SecretResolver
 from contracts.activity import LoadRequest, WeightRequest
 
 __all__ = ["DEFAULT_BASE_PORT", "DEFAULT_ENVIRONMENTS", "LocalPlatform"]

@@ -1,8 +1,8 @@
 """Process slots on loopback: one running release per (service, environment, slot).
 
 Each release runs in its own venv (the wheel and its dependencies, built once per digest) with
-an allow-listed environment (`activities.providers.child_env`), never the worker's packages or
-secrets; `python` in the run command is that venv's interpreter.
+an allow-listed environment (`activities.providers.execution.child_env`), never the worker's
+packages or secrets; `python` in the run command is that venv's interpreter.
 
 A slot's state lives on disk (`<state_dir>/slots/<service>/<environment>/<slot>.json`): the
 running digest, port, pid and the revisions it ran before. A worker that restarts reads it and
@@ -32,11 +32,8 @@ from pathlib import Path
 import httpx
 from pydantic import BaseModel, ConfigDict, Field
 
-from activities.backends import Heartbeat
-from activities.files import atomic_write_text, file_lock, tail
-from activities.platforms.local import loopback
-from activities.platforms.local._proc import LAUNCH_ENV, launched_processes, spawn
-from activities.proctools import (
+from activities.helpers.files import atomic_write_text, file_lock, tail
+from activities.helpers.proctools import (
     LOOPBACK,
     free_port,
     pid_alive,
@@ -44,13 +41,16 @@ from activities.proctools import (
     process_start_ticks,
     stop_group,
 )
+from activities.platforms.local import loopback
+from activities.platforms.local._proc import LAUNCH_ENV, launched_processes, spawn
 from activities.providers.backing_services.resources import LocalResources
-from activities.providers.child_env import child_env
-from activities.providers.venvs import VenvCache, VenvSpec, python_in
-from activities.providers.wheel_builder import wheel_filename
+from activities.providers.builders.wheel_builder import wheel_filename
+from activities.providers.execution.child_env import child_env
+from activities.providers.execution.venvs import VenvCache, VenvSpec, python_in
+from activities.wiring.backends import Heartbeat
 from contracts.activity import Artifact, DeployRequest, DeployResult, ReleaseConfig, Slot
+from contracts.definition.service_templates import render, template_references
 from contracts.errors import ErrorType, verdict
-from contracts.service_templates import render, template_references
 
 __all__ = ["ProcessRef", "SlotManager", "SlotRevision", "SlotState", "check_names"]
 

@@ -29,11 +29,11 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict
 
-from activities.backends import Heartbeat
-from activities.files import atomic_write_text, file_lock
-from activities.http_checks import run_http_checks
+from activities.helpers.files import atomic_write_text, file_lock
+from activities.helpers.http_checks import run_http_checks
 from activities.platforms.local.slots import SlotManager, SlotRevision, SlotState, check_names
 from activities.platforms.local.traefik import TraefikRouter
+from activities.wiring.backends import Heartbeat
 from contracts.activity import (
     DeployRequest,
     DeployResult,

@@ -28,8 +28,8 @@ from typing import Any
 import docker.errors
 import structlog
 
-from activities.proctools import pid_alive, process_start_ticks
-from activities.providers.backing_services.kinds import Installation
+from activities.helpers.proctools import pid_alive, process_start_ticks
+from activities.providers.backing_services.installation import Installation
 from activities.providers.backing_services.kubernetes import (
     DEFAULT_VERSIONS,
     MANAGED,
@@ -39,15 +39,15 @@ from activities.providers.backing_services.kubernetes import (
 )
 from activities.providers.backing_services.postgres import PostgresKind
 from activities.providers.backing_services.redis import RedisKind
-from activities.providers.engine_stream import DockerClientFactory, error_of, events
-from contracts.errors import ErrorType, verdict
-from contracts.service_templates import (
+from activities.providers.builders.engine_stream import DockerClientFactory, error_of, events
+from contracts.definition.service_templates import (
     Endpoint,
     ServiceWanted,
     StartedServices,
     requested_services,
     version_satisfies,
 )
+from contracts.errors import ErrorType, verdict
 
 __all__ = ["DockerBackingServices", "WorkerCheck", "worker_checks"]
 

@@ -2,27 +2,13 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from pathlib import Path
 from typing import Protocol
 
+from activities.providers.backing_services.installation import Installation
 from activities.providers.backing_services.processes import ServerProcess
-from contracts.service_templates import Endpoint
+from contracts.definition.service_templates import Endpoint
 
 __all__ = ["Installation", "ServerKind"]
-
-
-@dataclass(frozen=True)
-class Installation:
-    """Server binaries found on the worker: their version, where they are, and what they
-    lack of what the official image has ("" when nothing: e.g. pgserver's PostgreSQL has no
-    contrib extensions)."""
-
-    kind: str
-    version: str
-    location: Path = Path()
-    origin: str = ""
-    lacking: str = ""
 
 
 class ServerKind(Protocol):

@@ -34,13 +34,13 @@ from kubernetes.client import (
     V1TCPSocketAction,
 )
 
-from contracts.errors import ErrorType, verdict
-from contracts.service_templates import (
+from contracts.definition.service_templates import (
     Endpoint,
     ServiceWanted,
     StartedServices,
     requested_services,
 )
+from contracts.errors import ErrorType, verdict
 
 __all__ = ["KubernetesBackingServices", "PodApi"]
 

@@ -17,8 +17,9 @@ import functools
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 
-from activities.proctools import free_port
-from activities.providers.backing_services.kinds import Installation, ServerKind
+from activities.helpers.proctools import free_port
+from activities.providers.backing_services.installation import Installation
+from activities.providers.backing_services.kinds import ServerKind
 from activities.providers.backing_services.postgres import PostgresKind
 from activities.providers.backing_services.processes import (
     RunAs,
@@ -30,14 +31,14 @@ from activities.providers.backing_services.processes import (
     wait_until,
 )
 from activities.providers.backing_services.redis import RedisKind
-from contracts.errors import ErrorType, verdict
-from contracts.service_templates import (
+from contracts.definition.service_templates import (
     Endpoint,
     ServiceWanted,
     StartedServices,
     requested_services,
     version_satisfies,
 )
+from contracts.errors import ErrorType, verdict
 
 __all__ = [
     "LocalBackingServices",

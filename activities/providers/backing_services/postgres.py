@@ -22,9 +22,9 @@ import signal
 import subprocess
 from pathlib import Path
 
-from activities.providers.backing_services.kinds import Installation
+from activities.providers.backing_services.installation import Installation
 from activities.providers.backing_services.processes import ServerProcess
-from contracts.service_templates import Endpoint
+from contracts.definition.service_templates import Endpoint
 
 __all__ = ["PostgresKind"]
 

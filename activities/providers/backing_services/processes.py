@@ -24,15 +24,12 @@ import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import structlog
 
-from activities.proctools import pid_alive, process_start_ticks, start_group, stop_group
+from activities.helpers.proctools import pid_alive, process_start_ticks, start_group, stop_group
+from activities.providers.backing_services.installation import Installation
 from contracts.errors import ErrorType, verdict
-
-if TYPE_CHECKING:
-    from activities.providers.backing_services.kinds import Installation
 
 __all__ = [
     "RunAs",

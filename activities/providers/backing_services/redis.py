@@ -14,9 +14,9 @@ import socket
 import subprocess
 from pathlib import Path
 
-from activities.providers.backing_services.kinds import Installation
+from activities.providers.backing_services.installation import Installation
 from activities.providers.backing_services.processes import ServerProcess
-from contracts.service_templates import Endpoint
+from contracts.definition.service_templates import Endpoint
 
 __all__ = ["RedisKind", "resp_command"]
 

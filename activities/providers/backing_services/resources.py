@@ -24,9 +24,10 @@ from pathlib import Path
 import structlog
 from pydantic import BaseModel
 
-from activities.files import file_lock
-from activities.proctools import free_port, pid_alive, port_free, stop_group
-from activities.providers.backing_services.kinds import Installation, ServerKind
+from activities.helpers.files import file_lock
+from activities.helpers.proctools import free_port, pid_alive, port_free, stop_group
+from activities.providers.backing_services.installation import Installation
+from activities.providers.backing_services.kinds import ServerKind
 from activities.providers.backing_services.local import describe_choice, find_installation
 from activities.providers.backing_services.postgres import PostgresKind
 from activities.providers.backing_services.processes import (
@@ -38,8 +39,8 @@ from activities.providers.backing_services.processes import (
     wait_until,
 )
 from activities.providers.backing_services.redis import RedisKind
+from contracts.definition.service_templates import Endpoint, ServiceWanted, parse_service
 from contracts.errors import ErrorType, verdict
-from contracts.service_templates import Endpoint, ServiceWanted, parse_service
 
 __all__ = ["LocalResources", "resources_root"]
 

@@ -19,7 +19,6 @@ from kubernetes.client import AppsV1Api
 from temporalio.exceptions import ApplicationError
 from temporalio.testing import ActivityEnvironment
 
-from activities.backends import DeployTarget, TrafficRouter
 from activities.deploy import DeployActivities
 from activities.platforms.kubernetes import KubernetesPlatform, load_api_client
 from activities.platforms.kubernetes._api import KubernetesApiError
@@ -33,6 +32,7 @@ from activities.platforms.kubernetes._objects import (
     ROLLED_BACK_FROM,
     image_reference,
 )
+from activities.wiring.backends import DeployTarget, TrafficRouter
 from contracts.activity import (
     Artifact,
     DeployRequest,
@@ -794,7 +794,7 @@ def test_a_bundle_is_one_deployment_set_per_artifact_moved_and_restored_together
     """Several deployables (`artifacts:`) through the bundle layer: each component is its own
     Deployments and VirtualService (`heal7-backend`, `heal7-frontend`); the weight moves for
     both, and a restore puts both back on the recorded bundle."""
-    from activities.bundles import BundledTarget
+    from activities.helpers.bundles import BundledTarget
     from contracts.activity import Component, bundle_of
 
     def component_route(fake: FakeKubeApi, name: str) -> int:

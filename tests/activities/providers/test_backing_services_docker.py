@@ -16,11 +16,11 @@ import pytest
 import redis
 from temporalio.exceptions import ApplicationError
 
-from activities.factory import _backing_services
 from activities.providers.backing_services.docker import DockerBackingServices
-from activities.settings import Settings
+from activities.wiring.factory import _backing_services
+from contracts.definition.service_templates import render
 from contracts.errors import ErrorType
-from contracts.service_templates import render
+from plumbing.settings import Settings
 from tests.support.docker_engine import (
     FakeDockerEngine,
     engine_with_real_servers,

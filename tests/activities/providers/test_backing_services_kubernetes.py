@@ -11,8 +11,8 @@ from temporalio.exceptions import ApplicationError
 
 from activities.platforms.kubernetes._api import KubeApi
 from activities.providers.backing_services.kubernetes import KubernetesBackingServices
-from activities.settings import ConfigurationError, Settings
 from contracts.errors import ErrorType
+from plumbing.settings import ConfigurationError, Settings
 from tests.fakes.kube_api import FakeKubeApi
 
 NS = "heal7-ci"

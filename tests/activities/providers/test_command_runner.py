@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 from temporalio.exceptions import ApplicationError
 
-from activities.providers.command_runner import SubprocessCommandRunner
+from activities.providers.testing.command_runner import SubprocessCommandRunner
 from contracts.activity import CommandRequest
 from tests.support.binaries import require_binary
 from tests.support.thirdparty import write_service

@@ -11,11 +11,11 @@ import httpx
 import pytest
 from temporalio.exceptions import ApplicationError
 
-from activities.backends import Builder, Registry
-from activities.providers.docker_builder import DockerBuilder
-from activities.providers.docker_registry import DockerRegistry
-from activities.providers.image_names import image_tag, sanitize_tag
-from activities.providers.scanners import TrivyScanner
+from activities.providers.builders.docker_builder import DockerBuilder
+from activities.providers.builders.docker_registry import DockerRegistry
+from activities.providers.builders.image_names import image_tag, sanitize_tag
+from activities.providers.scanners.tools import TrivyScanner
+from activities.wiring.backends import Builder, Registry
 from contracts.activity import Artifact, BuildRequest, PublishRequest, Severity
 from contracts.errors import ErrorType
 from tests.support.podman import LocalRegistry, PodmanService, running_podman, running_registry

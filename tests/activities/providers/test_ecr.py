@@ -13,8 +13,8 @@ import httpx
 import pytest
 from temporalio.exceptions import ApplicationError
 
-from activities.backends import Registry
-from activities.providers.ecr import EcrRegistry, EcrScanPendingError, ecr_client
+from activities.providers.builders.ecr import EcrRegistry, EcrScanPendingError, ecr_client
+from activities.wiring.backends import Registry
 from contracts.activity import Artifact, PublishRequest, Severity
 from contracts.errors import ErrorType
 from tests.support.ecr_endpoint import running_moto

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from temporalio.exceptions import ApplicationError
 
-from activities.providers.git_source import GitSource
+from activities.providers.source.git_source import GitSource
 from contracts.activity import CheckoutRequest, Workspace
 from contracts.errors import ErrorType
 

@@ -14,9 +14,9 @@ from pathlib import Path
 import pytest
 from temporalio.exceptions import ApplicationError
 
-from activities.providers.child_env import child_env
-from activities.providers.test_runner import SubprocessSuiteRunner
-from activities.providers.venvs import VenvCache, VenvSpec, python_in
+from activities.providers.execution.child_env import child_env
+from activities.providers.execution.venvs import VenvCache, VenvSpec, python_in
+from activities.providers.testing.runner import SubprocessSuiteRunner
 from contracts.activity import SuiteRequest
 from contracts.errors import ErrorType
 

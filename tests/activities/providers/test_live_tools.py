@@ -14,8 +14,9 @@ from pathlib import Path
 import pytest
 
 from activities.live_tests import LiveTestActivities
-from activities.providers.locust_load import LocustLoadTester
-from activities.providers.wapiti_scan import WapitiScanner, parse_wapiti, rule_of
+from activities.providers.live.locust_load import LocustLoadTester
+from activities.providers.live.wapiti_scan import WapitiScanner, parse_wapiti, rule_of
+from contracts import judgments as policy
 from contracts.activity import (
     Endpoint,
     IgnoreEntry,
@@ -24,10 +25,9 @@ from contracts.activity import (
     LoadTestRequest,
     Severity,
 )
+from contracts.definition.model import LoadTestStage
 from tests.support.binaries import require_binary
 from tests.support.stub_http import serving
-from workflows import policy
-from workflows.spec import LoadTestStage
 
 
 class _Shop(BaseHTTPRequestHandler):

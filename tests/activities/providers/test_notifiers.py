@@ -10,8 +10,8 @@ from typing import Any, Literal
 import pytest
 from structlog.testing import capture_logs
 
-from activities.backends import Notifier
-from activities.providers.notifiers import LogNotifier, SlackDeliveryError, SlackNotifier
+from activities.providers.notify.notifiers import LogNotifier, SlackDeliveryError, SlackNotifier
+from activities.wiring.backends import Notifier
 from contracts.activity import NotifyRequest
 from tests.support.ports import free_port
 from tests.support.stub_http import serving

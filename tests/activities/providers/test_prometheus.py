@@ -21,8 +21,8 @@ from prometheus_client import (
 )
 from temporalio.exceptions import ApplicationError
 
-from activities.backends import MetricsProvider
-from activities.providers.prometheus import PrometheusMetricsProvider, window_duration
+from activities.providers.metrics.prometheus import PrometheusMetricsProvider, window_duration
+from activities.wiring.backends import MetricsProvider
 from contracts.activity import MetricName, MetricsQuery, Slot
 from contracts.errors import ErrorType
 from tests.support.ports import free_port

@@ -22,9 +22,9 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.metrics_core import Metric
 from prometheus_client.registry import Collector
 
-from activities.providers.prometheus import PrometheusMetricsProvider
+from activities.providers.metrics.prometheus import PrometheusMetricsProvider
 from contracts.activity import MetricsQuery, Slot
-from contracts.metric_presets import PRESETS
+from contracts.definition.metric_presets import PRESETS
 from tests.support.prometheus import exporting, prometheus_value, running_prometheus
 
 pytestmark = pytest.mark.realserver

@@ -13,7 +13,7 @@ import psycopg
 import pytest
 import redis
 
-from activities.proctools import process_start_ticks
+from activities.helpers.proctools import process_start_ticks
 from activities.providers.backing_services.resources import LocalResources
 from tests.support.binaries import require_module
 

@@ -16,15 +16,15 @@ from pathlib import Path
 import pytest
 from temporalio.exceptions import ApplicationError
 
-from activities.providers import sandbox as sandboxes
-from activities.providers.command_runner import SubprocessCommandRunner
-from activities.providers.sandbox import Sandbox
-from activities.providers.scanner_process import run_scanner
-from activities.providers.test_runner import SubprocessSuiteRunner
-from activities.providers.venvs import VenvCache, VenvSpec, python_in
-from activities.worker_policy import PolicyError, load_policy
+from activities.providers.execution import sandbox as sandboxes
+from activities.providers.execution.sandbox import Sandbox
+from activities.providers.execution.venvs import VenvCache, VenvSpec, python_in
+from activities.providers.scanners.scanner_process import run_scanner
+from activities.providers.testing.command_runner import SubprocessCommandRunner
+from activities.providers.testing.runner import SubprocessSuiteRunner
 from contracts.activity import CommandRequest, SuiteRequest
 from contracts.errors import ErrorType
+from plumbing.worker_policy import PolicyError, load_policy
 from tests.activities.providers.test_isolation import SECRETS, write_project
 from tests.support.sandbox import require_sandbox
 

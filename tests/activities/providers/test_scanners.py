@@ -16,9 +16,8 @@ from urllib.parse import parse_qs, urlparse
 
 import pytest
 
-from activities.backends import Scanner
-from activities.providers import scanners
-from activities.providers.scanners import (
+from activities.providers.scanners import tools as scanners
+from activities.providers.scanners.tools import (
     BanditScanner,
     DetectSecretsScanner,
     HadolintScanner,
@@ -32,6 +31,7 @@ from activities.providers.scanners import (
     parse_trivy,
 )
 from activities.scan import ScanActivities
+from activities.wiring.backends import Scanner
 from contracts.activity import ScanRequest, Severity
 from tests.support.binaries import require_binary
 from tests.support.ports import free_port

@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 from temporalio.exceptions import ApplicationError
 
-from activities._blocking import WorkCancelledError
-from activities.providers.test_runner import SubprocessSuiteRunner, parse_cobertura, parse_junit
+from activities.helpers.blocking import WorkCancelledError
+from activities.providers.testing.runner import SubprocessSuiteRunner, parse_cobertura, parse_junit
 from contracts.activity import SuiteRequest
 from contracts.errors import ErrorType
 from tests.support.binaries import require_module

@@ -15,8 +15,8 @@ from pathlib import Path
 import pytest
 from temporalio.exceptions import ApplicationError
 
-from activities.providers.scanners import TrivyScanner
-from activities.providers.wheel_builder import LocalRegistry, WheelBuilder, wheel_filename
+from activities.providers.builders.wheel_builder import LocalRegistry, WheelBuilder, wheel_filename
+from activities.providers.scanners.tools import TrivyScanner
 from contracts.activity import Artifact, BuildRequest, PublishRequest
 from contracts.errors import ErrorType
 from tests.support.binaries import missing

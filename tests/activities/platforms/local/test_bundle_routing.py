@@ -10,7 +10,7 @@ from collections.abc import Callable
 import httpx
 import pytest
 
-from activities.bundles import BundledTarget
+from activities.helpers.bundles import BundledTarget
 from activities.platforms.local import LocalPlatform
 from contracts.activity import (
     Artifact,

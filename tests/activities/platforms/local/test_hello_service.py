@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from activities.files import file_sha256
+from activities.helpers.files import file_sha256
 from activities.platforms.local import SlotManager
 from contracts.activity import Artifact
 from tests.activities.platforms.local.helpers import (

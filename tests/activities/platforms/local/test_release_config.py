@@ -17,8 +17,8 @@ import httpx
 import pytest
 
 from activities.deploy import DeployActivities
+from activities.helpers.secrets import LocalSecretStore, SecretResolver
 from activities.platforms.local import LocalPlatform
-from activities.secrets import LocalSecretStore, SecretResolver
 from contracts.activity import (
     Artifact,
     DeployRequest,

@@ -11,7 +11,7 @@ import pytest
 from temporalio.exceptions import ApplicationError
 
 from activities.platforms.local import SlotManager
-from activities.providers.wheel_builder import WheelBuilder
+from activities.providers.builders.wheel_builder import WheelBuilder
 from contracts.activity import BuildRequest, DeployRequest
 from contracts.errors import ErrorType
 from tests.activities.platforms.local.helpers import get_json, no_heartbeat

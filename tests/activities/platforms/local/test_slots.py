@@ -9,8 +9,8 @@ from typing import Any
 import pytest
 from temporalio.exceptions import ApplicationError
 
+from activities.helpers.proctools import pid_alive
 from activities.platforms.local import SlotManager, _proc
-from activities.proctools import pid_alive
 from contracts.activity import DeployRequest
 from contracts.errors import ErrorType
 from tests.activities.platforms.local.helpers import (

@@ -1,0 +1,1 @@
+"""Builders of artifacts (wheels, images) and the registries that hold them."""

@@ -1,0 +1,1 @@
+"""Running a service's own code: subprocesses, the sandbox, the child environment, venvs."""

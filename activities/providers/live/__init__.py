@@ -1,0 +1,1 @@
+"""Live tests of a running environment: load and dynamic scans."""

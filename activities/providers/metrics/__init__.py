@@ -1,0 +1,1 @@
+"""Metrics sources for canary analysis and the monitor."""

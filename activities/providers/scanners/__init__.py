@@ -1,0 +1,1 @@
+"""Security and quality scanners over source trees and images."""

@@ -1,0 +1,1 @@
+"""Test running: test commands, command stages and what their venvs hold."""
