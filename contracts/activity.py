@@ -64,6 +64,7 @@ __all__ = [
     "SecretSource",
     "Severity",
     "Slot",
+    "Strategy",
     "SuiteReport",
     "SuiteRequest",
     "WeightRequest",
@@ -164,6 +165,9 @@ class Severity(StrEnum):
     def rank(self) -> int:
         return list(Severity).index(self)
 
+
+Strategy = Literal["rolling", "blue_green", "canary"]
+"""How a new version replaces the old one in an environment."""
 
 Slot = Literal["stable", "canary", "blue", "green"]
 """Where a version runs inside an environment. Canary strategy uses stable/canary;
@@ -562,7 +566,7 @@ class DeployRequest(_Model):
     environment: str
     slot: Slot
     artifact: Artifact
-    strategy: Literal["rolling", "blue_green", "canary"] = "rolling"
+    strategy: Strategy = "rolling"
     run_command: list[str] = Field(
         default_factory=list,
         description="How a process-based platform starts the service; '{port}' is replaced.",
@@ -678,7 +682,7 @@ class RestoreRequest(_Model):
     service: str
     environment: str
     target: ReleaseSpec | None
-    strategy: Literal["rolling", "blue_green", "canary"] = "rolling"
+    strategy: Strategy = "rolling"
     fence: int = Field(ge=1)
     reason: str = ""
     components: list[str] = Field(

@@ -12,7 +12,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from contracts.activity import Artifact, MetricsSample, ReleaseConfig, ReleaseSpec
+from contracts.activity import Artifact, MetricsSample, ReleaseConfig, ReleaseSpec, Strategy
 from contracts.definition.model import CanaryStage, FreezeWindow, MonitorStage, PipelineSpec
 from contracts.judgments import Judgment
 
@@ -400,7 +400,7 @@ class LeaseRef(_Message):
 
     token: int
     owner: str = Field(description="Workflow id of the pipeline run that holds the lease.")
-    strategy: Literal["rolling", "blue_green", "canary"] = "canary"
+    strategy: Strategy = "canary"
 
 
 class CanaryInput(_Message):
@@ -633,7 +633,7 @@ class RollbackOrder(_Message):
     environment: str
     run: str = Field(description="The pipeline run whose release is rolled back.")
     reason: str = ""
-    strategy: Literal["rolling", "blue_green", "canary"] = "rolling"
+    strategy: Strategy = "rolling"
     request_id: str
     run_id: str = Field("", description="That run's run id (a retried run is another).")
     token: int = Field(0, description="The lease token under which it changed the environment.")

@@ -67,8 +67,8 @@ from starters.runs import (
 )
 from starters.signing import audit as audit_run
 from starters.signing import find_key, sign_for
-from workflows.environment import EnvironmentWorkflow
-from workflows.pipeline import PipelineWorkflow
+from workflows.environment.workflow import EnvironmentWorkflow
+from workflows.pipeline.workflow import PipelineWorkflow
 from workflows.rollback import ManualRollback
 
 app = typer.Typer(

@@ -57,7 +57,7 @@ from starters.localstack import (
     wait_for_gate,
 )
 from starters.runs import pipeline_outcome, run_url
-from workflows.environment import EnvironmentWorkflow
+from workflows.environment.workflow import EnvironmentWorkflow
 
 APPROVERS = {"staging": ["alice"], "production": ["carol", "dave"]}
 AUTHOR = "erin"

@@ -25,7 +25,7 @@ from temporalio.client import Client, WorkflowHandle
 from contracts.messages import PipelineStatus
 from contracts.naming import SEARCH_ATTRIBUTES
 from plumbing.connection import connect
-from workflows.pipeline import PipelineWorkflow
+from workflows.pipeline.workflow import PipelineWorkflow
 
 __all__ = [
     "ROOT",

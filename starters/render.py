@@ -14,7 +14,7 @@ from contracts.messages import (
     StageState,
     StageStatus,
 )
-from workflows.environment import RELEASES_KEPT
+from workflows.environment.record import RELEASES_KEPT
 
 __all__ = ["dora_table", "environments", "result_table", "stage_rows", "status_table"]
 

@@ -51,7 +51,7 @@ from contracts.naming import (
 from plumbing.codec import codec_from_env
 from plumbing.connection import data_converter, ui_base_url
 from plumbing.sandbox import workflow_runner
-from workflows.pipeline import PIPELINE_FAILED, PipelineWorkflow
+from workflows.pipeline.workflow import PIPELINE_FAILED, PipelineWorkflow
 from workflows.registry import WORKFLOWS
 
 __all__ = [

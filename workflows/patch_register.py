@@ -179,13 +179,13 @@ COMPATIBILITY: tuple[Compatibility, ...] = (
     ),
     Compatibility(
         "legacy rollback activity (ActivityName.ROLLBACK, RollbackRequest)",
-        "activities/deploy.py, workflows/pipeline.py, canary.py, monitor.py, rollback.py",
+        "activities/deploy.py, workflows/pipeline/rollbacks.py, canary.py, monitor.py, rollback.py",
         "runs without leases (patch environment-leases) and RollbackWorkflow",
         "with patch environment-leases and RollbackWorkflow",
     ),
     Compatibility(
         "`leases is None` branches",
-        "workflows/stages.py, workflows/pipeline.py",
+        "workflows/stages/, workflows/pipeline/",
         "runs recorded before patch environment-leases",
         "with patch environment-leases",
     ),
@@ -209,7 +209,7 @@ COMPATIBILITY: tuple[Compatibility, ...] = (
     ),
     Compatibility(
         "empty PipelineInput.runner_task_queue",
-        "contracts/messages.py, workflows/stages.py",
+        "contracts/messages.py, workflows/stages/run_state.py",
         "runs started before the runner queue: every activity on their own queue",
         "no open PipelineWorkflow started before runner queues",
     ),

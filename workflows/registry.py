@@ -5,9 +5,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from workflows.canary import CanaryWorkflow
-from workflows.environment import EnvironmentWorkflow
+from workflows.environment.workflow import EnvironmentWorkflow
 from workflows.monitor import MonitorWorkflow
-from workflows.pipeline import PipelineWorkflow
+from workflows.pipeline.workflow import PipelineWorkflow
 from workflows.rollback import RollbackWorkflow
 
 __all__ = ["WORKFLOWS"]

@@ -37,6 +37,7 @@ from contracts.activity import (
     ReleaseConfig,
     SecretRef,
     Severity,
+    Strategy,
 )
 from contracts.definition.limits import (
     DOCKER_TAG,
@@ -538,9 +539,7 @@ class DeployStage(_StageBase):
 
     kind: Literal["deploy"]
     environment: SafeName
-    strategy: Literal["rolling", "blue_green", "canary"] | None = Field(
-        None, description="Default: the environment's strategy."
-    )
+    strategy: Strategy | None = Field(None, description="Default: the environment's strategy.")
 
 
 class _HttpCheckStage(_StageBase):
@@ -1090,7 +1089,7 @@ class EnvironmentSpec(ConfigSpec):
     there (`settings`, `secrets`)."""
 
     requires_approval: bool = False
-    strategy: Literal["rolling", "blue_green", "canary"] = "rolling"
+    strategy: Strategy = "rolling"
     branches: list[str] = Field(default_factory=list, description="Empty: any branch.")
     auto_rollback: bool = True
     concurrency: Literal["queue", "supersede"] | None = Field(

@@ -27,7 +27,7 @@ from tests.bench.definitions import POLICY, overhead_spec, pipeline_input
 from tests.bench.run import temporal_binary
 from tests.support.memory import MemoryBackends
 from worker import build_worker
-from workflows.pipeline import PipelineWorkflow
+from workflows.pipeline.workflow import PipelineWorkflow
 
 
 async def start(client: Client, task_queue: str, service: str) -> WorkflowHandle[Any, Any]:

@@ -82,7 +82,7 @@ from tests.bench.definitions import (
 from tests.bench.procs import ROOT, Stamps, WorkerProcess
 from tests.support.memory import MemoryBackends
 from worker import build_worker
-from workflows.pipeline import PipelineWorkflow
+from workflows.pipeline.workflow import PipelineWorkflow
 
 OUTPUT = ROOT / ".demo" / "bench-latest.md"
 WHAT_IF_OUTPUT = ROOT / ".demo" / "bench-whatif.md"

@@ -12,7 +12,7 @@ from starters.localstack import git, wait_for_gate
 from starters.runs import start_pipeline
 from tests.e2e.crashkit import approve, outcome
 from tests.support.devstack import APPROVERS, DEMO_ROLES, HELLO_SPEC, Stack
-from workflows.environment import EnvironmentWorkflow
+from workflows.environment.workflow import EnvironmentWorkflow
 
 __all__ = ["approve_gate", "approve_through", "environment", "release", "start"]
 

@@ -35,7 +35,7 @@ from starters.runs import pipeline_outcome
 from tests.support.devstack import Stack, slot_processes, tail
 from workflows.canary import CanaryWorkflow
 from workflows.monitor import MonitorWorkflow
-from workflows.pipeline import PipelineWorkflow
+from workflows.pipeline.workflow import PipelineWorkflow
 
 __all__ = [
     "AUTHOR",

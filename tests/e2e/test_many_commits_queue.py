@@ -17,7 +17,7 @@ from starters.localstack import make_service_repo, production_version, wait_for_
 from tests.e2e.commitskit import approve_gate, environment, release, start
 from tests.e2e.crashkit import outcome
 from tests.support.devstack import Stack, running_stack
-from workflows.pipeline import PipelineWorkflow
+from workflows.pipeline.workflow import PipelineWorkflow
 
 pytestmark = [pytest.mark.e2e, pytest.mark.realserver]
 

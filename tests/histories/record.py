@@ -37,7 +37,7 @@ from tests.support.binaries import venv_binary
 from tests.support.memory import MemoryBackends
 from tests.support.pipelines import Handle, start, wait_for_gate
 from worker import build_worker
-from workflows.pipeline import PipelineWorkflow
+from workflows.pipeline.workflow import PipelineWorkflow
 
 HERE = Path(__file__).parent
 

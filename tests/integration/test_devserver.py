@@ -32,7 +32,7 @@ from tests.support.changed_workflow import ChangedPipelineWorkflow
 from tests.support.memory import MemoryBackends
 from tests.support.pipelines import ROLES, ROOT, heal7, run_context, wait_for_gate
 from worker import activities_for, build_runner_worker, build_worker
-from workflows.environment import EnvironmentWorkflow
+from workflows.environment.workflow import EnvironmentWorkflow
 
 pytestmark = pytest.mark.devserver
 

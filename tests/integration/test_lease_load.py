@@ -19,7 +19,7 @@ from starters.runs import pipeline_outcome
 from tests.support.memory import MemoryBackends
 from tests.support.pipelines import ROLES, run_context
 from worker import build_worker
-from workflows.pipeline import PipelineWorkflow
+from workflows.pipeline.workflow import PipelineWorkflow
 
 pytestmark = [pytest.mark.devserver, pytest.mark.timeout(240)]
 

@@ -28,7 +28,7 @@ from tests.support.memory import MemoryBackends
 from tests.support.pipelines import run_context, wait_for_gate
 from tests.support.policy import PEOPLE, make_key, write_policy
 from worker import build_worker
-from workflows.pipeline import PipelineWorkflow
+from workflows.pipeline.workflow import PipelineWorkflow
 
 pytestmark = pytest.mark.devserver
 

@@ -53,8 +53,8 @@ from starters.runs import pipeline_outcome, start_pipeline
 from tests.e2e.crashkit import approve
 from tests.support.devstack import APPROVERS, DEMO_ROLES, HELLO_SPEC, stop_strays
 from tests.support.ports import free_port_block
-from workflows.environment import EnvironmentWorkflow
-from workflows.pipeline import PipelineWorkflow
+from workflows.environment.workflow import EnvironmentWorkflow
+from workflows.pipeline.workflow import PipelineWorkflow
 
 
 @dataclass(frozen=True)

@@ -9,7 +9,7 @@ from temporalio import workflow
 
 with workflow.unsafe.imports_passed_through():
     from contracts.messages import PipelineInput, PipelineResult
-    from workflows.pipeline import PipelineWorkflow
+    from workflows.pipeline.workflow import PipelineWorkflow
 
 
 @workflow.defn(name="PipelineWorkflow")

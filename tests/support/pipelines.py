@@ -14,7 +14,7 @@ from contracts.definition.model import PipelineSpec
 from contracts.messages import PipelineInput, PipelineStatus, RunContext, StageState
 from contracts.naming import pipeline_id
 from starters.localstack import gate_or_end
-from workflows.pipeline import PipelineWorkflow
+from workflows.pipeline.workflow import PipelineWorkflow
 
 ROOT = Path(__file__).resolve().parents[2]
 # A started pipeline run, as the tests hold it.

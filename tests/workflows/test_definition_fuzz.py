@@ -34,7 +34,7 @@ from tests.support.binaries import require_binary
 from tests.support.memory import MemoryBackends
 from tests.support.pipelines import ROLES, ROOT, run_context
 from worker import build_worker
-from workflows.pipeline import PipelineWorkflow
+from workflows.pipeline.workflow import PipelineWorkflow
 
 EXAMPLES = int(os.environ.get("SLIPWAY_FUZZ_EXAMPLES", "150"))
 RUNS = int(os.environ.get("SLIPWAY_FUZZ_RUNS", "4"))

@@ -8,7 +8,7 @@ from contracts import dora
 from contracts.activity import Artifact, ReleaseSpec
 from contracts.messages import EnvironmentInput, EnvironmentState, ReleaseEntry
 from starters.render import dora_table
-from workflows.environment import RELEASES_KEPT
+from workflows.environment.record import RELEASES_KEPT
 
 NOW = datetime(2026, 12, 7, 12, 0, tzinfo=UTC)
 

@@ -37,7 +37,7 @@ from tests.support.pipelines import (
 )
 from tests.workflows.test_pipeline import approve, approve_all, wait_for_canary_interval
 from worker import build_worker
-from workflows.environment import EnvironmentWorkflow
+from workflows.environment.workflow import EnvironmentWorkflow
 
 pytestmark = pytest.mark.timeout(90)
 

@@ -31,7 +31,7 @@ from tests.support.pipelines import (
 )
 from tests.workflows.test_pipeline import approve
 from worker import build_worker
-from workflows import pipeline as pipeline_module
+from workflows.pipeline import workflow as pipeline_module
 
 pytestmark = pytest.mark.timeout(60)
 

@@ -18,7 +18,7 @@ ROOT = Path(__file__).resolve().parents[2]
 def patch_ids_in_code() -> dict[str, str]:
     """Module constants documented as a patch id ("Patch id: ..."), id → module."""
     found: dict[str, str] = {}
-    for path in sorted((ROOT / "workflows").glob("*.py")):
+    for path in sorted((ROOT / "workflows").rglob("*.py")):
         body = ast.parse(path.read_text(encoding="utf-8")).body
         for node, after in zip(body, [*body[1:], None], strict=False):
             if (

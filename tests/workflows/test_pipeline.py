@@ -36,7 +36,7 @@ from tests.support.memory import MemoryBackends
 from tests.support.pipelines import Handle, heal7, run_context, start, wait_for_gate
 from worker import build_worker
 from workflows.canary import CanaryWorkflow
-from workflows.pipeline import PipelineWorkflow
+from workflows.pipeline.workflow import PipelineWorkflow
 
 # Each test takes 1-3 s with time skipping; one that takes a minute is stuck (its timers are
 # running in real time), and says so now rather than after the suite-wide 5 minutes.

@@ -28,7 +28,7 @@ from tests.support.policy import make_key, write_policy
 from tests.workflows.test_pipeline import approve, wait_for_canary_interval
 from worker import build_worker
 from workflows.decision_desk import REFUSED_KEPT
-from workflows.pipeline import PipelineWorkflow
+from workflows.pipeline.workflow import PipelineWorkflow
 
 pytestmark = pytest.mark.timeout(90)
 
@@ -248,7 +248,7 @@ async def test_a_manual_rollback_is_judged_by_the_policy(
 
     from contracts.messages import RollbackOutcome
     from contracts.naming import environment_id
-    from workflows.environment import EnvironmentWorkflow
+    from workflows.environment.workflow import EnvironmentWorkflow
     from workflows.rollback import ManualRollback
 
     policy = write_policy(tmp_path / "policy.yaml", keys, gates={"*": {"signatures": "optional"}})

@@ -30,7 +30,7 @@ from worker import (
     deployer_activities,
     runner_activities,
 )
-from workflows.pipeline import PipelineWorkflow
+from workflows.pipeline.workflow import PipelineWorkflow
 
 pytestmark = pytest.mark.timeout(60)
 

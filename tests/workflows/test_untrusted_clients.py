@@ -40,8 +40,9 @@ from tests.workflows.test_pipeline import (
 )
 from worker import build_worker
 from workflows.canary import CanaryWorkflow
-from workflows.environment import LEASE_SIGNAL, EnvironmentWorkflow
-from workflows.pipeline import PipelineWorkflow
+from workflows.environment.record import LEASE_SIGNAL
+from workflows.environment.workflow import EnvironmentWorkflow
+from workflows.pipeline.workflow import PipelineWorkflow
 
 pytestmark = pytest.mark.timeout(90)
 

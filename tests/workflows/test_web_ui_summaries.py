@@ -24,7 +24,7 @@ from plumbing.updates import execute_update
 from tests.support.memory import MemoryBackends
 from tests.support.pipelines import ROOT, run_context, start, wait_for_gate
 from worker import build_worker
-from workflows.pipeline import PipelineWorkflow
+from workflows.pipeline.workflow import PipelineWorkflow
 
 pytestmark = [pytest.mark.timeout(120), pytest.mark.devserver]
 

@@ -43,121 +43,61 @@ restore or a fence from running.
 
 from __future__ import annotations
 
-import asyncio
-from datetime import UTC, datetime, timedelta
-from typing import TypeVar
+from datetime import timedelta
 
 from temporalio import workflow
-from temporalio.exceptions import ActivityError, ApplicationError
-from temporalio.exceptions import TimeoutError as ActivityTimeoutError
 
-from contracts import deployer_proof, dora
 from contracts import lease_rules as leases
 from contracts.activity import (
     ActivityName,
     FenceRequest,
     ReleaseSpec,
-    RestoreRequest,
-    RestoreResult,
     RunRef,
 )
 from contracts.messages import (
-    ActionRecord,
-    DecisionCheck,
     EnvironmentInput,
-    EnvironmentState,
     LeaseAnswer,
     LeaseHolder,
     LeaseNotice,
     LeaseRelease,
     LeaseRequest,
     ReleaseEntry,
-    RollbackOrder,
-    RollbackOutcome,
     Serving,
     ServingReport,
-    Signed,
     WaitingRun,
 )
-from workflows.calls import call, notify
-from workflows.decision_desk import REFUSED_KEPT, DecisionDesk, clip
-from workflows.rollback import ManualRollback
+from workflows.calls import call
+from workflows.environment.record import (
+    LEASE_SIGNAL,
+    LOCAL_WORK,
+    WORK_FAILED,
+    as_utc,
+    bounded_by,
+    failure_of,
+)
+from workflows.environment.rollbacks import EnvironmentRollbacks
 
-__all__ = ["LEASE_SIGNAL", "EnvironmentWorkflow"]
+__all__ = ["EnvironmentWorkflow"]
 
-LEASE_SIGNAL = "environment_lease"
-"""The signal a pipeline receives from an environment: granted, or superseded."""
-RELEASES_KEPT = 100
-ROLLBACKS_KEPT = 200
-HISTORY_LIMIT = 2_000
-HOLDER_CHECK = timedelta(minutes=1)
-ROLLBACK_POLICY = "manual-rollback-policy"
-"""Patch id: manual rollbacks recorded before it were not checked against the worker's
-policy."""
-NONCES_KEPT = 500
-LEASE_REQUESTS_KEPT = 500
 LEASE_MAILBOX = "lease-mailbox"
 """Patch id: before it, `acquire` and `release` took the lock and fenced inside the update, so
 the message activity that sent them held an activity slot until the fence (which needs one)
 had run."""
-LOCAL_WORK = "environment-work-as-local-activities"
-"""Patch id: before it, FENCE, RESTORE and RUN_STATUS ran as regular activities: a rollback
-update (sent by an activity holding a slot) waited for a RESTORE that needed a slot too."""
 FENCE_RETRY = timedelta(seconds=30)
 """How long the inbox waits after a fence failed all its attempts before it tries again."""
-ROLLBACK_PER_RUN = "rollback-once-per-run-id-and-token"
-"""Patch id: rollbacks recorded before it were remembered per workflow id, so a retried or
-restarted run that failed again got the first run's outcome and nothing was restored."""
-TRUSTED_COMMIT_TIME = "trusted-commit-time"
-"""Patch id: environments recorded before it took a run's commit time as the run said it.
-Since, a commit time is never later than when the request (or report) arrived, and what
-a run of an older worker recorded in the future is brought back to when it was recorded:
-a time in the future must not make every later run older (superseded) forever."""
-
-
-def _utc(when: datetime) -> datetime:
-    return when if when.tzinfo is not None else when.replace(tzinfo=UTC)
-
-
-_Timed = TypeVar("_Timed", Serving, LeaseHolder, WaitingRun)
-
-
-def _bounded(record: _Timed, latest: datetime) -> _Timed:
-    """`record` with its commit time no later than `latest`."""
-    if record.commit_time is None or _utc(record.commit_time) <= _utc(latest):
-        return record
-    return record.model_copy(update={"commit_time": latest})
-
-
-WORK_FAILED = (ActivityError, ApplicationError, ActivityTimeoutError)
-"""How the environment's platform work fails: an activity's error, and a local activity's
-(its failure, or its timeout, as raised without an ActivityError around it)."""
-
-
-def _cause(err: BaseException) -> str:
-    while isinstance(err, ActivityError) and err.cause is not None:
-        err = err.cause
-    return str(err)
+HOLDER_CHECK = timedelta(minutes=1)
+HISTORY_LIMIT = 2_000
+LEASE_REQUESTS_KEPT = 500
 
 
 @workflow.defn(name="EnvironmentWorkflow")
-class EnvironmentWorkflow:
+class EnvironmentWorkflow(EnvironmentRollbacks):
+    """The main loop and the lease: the inbox taken in arrival order, grants, queues, supersedes,
+    reports and releases."""
+
     @workflow.init
     def __init__(self, input: EnvironmentInput) -> None:
-        self._s = input.state or EnvironmentState(
-            service=input.service, environment=input.environment
-        )
-        self._lock = asyncio.Lock()
-        self._changes = 0
-        self._trusting: bool | None = None
-        # Lease messages taken by the updates, served by the main loop in arrival order
-        # (LEASE_MAILBOX); empty for runs recorded before it. Never carried across
-        # continue-as-new: the rollover waits until it is empty.
-        self._inbox: list[LeaseRequest | LeaseRelease] = []
-        self._regrant = False  # the lease is free and its queue waits (a fence failed)
-        # LEASE_MAILBOX is in force: set by the first lease message, so that a running
-        # execution recorded before the patch takes it up with its next message.
-        self._mailbox = False
+        super().__init__(input)
 
     @workflow.run
     async def run(self, input: EnvironmentInput) -> None:
@@ -194,24 +134,6 @@ class EnvironmentWorkflow:
             )
         )
 
-    def _trusted_times(self) -> bool:
-        """Whether this run of the workflow bounds commit times (TRUSTED_COMMIT_TIME), decided
-        at its first lease request or report; the first time, times recorded in the future
-        (by runs before it) are brought back to when they were recorded."""
-        if self._trusting is None:
-            self._trusting = workflow.patched(TRUSTED_COMMIT_TIME)
-            if self._trusting:
-                s = self._s
-                if s.serving is not None:
-                    s.serving = _bounded(s.serving, s.serving.since)
-                if s.holder is not None:
-                    s.holder = _bounded(s.holder, s.holder.granted_at)
-                queue: list[WaitingRun] = []
-                for waiting in s.queue:  # in commit order again, by the bounded times
-                    queue = leases.enqueue(queue, _bounded(waiting, waiting.requested_at))
-                s.queue = queue
-        return self._trusting
-
     def _mail_waiting(self) -> bool:
         return bool(self._inbox) or self._regrant
 
@@ -235,7 +157,7 @@ class EnvironmentWorkflow:
                     workflow.logger.warning(
                         "%s: fence failed (%s); %s waits, tried again in %s",
                         self._s.environment,
-                        _cause(err),
+                        failure_of(err),
                         message.run,
                         FENCE_RETRY,
                     )
@@ -254,7 +176,7 @@ class EnvironmentWorkflow:
             workflow.logger.warning(
                 "%s: fence failed (%s); the queue waits, tried again in %s",
                 self._s.environment,
-                _cause(err),
+                failure_of(err),
                 FENCE_RETRY,
             )
             self._regrant = True
@@ -344,22 +266,6 @@ class EnvironmentWorkflow:
     def _validate_acquire(self, request: LeaseRequest) -> None:
         self._from_deployer("acquire", request, request.proof)
 
-    def _from_deployer(
-        self,
-        purpose: str,
-        message: LeaseRequest | ServingReport | LeaseRelease | RollbackOrder,
-        proof: str,
-    ) -> None:
-        """Only a deployer speaking for a pipeline run changes the environment: a message
-        without a valid proof (a bare `temporal workflow update`) is refused before it
-        reaches history, and the refusal is logged."""
-        refusal = deployer_proof.check(purpose, message, proof)
-        if refusal is not None:
-            workflow.logger.warning(
-                "%s: %s (claimed run %s)", self._s.environment, refusal, message.run
-            )
-            raise ValueError(refusal)
-
     def _taken(self, request: LeaseRequest) -> None:
         """Remember a deployer's lease request (bounded): a copy sent again does nothing."""
         s = self._s
@@ -406,7 +312,7 @@ class EnvironmentWorkflow:
             requested_at=workflow.now(),
         )
         if trusted:
-            candidate = _bounded(candidate, candidate.requested_at)
+            candidate = bounded_by(candidate, candidate.requested_at)
         if leases.behind_serving(candidate, s.serving):
             assert s.serving is not None
             return LeaseAnswer(
@@ -563,7 +469,7 @@ class EnvironmentWorkflow:
         now = workflow.now()
         commit_time = report.commit_time
         if self._trusted_times() and commit_time is not None:
-            commit_time = min(_utc(commit_time), now)
+            commit_time = min(as_utc(commit_time), now)
         self._close_serving("replaced")
         baseline = s.holder.baseline if s.holder else None
         s.serving = Serving(
@@ -634,280 +540,3 @@ class EnvironmentWorkflow:
     @release.validator
     def _validate_release(self, request: LeaseRelease) -> None:
         self._from_deployer("release", request, request.proof)
-
-    # --- rollback ------------------------------------------------------------------------
-
-    @workflow.update(
-        description="Put back what served before this run changed the environment "
-        "(idempotent per run; nothing for a run that no longer holds it)."
-    )
-    async def rollback(self, order: RollbackOrder) -> RollbackOutcome:
-        async with self._lock:
-            outcome = await self._rollback(order)
-        self._changes += 1
-        return outcome
-
-    @rollback.validator
-    def _validate_rollback(self, order: RollbackOrder) -> None:
-        self._from_deployer("rollback", order, order.proof)
-
-    async def _rollback(self, order: RollbackOrder) -> RollbackOutcome:
-        s = self._s
-        # Once per run: a run reset by `slipway retry`, or the same commit started again,
-        # is another run (run id, and the lease token it changed the environment under).
-        per_run = bool(order.run_id) and workflow.patched(ROLLBACK_PER_RUN)
-        key = f"{order.run}/{order.run_id}/{order.token}" if per_run else order.run
-        done = s.rollbacks.get(key)
-        if done is not None:
-            return done.model_copy(update={"repeat": True})
-        holder = s.holder
-        owns = (
-            holder is not None
-            and holder.run == order.run
-            and (not per_run or holder.run_id == order.run_id)
-        )
-        if owns:
-            assert holder is not None
-            target = holder.baseline
-        elif holder is None and s.serving is not None and s.serving.run == order.run:
-            # The run gave the lease back and its release still serves: nobody else owns
-            # the environment, so its rollback is still this run's to make.
-            target = s.serving.before
-        else:
-            s.queue = [w for w in s.queue if w.run != order.run]
-            owner = f"held by {holder.run}" if holder else "serving another run's release"
-            return RollbackOutcome(
-                environment=s.environment,
-                status="not_owner",
-                reason=f"{s.environment} is {owner}: nothing of it was rolled back",
-            )
-        try:
-            result = await self._restore(target, order.strategy, order.reason)
-        except WORK_FAILED as err:
-            return RollbackOutcome(environment=s.environment, status="failed", reason=_cause(err))
-        if owns:
-            assert holder is not None
-            holder.rolled_back = True
-        if s.serving is not None and s.serving.run == order.run:
-            self._close_serving("rolled_back", order.reason)
-            s.serving = None
-        elif owns and holder is not None and result.changed:
-            # A canary that never promoted: a change that failed, for the record (DORA).
-            self._record(
-                ReleaseEntry(
-                    run=order.run,
-                    commit=holder.commit,
-                    commit_time=holder.commit_time,
-                    at=holder.granted_at,
-                    until=workflow.now(),
-                    outcome="rolled_back",
-                    reason=order.reason,
-                )
-            )
-        if target is not None and (s.serving is None or s.serving.run != target.run):
-            self._restored(target, order.reason)
-        outcome = RollbackOutcome(
-            environment=s.environment,
-            status="rolled_back" if result.changed else "unchanged",
-            restored_digest=result.restored_digest,
-            reason=order.reason
-            if result.changed
-            else f"nothing to roll back: {s.environment} already serves "
-            f"{result.restored_digest or 'no release'}",
-        )
-        s.rollbacks[key] = outcome
-        while len(s.rollbacks) > ROLLBACKS_KEPT:
-            s.rollbacks.pop(next(iter(s.rollbacks)))
-        return outcome
-
-    async def _restore(self, target: Serving | None, strategy: str, reason: str) -> RestoreResult:
-        s = self._s
-        s.token += 1  # the rollback fences whoever wrote before it
-        return await call(
-            ActivityName.RESTORE,
-            RestoreRequest.model_validate(
-                {
-                    "service": s.service,
-                    "environment": s.environment,
-                    "target": target.release if target else None,
-                    "strategy": strategy,
-                    "fence": s.token,
-                    "reason": reason,
-                    "components": self._components(),
-                }
-            ),
-            RestoreResult,
-            activity_id=f"restore-{s.token}",
-            local=workflow.patched(LOCAL_WORK),
-        )
-
-    def _restored(self, target: Serving, reason: str) -> None:
-        now = workflow.now()
-        self._s.serving = target.model_copy(update={"since": now})
-        self._record(
-            ReleaseEntry(
-                release=target.release,
-                run=target.run,
-                commit=target.commit,
-                commit_time=target.commit_time,
-                at=now,
-                outcome="restored",
-                reason=reason,
-            )
-        )
-
-    @workflow.update(
-        name="rollback_manual",
-        description='Put back the release before the one serving: {"service": "hello", '
-        '"environment": "staging", "by": "dave", "reason": "..."}',
-    )
-    async def rollback_manual(self, request: ManualRollback) -> RollbackOutcome:
-        if workflow.patched(ROLLBACK_POLICY):
-            refusal = await self._rollback_refusal(request)
-            if refusal is not None:
-                raise ApplicationError(refusal, type="NotAuthorized", non_retryable=True)
-        async with self._lock:
-            s = self._s
-            previous = self._previous_release()
-            reason = f"manual rollback by {request.by}" + (
-                f": {request.reason}" if request.reason else ""
-            )
-            if previous is None:
-                return RollbackOutcome(
-                    environment=s.environment,
-                    status="unchanged",
-                    reason="no earlier release is recorded for this environment",
-                )
-            try:
-                result = await self._restore(previous, "rolling", reason)
-            except WORK_FAILED as err:
-                return RollbackOutcome(
-                    environment=s.environment, status="failed", reason=_cause(err)
-                )
-            self._close_serving("rolled_back", reason)
-            self._restored(previous, reason)
-        await notify("warning", "rollback.manual", reason, s.service, s.environment)
-        self._changes += 1
-        return RollbackOutcome(
-            environment=s.environment,
-            status="rolled_back" if result.changed else "unchanged",
-            restored_digest=result.restored_digest,
-            reason=reason,
-        )
-
-    async def _rollback_refusal(self, request: ManualRollback) -> str | None:
-        """The worker's verdict on who asks for a manual rollback; a refusal is recorded in
-        the environment's state (bounded) and returned."""
-        s = self._s
-        desk = DecisionDesk()
-        desk.nonces = set(s.nonces)
-        refusal = desk.seen_or_stale(request)
-        if request.nonce and request.signature and request.nonce not in s.nonces:
-            s.nonces = [*s.nonces, request.nonce][-NONCES_KEPT:]
-        answer = None
-        if refusal is None:
-            info = workflow.info()
-            answer = await desk.verdict(
-                DecisionCheck(
-                    namespace=info.namespace,
-                    workflow_id=info.workflow_id,
-                    run_id=info.run_id,
-                    subject="action:rollback",
-                    environment=s.environment,
-                    decision="rollback",
-                    by=request.by,
-                    comment=request.reason,
-                    signed=Signed(
-                        signed_at=request.signed_at,
-                        nonce=request.nonce,
-                        signature=request.signature,
-                    ),
-                    via="update",
-                )
-            )
-            refusal = None if answer.accepted else answer.reason
-        if refusal is None:
-            return None
-        workflow.logger.warning(
-            "%s: rollback by %s refused: %s", s.environment, request.by, refusal
-        )
-        if len(s.refused) >= REFUSED_KEPT:
-            s.refused.pop(0)
-            s.refused_not_kept += 1
-        s.refused.append(
-            ActionRecord(
-                action="rollback",
-                by=request.by,
-                accepted=False,
-                at=workflow.now(),
-                reason=refusal,
-                via="update",
-                signature=request.signature,
-                signed_at=request.signed_at,
-                nonce=request.nonce,
-                comment=clip(request.reason),
-            )
-        )
-        self._changes += 1
-        return refusal
-
-    @rollback_manual.validator
-    def _validate_manual(self, request: ManualRollback) -> None:
-        if not request.by.strip():
-            raise ValueError("nobody named: say who rolls back ('by')")
-        holder = self._s.holder
-        if holder is not None:
-            raise ValueError(
-                f"{holder.run} holds {self._s.environment}'s lease: abort that run instead "
-                f"(slipway abort {holder.run}), it rolls back what it changed"
-            )
-
-    def _components(self) -> list[str]:
-        """A bundle's deployables: those of what serves and those the holder deploys (a
-        run may add one), so that a fence or restore reaches every one."""
-        s = self._s
-        serving = s.serving.release.artifact.components if s.serving else []
-        return sorted({*(c.name for c in serving), *s.components})
-
-    def _previous_release(self) -> Serving | None:
-        s = self._s
-        current = s.serving.release.digest if s.serving else None
-        for entry in reversed(s.releases):
-            if (
-                entry.release is not None
-                and entry.digest != current
-                and entry.outcome in ("replaced", "restored")
-            ):
-                return Serving(
-                    release=entry.release,
-                    run=entry.run,
-                    commit=entry.commit,
-                    commit_time=entry.commit_time,
-                    since=entry.at,
-                )
-        return None
-
-    # --- history -------------------------------------------------------------------------
-
-    def _close_serving(self, outcome: str, reason: str = "") -> None:
-        s = self._s
-        if s.serving is None:
-            return
-        for i in range(len(s.releases) - 1, -1, -1):
-            entry = s.releases[i]
-            if entry.until is None and entry.digest == s.serving.release.digest:
-                ended = entry.model_copy(
-                    update={"until": workflow.now(), "outcome": outcome, "reason": reason}
-                )
-                dora.closed(s, entry, ended)
-                s.releases[i] = ended
-                break
-
-    def _record(self, entry: ReleaseEntry) -> None:
-        dora.record(self._s, entry, RELEASES_KEPT)
-
-    @workflow.query(
-        description="What serves, since when and from which run; lease, queue, last releases."
-    )
-    def state(self) -> EnvironmentState:
-        return self._s
