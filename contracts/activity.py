@@ -23,6 +23,8 @@ __all__ = [
     "RUNNER_ACTIVITIES",
     "ActivityName",
     "Artifact",
+    "BrowserTestReport",
+    "BrowserTestRequest",
     "BuildRequest",
     "CheckoutRequest",
     "Component",
@@ -49,6 +51,7 @@ __all__ = [
     "MetricsSample",
     "NotifyAudience",
     "NotifyRequest",
+    "PageAudit",
     "PublishRequest",
     "ReleaseConfig",
     "ReleaseSpec",
@@ -67,6 +70,8 @@ __all__ = [
     "Strategy",
     "SuiteReport",
     "SuiteRequest",
+    "WebAuditReport",
+    "WebAuditRequest",
     "WeightRequest",
     "Workspace",
     "bundle_of",
@@ -109,6 +114,10 @@ class ActivityName(StrEnum):
     # Live tests of a running environment: a load tool, a dynamic security scanner.
     LOAD_TEST = "load_test"
     LIVE_SCAN = "live_scan"
+    # A web front end in a real browser (Debian's Chromium): the service's own Playwright
+    # tests, and Lighthouse scores with axe's WCAG violations.
+    BROWSER_TESTS = "browser_tests"
+    WEB_AUDIT = "web_audit"
     QUERY_METRICS = "query_metrics"
     GENERATE_LOAD = "generate_load"
     NOTIFY = "notify"
@@ -141,6 +150,11 @@ RUNNER_ACTIVITIES: frozenset[ActivityName] = frozenset(
         # Wapiti crawls and attacks the running commit, parsing whatever HTML and headers it
         # serves (hostile input by design); no credential, only the resolved URL.
         ActivityName.LIVE_SCAN,
+        # The service's own Playwright tests: the commit's code (in its test venv) driving a
+        # browser that renders whatever the commit serves.
+        ActivityName.BROWSER_TESTS,
+        # Lighthouse and axe load the commit's pages (its scripts run in the browser).
+        ActivityName.WEB_AUDIT,
     }
 )
 """Activities that execute or parse the commit's own code: the *runner's* work, sent to the
@@ -805,6 +819,82 @@ class LiveScanRequest(_Model):
     max_scan_s: float = Field(gt=0, le=3600)
     depth: int = Field(5, ge=1, le=50)
     ignore: list[IgnoreEntry] = []
+
+
+# --- web front ends in a browser ---------------------------------------------------------
+
+
+class BrowserTestRequest(_Model):
+    """Run the service's own Playwright tests (pytest-playwright) found under `tests` in
+    `path`, in a venv of its declared dependencies, against `endpoint` with Chromium."""
+
+    path: str
+    endpoint: Endpoint
+    tests: list[str] = Field(min_length=1, max_length=20)
+    args: list[str] = Field(default_factory=list, max_length=50)
+    env: dict[str, str] = {}
+    extras: list[str] | None = None
+    requirements: list[str] = []
+    setup: list[str] = []
+    screenshot: Literal["only-on-failure", "on", "off"] = "only-on-failure"
+    tracing: Literal["retain-on-failure", "on", "off"] = "retain-on-failure"
+    video: Literal["retain-on-failure", "on", "off"] = "off"
+    max_duration_s: float = Field(600, gt=0, le=3600)
+    stage: str = Field("browser", description="The stage's name, for messages and paths.")
+
+
+class BrowserTestReport(_Model):
+    """What the browser tests did; `available=False` when no browser could run them (the
+    stage's `unavailable:` decides). `results_dir`: where the traces, screenshots and JUnit
+    report of a failed run are kept on the runner ('' when nothing was kept)."""
+
+    available: bool = True
+    reason: str = ""
+    exit_code: int = 0
+    tests: int = 0
+    failures: int = 0
+    errors: int = 0
+    skipped: int = 0
+    failed_tests: list[str] = []
+    duration_s: float = 0.0
+    results_dir: str = ""
+    kept: list[str] = Field(default_factory=list, description="Files kept, at most 20 named.")
+    output_tail: str = ""
+
+
+class WebAuditRequest(_Model):
+    """Audit `paths` of the service at `endpoint`: Lighthouse's category scores and axe's
+    WCAG violations (for `wcag_tags`), all within `max_time_s`."""
+
+    endpoint: Endpoint
+    paths: list[str] = Field(min_length=1, max_length=20)
+    lighthouse: bool = True
+    axe: bool = True
+    categories: list[str] = ["performance", "accessibility", "best-practices", "seo"]
+    form_factor: Literal["mobile", "desktop"] = "mobile"
+    wcag_tags: list[str] = ["wcag2a", "wcag2aa", "wcag21a", "wcag21aa", "wcag22aa"]
+    max_time_s: float = Field(300, gt=0, le=3600)
+    ignore: list[IgnoreEntry] = []
+
+
+class PageAudit(_Model):
+    """One page's Lighthouse scores (0-100; None: Lighthouse gave none) and why not."""
+
+    path: str
+    scores: dict[str, float | None] = {}
+    error: str = ""
+
+
+class WebAuditReport(_Model):
+    """Lighthouse per page, and axe's violations as findings (rule: axe's rule id; severity:
+    critical/serious/moderate/minor as critical/high/medium/low; location: page and
+    element). `available=False` when the tools or the target could not run."""
+
+    available: bool = True
+    reason: str = ""
+    pages: list[PageAudit] = []
+    axe: ScannerReport | None = None
+    tools: dict[str, str] = Field(default_factory=dict, description="Tool → version.")
 
 
 # --- metrics ------------------------------------------------------------------------------

@@ -65,6 +65,7 @@ from contracts.definition.service_templates import parse_service, template_refer
 __all__ = [
     "STAGE_ADAPTER",
     "ApprovalStage",
+    "BrowserStage",
     "BuildStage",
     "CanaryStage",
     "CheckoutStage",
@@ -96,6 +97,7 @@ __all__ = [
     "Stage",
     "StageBase",
     "SuiteStage",
+    "WebAuditStage",
     "parse_duration",
 ]
 
@@ -720,6 +722,159 @@ class DastStage(_StageBase):
     )
 
 
+_BROWSER_OWNED_ARGS = (
+    "--base-url",
+    "--browser",
+    "--browser-channel",
+    "--device",
+    "--junitxml",
+    "--junit-xml",
+    "--output",
+    "--screenshot",
+    "--tracing",
+    "--video",
+    "--headed",
+    "-p",
+    "--rootdir",
+    "--basetemp",
+    "-c",
+    "--config-file",
+)
+"""pytest options a browser stage sets itself (or that would take the run out of its
+directory); `args` may not name them."""
+
+
+def _pytest_arg(value: str) -> str:
+    if not value or len(value) > 1024 or any(ord(c) < 32 for c in value):
+        raise ValueError(f"{short(value)} must be 1-1024 characters without control characters")
+    name = value.split("=", 1)[0]
+    if name in _BROWSER_OWNED_ARGS or (name.startswith("-p") and not name.startswith("--")):
+        raise ValueError(f"{short(value)} is set by the stage itself; leave it out of args")
+    return value
+
+
+def _env_name(env: dict[str, str]) -> dict[str, str]:
+    if len(env) > MAX_CONFIG_ENTRIES:
+        raise ValueError(f"{len(env)} variables: at most {MAX_CONFIG_ENTRIES}")
+    for name, value in env.items():
+        if not ENV_NAME.match(name) or name in _RESERVED_VARIABLES:
+            raise ValueError(f"{short(name)} is not a variable a stage may set")
+        if len(value) > MAX_SETTING_CHARS:
+            raise ValueError(f"{name}: value longer than {MAX_SETTING_CHARS} characters")
+    return env
+
+
+class BrowserStage(_StageBase):
+    """The service's own Playwright tests (Python, pytest-playwright) in Debian's Chromium
+    against the environment's URL, in a venv of the service's dependencies, on the runner
+    and in its sandbox; on failure their traces and screenshots are kept and named."""
+
+    kind: Literal["browser"]
+    environment: SafeName
+    artifact: SafeName | None = Field(
+        None,
+        description="With `artifacts:`: whose directory holds the tests and whose endpoint "
+        "they visit (default: the service's directory, the first artifact's endpoint).",
+    )
+    tests: list[ReportPath] = Field(
+        default_factory=lambda: ["tests/e2e"],
+        min_length=1,
+        max_length=20,
+        description="Test files or directories, relative to the service's directory.",
+    )
+    args: list[Annotated[str, AfterValidator(_pytest_arg)]] = Field(
+        default_factory=list, max_length=50, description="More pytest arguments (`-k smoke`)."
+    )
+    max_failures: int = Field(0, ge=0, le=100_000)
+    screenshot: Literal["only-on-failure", "on", "off"] = "only-on-failure"
+    trace: Literal["retain-on-failure", "on", "off"] = "retain-on-failure"
+    video: Literal["retain-on-failure", "on", "off"] = "off"
+    max_duration: Minutes = Field(
+        timedelta(minutes=10), description="The test run is stopped then (an hour at most)."
+    )
+    extras: list[str] | None = Field(
+        None,
+        description="pyproject extras installed into the venv with the project's "
+        "dependencies; default: the `test` extra when declared.",
+        max_length=20,
+    )
+    requirements: list[ReportPath] = Field(default_factory=list, max_length=20)
+    setup: list[str] = Field(default_factory=list, max_length=20)
+    env: Annotated[dict[str, str], AfterValidator(_env_name)] = Field(
+        default_factory=dict, description="Variables for the tests."
+    )
+    unavailable: Literal["fail", "warn"] = Field(
+        "fail", description="What a missing browser means: fail closed by default."
+    )
+
+
+class LighthouseScores(_Strict):
+    """Lighthouse category scores (0-100) a page must reach; null: not judged."""
+
+    performance: Annotated[float, Field(ge=0, le=100)] | None = 90
+    accessibility: Annotated[float, Field(ge=0, le=100)] | None = 90
+    best_practices: Annotated[float, Field(ge=0, le=100)] | None = Field(
+        90, validation_alias=AliasChoices("best_practices", "best-practices")
+    )
+    seo: Annotated[float, Field(ge=0, le=100)] | None = 90
+
+    def minimums(self) -> dict[str, float]:
+        """Lighthouse's category id → the least score, for the judged categories."""
+        given = {
+            "performance": self.performance,
+            "accessibility": self.accessibility,
+            "best-practices": self.best_practices,
+            "seo": self.seo,
+        }
+        return {k: v for k, v in given.items() if v is not None}
+
+
+WCAG_TAGS = {
+    "A": ("wcag2a", "wcag21a"),
+    "AA": ("wcag2a", "wcag2aa", "wcag21a", "wcag21aa", "wcag22aa"),
+}
+"""axe's rule tags of each WCAG 2 conformance level (2.0, 2.1 and 2.2 rules)."""
+
+
+class WebAuditStage(_StageBase):
+    """Lighthouse scores and axe's WCAG 2 violations of a web front end's pages, in Debian's
+    Chromium, on the runner and in its sandbox; judged by the stage's minimums and `fail_on`
+    (axe's impacts critical/serious/moderate/minor as critical/high/medium/low)."""
+
+    kind: Literal["web_audit"]
+    environment: SafeName
+    artifact: SafeName | None = Field(
+        None, description="With `artifacts:`: whose pages are audited (default: the first)."
+    )
+    paths: list[CheckPath] = Field(default_factory=lambda: ["/"], min_length=1, max_length=20)
+    lighthouse: LighthouseScores | None = Field(
+        default_factory=LighthouseScores,
+        description="Least scores per category (default 90 each); null: no Lighthouse run.",
+    )
+    form_factor: Literal["mobile", "desktop"] = "mobile"
+    wcag: Literal["A", "AA"] | None = Field(
+        "AA", description="The WCAG 2 level axe checks; null: no axe run."
+    )
+    fail_on: Severity = Field(
+        Severity.HIGH, description="axe violations at or above this fail (high: serious)."
+    )
+    ignore: list[IgnoreEntry] = Field(
+        default_factory=list,
+        description="Accepted axe rules ({id, reason, expires}); an expired entry fails.",
+        max_length=100,
+    )
+    max_audit_time: Minutes = Field(
+        timedelta(minutes=5), description="Every page's audits together stop then."
+    )
+    unavailable: Literal["fail", "warn"] = "fail"
+
+    @model_validator(mode="after")
+    def _audits_something(self) -> WebAuditStage:
+        if self.lighthouse is None and self.wcag is None:
+            raise ValueError("give `lighthouse` or `wcag` (or both): nothing would be audited")
+        return self
+
+
 class ApprovalStage(_StageBase):
     """A human gate. Each role in `roles` must be covered by a distinct approver, and at least
     `quorum` distinct people must approve; one rejection by an allowed person closes it."""
@@ -910,6 +1065,8 @@ Stage = Annotated[
     | SmokeStage
     | LoadTestStage
     | DastStage
+    | BrowserStage
+    | WebAuditStage
     | ApprovalStage
     | CanaryStage
     | MonitorStage

@@ -25,7 +25,9 @@ __all__ = [
 ]
 
 # Stages acting on an environment that must have been deployed earlier in the run.
-NEEDS_DEPLOY = frozenset({"e2e", "smoke", "load_test", "dast", "canary", "monitor"})
+NEEDS_DEPLOY = frozenset(
+    {"e2e", "smoke", "load_test", "dast", "browser", "web_audit", "canary", "monitor"}
+)
 NEEDS_ARTIFACT = frozenset({"image_scan", "publish", "deploy"})
 # Stages that change what an environment serves (or how much traffic it takes): each needs
 # the environment's approval before it when the environment requires one.
