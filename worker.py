@@ -43,6 +43,7 @@ from activities.notify import NotifyActivities
 from activities.scan import ScanActivities
 from activities.source import SourceActivities
 from activities.testing import SuiteActivities
+from activities.web_tests import WebTestActivities
 from activities.wiring.backends import Backends, DeployerBackends, RunnerBackends
 from contracts import deployer_proof
 from plumbing.deployer_key import key_from_file
@@ -76,6 +77,7 @@ def runner_activities(backends: RunnerBackends) -> list[Callable[..., Any]]:
     test = SuiteActivities(backends.tests, backends.services)
     build = BuildActivities(backends.builder)
     live = LiveTestActivities(backends.load_tester, backends.live_scanners)
+    web = WebTestActivities(backends.browser_tester, backends.web_auditor)
     return [
         source.checkout,
         scan.scan,
@@ -84,6 +86,8 @@ def runner_activities(backends: RunnerBackends) -> list[Callable[..., Any]]:
         build.build,
         live.load_test,
         live.live_scan,
+        web.browser_tests,
+        web.web_audit,
     ]
 
 

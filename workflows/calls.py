@@ -103,6 +103,10 @@ OPTIONS: dict[ActivityName, ActivityOptions] = {
     # only when the first did not get to judge anything.
     ActivityName.LOAD_TEST: ActivityOptions(70 * _M, 2),
     ActivityName.LIVE_SCAN: ActivityOptions(70 * _M, 2),
+    # The browser stages: the tests' `max_duration` and the audit's `max_audit_time` are an
+    # hour at most; a test venv may be built first.
+    ActivityName.BROWSER_TESTS: ActivityOptions(90 * _M, 2),
+    ActivityName.WEB_AUDIT: ActivityOptions(70 * _M, 2),
     # A metrics query that keeps failing becomes "no data" for the analysis, never a pass.
     ActivityName.QUERY_METRICS: ActivityOptions(_M, 3, initial_interval=timedelta(seconds=1)),
     ActivityName.GENERATE_LOAD: ActivityOptions(60 * _M, 1, retry_lost_workers=False),

@@ -17,6 +17,8 @@ from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 from contracts.activity import (
     Artifact,
+    BrowserTestReport,
+    BrowserTestRequest,
     BuildRequest,
     CheckoutRequest,
     DeployRequest,
@@ -43,6 +45,8 @@ from contracts.activity import (
     ScannerReport,
     SuiteReport,
     SuiteRequest,
+    WebAuditReport,
+    WebAuditRequest,
     WeightRequest,
     Workspace,
 )
@@ -54,6 +58,7 @@ if TYPE_CHECKING:
 __all__ = [
     "Backends",
     "BackingServices",
+    "BrowserTester",
     "Builder",
     "CommitScanner",
     "DeployTarget",
@@ -70,6 +75,7 @@ __all__ = [
     "SourceProvider",
     "SuiteRunner",
     "TrafficRouter",
+    "WebAuditor",
 ]
 
 Heartbeat = Callable[[str], None]
@@ -225,6 +231,22 @@ class LiveScanner(Protocol):
 
 
 @runtime_checkable
+class BrowserTester(Protocol):
+    def run(self, request: BrowserTestRequest, heartbeat: Heartbeat) -> BrowserTestReport:
+        """Run the service's browser tests against the request's endpoint; `available=False`
+        (with a reason) when no browser can run them."""
+        ...
+
+
+@runtime_checkable
+class WebAuditor(Protocol):
+    def audit(self, request: WebAuditRequest, heartbeat: Heartbeat) -> WebAuditReport:
+        """Audit the endpoint's pages (Lighthouse, axe); `available=False` when the tools,
+        the browser or the target cannot be reached: never an empty, passing report."""
+        ...
+
+
+@runtime_checkable
 class Notifier(Protocol):
     def send(self, request: NotifyRequest) -> None:
         """Deliver the event (a log line, a Slack message)."""
@@ -245,6 +267,8 @@ class RunnerBackends:
     services: BackingServices | None = None
     load_tester: LoadTester | None = None
     live_scanners: dict[str, LiveScanner] = field(default_factory=dict)
+    browser_tester: BrowserTester | None = None
+    web_auditor: WebAuditor | None = None
 
 
 @dataclass
@@ -280,6 +304,8 @@ class Backends:
     secrets: SecretResolver | None = None
     load_tester: LoadTester | None = None
     live_scanners: dict[str, LiveScanner] = field(default_factory=dict)
+    browser_tester: BrowserTester | None = None
+    web_auditor: WebAuditor | None = None
 
     def runner(self) -> RunnerBackends:
         return RunnerBackends(
@@ -290,6 +316,8 @@ class Backends:
             services=self.services,
             load_tester=self.load_tester,
             live_scanners=self.live_scanners,
+            browser_tester=self.browser_tester,
+            web_auditor=self.web_auditor,
         )
 
     def deployer(self) -> DeployerBackends:
@@ -313,6 +341,8 @@ class Backends:
             services=runner.services,
             load_tester=runner.load_tester,
             live_scanners=runner.live_scanners,
+            browser_tester=runner.browser_tester,
+            web_auditor=runner.web_auditor,
             target=deployer.target,
             router=deployer.router,
             metrics=deployer.metrics,

@@ -242,8 +242,10 @@ def backends_from_settings(settings: Settings) -> Backends:
 def runner_backends_from_settings(settings: Settings) -> RunnerBackends:
     """The runner's backends: git checkouts, test venvs and backing services, scanners and
     the builder. No platform, no registry client besides the builder's push, no notifier."""
+    from activities.providers.live.browser_tests import PlaywrightBrowserTester
     from activities.providers.live.locust_load import LocustLoadTester
     from activities.providers.live.wapiti_scan import WapitiScanner
+    from activities.providers.live.web_audit import WebAuditor
     from activities.providers.source.git_source import GitSource
     from activities.providers.testing.runner import SubprocessSuiteRunner
 
@@ -259,6 +261,11 @@ def runner_backends_from_settings(settings: Settings) -> RunnerBackends:
         services=services,
         load_tester=LocustLoadTester(),
         live_scanners={"wapiti": WapitiScanner()},
+        browser_tester=PlaywrightBrowserTester(
+            venv_root=Path(settings.state_dir) / "venvs",
+            results_root=Path(settings.state_dir) / "browser-results",
+        ),
+        web_auditor=WebAuditor(),
     )
 
 

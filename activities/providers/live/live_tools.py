@@ -13,7 +13,7 @@ from __future__ import annotations
 import subprocess
 import tempfile
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -56,15 +56,19 @@ def run_tool(
     timeout_s: float,
     heartbeat: Heartbeat,
     progress: Callable[[], str],
+    env: Mapping[str, str] | None = None,
 ) -> ScannerRun:
     """Run `argv` in `workdir` (sandboxed, writable there only) until it exits or `timeout_s`
     passes (then its whole group is killed and the tool is unavailable: it judged nothing);
     `heartbeat(progress())` every second meanwhile (a cancelled activity's heartbeat raises,
-    and the block stops the group)."""
+    and the block stops the group). `env`: the tool's own variables (CHROME_PATH), added to
+    the allow-listed environment."""
     sandbox = sandboxes.current()
     name = Path(argv[0]).name
     with tempfile.TemporaryDirectory(prefix="slipway-live-home-") as home:
-        environment = child_env(home=Path(home), extra={"NO_PROXY": "*", "no_proxy": "*"})
+        environment = child_env(
+            home=Path(home), extra={"NO_PROXY": "*", "no_proxy": "*", **(env or {})}
+        )
         try:
             with (
                 sandbox.prepare(
