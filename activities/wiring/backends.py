@@ -41,6 +41,7 @@ from contracts.activity import (
     RollbackRequest,
     RollbackResult,
     ScannerReport,
+    SecretRef,
     SuiteReport,
     SuiteRequest,
     WeightRequest,
@@ -64,6 +65,7 @@ __all__ = [
     "LoadTester",
     "MetricsProvider",
     "Notifier",
+    "ReferenceChecker",
     "Registry",
     "RunnerBackends",
     "Scanner",
@@ -174,6 +176,24 @@ class DeployTarget(Protocol):
     def endpoint(self, request: EndpointRequest) -> Endpoint:
         """Where the service answers in the environment (or one slot): the URL and headers
         that HTTP checks use, for the runner's live-test tools and generated load."""
+        ...
+
+
+@runtime_checkable
+class ReferenceChecker(Protocol):
+    """A platform whose releases take resources and secrets by reference to what exists
+    (Kubernetes): what of a release's does not resolve there, before anything deploys. A
+    platform without it (local) makes its resources on first use and takes every source."""
+
+    def reference_problems(
+        self, service: str, environment: str, resources: list[str], env: dict[str, str]
+    ) -> list[tuple[str, str, str]]:
+        """(field, reference, problem) for each resource reference that does not resolve;
+        `field` is 'env.<NAME>' or 'resources'."""
+        ...
+
+    def secret_problem(self, ref: SecretRef) -> str | None:
+        """Why the platform's releases cannot take `ref`, or None."""
         ...
 
 

@@ -82,6 +82,7 @@ from contracts.activity import (
     RestoreResult,
     RollbackRequest,
     RollbackResult,
+    SecretRef,
     Slot,
     WeightRequest,
 )
@@ -389,6 +390,16 @@ class KubernetesPlatform:
                         )
                     )
         return problems
+
+    def secret_problem(self, ref: SecretRef) -> str | None:
+        """Why a pod of this platform cannot take `ref` (it only takes Kubernetes Secrets,
+        through `secretKeyRef`), or None."""
+        if ref.source == "kubernetes":
+            return None
+        return (
+            f"cannot reach a pod on Kubernetes: the kubernetes platform takes secrets only as "
+            f"Kubernetes Secrets (`from: kubernetes`, with `key`), not `from: {ref.source}`"
+        )
 
     def promote(self, request: DeployRequest, heartbeat: Heartbeat) -> DeployResult:
         """Make the slot's version the one everybody gets.
