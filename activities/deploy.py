@@ -7,7 +7,13 @@ from temporalio import activity
 from activities.helpers.blocking import run_blocking
 from activities.helpers.bundles import BundledTarget
 from activities.helpers.secrets import SecretResolver
-from activities.wiring.backends import DeployTarget, Heartbeat, ReferenceChecker, TrafficRouter
+from activities.wiring.backends import (
+    DeployTarget,
+    Heartbeat,
+    ReferenceChecker,
+    ReferenceCheckers,
+    TrafficRouter,
+)
 from activities.wiring.observability import activity_log
 from contracts.activity import (
     ActivityName,
@@ -82,7 +88,7 @@ class DeployActivities:
 
     def _release_problems(self, release: ReleaseReferences) -> tuple[list[ReferenceProblem], int]:
         env = release.environment
-        platform = self._platform if isinstance(self._platform, ReferenceChecker) else None
+        platform = self._reference_checker(env)
         problems: list[ReferenceProblem] = []
         for field, ref in sorted(release.secrets.items()):
             why = platform.secret_problem(ref) if platform is not None else None
@@ -109,6 +115,14 @@ class DeployActivities:
             )
         kinds = {k for v in release.env.values() for k, _ in template_references(v)}
         return problems, checked + len(kinds | {parse_service(r).kind for r in release.resources})
+
+    def _reference_checker(self, environment: str) -> ReferenceChecker | None:
+        """The platform of `environment`, when it takes references to what exists."""
+        if isinstance(self._platform, ReferenceChecker):
+            return self._platform
+        if isinstance(self._platform, ReferenceCheckers):
+            return self._platform.reference_checker(environment)
+        return None
 
     @activity.defn(name=ActivityName.DEPLOY)
     async def deploy(self, request: DeployRequest) -> DeployResult:

@@ -66,6 +66,7 @@ __all__ = [
     "MetricsProvider",
     "Notifier",
     "ReferenceChecker",
+    "ReferenceCheckers",
     "Registry",
     "RunnerBackends",
     "Scanner",
@@ -195,6 +196,13 @@ class ReferenceChecker(Protocol):
     def secret_problem(self, ref: SecretRef) -> str | None:
         """Why the platform's releases cannot take `ref`, or None."""
         ...
+
+
+@runtime_checkable
+class ReferenceCheckers(Protocol):
+    """A target that routes environments to platforms (the worker's dispatch)."""
+
+    def reference_checker(self, environment: str) -> ReferenceChecker | None: ...
 
 
 @runtime_checkable

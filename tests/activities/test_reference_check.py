@@ -27,6 +27,7 @@ from activities.helpers.secrets import (
 )
 from activities.platforms.kubernetes import KubernetesPlatform
 from activities.platforms.local import LocalPlatform
+from activities.wiring.factory import EnvironmentDispatch
 from contracts.activity import ReferenceCheckRequest, ReferenceCheckResult
 from contracts.definition.loading import validate_definition
 from contracts.definition.model import PipelineSpec
@@ -152,6 +153,47 @@ def test_on_kubernetes_a_run_whose_references_resolve_has_no_problem(fake: FakeK
 
     assert result.ok
     assert result.checked == 2
+
+
+def test_through_the_workers_dispatch_each_environment_is_checked_on_its_platform(
+    fake: FakeKubeApi, tmp_path: Path
+) -> None:
+    platform = KubernetesPlatform(fake.api_client(), {"production": "shop-prod"})
+    local = LocalPlatform(tmp_path / "platform")  # nothing starts until start()
+    dispatch = EnvironmentDispatch(
+        {"production": platform, "*": local.target},
+        {"production": platform, "*": local.target},
+        {},
+        {},
+        default="*",
+    )
+    store = LocalSecretStore(tmp_path / "secrets")
+    store.set("shop/staging/key", "v")
+    activities = DeployActivities(
+        dispatch,
+        dispatch,
+        SecretResolver({"kubernetes": platform.secrets(), "local": store}),
+    )
+    spec = definition(
+        {
+            "staging": {
+                "secrets": {"SECRET_KEY": {"from": "local", "name": "shop/staging/key"}},
+                "resources": ["postgres:16"],
+            },
+            "production": {"secrets": {"SECRET_KEY": K8S_APP}, "resources": ["postgres:16"]},
+        },
+        env={"DATABASE_URL": "{services.postgres.url}"},
+    )
+
+    result = check(activities, reference_check(spec))
+
+    # Staging is local (its database is made on first deploy); production is on Kubernetes,
+    # where neither Secret exists.
+    assert [(p.environment, p.field) for p in result.problems] == [
+        ("production", "environments.production.secrets.SECRET_KEY"),
+        ("production", "service.env.DATABASE_URL"),
+    ]
+    assert "Secret shop-postgres does not exist in namespace shop-prod" in result.sentences()[1]
 
 
 # --- the local platform: the local store and AWS Secrets Manager (moto) -------------------
