@@ -118,6 +118,7 @@ def deployer_activities(
         deploy.restore,
         deploy.http_check,
         deploy.resolve_endpoint,
+        deploy.check_references,
         metrics.query_metrics,
         metrics.generate_load,
         notify.notify,

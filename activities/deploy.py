@@ -7,7 +7,13 @@ from temporalio import activity
 from activities.helpers.blocking import run_blocking
 from activities.helpers.bundles import BundledTarget
 from activities.helpers.secrets import SecretResolver
-from activities.wiring.backends import DeployTarget, Heartbeat, TrafficRouter
+from activities.wiring.backends import (
+    DeployTarget,
+    Heartbeat,
+    ReferenceChecker,
+    ReferenceCheckers,
+    TrafficRouter,
+)
 from activities.wiring.observability import activity_log
 from contracts.activity import (
     ActivityName,
@@ -18,6 +24,10 @@ from contracts.activity import (
     FenceRequest,
     HttpCheckReport,
     HttpCheckRequest,
+    ReferenceCheckRequest,
+    ReferenceCheckResult,
+    ReferenceProblem,
+    ReleaseReferences,
     ReleaseSpec,
     RestoreRequest,
     RestoreResult,
@@ -25,6 +35,7 @@ from contracts.activity import (
     RollbackResult,
     WeightRequest,
 )
+from contracts.definition.service_templates import parse_service, template_references
 
 
 class WeightNotAppliedError(RuntimeError):
@@ -40,6 +51,7 @@ class DeployActivities:
     ) -> None:
         # Bundles (several deployables per run) fan out here, above every platform.
         bundled = BundledTarget(target, router)
+        self._platform = target
         self._target: DeployTarget = bundled
         self._router: TrafficRouter = bundled
         self._secrets = secrets or SecretResolver({})
@@ -53,6 +65,64 @@ class DeployActivities:
             return request
         config = self._secrets.pin(request.config, request.environment)
         return request.model_copy(update={"config": config})
+
+    @activity.defn(name=ActivityName.CHECK_REFERENCES)
+    async def check_references(self, request: ReferenceCheckRequest) -> ReferenceCheckResult:
+        """At a run's start: every secret reference and resource of the releases it will
+        deploy, looked up on the platform in use (the local store, AWS Secrets Manager,
+        Kubernetes Secrets; resources as the platform takes them). Reports each that does not
+        resolve, naming the environment and the definition's field; never a value."""
+        activity_log(releases=len(request.releases)).info("check_references")
+
+        def run(progress: Heartbeat) -> ReferenceCheckResult:
+            checked = 0
+            problems: list[ReferenceProblem] = []
+            for release in request.releases:
+                progress(f"references of {release.service} in {release.environment}")
+                found, count = self._release_problems(release)
+                checked += count
+                problems += found
+            return ReferenceCheckResult(checked=checked, problems=problems)
+
+        return await run_blocking(run)
+
+    def _release_problems(self, release: ReleaseReferences) -> tuple[list[ReferenceProblem], int]:
+        env = release.environment
+        platform = self._reference_checker(env)
+        problems: list[ReferenceProblem] = []
+        for field, ref in sorted(release.secrets.items()):
+            why = platform.secret_problem(ref) if platform is not None else None
+            why = why or self._secrets.problem(ref, env)
+            if why:
+                problems.append(
+                    ReferenceProblem(
+                        environment=env, field=field, reference=f"secret {ref.label()}", problem=why
+                    )
+                )
+        checked = len(release.secrets)
+        if platform is None:
+            return problems, checked
+        for field, reference, why in platform.reference_problems(
+            release.service, env, list(release.resources), dict(release.env)
+        ):
+            where = (
+                f"{release.env_field}.{field.removeprefix('env.')}"
+                if field.startswith("env.")
+                else release.resources_field or field
+            )
+            problems.append(
+                ReferenceProblem(environment=env, field=where, reference=reference, problem=why)
+            )
+        kinds = {k for v in release.env.values() for k, _ in template_references(v)}
+        return problems, checked + len(kinds | {parse_service(r).kind for r in release.resources})
+
+    def _reference_checker(self, environment: str) -> ReferenceChecker | None:
+        """The platform of `environment`, when it takes references to what exists."""
+        if isinstance(self._platform, ReferenceChecker):
+            return self._platform
+        if isinstance(self._platform, ReferenceCheckers):
+            return self._platform.reference_checker(environment)
+        return None
 
     @activity.defn(name=ActivityName.DEPLOY)
     async def deploy(self, request: DeployRequest) -> DeployResult:

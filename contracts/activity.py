@@ -53,7 +53,11 @@ __all__ = [
     "NotifyRequest",
     "PageAudit",
     "PublishRequest",
+    "ReferenceCheckRequest",
+    "ReferenceCheckResult",
+    "ReferenceProblem",
     "ReleaseConfig",
+    "ReleaseReferences",
     "ReleaseSpec",
     "RestoreRequest",
     "RestoreResult",
@@ -124,6 +128,8 @@ class ActivityName(StrEnum):
     # The worker's policy: a decision's verdict, and the policy a run starts under.
     CHECK_DECISION = "check_decision"
     POLICY_IN_FORCE = "policy_in_force"
+    # At a run's start: every secret and resource reference of the releases it will deploy.
+    CHECK_REFERENCES = "check_references"
 
 
 RUNNER_ACTIVITIES: frozenset[ActivityName] = frozenset(
@@ -629,6 +635,59 @@ class DeployResult(_Model):
     release_phase: str = Field(
         "", description="What the release phase did ('' when the release has none)."
     )
+
+
+class ReleaseReferences(_Model):
+    """What one deployable refers to in one environment, each with the definition field that
+    declares it: its secret references, its `env:` (resource placeholders) and the
+    environment's resources. References only: nothing here is a value."""
+
+    environment: str
+    service: str = Field(description="The platform's service (`<service>-<artifact>`).")
+    secrets: dict[str, SecretRef] = Field(
+        default_factory=dict,
+        description="Definition field ('environments.production.secrets.DB_PASSWORD') → ref.",
+    )
+    env: dict[str, str] = Field(
+        default_factory=dict, description="The release's variables; resource placeholders."
+    )
+    env_field: str = Field("service.env", description="Where `env` is declared.")
+    resources: list[str] = Field(default_factory=list)
+    resources_field: str = Field("", description="Where `resources` is declared.")
+
+
+class ReferenceCheckRequest(_Model):
+    """Before a run deploys anything: do the references of its releases resolve here?"""
+
+    service: str
+    releases: list[ReleaseReferences] = Field(default_factory=list)
+
+
+class ReferenceProblem(_Model):
+    """A reference that does not resolve: where it is declared and why, never a value."""
+
+    environment: str
+    field: str
+    reference: str = Field(description="'kubernetes:heal7-db#password', 'Secret heal7-postgres'.")
+    problem: str
+
+    def sentence(self) -> str:
+        return (
+            f"environment {self.environment!r}, field {self.field!r}: "
+            f"{self.reference} {self.problem}"
+        )
+
+
+class ReferenceCheckResult(_Model):
+    checked: int = Field(0, description="How many references were looked up.")
+    problems: list[ReferenceProblem] = Field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
+    def sentences(self) -> list[str]:
+        return [p.sentence() for p in self.problems]
 
 
 class WeightRequest(_Model):

@@ -113,6 +113,8 @@ OPTIONS: dict[ActivityName, ActivityOptions] = {
     # The policy check reads a file and runs ssh-keygen: seconds at most.
     ActivityName.CHECK_DECISION: ActivityOptions(_M, 5, heartbeat=None),
     ActivityName.POLICY_IN_FORCE: ActivityOptions(_M, 5, heartbeat=None),
+    # Looks up each secret and resource reference of the run's releases: seconds.
+    ActivityName.CHECK_REFERENCES: ActivityOptions(2 * _M, 5),
     # Notifications never fail a pipeline: a few tries, then the workflow moves on.
     ActivityName.NOTIFY: ActivityOptions(
         timedelta(seconds=30), 5, heartbeat=None, max_interval=timedelta(seconds=10)

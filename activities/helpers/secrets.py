@@ -253,6 +253,24 @@ class SecretResolver:
         register_secrets([found.value])
         return found
 
+    def problem(self, ref: SecretRef, environment: str) -> str | None:
+        """Why `ref` does not resolve for `environment` (no such source here, secret, key or
+        version; not allowed), or None when it does. Never a value; transient failures
+        raise for Temporal to retry."""
+        backend = self._backends.get(ref.source)
+        if backend is None:
+            offered = ", ".join(self.sources) or "none"
+            return (
+                f"cannot be read: this deployer has no {_SOURCE_NAMES[ref.source]} "
+                f"(`from: {ref.source}`); it offers: {offered}"
+            )
+        try:
+            found = backend.fetch(ref, environment)
+        except SecretUnavailableError as problem:
+            return str(problem)
+        register_secrets([found.value])
+        return None
+
     def pin(self, config: ReleaseConfig, environment: str) -> ReleaseConfig:
         """`config` with every secret resolved to a version (those already pinned kept),
         after checking every reference resolves; nothing of a value is returned."""

@@ -43,6 +43,7 @@ from contracts.activity import (
     RollbackRequest,
     RollbackResult,
     ScannerReport,
+    SecretRef,
     SuiteReport,
     SuiteRequest,
     WebAuditReport,
@@ -69,6 +70,8 @@ __all__ = [
     "LoadTester",
     "MetricsProvider",
     "Notifier",
+    "ReferenceChecker",
+    "ReferenceCheckers",
     "Registry",
     "RunnerBackends",
     "Scanner",
@@ -181,6 +184,31 @@ class DeployTarget(Protocol):
         """Where the service answers in the environment (or one slot): the URL and headers
         that HTTP checks use, for the runner's live-test tools and generated load."""
         ...
+
+
+@runtime_checkable
+class ReferenceChecker(Protocol):
+    """A platform whose releases take resources and secrets by reference to what exists
+    (Kubernetes): what of a release's does not resolve there, before anything deploys. A
+    platform without it (local) makes its resources on first use and takes every source."""
+
+    def reference_problems(
+        self, service: str, environment: str, resources: list[str], env: dict[str, str]
+    ) -> list[tuple[str, str, str]]:
+        """(field, reference, problem) for each resource reference that does not resolve;
+        `field` is 'env.<NAME>' or 'resources'."""
+        ...
+
+    def secret_problem(self, ref: SecretRef) -> str | None:
+        """Why the platform's releases cannot take `ref`, or None."""
+        ...
+
+
+@runtime_checkable
+class ReferenceCheckers(Protocol):
+    """A target that routes environments to platforms (the worker's dispatch)."""
+
+    def reference_checker(self, environment: str) -> ReferenceChecker | None: ...
 
 
 @runtime_checkable

@@ -25,6 +25,7 @@ from activities.wiring.backends import (
     LoadGenerator,
     MetricsProvider,
     Notifier,
+    ReferenceChecker,
     Registry,
     RunnerBackends,
     Scanner,
@@ -113,6 +114,11 @@ class EnvironmentDispatch:
     def endpoint(self, request: EndpointRequest) -> Endpoint:
         target: DeployTarget = self._pick(self._targets, request.environment)
         return target.endpoint(request)
+
+    def reference_checker(self, environment: str) -> ReferenceChecker | None:
+        """The platform of `environment` if it takes resources and secrets by reference."""
+        target = self._pick(self._targets, environment)
+        return target if isinstance(target, ReferenceChecker) else None
 
     def set_weight(self, request: WeightRequest) -> None:
         router: TrafficRouter = self._pick(self._routers, request.environment)

@@ -34,11 +34,20 @@ from kubernetes.client import (
 from temporalio.exceptions import ApplicationError
 
 from activities.platforms.kubernetes import KubernetesPlatform
-from contracts.activity import Artifact, DeployRequest, RollbackRequest, WeightRequest
+from activities.platforms.kubernetes._objects import image_reference
+from contracts.activity import (
+    Artifact,
+    DeployRequest,
+    ReleaseConfig,
+    RollbackRequest,
+    SecretRef,
+    WeightRequest,
+)
 from plumbing.settings import Settings
 from tests.deploy.helm import HelmError, helm
 from tests.fakes.kube_api import (
     FakeKubeApi,
+    JobBehaviour,
     RolloutBehaviour,
     blue_green_environment,
     canary_environment,
@@ -385,13 +394,14 @@ def test_the_service_account_is_bound_in_every_target_namespace(chart: Documents
 
 _PATH = re.compile(
     r"^/(?:api/v1|apis/(?P<group>[^/]+)/[^/]+)/namespaces/[^/]+/(?P<resource>[^/]+)"
-    r"(?:/(?P<name>[^/]+))?$"
+    r"(?:/(?P<name>[^/]+)(?:/(?P<sub>[^/]+))?)?$"
 )
 
 
 def _permissions_used() -> set[tuple[str, str, str]]:
     """(apiGroup, resource, verb) of every request the platform makes in the journey's
-    operations: canary deploy/weights/promote/rollback, a stuck rollout, blue/green."""
+    operations: canary deploy/weights/promote/rollback, a stuck rollout, blue/green, a
+    release with a resource, a secret and a release phase that fails, and the start check."""
     digest = "sha256:" + "2" * 64
     artifact = Artifact(digest=digest, uri=f"registry.example/heal7@{digest}", kind="image")
     with FakeKubeApi() as fake:
@@ -422,14 +432,45 @@ def _permissions_used() -> set[tuple[str, str, str]]:
         fake.set_rollout("prod", "heal7-stable", RolloutBehaviour(mode="stuck"))
         with pytest.raises(ApplicationError):
             platform.deploy(canary.model_copy(update={"slot": "stable"}), note)
+        fake.add(
+            {
+                "apiVersion": "v1",
+                "kind": "Secret",
+                "metadata": {"name": "heal7-postgres", "namespace": "prod"},
+                "data": {"url": "cG9zdGdyZXNxbDovL2RiL2hlYWw3"},
+            }
+        )
+        migrating = canary.model_copy(
+            update={
+                "artifact": artifact.model_copy(
+                    update={
+                        "digest": "sha256:" + "3" * 64,
+                        "uri": "registry.example/heal7@sha256:" + "3" * 64,
+                    }
+                ),
+                "env": {"DATABASE_URL": "{services.postgres.url}"},
+                "resources": ["postgres:16"],
+                "release": ["alembic", "upgrade", "head"],
+                "config": ReleaseConfig(
+                    secrets={
+                        "KEY": SecretRef(source="kubernetes", name="heal7-postgres", key="url")
+                    }
+                ),
+            }
+        )
+        fake.set_job(image_reference(migrating.artifact), JobBehaviour(outcome="fail", log="x"))
+        platform.secrets().fetch(migrating.config.secrets["KEY"], "production")
+        with pytest.raises(ApplicationError):
+            platform.deploy(migrating, note)
         assert fake.unserved == []
         requests = list(fake.requests)
     used: set[tuple[str, str, str]] = set()
     for method, path in requests:
         match = _PATH.match(path)
         assert match is not None, path
-        verb = {"PATCH": "patch"}.get(method, "get" if match["name"] else "list")
-        used.add((match["group"] or "", match["resource"], verb))
+        verb = {"PATCH": "patch", "POST": "create"}.get(method, "get" if match["name"] else "list")
+        resource = f"{match['resource']}/{match['sub']}" if match["sub"] else match["resource"]
+        used.add((match["group"] or "", resource, verb))
     return used
 
 

@@ -13,6 +13,12 @@ calls, and only as much of their behaviour as the platform relies on:
 - GET/DELETE  /api/v1/namespaces/{ns}/pods/{name};  DELETE /api/v1/namespaces/{ns}/services/{name}
   (backing-service pods: Pending on their first read, then Ready, or waiting for ever with
   the reason `set_pod_waiting` gave their image)
+- GET         /api/v1/namespaces/{ns}/secrets/{name} (Secrets are seeded with `add`)
+- POST        /apis/batch/v1/namespaces/{ns}/jobs;  GET /apis/batch/v1/namespaces/{ns}/jobs/{name}
+- GET         /api/v1/namespaces/{ns}/pods/{name}/log?tailLines=N (text, as the real server)
+  (release-phase Jobs: a "job controller" applied on reads of the Job starts one pod labelled
+  `job-name`, then completes or fails it as `set_job` says for the Job's image; a second
+  POST of the same name is a 409 AlreadyExists, as on the real server)
 
 PATCH accepts strategic-merge (merge keys: `name` for containers, initContainers, env,
 volumes), JSON merge patch (RFC 7386) and JSON patch (RFC 6902: add, replace, remove, test);
@@ -74,6 +80,7 @@ from kubernetes.client import (
 
 __all__ = [
     "FakeKubeApi",
+    "JobBehaviour",
     "RolloutBehaviour",
     "blue_green_environment",
     "canary_environment",
@@ -97,6 +104,7 @@ _ROUTES: list[tuple[str, re.Pattern[str]]] = [
     ("pods", re.compile(r"^/api/v1/namespaces/([^/]+)/pods$")),
     ("services", re.compile(r"^/api/v1/namespaces/([^/]+)/services/([^/]+)$")),
     ("secrets", re.compile(r"^/api/v1/namespaces/([^/]+)/secrets/([^/]+)$")),
+    ("jobs", re.compile(r"^/apis/batch/v1/namespaces/([^/]+)/jobs/([^/]+)$")),
     (
         "virtualservices",
         re.compile(
@@ -106,6 +114,8 @@ _ROUTES: list[tuple[str, re.Pattern[str]]] = [
 ]
 _LIST_KINDS = {"replicasets": "ReplicaSetList", "pods": "PodList"}
 _CREATE = re.compile(r"^/api/v1/namespaces/([^/]+)/(pods|services)$")
+_CREATE_JOB = re.compile(r"^/apis/batch/v1/namespaces/([^/]+)/jobs$")
+_POD_LOG = re.compile(r"^/api/v1/namespaces/([^/]+)/pods/([^/]+)/log$")
 _ONE = re.compile(r"^/api/v1/namespaces/([^/]+)/(pods|services)/([^/]+)$")
 _STRATEGIC_MERGE_KEYS = {"containers", "initContainers", "env", "volumes"}
 
@@ -124,6 +134,19 @@ class RolloutBehaviour:
     reason: str = "ImagePullBackOff"
     """For `stuck`: why the new pod's container waits."""
     message: str = "Back-off pulling image"
+
+
+@dataclass(frozen=True)
+class JobBehaviour:
+    """How the fake job controller runs a release-phase Job of one image."""
+
+    outcome: Literal["succeed", "fail", "hang"] = "succeed"
+    polls: int = 1
+    """Reads of the Job that still show it running (after the first, which starts its pod)."""
+    log: str = ""
+    """What its pod printed (served by the pod's /log)."""
+    reason: str = "BackoffLimitExceeded"
+    message: str = "Job has reached the specified backoff limit"
 
 
 @dataclass
@@ -162,6 +185,9 @@ class FakeKubeApi:
         self._failures: list[tuple[int, str, str]] = []
         self._pod_waiting: dict[str, tuple[str, str]] = {}
         self._pod_reads: dict[tuple[str, str], int] = {}
+        self._job_behaviour: dict[str, JobBehaviour] = {}
+        self._job_reads: dict[tuple[str, str], int] = {}
+        self._logs: dict[tuple[str, str], str] = {}
 
     # --- lifecycle -----------------------------------------------------------------------
 
@@ -254,13 +280,22 @@ class FakeKubeApi:
                         f"the fake stores Deployments, Services, VirtualServices, Secrets: {kind}"
                     )
 
+    def set_job(self, image: str, behaviour: JobBehaviour) -> None:
+        """How Jobs whose container runs `image` go (default: succeed after one poll)."""
+        with self._lock:
+            self._job_behaviour[image] = behaviour
+
+    def jobs(self, namespace: str) -> list[Json]:
+        """The Jobs in a namespace, as stored (with the controller's status)."""
+        return self.objects("jobs", namespace)
+
     def set_pod_waiting(self, image: str, reason: str, message: str = "") -> None:
         """Pods created with `image` never become ready: their container waits for `reason`."""
         with self._lock:
             self._pod_waiting[image] = (reason, message)
 
     def objects(self, resource: str, namespace: str) -> list[Json]:
-        """Stored objects of a kind ('pods', 'services') in a namespace."""
+        """Stored objects of a kind ('pods', 'services', 'jobs') in a namespace."""
         with self._lock:
             return [
                 copy.deepcopy(o)
@@ -325,20 +360,31 @@ class FakeKubeApi:
                 )
         except ApiError as e:
             status, payload = e.code, _status(e.code, e.reason, e.message)
-        body = json.dumps(payload).encode()
+        text = isinstance(payload, str)
+        body = payload.encode() if isinstance(payload, str) else json.dumps(payload).encode()
         handler.send_response(status)
-        handler.send_header("Content-Type", "application/json")
+        handler.send_header("Content-Type", "text/plain" if text else "application/json")
         handler.send_header("Content-Length", str(len(body)))
         handler.end_headers()
         handler.wfile.write(body)
 
     def _dispatch(
         self, method: str, path: str, query: dict[str, list[str]], content_type: str, raw: bytes
-    ) -> tuple[int, Json]:
+    ) -> tuple[int, Json | str]:
         for index, (code, wanted, fragment) in enumerate(self._failures):
             if wanted == method and fragment in path:
                 del self._failures[index]
                 raise ApiError(code, "Injected", f"injected failure {code} for {method} {path}")
+        job = _CREATE_JOB.match(path)
+        if method == "POST" and job:
+            return 201, self._create("jobs", job.group(1), raw)
+        log = _POD_LOG.match(path)
+        if method == "GET" and log:
+            namespace, pod = log.groups()
+            self._get("pods", namespace, pod)
+            lines = self._logs.get((namespace, pod), "").splitlines()
+            tail = int((query.get("tailLines") or ["0"])[0] or 0)
+            return 200, "\n".join(lines[-tail:] if tail else lines) + ("\n" if lines else "")
         created = _CREATE.match(path)
         if method == "POST" and created:
             return 201, self._create(created.group(2), created.group(1), raw)
@@ -374,6 +420,8 @@ class FakeKubeApi:
             raise ApiError(404, "NotFound", f'{resource} "{name}" not found')
         if resource == "deployments":
             self._reconcile(namespace, name)
+        if resource == "jobs":
+            self._run_job(namespace, self._objects[key])
         return copy.deepcopy(self._objects[key])
 
     def _list(self, resource: str, namespace: str, selector: dict[str, str]) -> Json:
@@ -445,6 +493,8 @@ class FakeKubeApi:
         )
         if resource == "pods":
             data["status"] = {"phase": "Pending"}
+        if resource == "jobs":
+            data["status"] = {}
         self._objects[(resource, namespace, name)] = data
         return copy.deepcopy(data)
 
@@ -479,6 +529,87 @@ class FakeKubeApi:
         }
         self._objects[("pods", namespace, name)] = copy.deepcopy(pod)
         return pod
+
+    # --- the job controller ------------------------------------------------------------
+
+    def _run_job(self, namespace: str, job: Json) -> None:
+        """One step of a Job, on each read: start its pod, then finish as set for its image."""
+        name = job["metadata"]["name"]
+        status = job.setdefault("status", {})
+        if any(c.get("status") == "True" for c in status.get("conditions", [])):
+            return
+        container = job["spec"]["template"]["spec"]["containers"][0]
+        behaviour = self._job_behaviour.get(container["image"], JobBehaviour())
+        reads = self._job_reads.get((namespace, name), 0) + 1
+        self._job_reads[(namespace, name)] = reads
+        pod_name = f"{name}-{hashlib.sha256(name.encode()).hexdigest()[:5]}"
+        if reads == 1:
+            labels = {
+                **(job["spec"]["template"].get("metadata", {}).get("labels") or {}),
+                "job-name": name,
+                "batch.kubernetes.io/job-name": name,
+                "controller-uid": job["metadata"]["uid"],
+            }
+            pod = {
+                "apiVersion": "v1",
+                "kind": "Pod",
+                "metadata": {
+                    "name": pod_name,
+                    "namespace": namespace,
+                    "uid": str(uuid.uuid4()),
+                    "labels": labels,
+                    "creationTimestamp": _now(),
+                    "ownerReferences": [
+                        {
+                            "apiVersion": "batch/v1",
+                            "kind": "Job",
+                            "name": name,
+                            "uid": job["metadata"]["uid"],
+                            "controller": True,
+                        }
+                    ],
+                },
+                "spec": copy.deepcopy(job["spec"]["template"]["spec"]),
+                "status": {"phase": "Running"},
+            }
+            self._objects[("pods", namespace, pod_name)] = pod
+            self._logs[(namespace, pod_name)] = behaviour.log
+            status.update(active=1, startTime=_now())
+        if behaviour.outcome == "hang" or reads <= behaviour.polls:
+            return
+        ran = self._objects.get(("pods", namespace, pod_name))
+        succeeded = behaviour.outcome == "succeed"
+        if ran is not None:
+            ran["status"] = {
+                "phase": "Succeeded" if succeeded else "Failed",
+                "containerStatuses": [
+                    {
+                        "name": container["name"],
+                        "image": container["image"],
+                        "imageID": "",
+                        "ready": False,
+                        "restartCount": 0,
+                        "state": {
+                            "terminated": {
+                                "exitCode": 0 if succeeded else 1,
+                                "reason": "Completed" if succeeded else "Error",
+                            }
+                        },
+                    }
+                ],
+            }
+        status.pop("active", None)
+        if succeeded:
+            status.update(
+                succeeded=1,
+                completionTime=_now(),
+                conditions=[_job_condition("Complete", "", "")],
+            )
+        else:
+            status.update(
+                failed=1,
+                conditions=[_condition("Failed", "True", behaviour.reason, behaviour.message)],
+            )
 
     # --- the "controller" ----------------------------------------------------------------
 
@@ -848,6 +979,18 @@ def _condition(kind: str, status: str, reason: str, message: str) -> Json:
         "reason": reason,
         "message": message,
         "lastUpdateTime": now,
+        "lastTransitionTime": now,
+    }
+
+
+def _job_condition(kind: str, reason: str, message: str) -> Json:
+    now = _now()
+    return {
+        "type": kind,
+        "status": "True",
+        "reason": reason,
+        "message": message,
+        "lastProbeTime": now,
         "lastTransitionTime": now,
     }
 

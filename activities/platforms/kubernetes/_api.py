@@ -16,9 +16,11 @@ from kubernetes.client import (
     ApiClient,
     ApiException,
     AppsV1Api,
+    BatchV1Api,
     CoreV1Api,
     CustomObjectsApi,
     V1Deployment,
+    V1Job,
     V1Pod,
     V1ReplicaSet,
     V1Secret,
@@ -53,6 +55,7 @@ class KubeApi:
     def __init__(self, api_client: ApiClient, request_timeout_s: float = 10.0) -> None:
         self._apps = AppsV1Api(api_client)
         self._core = CoreV1Api(api_client)
+        self._batch = BatchV1Api(api_client)
         self._custom = CustomObjectsApi(api_client)
         self._timeout = request_timeout_s
 
@@ -140,6 +143,42 @@ class KubeApi:
             name,
             namespace,
         )
+
+    def read_pod_log(self, namespace: str, name: str, tail_lines: int) -> str | None:
+        """The last lines of a pod's log; None when the pod is gone or the API does not
+        give logs (no `pods/log` permission, the kubelet unreachable): a log is a help for the
+        reader of a failure, never a reason for one."""
+        try:
+            text = self._core.read_namespaced_pod_log(
+                name, namespace, tail_lines=tail_lines, _request_timeout=self._timeout
+            )
+        except ApiException:
+            return None
+        return text if isinstance(text, str) else None
+
+    # --- jobs (the release phase) ----------------------------------------------------------
+
+    def read_job(self, namespace: str, name: str) -> V1Job | None:
+        return _maybe(
+            lambda: self._batch.read_namespaced_job(
+                name, namespace, _request_timeout=self._timeout
+            ),
+            "read",
+            "Job",
+            name,
+            namespace,
+        )
+
+    def create_job(self, namespace: str, job: V1Job) -> V1Job | None:
+        """Create the Job; None when one of that name exists already (another attempt
+        created it: the caller reads and waits on that one)."""
+        name = str(job.metadata.name) if job.metadata else "?"
+        try:
+            return self._batch.create_namespaced_job(namespace, job, _request_timeout=self._timeout)
+        except ApiException as e:
+            if _status(e) == 409:
+                return None
+            _translate(e, "create", "Job", name, namespace)
 
     # --- services ------------------------------------------------------------------------
 

@@ -6,37 +6,53 @@ Nothing here talks to the API server, so each rule is testable on models built i
 from __future__ import annotations
 
 import copy
+import hashlib
+import json
 import re
-from collections.abc import Callable
-from dataclasses import dataclass
+import string
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
 from kubernetes.client import (
     ApiClient,
     V1Container,
     V1Deployment,
+    V1EnvVar,
+    V1EnvVarSource,
+    V1Job,
+    V1JobSpec,
     V1LabelSelector,
     V1ObjectMeta,
     V1Pod,
+    V1PodSpec,
     V1PodTemplateSpec,
     V1ReplicaSet,
+    V1SecretKeySelector,
 )
 
-from contracts.activity import Artifact, ReleaseConfig, Slot
+from contracts.activity import Artifact, DeployRequest, ReleaseConfig, Slot
+from contracts.definition.service_templates import render, template_references
 
 __all__ = [
     "CANARY_PENDING",
     "CANARY_ROLLED_BACK",
     "CONFIG",
     "DIGEST",
+    "ENV",
     "FENCE_TOKEN",
     "PREVIOUS_SLOT",
+    "RELEASE_COMMAND",
+    "RELEASE_DIGEST",
+    "RELEASE_OF",
     "REVISION",
     "ROLLBACK_REQUEST",
     "ROLLED_BACK_FROM",
     "ROLLED_BACK_TO",
     "TEMPLATE_HASH_LABEL",
     "VERSION",
+    "JobState",
+    "ResourceEnv",
     "RolloutState",
     "annotations_of",
     "config_annotations",
@@ -45,12 +61,19 @@ __all__ = [
     "deployment_name",
     "digest_of_deployment",
     "digest_of_template",
+    "env_annotations",
+    "env_of",
     "image_reference",
+    "job_state",
     "label_selector",
     "main_container",
     "owned_by",
     "pod_problems",
+    "release_job",
+    "release_job_name",
     "replicas_of",
+    "resource_env",
+    "resource_secret_name",
     "revision",
     "rollout_state",
     "same_template",
@@ -64,6 +87,13 @@ VERSION = "slipway.dev/version"
 CONFIG = "slipway.dev/config"
 """On a Deployment and its pod template: the release's settings and secret references (with
 versions; never a value) as JSON, absent when it has none."""
+ENV = "slipway.dev/env"
+"""On a Deployment and its pod template: the release's `env:` as declared (literal values and
+resource placeholders, never a value read from a Secret) as JSON, absent when it has none."""
+RELEASE_DIGEST = "slipway.dev/release-digest"
+"""On a release-phase Job: the release (artifact and configuration) it runs the command of."""
+RELEASE_COMMAND = "slipway.dev/release-command"
+"""On a release-phase Job: the command, as JSON."""
 CANARY_PENDING = "slipway.dev/canary-pending"
 """On the stable Deployment: a canary with this digest is deployed and not promoted yet, so
 a rollback must leave the stable Deployment alone. That rollback removes it."""
@@ -124,11 +154,20 @@ def config_annotations(old: ReleaseConfig, new: ReleaseConfig) -> dict[str, str 
     return {CONFIG: None if new.is_empty else new.model_dump_json(exclude_defaults=True)}
 
 
-def container_env(old: ReleaseConfig, new: ReleaseConfig) -> dict[str, Any]:
+def container_env(
+    old: ReleaseConfig,
+    new: ReleaseConfig,
+    old_env: Mapping[str, str] | None = None,
+    new_env: Mapping[str, str] | None = None,
+    service: str = "",
+) -> dict[str, Any]:
     """The main container's `env` in a strategic-merge patch: settings as values, secrets as
     `valueFrom.secretKeyRef` (the kubelet reads the Secret; no value passes through
-    Slipway), names the old configuration had and the new one lacks deleted."""
-    if old.is_empty and new.is_empty:
+    Slipway), the release's `env:` with each resource placeholder a `secretKeyRef` into the
+    resource's Secret (`resource_env`), names the old release had and the new one lacks
+    deleted. The definition's settings and secrets win over `env:`, as on the local platform."""
+    old_env, new_env = dict(old_env or {}), dict(new_env or {})
+    if old.is_empty and new.is_empty and not old_env and not new_env:
         return {}
     env: list[dict[str, Any]] = [
         {"name": name, "value": value, "valueFrom": None}
@@ -142,9 +181,218 @@ def container_env(old: ReleaseConfig, new: ReleaseConfig) -> dict[str, Any]:
         }
         for name, ref in sorted(new.secrets.items())
     ]
-    gone = sorted({*old.settings, *old.secrets} - {*new.settings, *new.secrets})
+    configured = {*new.settings, *new.secrets}
+    env += [
+        entry
+        for entry in resource_env(service, new_env).entries()
+        if entry["name"] not in configured
+    ]
+    gone = sorted({*old.settings, *old.secrets, *old_env} - {*new.settings, *new.secrets, *new_env})
     env += [{"name": name, "$patch": "delete"} for name in gone]
     return {"env": env}
+
+
+def env_of(meta: V1ObjectMeta | None) -> dict[str, str]:
+    """The `env:` a Deployment (or pod template) was given; empty when none."""
+    text = annotations_of(meta).get(ENV)
+    if not text:
+        return {}
+    data = json.loads(text)
+    return {str(k): str(v) for k, v in data.items()} if isinstance(data, dict) else {}
+
+
+def env_annotations(old: Mapping[str, str], new: Mapping[str, str]) -> dict[str, str | None]:
+    """The ENV annotation's patch: set, removed, or untouched (no `env:` before or after)."""
+    if not old and not new:
+        return {}
+    return {ENV: json.dumps(dict(sorted(new.items()))) if new else None}
+
+
+# --- resources: references to Secrets that exist --------------------------------------------
+
+
+def resource_secret_name(service: str, kind: str) -> str:
+    """The Secret holding the connection details of `service`'s resource `kind` in an
+    environment's namespace: `{service}-{kind}` (`heal7-backend-postgres`), with one data key
+    per placeholder field (`host`, `port`, `user`, `password`, `database`, `url`, `version`).
+    Whoever runs the environment's databases creates it; Slipway only refers to it."""
+    return f"{service}-{kind}"
+
+
+@dataclass(frozen=True)
+class ResourceEnv:
+    """A release's `env:` as a pod takes it on Kubernetes."""
+
+    literals: dict[str, str] = field(default_factory=dict)
+    references: dict[str, tuple[str, str, str]] = field(default_factory=dict)
+    """name → (Secret, data key, resource kind)."""
+    composite: dict[str, str] = field(default_factory=dict)
+    """name → template: placeholders inside a longer value, which a pod cannot take from a
+    Secret (refused: put the whole value in the Secret, or one placeholder per variable)."""
+
+    def entries(self) -> list[dict[str, Any]]:
+        out: list[dict[str, Any]] = [
+            {"name": name, "value": value, "valueFrom": None}
+            for name, value in sorted(self.literals.items())
+        ]
+        out += [
+            {
+                "name": name,
+                "value": None,
+                "valueFrom": {"secretKeyRef": {"name": secret, "key": key}},
+            }
+            for name, (secret, key, _) in sorted(self.references.items())
+        ]
+        return out
+
+
+def resource_env(service: str, env: Mapping[str, str]) -> ResourceEnv:
+    """Split `env:` into literal values and whole-value placeholders
+    (`{services.postgres.url}` → the `url` key of Secret `{service}-postgres`)."""
+    literals: dict[str, str] = {}
+    references: dict[str, tuple[str, str, str]] = {}
+    composite: dict[str, str] = {}
+    for name, text in env.items():
+        found = template_references(text)
+        if not found:
+            literals[name] = render(text, {})  # '{{' and '}}' are literal braces
+            continue
+        parts = list(string.Formatter().parse(text))
+        if len(found) == 1 and len(parts) == 1 and parts[0][0] == "":
+            kind, key = found[0]
+            references[name] = (resource_secret_name(service, kind), key, kind)
+        else:
+            composite[name] = text
+    return ResourceEnv(literals, references, composite)
+
+
+# --- the release phase: a Job -------------------------------------------------------------
+
+
+def release_job_name(service: str, environment: str, release: str, command: list[str]) -> str:
+    """The release phase's Job for one (service, environment, release, command): the same
+    name on every attempt, so a retried deploy finds the Job its first attempt created.
+    At most 63 characters (the `job-name` label its pods get)."""
+    key = json.dumps([service, environment, release, command])
+    digest = hashlib.sha256(key.encode()).hexdigest()[:12]
+    return f"{service[:40].rstrip('-.')}-release-{digest}"
+
+
+RELEASE_OF = "slipway.dev/release-of"
+"""Label of a release-phase Job and its pod: the service. Never the Deployment's labels, so
+no Service selects a migration's pod for traffic."""
+
+
+def release_job(
+    name: str,
+    namespace: str,
+    request: DeployRequest,
+    template: V1PodTemplateSpec,
+    image: str,
+    deadline_s: int,
+) -> V1Job:
+    """The release phase's Job: the release's image (by digest) running its `release`
+    command once (backoffLimit 0, bounded by activeDeadlineSeconds), with the environment's
+    settings as values, its secrets and resources as `secretKeyRef`s (as the Deployment's pods
+    get them) and the slot's pod identity (service account, image pull secrets, security
+    context, placement, `envFrom`), but not its labels, and no mesh sidecar (one would keep
+    the pod running after the command exits)."""
+    spec = template.spec
+    main = main_container(template, request.service)
+    entries = container_env(ReleaseConfig(), request.config, {}, request.env, request.service)
+    env = [_env_var(entry) for entry in entries.get("env", [])]
+    env += [
+        V1EnvVar(name="SLIPWAY_SERVICE", value=request.service),
+        V1EnvVar(name="SLIPWAY_ENVIRONMENT", value=request.environment),
+        V1EnvVar(name="SLIPWAY_DIGEST", value=request.artifact.digest),
+        V1EnvVar(name="SLIPWAY_VERSION", value=request.artifact.version),
+    ]
+    labels = {RELEASE_OF: request.service}
+    return V1Job(
+        api_version="batch/v1",
+        kind="Job",
+        metadata=V1ObjectMeta(
+            name=name,
+            namespace=namespace,
+            labels=labels,
+            annotations={
+                RELEASE_DIGEST: request.release_digest,
+                RELEASE_COMMAND: json.dumps(request.release),
+                VERSION: request.artifact.version,
+            },
+        ),
+        spec=V1JobSpec(
+            backoff_limit=0,
+            active_deadline_seconds=deadline_s,
+            template=V1PodTemplateSpec(
+                metadata=V1ObjectMeta(
+                    labels=labels,
+                    annotations={
+                        DIGEST: request.artifact.digest,
+                        "sidecar.istio.io/inject": "false",
+                    },
+                ),
+                spec=V1PodSpec(
+                    restart_policy="Never",
+                    containers=[
+                        V1Container(
+                            name=main.name,
+                            image=image,
+                            command=list(request.release),
+                            env=env,
+                            env_from=main.env_from,
+                            security_context=main.security_context,
+                        )
+                    ],
+                    service_account_name=spec.service_account_name if spec else None,
+                    image_pull_secrets=spec.image_pull_secrets if spec else None,
+                    security_context=spec.security_context if spec else None,
+                    node_selector=spec.node_selector if spec else None,
+                    tolerations=spec.tolerations if spec else None,
+                ),
+            ),
+        ),
+    )
+
+
+def _env_var(entry: dict[str, Any]) -> V1EnvVar:
+    ref = (entry.get("valueFrom") or {}).get("secretKeyRef")
+    if ref is None:
+        return V1EnvVar(name=entry["name"], value=entry.get("value"))
+    return V1EnvVar(
+        name=entry["name"],
+        value_from=V1EnvVarSource(
+            secret_key_ref=V1SecretKeySelector(name=ref["name"], key=ref["key"])
+        ),
+    )
+
+
+@dataclass(frozen=True)
+class JobState:
+    """Where a Job stands: running, succeeded, or failed with the controller's reason."""
+
+    state: str
+    reason: str = ""
+
+
+def job_state(job: V1Job) -> JobState:
+    status = job.status
+    if status is None:
+        return JobState("running")
+    for condition in status.conditions or []:
+        if condition.status != "True":
+            continue
+        if condition.type == "Complete":
+            return JobState("succeeded")
+        if condition.type == "Failed":
+            reason = condition.reason or "Failed"
+            detail = f": {condition.message}" if condition.message else ""
+            return JobState("failed", f"{reason}{detail}")
+    if (status.succeeded or 0) > 0:
+        return JobState("succeeded")
+    if (status.failed or 0) > 0:
+        return JobState("failed", "its pod failed")
+    return JobState("running")
 
 
 def annotations_of(meta: V1ObjectMeta | None) -> dict[str, str]:

@@ -18,12 +18,12 @@ import time
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from kubernetes.client import ApiClient, V1Deployment, V1Service
+from kubernetes.client import ApiClient, V1Deployment, V1ObjectMeta, V1Service
 from temporalio import activity
 
 from activities.helpers.http_checks import run_http_checks
 from activities.helpers.secrets import KubernetesSecrets
-from activities.platforms.kubernetes._api import KubeApi
+from activities.platforms.kubernetes._api import KubeApi, KubernetesApiError
 from activities.platforms.kubernetes._objects import (
     CANARY_PENDING,
     CANARY_ROLLED_BACK,
@@ -42,12 +42,19 @@ from activities.platforms.kubernetes._objects import (
     deployment_name,
     digest_of_deployment,
     digest_of_template,
+    env_annotations,
+    env_of,
     image_reference,
+    job_state,
     label_selector,
     main_container,
     owned_by,
     pod_problems,
+    release_job,
+    release_job_name,
     replicas_of,
+    resource_env,
+    resource_secret_name,
     revision,
     rollout_state,
     same_template,
@@ -75,9 +82,11 @@ from contracts.activity import (
     RestoreResult,
     RollbackRequest,
     RollbackResult,
+    SecretRef,
     Slot,
     WeightRequest,
 )
+from contracts.definition.service_templates import ENDPOINT_FIELDS, parse_service
 from contracts.errors import ErrorType, check_fence, verdict
 
 __all__ = ["KubernetesPlatform"]
@@ -98,7 +107,8 @@ class KubernetesPlatform:
     the canary slot is reached through the ingress with the header `canary: true`, and the
     live blue/green slot (or stable, while the canary gets no traffic) through the ingress.
 
-    A rollout is watched every `poll_interval_s` for at most `progress_deadline_s`.
+    A rollout is watched every `poll_interval_s` for at most `progress_deadline_s`; a release
+    phase (a Job) may run for `release_deadline_s` (its activeDeadlineSeconds).
     """
 
     def __init__(
@@ -110,12 +120,16 @@ class KubernetesPlatform:
         base_url_for: Lookup | None = None,
         slot_url_for: SlotLookup | None = None,
         progress_deadline_s: float = 300.0,
+        release_deadline_s: float = 600.0,
         poll_interval_s: float = 2.0,
         request_timeout_s: float = 10.0,
         http_timeout_s: float = 10.0,
     ) -> None:
-        if progress_deadline_s <= 0 or poll_interval_s <= 0:
-            raise ValueError("progress_deadline_s and poll_interval_s must be positive")
+        if progress_deadline_s <= 0 or poll_interval_s <= 0 or release_deadline_s < 1:
+            raise ValueError(
+                "progress_deadline_s and poll_interval_s must be positive, "
+                "release_deadline_s at least 1"
+            )
         self._api_client = api_client
         self._kube = KubeApi(api_client, request_timeout_s)
         self._namespace_for = namespace_for
@@ -123,6 +137,7 @@ class KubernetesPlatform:
         self._base_url_for = base_url_for
         self._slot_url_for = slot_url_for
         self._deadline_s = progress_deadline_s
+        self._release_deadline_s = release_deadline_s
         self._poll_s = poll_interval_s
         self._http_timeout_s = http_timeout_s
 
@@ -133,14 +148,6 @@ class KubernetesPlatform:
 
         Already running that digest, fully rolled out: nothing is written (`changed=False`).
         """
-        if request.resources or request.release:
-            # Never a release that starts without its database: refused before any change.
-            raise verdict(
-                ErrorType.CONFIGURATION,
-                f"{request.environment} is on Kubernetes, where resources are references to "
-                "existing Secrets and the release phase a Job, and this worker supports "
-                "neither yet: remove 'resources'/'release' for it or deploy it locally.",
-            )
         if request.artifact.kind != "image":
             raise verdict(
                 ErrorType.CONFIGURATION,
@@ -149,6 +156,12 @@ class KubernetesPlatform:
             )
         _secrets_by_reference(request.environment, request.config)
         namespace = self._namespace(request.environment)
+        # Never a release that starts without its database: refused before any change.
+        problems = self.reference_problems(
+            request.service, request.environment, request.resources, request.env
+        )
+        if problems:
+            raise verdict(ErrorType.CONFIGURATION, _one_sentence(request.environment, problems))
         self._fence(namespace, request.service, request.environment, request.fence)
         name = deployment_name(request.service, request.slot)
         image = image_reference(request.artifact)
@@ -156,6 +169,9 @@ class KubernetesPlatform:
         current = self._require_deployment(namespace, name)
         container = main_container(current.spec.template, request.service)
         previous = digest_of_deployment(current, request.service)
+        # Before anything of the environment changes: its failure is the deploy's, and
+        # leaves every Deployment, Service and route as it was.
+        phase = self._release_phase(namespace, request, current, heartbeat)
 
         replicas = replicas_of(current)
         if request.slot == "canary":
@@ -172,11 +188,10 @@ class KubernetesPlatform:
         if request.slot in _BLUE_GREEN:
             self._forget_previous_slot(namespace, request.service, request.slot)
 
-        old_config = config_of(current.metadata)
         in_place = (
             container.image == image
             and annotations_of(current.metadata).get(DIGEST) == digest
-            and old_config == request.config
+            and _runs_config(current.metadata, request.config, request.env)
             and replicas == replicas_of(current)
         )
         settled = in_place and rollout_state(current).done
@@ -185,10 +200,10 @@ class KubernetesPlatform:
             current.metadata
         )
         if settled and not supersedes_canary:
-            return self._deploy_result(request, previous, changed=False)
+            return self._deploy_result(request, previous, changed=False, phase=phase)
         if not in_place or supersedes_canary:
             # A new stable version: the last rollback's request id no longer describes it.
-            configured = config_annotations(old_config, request.config)
+            configured = _configured(current.metadata, request.config, request.env)
             meta: dict[str, str | None] = {
                 DIGEST: digest,
                 VERSION: request.artifact.version,
@@ -207,7 +222,12 @@ class KubernetesPlatform:
                                 {
                                     "name": container.name,
                                     "image": image,
-                                    **container_env(old_config, request.config),
+                                    **_env_patch(
+                                        current.metadata,
+                                        request.config,
+                                        request.env,
+                                        request.service,
+                                    ),
                                 }
                             ]
                         },
@@ -221,7 +241,165 @@ class KubernetesPlatform:
             self._kube.patch_deployment(namespace, name, body)
         self._wait_for_rollout(namespace, name, request.service, heartbeat)
         # Not settled when we came: this call (or its interrupted first attempt) changed it.
-        return self._deploy_result(request, previous, changed=not settled)
+        return self._deploy_result(request, previous, changed=not settled, phase=phase)
+
+    # --- the release phase: a Job from the release's image ------------------------------
+
+    def _release_phase(
+        self, namespace: str, request: DeployRequest, slot: V1Deployment, heartbeat: Heartbeat
+    ) -> str:
+        """Run the release's `release` command as a Job, once per (service, environment,
+        release), and say what it did (the environment's record keeps it).
+
+        The Job's name is derived from the release, so an attempt that comes after a crash
+        finds the Job its predecessor created and waits on it; a Job that succeeded is not
+        run again, and one that failed is that failure again (never a second run of a
+        migration that failed half-way: delete the Job to run it again)."""
+        if not request.release:
+            return ""
+        shown = " ".join(request.release)
+        name = release_job_name(
+            request.service, request.environment, request.release_digest, request.release
+        )
+        found = self._kube.read_job(namespace, name)
+        if found is None:
+            if _runs_release(slot, request):
+                # The slot serves this release already (its Job was deleted since it ran).
+                return f"`{shown}` ran already for this release"
+            heartbeat(f"release phase of {request.service} in {request.environment}: {shown}")
+            # A deposed lease holder must not run migrations either.
+            self._fence(namespace, request.service, request.environment, request.fence)
+            self._kube.create_job(
+                namespace,
+                release_job(
+                    name,
+                    namespace,
+                    request,
+                    slot.spec.template,
+                    image_reference(request.artifact),
+                    int(self._release_deadline_s),
+                ),
+            )
+        elif job_state(found).state == "succeeded":
+            return f"`{shown}` ran already for this release (Job {name})"
+        self._wait_for_job(namespace, name, request, heartbeat)
+        return f"ran `{shown}` (Job {name})"
+
+    def _wait_for_job(
+        self, namespace: str, name: str, request: DeployRequest, heartbeat: Heartbeat
+    ) -> None:
+        shown = " ".join(request.release)
+        # The Job's own activeDeadlineSeconds ends it; the slack covers the controller's
+        # reaction time (a Job a previous attempt started ends sooner than that).
+        limit = self._release_deadline_s + min(60.0, self._release_deadline_s)
+        deadline = time.monotonic() + limit
+        while True:
+            job = self._kube.read_job(namespace, name)
+            if job is None:
+                # Deleted while it ran (by a person): the next attempt creates it again.
+                raise KubernetesApiError(
+                    f"Job {name} in namespace {namespace} disappeared while the release "
+                    f"phase `{shown}` ran"
+                )
+            state = job_state(job)
+            if state.state == "succeeded":
+                heartbeat(f"release phase done: {shown} (Job {name})")
+                return
+            if state.state == "failed":
+                raise self._release_failed(namespace, name, request, state.reason)
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise self._release_failed(
+                    namespace, name, request, f"not finished within {limit:g}s"
+                )
+            heartbeat(f"release phase running: {shown} (Job {name})")
+            time.sleep(min(self._poll_s, remaining))
+
+    def _release_failed(
+        self, namespace: str, name: str, request: DeployRequest, reason: str
+    ) -> Exception:
+        pods = self._kube.list_pods(namespace, f"job-name={name}")
+        problems = pod_problems(pods)
+        why = "; ".join([reason, *problems])
+        log = ""
+        if pods:
+            newest = max(
+                pods,
+                key=lambda p: str(p.metadata.creation_timestamp or "") if p.metadata else "",
+            )
+            pod_name = newest.metadata.name if newest.metadata else None
+            text = self._kube.read_pod_log(namespace, pod_name, 10) if pod_name else None
+            if text and text.strip():
+                log = ": " + " | ".join(line for line in text.strip().splitlines()[-10:])
+        version = request.artifact.version or request.artifact.digest[:19]
+        return verdict(
+            ErrorType.DEPLOY_FAILED,
+            f"The release phase `{' '.join(request.release)}` of {request.service} {version} "
+            f"in {request.environment} failed ({why}; Job {name} in namespace {namespace}, "
+            f"delete it to run the command again); nothing was deployed{log}",
+        )
+
+    # --- resources: references to Secrets that exist -----------------------------------
+
+    def reference_problems(
+        self, service: str, environment: str, resources: list[str], env: dict[str, str]
+    ) -> list[tuple[str, str, str]]:
+        """What of a release's resources does not resolve here, as (field, reference,
+        problem): each resource the environment declares or `env:` names must be a Secret
+        `{service}-{kind}` in the environment's namespace, with a key per field `env:` uses.
+        Nothing of a value is read into the answer."""
+        namespace = self._namespace(environment)
+        split = resource_env(service, env)
+        problems: list[tuple[str, str, str]] = [
+            (
+                f"env.{name}",
+                text,
+                "puts a resource placeholder inside a longer value, which a pod cannot take "
+                "from a Secret; on Kubernetes use one placeholder as the whole value "
+                "(e.g. '{services.postgres.url}')",
+            )
+            for name, text in sorted(split.composite.items())
+        ]
+        users: dict[str, list[str]] = {}
+        for name, (_, _, kind) in sorted(split.references.items()):
+            users.setdefault(kind, []).append(name)
+        kinds = sorted({parse_service(r).kind for r in resources} | set(users))
+        for kind in kinds:
+            secret_name = resource_secret_name(service, kind)
+            where = [f"env.{n}" for n in users.get(kind, [])] or ["resources"]
+            secret = self._kube.read_secret(namespace, secret_name)
+            if secret is None:
+                problems.append(
+                    (
+                        where[0],
+                        f"Secret {secret_name}",
+                        f"does not exist in namespace {namespace}: on Kubernetes the {kind} "
+                        f"resource is a reference to a database that exists, and whoever runs "
+                        f"it creates this Secret (keys: {', '.join(ENDPOINT_FIELDS)})",
+                    )
+                )
+                continue
+            data = secret.data or {}
+            for name, (_, key, ref_kind) in sorted(split.references.items()):
+                if ref_kind == kind and key not in data:
+                    problems.append(
+                        (
+                            f"env.{name}",
+                            f"Secret {secret_name}",
+                            f"has no key {key!r} in namespace {namespace}",
+                        )
+                    )
+        return problems
+
+    def secret_problem(self, ref: SecretRef) -> str | None:
+        """Why a pod of this platform cannot take `ref` (it only takes Kubernetes Secrets,
+        through `secretKeyRef`), or None."""
+        if ref.source == "kubernetes":
+            return None
+        return (
+            f"cannot reach a pod on Kubernetes: the kubernetes platform takes secrets only as "
+            f"Kubernetes Secrets (`from: kubernetes`, with `key`), not `from: {ref.source}`"
+        )
 
     def promote(self, request: DeployRequest, heartbeat: Heartbeat) -> DeployResult:
         """Make the slot's version the one everybody gets.
@@ -245,13 +423,12 @@ class KubernetesPlatform:
         digest = request.artifact.digest
         container = main_container(stable.spec.template, request.service)
         stable_meta = annotations_of(stable.metadata)
-        old_config = config_of(stable.metadata)
-        configured = config_annotations(old_config, request.config)
+        configured = _configured(stable.metadata, request.config, request.env)
         changed = False
         if (
             container.image != image
             or stable_meta.get(DIGEST) != digest
-            or old_config != request.config
+            or not _runs_config(stable.metadata, request.config, request.env)
         ):
             heartbeat(f"deployment {stable_name}: promote {image}")
             self._kube.patch_deployment(
@@ -275,7 +452,12 @@ class KubernetesPlatform:
                                     {
                                         "name": container.name,
                                         "image": image,
-                                        **container_env(old_config, request.config),
+                                        **_env_patch(
+                                            stable.metadata,
+                                            request.config,
+                                            request.env,
+                                            request.service,
+                                        ),
                                     }
                                 ]
                             },
@@ -412,6 +594,7 @@ class KubernetesPlatform:
         return ReleaseSpec(
             artifact=Artifact(digest=digest, uri=image, kind="image", version=version),
             config=config_of(serving.metadata),
+            env=env_of(serving.metadata),
         )
 
     def secrets(self) -> KubernetesSecrets:
@@ -499,12 +682,11 @@ class KubernetesPlatform:
         _secrets_by_reference(request.environment, request.target.config)
         image = image_reference(request.target.artifact)
         digest = request.target.artifact.digest
-        config = request.target.config
-        old_config = config_of(deployment.metadata)
-        configured = config_annotations(old_config, config)
+        config, env = request.target.config, request.target.env
+        configured = _configured(deployment.metadata, config, env)
         container = main_container(deployment.spec.template, request.service)
         body: dict[str, Any] = {}
-        if container.image != image or old_config != config:
+        if container.image != image or not _runs_config(deployment.metadata, config, env):
             body = {
                 "metadata": {
                     "annotations": {
@@ -522,7 +704,7 @@ class KubernetesPlatform:
                                 {
                                     "name": container.name,
                                     "image": image,
-                                    **container_env(old_config, config),
+                                    **_env_patch(deployment.metadata, config, env, request.service),
                                 }
                             ]
                         },
@@ -570,7 +752,7 @@ class KubernetesPlatform:
             c
             for c, d in found.items()
             if main_container(d.spec.template, request.service).image == image
-            and config_of(d.metadata) == target.config
+            and _runs_config(d.metadata, target.config, target.env)
         ]
         colour: Slot = (
             active
@@ -891,6 +1073,7 @@ class KubernetesPlatform:
         *,
         changed: bool,
         slot: Slot | None = None,
+        phase: str = "",
     ) -> DeployResult:
         return DeployResult(
             environment=request.environment,
@@ -899,6 +1082,7 @@ class KubernetesPlatform:
             previous_digest=previous,
             endpoint=_lookup(self._base_url_for, request.environment) or "",
             changed=changed,
+            release_phase=phase,
         )
 
     def _probe_target(self, request: HttpCheckRequest) -> tuple[str, dict[str, str]]:
@@ -977,6 +1161,41 @@ def _secrets_by_reference(environment: str, config: ReleaseConfig) -> None:
                 f"takes secrets only as Kubernetes Secrets (`from: kubernetes`, with `key`), "
                 f"not `from: {ref.source}`",
             )
+
+
+def _one_sentence(environment: str, problems: list[tuple[str, str, str]]) -> str:
+    field, reference, problem = problems[0]
+    more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
+    return f"environment {environment!r}, field {field!r}: {reference} {problem}{more}"
+
+
+def _runs_release(deployment: V1Deployment, request: DeployRequest) -> bool:
+    """Whether the Deployment already runs exactly `request`'s release."""
+    return annotations_of(deployment.metadata).get(DIGEST) == request.artifact.digest and (
+        _runs_config(deployment.metadata, request.config, request.env)
+    )
+
+
+def _runs_config(meta: V1ObjectMeta | None, config: ReleaseConfig, env: dict[str, str]) -> bool:
+    """Whether a Deployment (or pod template) was given exactly this configuration and `env:`."""
+    return config_of(meta) == config and env_of(meta) == env
+
+
+def _configured(
+    meta: V1ObjectMeta | None, config: ReleaseConfig, env: dict[str, str]
+) -> dict[str, str | None]:
+    """The CONFIG and ENV annotations' patch from what `meta` records to the new release's."""
+    return {
+        **config_annotations(config_of(meta), config),
+        **env_annotations(env_of(meta), env),
+    }
+
+
+def _env_patch(
+    meta: V1ObjectMeta | None, config: ReleaseConfig, env: dict[str, str], service: str
+) -> dict[str, Any]:
+    """The main container's `env` patch from what `meta` records to the new release's."""
+    return container_env(config_of(meta), config, env_of(meta), env, service)
 
 
 def _request_id(request: RollbackRequest) -> str:
