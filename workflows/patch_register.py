@@ -168,6 +168,12 @@ PATCHES: tuple[Patch, ...] = (
         "rolls back as asked, with no judgment",
         "no open RollbackWorkflow started before it; then the workflow goes (see below)",
     ),
+    Patch(
+        "references-checked",
+        ("PipelineWorkflow",),
+        "no check at start that its secrets and resources resolve: the deploy using one fails",
+        _NO_OPEN_RUN.format("PipelineWorkflow"),
+    ),
 )
 
 COMPATIBILITY: tuple[Compatibility, ...] = (

@@ -35,7 +35,7 @@ __all__ = ["CANCELLED_BY_TEMPORAL", "EVIDENCE_KINDS", "PipelineVisibility", "tru
 
 EVIDENCE_KINDS = (
     *("scan", "test", "quality_gate", "image_scan", "e2e", "smoke", "canary"),
-    *("load_test", "dast"),
+    *("load_test", "dast", "browser", "web_audit"),
 )
 """Stage kinds whose summaries an approver sees as evidence."""
 CANCELLED_BY_TEMPORAL = AbortRequest(

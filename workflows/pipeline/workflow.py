@@ -21,6 +21,7 @@ from temporalio.exceptions import ApplicationError
 from contracts import judgments as policy
 from contracts.activity import (
     ActivityName,
+    ReferenceCheckResult,
 )
 from contracts.definition import dag
 from contracts.definition.loading import definition_problems
@@ -35,6 +36,7 @@ from contracts.messages import (
     PolicyInForce,
     StageState,
 )
+from contracts.references import reference_check
 from contracts.start_check import policy_start
 from workflows import telemetry
 from workflows.calls import call
@@ -80,7 +82,10 @@ STALE_LEASE_GRACE = timedelta(minutes=1)
 """How long a stage refused for a stale lease waits for the notice that says by whom."""
 LEASED_KINDS = ("deploy", "canary", "monitor")
 """Stage kinds that change an environment: they run under its lease."""
-ACTING_KINDS = ("deploy", "canary", "monitor", "e2e", "smoke", "load_test", "dast")
+ACTING_KINDS = (
+    *("deploy", "canary", "monitor", "e2e", "smoke"),
+    *("load_test", "dast", "browser", "web_audit"),
+)
 """Stage kinds that act on an environment: its lease is kept until they are all done."""
 LEASE_MESSAGES_IN_BACKGROUND = "lease-messages-in-background"
 """Patch id: runs recorded before it waited for each report and release to be taken before
@@ -93,6 +98,9 @@ POLICY_CHECK_AS_ACTIVITY = "policy-in-force-as-activity-again"
 activity. A replay after a worker was killed mid-run once failed with a nondeterminism error
 right after that local activity (not reproduced since); the pipeline runs no local activity
 now, so its command order never depends on when one completed."""
+REFERENCES_CHECKED = "references-checked"
+"""Patch id: runs recorded before it did not check at their start that every secret and
+resource their releases refer to resolves; a missing one failed the deploy that used it."""
 LOCAL_POLICY_CHECK = "policy-in-force-as-local-activity"
 """Patch id: runs recorded before it read the worker's policy with a regular activity."""
 SIGNED_CANARY_CONTROLS = "canary-controls-signed-by-deployer"
@@ -228,7 +236,35 @@ class PipelineWorkflow(PipelineGates, PipelineRollbacks):
         )
         self._policy_hash = answer.hash
         self._env_in_force = dict(answer.environments)
-        return [*problems, *answer.problems]
+        references: list[str] = []
+        if workflow.patched(REFERENCES_CHECKED):
+            # Every secret and resource the releases use, where this run will deploy: one
+            # that does not resolve fails the run now, not the deploy after the stages
+            # before it have run (no value is read into history, only whether it resolves).
+            checked = await call(
+                ActivityName.CHECK_REFERENCES,
+                reference_check(self._spec, self._environments_deployed()),
+                ReferenceCheckResult,
+            )
+            references = checked.sentences()
+        return [*problems, *answer.problems, *references]
+
+    def _environments_deployed(self) -> list[str]:
+        """The environments a deploy or canary stage of this run will change: those its
+        branch filters (the stage's `when:`, the environment's `branches:`) do not skip."""
+        branch = self._input.run.branch
+        wanted = []
+        for stage in self._spec.stages:
+            env = stage.environment_name
+            if stage.kind not in ("deploy", "canary") or env is None or env in wanted:
+                continue
+            if stage.when is not None and not policy.branch_matches(branch, stage.when.branches):
+                continue
+            declared = self._spec.environments.get(env)
+            if declared is not None and not policy.branch_matches(branch, declared.branches):
+                continue
+            wanted.append(env)
+        return wanted
 
     async def _finish_run(self) -> PipelineResult:
         self._set_attributes(status=self._pipeline_state.value)

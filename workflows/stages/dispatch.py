@@ -17,6 +17,7 @@ from contracts.activity import (
     NotifyRequest,
 )
 from contracts.definition.model import (
+    BrowserStage,
     BuildStage,
     CanaryStage,
     CheckoutStage,
@@ -35,6 +36,7 @@ from contracts.definition.model import (
     Stage,
     StageBase,
     SuiteStage,
+    WebAuditStage,
 )
 from workflows.calls import call
 from workflows.stages.artifacts import build, image_scan, publish
@@ -47,6 +49,7 @@ from workflows.stages.run_state import (
     ui_label,
 )
 from workflows.stages.source import checkout, command, quality_gate, scan, test_suite
+from workflows.stages.web import browser, web_audit
 
 __all__ = ["RUNNERS", "run_stage"]
 
@@ -124,6 +127,8 @@ RUNNERS: dict[str, Runner] = {
     "smoke": _runner(SmokeStage, http_checks),
     "load_test": _runner(LoadTestStage, load_test),
     "dast": _runner(DastStage, dast),
+    "browser": _runner(BrowserStage, browser),
+    "web_audit": _runner(WebAuditStage, web_audit),
     "canary": _runner(CanaryStage, canary),
     "monitor": _runner(MonitorStage, monitor),
     "notify": _runner(NotifyStage, _notify),

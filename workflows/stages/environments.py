@@ -24,6 +24,7 @@ from contracts.activity import (
     Slot,
 )
 from contracts.definition.model import (
+    BrowserStage,
     CanaryStage,
     DastStage,
     DeployStage,
@@ -31,6 +32,7 @@ from contracts.definition.model import (
     LoadTestStage,
     MonitorStage,
     SmokeStage,
+    WebAuditStage,
 )
 from contracts.messages import (
     CanaryInput,
@@ -45,7 +47,19 @@ from workflows.stages.run_state import (
     stage_call,
 )
 
-__all__ = ["canary", "dast", "deploy", "http_checks", "load_test", "monitor"]
+__all__ = [
+    "LiveStage",
+    "canary",
+    "dast",
+    "deploy",
+    "http_checks",
+    "load_test",
+    "monitor",
+    "resolve_endpoint",
+]
+
+LiveStage = LoadTestStage | DastStage | BrowserStage | WebAuditStage
+"""Stages whose tool (on the runner) acts on an environment's URL."""
 
 
 async def deploy(stage: DeployStage, state: RunState) -> str:
@@ -121,7 +135,7 @@ async def http_checks(stage: E2EStage | SmokeStage, state: RunState) -> str:
     return f"{report.passed} check(s) passed"
 
 
-async def _endpoint(stage: LoadTestStage | DastStage, state: RunState) -> Endpoint:
+async def resolve_endpoint(stage: LiveStage, state: RunState) -> Endpoint:
     """Where the stage's service answers, as the environment's platform says (the deployer
     knows the platform; the runner's tools only get the URL)."""
     return await stage_call(
@@ -137,7 +151,7 @@ async def _endpoint(stage: LoadTestStage | DastStage, state: RunState) -> Endpoi
 
 
 async def load_test(stage: LoadTestStage, state: RunState) -> str:
-    endpoint = await _endpoint(stage, state)
+    endpoint = await resolve_endpoint(stage, state)
     duration = stage.duration.total_seconds()
     pace = f" at {stage.rate:g} req/s" if stage.rate is not None else ""
     report = await stage_call(
@@ -175,7 +189,7 @@ def _load_summary(report: LoadTestReport) -> str:
 
 
 async def dast(stage: DastStage, state: RunState) -> str:
-    endpoint = await _endpoint(stage, state)
+    endpoint = await resolve_endpoint(stage, state)
     report = await stage_call(
         stage,
         state,

@@ -13,35 +13,20 @@ from contracts.activity import (
     ActivityName,
     BrowserTestReport,
     BrowserTestRequest,
-    Endpoint,
-    EndpointRequest,
     ScanReport,
     WebAuditReport,
     WebAuditRequest,
 )
 from contracts.definition.model import WCAG_TAGS, BrowserStage, WebAuditStage
 from contracts.web_judgments import judge_browser, judge_web_audit, scores_summary
+from workflows.stages.environments import resolve_endpoint
 from workflows.stages.run_state import RunState, StageFailedError, stage_call
 
 __all__ = ["browser", "web_audit"]
 
 
-async def _endpoint(stage: BrowserStage | WebAuditStage, state: RunState) -> Endpoint:
-    """Where the stage's service answers, as the environment's platform says."""
-    return await stage_call(
-        stage,
-        state,
-        ActivityName.RESOLVE_ENDPOINT,
-        EndpointRequest(service=state.addressed(stage), environment=stage.environment),
-        Endpoint,
-        f"endpoint of {state.addressed(stage)} in {stage.environment}",
-        suffix=":endpoint",
-        stage_timeout=False,
-    )
-
-
 async def browser(stage: BrowserStage, state: RunState) -> str:
-    endpoint = await _endpoint(stage, state)
+    endpoint = await resolve_endpoint(stage, state)
     report = await stage_call(
         stage,
         state,
@@ -78,7 +63,7 @@ async def browser(stage: BrowserStage, state: RunState) -> str:
 
 
 async def web_audit(stage: WebAuditStage, state: RunState) -> str:
-    endpoint = await _endpoint(stage, state)
+    endpoint = await resolve_endpoint(stage, state)
     minimums = stage.lighthouse.minimums() if stage.lighthouse is not None else {}
     tools = [
         *(["Lighthouse"] if stage.lighthouse is not None else []),
