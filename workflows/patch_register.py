@@ -168,6 +168,13 @@ PATCHES: tuple[Patch, ...] = (
         "rolls back as asked, with no judgment",
         "no open RollbackWorkflow started before it; then the workflow goes (see below)",
     ),
+    Patch(
+        "pull-request-runs",
+        ("PipelineWorkflow",),
+        "runs every stage of its definition (no run recorded before it is a pull-request run: "
+        "their inputs carry no `pull_request`, and a worker without it refuses such an input)",
+        _NO_OPEN_RUN.format("PipelineWorkflow"),
+    ),
 )
 
 COMPATIBILITY: tuple[Compatibility, ...] = (
