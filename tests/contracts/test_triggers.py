@@ -70,6 +70,13 @@ def test_a_pull_request_stage_that_touches_an_environment_is_refused(tmp_path: P
     )
     assert any("stage 'publish'" in p and "pushes tags to the registry" in p for p in found)
     assert len(found) == 4, found
+    # docs/definition.md's example
+    until = definition(tmp_path, "on: {pull_request: {until: approve_staging}}\n")
+    assert (
+        f"{until}: stage 'deploy_dev', field 'on.pull_request.until': a pull-request run never "
+        "touches an environment or the registry, and this deploy stage would: it deploys to an "
+        "environment, and 'approve_staging' (named there) needs it" in problems(until)
+    )
     both = definition(tmp_path, "on: {pull_request: {stages: [build], until: build}}\n")
     (only,) = problems(both)
     assert only == f"{both}, field 'on.pull_request': give 'stages' or 'until', not both"
