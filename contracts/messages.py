@@ -17,6 +17,7 @@ from contracts.definition.model import CanaryStage, FreezeWindow, MonitorStage, 
 from contracts.judgments import Judgment
 
 __all__ = [
+    "MAX_PULL_REQUEST",
     "AbortRequest",
     "ActionRecord",
     "ApprovalRecord",
@@ -77,6 +78,11 @@ class Signed(_Message):
     signature: str = Field("", description="Armored `ssh-keygen -Y sign` output.")
 
 
+MAX_PULL_REQUEST = 10**9
+"""Pull-request numbers: at most 10 digits, so a PR run's id (ending `-pr-N`) never ends
+in 12 hex digits, as a branch run's does (contracts.naming.pipeline_id)."""
+
+
 class RunContext(_Message):
     """Which commit of which service this run carries, as CI knows it."""
 
@@ -95,6 +101,16 @@ class RunContext(_Message):
     )
     diff_url: str = ""
     trigger: str = Field("ci", description="Unread; kept so inputs recorded with it still load.")
+    pull_request: int | None = Field(
+        None,
+        ge=1,
+        le=MAX_PULL_REQUEST,
+        description="A pull-request run's number: the run checks the PR's head commit with "
+        "the stages `on.pull_request` names (never touching an environment).",
+    )
+    base: str = Field(
+        "", max_length=64, description="The commit the changes are compared with (shown only)."
+    )
 
     @property
     def sha12(self) -> str:
@@ -359,6 +375,7 @@ class PipelineStatus(_Message):
     state: PipelineState
     service: str
     commit: str
+    pull_request: int | None = Field(None, description="A pull-request run's number.")
     stages: list[StageStatus]
     pending_approvals: list[PendingApproval] = []
     artifact: Artifact | None = None
@@ -371,6 +388,7 @@ class PipelineResult(_Message):
     state: PipelineState
     service: str
     commit: str
+    pull_request: int | None = Field(None, description="A pull-request run's number.")
     stages: list[StageStatus]
     approvals: list[ApprovalRecord]
     actions: list[ActionRecord] = Field(

@@ -33,12 +33,18 @@ _UNSAFE = re.compile(r"[^A-Za-z0-9._-]")
 _BRANCH_CHARS = 40
 
 
-def pipeline_id(service: str, branch: str, commit: str) -> str:
+def pipeline_id(service: str, branch: str, commit: str, pull_request: int | None = None) -> str:
     """One workflow id per (service, branch, commit): starting it again finds the same run.
 
     The branch is part of it: the same sha on `develop` (staging only) and then on `main`
     (production) are two runs; the second reuses the first's artifact (builders never build a
-    commit twice). A long branch name is cut and given a short hash, so ids stay short."""
+    commit twice). A long branch name is cut and given a short hash, so ids stay short.
+
+    A pull-request run is `pipeline-{service}-{sha12}-pr-{N}`: one per (PR, head commit),
+    never the id of a branch run (whose ids end in 12 hex digits; N has at most 10), so it
+    never attaches to, supersedes or queues with one."""
+    if pull_request is not None:
+        return f"pipeline-{_UNSAFE.sub('-', service)}-{commit[:12]}-pr-{pull_request}"
     name = _UNSAFE.sub("-", branch)
     if len(name) > _BRANCH_CHARS:
         name = f"{name[: _BRANCH_CHARS - 9]}-{hashlib.sha256(branch.encode()).hexdigest()[:8]}"

@@ -16,6 +16,7 @@ from contracts.definition.limits import SAFE_NAME, SERVICE_NAME, SHA, short
 __all__ = [
     "branch_name",
     "commit_sha",
+    "optional_commit_sha",
     "optional_service_name",
     "repository",
     "run_id",
@@ -55,6 +56,10 @@ def commit_sha(value: str) -> str:
             "resolve a branch or short sha with `git rev-parse` first"
         )
     return value
+
+
+def optional_commit_sha(value: str) -> str:
+    return commit_sha(value) if value else value
 
 
 def branch_name(value: str) -> str:

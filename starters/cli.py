@@ -33,7 +33,9 @@ from temporalio.service import RPCError, RPCStatusCode
 from contracts.definition import dag
 from contracts.definition.loading import load_pipeline
 from contracts.definition.model import DefinitionError, PipelineSpec
+from contracts.definition.triggers import pull_request_stages
 from contracts.messages import (
+    MAX_PULL_REQUEST,
     AbortRequest,
     ActionRecord,
     ApprovalRecord,
@@ -46,7 +48,7 @@ from contracts.messages import (
     RunContext,
     StageState,
 )
-from contracts.naming import environment_id
+from contracts.naming import environment_id, pipeline_id
 from contracts.signed_decisions import COMMENT_LIMIT
 from contracts.start_check import policy_start
 from plumbing.codec import CodecError
@@ -55,6 +57,7 @@ from plumbing.signatures import SignatureError
 from plumbing.updates import execute_update
 from plumbing.worker_policy import PolicyError, gating_problems, load_policy
 from starters import arguments, render
+from starters.changes import ignored_change
 from starters.runs import (
     RetryError,
     derived_workflow_id,
@@ -218,6 +221,25 @@ def start(
         ),
     ] = "",
     diff_url: Annotated[str, typer.Option(help="Link approvers can read.")] = "",
+    pull_request: Annotated[
+        int | None,
+        typer.Option(
+            "--pull-request",
+            help="Check pull request N's head commit (--commit): only the stages the "
+            "definition's on.pull_request gives (never a deploy, approval or publish), in a "
+            "run of its own (pipeline-SERVICE-SHA12-pr-N).",
+            min=1,
+            max=MAX_PULL_REQUEST,
+        ),
+    ] = None,
+    base: Annotated[
+        str,
+        typer.Option(
+            help="For paths_ignore: compare with this commit (a PR's base, a push's previous "
+            "head) instead of the commit's parent.",
+            callback=arguments.optional_commit_sha,
+        ),
+    ] = "",
     wait: Annotated[bool, typer.Option(help="Wait; exit 1 if the pipeline fails.")] = False,
     json_output: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
 ) -> None:
@@ -227,6 +249,15 @@ def start(
         spec = spec.model_copy(
             update={"service": spec.service.model_copy(update={"name": service})}
         )
+    if pull_request is not None:
+        on = spec.on.pull_request if spec.on else None
+        stages, _ = pull_request_stages(spec.stages, on)
+        if not stages:
+            raise _fail(
+                f"{definition}: no stage runs for a pull request: each touches an environment "
+                "or the registry, or needs one that does (give on.pull_request.stages)"
+            )
+        typer.echo(f"pull request #{pull_request} runs: {', '.join(stages)}", err=True)
     if commit_time:
         typer.echo(
             f"note: --commit-time {commit_time} is ignored: runs are ordered (and lead time "
@@ -241,9 +272,21 @@ def start(
             author=author,
             branch=branch,
             diff_url=diff_url,
+            pull_request=pull_request,
+            base=base,
         )
     except ValueError as err:
         raise _fail(f"bad argument: {err}") from None
+    if spec.paths_ignore:
+        local = Path(repo)
+        clone = local if "://" not in repo and local.is_dir() else Path.cwd()
+        skip, why = ignored_change(spec.paths_ignore, clone, commit, base)
+        if skip:
+            workflow_id = pipeline_id(spec.service.name, branch, commit, pull_request)
+            _skipped(workflow_id, why, json_output)
+            raise typer.Exit(0)
+        if why:
+            typer.echo(f"note: {why}; starting the run", err=True)
 
     async def go() -> int:
         client = await _client()
@@ -263,6 +306,22 @@ def start(
         return _exit_code(result.state)
 
     raise typer.Exit(_run(go))
+
+
+def _skipped(workflow_id: str, why: str, json_output: bool) -> None:
+    """Say that no run starts, where CI shows it: the log, and GitHub's job summary."""
+    line = f"skipped: {why}: no run started for {workflow_id}"
+    if json_output:
+        typer.echo(json.dumps({"workflow_id": workflow_id, "skipped": why}))
+    else:
+        typer.echo(line)
+    summary = os.environ.get("GITHUB_STEP_SUMMARY")
+    if summary:
+        try:
+            with open(summary, "a", encoding="utf-8") as out:
+                out.write(f"**slipway** {line}\n")
+        except OSError as err:
+            typer.echo(f"note: cannot write GITHUB_STEP_SUMMARY: {err.strerror or err}", err=True)
 
 
 async def _history_id(file: Path, events: Sequence[HistoryEvent], given: str) -> str | None:

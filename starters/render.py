@@ -59,10 +59,14 @@ def stage_rows(stages: Sequence[StageStatus]) -> list[list[str]]:
     return rows
 
 
+def _pr(number: int | None) -> str:
+    return f" (pull request #{number})" if number is not None else ""
+
+
 def status_table(st: PipelineStatus, workflow_id: str = "") -> str:
     """The `status` query as text. `workflow_id` (the status itself does not carry it) goes
     into the approval hint, so that it can be copied as it is; without it a placeholder."""
-    lines = [f"{st.service} {st.commit[:12]}: {st.state.value}"]
+    lines = [f"{st.service} {st.commit[:12]}{_pr(st.pull_request)}: {st.state.value}"]
     if st.artifact:
         lines.append(f"artifact {st.artifact.digest}")
     if st.deployed:
@@ -87,7 +91,9 @@ def status_table(st: PipelineStatus, workflow_id: str = "") -> str:
 
 
 def result_table(result: PipelineResult) -> str:
-    lines = [f"{result.service} {result.commit[:12]}: {result.state.value}"]
+    lines = [
+        f"{result.service} {result.commit[:12]}{_pr(result.pull_request)}: {result.state.value}"
+    ]
     if result.failure:
         lines.append(f"failure: {result.failure}")
     lines.append("")

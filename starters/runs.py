@@ -102,7 +102,7 @@ async def start_pipeline(
     SLIPWAY_RUNNER_TASK_QUEUE's); empty keeps it on `task_queue`, for one worker serving both.
     `roles` is accepted for callers written before the worker held the policy, and not sent:
     whoever starts a run has no say in who may decide on it."""
-    workflow_id = pipeline_id(spec.service.name, run.branch, run.commit)
+    workflow_id = pipeline_id(spec.service.name, run.branch, run.commit, run.pull_request)
     attributes = (
         TypedSearchAttributes(
             [
@@ -115,6 +115,7 @@ async def start_pipeline(
         else TypedSearchAttributes.empty
     )
     pipeline_input = PipelineInput(spec=spec, run=run, runner_task_queue=runner_task_queue)
+    where = f"PR #{run.pull_request}, {run.branch}" if run.pull_request else run.branch
     existing = await _open_or_succeeded(client, workflow_id)
     if existing is not None:
         return StartedRun(workflow_id, existing, True, run_url(client, workflow_id, existing))
@@ -128,11 +129,14 @@ async def start_pipeline(
             id_reuse_policy=WorkflowIDReusePolicy.ALLOW_DUPLICATE_FAILED_ONLY,
             id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
             search_attributes=attributes,
-            static_summary=f"{spec.service.name} {run.sha12} by {run.author} ({run.branch})",
+            static_summary=f"{spec.service.name} {run.sha12} by {run.author} ({where})",
             static_details=(
                 f"**{spec.name}** pipeline for `{spec.service.name}`\n\n"
                 f"- commit `{run.commit}` on `{run.branch}` by {run.author}\n"
-                f"- repo {run.repo}\n" + (f"- diff {run.diff_url}\n" if run.diff_url else "")
+                + (f"- pull request #{run.pull_request}\n" if run.pull_request else "")
+                + (f"- changes against `{run.base}`\n" if run.base else "")
+                + f"- repo {run.repo}\n"
+                + (f"- diff {run.diff_url}\n" if run.diff_url else "")
             ),
         )
     except WorkflowAlreadyStartedError as err:
@@ -336,7 +340,8 @@ async def _id_from_input(started: WorkflowExecutionStartedEventAttributes) -> st
         return None
     parent = started.parent_workflow_execution.workflow_id
     if isinstance(value, PipelineInput):
-        return pipeline_id(value.spec.service.name, value.run.branch, value.run.commit)
+        run = value.run
+        return pipeline_id(value.spec.service.name, run.branch, run.commit, run.pull_request)
     if isinstance(value, EnvironmentInput):
         return environment_id(value.service, value.environment)
     if isinstance(value, CanaryInput) and parent:

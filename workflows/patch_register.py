@@ -174,6 +174,13 @@ PATCHES: tuple[Patch, ...] = (
         "no check at start that its secrets and resources resolve: the deploy using one fails",
         _NO_OPEN_RUN.format("PipelineWorkflow"),
     ),
+    Patch(
+        "pull-request-runs",
+        ("PipelineWorkflow",),
+        "runs every stage of its definition (no run recorded before it is a pull-request run: "
+        "their inputs carry no `pull_request`, and a worker without it refuses such an input)",
+        _NO_OPEN_RUN.format("PipelineWorkflow"),
+    ),
 )
 
 COMPATIBILITY: tuple[Compatibility, ...] = (

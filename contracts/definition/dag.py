@@ -11,13 +11,11 @@ Definition *rules* (what may need what) live in `contracts.definition.rules`.
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
-from typing import TYPE_CHECKING
-
-if TYPE_CHECKING:
-    from contracts.definition.model import Stage
+from typing import Protocol
 
 __all__ = [
     "FAILURE_HANDLERS",
+    "StageLike",
     "ancestor_masks",
     "ancestors",
     "ancestors_of_kind",
@@ -28,6 +26,26 @@ __all__ = [
     "ready",
     "topological_order",
 ]
+
+
+class StageLike(Protocol):
+    """What graph code reads of a stage (the definition's stages, and anything shaped like
+    them): the model is not imported, so the model may use these functions."""
+
+    @property
+    def name(self) -> str: ...
+    @property
+    def kind(self) -> str: ...
+    @property
+    def needs(self) -> list[str]: ...
+
+
+class DrawnStage(StageLike, Protocol):
+    """A stage as `mermaid` draws it: with the environment it acts on, if any."""
+
+    @property
+    def environment_name(self) -> str | None: ...
+
 
 # Stages that only run when something failed: nothing may depend on them.
 FAILURE_HANDLERS = frozenset({"rollback"})
@@ -108,7 +126,7 @@ def ancestor_masks(graph: Mapping[str, Sequence[str]], order: Sequence[str]) -> 
     return masks
 
 
-def _needs_graph(stages: Sequence[Stage]) -> dict[str, list[str]]:
+def _needs_graph(stages: Sequence[StageLike]) -> dict[str, list[str]]:
     return {s.name: list(s.needs) for s in stages}
 
 
@@ -126,12 +144,12 @@ def _ancestors_of(graph: Mapping[str, Sequence[str]], name: str) -> list[str]:
     return out
 
 
-def ancestors(stages: Sequence[Stage], name: str) -> list[str]:
+def ancestors(stages: Sequence[StageLike], name: str) -> list[str]:
     """Every stage `name` transitively needs."""
     return _ancestors_of(_needs_graph(stages), name)
 
 
-def ancestors_of_kind(stages: Sequence[Stage], kind: str) -> dict[str, list[str]]:
+def ancestors_of_kind(stages: Sequence[StageLike], kind: str) -> dict[str, list[str]]:
     """Each stage → the stages of `kind` it transitively needs, in definition order (one
     pass with bit sets: linear in practice, whatever the depth). Needs naming no stage are
     ignored; the graph must be acyclic."""
@@ -143,7 +161,9 @@ def ancestors_of_kind(stages: Sequence[Stage], kind: str) -> dict[str, list[str]
     return {name: [n for i, n in wanted if masks[name] >> i & 1] for name in order}
 
 
-def ready(stages: Sequence[Stage], finished: Iterable[str], started: Iterable[str]) -> list[str]:
+def ready(
+    stages: Sequence[StageLike], finished: Iterable[str], started: Iterable[str]
+) -> list[str]:
     """Stages not yet started whose needs have all finished, in definition order.
     Failure handlers (rollback) are never ready: the workflow runs them on failure."""
     finished_set, started_set = set(finished), set(started)
@@ -156,7 +176,7 @@ def ready(stages: Sequence[Stage], finished: Iterable[str], started: Iterable[st
     ]
 
 
-def topological_order(stages: Sequence[Stage]) -> list[str]:
+def topological_order(stages: Sequence[StageLike]) -> list[str]:
     """Stages in an order where every stage comes after what it needs (stable): by depth,
     then definition order."""
     depth = levels(_needs_graph(stages))
@@ -167,7 +187,7 @@ def topological_order(stages: Sequence[Stage]) -> list[str]:
 
 
 def critical_path(
-    stages: Sequence[Stage], durations: Mapping[str, float]
+    stages: Sequence[StageLike], durations: Mapping[str, float]
 ) -> tuple[float, list[str]]:
     """Longest chain of needs by duration: the least wall time the DAG can take."""
     by_name = {s.name: s for s in stages}
@@ -189,7 +209,7 @@ def critical_path(
     return total, list(reversed(path))
 
 
-def mermaid(stages: Sequence[Stage]) -> str:
+def mermaid(stages: Sequence[DrawnStage]) -> str:
     """A mermaid flowchart of the definition (approval gates as diamonds)."""
     lines = ["graph TD"]
     for s in stages:

@@ -66,6 +66,10 @@ def load_pipeline(
     return validate_definition(data, str(file), roles=roles)
 
 
+def _is_true(key: object) -> bool:
+    return key is True
+
+
 def _need_names(needs: Any) -> list[str]:
     return [n for n in needs if isinstance(n, str)] if isinstance(needs, list) else []
 
@@ -137,7 +141,8 @@ def validate_definition(
                     Problem(file=file, stage=label, field=_loc_field(loc), message=_said(err))
                 )
 
-    top = {k: v for k, v in data.items() if k != "stages"}
+    # YAML 1.1 (PyYAML) reads a bare `on` key as true, as GitHub Actions' users know.
+    top = {("on" if _is_true(k) else k): v for k, v in data.items() if k != "stages"}
     header: PipelineSpec | None = None
     try:
         header = PipelineSpec.model_validate(
@@ -159,6 +164,8 @@ def validate_definition(
         unvalidated = [kind for name, _, kind in graph_input if name not in valid]
         problems.extend(rules.policy_problems(file, stages, header.environments, unvalidated))
         problems.extend(rules.approval_problems(file, stages, header.environments, roles))
+        known = {name for name, _, _ in graph_input}
+        problems.extend(rules.pull_request_problems(file, stages, header.on, known))
     if header is not None:
         problems.extend(_metric_problems(stages, header, file))
         problems.extend(_artifact_problems(stages, header, file))
@@ -190,6 +197,7 @@ def definition_problems(spec: PipelineSpec) -> list[Problem]:
     problems = rules.graph_problems(file, [(s.name, list(s.needs), s.kind) for s in stages])
     problems.extend(rules.policy_problems(file, stages, spec.environments))
     problems.extend(rules.approval_problems(file, stages, spec.environments, None))
+    problems.extend(rules.pull_request_problems(file, stages, spec.on, {s.name for s in stages}))
     problems.extend(_metric_problems(stages, spec, file))
     problems.extend(_artifact_problems(stages, spec, file))
     problems.extend(_resource_problems(stages, spec, file))

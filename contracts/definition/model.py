@@ -61,6 +61,7 @@ from contracts.definition.metric_presets import (
     template_problem,
 )
 from contracts.definition.service_templates import parse_service, template_references
+from contracts.definition.triggers import MAX_PATH_PATTERNS, PathPattern, TriggersSpec
 
 __all__ = [
     "STAGE_ADAPTER",
@@ -1297,6 +1298,15 @@ class PipelineSpec(_Strict):
     stages: list[Stage] = Field(min_length=1, max_length=MAX_STAGES_READ)
     source: str = Field("", description="File the definition was loaded from.")
     metrics: MetricsSpec | None = Field(None, description="Default: the traefik preset.")
+    on: TriggersSpec | None = Field(
+        None, description="What each kind of run runs: `on.pull_request` (pull-request runs)."
+    )
+    paths_ignore: list[PathPattern] = Field(
+        default_factory=list,
+        max_length=MAX_PATH_PATTERNS,
+        description="A commit whose changes (against its base, else its parent) all match "
+        "these patterns starts no run: `slipway start` says so and exits 0.",
+    )
 
     def metric_templates(self, environment: str) -> dict[str, str]:
         """Metric name → PromQL template for `environment`: its preset (the environment's,

@@ -13,6 +13,7 @@ from collections.abc import Collection, Mapping, Sequence
 
 from contracts.definition import dag
 from contracts.definition.model import ApprovalStage, EnvironmentSpec, Problem, Stage
+from contracts.definition.triggers import PULL_REQUEST_REFUSED, TriggersSpec, pull_request_stages
 
 __all__ = [
     "CHANGES_ENVIRONMENT",
@@ -21,6 +22,7 @@ __all__ = [
     "approval_problems",
     "graph_problems",
     "policy_problems",
+    "pull_request_problems",
     "unmet_gate",
 ]
 
@@ -319,4 +321,34 @@ def approval_problems(
                     f"({', '.join(holders) or 'nobody'}){forever}",
                 )
             )
+    return problems
+
+
+def pull_request_problems(
+    file: str, stages: Sequence[Stage], on: TriggersSpec | None, known: Collection[str]
+) -> list[Problem]:
+    """`on.pull_request` names stages that exist, and none of them (nor anything they need)
+    touches an environment or the registry: a pull-request run never does."""
+    spec = on.pull_request if on is not None else None
+    if spec is None or spec.named is None:
+        return []
+    problems = [
+        Problem(file=file, field=spec.field, message=f"unknown stage {dag_short(name)}")
+        for name in spec.named
+        if name not in known
+    ]
+    by_name = {s.name: s for s in stages}
+    _, refused = pull_request_stages(stages, spec)
+    for name, origin in refused.items():
+        kind = by_name[name].kind
+        via = "" if origin == name else f", and {origin!r} (named there) needs it"
+        problems.append(
+            Problem(
+                file=file,
+                stage=name,
+                field=spec.field,
+                message=f"a pull-request run never touches an environment or the registry, "
+                f"and this {kind} stage would: {PULL_REQUEST_REFUSED[kind]}{via}",
+            )
+        )
     return problems

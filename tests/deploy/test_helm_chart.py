@@ -554,6 +554,29 @@ def test_the_ci_example_starts_a_pipeline_and_waits_for_it(chart: Documents) -> 
     assert (
         workflow["jobs"]["deliver"]["env"]["TEMPORAL_API_KEY"] == "${{ secrets.TEMPORAL_API_KEY }}"
     )
+    # paths_ignore compares a push with its previous head, which the checkout must hold.
+    assert '--base "${{ github.event.before }}"' in command
+    assert steps[0]["with"]["fetch-depth"] == 0
+
+
+def test_the_ci_example_checks_pull_requests() -> None:
+    workflow = yaml.safe_load((ROOT / "deploy" / "ci" / "github-actions.yml").read_text())
+    assert "pull_request" in workflow[True]  # YAML 1.1 reads the bare `on` key as true
+    assert workflow["jobs"]["deliver"]["if"] == "github.event_name != 'pull_request'"
+    check = workflow["jobs"]["check"]
+    assert check["if"] == "github.event_name == 'pull_request'"
+    (command,) = [s["run"] for s in check["steps"] if "slipway start" in s.get("run", "")]
+    for flag in (
+        '--commit "${{ github.event.pull_request.head.sha }}"',
+        '--base "${{ github.event.pull_request.base.sha }}"',
+        '--pull-request "${{ github.event.pull_request.number }}"',
+        '--branch "${{ github.head_ref }}"',
+    ):
+        assert flag in command
+    # The job's exit code is the PR stages' verdict (a PR run is never superseded).
+    assert command.rstrip().endswith("--wait")
+    checkout = check["steps"][0]["with"]
+    assert checkout == {"ref": "${{ github.event.pull_request.head.sha }}", "fetch-depth": 0}
 
 
 # --- the worker starts with what the chart renders ------------------------------------------

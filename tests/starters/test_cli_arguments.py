@@ -51,6 +51,14 @@ CASES = {
         "policy file not found",
     ),
     "roles are the policy's": (["validate", HEAL7, "--roles", "x.yaml"], "No such option"),
+    "pull request zero": ([*START, "--commit", SHA, "--pull-request", "0"], "--pull-request"),
+    "base as a branch": ([*START, "--commit", SHA, "--base", "main"], "'main' is not a full"),
+    "no stage for a pull request": (
+        ["start", "--definition", str(ROOT / "tests" / "starters" / "gate_first.yaml"),
+         "--repo", ".", "--commit", SHA, "--pull-request", "3"],
+        "gate_first.yaml: no stage runs for a pull request: each touches an environment or "
+        "the registry, or needs one that does (give on.pull_request.stages)",
+    ),
 }  # fmt: skip
 
 

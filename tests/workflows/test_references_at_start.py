@@ -82,3 +82,22 @@ async def test_a_branch_that_never_reaches_production_is_not_held_up(
     stages = {s.name: s.state for s in result.stages}
     assert stages["deploy_dev"] == StageState.SUCCEEDED
     assert stages["deploy_production"] == StageState.SKIPPED
+
+
+async def test_a_pull_request_run_deploys_nowhere_so_no_reference_holds_it_up(
+    time_env: WorkflowEnvironment, memory: MemoryBackends, task_queue: str, tmp_path: Path
+) -> None:
+    service = f"svc{uuid.uuid4().hex[:8]}"
+    store = LocalSecretStore(tmp_path / "secrets")
+    backends = dataclasses.replace(memory.backends(), secrets=SecretResolver({"local": store}))
+    async with build_worker(time_env.client, backends, task_queue):
+        handle = await start(
+            time_env.client,
+            task_queue,
+            with_production_secret(service),
+            run_context(branch="feature/x", pull_request=9, base="b" * 40),
+        )
+        result = await pipeline_outcome(handle)
+    assert result.state == PipelineState.SUCCEEDED, result.failure
+    stages = {s.name: s.state for s in result.stages}
+    assert stages["unit_tests"] == StageState.SUCCEEDED

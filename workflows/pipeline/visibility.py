@@ -91,6 +91,8 @@ class PipelineVisibility:
         # Set by `run` (TRUSTED_COMMIT_TIME): the commit's time is git's, never after the run
         # started; the starter's `commit_time` orders nothing.
         self._trusted_time = False
+        # Set by `run` for a pull-request run (PULL_REQUEST_RUNS): the only stages it runs.
+        self._pull_request_stages: frozenset[str] | None = None
 
     def _note_retry(self, stage: str, attempt: int, failure: str) -> None:
         status = self._stages[stage]
@@ -143,6 +145,7 @@ class PipelineVisibility:
             state=self._pipeline_state,
             service=self._state.service,
             commit=self._input.run.commit,
+            pull_request=self._input.run.pull_request,
             stages=list(self._stages.values()),
             pending_approvals=[self._pending(g) for g in self._open_gates.values()],
             artifact=self._state.artifact,
@@ -195,8 +198,10 @@ class PipelineVisibility:
 
     def _publish_details(self) -> None:
         """A markdown table of the stages for the Web UI's 'current details'."""
+        run = self._input.run
+        pr = f" (pull request #{run.pull_request})" if run.pull_request is not None else ""
         lines = [
-            f"**{self._state.service}** `{self._input.run.sha12}` by {self._input.run.author}"
+            f"**{self._state.service}** `{run.sha12}`{pr} by {run.author}"
             f" — {self._pipeline_state.value}",
             "",
             "| stage | kind | state | summary |",
@@ -237,6 +242,7 @@ class PipelineVisibility:
             state=self._pipeline_state,
             service=self._state.service,
             commit=self._input.run.commit,
+            pull_request=self._input.run.pull_request,
             stages=list(self._stages.values()),
             approvals=self._records,
             actions=self._desk.actions,

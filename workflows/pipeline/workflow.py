@@ -26,6 +26,7 @@ from contracts.activity import (
 from contracts.definition import dag
 from contracts.definition.loading import definition_problems
 from contracts.definition.model import ApprovalStage, Stage
+from contracts.definition.triggers import pull_request_stages
 from contracts.errors import ErrorType
 from contracts.messages import (
     Concurrency,
@@ -55,6 +56,7 @@ __all__ = [
     "ENVIRONMENT_LEASES",
     "GATES_HOLD",
     "PIPELINE_FAILED",
+    "PULL_REQUEST_RUNS",
     "TRUSTED_COMMIT_TIME",
     "WORKER_POLICY",
     "PipelineWorkflow",
@@ -78,6 +80,10 @@ GATES_HOLD = "gates-hold"
 start (not the definition's own rules again, nor canaries and monitors, nor the policy's
 concurrency and freeze), let an approval with `on_failure: continue` that was not given
 open the way to what needs it, and judged environments by their definition alone."""
+PULL_REQUEST_RUNS = "pull-request-runs"
+"""Patch id: pull-request runs (`run.pull_request` set) run only the stages
+`on.pull_request` gives them, never one that touches an environment or the registry. Runs
+recorded before it had no such field (their inputs carry none): every stage was theirs."""
 STALE_LEASE_GRACE = timedelta(minutes=1)
 """How long a stage refused for a stale lease waits for the notice that says by whom."""
 LEASED_KINDS = ("deploy", "canary", "monitor")
@@ -121,6 +127,10 @@ class PipelineWorkflow(PipelineGates, PipelineRollbacks):
 
     @workflow.run
     async def run(self, input: PipelineInput) -> PipelineResult:
+        if input.run.pull_request is not None and workflow.patched(PULL_REQUEST_RUNS):
+            on = self._spec.on
+            chosen, _ = pull_request_stages(self._spec.stages, on.pull_request if on else None)
+            self._pull_request_stages = frozenset(chosen)
         if workflow.patched(WORKER_POLICY):
             self._worker_policy = True
             self._state.control_token = str(workflow.uuid4())
@@ -237,13 +247,13 @@ class PipelineWorkflow(PipelineGates, PipelineRollbacks):
         self._policy_hash = answer.hash
         self._env_in_force = dict(answer.environments)
         references: list[str] = []
-        if workflow.patched(REFERENCES_CHECKED):
+        if workflow.patched(REFERENCES_CHECKED) and (deployed := self._environments_deployed()):
             # Every secret and resource the releases use, where this run will deploy: one
             # that does not resolve fails the run now, not the deploy after the stages
             # before it have run (no value is read into history, only whether it resolves).
             checked = await call(
                 ActivityName.CHECK_REFERENCES,
-                reference_check(self._spec, self._environments_deployed()),
+                reference_check(self._spec, deployed),
                 ReferenceCheckResult,
             )
             references = checked.sentences()
@@ -251,13 +261,19 @@ class PipelineWorkflow(PipelineGates, PipelineRollbacks):
 
     def _environments_deployed(self) -> list[str]:
         """The environments a deploy or canary stage of this run will change: those its
-        branch filters (the stage's `when:`, the environment's `branches:`) do not skip."""
+        branch filters (the stage's `when:`, the environment's `branches:`) do not skip; none
+        for a pull-request run."""
         branch = self._input.run.branch
         wanted = []
         for stage in self._spec.stages:
             env = stage.environment_name
             if stage.kind not in ("deploy", "canary") or env is None or env in wanted:
                 continue
+            if (
+                self._pull_request_stages is not None
+                and stage.name not in self._pull_request_stages
+            ):
+                continue  # a pull-request run deploys nowhere
             if stage.when is not None and not policy.branch_matches(branch, stage.when.branches):
                 continue
             declared = self._spec.environments.get(env)
@@ -364,6 +380,8 @@ class PipelineWorkflow(PipelineGates, PipelineRollbacks):
 
     def _skip_reason(self, stage: Stage) -> str:
         run = self._input.run
+        if self._pull_request_stages is not None and stage.name not in self._pull_request_stages:
+            return f"not a stage of pull-request runs (#{run.pull_request})"
         if stage.when is not None and not policy.branch_matches(run.branch, stage.when.branches):
             return f"branch {run.branch!r} not in {stage.when.branches}"
         env = stage.environment_name
