@@ -293,9 +293,11 @@ def problems_of(path: Path, roles: dict[str, list[str]] | None = None) -> list[P
 @pytest.mark.parametrize("case", CATALOGUE.values(), ids=CATALOGUE.keys())
 def test_catalogue_each_bad_input_is_refused_by_name(tmp_path: Path, case: Case) -> None:
     path = case.make(tmp_path)
-    started = time.monotonic()
+    # CPU time, not wall time: bounded work (a huge definition is cut off, not crawled) is
+    # what this asserts, and a busy machine must not fail it.
+    started = time.process_time()
     problems = problems_of(path)
-    assert time.monotonic() - started < 5
+    assert time.process_time() - started < 5
     matching = [p for p in problems if case.message in p.message]
     assert matching, [str(p) for p in problems]
     problem = matching[0]
