@@ -18,6 +18,7 @@ knows about; the next deploy, rollback or stop of the slot stops them.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import re
@@ -348,17 +349,20 @@ class SlotManager:
             )
 
     def release_phase(self, request: DeployRequest, heartbeat: Heartbeat) -> str:
-        """Run the release's `release` command once for this (service, environment, digest),
-        in the release's directory and venv with the environment's configuration, and say
-        what it did. Recorded on disk when it succeeds, so a retried deploy does not run it
-        again; a failure is the deploy's (nothing else has changed by then)."""
+        """Run the release's `release` command once for this (service, environment, release,
+        command), in the release's directory and venv with the environment's configuration,
+        and say what it did. A release is the artifact and its configuration, so a settings
+        change runs it again, as it does on Kubernetes. Recorded on disk when it succeeds, so
+        a retried deploy does not run it again; a failure is the deploy's (nothing else has
+        changed by then)."""
         if not request.release:
             return ""
         shown = " ".join(request.release)
+        identity = json.dumps([request.release_digest, request.release])
         record = (
             self._dir(request.service, request.environment)
             / "release-phase"
-            / f"{request.artifact.digest.replace(':', '-')}.json"
+            / f"{hashlib.sha256(identity.encode()).hexdigest()[:32]}.json"
         )
         if record.is_file():
             return f"`{shown}` ran already for this release"

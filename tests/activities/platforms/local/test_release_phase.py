@@ -36,14 +36,14 @@ def test_it_runs_once_per_environment_and_release_before_traffic_and_a_failure_c
     url = platform.entrypoint_url("development") + "/"
     v1, v2 = wheel("1.0.0"), wheel("2.0.0")
 
-    def request(artifact: Artifact, release: list[str]) -> DeployRequest:
+    def request(artifact: Artifact, release: list[str], tag: str = "tagged") -> DeployRequest:
         return deploy_request(artifact, "development").model_copy(
             update={
                 "resources": ["redis:7"],
                 "env": {"REDIS_URL": "{services.redis.url}"},
                 "release": release,
                 # The environment's configuration reaches the release phase too.
-                "config": ReleaseConfig(settings={"PHASE_TAG": "tagged"}),
+                "config": ReleaseConfig(settings={"PHASE_TAG": tag}),
             }
         )
 
@@ -56,6 +56,11 @@ def test_it_runs_once_per_environment_and_release_before_traffic_and_a_failure_c
         ["redis"], "hello", "development", no_heartbeat
     ).values()
     assert redis.Redis.from_url(endpoint.url).get("phase:1.0.0:tagged") == b"1"
+    # The same artifact with other settings is another release: its phase runs again.
+    retagged = target.deploy(request(v1, COUNTING, tag="retagged"), no_heartbeat)
+    assert retagged.release_phase.startswith("ran `python -c")
+    assert redis.Redis.from_url(endpoint.url).get("phase:1.0.0:retagged") == b"1"
+    assert redis.Redis.from_url(endpoint.url).get("phase:1.0.0:tagged") == b"1"
 
     failing = ["python", "-c", "import sys; print('relation exists'); sys.exit(3)"]
     with pytest.raises(ApplicationError) as raised:
@@ -65,6 +70,6 @@ def test_it_runs_once_per_environment_and_release_before_traffic_and_a_failure_c
     assert "relation exists" in str(raised.value)
     assert versions_seen(url, 3) == {"1.0.0": 3}
     assert platform.slots.state("hello", "development", "stable").digest == (
-        request(v1, COUNTING).release_digest
+        request(v1, COUNTING, tag="retagged").release_digest
     )
     assert platform.slots.resources.delete("hello", "development", "redis")
