@@ -935,8 +935,8 @@ def secret_set(
 ) -> None:
     """Store a new version of NAME; the value is read from stdin (never an argument, which
     shell history and `ps` would keep). Earlier versions stay, for rollbacks."""
-    from activities.helpers.secrets import LocalSecretStore, secret_store_path
     from contracts.definition.limits import SECRET_NAME
+    from plumbing.secret_store import LocalSecretStore, secret_store_path
 
     if not SECRET_NAME.match(name) or ".." in name.split("/"):
         typer.echo(f"{name!r} is not a secret name: 1-512 letters, digits and /_+=.@-", err=True)

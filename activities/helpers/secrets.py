@@ -9,7 +9,8 @@ the values at those versions for a platform that passes them to the release's pr
 (the local platform). No value is ever returned from an activity, and every value read is
 added to the log redaction list (`activities.wiring.observability.register_secrets`).
 
-Three sources: the local store under the state directory (`slipway secret set`), AWS Secrets
+Three sources: the local store under the state directory (`slipway secret set`,
+`plumbing/secret_store.py`: the CLI writes it), AWS Secrets
 Manager (boto3; `SLIPWAY_SECRETSMANAGER_ENDPOINT_URL` for moto or a VPC endpoint) and
 Kubernetes Secrets of the environment's namespace. With `key`, the secret's value is a JSON
 object (Secrets Manager, local store) or a Secret's data (Kubernetes), and `key` picks one.
@@ -18,43 +19,21 @@ object (Secrets Manager, local store) or a Secret's data (Kubernetes), and `key`
 from __future__ import annotations
 
 import base64
-import hashlib
-import json
-import os
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
-from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any, Protocol
 
 from activities.wiring.observability import register_secrets
 from contracts.activity import ReleaseConfig, SecretRef
 from contracts.errors import ErrorType, verdict
+from plumbing.secret_store import Resolved, SecretUnavailableError, pick_key
 
 __all__ = [
     "KubernetesSecrets",
-    "LocalSecretStore",
-    "Resolved",
     "SecretBackend",
     "SecretResolver",
-    "SecretUnavailableError",
     "SecretsManagerSecrets",
     "secretsmanager_client",
 ]
-
-
-class SecretUnavailableError(Exception):
-    """A reference that does not resolve (no such secret, key or version; not allowed): a
-    verdict, never retried. Transient failures (network, throttling) raise anything else."""
-
-
-@dataclass(frozen=True)
-class Resolved:
-    version: str
-    value: str
-
-    def __repr__(self) -> str:  # never a value in a traceback or a log line
-        return f"Resolved(version={self.version!r}, value=<redacted>)"
 
 
 class SecretBackend(Protocol):
@@ -62,75 +41,6 @@ class SecretBackend(Protocol):
         """The secret at `ref.version` (its current version when empty); raise
         SecretUnavailableError naming what is missing."""
         ...
-
-
-def _pick(text: str, ref: SecretRef) -> str:
-    if not ref.key:
-        return text
-    try:
-        fields = json.loads(text)
-    except ValueError:
-        raise SecretUnavailableError(
-            f"has no key {ref.key!r}: its value is not a JSON object"
-        ) from None
-    if not isinstance(fields, dict) or ref.key not in fields:
-        raise SecretUnavailableError(f"has no key {ref.key!r}")
-    value = fields[ref.key]
-    return value if isinstance(value, str) else json.dumps(value)
-
-
-# --- the local store ----------------------------------------------------------------------
-
-
-class LocalSecretStore:
-    """Secrets the operator puts on the deployer's disk (`slipway secret set NAME`, the value
-    read from stdin): `<state_dir>/secrets/<hash of the name>.json`, mode 0600 in a 0700
-    directory, every version kept (a rollback restores the value that served)."""
-
-    def __init__(self, root: Path) -> None:
-        self.root = Path(root)
-
-    def _path(self, name: str) -> Path:
-        return self.root / (hashlib.sha256(name.encode()).hexdigest()[:32] + ".json")
-
-    def _read(self, name: str) -> dict[str, Any]:
-        path = self._path(name)
-        if not path.is_file():
-            return {"name": name, "versions": []}
-        data: dict[str, Any] = json.loads(path.read_text(encoding="utf-8"))
-        return data
-
-    def set(self, name: str, value: str) -> str:
-        """Store a new version of `name`; returns its version ('1', '2', ...)."""
-        self.root.mkdir(parents=True, exist_ok=True)
-        os.chmod(self.root, 0o700)
-        data = self._read(name)
-        version = str(len(data["versions"]) + 1)
-        data["versions"].append(
-            {"version": version, "value": value, "at": datetime.now(UTC).isoformat()}
-        )
-        path = self._path(name)
-        staging = path.with_suffix(".tmp")
-        fd = os.open(staging, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w", encoding="utf-8") as out:
-            json.dump(data, out)
-        os.replace(staging, path)
-        return version
-
-    def fetch(self, ref: SecretRef, environment: str) -> Resolved:
-        versions = self._read(ref.name)["versions"]
-        if not versions:
-            raise SecretUnavailableError(
-                f"is not in the deployer's local store ({self.root}); add it with "
-                f"`slipway secret set {ref.name}`"
-            )
-        entry = versions[-1]
-        if ref.version:
-            found = [v for v in versions if v["version"] == ref.version]
-            if not found:
-                raise SecretUnavailableError(f"has no version {ref.version!r}")
-            entry = found[0]
-        return Resolved(version=str(entry["version"]), value=_pick(str(entry["value"]), ref))
 
 
 # --- AWS Secrets Manager ------------------------------------------------------------------
@@ -181,7 +91,7 @@ class SecretsManagerSecrets:
         text = answer.get("SecretString")
         if text is None:
             raise SecretUnavailableError("is binary; store it as a string")
-        return Resolved(version=str(answer["VersionId"]), value=_pick(str(text), ref))
+        return Resolved(version=str(answer["VersionId"]), value=pick_key(str(text), ref))
 
 
 # --- Kubernetes Secrets -------------------------------------------------------------------
@@ -299,7 +209,3 @@ class SecretResolver:
         for name, ref in config.secrets.items():
             out[name] = self._fetch(ref, environment, f"secrets.{name}").value
         return out
-
-
-def secret_store_path(state_dir: Path) -> Path:
-    return Path(state_dir) / "secrets"

@@ -294,13 +294,12 @@ def deployer_backends_from_settings(settings: Settings) -> DeployerBackends:
 
     # The deployer's secret sources; the local platform reads values from them at each start.
     from activities.helpers.secrets import (
-        LocalSecretStore,
         SecretBackend,
         SecretResolver,
         SecretsManagerSecrets,
-        secret_store_path,
         secretsmanager_client,
     )
+    from plumbing.secret_store import LocalSecretStore, secret_store_path
 
     sources: dict[str, SecretBackend] = {}
     if "local" in settings.secret_sources:

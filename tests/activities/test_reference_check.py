@@ -19,12 +19,7 @@ import pytest
 from temporalio.testing import ActivityEnvironment
 
 from activities.deploy import DeployActivities
-from activities.helpers.secrets import (
-    LocalSecretStore,
-    SecretResolver,
-    SecretsManagerSecrets,
-    secretsmanager_client,
-)
+from activities.helpers.secrets import SecretResolver, SecretsManagerSecrets, secretsmanager_client
 from activities.platforms.kubernetes import KubernetesPlatform
 from activities.platforms.local import LocalPlatform
 from activities.wiring.factory import EnvironmentDispatch
@@ -32,6 +27,7 @@ from contracts.activity import ReferenceCheckRequest, ReferenceCheckResult
 from contracts.definition.loading import validate_definition
 from contracts.definition.model import PipelineSpec
 from contracts.references import deployed_environments, reference_check
+from plumbing.secret_store import LocalSecretStore
 from tests.fakes.kube_api import FakeKubeApi
 from tests.support.ecr_endpoint import running_moto
 

@@ -11,15 +11,11 @@ from pathlib import Path
 import pytest
 from temporalio.exceptions import ApplicationError
 
-from activities.helpers.secrets import (
-    LocalSecretStore,
-    SecretResolver,
-    SecretsManagerSecrets,
-    secretsmanager_client,
-)
+from activities.helpers.secrets import SecretResolver, SecretsManagerSecrets, secretsmanager_client
 from activities.platforms.kubernetes import KubernetesPlatform
 from activities.wiring.observability import _mask_text
 from contracts.activity import ReleaseConfig, SecretRef
+from plumbing.secret_store import LocalSecretStore
 from tests.fakes.kube_api import FakeKubeApi
 from tests.support.ecr_endpoint import running_moto
 

@@ -12,9 +12,10 @@ from pathlib import Path
 import pytest
 from temporalio.testing import WorkflowEnvironment
 
-from activities.helpers.secrets import LocalSecretStore, SecretResolver
+from activities.helpers.secrets import SecretResolver
 from contracts.definition.model import EnvironmentSpec, PipelineSpec, SecretRefSpec
 from contracts.messages import PipelineState, StageState
+from plumbing.secret_store import LocalSecretStore
 from starters.runs import pipeline_outcome
 from tests.support.memory import MemoryBackends
 from tests.support.pipelines import heal7, run_context, start

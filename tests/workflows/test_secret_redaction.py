@@ -17,10 +17,11 @@ from typing import Any
 import pytest
 from temporalio.testing import WorkflowEnvironment
 
-from activities.helpers.secrets import LocalSecretStore, SecretResolver
+from activities.helpers.secrets import SecretResolver
 from contracts.definition.model import PipelineSpec, SecretRefSpec
 from contracts.messages import PipelineState
 from contracts.naming import canary_id, environment_id, monitor_id
+from plumbing.secret_store import LocalSecretStore
 from starters.runs import pipeline_outcome
 from tests.support.memory import MemoryBackends
 from tests.support.pipelines import heal7, run_context, start

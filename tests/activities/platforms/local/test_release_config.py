@@ -17,7 +17,7 @@ import httpx
 import pytest
 
 from activities.deploy import DeployActivities
-from activities.helpers.secrets import LocalSecretStore, SecretResolver
+from activities.helpers.secrets import SecretResolver
 from activities.platforms.local import LocalPlatform
 from contracts.activity import (
     Artifact,
@@ -28,6 +28,7 @@ from contracts.activity import (
     RestoreRequest,
     SecretRef,
 )
+from plumbing.secret_store import LocalSecretStore
 from tests.support.binaries import require_binary
 from tests.support.ports import free_ports
 
