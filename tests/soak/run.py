@@ -1,7 +1,8 @@
 """The soak: many commits in flight on the local platform while workers and the server die.
 
-    .venv/bin/python -m tests.soak.run                 # small (CI): 12 pipelines
-    .venv/bin/python -m tests.soak.run --scale large   # 200 pipelines
+    .venv/bin/python -m tests.soak.run                  # small: 12 pipelines
+    .venv/bin/python -m tests.soak.run --scale medium   # CI: 40 pipelines, 5 server restarts
+    .venv/bin/python -m tests.soak.run --scale large    # 200 pipelines, 20 server restarts
 
 One Temporal dev server (SQLite file), two workers on one task queue sharing one local
 platform (Traefik and hello-service releases), `pipelines/hello.yaml` with a short monitor.
@@ -68,6 +69,9 @@ class Scale:
 
 SCALES = {
     "small": Scale(12, 6.0, (4.0, 9.0), 2, 600.0),
+    # CI's: more commits than environments can serve at once, a kill every 2-5 s, a server
+    # restart about every 25 s, within about five minutes.
+    "medium": Scale(40, 3.0, (2.0, 5.0), 5, 1200.0),
     "large": Scale(200, 6.0, (1.0, 3.0), 20, 4 * 3600.0),
 }
 
