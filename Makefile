@@ -3,7 +3,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: demo demo-test test lint format bench soak fuzz dev-server worker clean
+.PHONY: demo demo-test test lint format bench bench-large soak fuzz dev-server worker clean
 
 # pip's output goes to $(INSTALL_LOG), not the screen: an index configured with extra
 # locations makes pip warn "Location '...' is ignored" for every package, pages that bury
@@ -47,6 +47,10 @@ format: $(STAMP)
 
 bench: $(STAMP)
 	$(PY) -m tests.bench.run
+
+# 10,000 runs parked at a gate: worker memory, time until all are parked, approvals (long).
+bench-large: $(STAMP)
+	$(PY) -m tests.bench.run --large
 
 # Definition validation, property-based: many more examples than `make test` runs.
 FUZZ_EXAMPLES ?= 5000

@@ -1,7 +1,8 @@
 """The worker's judgment of people's decisions, against the policy file it holds.
 
-`check_decision` reads the policy file again for every decision (a revoked role or key stops
-working at once), verifies the decision's SSH signature against the policy's allowed signers
+`check_decision` looks at the policy file again for every decision and parses it again when it
+changed (`plumbing.worker_policy.PolicyCache`: a revoked role or key stops working at once),
+verifies the decision's SSH signature against the policy's allowed signers
 and checks roles, rights and the self-approval rule. Its verdict is recorded in the run's
 history, so a replay never reads the file. `policy_in_force` gives a run the policy's hash at
 its start and checks that the run's definition gates what the policy says must be gated.
@@ -35,7 +36,7 @@ from plumbing.worker_policy import (
     gating_problems,
     holds_any,
     is_author,
-    load_policy,
+    policy_cache,
 )
 
 __all__ = [
@@ -169,14 +170,15 @@ def environments_in_force(
 
 
 class DecisionActivities:
-    """`policy_file`: the worker's policy (SLIPWAY_POLICY_FILE), read at each call."""
+    """`policy_file`: the worker's policy (SLIPWAY_POLICY_FILE), looked at on each call and
+    parsed again when it changed (the process's `PolicyCache` of it)."""
 
     def __init__(self, policy_file: Path) -> None:
-        self._file = policy_file
+        self._policy = policy_cache(policy_file)
 
     def _load(self) -> LoadedPolicy:
         try:
-            return load_policy(self._file)
+            return self._policy.load()
         except PolicyError as err:
             # A broken policy file refuses every decision until it is fixed (fail closed),
             # rather than retrying forever or accepting what it cannot judge.

@@ -14,7 +14,7 @@ from activities.helpers.blocking import run_blocking
 from activities.wiring.backends import Notifier
 from activities.wiring.observability import activity_log
 from contracts.activity import ActivityName, NotifyAudience, NotifyRequest
-from plumbing.worker_policy import PolicyError, WorkerPolicy, is_author, load_policy
+from plumbing.worker_policy import PolicyError, WorkerPolicy, is_author, policy_cache
 
 __all__ = ["NotifyActivities", "recipients"]
 
@@ -48,15 +48,15 @@ class NotifyActivities:
 
     def __init__(self, notifier: Notifier, policy_file: Path | None = None) -> None:
         self._notifier = notifier
-        self._policy_file = policy_file
+        self._policy = policy_cache(policy_file) if policy_file is not None else None
 
     def _addressed(self, request: NotifyRequest) -> NotifyRequest:
         if request.audience is None:
             return request
         policy = None
-        if self._policy_file is not None:
+        if self._policy is not None:
             try:
-                policy = load_policy(self._policy_file).policy
+                policy = self._policy.load().policy
             except PolicyError as err:
                 activity_log().warning("notify_without_policy", reason=str(err))
         to = recipients(policy, request.audience)

@@ -1,4 +1,5 @@
-"""Names shared by the worker, the CLI and the workflows: task queue, ids, search attributes."""
+"""Names shared by the worker, the CLI and the workflows: task queue, ids, search attributes,
+the signal environments answer runs with."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from temporalio.common import SearchAttributeKey
 __all__ = [
     "COMMIT_SHA",
     "ENVIRONMENT",
+    "LEASE_SIGNAL",
     "PIPELINE_STATUS",
     "SEARCH_ATTRIBUTES",
     "SERVICE",
@@ -26,6 +28,10 @@ ENVIRONMENT = SearchAttributeKey.for_keyword("Environment")
 STAGE = SearchAttributeKey.for_keyword("Stage")
 PIPELINE_STATUS = SearchAttributeKey.for_keyword("PipelineStatus")
 SEARCH_ATTRIBUTES = (SERVICE, COMMIT_SHA, ENVIRONMENT, STAGE, PIPELINE_STATUS)
+
+LEASE_SIGNAL = "environment_lease"
+"""The signal a pipeline receives from an environment: granted, or superseded. Here, not in
+the environment workflow's modules: a pipeline's sandbox imports only what a pipeline runs."""
 
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]")
 

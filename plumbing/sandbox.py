@@ -5,7 +5,9 @@ run's sandbox, and their code runs unchecked: a `datetime.now()`, `os.environ` o
 call in a passed-through module is not caught. So only modules that are pure (no I/O, no
 clock, no per-run state) pass: third-party libraries the data models need, and the data
 contracts that cross the workflow/activity boundary, by exact module name. Our workflow
-modules are always imported inside the sandbox, where such calls fail the workflow task.
+modules are always imported inside the sandbox, where such calls fail the workflow task; a
+pipeline run's sandbox imports 17 of them, its own (tests/plumbing/test_sandbox.py keeps that
+list exact: no environment, canary or monitor module, nothing of activities or plumbing).
 """
 
 from __future__ import annotations

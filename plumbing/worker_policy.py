@@ -1,8 +1,10 @@
 """The worker's policy: who holds which roles, what each gate asks, who may act on runs.
 
 Loaded from the file named by SLIPWAY_POLICY_FILE (the Helm chart mounts it from a
-ConfigMap), read again at each decision, so an edited file (a revoked role, a new key) applies
-to the next decision of every run. Whoever starts a run has no say in it.
+ConfigMap). The worker looks at the file again at each decision (`PolicyCache`: its identity
+and the hash of its bytes) and parses it again only when it changed, so an edited file (a
+revoked role, a new key) applies to the next decision of every run. Whoever starts a run has
+no say in it.
 
     people:
       carol:
@@ -26,7 +28,9 @@ to the next decision of every run. Whoever starts a run has no say in it.
 from __future__ import annotations
 
 import hashlib
+import os
 import re
+import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -45,11 +49,13 @@ __all__ = [
     "GateRule",
     "LoadedPolicy",
     "Person",
+    "PolicyCache",
     "PolicyError",
     "WorkerPolicy",
     "gating_problems",
     "is_author",
     "load_policy",
+    "policy_cache",
 ]
 
 ACTIONS = ("promote", "pause", "resume", "abort", "rollback")
@@ -224,9 +230,21 @@ def load_policy(path: str | Path) -> LoadedPolicy:
     try:
         raw = file.read_bytes()
     except FileNotFoundError:
-        raise PolicyError(
-            f"{file}: policy file not found (set SLIPWAY_POLICY_FILE to the worker's policy)"
-        ) from None
+        raise _not_found(file) from None
+    return _parse(file, raw, _digest(raw))
+
+
+def _not_found(file: Path) -> PolicyError:
+    return PolicyError(
+        f"{file}: policy file not found (set SLIPWAY_POLICY_FILE to the worker's policy)"
+    )
+
+
+def _digest(raw: bytes) -> str:
+    return "sha256:" + hashlib.sha256(raw).hexdigest()
+
+
+def _parse(file: Path, raw: bytes, digest: str) -> LoadedPolicy:
     try:
         data = yaml.safe_load(raw) or {}
     except yaml.YAMLError as exc:
@@ -242,7 +260,65 @@ def load_policy(path: str | Path) -> LoadedPolicy:
             for err in exc.errors()
         ]
         raise PolicyError("invalid policy:\n  " + "\n  ".join(problems)) from None
-    return LoadedPolicy(policy, "sha256:" + hashlib.sha256(raw).hexdigest(), str(file))
+    return LoadedPolicy(policy, digest, str(file))
+
+
+FileIdentity = tuple[int, int, int, int]
+"""(st_dev, st_ino, st_size, st_mtime_ns) of the opened policy file."""
+
+
+class PolicyCache:
+    """The worker's policy, parsed once per change of its file (one per process).
+
+    Each `load` opens the file, takes its identity (device, inode, size, mtime in ns: a
+    ConfigMap update swaps the file, an editor rewrites it) from the open descriptor and
+    hashes its bytes (a few kB: microseconds); YAML parsing and validation, the costly part,
+    run again only when the identity or the hash differs from the last good read. The hash
+    is what decides: an edit that keeps the size and the mtime (a coarse clock, a copy that
+    keeps times) is still seen. A file that is missing or invalid raises `PolicyError` at
+    every call (fail closed) and is never cached; the last good policy is not used instead.
+    """
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        self._lock = threading.Lock()
+        self._seen: tuple[FileIdentity, str, LoadedPolicy] | None = None
+        self.parses = 0
+        """How many times the file was parsed (tests, logs)."""
+
+    def load(self) -> LoadedPolicy:
+        try:
+            with self.path.open("rb") as f:
+                st = os.fstat(f.fileno())
+                raw = f.read()
+        except FileNotFoundError:
+            raise _not_found(self.path) from None
+        identity: FileIdentity = (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
+        digest = _digest(raw)
+        with self._lock:
+            seen = self._seen
+            if seen is not None and seen[0] == identity and seen[1] == digest:
+                return seen[2]
+        loaded = _parse(self.path, raw, digest)
+        with self._lock:
+            self.parses += 1
+            self._seen = (identity, digest, loaded)
+        return loaded
+
+
+_CACHES: dict[Path, PolicyCache] = {}
+_CACHES_LOCK = threading.Lock()
+
+
+def policy_cache(path: str | Path) -> PolicyCache:
+    """The process's one `PolicyCache` of the file at `path` (the decision and notify
+    activities share it)."""
+    key = Path(path).absolute()
+    with _CACHES_LOCK:
+        cache = _CACHES.get(key)
+        if cache is None:
+            cache = _CACHES[key] = PolicyCache(key)
+        return cache
 
 
 def is_author(person: str, entry: Person | None, author: str) -> bool:

@@ -7,7 +7,8 @@ environment, since the workflow sandbox passes it through unchecked; `plumbing`
 (connection, codec, sandbox, the worker's policy and settings) serves the worker and the CLI
 alike; workflows and activities never import each other, so the sandbox checks every
 workflow module it runs; no two of our files import each other, even inside a function; and
-nothing imports the worker but the tests."""
+nothing imports the worker but the tests. Nor does `contracts` touch files, but in the
+definition reader the CLI calls (`FILE_READERS`, each with its reason)."""
 
 from __future__ import annotations
 
@@ -95,6 +96,120 @@ def test_the_pure_layer_reads_no_clock_randomness_network_or_environment() -> No
             ]
         wrong += [f"{path.relative_to(ROOT)} calls {call}" for call in IMPURE_CALLS if call in text]
     assert not wrong, "\n".join(wrong)
+
+
+# File access in the pure layer: a passed-through module that read a file would read it in
+# workflow code unchecked, on every worker and every replay, and maybe differently each time.
+FILE_READERS = {
+    "contracts/definition/files.py": "reads definition files for `slipway validate` and "
+    "`slipway start` (the CLI): bounded, strict YAML, `extends:` kept inside its tree",
+    "contracts/definition/loading.py": "`load_pipeline(path)` reads a definition through "
+    "files.py for the CLI; workflow code calls only its pure `definition_problems`",
+}
+"""The only `contracts` modules allowed to touch files, each with its reason."""
+FILE_CALLS = {
+    "open",
+    "read_text",
+    "read_bytes",
+    "write_text",
+    "write_bytes",
+    "resolve",
+    "stat",
+    "lstat",
+    "exists",
+    "is_file",
+    "is_dir",
+    "iterdir",
+    "glob",
+    "rglob",
+    "unlink",
+    "mkdir",
+}
+FILE_MODULES = {"os", "io", "shutil", "glob", "tempfile", "fileinput"}
+READER_FUNCTIONS = {"load_pipeline", "resolve_extends", "read_definition"}
+
+
+def file_access(path: Path) -> list[str]:
+    """Where a module opens, reads, writes or inspects files: `open(...)`, a path method
+    that reaches the file system (`.read_text()`, `.resolve()`, ...), `os.` anything, or an
+    import of a file-handling module."""
+    found: list[tuple[int, str]] = []
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"), str(path))):
+        line = getattr(node, "lineno", 0)
+        if isinstance(node, ast.Call):
+            func = node.func
+            if isinstance(func, ast.Name) and func.id == "open":
+                found.append((line, "open("))
+            elif isinstance(func, ast.Attribute) and func.attr in FILE_CALLS:
+                found.append((line, f".{func.attr}("))
+        elif isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name):
+            if node.value.id in FILE_MODULES:
+                found.append((line, f"{node.value.id}.{node.attr}"))
+        elif isinstance(node, ast.Import):
+            found += [(line, f"import {a.name}") for a in node.names if a.name in FILE_MODULES]
+        elif isinstance(node, ast.ImportFrom) and node.module in FILE_MODULES:
+            found.append((line, f"from {node.module} import"))
+    return [f"{line}: {what}" for line, what in sorted(found)]
+
+
+def reader_calls(path: Path) -> list[str]:
+    """Where a module names one of the definition reader's functions."""
+    found = []
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"), str(path))):
+        if isinstance(node, ast.Name):
+            names = {node.id}
+        elif isinstance(node, ast.Attribute):
+            names = {node.attr}
+        elif isinstance(node, ast.ImportFrom):
+            names = {alias.name for alias in node.names}
+        else:
+            continue
+        found += [f"{node.lineno} names {n}" for n in sorted(names & READER_FUNCTIONS)]
+    return found
+
+
+def test_the_pure_layer_touches_no_file_but_the_definition_reader() -> None:
+    wrong = []
+    for path in modules_of("contracts"):
+        relative = path.relative_to(ROOT).as_posix()
+        if relative in FILE_READERS:
+            # No stale entry: each still reads files, itself or through the reader.
+            assert file_access(path) or reader_calls(path), f"{relative} reads no file now"
+            continue
+        wrong += [f"{relative}:{where}" for where in file_access(path)]
+    assert not wrong, "\n".join(wrong)
+
+
+def test_only_the_cli_calls_the_definition_reader() -> None:
+    """The readers' file access stays out of workflow code: no package but `starters` (and
+    the readers themselves) names `load_pipeline`, `resolve_extends` or `read_definition`."""
+    wrong = [
+        f"{path.relative_to(ROOT).as_posix()}:{where}"
+        for package in ("workflows", "activities", "plumbing", "contracts")
+        for path in modules_of(package)
+        if path.relative_to(ROOT).as_posix() not in FILE_READERS
+        for where in reader_calls(path)
+    ]
+    wrong += [f"worker.py:{where}" for where in reader_calls(ROOT / "worker.py")]
+    assert not wrong, "\n".join(wrong)
+
+
+def test_the_checker_sees_file_access(tmp_path: Path) -> None:
+    module = tmp_path / "bad.py"
+    module.write_text(
+        "import os\nfrom pathlib import Path\n\n"
+        "def f(p: Path) -> object:\n"
+        "    open(p)\n    p.read_text()\n    p.read_bytes()\n    return os.stat(p)\n",
+        encoding="utf-8",
+    )
+    assert file_access(module) == [
+        "1: import os",
+        "5: open(",
+        "6: .read_text(",
+        "7: .read_bytes(",
+        "8: .stat(",
+        "8: os.stat",
+    ]
 
 
 def module_name(path: Path) -> str:

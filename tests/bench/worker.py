@@ -32,6 +32,7 @@ from activities.wiring.observability import configure_logging
 from contracts.activity import CheckoutRequest, Workspace
 from tests.bench.baseline import BaselineWorkflow
 from tests.bench.definitions import CHECKOUT_DELAYS, POLICY, SCANNER_DELAYS, TEST_DELAYS
+from tests.bench.lease_cycle import LeaseCycleWorkflow
 from tests.support.memory import MemoryBackends
 from tests.support.memory_platform import MemoryScanner, MemorySource
 from worker import build_worker
@@ -54,6 +55,8 @@ class RepoDelaySource(MemorySource):
 
 def bench_backends() -> Backends:
     memory = MemoryBackends()
+    # Many services at once (7a): each keeps its own environments on the memory platform.
+    memory.platform.per_service = True
     memory.source = RepoDelaySource(CHECKOUT_DELAYS)
     memory.tests.delays = dict(TEST_DELAYS)
     for name, delay in SCANNER_DELAYS.items():
@@ -95,7 +98,7 @@ async def serve(
         client,
         backends,
         task_queue,
-        extra_workflows=[BaselineWorkflow],
+        extra_workflows=[BaselineWorkflow, LeaseCycleWorkflow],
         interceptors=[StampInterceptor(sink)],
         policy_file=POLICY,
         **what_if,

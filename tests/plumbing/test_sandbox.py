@@ -4,21 +4,28 @@ modules run inside it, and `slipway replay` judges histories in the worker's own
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import pkgutil
+import sys
 import uuid
+import warnings
 from typing import Any
 
 import pytest
 from temporalio.api.enums.v1 import EventType
 from temporalio.client import Client
 from temporalio.testing import WorkflowEnvironment
+from temporalio.worker import WorkflowInstance, WorkflowInstanceDetails
 from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner
 
+import worker as worker_module
 import workflows
 from plumbing.sandbox import PASSTHROUGH, restrictions
-from starters.runs import replayer
+from starters.runs import pipeline_outcome, replayer
+from tests.histories.record import approve_everything
 from tests.support.clock_workflow import ClockReadingWorkflow
 from tests.support.memory import MemoryBackends
+from tests.support.pipelines import start
 from worker import build_worker
 
 pytestmark = pytest.mark.timeout(60)
@@ -76,3 +83,97 @@ async def test_replay_uses_the_workers_runner_and_workflows(
     assert all(isinstance(r, SandboxedWorkflowRunner) for r in runners)
     assert runners[0].restrictions == runners[1].restrictions == restrictions()
     assert runners[0].runner_class is runners[1].runner_class
+
+
+OURS = ("workflows", "activities", "plumbing", "starters", "worker")
+
+PIPELINE_SANDBOX = {
+    # The packages on the way (their __init__ holds a docstring only).
+    "workflows",
+    "workflows.pipeline",
+    "workflows.stages",
+    # The workflow and its parts.
+    "workflows.pipeline.workflow",
+    "workflows.pipeline.gates",
+    "workflows.pipeline.rollbacks",
+    "workflows.pipeline.visibility",
+    # What its stages run: one module per family of kinds, their shared state and dispatch.
+    "workflows.stages.run_state",
+    "workflows.stages.dispatch",
+    "workflows.stages.source",
+    "workflows.stages.artifacts",
+    "workflows.stages.environments",
+    "workflows.stages.web",
+    # What the run calls: activities by name, decisions, gate notices, its leases, metrics.
+    "workflows.calls",
+    "workflows.decision_desk",
+    "workflows.gate_notices",
+    "workflows.run_leases",
+    "workflows.telemetry",
+}
+"""Every module of ours a pipeline run's sandbox imports again: the pipeline's own workflow
+code, nothing of the environment, canary or monitor workflows (children and environments run
+in sandboxes of their own; a pipeline names them, it does not import them) and nothing of
+activities, plumbing or starters."""
+
+
+@dataclasses.dataclass(frozen=True)
+class _RecordingRunner(SandboxedWorkflowRunner):
+    """The worker's sandboxed runner, keeping each run's sandbox to look into afterwards."""
+
+    made: list[tuple[str, Any]] = dataclasses.field(default_factory=list)
+
+    def create_instance(self, det: WorkflowInstanceDetails) -> WorkflowInstance:
+        instance = super().create_instance(det)
+        if det.info.workflow_id != "sandbox-validate-workflow_id":  # not the start-up check
+            self.made.append((det.defn.name or "", instance))
+        return instance
+
+
+def reimported(instance: Any) -> dict[str, Any]:
+    """Modules the sandbox of one run holds that it imported itself (not passed through)."""
+    importer = instance.importer
+    return {
+        name: module
+        for name, module in importer.new_modules.items()
+        if not importer.module_configured_passthrough(name)
+    }
+
+
+@pytest.mark.timeout(120)
+async def test_a_pipeline_sandbox_imports_only_the_pipelines_workflow_modules(
+    time_env: WorkflowEnvironment,
+    memory: MemoryBackends,
+    task_queue: str,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A HEAL7 run to production (gates, canary and monitor children, leases on three
+    environments) in the worker's own sandbox: its sandbox re-imports exactly
+    PIPELINE_SANDBOX of our modules (18, within a budget of 20), shares every `contracts` module with the host, and
+    imports no module of ours after it was loaded."""
+    runner = _RecordingRunner(restrictions=restrictions())
+    monkeypatch.setattr(worker_module, "workflow_runner", lambda: runner)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")  # the sandbox warns of a late import (its default)
+        async with build_worker(time_env.client, memory.backends(), task_queue):
+            handle = await start(time_env.client, task_queue)
+            await approve_everything(handle)
+            result = await pipeline_outcome(handle)
+    assert result.state.value == "succeeded", result.failure
+    late = [str(w.message) for w in caught if "after initial workflow load" in str(w.message)]
+    assert not [m for m in late if m.split()[1].split(".")[0] in OURS], late
+    pipelines = [i for name, i in runner.made if name == "PipelineWorkflow"]
+    assert pipelines, "no pipeline sandbox was made"
+    ours: set[str] = set()
+    for instance in pipelines:
+        modules = reimported(instance)
+        ours |= {n for n in modules if n.split(".", 1)[0] in OURS}
+        shared = {
+            n: m for n, m in instance.importer.new_modules.items() if n.split(".")[0] == "contracts"
+        }
+        assert shared, "the pipeline imports contracts: the reader is broken"
+        assert all(m is sys.modules[n] for n, m in shared.items()), "contracts re-imported"
+    assert ours == PIPELINE_SANDBOX
+    assert len(ours) <= 20  # the budget: a new module here is a choice, not a drift
+    others = {name for name, _ in runner.made} - {"PipelineWorkflow"}
+    assert {"EnvironmentWorkflow", "CanaryWorkflow", "MonitorWorkflow"} <= others

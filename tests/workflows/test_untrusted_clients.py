@@ -28,7 +28,7 @@ from contracts.messages import (
     ServingReport,
     StageState,
 )
-from contracts.naming import canary_id, environment_id, pipeline_id
+from contracts.naming import LEASE_SIGNAL, canary_id, environment_id, pipeline_id
 from plumbing.updates import execute_update
 from starters.runs import pipeline_outcome
 from tests.support.memory import MemoryBackends
@@ -41,7 +41,6 @@ from tests.workflows.test_pipeline import (
 )
 from worker import build_worker
 from workflows.canary import CanaryWorkflow
-from workflows.environment.record import LEASE_SIGNAL
 from workflows.environment.workflow import EnvironmentWorkflow
 from workflows.pipeline.workflow import PipelineWorkflow
 

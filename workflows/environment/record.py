@@ -27,7 +27,6 @@ from contracts.messages import (
 )
 
 __all__ = [
-    "LEASE_SIGNAL",
     "LOCAL_WORK",
     "WORK_FAILED",
     "EnvironmentRecord",
@@ -36,8 +35,6 @@ __all__ = [
     "failure_of",
 ]
 
-LEASE_SIGNAL = "environment_lease"
-"""The signal a pipeline receives from an environment: granted, or superseded."""
 RELEASES_KEPT = 100
 LOCAL_WORK = "environment-work-as-local-activities"
 """Patch id: before it, FENCE, RESTORE and RUN_STATUS ran as regular activities: a rollback

@@ -66,9 +66,9 @@ from contracts.messages import (
     ServingReport,
     WaitingRun,
 )
+from contracts.naming import LEASE_SIGNAL
 from workflows.calls import call
 from workflows.environment.record import (
-    LEASE_SIGNAL,
     LOCAL_WORK,
     WORK_FAILED,
     as_utc,

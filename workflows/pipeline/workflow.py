@@ -37,11 +37,11 @@ from contracts.messages import (
     PolicyInForce,
     StageState,
 )
+from contracts.naming import LEASE_SIGNAL
 from contracts.references import reference_check
 from contracts.start_check import policy_start
 from workflows import telemetry
 from workflows.calls import call
-from workflows.environment.record import LEASE_SIGNAL
 from workflows.pipeline.gates import PipelineGates
 from workflows.pipeline.rollbacks import PipelineRollbacks
 from workflows.pipeline.visibility import (
