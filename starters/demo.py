@@ -6,7 +6,9 @@ processes), makes a throwaway git repo of examples/heal7 and runs pipelines/demo
 commits:
   1. 0.1.0 (backend and frontend, two artifacts) goes all the way to production: the
      backend's unit suite, its integration suite against a real PostgreSQL 16 and Redis 7,
-     the frontend's npm build and tests, one wheel each, dev, staging and one joint canary
+     the frontend's npm build, ESLint, type check, unit and component suites (80% coverage),
+     one wheel each, dev, staging (load, DAST, the frontend's browser tests driving a
+     calculation through the backend, Lighthouse and WCAG AA) and one joint canary
      (approvals given with `slipway approve`, signed with SSH keys
      the demo generates: the demo worker's policy requires signed production decisions, as
      docs/production.md does);
@@ -68,8 +70,25 @@ BACKEND, FRONTEND = f"{SERVICE}-backend", f"{SERVICE}-frontend"
 FAULT = {"error_rate": 0.34}
 """The faulty release's knobs (backend/app/config.json): a third of the calculations fail
 (every third or so: evenly spread), which its tests, making two or three each, do not see."""
-# What a person watching the demo looks for in each run, in this order.
-WATCHED_STAGES = ("integration_tests", "frontend_build", "e2e_frontend_dev", "canary", "monitor")
+# What a person watching the demo looks for in each run, in this order: the backend's and the
+# frontend's CI, the frontend in development, staging's live tests, production's canary.
+WATCHED_STAGES = (
+    "unit_tests",
+    "integration_tests",
+    "frontend_build",
+    "frontend_lint",
+    "frontend_typecheck",
+    "frontend_unit_tests",
+    "frontend_component_tests",
+    "quality_gate",
+    "e2e_frontend_dev",
+    "performance_tests",
+    "security_tests",
+    "browser_tests",
+    "web_audit",
+    "canary",
+    "monitor",
+)
 ENVIRONMENTS = ("development", "staging", "production")
 STORED = 5
 """Calculations the demo stores through production after 0.1.0, and reads back after 0.2.0."""

@@ -75,6 +75,25 @@ async def test_good_release_is_promoted_and_faulty_backend_is_rolled_back(stack:
         integration.summary
     )
     assert _stage(result, "frontend_build").state == StageState.SUCCEEDED
+    # The frontend's CI: ESLint, the type check, and its two suites over the 80% gate.
+    for name in ("frontend_lint", "frontend_typecheck"):
+        assert _stage(result, name).summary.startswith("exit 0 in "), _stage(result, name)
+    for name in ("frontend_unit_tests", "frontend_component_tests"):
+        suite = _stage(result, name)
+        found = re.search(r"(\d+) tests, 0 failed, coverage ([\d.]+)%", suite.summary)
+        assert found, suite.summary
+        assert int(found[1]) >= 5, suite.summary
+        assert float(found[2]) >= 80, suite.summary
+    # Staging: the frontend's Playwright tests (a calculation through the backend) in
+    # Chromium, and its pages' Lighthouse scores and WCAG 2 AA, both judged, not skipped.
+    browser = _stage(result, "browser_tests")
+    assert browser.state == StageState.SUCCEEDED, browser.summary
+    assert "unavailable" not in browser.summary, browser.summary
+    assert re.search(r"\b4 browser test", browser.summary), browser.summary
+    audit = _stage(result, "web_audit")
+    assert audit.state == StageState.SUCCEEDED, audit.summary
+    assert "2 page(s); Lighthouse performance" in audit.summary, audit.summary
+    assert "WCAG 2 AA violations: none" in audit.summary, audit.summary
     # The canary measured the service's own metric on the new release, not only Traefik's.
     assert good.canary is not None
     assert good.canary.outcome == "promoted"

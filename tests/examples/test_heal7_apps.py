@@ -3,8 +3,11 @@
 The backend is installed into a virtualenv of its own from its declared dependencies (the
 worker's venv has neither psycopg nor redis-py), its own test suite runs there against a
 real PostgreSQL 16 (pgserver's binaries) and a real Redis, and the service is started and
-asked over HTTP. The frontend is built with `npm ci && npm run build` and tested with
-`npm test`. The servers are started here, on free loopback ports with throwaway
+asked over HTTP. The frontend is installed with `npm ci` (its pinned devDependencies, from the
+npm registry), built with `npm run build`, linted, type-checked and tested with its unit and
+component suites (JUnit and Cobertura read by the engine's own parsers); its Playwright tests
+run through the `browser` stage's runner in Debian's Chromium against the running frontend
+and backend. The servers are started here, on free loopback ports with throwaway
 directories, independently of how the engine's test stages start theirs.
 """
 
@@ -383,17 +386,14 @@ class FrontendBuild:
 
 @pytest.fixture(scope="module")
 def frontend(tmp_path_factory: pytest.TempPathFactory) -> FrontendBuild:
-    """A copy of examples/heal7/frontend after `npm ci && npm run build` (offline: no deps)."""
+    """A copy of examples/heal7/frontend after `npm ci && npm run build` (the devDependencies
+    package-lock.json pins come from the npm registry, or npm's cache)."""
     npm = shutil.which("npm")
     if npm is None:
         missing("npm not found: install Node.js 20 or newer")
     source = tmp_path_factory.mktemp("heal7-frontend") / "frontend"
     shutil.copytree(HEAL7 / "frontend", source, ignore=COPY_IGNORE)
-    env = {
-        **os.environ,
-        "HEAL7_API_BASE": "https://api.heal7.example",
-        "npm_config_offline": "true",
-    }
+    env = {**os.environ, "HEAL7_API_BASE": "https://api.heal7.example"}
     _run([npm, "ci", "--no-audit", "--no-fund"], timeout=120, cwd=source, env=env)
     _run([npm, "run", "build"], timeout=120, cwd=source, env=env)
     return FrontendBuild(source=source, env=env, npm=npm)
@@ -411,6 +411,89 @@ def test_frontend_npm_ci_build_and_test(frontend: FrontendBuild) -> None:
     assert f'"./{manifest["config.js"]}"' in app
     assert "https://api.heal7.example" in (site / manifest["config.js"]).read_text()
     _run([frontend.npm, "test"], timeout=120, cwd=frontend.source, env=frontend.env)
+
+
+def test_frontend_lint_typecheck_and_suites_write_what_the_test_stages_read(
+    frontend: FrontendBuild,
+) -> None:
+    from activities.providers.testing.runner import parse_cobertura, parse_junit
+
+    # The commands pipelines/heal7.yaml's frontend stages run, in the frontend's directory.
+    for script in ("lint", "typecheck", "test:unit", "test:components"):
+        _run([frontend.npm, "run", script], timeout=180, cwd=frontend.source, env=frontend.env)
+    for suite, least in (("unit", 8), ("components", 5)):
+        counts = parse_junit(frontend.source / f"junit-{suite}.xml")
+        assert counts.tests >= least, (suite, counts)
+        assert counts.failures == counts.errors == 0, (suite, counts)
+        coverage = frontend.source / "coverage" / suite / "cobertura-coverage.xml"
+        assert parse_cobertura(coverage) >= 80, suite  # HEAL7's frontend coverage gate
+
+
+def test_frontend_lint_and_typecheck_fail_on_a_bad_module(
+    frontend: FrontendBuild, tmp_path: Path
+) -> None:
+    bad = frontend.source / "src" / "bad.js"
+    bad.write_text('export const n = Math.max("a");\nvar unused = 1;\n')
+    try:
+        for script, said in (("lint", "no-unused-vars"), ("typecheck", "TS2345")):
+            result = subprocess.run(
+                [frontend.npm, "run", script], cwd=frontend.source, env=frontend.env,
+                capture_output=True, text=True, timeout=180, check=False,
+            )  # fmt: skip
+            assert result.returncode != 0, script
+            assert said in result.stdout + result.stderr, script
+    finally:
+        bad.unlink()
+
+
+def test_frontend_browser_tests_drive_a_calculation_through_the_backend(
+    frontend: FrontendBuild, start_backend: Any, tmp_path: Path
+) -> None:
+    """The frontend's own Playwright tests (e2e/), run as the `browser` stage runs them (its
+    runner, a venv of the frontend's `test` extra, Debian's Chromium), against the frontend's
+    server and a real backend the pages call across origins."""
+    from activities.providers.live.browser_tests import PlaywrightBrowserTester
+    from activities.providers.live.browsers import find_chromium
+    from contracts.activity import BrowserTestRequest, Endpoint
+
+    if find_chromium() is None:
+        missing("chromium not found: apt-get install chromium")
+    backend_url = start_backend({"ALLOWED_ORIGIN": "*"})
+    site = tmp_path / "site"
+    options = json.dumps({"outDir": str(site), "apiBase": backend_url})
+    build = f"import('./scripts/build.mjs').then((m) => m.build({options}))"
+    _run(["node", "--input-type=module", "-e", build], timeout=60, cwd=frontend.source)
+    port = free_port()
+    env = {**os.environ, "PYTHONPATH": str(frontend.source), "HEAL7_FRONTEND_SITE": str(site)}
+    server = subprocess.Popen(
+        [sys.executable, "-m", "heal7_frontend", "--port", str(port)],
+        cwd=tmp_path, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    try:
+        base = f"http://127.0.0.1:{port}"
+        _wait_until(lambda: _up(base), "python -m heal7_frontend answering /health", 20)
+        tester = PlaywrightBrowserTester(
+            # Shared with tests/activities/providers/test_web_tools.py's: built once.
+            venv_root=Path(tempfile.gettempdir()) / f"slipway-test-browser-venvs-{os.getuid()}",
+            results_root=tmp_path / "results",
+        )
+        endpoint = Endpoint(base_url=base, headers={"Host": "heal7-frontend.localhost"})
+        report = tester.run(
+            BrowserTestRequest(path=str(frontend.source), endpoint=endpoint, tests=["e2e"]),
+            lambda note: None,
+        )
+    finally:
+        server.terminate()
+        server.wait(timeout=10)
+    assert report.available, report.reason
+    assert (report.tests, report.failures, report.errors) == (4, 0, 0), report.output_tail
+
+
+def _up(base: str) -> bool:
+    try:
+        return _get(base + "/health", timeout=1)[0] == 200
+    except OSError:
+        return False
 
 
 def _wheel(source: Path, out: Path) -> subprocess.CompletedProcess[str]:

@@ -21,13 +21,13 @@ from contracts.definition.model import PipelineSpec
 from contracts.messages import PipelineState, StageState
 from starters.runs import pipeline_outcome
 from tests.support.memory import MemoryBackends
-from tests.support.pipelines import ROOT, run_context, start
+from tests.support.pipelines import HEAL7_BACKEND, run_context, start
 from tests.workflows.test_pipeline import approve_all, stage
 from worker import build_worker
 
 pytestmark = [pytest.mark.timeout(120), pytest.mark.devserver]
 
-HEAL7 = ROOT / "pipelines" / "heal7.yaml"
+HEAL7 = HEAL7_BACKEND  # the one-deployable journey, made a bundle here
 
 
 def heal7_bundle(name: str = "heal7") -> PipelineSpec:

@@ -7,7 +7,6 @@ version: one with no data stops the canary before any traffic moves, quoting the
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -20,13 +19,13 @@ from contracts.definition.model import PipelineSpec
 from contracts.messages import StageState
 from starters.runs import pipeline_outcome
 from tests.support.memory import MemoryBackends
-from tests.support.pipelines import start
+from tests.support.pipelines import HEAL7_BACKEND, start
 from tests.workflows.test_pipeline import OLD, approve_all, stage
 from worker import build_worker
 
 pytestmark = pytest.mark.timeout(60)
 
-HEAL7 = Path(__file__).resolve().parents[2] / "pipelines" / "heal7.yaml"
+HEAL7 = HEAL7_BACKEND  # the one-deployable journey the engine tests drive
 SAJU = (
     'sum(rate(saju_calculations_total{namespace="{namespace}",pod=~"{service}-{slot}-.*"}'
     "[{window}]))"

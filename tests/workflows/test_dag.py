@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import itertools
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -12,8 +11,9 @@ from pydantic import TypeAdapter
 from contracts.definition import dag, rules
 from contracts.definition.loading import load_pipeline
 from contracts.definition.model import Stage
+from tests.support.pipelines import HEAL7_BACKEND
 
-HEAL7 = Path(__file__).resolve().parents[2] / "pipelines" / "heal7.yaml"
+HEAL7 = HEAL7_BACKEND  # the one-deployable journey the engine tests drive
 _STAGE = TypeAdapter[Stage](Stage)
 
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -38,9 +37,10 @@ from contracts.judgments import (
     judge_tests,
     quality_gate,
 )
+from tests.support.pipelines import HEAL7_BACKEND
 from tests.support.pipelines import ROLES as PIPELINE_ROLES
 
-HEAL7 = Path(__file__).resolve().parents[2] / "pipelines" / "heal7.yaml"
+HEAL7 = HEAL7_BACKEND  # the one-deployable journey the engine tests drive
 
 
 @pytest.fixture(scope="module")

@@ -16,7 +16,9 @@ from contracts.definition.loading import load_pipeline, validate_definition
 from contracts.definition.model import (
     STAGE_KINDS,
     ApprovalStage,
+    BrowserStage,
     CanaryStage,
+    CommandStage,
     DefinitionError,
     MonitorStage,
     PipelineSpec,
@@ -24,6 +26,7 @@ from contracts.definition.model import (
     QualityGateStage,
     ScanStage,
     SuiteStage,
+    WebAuditStage,
     parse_duration,
 )
 
@@ -212,8 +215,23 @@ def test_heal7_approvals_and_environments(heal7: PipelineSpec) -> None:
 def test_heal7_quality_gate_and_ci(heal7: PipelineSpec) -> None:
     gate = heal7.stage("quality_gate")
     assert isinstance(gate, QualityGateStage)
-    assert gate.needs == ["code_quality", "security_scan", "unit_tests", "integration_tests"]
-    assert gate.min_coverage == {"unit_tests": 85, "integration_tests": 70}
+    assert gate.needs == [
+        "code_quality",
+        "security_scan",
+        "unit_tests",
+        "integration_tests",
+        "frontend_lint",
+        "frontend_typecheck",
+        "frontend_unit_tests",
+        "frontend_component_tests",
+    ]
+    # HEAL7: backend ≥ 85%, integration ≥ 70%, frontend ≥ 80%.
+    assert gate.min_coverage == {
+        "unit_tests": 85,
+        "integration_tests": 70,
+        "frontend_unit_tests": 80,
+        "frontend_component_tests": 80,
+    }
     assert gate.max_findings == {Severity.CRITICAL: 0, Severity.HIGH: 0}
     assert gate.require_scan
     assert (gate.max_duplication_pct, gate.max_complexity) == (3, 10)
@@ -229,15 +247,103 @@ def test_heal7_quality_gate_and_ci(heal7: PipelineSpec) -> None:
     assert heal7.stage("deploy_production").on_failure == "rollback"
 
 
-def test_hello_extends_heal7_changing_only_what_it_writes(
-    heal7: PipelineSpec, hello: PipelineSpec
-) -> None:
+def test_heal7_ships_both_deployables_and_the_frontends_checks(heal7: PipelineSpec) -> None:
+    assert heal7.service.name == "heal7"
+    assert {n: a.path for n, a in heal7.artifacts.items()} == {
+        "backend": "backend",
+        "frontend": "frontend",
+    }
+    # The backend's scans and suites name it (the frontend's node_modules are not scanned).
+    for name in ("code_quality", "security_scan", "unit_tests", "integration_tests"):
+        assert getattr(heal7.stage(name), "artifact", None) == "backend", name
+    # The frontend: npm ci and the build once, then lint, type check and the two suites on it,
+    # each suite's JUnit and Cobertura read by the test stage, with no Python packages.
+    build = heal7.stage("frontend_build")
+    assert isinstance(build, CommandStage)
+    assert build.command[-1].startswith("npm ci ")
+    assert build.env == {"HEAL7_API_BASE": ""}
+    for name, script in (("frontend_lint", "lint"), ("frontend_typecheck", "typecheck")):
+        stage = heal7.stage(name)
+        assert isinstance(stage, CommandStage)
+        assert (stage.artifact, stage.command, stage.needs) == (
+            "frontend",
+            ["npm", "run", script],
+            ["frontend_build"],
+        )
+    for name, suite in (
+        ("frontend_unit_tests", "unit"),
+        ("frontend_component_tests", "components"),
+    ):
+        stage = heal7.stage(name)
+        assert isinstance(stage, SuiteStage)
+        assert stage.command == ["npm", "run", f"test:{suite}"]
+        assert stage.junit == f"junit-{suite}.xml"
+        assert stage.coverage == f"coverage/{suite}/cobertura-coverage.xml"
+        assert (stage.artifact, stage.extras, stage.needs) == ("frontend", [], ["frontend_build"])
+    # Staging proves the frontend in a browser and by Lighthouse and axe, beside load and DAST,
+    # before production's approval.
+    browser = heal7.stage("browser_tests")
+    assert isinstance(browser, BrowserStage)
+    assert (browser.environment, browser.artifact, browser.tests) == (
+        "staging",
+        "frontend",
+        ["e2e"],
+    )
+    audit = heal7.stage("web_audit")
+    assert isinstance(audit, WebAuditStage)
+    assert (audit.environment, audit.artifact, audit.paths) == (
+        "staging",
+        "frontend",
+        ["/", "/about.html"],
+    )
+    assert audit.lighthouse is not None
+    assert audit.lighthouse.minimums() == {
+        "performance": 90,
+        "accessibility": 90,
+        "best-practices": 90,
+        "seo": 90,
+    }
+    assert (audit.wcag, audit.fail_on) == ("AA", Severity.HIGH)
+    assert heal7.stage("approve_production").needs == [
+        "performance_tests",
+        "security_tests",
+        "uat",
+        "browser_tests",
+        "web_audit",
+    ]
+    assert heal7.stage("approve_staging").needs == ["e2e_dev", "e2e_frontend_dev"]
+
+
+def test_hello_is_the_backend_journey_for_one_deployable(hello: PipelineSpec) -> None:
     demo = hello  # the hello-service variant the end-to-end tests deliver
     assert (demo.name, demo.service.name) == ("hello", "hello")
     assert demo.source == str(HELLO)
-    # Every stage of the base, in the base's order; none added.
-    assert [s.name for s in demo.stages] == [s.name for s in heal7.stages]
-    # Deep merge: what demo writes replaces; what it does not write is inherited.
+    assert demo.artifacts == {}
+    # HEAL7's stages without the frontend's.
+    assert [s.name for s in demo.stages] == [
+        "checkout",
+        "code_quality",
+        "security_scan",
+        "unit_tests",
+        "integration_tests",
+        "quality_gate",
+        "build",
+        "image_scan",
+        "publish",
+        "deploy_dev",
+        "e2e_dev",
+        "approve_staging",
+        "deploy_staging",
+        "performance_tests",
+        "security_tests",
+        "uat",
+        "approve_production",
+        "deploy_production",
+        "canary",
+        "monitor",
+        "rollback_production",
+        "announce",
+    ]
     code_quality = demo.stage("code_quality")
     assert isinstance(code_quality, ScanStage)
     assert code_quality.scanners == ["detect-secrets"]
@@ -250,7 +356,6 @@ def test_hello_extends_heal7_changing_only_what_it_writes(
     assert unit.coverage is None
     assert unit.junit == "junit-unit.xml"
     assert unit.timeout == timedelta(minutes=5)
-    # `min_coverage: {}` clears the inherited thresholds; `null` clears a value.
     gate = demo.stage("quality_gate")
     assert isinstance(gate, QualityGateStage)
     assert gate.min_coverage == {}
@@ -260,8 +365,7 @@ def test_hello_extends_heal7_changing_only_what_it_writes(
     assert isinstance(canary, CanaryStage)
     assert canary.weights == [25, 50]
     assert (canary.interval, canary.threshold) == (timedelta(seconds=3), 2)
-    assert canary.on_failure == "rollback"  # inherited
-    # Lists replace, they do not concatenate.
+    assert canary.on_failure == "rollback"
     monitor = demo.stage("monitor")
     assert isinstance(monitor, MonitorStage)
     assert [c.metric for c in monitor.criteria] == [
@@ -274,7 +378,6 @@ def test_hello_extends_heal7_changing_only_what_it_writes(
     assert isinstance(approval, ApprovalStage)
     assert approval.roles == ["cto", "devops_lead"]
     assert approval.timeout == timedelta(minutes=10)
-    # Environments merge key by key.
     production = demo.environments["production"]
     assert production.branches == []
     assert (production.requires_approval, production.strategy) == (True, "canary")
@@ -289,12 +392,8 @@ def test_demo_delivers_heal7_with_its_checks_and_seconds_for_timings(
         "backend": "backend",
         "frontend": "frontend",
     }
-    # Every stage of the base in its order, and the frontend's build appended.
-    assert [s.name for s in demo.stages] == [
-        *(s.name for s in heal7.stages),
-        "frontend_build",
-        "e2e_frontend_dev",
-    ]
+    # Every stage of the base in its order; none added: demo.yaml only overrides.
+    assert [s.name for s in demo.stages] == [s.name for s in heal7.stages]
     # What makes it HEAL7's system and not a stand-in: its own suites and coverage
     # thresholds, PostgreSQL and Redis for the integration tests, the frontend's npm build.
     integration = demo.stage("integration_tests")
@@ -303,9 +402,17 @@ def test_demo_delivers_heal7_with_its_checks_and_seconds_for_timings(
     assert {"DATABASE_URL", "REDIS_URL"} <= set(integration.env)
     gate = demo.stage("quality_gate")
     assert isinstance(gate, QualityGateStage)
-    assert gate.min_coverage == {"unit_tests": 85, "integration_tests": 70}
-    assert demo.stage("frontend_build").kind == "command"
-    assert "frontend_build" in demo.stage("build").needs
+    heal7_gate = heal7.stage("quality_gate")
+    assert isinstance(heal7_gate, QualityGateStage)
+    assert gate.min_coverage == heal7_gate.min_coverage
+    # The pages ask the backend on the local platform's bare entry point, at their own port.
+    build = demo.stage("frontend_build")
+    assert isinstance(build, CommandStage)
+    assert build.env == {"HEAL7_API_BASE": "http://localhost:{port}"}
+    assert demo.artifacts["backend"].env["ALLOWED_ORIGIN"] == "*"
+    assert demo.artifacts["backend"].release == ["python", "-m", "app.migrate"]  # inherited
+    for name in ("browser_tests", "web_audit"):
+        assert getattr(demo.stage(name), "unavailable", None) == "warn", name
     # The canary sends calculations and judges the service's own metric beside HEAL7's.
     canary = demo.stage("canary")
     assert isinstance(canary, CanaryStage)

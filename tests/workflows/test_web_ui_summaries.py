@@ -22,7 +22,7 @@ from contracts.messages import Decision, PipelineState
 from contracts.naming import canary_id, monitor_id
 from plumbing.updates import execute_update
 from tests.support.memory import MemoryBackends
-from tests.support.pipelines import ROOT, run_context, start, wait_for_gate
+from tests.support.pipelines import HEAL7_BACKEND, run_context, start, wait_for_gate
 from worker import build_worker
 from workflows.pipeline.workflow import PipelineWorkflow
 
@@ -30,7 +30,7 @@ pytestmark = [pytest.mark.timeout(120), pytest.mark.devserver]
 
 
 def quick_heal7(name: str) -> PipelineSpec:
-    path = ROOT / "pipelines" / "heal7.yaml"
+    path = HEAL7_BACKEND
     data: dict[str, Any] = yaml.safe_load(path.read_text(encoding="utf-8"))
     data["service"]["name"] = name
     for raw in data["stages"]:

@@ -6,22 +6,33 @@
 // - every asset is renamed name.<hash>.ext, and references to it (module imports, index.html)
 //   are rewritten, so a browser may cache assets forever and a new release is never mixed
 //   with an old one;
+// - the pages (index.html, about.html) and robots.txt keep their names;
 // - site/asset-manifest.json maps source names to built names.
 import { createHash } from "node:crypto";
-import { mkdir, readFile, rm, writeFile } from "node:fs/promises";
+import { copyFile, mkdir, readFile, rm, writeFile } from "node:fs/promises";
 import { dirname, extname, join, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
 
 const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), "..");
 
 // Leaves first: a file is hashed after the names it refers to are rewritten.
-export const ASSETS = ["config.js", "pillars.js", "app.js", "style.css"];
+export const ASSETS = ["config.js", "pillars.js", "calculator.js", "app.js", "style.css", "logo.svg", "pillars.svg"];
+export const PAGES = ["index.html", "about.html"];
+const STATIC = ["robots.txt"];
 
+// `{port}` stands for the page's own port, filled in by the page (src/pillars.js resolveApiBase).
+const PORT_PLACEHOLDER = "{port}";
+
+/**
+ * HEAL7_API_BASE as given, once it is checked: empty, or an http(s) URL without a trailing
+ * slash whose port may be `{port}` (the page's own).
+ * @param {string} value
+ */
 export function checkApiBase(value) {
   if (value === "") return value;
   let url;
   try {
-    url = new URL(value);
+    url = new URL(value.replaceAll(PORT_PLACEHOLDER, "1"));
   } catch {
     throw new Error(`HEAL7_API_BASE must be an http(s) URL or empty, not ${JSON.stringify(value)}`);
   }
@@ -31,12 +42,14 @@ export function checkApiBase(value) {
   return value;
 }
 
+/** @param {string} name @param {string} content */
 function hashed(name, content) {
   const digest = createHash("sha256").update(content).digest("hex").slice(0, 12);
   const ext = extname(name);
   return `${name.slice(0, -ext.length)}.${digest}${ext}`;
 }
 
+/** @param {string} text @param {Record<string, string>} manifest */
 function rewrite(text, manifest) {
   let out = text;
   for (const [name, built] of Object.entries(manifest)) {
@@ -45,10 +58,15 @@ function rewrite(text, manifest) {
   return out;
 }
 
+/**
+ * Build src/ into outDir; returns the manifest (source name → built name).
+ * @param {{srcDir?: string, outDir?: string, apiBase?: string}} [options]
+ */
 export async function build({ srcDir = join(ROOT, "src"), outDir = join(ROOT, "site"), apiBase = "" } = {}) {
   const base = checkApiBase(apiBase);
   await rm(outDir, { recursive: true, force: true });
   await mkdir(outDir, { recursive: true });
+  /** @type {Record<string, string>} */
   const manifest = {};
   for (const name of ASSETS) {
     const source =
@@ -59,8 +77,10 @@ export async function build({ srcDir = join(ROOT, "src"), outDir = join(ROOT, "s
     manifest[name] = hashed(name, content);
     await writeFile(join(outDir, manifest[name]), content);
   }
-  const index = rewrite(await readFile(join(srcDir, "index.html"), "utf8"), manifest);
-  await writeFile(join(outDir, "index.html"), index);
+  for (const page of PAGES) {
+    await writeFile(join(outDir, page), rewrite(await readFile(join(srcDir, page), "utf8"), manifest));
+  }
+  for (const name of STATIC) await copyFile(join(srcDir, name), join(outDir, name));
   await writeFile(join(outDir, "asset-manifest.json"), `${JSON.stringify(manifest, null, 2)}\n`);
   return manifest;
 }
@@ -70,7 +90,7 @@ if (process.argv[1] && resolve(process.argv[1]) === fileURLToPath(import.meta.ur
     const manifest = await build({ apiBase: process.env.HEAL7_API_BASE ?? "" });
     console.log(`site/: index.html and ${Object.keys(manifest).length} assets`);
   } catch (error) {
-    console.error(`build failed: ${error.message}`);
+    console.error(`build failed: ${error instanceof Error ? error.message : String(error)}`);
     process.exitCode = 1;
   }
 }

@@ -4,7 +4,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { test } from "node:test";
 
-import { ASSETS, build, checkApiBase } from "../scripts/build.mjs";
+import { ASSETS, PAGES, build, checkApiBase } from "../../scripts/build.mjs";
 
 test("build hashes every asset and rewrites the references to it", async () => {
   const outDir = await mkdtemp(join(tmpdir(), "heal7-dist-"));
@@ -19,6 +19,15 @@ test("build hashes every asset and rewrites the references to it", async () => {
     assert.ok(app.includes(`"./${manifest["config.js"]}"`));
     const config = await readFile(join(outDir, manifest["config.js"]), "utf8");
     assert.ok(config.includes('API_BASE = "https://api.heal7.example"'));
+    const about = await readFile(join(outDir, "about.html"), "utf8");
+    assert.ok(about.includes(`src="${manifest["pillars.svg"]}"`));
+    assert.ok(about.includes(`href="${manifest["logo.svg"]}"`));
+    for (const page of PAGES) {
+      const html = await readFile(join(outDir, page), "utf8");
+      assert.match(html, /<html lang="en">/, page);
+      assert.match(html, /<meta name="description" content="[^"]{50,}">/, page);
+    }
+    assert.equal(await readFile(join(outDir, "robots.txt"), "utf8"), "User-agent: *\nAllow: /\n");
   } finally {
     await rm(outDir, { recursive: true, force: true });
   }
@@ -43,4 +52,6 @@ test("a bad API base is refused with the variable's name", () => {
   assert.throws(() => checkApiBase("api.heal7.example"), /HEAL7_API_BASE must be an http\(s\) URL/);
   assert.throws(() => checkApiBase("https://api.heal7.example/"), /trailing slash/);
   assert.equal(checkApiBase(""), "");
+  assert.equal(checkApiBase("http://localhost:{port}"), "http://localhost:{port}");
+  assert.throws(() => checkApiBase("localhost:{port}"), /HEAL7_API_BASE must be an http\(s\) URL/);
 });

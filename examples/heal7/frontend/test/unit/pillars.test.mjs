@@ -1,7 +1,7 @@
 import assert from "node:assert/strict";
 import { test } from "node:test";
 
-import { buildQuery, describePillars, elementBalance } from "../src/pillars.js";
+import { buildQuery, describePillars, elementBalance, resolveApiBase } from "../../src/pillars.js";
 
 const pillar = (hanja, element, animal) => ({ hanja, hangul: "", romanized: "", element, animal });
 const answer = {
@@ -44,4 +44,16 @@ test("an answer without pillars is an error, not an empty chart", () => {
 
 test("element balance counts the four stems", () => {
   assert.deepEqual(elementBalance(answer), { wood: 0, fire: 1, earth: 0, metal: 2, water: 1 });
+});
+
+test("the API base may take the page's own port", () => {
+  assert.equal(resolveApiBase("", { port: "8081", protocol: "http:" }), "");
+  assert.equal(resolveApiBase("https://api.heal7.example", { port: "", protocol: "https:" }), "https://api.heal7.example");
+  assert.equal(resolveApiBase("http://localhost:{port}", { port: "18082", protocol: "http:" }), "http://localhost:18082");
+  assert.equal(resolveApiBase("https://api.example:{port}", { port: "", protocol: "https:" }), "https://api.example:443");
+  assert.equal(resolveApiBase("http://api.example:{port}", { port: "", protocol: "http:" }), "http://api.example:80");
+});
+
+test("no date at all names the date field", () => {
+  assert.match(buildQuery({ date: null }).error ?? "", /^Birth date:/);
 });
