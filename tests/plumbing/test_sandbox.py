@@ -149,8 +149,8 @@ async def test_a_pipeline_sandbox_imports_only_the_pipelines_workflow_modules(
 ) -> None:
     """A HEAL7 run to production (gates, canary and monitor children, leases on three
     environments) in the worker's own sandbox: its sandbox re-imports exactly
-    PIPELINE_SANDBOX of our modules (18, within a budget of 20), shares every `contracts` module with the host, and
-    imports no module of ours after it was loaded."""
+    PIPELINE_SANDBOX of our modules (18, within a budget of 20), shares every `contracts`
+    module with the host, and imports no module of ours after it was loaded."""
     runner = _RecordingRunner(restrictions=restrictions())
     monkeypatch.setattr(worker_module, "workflow_runner", lambda: runner)
     with warnings.catch_warnings(record=True) as caught:
