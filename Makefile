@@ -21,7 +21,7 @@ $(STAMP): pyproject.toml constraints.txt
 	touch $(STAMP)
 
 demo: $(STAMP)
-	$(PY) -m starters.demo
+	$(PY) -m demo
 
 # Six pytest-xdist workers on two cores: the end-to-end modules mostly wait on real time and
 # servers (about one core between them), so the other workers use the rest from the start.

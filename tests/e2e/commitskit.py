@@ -8,7 +8,7 @@ from pathlib import Path
 
 from contracts.messages import EnvironmentState, PipelineResult, RunContext
 from contracts.naming import environment_id
-from starters.localstack import git, wait_for_gate
+from demo.localstack import git, wait_for_gate
 from starters.runs import start_pipeline
 from tests.e2e.crashkit import approve, outcome
 from tests.support.devstack import APPROVERS, DEMO_ROLES, HELLO_SPEC, Stack

@@ -52,7 +52,7 @@ from contracts.messages import (
     StageState,
 )
 from contracts.naming import canary_id, monitor_id
-from starters.localstack import (
+from demo.localstack import (
     commit_fault,
     make_service_repo,
     production_version,

@@ -17,7 +17,7 @@ import pytest_asyncio
 
 from contracts.definition.loading import validate_definition
 from contracts.messages import PipelineState, RunContext
-from starters.localstack import make_service_repo
+from demo.localstack import make_service_repo
 from starters.runs import start_pipeline
 from tests.e2e.crashkit import (
     AUTHOR,

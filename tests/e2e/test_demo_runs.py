@@ -18,7 +18,7 @@ from activities.platforms.local import LocalPlatform
 from activities.providers.backing_services.resources import LocalResources
 from contracts.activity import WeightRequest
 from contracts.messages import PipelineResult, PipelineState, StageState, StageStatus
-from starters.demo import (
+from demo.journey import (
     BACKEND,
     ENVIRONMENTS,
     FAULT,
@@ -30,7 +30,7 @@ from starters.demo import (
     read_back,
     store_calculations,
 )
-from starters.localstack import commit_backend_fault, make_heal7_repo, production_version
+from demo.localstack import commit_backend_fault, make_heal7_repo, production_version
 from tests.support.binaries import require_binary
 from tests.support.devstack import Stack, running_stack
 

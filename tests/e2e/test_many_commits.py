@@ -15,7 +15,7 @@ import pytest
 import pytest_asyncio
 
 from contracts.messages import PipelineState
-from starters.localstack import commit_fault, make_service_repo, production_version, wait_for_gate
+from demo.localstack import commit_fault, make_service_repo, production_version, wait_for_gate
 from tests.e2e.commitskit import approve_gate, approve_through, environment, start
 from tests.support.devstack import Stack, running_stack
 

@@ -13,7 +13,7 @@ import pytest
 import pytest_asyncio
 
 from contracts.messages import PipelineState
-from starters.localstack import make_service_repo, production_version, wait_for_gate
+from demo.localstack import make_service_repo, production_version, wait_for_gate
 from tests.e2e.commitskit import approve_gate, environment, release, start
 from tests.e2e.crashkit import outcome
 from tests.support.devstack import Stack, running_stack

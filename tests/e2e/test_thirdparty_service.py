@@ -18,7 +18,7 @@ import pytest_asyncio
 
 from contracts.messages import PipelineState
 from contracts.naming import pipeline_id
-from starters.demo import slipway
+from demo.journey import slipway
 from starters.runs import pipeline_outcome
 from tests.support.binaries import require_binary
 from tests.support.devstack import Stack, running_stack

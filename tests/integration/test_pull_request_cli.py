@@ -15,7 +15,7 @@ from temporalio.service import RPCError, RPCStatusCode
 from temporalio.testing import WorkflowEnvironment
 
 from contracts.activity import SuiteReport
-from starters.localstack import git, make_service_repo
+from demo.localstack import git, make_service_repo
 from tests.integration.test_devserver import cli_env, run_cmd
 from tests.support.memory import MemoryBackends
 from worker import build_runner_worker, build_worker

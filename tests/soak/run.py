@@ -42,7 +42,7 @@ from temporalio.client import Client, WorkflowExecutionStatus
 from contracts.definition.model import PipelineSpec
 from contracts.messages import PipelineResult, PipelineState, RunContext
 from contracts.naming import environment_id
-from starters.localstack import (
+from demo.localstack import (
     DevServer,
     WorkerProcess,
     connect_to,

@@ -7,8 +7,8 @@ from __future__ import annotations
 import subprocess
 from pathlib import Path
 
+from demo.localstack import git, make_service_repo
 from starters.changes import NO_COMMIT, changed_paths, ignored_change
-from starters.localstack import git, make_service_repo
 
 PATTERNS = ["docs/**", "**.md"]
 

@@ -23,10 +23,10 @@ from temporalio.client import Client
 from activities.platforms.local import SlotManager
 from contracts.activity import Slot
 from contracts.definition.loading import load_pipeline
+from demo.journey import APPROVERS
+from demo.localstack import ROOT, DevServer, WorkerProcess, connect_to
+from demo.prometheus import INSTALL_HINT, DemoPrometheus
 from plumbing.worker_policy import load_policy
-from starters.demo import APPROVERS
-from starters.demo_prometheus import INSTALL_HINT, DemoPrometheus
-from starters.localstack import ROOT, DevServer, WorkerProcess, connect_to
 from tests.support.binaries import require_binary
 from tests.support.ports import free_port_block
 

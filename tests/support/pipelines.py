@@ -13,7 +13,7 @@ from contracts.definition.loading import load_pipeline
 from contracts.definition.model import PipelineSpec
 from contracts.messages import PipelineInput, PipelineStatus, RunContext, StageState
 from contracts.naming import pipeline_id
-from starters.localstack import gate_or_end
+from demo.localstack import gate_or_end
 from workflows.pipeline.workflow import PipelineWorkflow
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -66,7 +66,7 @@ async def status(handle: Handle) -> PipelineStatus:
 
 
 async def wait_for_gate(handle: Handle, gate: str, timeout_s: float = 20) -> PipelineStatus:
-    """`starters.localstack.gate_or_end` for in-process runs, where nothing restarts: any
+    """`demo.localstack.gate_or_end` for in-process runs, where nothing restarts: any
     failed query fails the test at once, and so does a run that ends, or a gate that does not
     open in time. Polled often, as runs on the time-skipping server are quick."""
     try:

@@ -47,8 +47,7 @@ from temporalio.service import RPCError
 
 from contracts.messages import CanaryResult, CanaryStep, EnvironmentState, PipelineResult
 from contracts.naming import canary_id, environment_id, pipeline_id
-from starters.demo_prometheus import INSTALL_HINT, DemoPrometheus
-from starters.localstack import (
+from demo.localstack import (
     ROOT,
     DevServer,
     WorkerProcess,
@@ -58,6 +57,7 @@ from starters.localstack import (
     production_version,
     wait_for_gate,
 )
+from demo.prometheus import INSTALL_HINT, DemoPrometheus
 from starters.runs import pipeline_outcome, run_url
 from workflows.environment.workflow import EnvironmentWorkflow
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from prometheus_client.parser import text_string_to_metric_families
 
-from starters.demo_prometheus import labelled_series
+from demo.prometheus import labelled_series
 
 BACKEND_METRICS = """\
 # HELP saju_calculations_total Four-pillar calculations answered.

@@ -104,7 +104,7 @@ class DevServer:
             if _listening("127.0.0.1", port):
                 raise RuntimeError(
                     f"port {port} is already in use (another Temporal dev server or demo?): "
-                    "stop it, or choose other ports (python -m starters.demo --help)"
+                    "stop it, or choose other ports (python -m demo.journey --help)"
                 )
         args = [
             str(binary),

@@ -114,7 +114,7 @@ class DemoPrometheus:
         releases = self._serve_releases()
         config = self.workdir / "prometheus.yml"
         config.write_text(
-            "# Written by `make demo` (starters/demo_prometheus.py).\n"
+            "# Written by `make demo` (demo/prometheus.py).\n"
             "global: {scrape_interval: 1s, evaluation_interval: 1s}\n"
             "scrape_configs:\n"
             "  - job_name: traefik\n"
