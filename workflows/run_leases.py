@@ -64,6 +64,8 @@ class RunLeases:
     environment, and before it ends."""
     refused_reports: dict[str, str] = field(default_factory=dict)
     """Environment → why it refused this run's report (sent in the background)."""
+    confirming: int = 0
+    """Notices being checked against their environment's state right now (`confirmed`)."""
     _posts: dict[str, asyncio.Task[None]] = field(default_factory=dict, repr=False)
 
     @property
@@ -92,6 +94,13 @@ class RunLeases:
         activity's completion order is not its history order on replay."""
         if notice.run_id != self.run_id:
             return True  # on_notice ignores it anyway
+        self.confirming += 1
+        try:
+            return await self._confirm(notice)
+        finally:
+            self.confirming -= 1
+
+    async def _confirm(self, notice: LeaseNotice) -> bool:
         return await call(
             ActivityName.CONFIRM_LEASE,
             LeaseCheck(

@@ -125,7 +125,9 @@ async def test_happy_path_reaches_production_with_one_digest(
 async def test_ci_stages_run_in_parallel(
     time_env: WorkflowEnvironment, memory: MemoryBackends, task_queue: str
 ) -> None:
-    memory.tests.delays = {"unit": 1.0, "integration": 1.0}
+    # Long enough that the second suite starts while the first still runs even when the
+    # worker hands out its tasks slowly (a loaded machine took over a second once).
+    memory.tests.delays = {"tests/unit": 3.0, "tests/integration": 3.0}
     async with build_worker(time_env.client, memory.backends(), task_queue):
         handle = await start(time_env.client, task_queue)
         await wait_for_gate(handle, "staging")

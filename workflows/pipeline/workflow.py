@@ -13,6 +13,7 @@ for the commit is allowed); the full `PipelineResult` travels in the failure's d
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from datetime import timedelta
 
 from temporalio import workflow
@@ -221,13 +222,26 @@ class PipelineWorkflow(PipelineGates, PipelineRollbacks):
         await leases.settle()
         if not leases.refused_reports or leases.superseded is not None:
             return
-        await workflow.wait_condition(
-            lambda: leases.superseded is not None or self._abort is not None,
-            timeout=STALE_LEASE_GRACE,
-        )
+        await self._wait_for_superseded()
         if leases.superseded is None and not self._failure:
             env, why = next(iter(leases.refused_reports.items()))
             self._failure = f"{env} did not record this run's release: {why}"
+
+    async def _wait_for_superseded(self) -> None:
+        """Wait for the notice that says which run took an environment from this one: up to
+        STALE_LEASE_GRACE, and on for as long as a notice that arrived is still being checked
+        against the environment's state (a worker killed while checking it costs the check's
+        timeout, which may outlast the grace). Without a notice the caller fails on its own
+        evidence; the grace running out is not an error of the workflow."""
+        leases = self._lease_book
+
+        def answered() -> bool:
+            return leases.superseded is not None or self._abort is not None
+
+        with contextlib.suppress(TimeoutError):
+            await workflow.wait_condition(answered, timeout=STALE_LEASE_GRACE)
+        if not answered() and leases.confirming:
+            await workflow.wait_condition(lambda: answered() or not leases.confirming)
 
     async def _start_under_policy(self) -> list[str]:
         """Record the hash of the worker's policy in force, and what it says of this run's
@@ -429,10 +443,7 @@ class PipelineWorkflow(PipelineGates, PipelineRollbacks):
             if failed.error_type == ErrorType.STALE_LEASE and self._state.leases is not None:
                 # The platform refused this run's token: a newer run took the environment.
                 # Its notice is on the way (a signal); the stage ends as superseded then.
-                await workflow.wait_condition(
-                    lambda: self._lease_book.superseded is not None or self._abort is not None,
-                    timeout=STALE_LEASE_GRACE,
-                )
+                await self._wait_for_superseded()
             if self._stopping():  # it failed because we cancelled it
                 self._finish(stage.name, StageState.CANCELLED, self._stop_reason())
                 raise asyncio.CancelledError from failed
