@@ -867,7 +867,7 @@ def test_the_runner_accepts_the_rendered_settings_and_writes_only_to_mounted_vol
         assert any(path.is_relative_to(mount) for mount in writable), (name, path)
 
 
-def test_the_runner_reaches_only_temporal_and_dns(chart: Documents) -> None:
+def test_the_runner_reaches_only_temporal_dns_and_the_entry_points(chart: Documents) -> None:
     docs = chart()
     policy: V1NetworkPolicy = model(one(docs, "NetworkPolicy"))
     assert policy.spec is not None
@@ -878,8 +878,15 @@ def test_the_runner_reaches_only_temporal_and_dns(chart: Documents) -> None:
     assert sorted(policy.spec.policy_types or []) == ["Egress", "Ingress"]
     (ingress,) = policy.spec.ingress or []
     assert [(p.port, p.protocol) for p in ingress.ports or []] == [("metrics", "TCP")]
-    temporal, dns = policy.spec.egress or []
+    temporal, dns, entrypoints = policy.spec.egress or []
     assert [(p.port, p.protocol) for p in temporal.ports or []] == [(7233, "TCP")]
+    # Live tests reach environments through the ingress controller, as users do.
+    (controller,) = entrypoints.to or []
+    assert controller.namespace_selector is not None
+    assert controller.namespace_selector.match_labels == {
+        "kubernetes.io/metadata.name": "ingress-nginx"
+    }
+    assert [(p.port, p.protocol) for p in entrypoints.ports or []] == [(80, "TCP"), (443, "TCP")]
     (peer,) = temporal.to or []
     assert peer.namespace_selector is not None
     assert peer.namespace_selector.match_labels == {"kubernetes.io/metadata.name": "temporal"}
@@ -898,11 +905,14 @@ def test_the_runner_reaches_only_temporal_and_dns(chart: Documents) -> None:
         },
     }
     rules = one(chart(values), "NetworkPolicy")["spec"]["egress"]
-    assert len(rules) == 4
-    assert rules[2] == {
+    assert len(rules) == 5
+    assert rules[3] == {
         "to": [{"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "heal7-ci"}}}]
     }
-    assert rules[3] == engine
+    assert rules[4] == engine
+    # Without entry points (live tests not run on this cluster), no such rule.
+    values["runner"]["networkPolicy"]["entrypoints"] = {"to": []}  # type: ignore[index]
+    assert len(one(chart(values), "NetworkPolicy")["spec"]["egress"]) == 4
 
 
 def test_pods_of_backing_services_give_the_runner_their_role_alone(chart: Documents) -> None:
