@@ -43,6 +43,12 @@ def test_on_pull_request_reads_as_github_actions_users_write_it(tmp_path: Path) 
         "security_scan",
         "unit_tests",
         "integration_tests",
+        # The quality gate reads the frontend's suites too: what it needs comes along.
+        "frontend_build",
+        "frontend_lint",
+        "frontend_typecheck",
+        "frontend_unit_tests",
+        "frontend_component_tests",
         "quality_gate",
     ]
     assert refused == {}
