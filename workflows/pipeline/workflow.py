@@ -39,7 +39,7 @@ from contracts.messages import (
     StageState,
 )
 from contracts.naming import LEASE_SIGNAL
-from contracts.references import reference_check
+from contracts.references import DEPLOYING_KINDS, reference_check
 from contracts.start_check import policy_start
 from workflows import telemetry
 from workflows.calls import call
@@ -277,23 +277,13 @@ class PipelineWorkflow(PipelineGates, PipelineRollbacks):
         """The environments a deploy or canary stage of this run will change: those its
         branch filters (the stage's `when:`, the environment's `branches:`) do not skip; none
         for a pull-request run."""
-        branch = self._input.run.branch
-        wanted = []
+        wanted: list[str] = []
         for stage in self._spec.stages:
             env = stage.environment_name
-            if stage.kind not in ("deploy", "canary") or env is None or env in wanted:
+            if stage.kind not in DEPLOYING_KINDS or env is None or env in wanted:
                 continue
-            if (
-                self._pull_request_stages is not None
-                and stage.name not in self._pull_request_stages
-            ):
-                continue  # a pull-request run deploys nowhere
-            if stage.when is not None and not policy.branch_matches(branch, stage.when.branches):
-                continue
-            declared = self._spec.environments.get(env)
-            if declared is not None and not policy.branch_matches(branch, declared.branches):
-                continue
-            wanted.append(env)
+            if not self._filtered_out(stage):
+                wanted.append(env)
         return wanted
 
     async def _finish_run(self) -> PipelineResult:
@@ -392,7 +382,8 @@ class PipelineWorkflow(PipelineGates, PipelineRollbacks):
             else:
                 await self._lease_book.release(env, "its stages are done")
 
-    def _skip_reason(self, stage: Stage) -> str:
+    def _filtered_out(self, stage: Stage) -> str:
+        """Why this run's kind (pull request) or branch leaves the stage out, or ""."""
         run = self._input.run
         if self._pull_request_stages is not None and stage.name not in self._pull_request_stages:
             return f"not a stage of pull-request runs (#{run.pull_request})"
@@ -402,6 +393,11 @@ class PipelineWorkflow(PipelineGates, PipelineRollbacks):
         env_policy = self._spec.environments.get(env) if env else None
         if env_policy is not None and not policy.branch_matches(run.branch, env_policy.branches):
             return f"environment {env!r} takes branches {env_policy.branches}"
+        return ""
+
+    def _skip_reason(self, stage: Stage) -> str:
+        if filtered := self._filtered_out(stage):
+            return filtered
         skipped = [n for n in stage.needs if self._stages[n].state == StageState.SKIPPED]
         if skipped:
             return f"needs {skipped[0]!r}, which was skipped"
