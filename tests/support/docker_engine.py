@@ -39,13 +39,13 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
 
-from activities.helpers.proctools import free_port
 from activities.providers.backing_services.installation import Installation
 from activities.providers.backing_services.kinds import ServerKind
 from activities.providers.backing_services.postgres import PostgresKind
 from activities.providers.backing_services.processes import ServerProcess, data_root, run_as_for
 from activities.providers.backing_services.redis import RedisKind
 from contracts.definition.service_templates import Endpoint, version_satisfies
+from plumbing.proctools import free_port
 
 __all__ = ["FakeContainer", "FakeDockerEngine", "running_engine"]
 

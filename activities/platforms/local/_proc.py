@@ -1,9 +1,9 @@
 """How the local platform starts its processes (releases, Traefik) and finds them again.
 
-They run in their own session (`activities.helpers.proctools.start_group`), so they outlive the
+They run in their own session (`plumbing.proctools.start_group`), so they outlive the
 worker that started them; their pid and start time are written to disk so that a restarted
 worker can find them, tell them apart from an unrelated process that reused the pid, and
-stop them (`activities.helpers.proctools.stop_group`).
+stop them (`plumbing.proctools.stop_group`).
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ import subprocess
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-from activities.helpers.proctools import pid_alive, start_group
+from plumbing.proctools import pid_alive, start_group
 
 __all__ = ["LAUNCH_ENV", "launched_processes", "spawn"]
 

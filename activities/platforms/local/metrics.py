@@ -27,12 +27,12 @@ from typing import Any
 import httpx
 from prometheus_client.parser import text_string_to_metric_families
 
-from activities.helpers.files import atomic_write_text, file_lock
-from activities.helpers.proctools import pid_alive
 from activities.platforms.local import loopback
 from activities.platforms.local.slots import SlotManager
 from activities.platforms.local.traefik import TraefikRouter
 from contracts.activity import MetricsQuery, MetricsSample, Slot
+from plumbing.files import atomic_write_text, file_lock
+from plumbing.proctools import pid_alive
 
 __all__ = ["Snapshot", "TraefikMetricsProvider", "histogram_quantile"]
 

@@ -33,15 +33,6 @@ from pathlib import Path
 import httpx
 from pydantic import BaseModel, ConfigDict, Field
 
-from activities.helpers.files import atomic_write_text, file_lock, tail
-from activities.helpers.proctools import (
-    LOOPBACK,
-    free_port,
-    pid_alive,
-    process_group,
-    process_start_ticks,
-    stop_group,
-)
 from activities.platforms.local import loopback
 from activities.platforms.local._proc import LAUNCH_ENV, launched_processes, spawn
 from activities.providers.backing_services.resources import LocalResources
@@ -52,6 +43,15 @@ from activities.wiring.backends import Heartbeat
 from contracts.activity import Artifact, DeployRequest, DeployResult, ReleaseConfig, Slot
 from contracts.definition.service_templates import render, template_references
 from contracts.errors import ErrorType, verdict
+from plumbing.files import atomic_write_text, file_lock, tail
+from plumbing.proctools import (
+    LOOPBACK,
+    free_port,
+    pid_alive,
+    process_group,
+    process_start_ticks,
+    stop_group,
+)
 
 __all__ = ["ProcessRef", "SlotManager", "SlotRevision", "SlotState", "check_names"]
 

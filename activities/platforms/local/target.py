@@ -29,7 +29,6 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict
 
-from activities.helpers.files import atomic_write_text, file_lock
 from activities.helpers.http_checks import run_http_checks
 from activities.platforms.local.slots import SlotManager, SlotRevision, SlotState, check_names
 from activities.platforms.local.traefik import TraefikRouter
@@ -51,6 +50,7 @@ from contracts.activity import (
     WeightRequest,
 )
 from contracts.errors import ErrorType, check_fence, verdict
+from plumbing.files import atomic_write_text, file_lock
 
 __all__ = ["LocalDeployTarget", "ReleaseRecord", "Undo"]
 

@@ -37,18 +37,18 @@ import httpx
 import yaml
 from pydantic import BaseModel, ConfigDict, Field
 
-from activities.helpers.files import atomic_write_text, file_lock, tail
-from activities.helpers.proctools import (
+from activities.platforms.local import loopback
+from activities.platforms.local._proc import spawn
+from contracts.activity import Slot, WeightRequest
+from contracts.errors import ErrorType, verdict
+from plumbing.files import atomic_write_text, file_lock, tail
+from plumbing.proctools import (
     LOOPBACK,
     pid_alive,
     port_open,
     process_start_ticks,
     stop_group,
 )
-from activities.platforms.local import loopback
-from activities.platforms.local._proc import spawn
-from contracts.activity import Slot, WeightRequest
-from contracts.errors import ErrorType, verdict
 
 __all__ = ["LATENCY_BUCKETS_S", "RouteState", "TraefikRouter", "find_traefik"]
 

@@ -28,7 +28,6 @@ from typing import Any
 import docker.errors
 import structlog
 
-from activities.helpers.proctools import pid_alive, process_start_ticks
 from activities.providers.backing_services.installation import Installation
 from activities.providers.backing_services.kubernetes import (
     DEFAULT_VERSIONS,
@@ -48,6 +47,7 @@ from contracts.definition.service_templates import (
     version_satisfies,
 )
 from contracts.errors import ErrorType, verdict
+from plumbing.proctools import pid_alive, process_start_ticks
 
 __all__ = ["DockerBackingServices", "WorkerCheck", "worker_checks"]
 

@@ -17,7 +17,6 @@ import functools
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 
-from activities.helpers.proctools import free_port
 from activities.providers.backing_services.installation import Installation
 from activities.providers.backing_services.kinds import ServerKind
 from activities.providers.backing_services.postgres import PostgresKind
@@ -39,6 +38,7 @@ from contracts.definition.service_templates import (
     version_satisfies,
 )
 from contracts.errors import ErrorType, verdict
+from plumbing.proctools import free_port
 
 __all__ = [
     "LocalBackingServices",

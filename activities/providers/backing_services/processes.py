@@ -27,9 +27,9 @@ from pathlib import Path
 
 import structlog
 
-from activities.helpers.proctools import pid_alive, process_start_ticks, start_group, stop_group
 from activities.providers.backing_services.installation import Installation
 from contracts.errors import ErrorType, verdict
+from plumbing.proctools import pid_alive, process_start_ticks, start_group, stop_group
 
 __all__ = [
     "RunAs",

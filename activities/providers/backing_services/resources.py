@@ -24,8 +24,6 @@ from pathlib import Path
 import structlog
 from pydantic import BaseModel
 
-from activities.helpers.files import file_lock
-from activities.helpers.proctools import free_port, pid_alive, port_free, stop_group
 from activities.providers.backing_services.installation import Installation
 from activities.providers.backing_services.kinds import ServerKind
 from activities.providers.backing_services.local import describe_choice, find_installation
@@ -41,6 +39,8 @@ from activities.providers.backing_services.processes import (
 from activities.providers.backing_services.redis import RedisKind
 from contracts.definition.service_templates import Endpoint, ServiceWanted, parse_service
 from contracts.errors import ErrorType, verdict
+from plumbing.files import file_lock
+from plumbing.proctools import free_port, pid_alive, port_free, stop_group
 
 __all__ = ["LocalResources", "resources_root"]
 

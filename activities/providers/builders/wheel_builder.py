@@ -25,7 +25,6 @@ from urllib.parse import quote
 
 from temporalio.exceptions import ApplicationError
 
-from activities.helpers.files import atomic_write_bytes, atomic_write_text, file_sha256
 from activities.providers.execution import sandbox as sandboxes
 from activities.providers.execution.child_env import child_env
 from activities.providers.execution.processes import run_with_heartbeat
@@ -35,6 +34,7 @@ from activities.providers.scanners.tools import TrivyScanner
 from activities.wiring.backends import Heartbeat
 from contracts.activity import Artifact, BuildRequest, PublishRequest, ScannerReport
 from contracts.errors import ErrorType, verdict
+from plumbing.files import atomic_write_bytes, atomic_write_text, file_sha256
 
 __all__ = ["LocalRegistry", "WheelBuilder", "wheel_filename"]
 

@@ -14,10 +14,10 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from activities.helpers.proctools import kill_group, process_group
 from activities.providers.execution import sandbox as sandboxes
 from activities.providers.execution.sandbox import Mounts, Sandbox
 from activities.wiring.backends import Heartbeat
+from plumbing.proctools import kill_group, process_group
 
 __all__ = ["ProcessResult", "run_with_heartbeat"]
 

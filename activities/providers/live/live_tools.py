@@ -19,7 +19,6 @@ from pathlib import Path
 
 from temporalio.exceptions import ApplicationError
 
-from activities.helpers.proctools import kill_group, process_group
 from activities.providers.execution import sandbox as sandboxes
 from activities.providers.execution.child_env import child_env
 from activities.providers.execution.sandbox import Bind, Mounts
@@ -29,6 +28,7 @@ from activities.providers.scanners.scanner_process import (
     last_line,
 )
 from activities.wiring.backends import Heartbeat
+from plumbing.proctools import kill_group, process_group
 
 __all__ = ["failed_run", "run_tool", "work_directory"]
 

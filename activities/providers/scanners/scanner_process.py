@@ -17,11 +17,11 @@ from typing import Any
 
 from temporalio.exceptions import ApplicationError
 
-from activities.helpers.proctools import kill_group, process_group
 from activities.providers.execution import sandbox as sandboxes
 from activities.providers.execution.child_env import child_env
 from activities.providers.execution.sandbox import Bind, Mounts, install_paths, paths_named_in
 from contracts.activity import ScannerReport
+from plumbing.proctools import kill_group, process_group
 
 __all__ = [
     "ScannerRun",

@@ -25,13 +25,13 @@ import redis
 from temporalio.exceptions import ApplicationError
 
 from activities.helpers.blocking import WorkCancelledError
-from activities.helpers.proctools import pid_alive
 from activities.providers.backing_services import LocalBackingServices
 from activities.providers.backing_services.kinds import ServerKind
 from activities.providers.backing_services.postgres import PostgresKind
 from activities.providers.backing_services.redis import RedisKind
 from contracts.definition.service_templates import Endpoint
 from contracts.errors import ErrorType
+from plumbing.proctools import pid_alive
 from tests.support.binaries import missing, require_module
 
 ROOT = Path(__file__).resolve().parents[3]

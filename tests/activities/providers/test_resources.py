@@ -13,8 +13,8 @@ import psycopg
 import pytest
 import redis
 
-from activities.helpers.proctools import process_start_ticks
 from activities.providers.backing_services.resources import LocalResources
+from plumbing.proctools import process_start_ticks
 from tests.support.binaries import require_module
 
 

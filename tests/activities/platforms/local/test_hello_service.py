@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from activities.helpers.files import file_sha256
 from activities.platforms.local import SlotManager
 from contracts.activity import Artifact
+from plumbing.files import file_sha256
 from tests.activities.platforms.local.helpers import (
     HELLO_DIR,
     deploy_request,

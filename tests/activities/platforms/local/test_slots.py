@@ -9,10 +9,10 @@ from typing import Any
 import pytest
 from temporalio.exceptions import ApplicationError
 
-from activities.helpers.proctools import pid_alive
 from activities.platforms.local import SlotManager, _proc
 from contracts.activity import DeployRequest
 from contracts.errors import ErrorType
+from plumbing.proctools import pid_alive
 from tests.activities.platforms.local.helpers import (
     SERVICE,
     Wheel,

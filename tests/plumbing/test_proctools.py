@@ -11,8 +11,8 @@ import sys
 import time
 from pathlib import Path
 
-from activities.helpers import proctools
-from activities.helpers.proctools import (
+from plumbing import proctools
+from plumbing.proctools import (
     free_port,
     pid_alive,
     port_free,
