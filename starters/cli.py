@@ -53,6 +53,7 @@ from contracts.signed_decisions import COMMENT_LIMIT
 from contracts.start_check import policy_start
 from plumbing.codec import CodecError
 from plumbing.connection import connect, runner_task_queue, task_queue
+from plumbing.resource_records import ResourceRecords, records_root
 from plumbing.signatures import SignatureError
 from plumbing.updates import execute_update
 from plumbing.worker_policy import PolicyError, gating_problems, load_policy
@@ -837,17 +838,16 @@ resources_app = typer.Typer(
 app.add_typer(resources_app, name="resources")
 
 
-def _local_resources() -> Any:
-    from activities.providers.backing_services.resources import LocalResources
+def _local_resources() -> ResourceRecords:
     from plumbing.settings import Settings
 
-    return LocalResources(Settings.load().state_dir / "platform" / "resources")
+    return ResourceRecords(records_root(Settings.load().state_dir / "platform" / "resources"))
 
 
 @resources_app.command(name="list")
 def resources_list() -> None:
     """Every resource: service, environment, kind, version, port, whether its server runs."""
-    records = _local_resources().records()
+    records = _local_resources().listing()
     for r in records:
         state = "running" if r["running"] else "stopped"
         typer.echo(

@@ -27,7 +27,8 @@ MAY_NOT_IMPORT = {
     "activities": {"demo", "starters", "workflows", "worker"},
     # The CLI ships without the demo harness; the harness uses the CLI (and the local
     # platform it starts), never the other way.
-    "starters": {"demo", "worker"},
+    # Nor the worker's side: what `slipway resources` reads is in `plumbing`.
+    "starters": {"activities", "demo", "worker"},
     "demo": {"worker"},
 }
 

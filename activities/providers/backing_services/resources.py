@@ -22,7 +22,6 @@ from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 
 import structlog
-from pydantic import BaseModel
 
 from activities.providers.backing_services.installation import Installation
 from activities.providers.backing_services.kinds import ServerKind
@@ -39,52 +38,36 @@ from activities.providers.backing_services.processes import (
 from activities.providers.backing_services.redis import RedisKind
 from contracts.definition.service_templates import Endpoint, ServiceWanted, parse_service
 from contracts.errors import ErrorType, verdict
-from plumbing.files import file_lock
-from plumbing.proctools import free_port, pid_alive, port_free, stop_group
+from plumbing.proctools import free_port, port_free, stop_group
+from plumbing.resource_records import (
+    STOP_WAIT_S,
+    WHERE,
+    ResourceRecord,
+    ResourceRecords,
+)
 
 __all__ = ["LocalResources", "resources_root"]
 
 _log = structlog.get_logger("slipway.resources")
 
 
-class ResourceRecord(BaseModel):
-    """`resource.json`: what runs, where, and how to reach it (the password stays here)."""
+def _installation(record: ResourceRecord) -> Installation:
+    return Installation(
+        record.kind, record.version, Path(record.location), record.origin, record.lacking
+    )
 
-    kind: str
-    service: str
-    environment: str
-    asked: str = ""
-    note: str = ""
-    version: str
-    location: str
-    origin: str = ""
-    lacking: str = ""
-    host: str
-    port: int
-    user: str
-    password: str
-    database: str
-    url: str
-    pid: int
-    pid_start: int | None = None
-    created: float
 
-    @property
-    def installation(self) -> Installation:
-        return Installation(self.kind, self.version, Path(self.location), self.origin, self.lacking)
-
-    @property
-    def endpoint(self) -> Endpoint:
-        return Endpoint(
-            kind=self.kind,
-            host=self.host,
-            port=self.port,
-            user=self.user,
-            password=self.password,
-            database=self.database,
-            url=self.url,
-            version=self.version,
-        )
+def _endpoint(record: ResourceRecord) -> Endpoint:
+    return Endpoint(
+        kind=record.kind,
+        host=record.host,
+        port=record.port,
+        user=record.user,
+        password=record.password,
+        database=record.database,
+        url=record.url,
+        version=record.version,
+    )
 
 
 def resources_root(preferred: Path, run_as: RunAs | None) -> Path:
@@ -97,7 +80,7 @@ def resources_root(preferred: Path, run_as: RunAs | None) -> Path:
     key = hashlib.sha256(str(resolved).encode()).hexdigest()[:12]
     root = private_root("slipway-resources", Path("/var/tmp")) / key
     root.mkdir(mode=0o755, exist_ok=True)
-    (preferred / "WHERE").write_text(f"{root}\n")
+    (preferred / WHERE).write_text(f"{root}\n")
     return root
 
 
@@ -134,27 +117,16 @@ class LocalResources:
     def root(self) -> Path:
         return resources_root(self._preferred, self._run_as)
 
-    def _dir(self, service: str, environment: str, kind: str) -> Path:
-        return self.root / service / environment / kind
+    @functools.cached_property
+    def _records(self) -> ResourceRecords:
+        return ResourceRecords(self.root)
 
     # --- reading -------------------------------------------------------------------------
 
     def records(self) -> list[dict[str, object]]:
         """Every resource: service, environment, kind, version, port, running (no
         password)."""
-        found = []
-        for path in sorted(self.root.glob("*/*/*/resource.json")):
-            record = ResourceRecord.model_validate_json(path.read_text())
-            found.append(
-                {
-                    **record.model_dump(
-                        include={"service", "environment", "kind", "version", "port"}
-                    ),
-                    "running": self._running(record),
-                    "data": str(path.parent),
-                }
-            )
-        return found
+        return self._records.listing()
 
     # --- ensuring ------------------------------------------------------------------------
 
@@ -166,14 +138,12 @@ class LocalResources:
         the summary."""
         asked = parse_service(wanted)
         kind = self._kinds[asked.kind]
-        home = self._dir(service, environment, asked.kind)
-        home.parent.mkdir(parents=True, exist_ok=True)
-        with file_lock(home.parent / f"{asked.kind}.lock", timeout_s=None):
-            record = self._read(home)
-            if record is not None and self._running(record):
-                if kind.check(record.installation, record.endpoint) is not None:
-                    return record.endpoint, record.note
-                self._halt(record)
+        with self._records.locked(service, environment, asked.kind) as home:
+            record = self._records.read(home)
+            if record is not None and self._records.running(record):
+                if kind.check(_installation(record), _endpoint(record)) is not None:
+                    return _endpoint(record), record.note
+                stop_group(record.pid, record.pid_start, STOP_WAIT_S, first=kind.stop_signal)
             where = _Where(service, environment, home)
             return self._start(asked.kind, asked.version, where, record, progress)
 
@@ -189,7 +159,7 @@ class LocalResources:
         newest version."""
         out = {}
         for kind in kinds:
-            record = self._read(self._dir(service, environment, kind))
+            record = self._records.read(self._records.home(service, environment, kind))
             asked = f"{kind}:{record.asked}" if record and record.asked else kind
             out[kind] = self.ensure(asked, service, environment, progress)[0]
         return out
@@ -241,7 +211,7 @@ class LocalResources:
         assert server.process is not None
         shutil.rmtree(home / ".runs", ignore_errors=True)  # no throwaway-run records
         endpoint = dataclasses.replace(endpoint, version=installation.version)
-        self._write(
+        self._records.write(
             home,
             ResourceRecord(
                 kind=kind_name,
@@ -261,6 +231,7 @@ class LocalResources:
                 url=endpoint.url,
                 pid=server.process.pid,
                 pid_start=server.started,
+                stop_signal=kind.stop_signal,
                 created=record.created if record else time.time(),
             ),
         )
@@ -274,7 +245,7 @@ class LocalResources:
         return endpoint, note
 
     def _installation_of(self, record: ResourceRecord, kind: ServerKind) -> Installation:
-        installation = record.installation
+        installation = _installation(record)
         if installation.location.exists():
             return installation
         same = [i for i in kind.installations() if i.version == installation.version]
@@ -292,38 +263,4 @@ class LocalResources:
 
     def delete(self, service: str, environment: str, kind: str) -> bool:
         """Stop the resource and delete its data; False if there was none."""
-        home = self._dir(service, environment, kind)
-        if not home.parent.is_dir():
-            return False
-        with file_lock(home.parent / f"{kind}.lock", timeout_s=None):
-            record = self._read(home)
-            if record is None and not home.exists():
-                return False
-            if record is not None:
-                self._halt(record)
-            shutil.rmtree(home, ignore_errors=True)
-        return True
-
-    # --- helpers -------------------------------------------------------------------------
-
-    def _halt(self, record: ResourceRecord) -> None:
-        stop_group(record.pid, record.pid_start, 15.0, first=self._kinds[record.kind].stop_signal)
-
-    @staticmethod
-    def _running(record: ResourceRecord) -> bool:
-        return record.pid_start is not None and pid_alive(record.pid, record.pid_start)
-
-    @staticmethod
-    def _read(home: Path) -> ResourceRecord | None:
-        path = home / "resource.json"
-        if not path.is_file():
-            return None
-        return ResourceRecord.model_validate_json(path.read_text())
-
-    @staticmethod
-    def _write(home: Path, record: ResourceRecord) -> None:
-        path = home / "resource.json"
-        tmp = path.with_suffix(".tmp")
-        tmp.write_text(record.model_dump_json(indent=2))
-        tmp.chmod(0o600)
-        tmp.replace(path)
+        return self._records.delete(service, environment, kind)
