@@ -132,6 +132,12 @@ PATCHES: tuple[Patch, ...] = (
         "every environment workflow's current run started after it",
     ),
     Patch(
+        "lease-answered-in-update",
+        ("EnvironmentWorkflow",),
+        "answers every acquire `pending` and grants by notice (which the run confirms)",
+        "every environment workflow's current run started after it",
+    ),
+    Patch(
         "environment-work-as-local-activities",
         ("EnvironmentWorkflow",),
         "runs FENCE, RESTORE and RUN_STATUS as regular activities",

@@ -15,7 +15,9 @@ The `*-lease-mailbox.json` environment histories (and the two pipelines recorded
 were recorded with these scenarios, named with that suffix, after the lease changes of issue
 19: they pin `lease-mailbox`, `environment-work-as-local-activities`,
 `lease-messages-in-background` and `policy-in-force-as-local-activity`, while the older files
-pin the code before them.
+pin the code before them. The `*-answered-in-update.json` environment histories were recorded
+the same way once an acquire to a free environment was answered in its update: they pin
+`lease-answered-in-update`.
 """
 
 from __future__ import annotations

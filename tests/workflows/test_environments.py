@@ -24,7 +24,7 @@ from contracts.messages import (
     Serving,
     StageState,
 )
-from contracts.naming import canary_id, environment_id, pipeline_id
+from contracts.naming import LEASE_SIGNAL, canary_id, environment_id, pipeline_id
 from starters.runs import pipeline_outcome
 from tests.support.memory import MemoryBackends
 from tests.support.pipelines import (
@@ -358,3 +358,35 @@ async def test_a_fence_that_fails_makes_the_run_wait_not_fail(
     assert memory.platform.events.count("fence development failed") == 2
     assert development.serving is not None
     assert development.serving.run == handle.id
+    # A fence out of attempts turns the acquire's wait back into `pending`: the grant then
+    # comes as a notice, confirmed against the environment's state.
+    notices, activities = await lease_traffic(handle)
+    assert (notices, "confirm_lease" in activities) == ((1, True) if final else (0, False))
+
+
+async def lease_traffic(handle: Handle) -> tuple[int, list[str]]:
+    """How many lease notices the run received, and the activities it scheduled."""
+    notices, activities = 0, []
+    async for event in handle.fetch_history_events():
+        if event.HasField("workflow_execution_signaled_event_attributes"):
+            notices += event.workflow_execution_signaled_event_attributes.signal_name == (
+                LEASE_SIGNAL
+            )
+        if event.HasField("activity_task_scheduled_event_attributes"):
+            activities.append(event.activity_task_scheduled_event_attributes.activity_type.name)
+    return notices, activities
+
+
+async def test_a_free_environment_answers_the_acquire_itself(
+    time_env: WorkflowEnvironment, memory: MemoryBackends, task_queue: str
+) -> None:
+    """One run at a time, every environment free: each grant is its acquire's own answer. The
+    run receives no notice and schedules no activity to confirm one (a round trip less per
+    environment); a queued run still hears by notice (the tests above)."""
+    async with build_worker(time_env.client, memory.backends(), task_queue):
+        handle = await start(time_env.client, task_queue, development_only(), run_context())
+        result = await pipeline_outcome(handle)
+    assert result.state == PipelineState.SUCCEEDED
+    notices, activities = await lease_traffic(handle)
+    assert activities.count("acquire_lease") == 1
+    assert (notices, "confirm_lease" in activities) == (0, False)

@@ -16,6 +16,7 @@ from contracts import lease_rules as leases
 from contracts.messages import (
     EnvironmentInput,
     EnvironmentState,
+    LeaseAnswer,
     LeaseHolder,
     LeaseRelease,
     LeaseRequest,
@@ -90,6 +91,9 @@ class EnvironmentRecord:
         # LEASE_MAILBOX is in force: set by the first lease message, so that a running
         # execution recorded before the patch takes it up with its next message.
         self._mailbox = False
+        # Acquire updates that wait for their own answer (LEASE_ANSWERED_IN_UPDATE): request
+        # id → the answer once the main loop has served it (None until then).
+        self._awaited: dict[str, LeaseAnswer | None] = {}
 
     def _trusted_times(self) -> bool:
         """Whether this run of the workflow bounds commit times (TRUSTED_COMMIT_TIME), decided

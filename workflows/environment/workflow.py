@@ -17,7 +17,12 @@ Lease messages are a mailbox (patch `lease-mailbox`). The `acquire` and `release
 check the deployer's proof, put the message in an inbox and answer at once (`pending`, or
 `granted` to the run that already holds the lease); the workflow's main loop takes the inbox in
 arrival order under the lock, with the same rules as before (fence, grant, supersede, queue),
-and tells each run its answer with LEASE_SIGNAL. Why this design rather than the others:
+and tells each run its answer with LEASE_SIGNAL. An acquire that finds the lease free, nobody
+queued and the inbox empty (the common case: one run per environment at a time) waits in its
+update for that one fence and answers there instead (patch `lease-answered-in-update`): a
+run's own activity brings the grant back, so the run needs no notice and no activity to
+confirm one; a fence that fails turns the wait back into `pending` and a notice. Why this
+design rather than the others:
 - Nothing waits while holding what the work it waits for needs. Before, the `acquire_lease`
   activity held an activity slot while its update awaited the FENCE activity, which needs a slot
   of the same worker: with as many runs acquiring as the worker has slots, no fence could run
@@ -83,6 +88,11 @@ LEASE_MAILBOX = "lease-mailbox"
 """Patch id: before it, `acquire` and `release` took the lock and fenced inside the update, so
 the message activity that sent them held an activity slot until the fence (which needs one)
 had run."""
+LEASE_ANSWERED_IN_UPDATE = "lease-answered-in-update"
+"""Patch id: an acquire that finds the lease free, nobody queued and the inbox empty waits in
+its update for the main loop to serve it and answers granted (or superseded) there, with no
+notice: the run needs no signal, and no activity to confirm one. Before it, every answer but a
+retried holder's came as a LEASE_SIGNAL notice."""
 FENCE_RETRY = timedelta(seconds=30)
 """How long the inbox waits after a fence failed all its attempts before it tries again."""
 HOLDER_CHECK = timedelta(minutes=1)
@@ -161,11 +171,20 @@ class EnvironmentWorkflow(EnvironmentRollbacks):
                         message.run,
                         FENCE_RETRY,
                     )
+                    self._stop_awaiting()
                     return False
                 self._inbox.pop(0)
                 await self._answer(message, answer)
         self._changes += 1
         return True
+
+    def _stop_awaiting(self) -> None:
+        """A fence failed: updates waiting for their answer answer `pending` now (their
+        request stays in the inbox, and its answer comes as a notice), so no update stays in
+        flight while the fence waits to be tried again."""
+        for rid, answer in self._awaited.items():
+            if answer is None:
+                self._awaited[rid] = LeaseAnswer(status="pending")
 
     async def _regranted(self) -> bool:
         """The lease is free: grant it to the queue's next run (False: its fence failed)."""
@@ -184,7 +203,11 @@ class EnvironmentWorkflow(EnvironmentRollbacks):
         return True
 
     async def _answer(self, request: LeaseRequest, answer: LeaseAnswer) -> None:
-        """Tell the run what became of its request (a queued one hears when it is its turn)."""
+        """Tell the run what became of its request (a queued one hears when it is its turn);
+        an update waiting for the answer carries it instead."""
+        if request.request_id in self._awaited and self._awaited[request.request_id] is None:
+            self._awaited[request.request_id] = answer
+            return
         env = self._s.environment
         if answer.status == "granted":
             told = await self._tell(
@@ -225,7 +248,23 @@ class EnvironmentWorkflow(EnvironmentRollbacks):
     async def acquire(self, request: LeaseRequest) -> LeaseAnswer:
         if self._mailbox or workflow.patched(LEASE_MAILBOX):
             self._mailbox = True
-            return self._take_request(request)
+            s = self._s
+            free = s.holder is None and not s.queue and not self._inbox and not self._regrant
+            answer = self._take_request(request)
+            if (
+                answer.status != "pending"
+                or not free
+                or not workflow.patched(LEASE_ANSWERED_IN_UPDATE)
+            ):
+                return answer
+            # Nothing stands before it: its answer is one fence away. Waiting for it holds
+            # the sender's activity slot that long; the fence runs in a local-activity slot.
+            rid = request.request_id
+            self._awaited[rid] = None
+            await workflow.wait_condition(lambda: self._awaited[rid] is not None)
+            answered = self._awaited.pop(rid)
+            assert answered is not None
+            return answered
         async with self._lock:
             answer = await self._acquire(request)
         self._changes += 1
