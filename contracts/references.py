@@ -15,7 +15,7 @@ from contracts.activity import ReferenceCheckRequest, ReleaseReferences, SecretR
 from contracts.definition.model import ArtifactSpec, EnvironmentSpec, PipelineSpec
 from contracts.definition.service_templates import parse_service, template_references
 
-__all__ = ["deployed_environments", "reference_check"]
+__all__ = ["deployed_environments", "reference_check", "refers_to_nothing"]
 
 DEPLOYING_KINDS = frozenset({"deploy", "canary"})
 """Stage kinds that put a release into an environment (a canary deploys its canary slot)."""
@@ -97,3 +97,18 @@ def _used(resources: list[str], env: dict[str, str]) -> list[str]:
     """The resources an artifact's `env:` refers to (as a bundle's deploy gives it)."""
     kinds = {kind for value in env.values() for kind, _ in template_references(value)}
     return [r for r in resources if parse_service(r).kind in kinds]
+
+
+def refers_to_nothing(request: ReferenceCheckRequest) -> bool:
+    """Whether no release of `request` names a secret, a resource or a resource placeholder:
+    then there is nothing for the deployer to look up."""
+    for release in request.releases:
+        if release.secrets or release.resources:
+            return False
+        for value in release.env.values():
+            try:
+                if template_references(value):
+                    return False
+            except ValueError:
+                return False  # not a template the loader let through: let the deployer say
+    return True

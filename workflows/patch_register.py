@@ -181,6 +181,12 @@ PATCHES: tuple[Patch, ...] = (
         _NO_OPEN_RUN.format("PipelineWorkflow"),
     ),
     Patch(
+        "references-checked-when-any",
+        ("PipelineWorkflow",),
+        "asks the deployer to check references even when its releases name none",
+        _NO_OPEN_RUN.format("PipelineWorkflow"),
+    ),
+    Patch(
         "pull-request-runs",
         ("PipelineWorkflow",),
         "runs every stage of its definition (no run recorded before it is a pull-request run: "

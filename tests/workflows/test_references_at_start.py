@@ -15,10 +15,11 @@ from temporalio.testing import WorkflowEnvironment
 from activities.helpers.secrets import SecretResolver
 from contracts.definition.model import EnvironmentSpec, PipelineSpec, SecretRefSpec
 from contracts.messages import PipelineState, StageState
+from contracts.references import reference_check, refers_to_nothing
 from plumbing.secret_store import LocalSecretStore
 from starters.runs import pipeline_outcome
 from tests.support.memory import MemoryBackends
-from tests.support.pipelines import heal7, run_context, start
+from tests.support.pipelines import Handle, heal7, run_context, start
 from tests.workflows.test_pipeline import approve_all
 from worker import build_worker
 
@@ -102,3 +103,45 @@ async def test_a_pull_request_run_deploys_nowhere_so_no_reference_holds_it_up(
     assert result.state == PipelineState.SUCCEEDED, result.failure
     stages = {s.name: s.state for s in result.stages}
     assert stages["unit_tests"] == StageState.SUCCEEDED
+
+
+async def scheduled_activities(handle: Handle) -> list[str]:
+    return [
+        e.activity_task_scheduled_event_attributes.activity_type.name
+        async for e in handle.fetch_history_events()
+        if e.HasField("activity_task_scheduled_event_attributes")
+    ]
+
+
+async def test_releases_that_name_no_secret_or_resource_ask_the_deployer_nothing(
+    time_env: WorkflowEnvironment, memory: MemoryBackends, task_queue: str, tmp_path: Path
+) -> None:
+    """The check costs a round trip to the deployer: a run asks only when there is something
+    to look up (a secret, a resource, a resource placeholder)."""
+    service = f"svc{uuid.uuid4().hex[:8]}"
+    spec = heal7()
+    bare = {
+        n: e.model_copy(update={"secrets": {}, "resources": []})
+        for n, e in spec.environments.items()
+    }
+    plain = spec.model_copy(
+        update={
+            "service": spec.service.model_copy(update={"name": service, "env": {}}),
+            "environments": bare,
+        }
+    )
+    assert refers_to_nothing(reference_check(plain))
+    assert not refers_to_nothing(reference_check(with_production_secret(service)))
+    store = LocalSecretStore(tmp_path / "secrets")
+    backends = dataclasses.replace(memory.backends(), secrets=SecretResolver({"local": store}))
+    async with build_worker(time_env.client, backends, task_queue):
+        asked = await start(
+            time_env.client, task_queue, with_production_secret(service), run_context()
+        )
+        await pipeline_outcome(asked)
+        not_asked = await start(time_env.client, task_queue, plain, run_context())
+        await approve_all(not_asked)
+        result = await pipeline_outcome(not_asked)
+    assert result.state == PipelineState.SUCCEEDED, result.failure
+    assert "check_references" in await scheduled_activities(asked)
+    assert "check_references" not in await scheduled_activities(not_asked)

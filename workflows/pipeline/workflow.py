@@ -39,7 +39,7 @@ from contracts.messages import (
     StageState,
 )
 from contracts.naming import LEASE_SIGNAL
-from contracts.references import DEPLOYING_KINDS, reference_check
+from contracts.references import DEPLOYING_KINDS, reference_check, refers_to_nothing
 from contracts.start_check import policy_start
 from workflows import telemetry
 from workflows.calls import call
@@ -108,6 +108,9 @@ now, so its command order never depends on when one completed."""
 REFERENCES_CHECKED = "references-checked"
 """Patch id: runs recorded before it did not check at their start that every secret and
 resource their releases refer to resolves; a missing one failed the deploy that used it."""
+REFERENCES_WHEN_ANY = "references-checked-when-any"
+"""Patch id: runs recorded before it asked the deployer to check references even when their
+releases named none (an activity round trip for nothing)."""
 LOCAL_POLICY_CHECK = "policy-in-force-as-local-activity"
 """Patch id: runs recorded before it read the worker's policy with a regular activity."""
 SIGNED_CANARY_CONTROLS = "canary-controls-signed-by-deployer"
@@ -265,12 +268,10 @@ class PipelineWorkflow(PipelineGates, PipelineRollbacks):
             # Every secret and resource the releases use, where this run will deploy: one
             # that does not resolve fails the run now, not the deploy after the stages
             # before it have run (no value is read into history, only whether it resolves).
-            checked = await call(
-                ActivityName.CHECK_REFERENCES,
-                reference_check(self._spec, deployed),
-                ReferenceCheckResult,
-            )
-            references = checked.sentences()
+            request = reference_check(self._spec, deployed)
+            if not (refers_to_nothing(request) and workflow.patched(REFERENCES_WHEN_ANY)):
+                checked = await call(ActivityName.CHECK_REFERENCES, request, ReferenceCheckResult)
+                references = checked.sentences()
         return [*problems, *answer.problems, *references]
 
     def _environments_deployed(self) -> list[str]:
