@@ -308,7 +308,7 @@ async def test_the_retired_rollback_workflow_rolls_nothing_back(
     assert not [e for e in memory.platform.events if "rollback" in e or "weight" in e]
 
 
-async def test_decisions_judged_in_the_workflow_task_replay_at_every_step(
+async def test_decisions_judged_at_once_in_workflow_tasks_replay(
     time_env: WorkflowEnvironment,
     memory: MemoryBackends,
     task_queue: str,
@@ -316,22 +316,16 @@ async def test_decisions_judged_in_the_workflow_task_replay_at_every_step(
     keys: dict[str, Path],
 ) -> None:
     """Each decision is judged by a local activity, inside the workflow task that took it. Two
-    approvals and a handful of refused signals arrive at once (their checks finish in any
-    order) at a worker that keeps no run in its cache: every workflow task replays the run
-    from its first event, recorded verdicts included, as a worker does after a crash. The run
-    reaches production, and its whole history replays again."""
+    approvals and a handful of refused signals arrive at once, so their checks run side by
+    side and finish in any order; the run reaches production, and its history, every
+    recorded verdict included, replays from its first event as a worker without the run in
+    its cache (after a crash) replays it."""
     policy = write_policy(tmp_path / "policy.yaml", keys, gates={"*": {"signatures": "optional"}})
     # A service of its own: environment workflows live as long as the server.
     base = heal7()
     name = f"heal7{uuid.uuid4().hex[:6]}"
     spec = base.model_copy(update={"service": base.service.model_copy(update={"name": name})})
-    async with build_worker(
-        time_env.client,
-        memory.backends(),
-        task_queue,
-        policy_file=policy,
-        max_cached_workflows=0,
-    ):
+    async with build_worker(time_env.client, memory.backends(), task_queue, policy_file=policy):
         handle = await start(time_env.client, task_queue, spec, run_context(service=name))
         await wait_for_gate(handle, "staging")
         await approve(handle, "alice", "staging")
