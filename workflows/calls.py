@@ -273,8 +273,14 @@ async def _call_counting_failures(
     deadline = workflow.now() + (timeout or opts.start_to_close)
     failures = 0
     lost = 0
+    last: ActivityError | None = None
     while True:
         remaining = deadline - workflow.now()
+        if remaining <= timedelta(0) and last is not None:
+            # The pause after a failure ended past the deadline: the task that woke it ran
+            # late (no worker, a server down). No time is left for another attempt, and a
+            # negative timeout would fail every workflow task of the run, for ever.
+            raise last
         try:
             result: T = await workflow.execute_activity(
                 name.value,
@@ -292,6 +298,7 @@ async def _call_counting_failures(
         except ActivityError as err:
             if is_cancelled_exception(err):
                 raise
+            last = err
             if _worker_lost(err) and deadline - workflow.now() > timedelta(0):
                 lost += 1
                 workflow.logger.warning(

@@ -390,3 +390,35 @@ async def test_a_free_environment_answers_the_acquire_itself(
     notices, activities = await lease_traffic(handle)
     assert activities.count("acquire_lease") == 1
     assert (notices, "confirm_lease" in activities) == (0, False)
+
+
+async def test_a_retry_that_wakes_past_the_stage_deadline_fails_the_stage_not_the_run(
+    dev_env: WorkflowEnvironment, memory: MemoryBackends, task_queue: str
+) -> None:
+    """A deploy fails (a flaky API) and the run pauses before its next attempt; every worker is
+    gone until the stage's time is up (a soak found this). The worker that comes back fails
+    the stage with the last attempt's error: the run ends, instead of failing each of its
+    workflow tasks for ever on an activity with a negative timeout."""
+    spec = development_only()
+    stages = [
+        s.model_copy(update={"timeout": timedelta(seconds=4)}) if s.name == "deploy_dev" else s
+        for s in spec.stages
+    ]
+    spec = spec.model_copy(update={"stages": stages})
+    memory.platform.transient_failures["development"] = 1
+    async with build_worker(dev_env.client, memory.backends(), task_queue):
+        handle = await start(dev_env.client, task_queue, spec, run_context())
+        for _ in range(400):  # until the failed attempt's pause (2 s) has begun
+            history = await handle.fetch_history()
+            if any(e.HasField("timer_started_event_attributes") for e in history.events):
+                break
+            await asyncio.sleep(0.02)
+        else:
+            raise AssertionError("the deploy's retry pause never began")
+    await asyncio.sleep(5)  # no worker while the pause and the stage's 4 s run out
+    async with build_worker(dev_env.client, memory.backends(), task_queue):
+        result = await outcome_when_closed(handle)
+    assert result.state == PipelineState.FAILED
+    state, summary = stage_of(result, "deploy_dev")
+    assert state == StageState.FAILED
+    assert "connection refused" in summary
