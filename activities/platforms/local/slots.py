@@ -40,7 +40,14 @@ from activities.providers.builders.wheel_builder import wheel_filename
 from activities.providers.execution.child_env import child_env
 from activities.providers.execution.venvs import VenvCache, VenvSpec, python_in
 from activities.wiring.backends import Heartbeat
-from contracts.activity import Artifact, DeployRequest, DeployResult, ReleaseConfig, Slot
+from contracts.activity import (
+    Artifact,
+    DeployRequest,
+    DeployResult,
+    ReleaseConfig,
+    ReleaseSpec,
+    Slot,
+)
 from contracts.definition.service_templates import render, template_references
 from contracts.errors import ErrorType, verdict
 from plumbing.files import atomic_write_text, file_lock, tail
@@ -102,6 +109,20 @@ class SlotRevision(BaseModel):
         "when its process starts (a resource's port may change after a reboot).",
     )
     deployed_at: float = Field(default_factory=time.time)
+
+    @classmethod
+    def of(cls, digest: str, release: DeployRequest | ReleaseSpec) -> SlotRevision:
+        """The revision that runs `release` (a deploy's request, or a recorded release to put
+        back) under `digest`, its artifact and configuration together."""
+        return cls(
+            digest=digest,
+            artifact=release.artifact,
+            run_command=list(release.run_command),
+            health_path=release.health_path,
+            ready_path=release.ready_path,
+            config=release.config,
+            env=dict(release.env),
+        )
 
 
 class ProcessRef(BaseModel):
@@ -239,15 +260,7 @@ class SlotManager:
         on_ready: Callable[[SlotState, bool], None] | None = None,
     ) -> DeployResult:
         """Run `request.artifact` in `request.slot`; see the class docstring."""
-        revision = SlotRevision(
-            digest=request.release_digest,
-            artifact=request.artifact,
-            run_command=list(request.run_command),
-            health_path=request.health_path,
-            ready_path=request.ready_path,
-            config=request.config,
-            env=dict(request.env),
-        )
+        revision = SlotRevision.of(request.release_digest, request)
         return self.run_revision(
             request.service, request.environment, request.slot, revision, heartbeat, on_ready
         )

@@ -515,12 +515,4 @@ class LocalDeployTarget:
 
 
 def _revision(target: ReleaseSpec) -> SlotRevision:
-    return SlotRevision(
-        digest=target.digest,
-        artifact=target.artifact,
-        run_command=list(target.run_command),
-        health_path=target.health_path,
-        ready_path=target.ready_path,
-        config=target.config,
-        env=dict(target.env),
-    )
+    return SlotRevision.of(target.digest, target)
