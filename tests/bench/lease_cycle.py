@@ -1,6 +1,7 @@
 """The lease cycle alone, as a pipeline's deploy goes through it: acquire (an activity sending
-the request to the environment's inbox), the grant (the environment's signal, confirmed against
-its state), the report of what serves, the release; each waited for in turn
+the request to the environment's inbox), the grant (the acquire's own answer when the
+environment is free, as here; else the environment's signal, confirmed against its state),
+the report of what serves, the release; each waited for in turn
 (`RunLeases.background` off), for one environment and nothing else in the workflow.
 
 Registered by the bench worker beside the baseline; the driver times it from the history.

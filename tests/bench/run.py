@@ -458,7 +458,7 @@ async def lease_cycle(client: Client, tq: str) -> Row:
     return Row(
         "6. lease cycle alone: acquire → granted → report → release, one environment, "
         "each step waited for",
-        f"**median {total:.0f} ms** of {LEASE_CYCLES} (acquire → grant confirmed "
+        f"**median {total:.0f} ms** of {LEASE_CYCLES} (acquire → granted "
         f"{granted:.0f} ms, → report taken {reported:.0f} ms, → release taken "
         f"{released:.0f} ms; server-side, from the acquire's scheduling)",
         "— (what a deploy's lease costs; reports and releases go in the background in a run)",
