@@ -4,10 +4,11 @@ Workflow code cannot read the worker's policy file, so each decision is judged b
 `check_decision` activity (the policy in force now, the SSH signature) and its verdict is
 recorded in history. It runs as a local activity (patch `decision-check-as-local-activity`):
 on the deployer worker that runs the workflow, within the workflow task that took the
-decision, so an approval costs no activity task and no second workflow task. What needs no file is checked here first, cheaply and deterministically:
-a nonce already used in this run (a replayed signature) and a signature too far from the
-run's clock. Refused decisions are kept up to a bound, with a count of the rest, so a flood
-of refused signals cannot push the run's result past Temporal's payload limits.
+decision, so an approval costs no activity task and no second workflow task. What needs no
+file is checked here first, cheaply and deterministically: a nonce already used in this run
+(a replayed signature) and a signature too far from the run's clock. Refused decisions are
+kept up to a bound, with a count of the rest, so a flood of refused signals cannot push the
+run's result past Temporal's payload limits.
 """
 
 from __future__ import annotations

@@ -7,6 +7,7 @@ import asyncio
 import dataclasses
 import pkgutil
 import sys
+import types
 import uuid
 import warnings
 from typing import Any
@@ -18,7 +19,7 @@ from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import WorkflowInstance, WorkflowInstanceDetails
 from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner
 
-import worker as worker_module
+import plumbing.sandbox as sandbox_module
 import workflows
 from plumbing.sandbox import PASSTHROUGH, restrictions
 from starters.runs import pipeline_outcome, replayer
@@ -29,6 +30,15 @@ from tests.support.pipelines import start
 from worker import build_worker
 
 pytestmark = pytest.mark.timeout(60)
+
+
+async def _first_task_done(handle: Any) -> None:
+    for _ in range(200):
+        async for event in handle.fetch_history_events():
+            if event.event_type == EventType.EVENT_TYPE_WORKFLOW_TASK_COMPLETED:
+                return
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"{handle.id}: no workflow task completed")
 
 
 async def _first_task_failure(client: Client, workflow_id: str) -> tuple[str, str]:
@@ -130,6 +140,26 @@ class _RecordingRunner(SandboxedWorkflowRunner):
         return instance
 
 
+def shares_code(module: Any, other: Any) -> bool:
+    """Whether the functions and methods written in `module`'s file run `other`'s code
+    objects (and there is at least one: a module of constants proves nothing). Methods a
+    dataclass generates are compiled per class, so they are not compared."""
+    pairs = []
+    for name, value in vars(module).items():
+        if getattr(value, "__module__", None) != module.__name__:
+            continue
+        if isinstance(value, types.FunctionType):
+            pairs.append((value, getattr(other, name)))
+        elif isinstance(value, type):
+            pairs += [
+                (f, vars(getattr(other, name))[n])
+                for n, f in vars(value).items()
+                if isinstance(f, types.FunctionType)
+            ]
+    written = [(f, o) for f, o in pairs if f.__code__.co_filename == module.__file__]
+    return bool(written) and all(f.__code__ is o.__code__ for f, o in written)
+
+
 def reimported(instance: Any) -> dict[str, Any]:
     """Modules the sandbox of one run holds that it imported itself (not passed through)."""
     importer = instance.importer
@@ -151,8 +181,14 @@ async def test_a_pipeline_sandbox_imports_only_the_pipelines_workflow_modules(
     environments) in the worker's own sandbox: its sandbox re-imports exactly
     PIPELINE_SANDBOX of our modules (18, within a budget of 20), shares every `contracts`
     module with the host, and imports no module of ours after it was loaded."""
-    runner = _RecordingRunner(restrictions=restrictions())
-    monkeypatch.setattr(worker_module, "workflow_runner", lambda: runner)
+    runners: list[_RecordingRunner] = []
+
+    def recording(**kwargs: Any) -> _RecordingRunner:
+        runners.append(_RecordingRunner(**kwargs))
+        return runners[-1]
+
+    # The worker's own `workflow_runner()`, with a runner that keeps each run's sandbox.
+    monkeypatch.setattr(sandbox_module, "SandboxedWorkflowRunner", recording)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")  # the sandbox warns of a late import (its default)
         async with build_worker(time_env.client, memory.backends(), task_queue):
@@ -162,6 +198,7 @@ async def test_a_pipeline_sandbox_imports_only_the_pipelines_workflow_modules(
     assert result.state.value == "succeeded", result.failure
     late = [str(w.message) for w in caught if "after initial workflow load" in str(w.message)]
     assert not [m for m in late if m.split()[1].split(".")[0] in OURS], late
+    (runner,) = runners
     pipelines = [i for name, i in runner.made if name == "PipelineWorkflow"]
     assert pipelines, "no pipeline sandbox was made"
     ours: set[str] = set()
@@ -177,3 +214,38 @@ async def test_a_pipeline_sandbox_imports_only_the_pipelines_workflow_modules(
     assert len(ours) <= 20  # the budget: a new module here is a choice, not a drift
     others = {name for name, _ in runner.made} - {"PipelineWorkflow"}
     assert {"EnvironmentWorkflow", "CanaryWorkflow", "MonitorWorkflow"} <= others
+
+
+async def test_each_run_has_its_own_workflow_modules_on_code_compiled_once(
+    time_env: WorkflowEnvironment,
+    memory: MemoryBackends,
+    task_queue: str,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Two runs, two sandboxes: each imports the pipeline's modules again (its own module
+    objects and globals, where the sandbox's checks apply), but both run the same code
+    objects, compiled once per process (`plumbing.sandbox.share_workflow_code`), not once per
+    run in the cache."""
+    runners: list[_RecordingRunner] = []
+
+    def recording(**kwargs: Any) -> _RecordingRunner:
+        runners.append(_RecordingRunner(**kwargs))
+        return runners[-1]
+
+    monkeypatch.setattr(sandbox_module, "SandboxedWorkflowRunner", recording)
+    async with build_worker(time_env.client, memory.backends(), task_queue):
+        for _ in range(2):
+            handle = await start(time_env.client, task_queue)
+            await _first_task_done(handle)  # the worker has made the run's sandbox
+            await handle.terminate("two sandboxes were all this test needed")
+    (runner,) = runners
+    first, second = [reimported(i) for n, i in runner.made if n == "PipelineWorkflow"][:2]
+    compared = 0
+    for name, module in first.items():
+        if name.split(".", 1)[0] != "workflows" or name not in PIPELINE_SANDBOX:
+            continue
+        assert module is not second[name]
+        if not name.endswith(("workflows", "pipeline", "stages")):  # not the packages
+            assert shares_code(module, second[name]), name
+            compared += 1
+    assert compared == len(PIPELINE_SANDBOX) - 3
