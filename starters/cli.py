@@ -300,6 +300,8 @@ def start(
             verb = "already running/done" if started.existing else "started"
             typer.echo(f"{started.workflow_id} {verb}, run {started.run_id}")
             typer.echo(f"  {started.url}")
+            for earlier in started.cancelled:
+                typer.echo(f"cancelled {earlier}: a newer push of pull request #{pull_request}")
         if not wait:
             return 0
         result = await pipeline_outcome(client.get_workflow_handle(started.workflow_id))

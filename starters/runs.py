@@ -57,6 +57,7 @@ from workflows.registry import WORKFLOWS
 __all__ = [
     "RetryError",
     "StartedRun",
+    "cancel_earlier_pull_request_runs",
     "derived_workflow_id",
     "pipeline_outcome",
     "recorded_workflow_id",
@@ -79,6 +80,8 @@ class StartedRun:
     run_id: str
     existing: bool
     url: str
+    cancelled: tuple[str, ...] = ()
+    """Open runs of the same pull request at an earlier head, cancelled by this start."""
 
 
 def run_url(client: Client, workflow_id: str, run_id: str = "") -> str:
@@ -144,7 +147,33 @@ async def start_pipeline(
         run_id = err.run_id or ""
         return StartedRun(workflow_id, run_id, True, run_url(client, workflow_id, run_id))
     run_id = handle.result_run_id or ""
-    return StartedRun(workflow_id, run_id, False, run_url(client, workflow_id, run_id))
+    cancelled: tuple[str, ...] = ()
+    if run.pull_request is not None and search_attributes:
+        cancelled = await cancel_earlier_pull_request_runs(
+            client, spec.service.name, run.pull_request, workflow_id
+        )
+    return StartedRun(workflow_id, run_id, False, run_url(client, workflow_id, run_id), cancelled)
+
+
+async def cancel_earlier_pull_request_runs(
+    client: Client, service: str, pull_request: int, keep: str
+) -> tuple[str, ...]:
+    """Cancel the open runs of `service`'s pull request at other head commits: a new push
+    makes them moot, and a pull-request run never deploys, so cancelling one loses nothing.
+    Found by the Service search attribute (visibility lags a moment: a run started in the
+    same second may be missed and runs on)."""
+    suffix = f"-pr-{pull_request}"
+    query = (
+        "WorkflowType = 'PipelineWorkflow' AND ExecutionStatus = 'Running' "
+        f"AND Service = '{service}'"
+    )
+    cancelled = []
+    async for execution in client.list_workflows(query):
+        if execution.id != keep and execution.id.endswith(suffix):
+            handle = client.get_workflow_handle(execution.id, run_id=execution.run_id)
+            await handle.cancel()
+            cancelled.append(execution.id)
+    return tuple(cancelled)
 
 
 async def _open_or_succeeded(client: Client, workflow_id: str) -> str | None:

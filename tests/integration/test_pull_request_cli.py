@@ -4,6 +4,7 @@ in-memory backends in this process, and a real git repository the starter reads.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import sys
 import uuid
@@ -127,3 +128,54 @@ async def test_pull_request_runs_and_docs_only_changes_from_the_cli(
         code, out, _ = await run_cmd(*start(docs, "--json", branch="main"), env=env)
         assert code == 0
         assert json.loads(out)["skipped"].startswith("only ignored paths changed (1 file since")
+
+
+async def test_a_new_push_to_a_pull_request_cancels_its_earlier_run(
+    dev_env: WorkflowEnvironment, task_queue: str, tmp_path: Path
+) -> None:
+    """Two pushes to PR #42 and one to PR #43, no worker yet (the runs stay open): the second
+    push of #42 cancels the run of its first, says so, and leaves #43 alone."""
+    service = f"svc{uuid.uuid4().hex[:8]}"
+    spec_file = tmp_path / "hello.yaml"
+    spec_file.write_text(json.dumps(definition(service)), encoding="utf-8")
+    repo = tmp_path / "repo"
+    base = make_service_repo(repo)
+    git(repo, "checkout", "-q", "-b", "feature/login")
+    env = cli_env(dev_env, task_queue)
+
+    async def push(path: str, pull_request: str) -> tuple[str, str]:
+        commit = commit_file(repo, path, f"# {uuid.uuid4().hex}\n")
+        code, out, err = await run_cmd(
+            sys.executable, "-m", "starters", "start", "--definition", str(spec_file),
+            "--repo", str(repo), "--commit", commit, "--author", "erin",
+            "--branch", "feature/login", "--pull-request", pull_request, "--base", base,
+            env=env,
+        )  # fmt: skip
+        assert code == 0, out + err
+        return f"pipeline-{service}-{commit[:12]}-pr-{pull_request}", out
+
+    first, _ = await push("hello_service/a.py", "42")
+    other, _ = await push("hello_service/b.py", "43")
+    for workflow_id in (first, other):  # visible to the next start's query
+        for _ in range(100):
+            query = f"WorkflowId = '{workflow_id}' AND Service = '{service}'"
+            if [w async for w in dev_env.client.list_workflows(query)]:
+                break
+            await asyncio.sleep(0.05)
+    second, out = await push("hello_service/c.py", "42")
+    assert f"cancelled {first}: a newer push of pull request #42" in out
+    assert other not in out
+
+    async def cancel_requested(workflow_id: str) -> bool:
+        handle = dev_env.client.get_workflow_handle(workflow_id)
+        history = await handle.fetch_history()
+        return any(
+            e.HasField("workflow_execution_cancel_requested_event_attributes")
+            for e in history.events
+        )
+
+    assert await cancel_requested(first)
+    assert not await cancel_requested(other)
+    assert not await cancel_requested(second)
+    for workflow_id in (first, other, second):
+        await dev_env.client.get_workflow_handle(workflow_id).terminate("test over")
