@@ -95,6 +95,13 @@ class Settings(BaseSettings):
     kube_ingress_urls: dict[str, str] = Field(
         default_factory=dict, description="Environment → base URL for HTTP checks."
     )
+    kube_release_deadline_s: int = Field(
+        600,
+        ge=10,
+        le=86_400,
+        description="How long a release phase's Job may run (its activeDeadlineSeconds); a "
+        "longer one needs the deploy stage's `timeout:` (15 min by default) raised with it.",
+    )
 
     backing_services: Literal["local", "docker", "kubernetes"] = Field(
         "local",

@@ -337,6 +337,7 @@ def deployer_backends_from_settings(settings: Settings) -> DeployerBackends:
                 load_api_client(settings.kubeconfig or None),
                 settings.kube_namespaces,
                 base_url_for=settings.kube_ingress_urls or None,
+                release_deadline_s=settings.kube_release_deadline_s,
             )
             # Environments on Kubernetes take `from: kubernetes` secrets (secretKeyRef).
             secrets.add("kubernetes", kube.secrets())

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -17,6 +18,7 @@ from temporalio.exceptions import ApplicationError
 
 from activities.platforms.kubernetes import KubernetesPlatform
 from activities.platforms.kubernetes._objects import ENV
+from activities.wiring.factory import deployer_backends_from_settings
 from contracts.activity import (
     Artifact,
     DeployRequest,
@@ -27,6 +29,7 @@ from contracts.activity import (
     Slot,
 )
 from contracts.errors import ErrorType
+from plumbing.settings import Settings
 from tests.fakes.kube_api import (
     FakeKubeApi,
     JobBehaviour,
@@ -362,3 +365,31 @@ def test_a_restore_puts_back_the_env_of_the_release_that_served(
     assert container.image == artifact(2).uri
     # A rollback never runs a release command (migrations are not run backwards).
     assert len(job_posts(fake)) == posts
+
+
+def test_the_workers_setting_bounds_the_release_job(fake: FakeKubeApi, tmp_path: Path) -> None:
+    """SLIPWAY_KUBE_RELEASE_DEADLINE_S, through the worker's own wiring, is the Job's
+    activeDeadlineSeconds (600 by default)."""
+    kubeconfig = tmp_path / "kubeconfig"
+    kubeconfig.write_text(
+        "apiVersion: v1\nkind: Config\n"
+        f"clusters:\n- name: fake\n  cluster: {{server: '{fake.url}'}}\n"
+        "users:\n- name: worker\n  user: {}\n"
+        "contexts:\n- name: fake\n  context: {cluster: fake, user: worker}\n"
+        "current-context: fake\n",
+        encoding="utf-8",
+    )
+    settings = Settings(
+        platform="kubernetes",
+        metrics="prometheus",
+        prometheus_url="http://127.0.0.1:9",
+        environments=[PROD],
+        state_dir=tmp_path / "state",
+        kubeconfig=str(kubeconfig),
+        kube_namespaces={PROD: PROD_NS},
+        kube_release_deadline_s=45,
+    )
+    assert Settings.model_fields["kube_release_deadline_s"].default == 600
+    deployer_backends_from_settings(settings).target.deploy(request(2), Notes())
+    (job,) = fake.jobs(PROD_NS)
+    assert job["spec"]["activeDeadlineSeconds"] == 45
