@@ -297,15 +297,7 @@ class LocalDeployTarget:
         if canary.current is not None and canary.digest == digest:
             revision = canary.current
         else:
-            revision = SlotRevision(
-                digest=digest,
-                artifact=request.artifact,
-                run_command=list(request.run_command),
-                health_path=request.health_path,
-                ready_path=request.ready_path,
-                config=request.config,
-                env=dict(request.env),
-            )
+            revision = SlotRevision.of(digest, request)
         previous = stable.current
         undo = None
         if previous is not None and previous.digest != digest:
