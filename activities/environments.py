@@ -236,7 +236,12 @@ class EnvironmentActivities:
         holds it nor waits for it. Anyone can signal a pipeline; only the environment writes
         its state."""
         handle = self._client.get_workflow_handle(environment_id(check.service, check.environment))
-        state = await handle.query("state", result_type=EnvironmentState)
+        try:
+            state = await handle.query("state", result_type=EnvironmentState)
+        except RPCError as err:
+            if err.status == RPCStatusCode.NOT_FOUND:
+                return False  # no such environment: nobody it names sent this notice
+            raise  # the environment is busy or its worker is down: asked again, not judged
         holder = state.holder
         ours = holder is not None and (holder.run, holder.run_id) == (check.run, check.run_id)
         if check.status == "granted":

@@ -96,7 +96,10 @@ OPTIONS: dict[ActivityName, ActivityOptions] = {
     ActivityName.CONTROL_CANARY: ActivityOptions(_M, 10),
     ActivityName.RUN_STATUS: ActivityOptions(_M, 3, heartbeat=None),
     # A lease notice checked against the environment's own state (a query).
-    ActivityName.CONFIRM_LEASE: ActivityOptions(_M, 10, heartbeat=None, retry_lost_workers=False),
+    # Until the environment answers (0: no limit). A notice is confirmed inside a signal
+    # handler: a query that keeps failing (the environment's workflow task failing while its
+    # workers die) is no verdict on the run, and must not fail it.
+    ActivityName.CONFIRM_LEASE: ActivityOptions(_M, 0, heartbeat=None, retry_lost_workers=False),
     ActivityName.HTTP_CHECK: ActivityOptions(2 * _M, 3),
     ActivityName.RESOLVE_ENDPOINT: ActivityOptions(_M, 5),
     # Live tests run up to an hour (their stage's `duration`, `max_scan_time`); a second try

@@ -263,3 +263,23 @@ async def test_a_forged_lease_notice_neither_lets_a_queued_run_in_nor_stops_the_
     served = [e.run for e in prod.releases if e.outcome in ("serving", "replaced")]
     assert served[-2:] == [holder.id, queued.id]  # in queue order, each under its own lease
     assert prod.token < 10**9
+
+
+async def test_a_notice_naming_no_environment_is_ignored_not_fatal(
+    time_env: WorkflowEnvironment, memory: MemoryBackends, task_queue: str
+) -> None:
+    """A forged grant for an environment that does not exist: confirming it finds no such
+    environment, so it is ignored. (It was asked about again and again until its attempts ran
+    out, and that failure, inside the signal handler, failed the run.)"""
+    spec = own_service()
+    async with build_worker(time_env.client, memory.backends(), task_queue):
+        handle = await start(time_env.client, task_queue, spec, run_context())
+        await wait_for_gate(handle, "staging", timeout_s=40)  # development's lease was asked
+        run_id = (await handle.describe()).run_id
+        await handle.signal(
+            LEASE_SIGNAL,
+            LeaseNotice(environment="nowhere", run_id=run_id, status="granted", token=7),
+        )
+        await approve_all(handle)
+        result = await pipeline_outcome(handle)
+    assert result.state == PipelineState.SUCCEEDED, result.failure
