@@ -2,13 +2,14 @@
 
 Workflow code cannot read the worker's policy file, so each decision is judged by the
 `check_decision` activity (the policy in force now, the SSH signature) and its verdict is
-recorded in history. It runs as a local activity (patch `decision-check-as-local-activity`):
-on the deployer worker that runs the workflow, within the workflow task that took the
-decision, so an approval costs no activity task and no second workflow task. What needs no
-file is checked here first, cheaply and deterministically: a nonce already used in this run
-(a replayed signature) and a signature too far from the run's clock. Refused decisions are
-kept up to a bound, with a count of the rest, so a flood of refused signals cannot push the
-run's result past Temporal's payload limits.
+recorded in history. A regular activity, not a local one: decisions are taken in signal and
+update handlers, beside each other, and a local activity's result is recorded only when the
+workflow task ends, so on replay a concurrent decision can find a gate in another state than
+it found it (a test with a local one failed so: "Missing associated machine for
+LocalActivity"). What needs no file is checked here first, cheaply and deterministically: a
+nonce already used in this run (a replayed signature) and a signature too far from the run's
+clock. Refused decisions are kept up to a bound, with a count of the rest, so a flood of
+refused signals cannot push the run's result past Temporal's payload limits.
 """
 
 from __future__ import annotations
@@ -36,8 +37,6 @@ REFUSED_KEPT = 50
 CHECK_TIMEOUT = timedelta(seconds=10)
 """A check reads a file and runs ssh-keygen (milliseconds): an attempt lost with its worker
 is retried after this, while a person waits for the answer."""
-LOCAL_CHECK = "decision-check-as-local-activity"
-"""Patch id: runs recorded before it judged each decision with a regular activity."""
 
 
 def clip(text: str, limit: int = COMMENT_LIMIT) -> str:
@@ -71,7 +70,6 @@ class DecisionDesk:
                 DecisionVerdict,
                 timeout=CHECK_TIMEOUT,
                 summary=f"{check.by}: {check.decision} {check.subject}",
-                local=workflow.patched(LOCAL_CHECK),
             )
         except ActivityError as err:
             cause = err.cause if err.cause is not None else err

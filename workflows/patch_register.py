@@ -181,12 +181,6 @@ PATCHES: tuple[Patch, ...] = (
         _NO_OPEN_RUN.format("PipelineWorkflow"),
     ),
     Patch(
-        "decision-check-as-local-activity",
-        ("PipelineWorkflow",),
-        "judges each decision and operator action with a regular check_decision activity",
-        _NO_OPEN_RUN.format("PipelineWorkflow"),
-    ),
-    Patch(
         "references-checked-when-any",
         ("PipelineWorkflow",),
         "asks the deployer to check references even when its releases name none",

@@ -283,8 +283,7 @@ async def test_approval_timeout_rejects_with_a_reason(
 
 
 async def checks_completed(handle: Handle, count: int) -> None:
-    """Until `count` decisions of the run have been judged: check_decision local activities
-    recorded (regular activities completed, for runs before the local check)."""
+    """Until `count` check_decision activities of the run have completed."""
     for _ in range(400):
         history = await handle.fetch_history()
         scheduled = {
@@ -300,15 +299,7 @@ async def checks_completed(handle: Handle, count: int) -> None:
             if e.HasField("activity_task_completed_event_attributes")
             and e.activity_task_completed_event_attributes.scheduled_event_id in scheduled
         ]
-        local = [
-            e
-            for e in history.events
-            if e.HasField("marker_recorded_event_attributes")
-            and e.marker_recorded_event_attributes.marker_name == "core_local_activity"
-            and ActivityName.CHECK_DECISION.value.encode()
-            in e.marker_recorded_event_attributes.details["data"].payloads[0].data
-        ]
-        if len(done) + len(local) >= count:
+        if len(done) >= count:
             return
         await asyncio.sleep(0.05)
     raise AssertionError(f"fewer than {count} decisions were judged")

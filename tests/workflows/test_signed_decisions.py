@@ -4,7 +4,6 @@ policy's hash and its gating rule at a run's start."""
 
 from __future__ import annotations
 
-import asyncio
 import uuid
 from pathlib import Path
 
@@ -306,54 +305,3 @@ async def test_the_retired_rollback_workflow_rolls_nothing_back(
         info.value.cause
     )
     assert not [e for e in memory.platform.events if "rollback" in e or "weight" in e]
-
-
-async def test_decisions_judged_at_once_in_workflow_tasks_replay(
-    time_env: WorkflowEnvironment,
-    memory: MemoryBackends,
-    task_queue: str,
-    tmp_path: Path,
-    keys: dict[str, Path],
-) -> None:
-    """Each decision is judged by a local activity, inside the workflow task that took it. Two
-    approvals and a handful of refused signals arrive at once, so their checks run side by
-    side and finish in any order; the run reaches production, and its history, every
-    recorded verdict included, replays from its first event as a worker without the run in
-    its cache (after a crash) replays it."""
-    policy = write_policy(tmp_path / "policy.yaml", keys, gates={"*": {"signatures": "optional"}})
-    # A service of its own: environment workflows live as long as the server.
-    base = heal7()
-    name = f"heal7{uuid.uuid4().hex[:6]}"
-    spec = base.model_copy(update={"service": base.service.model_copy(update={"name": name})})
-    async with build_worker(time_env.client, memory.backends(), task_queue, policy_file=policy):
-        handle = await start(time_env.client, task_queue, spec, run_context(service=name))
-        await wait_for_gate(handle, "staging")
-        await approve(handle, "alice", "staging")
-        await wait_for_gate(handle, "production")
-        refused = [
-            handle.signal(PipelineWorkflow.approve_signal, Decision(approver="erin", gate=g))
-            for g in ("production",) * 5
-        ]
-        await asyncio.gather(
-            approve(handle, "carol", "production"), approve(handle, "dave", "production"), *refused
-        )
-        result = await pipeline_outcome(handle)
-    assert result.state == PipelineState.SUCCEEDED, result.failure
-    accepted = sorted(a.approver for a in result.approvals if a.accepted)
-    assert accepted == ["alice", "carol", "dave"]
-    assert [a.approver for a in result.approvals if not a.accepted] == ["erin"] * 5
-    history = await handle.fetch_history()
-    scheduled = [
-        e.activity_task_scheduled_event_attributes.activity_type.name
-        for e in history.events
-        if e.HasField("activity_task_scheduled_event_attributes")
-    ]
-    local = [
-        e
-        for e in history.events
-        if e.HasField("marker_recorded_event_attributes")
-        and e.marker_recorded_event_attributes.marker_name == "core_local_activity"
-    ]
-    assert "check_decision" not in scheduled
-    assert len(local) >= 8  # 3 accepted, 5 refused: each judged in its workflow task
-    await replay_history(history)
