@@ -150,7 +150,6 @@ class WorkerProcess:
     log_file: Path | None = None
     extra_env: dict[str, str] = field(default_factory=dict)
     proc: subprocess.Popen[bytes] | None = None
-    _log_offset: int = 0
 
     def env(self) -> dict[str, str]:
         return {
@@ -164,8 +163,6 @@ class WorkerProcess:
         }
 
     def start(self) -> None:
-        if self.log_file is not None and self.log_file.exists():
-            self._log_offset = self.log_file.stat().st_size
         log = open(self.log_file or os.devnull, "ab")  # noqa: SIM115 — lives with the process
         self.proc = subprocess.Popen(
             [sys.executable, str(ROOT / "worker.py")],
@@ -175,17 +172,6 @@ class WorkerProcess:
             stderr=log,
             start_new_session=True,
         )
-
-    def serving(self) -> bool:
-        """Whether this start of the worker has said it polls (its log's "worker started");
-        without a log file, whether it runs."""
-        if self.proc is None or self.proc.poll() is not None:
-            return False
-        if self.log_file is None:
-            return True
-        with self.log_file.open("rb") as log:
-            log.seek(self._log_offset)
-            return b'"event": "worker started"' in log.read()
 
     def kill(self) -> None:
         """SIGKILL: the crash a worker cannot prepare for."""
