@@ -171,7 +171,12 @@ async def cancel_earlier_pull_request_runs(
     async for execution in client.list_workflows(query):
         if execution.id != keep and execution.id.endswith(suffix):
             handle = client.get_workflow_handle(execution.id, run_id=execution.run_id)
-            await handle.cancel()
+            try:
+                await handle.cancel()
+            except RPCError as err:
+                if err.status != RPCStatusCode.NOT_FOUND:
+                    raise
+                continue  # it ended since the listing (visibility lags): nothing to cancel
             cancelled.append(execution.id)
     return tuple(cancelled)
 
