@@ -10,7 +10,7 @@ from contracts.messages import EnvironmentState, PipelineResult, RunContext
 from contracts.naming import environment_id
 from demo.localstack import git, wait_for_gate
 from starters.runs import start_pipeline
-from tests.e2e.crashkit import approve, outcome
+from tests.e2e.crashkit import approve, ended_why, outcome
 from tests.support.devstack import APPROVERS, DEMO_ROLES, HELLO_SPEC, Stack
 from workflows.environment.workflow import EnvironmentWorkflow
 
@@ -45,6 +45,7 @@ async def approve_gate(stack: Stack, workflow_id: str, gate: str) -> bool:
     """Approve `gate` once it opens; False if the run ended first."""
     st = await wait_for_gate(stack.client, workflow_id, gate, timeout_s=240)
     if st.state.value != "running":
+        print(f"{workflow_id} ended before gate {gate}: {ended_why(st)}")
         return False
     await approve(stack.client, workflow_id, gate, APPROVERS[gate])
     return True

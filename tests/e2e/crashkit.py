@@ -49,6 +49,7 @@ __all__ = [
     "canary_status",
     "crash_worker",
     "diagnostics",
+    "ended_why",
     "monitor_progress",
     "outcome",
     "pending_activity",
@@ -59,6 +60,17 @@ __all__ = [
 ]
 
 T = TypeVar("T")
+
+
+def ended_why(st: PipelineStatus) -> str:
+    """A run's state and the stages that did not succeed, for a test that finds it ended
+    early: a failure under load then says which stage gave up, and why."""
+    bad = [
+        f"{s.name} {s.state.value}: {s.summary}"
+        for s in st.stages
+        if s.state.finished and s.state not in (StageState.SUCCEEDED, StageState.SKIPPED)
+    ]
+    return f"{st.state.value} ({'; '.join(bad) or 'no stage failed'})"
 
 
 # --- timeline -------------------------------------------------------------------------------

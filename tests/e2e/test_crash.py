@@ -70,6 +70,7 @@ from tests.e2e.crashkit import (
     canary_status,
     crash_worker,
     diagnostics,
+    ended_why,
     monitor_progress,
     outcome,
     pending_activity,
@@ -107,7 +108,7 @@ async def start_run(shared: Shared, commit: str, timeline: Timeline) -> str:
 async def pass_gates(client: Client, workflow_id: str, timeline: Timeline) -> None:
     for gate, people in APPROVERS.items():
         st = await wait_for_gate(client, workflow_id, gate, timeout_s=180)
-        assert st.state == PipelineState.RUNNING, f"run ended before gate {gate}: {st.state}"
+        assert st.state == PipelineState.RUNNING, f"run ended before gate {gate}: {ended_why(st)}"
         await approve(client, workflow_id, gate, people)
         timeline.mark(f"gate {gate} approved by {', '.join(people)}")
 
