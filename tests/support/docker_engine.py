@@ -45,7 +45,7 @@ from activities.providers.backing_services.postgres import PostgresKind
 from activities.providers.backing_services.processes import ServerProcess, data_root, run_as_for
 from activities.providers.backing_services.redis import RedisKind
 from contracts.definition.service_templates import Endpoint, version_satisfies
-from plumbing.proctools import free_port
+from tests.support.ports import free_port
 
 __all__ = ["FakeContainer", "FakeDockerEngine", "running_engine"]
 

@@ -19,28 +19,27 @@ __all__ = ["free_port", "free_port_block", "free_ports", "port_refuses"]
 # Below the kernel's ephemeral range (32768+), so no outgoing connection or slot process
 # (they take ephemeral ports) lands on a port a dev server releases while it restarts.
 _BLOCKS_FROM, _BLOCKS_TO = 20000, 32000
+_SINGLES_FROM = 10000  # single ports come from 10000..19999
 _RESERVATIONS = Path(tempfile.gettempdir()) / "slipway-test-port-blocks"
 _held: list[IO[bytes]] = []  # locks this process holds until it exits
 
 
 def free_port() -> int:
-    """One free loopback port (the kernel's choice)."""
+    """One free loopback port."""
     return free_ports(1)[0]
 
 
 def free_ports(count: int) -> list[int]:
-    """`count` free loopback ports, all different: each socket stays bound until all are
-    chosen, so the kernel cannot hand out the same port twice."""
-    sockets: list[socket.socket] = []
-    try:
-        for _ in range(count):
-            s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-            sockets.append(s)
-            s.bind(("127.0.0.1", 0))
-        return [int(s.getsockname()[1]) for s in sockets]
-    finally:
-        for s in sockets:
-            s.close()
+    """`count` different loopback ports free right now, picked at random below the blocks
+    and below the kernel's ephemeral range: a port the kernel chose (bind to port 0) was seen
+    taken by someone else's outgoing connection before the test's Traefik could bind it."""
+    picked: list[int] = []
+    for port in random.sample(range(_SINGLES_FROM, _BLOCKS_FROM), 400):
+        if _is_free(port):
+            picked.append(port)
+            if len(picked) == count:
+                return picked
+    raise RuntimeError(f"no {count} free loopback ports in {_SINGLES_FROM}..{_BLOCKS_FROM}")
 
 
 def free_port_block(count: int = 16) -> int:

@@ -277,13 +277,18 @@ class TraefikRouter:
             )
             deadline = time.monotonic() + self.start_timeout_s
             while not (self._ping() and all(port_open(p) for p in self.entrypoints.values())):
-                if not pid_alive(pid) or time.monotonic() > deadline:
+                exited = not pid_alive(pid, start)
+                if exited or time.monotonic() > deadline:
                     stop_group(pid, start)
                     self._pidfile.unlink(missing_ok=True)
+                    what = (
+                        "exited while starting"
+                        if exited
+                        else f"did not come up on {self.api_url} within "
+                        f"{self.start_timeout_s:.0f} s"
+                    )
                     raise RuntimeError(
-                        f"Traefik did not come up on {self.api_url} within "
-                        f"{self.start_timeout_s:.0f} s; its log says:\n"
-                        f"{tail(log_path, 15, offset)}"
+                        f"Traefik {what}; its log says:\n{tail(log_path, 15, offset)}"
                     )
                 time.sleep(0.05)
 

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import time
+from pathlib import Path
+
 import httpx
 import pytest
 from temporalio.exceptions import ApplicationError
@@ -16,6 +19,7 @@ from tests.activities.platforms.local.helpers import (
     no_heartbeat,
     versions_seen,
 )
+from tests.support.ports import free_ports
 
 pytestmark = pytest.mark.realserver
 
@@ -87,3 +91,18 @@ def test_a_new_router_reuses_the_running_traefik(platform: LocalPlatform, wheel:
     assert again.running()
     url = platform.entrypoint_url("staging") + "/"
     assert versions_seen(url, 3) == {"1.0.0": 3}
+
+
+def test_a_traefik_that_exits_at_start_is_said_to_have_exited(tmp_path: Path) -> None:
+    # Not "did not come up within 15 s" after waiting them out: the process is gone, and its
+    # own words say why (here a stand-in binary; the real one was seen losing a port race).
+    binary = tmp_path / "traefik"
+    binary.write_text("#!/bin/sh\necho 'listen tcp 127.0.0.1:1: bind: address already in use'\n")
+    binary.chmod(0o755)
+    api_port, port = free_ports(2)
+    router = TraefikRouter(tmp_path / "state", {"staging": port}, api_port, binary=binary)
+    started = time.monotonic()
+    with pytest.raises(RuntimeError, match="Traefik exited while starting") as raised:
+        router.start()
+    assert "bind: address already in use" in str(raised.value)
+    assert time.monotonic() - started < 10
