@@ -711,6 +711,7 @@ class Plan:
 
     overhead_only: bool = False
     gate_only: bool = False
+    load_only: bool = False
     parked: int = PARKED
     large: bool = False  # PARKED_LARGE runs parked, that row alone
 
@@ -742,7 +743,7 @@ async def bench(what_if: Sequence[str], cache: int, plan: Plan) -> int:
                 await worker.stop()
         finally:
             await env.shutdown()
-    partial = plan.overhead_only or plan.gate_only or plan.large
+    partial = plan.overhead_only or plan.gate_only or plan.load_only or plan.large
     if not partial:
         rows.extend(validation_rows())
     return _report(rows, began, what_if, cache, write=not partial or plan.large, plan=plan)
@@ -770,6 +771,29 @@ async def measure(
             lambda: gate_runs(client, tq, worker, stamps, parked),
         )
         return
+    if not plan.load_only:
+        await _single_runs(client, tq, worker, stamps, plan, take, parked, parked_goal)
+        if plan.overhead_only:
+            return
+    await take(
+        f"7a. {CONCURRENT} concurrent runs",
+        f"all succeed, ≥ {CONCURRENT_GOAL:.2f}x",
+        lambda: concurrent_runs(client, tq),
+    )
+    await take(f"7b. burst of {BURST}", "none failed or unfinished", lambda: burst(client, tq))
+
+
+async def _single_runs(
+    client: Client,
+    tq: str,
+    worker: WorkerProcess,
+    stamps: Stamps,
+    plan: Plan,
+    take: Callable[[str, str, Callable[[], Awaitable[Row | list[Row]]]], Awaitable[None]],
+    parked: int,
+    parked_goal: str,
+) -> None:
+    """Measures 1 to 6: one run at a time, or runs parked."""
     history_of: list[PipelineHandle] = []
 
     async def first() -> Row:
@@ -795,12 +819,6 @@ async def measure(
 
     await take("4. replay", f"≤ {REPLAY_GOAL_MS} ms", fourth)
     await take("6. lease cycle", "—", lambda: lease_cycle(client, tq))
-    await take(
-        f"7a. {CONCURRENT} concurrent runs",
-        f"all succeed, ≥ {CONCURRENT_GOAL:.2f}x",
-        lambda: concurrent_runs(client, tq),
-    )
-    await take(f"7b. burst of {BURST}", "none failed or unfinished", lambda: burst(client, tq))
 
 
 def _report(
@@ -841,6 +859,13 @@ def main() -> None:
         metavar="N",
         help=f"the SDK's workflow cache size (build_worker's default: {default_cache})",
     )
+    default_slots: int = worker_default("max_concurrent_activities")
+    what_if.add_argument(
+        "--max-concurrent-activities",
+        type=int,
+        metavar="N",
+        help=f"activity slots (build_worker's default: {default_slots})",
+    )
     only = parser.add_mutually_exclusive_group()
     only.add_argument(
         "--overhead-only",
@@ -851,6 +876,11 @@ def main() -> None:
         "--gate-only",
         action="store_true",
         help="measure 3. parked runs and approvals alone (printed, no table file written)",
+    )
+    only.add_argument(
+        "--load-only",
+        action="store_true",
+        help="measure 7. many runs at once alone (printed, no table file written)",
     )
     only.add_argument(
         "--large",
@@ -871,9 +901,12 @@ def main() -> None:
     if args.max_cached_workflows is not None:
         cache = args.max_cached_workflows
         extra += ["--max-cached-workflows", str(cache)]
+    if args.max_concurrent_activities is not None:
+        extra += ["--max-concurrent-activities", str(args.max_concurrent_activities)]
     plan = Plan(
         overhead_only=args.overhead_only,
         gate_only=args.gate_only,
+        load_only=args.load_only,
         parked=args.parked,
         large=args.large,
     )

@@ -121,11 +121,14 @@ def main() -> None:
     parser.add_argument("--log-level", default="WARNING")
     # What-if option (not Slipway's worker configuration): see run.py --help.
     parser.add_argument("--max-cached-workflows", type=int)
+    parser.add_argument("--max-concurrent-activities", type=int)
     args = parser.parse_args()
     configure_logging(args.log_level)
     what_if: dict[str, Any] = {}
     if args.max_cached_workflows is not None:
         what_if["max_cached_workflows"] = args.max_cached_workflows
+    if args.max_concurrent_activities is not None:
+        what_if["max_concurrent_activities"] = args.max_concurrent_activities
     with open(args.stamps, "a", buffering=1, encoding="utf-8") as sink:
         asyncio.run(serve(args.address, args.namespace, args.task_queue, sink, what_if))
 
