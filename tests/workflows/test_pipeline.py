@@ -8,7 +8,7 @@ import asyncio
 from typing import Any
 
 import pytest
-from temporalio.client import WorkflowFailureError, WorkflowUpdateFailedError
+from temporalio.client import WorkflowUpdateFailedError
 from temporalio.service import RPCError
 from temporalio.testing import WorkflowEnvironment
 
@@ -131,11 +131,10 @@ async def test_ci_stages_run_in_parallel(
     async with build_worker(time_env.client, memory.backends(), task_queue):
         handle = await start(time_env.client, task_queue)
         await wait_for_gate(handle, "staging")
-        await handle.cancel()
-        # Wait for the cancellation to be processed: an open run whose workflow task no
-        # worker completes holds the time-skipping server's clock for every later test.
-        with pytest.raises(WorkflowFailureError):
-            await handle.result()
+        # Terminated, not cancelled: the run is over at once, and no workflow task of it is
+        # left to a worker. (A cancel that found an activity completing in the same workflow
+        # task wedged the time-skipping server: ACTIVITY_UNKNOWN, temporalio/sdk-java#2391.)
+        await handle.terminate("the test has what it needs")
     (_, unit_start, unit_end), (_, int_start, int_end) = sorted(
         memory.tests.calls, key=lambda c: "integration" in c[0]
     )

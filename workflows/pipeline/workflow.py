@@ -500,8 +500,8 @@ class PipelineWorkflow(PipelineGates, PipelineRollbacks):
             return
         if self._confirm_notices and not await self._lease_book.confirmed(notice):
             workflow.logger.warning(
-                "%s notice for %s ignored: the environment's state does not say so "
-                "(not sent by the environment)",
+                "%s notice for %s ignored: the environment's state does not say so now "
+                "(a newer commit took the lease since, or the environment did not send it)",
                 notice.status,
                 notice.environment,
             )
