@@ -144,6 +144,15 @@ PATCHES: tuple[Patch, ...] = (
         "every environment workflow's current run started after it",
     ),
     Patch(
+        "environment-fence-as-activity",
+        ("EnvironmentWorkflow",),
+        "fences and checks its holder with local activities, and answers an acquire to a free "
+        "environment in its update (lease-answered-in-update)",
+        "every environment workflow's current run started after it; with "
+        "environment-work-as-local-activities' FENCE and RUN_STATUS branches and "
+        "lease-answered-in-update",
+    ),
+    Patch(
         "lease-messages-in-background",
         ("PipelineWorkflow",),
         "waits for each report and release before the next stage",

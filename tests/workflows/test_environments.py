@@ -25,7 +25,7 @@ from contracts.messages import (
     StageState,
 )
 from contracts.naming import LEASE_SIGNAL, canary_id, environment_id, pipeline_id
-from starters.runs import pipeline_outcome
+from starters.runs import pipeline_outcome, replay_history
 from tests.support.memory import MemoryBackends
 from tests.support.pipelines import (
     Handle,
@@ -358,10 +358,9 @@ async def test_a_fence_that_fails_makes_the_run_wait_not_fail(
     assert memory.platform.events.count("fence development failed") == 2
     assert development.serving is not None
     assert development.serving.run == handle.id
-    # A fence out of attempts turns the acquire's wait back into `pending`: the grant then
-    # comes as a notice, confirmed against the environment's state.
+    # The grant comes as a notice, confirmed against the environment's state.
     notices, activities = await lease_traffic(handle)
-    assert (notices, "confirm_lease" in activities) == ((1, True) if final else (0, False))
+    assert (notices, "confirm_lease" in activities) == (1, True)
 
 
 async def lease_traffic(handle: Handle) -> tuple[int, list[str]]:
@@ -377,19 +376,30 @@ async def lease_traffic(handle: Handle) -> tuple[int, list[str]]:
     return notices, activities
 
 
-async def test_a_free_environment_answers_the_acquire_itself(
+async def test_the_fence_is_an_event_of_the_environments_history(
     time_env: WorkflowEnvironment, memory: MemoryBackends, task_queue: str
 ) -> None:
-    """One run at a time, every environment free: each grant is its acquire's own answer. The
-    run receives no notice and schedules no activity to confirm one (a round trip less per
-    environment); a queued run still hears by notice (the tests above)."""
+    """The environment raises the platform's fence with a regular activity, recorded as an
+    event where a replay finds it, and no update waits for it: the grant comes as a notice
+    the run confirms. (As a local activity, answered inside the acquire, a large soak's
+    environment came to fail every replay, and its service stopped.)"""
     async with build_worker(time_env.client, memory.backends(), task_queue):
         handle = await start(time_env.client, task_queue, development_only(), run_context())
         result = await pipeline_outcome(handle)
     assert result.state == PipelineState.SUCCEEDED
     notices, activities = await lease_traffic(handle)
     assert activities.count("acquire_lease") == 1
-    assert (notices, "confirm_lease" in activities) == (0, False)
+    assert (notices, "confirm_lease" in activities) == (1, True)
+    env = time_env.client.get_workflow_handle(environment_id("heal7-backend", "development"))
+    fences, markers = 0, []
+    async for event in env.fetch_history_events():
+        if event.HasField("activity_task_scheduled_event_attributes"):
+            fences += event.activity_task_scheduled_event_attributes.activity_type.name == "fence"
+        if event.HasField("marker_recorded_event_attributes"):
+            markers.append(event.marker_recorded_event_attributes.marker_name)
+    assert fences == 1
+    assert "core_local_activity" not in markers
+    await replay_history(await env.fetch_history())
 
 
 async def test_a_retry_that_wakes_past_the_stage_deadline_fails_the_stage_not_the_run(

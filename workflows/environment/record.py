@@ -28,18 +28,29 @@ from contracts.messages import (
 )
 
 __all__ = [
+    "FENCE_AS_ACTIVITY",
     "LOCAL_WORK",
     "WORK_FAILED",
     "EnvironmentRecord",
     "as_utc",
     "bounded_by",
     "failure_of",
+    "lease_work_is_local",
 ]
 
 RELEASES_KEPT = 100
 LOCAL_WORK = "environment-work-as-local-activities"
 """Patch id: before it, FENCE, RESTORE and RUN_STATUS ran as regular activities: a rollback
 update (sent by an activity holding a slot) waited for a RESTORE that needed a slot too."""
+FENCE_AS_ACTIVITY = "environment-fence-as-activity"
+"""Patch id: before it (since LOCAL_WORK), FENCE and RUN_STATUS ran as local activities, and an
+acquire that found the environment free waited in its update for that fence (patch
+lease-answered-in-update). Replayed, a local activity's result can reach the workflow in
+another workflow task than it did when it ran, beside an update arriving: an environment of a
+large soak failed every replay so ("Signal external WF machine does not handle this event:
+WorkflowExecutionUpdateAccepted"), and every run of its service waited for ever. A regular
+activity's result is an event in history, where replay finds it. No update waits for the
+fence since, so no message activity holds a slot the fence needs."""
 TRUSTED_COMMIT_TIME = "trusted-commit-time"
 """Patch id: environments recorded before it took a run's commit time as the run said it.
 Since, a commit time is never later than when the request (or report) arrived, and what
@@ -178,3 +189,9 @@ class EnvironmentRecord:
     )
     def state(self) -> EnvironmentState:
         return self._s
+
+
+def lease_work_is_local() -> bool:
+    """Whether this run fences and checks its holder with local activities (runs recorded
+    between LOCAL_WORK and FENCE_AS_ACTIVITY)."""
+    return not workflow.patched(FENCE_AS_ACTIVITY) and workflow.patched(LOCAL_WORK)

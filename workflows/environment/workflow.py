@@ -17,12 +17,10 @@ Lease messages are a mailbox (patch `lease-mailbox`). The `acquire` and `release
 check the deployer's proof, put the message in an inbox and answer at once (`pending`, or
 `granted` to the run that already holds the lease); the workflow's main loop takes the inbox in
 arrival order under the lock, with the same rules as before (fence, grant, supersede, queue),
-and tells each run its answer with LEASE_SIGNAL. An acquire that finds the lease free, nobody
-queued and the inbox empty (the common case: one run per environment at a time) waits in its
-update for that one fence and answers there instead (patch `lease-answered-in-update`): a
-run's own activity brings the grant back, so the run needs no notice and no activity to
-confirm one; a fence that fails turns the wait back into `pending` and a notice. Why this
-design rather than the others:
+and tells each run its answer with LEASE_SIGNAL. (Runs recorded between the patches
+`lease-answered-in-update` and `environment-fence-as-activity` answered an acquire that found
+the environment free in its update, after a local-activity fence.) Why this design rather than
+the others:
 - Nothing waits while holding what the work it waits for needs. Before, the `acquire_lease`
   activity held an activity slot while its update awaited the FENCE activity, which needs a slot
   of the same worker: with as many runs acquiring as the worker has slots, no fence could run
@@ -38,12 +36,13 @@ design rather than the others:
 - Updates complete within the workflow task that delivers them, so a burst of one service's
   commits stays far below Temporal's limit of updates in flight per workflow.
 
-The environment's own platform work (FENCE, RESTORE, RUN_STATUS) runs as local activities
-(patch `environment-work-as-local-activities`): in the worker's local-activity slots, which
-no message activity ever holds. A rollback still waits for its restore (its outcome is the
-answer the run needs), and the lock it waits for may be held while the main loop fences; with
-that work in slots of its own, no number of waiting `request_rollback` activities can keep a
-restore or a fence from running.
+FENCE and RUN_STATUS are regular activities (patch `environment-fence-as-activity`): their
+results are events in history, so a replay meets them in the workflow task they arrived in. As
+local activities (patch `environment-work-as-local-activities`, before) a result could reach a
+replay one workflow task early, beside an update, and the environment failed every replay.
+RESTORE is still a local activity: a rollback waits for it (its outcome is the answer the run
+needs) while its `request_rollback` activity holds a slot, and in slots of its own no number of
+waiting rollbacks can keep a restore from running.
 """
 
 from __future__ import annotations
@@ -74,11 +73,12 @@ from contracts.messages import (
 from contracts.naming import LEASE_SIGNAL
 from workflows.calls import call
 from workflows.environment.record import (
-    LOCAL_WORK,
+    FENCE_AS_ACTIVITY,
     WORK_FAILED,
     as_utc,
     bounded_by,
     failure_of,
+    lease_work_is_local,
 )
 from workflows.environment.rollbacks import EnvironmentRollbacks
 
@@ -254,11 +254,13 @@ class EnvironmentWorkflow(EnvironmentRollbacks):
             if (
                 answer.status != "pending"
                 or not free
+                or workflow.patched(FENCE_AS_ACTIVITY)
                 or not workflow.patched(LEASE_ANSWERED_IN_UPDATE)
             ):
                 return answer
-            # Nothing stands before it: its answer is one fence away. Waiting for it holds
-            # the sender's activity slot that long; the fence runs in a local-activity slot.
+            # Runs recorded between lease-answered-in-update and FENCE_AS_ACTIVITY: nothing
+            # stood before it, so its answer was one (local-activity) fence away, waited for
+            # here while the sender's activity slot was held.
             rid = request.request_id
             self._awaited[rid] = None
             await workflow.wait_condition(lambda: self._awaited[rid] is not None)
@@ -404,7 +406,7 @@ class EnvironmentWorkflow(EnvironmentRollbacks):
             ),
             ReleaseSpec,  # or None: nothing serves
             activity_id=f"fence-{s.token}",
-            local=workflow.patched(LOCAL_WORK),
+            local=lease_work_is_local(),
         )
         if found is not None and (s.serving is None or s.serving.release.digest != found.digest):
             # The platform serves something this record does not know (the first lease on an
@@ -490,7 +492,7 @@ class EnvironmentWorkflow(EnvironmentRollbacks):
             ActivityName.RUN_STATUS,
             RunRef(workflow_id=holder.run, run_id=holder.run_id),
             str,
-            local=workflow.patched(LOCAL_WORK),
+            local=lease_work_is_local(),
         )
         if status != "running" and self._s.holder is holder:
             workflow.logger.warning(
