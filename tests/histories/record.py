@@ -17,7 +17,9 @@ were recorded with these scenarios, named with that suffix, after the lease chan
 `lease-messages-in-background` and `policy-in-force-as-local-activity`, while the older files
 pin the code before them. The `*-answered-in-update.json` environment histories were recorded
 the same way once an acquire to a free environment was answered in its update: they pin
-`lease-answered-in-update`.
+`lease-answered-in-update`. The `*-fence-as-activity.json` ones were recorded once FENCE and
+RUN_STATUS became regular activities again and no update waited for a fence: they pin
+`environment-fence-as-activity`.
 """
 
 from __future__ import annotations

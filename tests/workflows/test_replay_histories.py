@@ -47,11 +47,13 @@ def _payload_texts(path: Path) -> str:
         "lease-messages-in-background",
         "policy-in-force-as-local-activity",
         "lease-answered-in-update",
+        "environment-fence-as-activity",
     ],
 )
 def test_lease_load_patches_are_pinned_by_a_history(patch: str) -> None:
     """The histories recorded after the lease changes of issue 19 (`*-lease-mailbox.json` and
-    their pipelines, `*-answered-in-update.json`) pin each of its patches."""
+    their pipelines, `*-answered-in-update.json`, `*-fence-as-activity.json`) pin each of its
+    patches."""
     assert any(patch in _payload_texts(p) for p in HISTORIES)
 
 
