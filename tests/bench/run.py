@@ -125,6 +125,12 @@ REPLAY_GOAL_MS = 60
 CONCURRENT_GOAL = 0.95  # throughput vs the chain, every run succeeded
 ENVIRONMENT_EVENTS_WARN = 10_240  # Temporal warns of a history this long (limit 51,200)
 
+WHAT_IF_OPTIONS = {
+    "max_cached_workflows": "the SDK's workflow cache size",
+    "max_concurrent_activities": "activity slots",
+}
+"""`build_worker` keywords the bench can change (`--max-cached-workflows N`, ...)."""
+
 T = TypeVar("T")
 PipelineHandle = WorkflowHandle[PipelineWorkflow, PipelineResult]
 
@@ -853,19 +859,13 @@ def main() -> None:
         f"then goes to {WHAT_IF_OUTPUT.relative_to(ROOT)}",
     )
     default_cache: int = worker_default("max_cached_workflows")
-    what_if.add_argument(
-        "--max-cached-workflows",
-        type=int,
-        metavar="N",
-        help=f"the SDK's workflow cache size (build_worker's default: {default_cache})",
-    )
-    default_slots: int = worker_default("max_concurrent_activities")
-    what_if.add_argument(
-        "--max-concurrent-activities",
-        type=int,
-        metavar="N",
-        help=f"activity slots (build_worker's default: {default_slots})",
-    )
+    for option, what in WHAT_IF_OPTIONS.items():
+        what_if.add_argument(
+            f"--{option.replace('_', '-')}",
+            type=int,
+            metavar="N",
+            help=f"{what} (build_worker's default: {worker_default(option)})",
+        )
     only = parser.add_mutually_exclusive_group()
     only.add_argument(
         "--overhead-only",
@@ -900,9 +900,10 @@ def main() -> None:
     cache = default_cache
     if args.max_cached_workflows is not None:
         cache = args.max_cached_workflows
-        extra += ["--max-cached-workflows", str(cache)]
-    if args.max_concurrent_activities is not None:
-        extra += ["--max-concurrent-activities", str(args.max_concurrent_activities)]
+    for option in WHAT_IF_OPTIONS:
+        value = getattr(args, option)
+        if value is not None:
+            extra += [f"--{option.replace('_', '-')}", str(value)]
     plan = Plan(
         overhead_only=args.overhead_only,
         gate_only=args.gate_only,
