@@ -11,11 +11,16 @@ from __future__ import annotations
 
 import asyncio
 import uuid
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
-from temporalio.api.enums.v1 import EventType
-from temporalio.client import WorkflowUpdateStage
+from temporalio.api.common.v1 import WorkflowExecution
+from temporalio.api.enums.v1 import EventType, UpdateWorkflowExecutionLifecycleStage
+from temporalio.api.update.v1 import UpdateRef, WaitPolicy
+from temporalio.api.workflowservice.v1 import PollWorkflowExecutionUpdateRequest
+from temporalio.client import Client, WorkflowUpdateStage
+from temporalio.service import RPCError, RPCStatusCode
 from temporalio.testing import WorkflowEnvironment
 
 from contracts.messages import Decision, PipelineState
@@ -27,6 +32,30 @@ from worker import build_worker
 from workflows.pipeline.workflow import PipelineWorkflow
 
 pytestmark = [pytest.mark.devserver, pytest.mark.timeout(120)]
+
+
+async def admitted(client: Client, workflow_id: str, update_id: str) -> None:
+    """Until the server holds the update (admitted: no worker has taken it yet)."""
+    request = PollWorkflowExecutionUpdateRequest(
+        namespace=client.namespace,
+        update_ref=UpdateRef(
+            workflow_execution=WorkflowExecution(workflow_id=workflow_id), update_id=update_id
+        ),
+        wait_policy=WaitPolicy(
+            lifecycle_stage=UpdateWorkflowExecutionLifecycleStage.UPDATE_WORKFLOW_EXECUTION_LIFECYCLE_STAGE_ADMITTED
+        ),
+    )
+    for _ in range(200):
+        try:
+            await client.workflow_service.poll_workflow_execution_update(
+                request, timeout=timedelta(seconds=2)
+            )
+            return
+        except RPCError as err:
+            if err.status != RPCStatusCode.NOT_FOUND:
+                raise
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"update {update_id} never reached the server")
 
 
 async def test_signals_and_an_update_in_one_workflow_task_replay(
@@ -42,14 +71,16 @@ async def test_signals_and_an_update_in_one_workflow_task_replay(
         await wait_for_gate(handle, "staging")
     for i in range(5):  # nobody the policy knows
         await handle.signal("approve", Decision(approver=f"carol{i}", gate="staging"))
+    update_id = f"approve-{uuid.uuid4().hex[:8]}"
     update = asyncio.create_task(
         handle.start_update(
             PipelineWorkflow.approve_update,
             Decision(approver="alice", gate="staging"),
+            id=update_id,
             wait_for_stage=WorkflowUpdateStage.ACCEPTED,
         )
     )
-    await asyncio.sleep(1.0)  # the update reaches the server while no worker polls
+    await admitted(dev_env.client, handle.id, update_id)  # while no worker polls
     async with build_worker(dev_env.client, memory.backends(), task_queue, policy_file=policy):
         await (await update).result()
         result = await pipeline_outcome(handle)
