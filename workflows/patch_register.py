@@ -153,6 +153,13 @@ PATCHES: tuple[Patch, ...] = (
         "lease-answered-in-update",
     ),
     Patch(
+        "holder-check-timer-kept",
+        ("EnvironmentWorkflow",),
+        "gives each wait with a holder and a queue a HOLDER_CHECK timeout, cancelled by the "
+        "change that ends the wait",
+        "every environment workflow's current run started after it",
+    ),
+    Patch(
         "lease-messages-in-background",
         ("PipelineWorkflow",),
         "waits for each report and release before the next stage",

@@ -47,6 +47,7 @@ waiting rollbacks can keep a restore from running.
 
 from __future__ import annotations
 
+import asyncio
 from datetime import timedelta
 
 from temporalio import workflow
@@ -93,6 +94,9 @@ LEASE_ANSWERED_IN_UPDATE = "lease-answered-in-update"
 its update for the main loop to serve it and answers granted (or superseded) there, with no
 notice: the run needs no signal, and no activity to confirm one. Before it, every answer but a
 retried holder's came as a LEASE_SIGNAL notice."""
+HOLDER_CHECK_KEPT = "holder-check-timer-kept"
+"""Patch id: before it, each wait of the main loop with a holder and a queue had a
+HOLDER_CHECK timeout of its own, cancelled by the change that ended the wait."""
 FENCE_RETRY = timedelta(seconds=30)
 """How long the inbox waits after a fence failed all its attempts before it tries again."""
 HOLDER_CHECK = timedelta(minutes=1)
@@ -108,6 +112,7 @@ class EnvironmentWorkflow(EnvironmentRollbacks):
     @workflow.init
     def __init__(self, input: EnvironmentInput) -> None:
         super().__init__(input)
+        self._holder_check: asyncio.Task[None] | None = None
 
     @workflow.run
     async def run(self, input: EnvironmentInput) -> None:
@@ -118,6 +123,9 @@ class EnvironmentWorkflow(EnvironmentRollbacks):
                 continue
             seen = self._changes
             waiting = self._s.holder is not None and bool(self._s.queue)
+            if waiting and workflow.patched(HOLDER_CHECK_KEPT):
+                await self._wait_or_check_holder(seen)
+                continue
             try:
                 await workflow.wait_condition(
                     lambda seen=seen: (  # type: ignore[misc]
@@ -132,6 +140,28 @@ class EnvironmentWorkflow(EnvironmentRollbacks):
         workflow.continue_as_new(
             EnvironmentInput(service=input.service, environment=input.environment, state=self._s)
         )
+
+    async def _wait_or_check_holder(self, seen: int) -> None:
+        """Wait for a change, or check the holder when HOLDER_CHECK has passed. The check's
+        timer is one of its own, kept across changes and never cancelled (patch
+        HOLDER_CHECK_KEPT): a timeout per wait cancelled its timer at every change, and the
+        time-skipping test server strands a workflow task that cancels a timer which fired
+        while the task was at the worker (temporalio/sdk-java#3088)."""
+        if self._holder_check is None:
+            self._holder_check = asyncio.ensure_future(workflow.sleep(HOLDER_CHECK))
+        check = self._holder_check
+        await workflow.wait_condition(
+            lambda: (
+                self._changes != seen
+                or self._rollover_due()
+                or self._mail_waiting()
+                or check.done()
+            )
+        )
+        if check.done():
+            self._holder_check = None
+            async with self._lock:
+                await self._check_holder()
 
     def _rollover_due(self) -> bool:
         info = workflow.info()
