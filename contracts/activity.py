@@ -965,12 +965,18 @@ defines under `metrics.custom`."""
 
 
 class MetricsQuery(_Model):
-    """Measure `slot` of `environment` over the last `window_s` seconds."""
+    """Measure `slot` of `environment` over the `window_s` seconds before `at`."""
 
     service: str
     environment: str
     slot: Slot
     window_s: float = Field(gt=0)
+    at: datetime | None = Field(
+        None,
+        description="The window's end: when the interval it judges ended (the workflow's "
+        "time when it asked), so a query that runs late, after its worker was lost, still "
+        "reads the interval and not the quiet after it. None: when the query runs.",
+    )
     metrics: list[MetricName]
     templates: dict[str, str] = Field(
         default_factory=dict,

@@ -44,6 +44,7 @@ async def measure(
 ) -> MetricsSample:
     """Every check's metric over its window; `templates` (metric → PromQL, from the
     definition) travel with the queries, only the ones the checks name."""
+    end = workflow.now()  # the interval just ended; the query may run much later
     by_window: dict[float, list[MetricName]] = {}
     for check in checks:
         metrics = by_window.setdefault(check.window.total_seconds(), [])
@@ -58,6 +59,7 @@ async def measure(
             window_s=window_s,
             metrics=metrics,
             templates=_needed(templates, metrics),
+            at=end,
         )
         try:
             return await call(ActivityName.QUERY_METRICS, query, MetricsSample, stage=stage)

@@ -38,10 +38,13 @@ class HttpLoadGenerator:
         max_in_flight: int = 32,
         heartbeat_every_s: float = 1.0,
         on_start: Callable[[LoadRequest], None] | None = None,
+        on_end: Callable[[LoadRequest], None] | None = None,
     ) -> None:
         self.endpoint = endpoint
-        # The platform snapshots metrics here: the analysis interval starts with the load.
+        # The platform snapshots metrics here: the analysis interval starts and ends with the
+        # load, and a query that runs late reads the interval between the two.
         self.on_start = on_start
+        self.on_end = on_end
         self.timeout_s = timeout_s
         self.max_in_flight = max_in_flight
         self.heartbeat_every_s = heartbeat_every_s
@@ -101,5 +104,7 @@ class HttpLoadGenerator:
                     heartbeat(note)
             for future in futures:
                 future.result()
+        if self.on_end is not None:
+            self.on_end(request)
         heartbeat(f"load {url}: done, {counts['sent']} sent, {counts['errors']} errors")
         return LoadReport(sent=counts["sent"], errors=counts["errors"])

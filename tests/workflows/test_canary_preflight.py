@@ -7,6 +7,7 @@ version: one with no data stops the canary before any traffic moves, quoting the
 
 from __future__ import annotations
 
+from itertools import pairwise
 from typing import Any
 
 import pytest
@@ -115,6 +116,12 @@ async def test_the_preset_and_custom_templates_travel_with_every_query(
     # Staging keeps the default (traefik) preset: its environment names none.
     staging = [q for q in memory.metrics.queries if q.environment == "staging"]
     assert all("traefik_service" in t for q in staging for t in q.templates.values())
+    # Each analysis names its interval's end, so a query that runs late still reads it.
+    canary = heal7_on_istio().stage("canary")
+    assert canary.kind == "canary"
+    ends = sorted({q.at for q in production if q.slot == "canary" and q.at is not None})
+    assert len(ends) == 5
+    assert all(b - a >= canary.interval for a, b in pairwise(ends))
 
 
 async def test_nothing_serving_yet_means_no_preflight(

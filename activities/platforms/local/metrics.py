@@ -4,8 +4,12 @@ A query must not sleep for its whole window, so snapshots of each slot's counter
 disk with a timestamp, and a window's values are the deltas against the stored snapshot
 closest to `now - window_s` (like PromQL's `increase`). Snapshots are taken by every query and
 by `mark()`, which the local platform calls when a weight is set and when load generation
-starts, i.e. right where an analysis interval begins. When no usable earlier snapshot exists,
-a query scrapes twice a short interval apart instead.
+starts and ends, i.e. right where an analysis interval begins and ends. When no usable earlier
+snapshot exists, a query scrapes twice a short interval apart instead.
+
+A query that runs late (its worker was lost, and the retry came long after the interval) names
+the interval's end (`MetricsQuery.at`): it is measured between the stored snapshots at that
+end and a window before it, not over the quiet that followed, which would read as no data.
 
 It answers the preset metrics by name (success_rate, error_rate, p95_latency_ms,
 p99_latency_ms, cpu_percent) whatever the definition's preset: the local platform's router is
@@ -40,6 +44,10 @@ REQUESTS = "traefik_service_requests"
 DURATION = "traefik_service_request_duration_seconds"
 SNAPSHOTS_KEPT = 720
 KEEP_S = 7200.0
+LATE_S = 3.0
+"""A query this much later than the end it names reads that end from the stored snapshots."""
+END_TOLERANCE_S = 5.0
+"""How far from the named end a stored snapshot may be to stand for it."""
 SLOTS: tuple[Slot, ...] = ("stable", "canary", "blue", "green")
 _QUANTILES = {"p95_latency_ms": 0.95, "p99_latency_ms": 0.99}
 _READS = {
@@ -116,6 +124,7 @@ class TraefikMetricsProvider:
         bootstrap_interval_s: float = 2.0,
         min_gap_s: float = 0.5,
         scrape_timeout_s: float = 5.0,
+        late_s: float = LATE_S,
     ) -> None:
         self.router = router
         self.slots = slots
@@ -123,12 +132,17 @@ class TraefikMetricsProvider:
         self.bootstrap_interval_s = bootstrap_interval_s
         self.min_gap_s = min_gap_s
         self.scrape_timeout_s = scrape_timeout_s
+        self.late_s = late_s
 
     def query(self, query: MetricsQuery) -> MetricsSample:
         name = self._name(query.service, query.environment, query.slot)
         path = self._path(query.service, query.environment, query.slot)
         with file_lock(path.with_suffix(".lock")):
             history = self._load(path)
+            end = self._recorded_end(history, query)
+            earlier = end and self._baseline(history, end.t, query.window_s)
+            if end is not None and earlier is not None:
+                return self._sample(query, name, earlier, end)
             current = self._snapshot(
                 self._scrape(), name, query.service, query.environment, query.slot
             )
@@ -179,6 +193,16 @@ class TraefikMetricsProvider:
     def _store(path: Path, history: list[Snapshot], now: float) -> None:
         kept = [s for s in history if s.t >= now - KEEP_S][-SNAPSHOTS_KEPT:]
         atomic_write_text(path, json.dumps([asdict(s) for s in kept]))
+
+    def _recorded_end(self, history: list[Snapshot], query: MetricsQuery) -> Snapshot | None:
+        """The stored snapshot that stands for the end of a late query's window, if any."""
+        if query.at is None:
+            return None
+        end = query.at.timestamp()
+        if time.time() - end < self.late_s:
+            return None  # on time: measure now
+        near = [s for s in history if abs(s.t - end) <= END_TOLERANCE_S]
+        return min(near, key=lambda s: abs(s.t - end)) if near else None
 
     def _baseline(self, history: list[Snapshot], now: float, window_s: float) -> Snapshot | None:
         target = now - window_s

@@ -66,12 +66,14 @@ class LocalPlatform:
         )
         self.target = LocalDeployTarget(self.slots, self.router, self.state_dir)
         self.metrics = TraefikMetricsProvider(self.router, self.slots, self.state_dir)
-        self.load = HttpLoadGenerator(self.target.endpoint, on_start=self._mark_load)
+        self.load = HttpLoadGenerator(
+            self.target.endpoint, on_start=self._mark_load, on_end=self._mark_load
+        )
         self.router.on_weight = self._mark_weight
 
-    # An analysis interval starts at a weight change or with its load: snapshot the metrics
-    # there, so the query at its end measures exactly the interval. Best effort: without the
-    # mark, a query falls back to a short measurement of its own.
+    # An analysis interval starts at a weight change or with its load, and ends with its load:
+    # snapshot the metrics there, so the query at its end (or late) measures the interval.
+    # Best effort: without the mark, a query falls back to a short measurement of its own.
     def _mark_weight(self, request: WeightRequest) -> None:
         self._mark(request.service, request.environment)
 

@@ -18,6 +18,7 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Mapping
+from datetime import datetime
 from typing import Any
 
 import requests
@@ -78,9 +79,9 @@ class PrometheusMetricsProvider:
         queries: dict[str, str] = {}
         for metric in query.metrics:
             queries[metric] = self.promql(metric, query)
-            values[metric] = self._value(metric, queries[metric])
+            values[metric] = self._value(metric, queries[metric], query.at)
         requests_value = (
-            self._value(REQUESTS, self.promql(REQUESTS, query))
+            self._value(REQUESTS, self.promql(REQUESTS, query), query.at)
             if self._template(REQUESTS, query)
             else None
         )
@@ -121,9 +122,13 @@ class PrometheusMetricsProvider:
             },
         )
 
-    def _value(self, metric: str, promql: str) -> float | None:
+    def _value(self, metric: str, promql: str, at: datetime | None) -> float | None:
+        # An instant query evaluated at the window's end (Prometheus' `time`), not at "now".
+        params = {"time": f"{at.timestamp():.3f}"} if at is not None else None
         try:
-            result: Any = self._prometheus.custom_query(promql, timeout=self._timeout_s)
+            result: Any = self._prometheus.custom_query(
+                promql, params=params, timeout=self._timeout_s
+            )
         except PrometheusApiClientException as error:
             status = _STATUS.search(str(error))
             if status and status.group(1) in ("400", "422"):

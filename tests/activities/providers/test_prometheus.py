@@ -10,6 +10,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -45,6 +46,7 @@ class Generated:
 
     url: str
     canary_requests: int
+    before_traffic: datetime
 
 
 def _wait_for(check: Callable[[], bool], what: str) -> None:
@@ -108,6 +110,8 @@ def generated(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Generated]:
                 lambda: prometheus_value(url, "count(traefik_service_requests_total)") is not None,
                 "the first scrape",
             )
+            before_traffic = datetime.now(UTC)
+            time.sleep(1.5)  # a scrape of the quiet before the traffic
             # Histograms first, counters last: once the counters show everything, the scrape
             # that saw them saw the complete histograms as well.
             for slot, codes in traffic.items():
@@ -133,7 +137,7 @@ def generated(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Generated]:
             # A few more scrapes, so the window's last sample is close to the query's end and
             # increase() extrapolates little.
             time.sleep(3)
-            yield Generated(url=url, canary_requests=100)
+            yield Generated(url=url, canary_requests=100, before_traffic=before_traffic)
 
 
 def _query_for(slot: Slot, metrics: list[MetricName] | None = None) -> MetricsQuery:
@@ -165,6 +169,20 @@ def test_measures_what_was_generated(generated: Generated) -> None:
     # increase() extrapolates to the window's end: a little more than was sent, never less.
     assert generated.canary_requests <= sample.requests <= generated.canary_requests * 1.4
     assert sample.source == f"prometheus {generated.url}"
+
+
+def test_a_query_is_evaluated_at_the_end_it_names(generated: Generated) -> None:
+    # A query that runs late reads the interval it judges: here, one that ended before the
+    # traffic was sent sees none of it, though the traffic is inside the last 60 s.
+    provider = PrometheusMetricsProvider(generated.url, timeout_s=5)
+    query = _query_for("canary", ["success_rate"])
+
+    before = provider.query(query.model_copy(update={"at": generated.before_traffic}))
+    now = provider.query(query)
+
+    assert before.values == {"success_rate": None}
+    assert before.requests == 0
+    assert now.values["success_rate"] == pytest.approx(90.0, abs=0.01)
 
 
 def test_only_errors_is_zero_success_not_no_data(generated: Generated) -> None:

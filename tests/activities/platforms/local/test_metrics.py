@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import math
+import time
+from datetime import UTC, datetime
 
 import pytest
 
@@ -122,6 +124,33 @@ def test_load_generator_sends_bounded_traffic(platform: LocalPlatform, wheel: Wh
     sample = platform.metrics.query(query("stable", window_s=5))
     assert sample.requests == 60
     assert sample.values["error_rate"] == pytest.approx(25.0)
+
+
+@pytest.mark.realserver
+def test_a_late_query_reads_the_interval_it_names_not_the_quiet_after(
+    platform: LocalPlatform, wheel: Wheel
+) -> None:
+    platform.target.deploy(
+        deploy_request(wheel("1.0.0", error_rate=0.25), "production"), no_heartbeat
+    )
+    platform.load.run(
+        LoadRequest(service=SERVICE, environment="production", duration_s=1.5, rps=40),
+        lambda _note: None,
+    )
+    interval_end = datetime.now(UTC)
+    platform.metrics.late_s = 0.5
+    time.sleep(2.5)  # the query's worker was lost; its retry runs after the interval
+
+    late = platform.metrics.query(
+        query("stable", window_s=2).model_copy(update={"at": interval_end})
+    )
+    assert late.requests == 60
+    assert late.values["error_rate"] == pytest.approx(25.0)
+    # Asked for "the last 2 s" instead, it would read the quiet after the load: no data,
+    # which fails an analysis (the soak's good canary rolled back so).
+    quiet = platform.metrics.query(query("stable", window_s=2))
+    assert quiet.requests == 0
+    assert quiet.values["error_rate"] is None
 
 
 @pytest.mark.realserver
