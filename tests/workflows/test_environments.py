@@ -418,13 +418,16 @@ async def test_a_retry_that_wakes_past_the_stage_deadline_fails_the_stage_not_th
     memory.platform.transient_failures["development"] = 1
     async with build_worker(dev_env.client, memory.backends(), task_queue):
         handle = await start(dev_env.client, task_queue, spec, run_context())
-        for _ in range(400):  # until the failed attempt's pause (2 s) has begun
+        # Until the failed attempt's pause (2 s) has begun: the lease, its fence and the first
+        # attempt come first, which took more than 12 s once beside the whole suite.
+        deadline = asyncio.get_running_loop().time() + 60
+        while asyncio.get_running_loop().time() < deadline:
             history = await handle.fetch_history()
             if any(e.HasField("timer_started_event_attributes") for e in history.events):
                 break
-            await asyncio.sleep(0.02)
+            await asyncio.sleep(0.05)
         else:
-            raise AssertionError("the deploy's retry pause never began")
+            raise AssertionError("the deploy's retry pause never began within 60 s")
     await asyncio.sleep(5)  # no worker while the pause and the stage's 4 s run out
     async with build_worker(dev_env.client, memory.backends(), task_queue):
         result = await outcome_when_closed(handle)
