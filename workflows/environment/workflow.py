@@ -582,17 +582,11 @@ class EnvironmentWorkflow(EnvironmentRollbacks):
             self._mailbox = True
             self._inbox.append(request)  # the main loop frees the lease and grants the next
             return
-        async with self._lock:
-            s = self._s
-            if (
-                s.holder is not None
-                and s.holder.run == request.run
-                and (not request.token or request.token == s.holder.token)
-            ):
-                s.holder = None
+        async with self._lock:  # runs recorded before the mailbox: released in the update
+            held = self._s.holder
+            self._release(request)
+            if held is not None and self._s.holder is None:
                 await self._grant_next()
-            else:
-                s.queue = [w for w in s.queue if w.run != request.run]
         self._changes += 1
 
     def _release(self, request: LeaseRelease) -> None:

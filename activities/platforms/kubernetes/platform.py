@@ -203,37 +203,16 @@ class KubernetesPlatform:
             return self._deploy_result(request, previous, changed=False, phase=phase)
         if not in_place or supersedes_canary:
             # A new stable version: the last rollback's request id no longer describes it.
-            configured = _configured(current.metadata, request.config, request.env)
-            meta: dict[str, str | None] = {
-                DIGEST: digest,
-                VERSION: request.artifact.version,
-                ROLLBACK_REQUEST: None,
-                **configured,
-            }
-            if supersedes_canary:
-                meta[CANARY_PENDING] = None
-            body: dict[str, Any] = {
-                "metadata": {"annotations": meta},
-                "spec": {
-                    "template": {
-                        "metadata": {"annotations": {DIGEST: digest, **configured}},
-                        "spec": {
-                            "containers": [
-                                {
-                                    "name": container.name,
-                                    "image": image,
-                                    **_env_patch(
-                                        current.metadata,
-                                        request.config,
-                                        request.env,
-                                        request.service,
-                                    ),
-                                }
-                            ]
-                        },
-                    }
-                },
-            }
+            stale = (ROLLBACK_REQUEST, CANARY_PENDING) if supersedes_canary else (ROLLBACK_REQUEST,)
+            body = _release_patch(
+                current.metadata,
+                container.name,
+                request.service,
+                request.artifact,
+                request.config,
+                request.env,
+                stale,
+            )
             if replicas != replicas_of(current):
                 body["spec"]["replicas"] = replicas
             heartbeat(f"deployment {name}: set image {image}")
@@ -423,7 +402,6 @@ class KubernetesPlatform:
         digest = request.artifact.digest
         container = main_container(stable.spec.template, request.service)
         stable_meta = annotations_of(stable.metadata)
-        configured = _configured(stable.metadata, request.config, request.env)
         changed = False
         if (
             container.image != image
@@ -434,36 +412,15 @@ class KubernetesPlatform:
             self._kube.patch_deployment(
                 namespace,
                 stable_name,
-                {
-                    "metadata": {
-                        "annotations": {
-                            DIGEST: digest,
-                            VERSION: request.artifact.version,
-                            CANARY_PENDING: None,
-                            ROLLBACK_REQUEST: None,
-                            **configured,
-                        }
-                    },
-                    "spec": {
-                        "template": {
-                            "metadata": {"annotations": {DIGEST: digest, **configured}},
-                            "spec": {
-                                "containers": [
-                                    {
-                                        "name": container.name,
-                                        "image": image,
-                                        **_env_patch(
-                                            stable.metadata,
-                                            request.config,
-                                            request.env,
-                                            request.service,
-                                        ),
-                                    }
-                                ]
-                            },
-                        }
-                    },
-                },
+                _release_patch(
+                    stable.metadata,
+                    container.name,
+                    request.service,
+                    request.artifact,
+                    request.config,
+                    request.env,
+                    (CANARY_PENDING, ROLLBACK_REQUEST),
+                ),
             )
             changed = True
         elif CANARY_PENDING in stable_meta:
@@ -683,34 +640,18 @@ class KubernetesPlatform:
         image = image_reference(request.target.artifact)
         digest = request.target.artifact.digest
         config, env = request.target.config, request.target.env
-        configured = _configured(deployment.metadata, config, env)
         container = main_container(deployment.spec.template, request.service)
         body: dict[str, Any] = {}
         if container.image != image or not _runs_config(deployment.metadata, config, env):
-            body = {
-                "metadata": {
-                    "annotations": {
-                        DIGEST: digest,
-                        VERSION: request.target.artifact.version,
-                        ROLLBACK_REQUEST: None,
-                        **configured,
-                    }
-                },
-                "spec": {
-                    "template": {
-                        "metadata": {"annotations": {DIGEST: digest, **configured}},
-                        "spec": {
-                            "containers": [
-                                {
-                                    "name": container.name,
-                                    "image": image,
-                                    **_env_patch(deployment.metadata, config, env, request.service),
-                                }
-                            ]
-                        },
-                    }
-                },
-            }
+            body = _release_patch(
+                deployment.metadata,
+                container.name,
+                request.service,
+                request.target.artifact,
+                config,
+                env,
+                (ROLLBACK_REQUEST,),
+            )
         elif annotations_of(deployment.metadata).get(DIGEST) != digest:
             # Already running the target: record the digest, without touching the template
             # (which would restart every pod).
@@ -1196,6 +1137,37 @@ def _env_patch(
 ) -> dict[str, Any]:
     """The main container's `env` patch from what `meta` records to the new release's."""
     return container_env(config_of(meta), config, env_of(meta), env, service)
+
+
+def _release_patch(
+    meta: V1ObjectMeta | None,
+    container: str,
+    service: str,
+    artifact: Artifact,
+    config: ReleaseConfig,
+    env: dict[str, str],
+    stale: tuple[str, ...],
+) -> dict[str, Any]:
+    """The Deployment patch that makes it run `artifact` with `config` and `env` (`meta`: what
+    it records now): the main container's image and env, and the annotations that record the
+    release, with the `stale` ones removed (they described the release it replaces)."""
+    configured = _configured(meta, config, env)
+    annotations = {
+        DIGEST: artifact.digest,
+        VERSION: artifact.version,
+        **dict.fromkeys(stale),
+        **configured,
+    }
+    main = {"name": container, "image": image_reference(artifact)}
+    return {
+        "metadata": {"annotations": annotations},
+        "spec": {
+            "template": {
+                "metadata": {"annotations": {DIGEST: artifact.digest, **configured}},
+                "spec": {"containers": [{**main, **_env_patch(meta, config, env, service)}]},
+            }
+        },
+    }
 
 
 def _request_id(request: RollbackRequest) -> str:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 import time
 from datetime import UTC, datetime
+from typing import Any
 
 import pytest
 
@@ -126,17 +127,20 @@ def test_load_generator_sends_bounded_traffic(platform: LocalPlatform, wheel: Wh
     assert sample.values["error_rate"] == pytest.approx(25.0)
 
 
+def serve_and_load(platform: LocalPlatform, wheel: Wheel, duration_s: float, **app: Any) -> None:
+    """Production serves 1.0.0 (`app`: its faults) and gets `duration_s` of load at 40 rps."""
+    platform.target.deploy(deploy_request(wheel("1.0.0", **app), "production"), no_heartbeat)
+    platform.load.run(
+        LoadRequest(service=SERVICE, environment="production", duration_s=duration_s, rps=40),
+        lambda _note: None,
+    )
+
+
 @pytest.mark.realserver
 def test_a_late_query_reads_the_interval_it_names_not_the_quiet_after(
     platform: LocalPlatform, wheel: Wheel
 ) -> None:
-    platform.target.deploy(
-        deploy_request(wheel("1.0.0", error_rate=0.25), "production"), no_heartbeat
-    )
-    platform.load.run(
-        LoadRequest(service=SERVICE, environment="production", duration_s=1.5, rps=40),
-        lambda _note: None,
-    )
+    serve_and_load(platform, wheel, 1.5, error_rate=0.25)
     interval_end = datetime.now(UTC)
     platform.metrics.late_s = 0.5
     time.sleep(2.5)  # the query's worker was lost; its retry runs after the interval
@@ -170,13 +174,7 @@ def test_first_query_without_a_snapshot_measures_a_short_interval(
 def test_the_scrape_answers_p99_and_says_why_a_custom_metric_has_no_data(
     platform: LocalPlatform, wheel: Wheel
 ) -> None:
-    platform.target.deploy(
-        deploy_request(wheel("1.0.0", extra_latency_ms=30), "production"), no_heartbeat
-    )
-    platform.load.run(
-        LoadRequest(service=SERVICE, environment="production", duration_s=1.0, rps=40),
-        lambda _note: None,
-    )
+    serve_and_load(platform, wheel, 1.0, extra_latency_ms=30)
 
     sample = platform.metrics.query(
         MetricsQuery(
