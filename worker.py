@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING, Any, get_args
 
 import structlog
 from temporalio.client import Client
-from temporalio.worker import Worker
+from temporalio.worker import Worker, WorkerConfig
 
 from activities.build import BuildActivities
 from activities.decisions import DecisionActivities
@@ -46,6 +46,8 @@ from activities.testing import SuiteActivities
 from activities.web_tests import WebTestActivities
 from activities.wiring.backends import Backends, DeployerBackends, RunnerBackends
 from contracts import deployer_proof
+from contracts.activity import ActivityName
+from contracts.naming import environment_work_queue
 from plumbing.deployer_key import key_from_file
 from plumbing.sandbox import workflow_runner
 from plumbing.settings import Role
@@ -56,6 +58,8 @@ if TYPE_CHECKING:
 
 __all__ = [
     "DEFAULT_POLICY",
+    "ENVIRONMENT_WORK",
+    "PipelineWorker",
     "activities_for",
     "build_deployer_worker",
     "build_runner_worker",
@@ -67,6 +71,45 @@ __all__ = [
 
 DEFAULT_POLICY = Path(__file__).resolve().parent / "pipelines" / "policy.yaml"
 """The demo's policy (unsigned decisions count); production workers name their own."""
+
+
+ENVIRONMENT_WORK = frozenset({ActivityName.FENCE, ActivityName.RUN_STATUS, ActivityName.RESTORE})
+"""What environment workflows send to their own queue (`environment_work_queue`)."""
+ENVIRONMENT_WORK_SLOTS = 10
+"""Its slots: fences and holder checks take a moment; a restore can wait minutes for a
+rollout, so ten rollbacks at once delay fences (never deadlock them)."""
+
+
+class PipelineWorker:
+    """The pipeline's worker: the workflows and the deployer's activities on the task queue,
+    and the environments' own work (fence, holder check, restore) on `environment_work_queue`
+    in slots of its own. An acquire or a rollback waits in an environment's update for that
+    work while its activity holds a slot of the task queue; were the work on the same queue,
+    enough waiting messages would hold every slot it needs."""
+
+    def __init__(self, main: Worker, environment_work: Worker) -> None:
+        self.main = main
+        self.environment_work = environment_work
+        self._running = contextlib.AsyncExitStack()
+
+    @property
+    def task_queue(self) -> str:
+        return self.main.task_queue
+
+    @property
+    def task_queues(self) -> list[str]:
+        return [self.main.task_queue, self.environment_work.task_queue]
+
+    def config(self) -> WorkerConfig:
+        return self.main.config()
+
+    async def __aenter__(self) -> PipelineWorker:
+        await self._running.enter_async_context(self.environment_work)
+        await self._running.enter_async_context(self.main)
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self._running.aclose()  # the workflows stop first, then their work
 
 
 def runner_activities(backends: RunnerBackends) -> list[Callable[..., Any]]:
@@ -166,8 +209,9 @@ def build_worker(
     search_attributes: bool = False,
     policy_file: Path = DEFAULT_POLICY,
     **options: Any,
-) -> Worker:
-    """A worker running every workflow, bound to `backends`, on one task queue. With
+) -> PipelineWorker:
+    """A worker running every workflow, bound to `backends`, on one task queue (and the
+    environments' own work on theirs, `PipelineWorker`). With
     `Backends` it runs both trust domains' activities (tests, and `--role all` for runs
     without a runner queue); with `DeployerBackends` it is the deployer: the deployer's
     activities, none of the runner's (a run that sends one here has it fail as not
@@ -182,7 +226,7 @@ def build_worker(
         activities = deployer_activities(
             backends, client, search_attributes=search_attributes, policy_file=policy_file
         )
-    return _workflow_worker(
+    main = _workflow_worker(
         client,
         task_queue,
         activities,
@@ -191,6 +235,17 @@ def build_worker(
         extra_workflows=extra_workflows,
         **options,
     )
+    own_work = [fn for fn in activities if fn.__name__ in ENVIRONMENT_WORK]
+    environment_work = Worker(
+        client,
+        task_queue=environment_work_queue(task_queue),
+        activities=own_work,
+        activity_executor=ThreadPoolExecutor(ENVIRONMENT_WORK_SLOTS),
+        max_concurrent_activities=ENVIRONMENT_WORK_SLOTS,
+        graceful_shutdown_timeout=timedelta(seconds=30),
+        **{k: v for k, v in options.items() if k in ("interceptors", "identity")},
+    )
+    return PipelineWorker(main, environment_work)
 
 
 build_deployer_worker = build_worker
@@ -377,7 +432,7 @@ async def main(argv: Sequence[str] | None = None) -> None:
         raise SystemExit(f"worker: its backends did not start: {err}") from None
     client = await connect(metrics_port=settings.metrics_port)
     queue, runner_queue = task_queue(), runner_task_queue()
-    workers: list[Worker] = []
+    workers: list[Worker | PipelineWorker] = []
     if isinstance(backends, RunnerBackends):
         workers.append(
             build_runner_worker(
@@ -413,7 +468,11 @@ async def main(argv: Sequence[str] | None = None) -> None:
     log.info(
         "worker started",
         role=settings.role,
-        task_queues=[w.task_queue for w in workers],
+        task_queues=[
+            q
+            for w in workers
+            for q in (w.task_queues if isinstance(w, PipelineWorker) else [w.task_queue])
+        ],
         platform=settings.platform if deployer else None,
         policy=policy.path if policy else None,
         policy_hash=policy.hash if policy else None,

@@ -62,6 +62,13 @@ def environment_id(service: str, environment: str) -> str:
     return f"environment-{_UNSAFE.sub('-', service)}-{_UNSAFE.sub('-', environment)}"
 
 
+def environment_work_queue(task_queue: str) -> str:
+    """Where the environment workflows on `task_queue` send their own work (fence, holder
+    check, restore): a queue with slots of its own, which no activity waiting for an
+    environment's answer can hold (every deployer worker polls it beside `task_queue`)."""
+    return f"{task_queue}-environment-work"
+
+
 def canary_id(parent_id: str, stage: str) -> str:
     return f"{parent_id}-canary-{stage}"
 

@@ -138,11 +138,13 @@ async def call(
     on_retry: Callable[[int, str], None] | None = None,
     runner_queue: str = "",
     local: bool = False,
+    task_queue: str | None = None,
 ) -> T:
     """Execute activity `name` with its kind's options, overridden by a stage's settings.
     `on_retry(attempt, last failure)` hears of each new attempt (for the run's status).
     The Web UI labels the call with `summary`, else with what the request asks, after the
-    `stage` it serves. `runner_queue`: the run's runner task queue (`task_queue_for`).
+    `stage` it serves. `runner_queue`: the run's runner task queue (`task_queue_for`);
+    `task_queue`: another queue, named by the caller (an environment's own work).
 
     A dead worker is not a verdict: an attempt that ends in a heartbeat timeout (its worker
     stopped heartbeating) is started again without using up `max_attempts`, which counts
@@ -156,7 +158,7 @@ async def call(
     opts = OPTIONS[name]
     if local:
         return await _call_local(name, arg, result_type, opts, timeout, activity_id, summary)
-    task_queue = task_queue_for(name, runner_queue)
+    task_queue = task_queue or task_queue_for(name, runner_queue)
     if summary is None:
         summary = describe(name, arg)
         if stage:

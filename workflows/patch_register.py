@@ -153,6 +153,16 @@ PATCHES: tuple[Patch, ...] = (
         "lease-answered-in-update",
     ),
     Patch(
+        "environment-work-queue",
+        ("EnvironmentWorkflow",),
+        "runs FENCE and RUN_STATUS on the workflow's own task queue (environment-fence-as-"
+        "activity) or as local activities (environment-work-as-local-activities), RESTORE as a "
+        "local activity, and answers every acquire that waits for a fence with a notice",
+        "every environment workflow's current run started after it; with "
+        "environment-fence-as-activity and the `local` and `task_queue=None` branches of "
+        "work_placement",
+    ),
+    Patch(
         "holder-check-timer-kept",
         ("EnvironmentWorkflow",),
         "gives each wait with a holder and a queue a HOLDER_CHECK timeout, cancelled by the "

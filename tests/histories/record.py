@@ -19,7 +19,9 @@ pin the code before them. The `*-answered-in-update.json` environment histories 
 the same way once an acquire to a free environment was answered in its update: they pin
 `lease-answered-in-update`. The `*-fence-as-activity.json` ones were recorded once FENCE and
 RUN_STATUS became regular activities again and no update waited for a fence: they pin
-`environment-fence-as-activity`.
+`environment-fence-as-activity`. The `*-work-queue.json` ones were recorded once FENCE,
+RUN_STATUS and RESTORE moved to the environment's own work queue and an acquire to a free
+environment waited in its update for its fence again: they pin `environment-work-queue`.
 """
 
 from __future__ import annotations

@@ -20,6 +20,7 @@ from contracts.activity import SuiteReport
 from contracts.definition.loading import validate_definition
 from contracts.definition.model import PipelineSpec
 from contracts.messages import PipelineState, StageState
+from contracts.naming import environment_work_queue
 from plumbing.sandbox import workflow_runner
 from starters.runs import (
     pipeline_outcome,
@@ -261,14 +262,19 @@ async def test_replay_passes_for_current_code_and_fails_for_changed_code(
     await replay_history(history)
 
     changed_queue = f"changed-{uuid.uuid4()}"
-    async with Worker(
-        client,
-        task_queue=changed_queue,
-        workflows=[ChangedPipelineWorkflow, EnvironmentWorkflow],
-        activities=activities_for(memory.backends(), client),
-        # The worker's own sandbox: its environment workflows verify deployers' proofs
-        # with the key this process holds (contracts.deployer_proof passes through).
-        workflow_runner=workflow_runner(),
+    activities = activities_for(memory.backends(), client)
+    async with (
+        Worker(
+            client,
+            task_queue=changed_queue,
+            workflows=[ChangedPipelineWorkflow, EnvironmentWorkflow],
+            activities=activities,
+            # The worker's own sandbox: its environment workflows verify deployers' proofs
+            # with the key this process holds (contracts.deployer_proof passes through).
+            workflow_runner=workflow_runner(),
+        ),
+        # The environments' own work (fence, restore) goes to their queue.
+        Worker(client, task_queue=environment_work_queue(changed_queue), activities=activities),
     ):
         changed = await start_pipeline(client, short_spec(), run_context(), ROLES, changed_queue)
         await pipeline_outcome(client.get_workflow_handle(changed.workflow_id))

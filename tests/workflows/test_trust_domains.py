@@ -19,11 +19,13 @@ from temporalio.worker import (
 
 from contracts.activity import RUNNER_ACTIVITIES, ActivityName
 from contracts.messages import PipelineState, StageState
+from contracts.naming import environment_work_queue
 from plumbing.connection import runner_task_queue
 from tests.support.memory import MemoryBackends
 from tests.support.pipelines import start
 from tests.workflows.test_pipeline import approve_all
 from worker import (
+    ENVIRONMENT_WORK,
     activities_for,
     build_deployer_worker,
     build_runner_worker,
@@ -126,7 +128,13 @@ async def test_untrusted_activities_run_only_on_the_runners_queue(
     assert ActivityName.RESOLVE_ENDPOINT in on_deployer.types
     assert {queue for _, queue in on_runner.ran} == {runner_queue}
     assert not on_deployer.types & RUNNER_ACTIVITIES
-    assert {queue for _, queue in on_deployer.ran} == {task_queue}
+    # The environments' own work (fence, holder check, restore) on their queue, in slots of
+    # their own; everything else the deployer does on the task queue.
+    assert {queue for _, queue in on_deployer.ran} == {
+        task_queue,
+        environment_work_queue(task_queue),
+    }
+    assert {name for name, queue in on_deployer.ran if queue != task_queue} <= ENVIRONMENT_WORK
     # What changes environments ran on the deployer; the artifact the runner built reached it
     # (the registry both read) and was deployed by digest.
     assert {ActivityName.DEPLOY, ActivityName.PUBLISH, ActivityName.POLICY_IN_FORCE} <= (

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 from datetime import UTC, datetime
-from typing import TypeVar
+from typing import TypedDict, TypeVar
 
 from temporalio import workflow
 from temporalio.exceptions import ActivityError, ApplicationError
@@ -26,16 +26,19 @@ from contracts.messages import (
     ServingReport,
     WaitingRun,
 )
+from contracts.naming import environment_work_queue
 
 __all__ = [
     "FENCE_AS_ACTIVITY",
     "LOCAL_WORK",
     "WORK_FAILED",
+    "WORK_QUEUE",
     "EnvironmentRecord",
     "as_utc",
     "bounded_by",
     "failure_of",
     "lease_work_is_local",
+    "work_placement",
 ]
 
 RELEASES_KEPT = 100
@@ -51,6 +54,13 @@ large soak failed every replay so ("Signal external WF machine does not handle t
 WorkflowExecutionUpdateAccepted"), and every run of its service waited for ever. A regular
 activity's result is an event in history, where replay finds it. No update waits for the
 fence since, so no message activity holds a slot the fence needs."""
+WORK_QUEUE = "environment-work-queue"
+"""Patch id: since it, FENCE, RUN_STATUS and RESTORE are regular activities on the task queue
+`environment_work_queue` names, in slots of their own: no activity waiting for this workflow's
+answer (an acquire, a rollback) holds a slot they need, so an acquire that finds the
+environment free waits in its update for its fence again, and RESTORE is no local activity
+any more. Before it, they ran on the workflow's own queue (FENCE_AS_ACTIVITY) or as local
+activities (LOCAL_WORK)."""
 TRUSTED_COMMIT_TIME = "trusted-commit-time"
 """Patch id: environments recorded before it took a run's commit time as the run said it.
 Since, a commit time is never later than when the request (or report) arrived, and what
@@ -195,3 +205,19 @@ def lease_work_is_local() -> bool:
     """Whether this run fences and checks its holder with local activities (runs recorded
     between LOCAL_WORK and FENCE_AS_ACTIVITY)."""
     return not workflow.patched(FENCE_AS_ACTIVITY) and workflow.patched(LOCAL_WORK)
+
+
+class Placement(TypedDict):
+    """Where an environment's own work runs (`call`'s arguments)."""
+
+    local: bool
+    task_queue: str | None
+
+
+def work_placement(*, restore: bool = False) -> Placement:
+    """Where this run's FENCE and RUN_STATUS (`restore`: RESTORE) run: on the environment's
+    work queue (patch WORK_QUEUE); runs recorded before it keep them where they were."""
+    if workflow.patched(WORK_QUEUE):
+        return {"local": False, "task_queue": environment_work_queue(workflow.info().task_queue)}
+    local = workflow.patched(LOCAL_WORK) if restore else lease_work_is_local()
+    return {"local": local, "task_queue": None}

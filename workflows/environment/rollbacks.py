@@ -23,7 +23,12 @@ from contracts.messages import (
 )
 from workflows.calls import call, notify
 from workflows.decision_desk import REFUSED_KEPT, DecisionDesk, clip
-from workflows.environment.record import LOCAL_WORK, WORK_FAILED, EnvironmentRecord, failure_of
+from workflows.environment.record import (
+    WORK_FAILED,
+    EnvironmentRecord,
+    failure_of,
+    work_placement,
+)
 from workflows.rollback import ManualRollback
 
 __all__ = ["EnvironmentRollbacks"]
@@ -144,7 +149,7 @@ class EnvironmentRollbacks(EnvironmentRecord):
             ),
             RestoreResult,
             activity_id=f"restore-{s.token}",
-            local=workflow.patched(LOCAL_WORK),
+            **work_placement(restore=True),
         )
 
     def _restored(self, target: Serving, reason: str) -> None:

@@ -17,32 +17,38 @@ Lease messages are a mailbox (patch `lease-mailbox`). The `acquire` and `release
 check the deployer's proof, put the message in an inbox and answer at once (`pending`, or
 `granted` to the run that already holds the lease); the workflow's main loop takes the inbox in
 arrival order under the lock, with the same rules as before (fence, grant, supersede, queue),
-and tells each run its answer with LEASE_SIGNAL. (Runs recorded between the patches
-`lease-answered-in-update` and `environment-fence-as-activity` answered an acquire that found
-the environment free in its update, after a local-activity fence.) Why this design rather than
+and tells each run its answer with LEASE_SIGNAL. An acquire that finds the environment free
+(nobody holds it, queues or waits in the inbox) waits in its update for the main loop and
+answers granted there, after the fence: the usual case needs no notice and no activity to
+confirm one. (So did runs recorded between the patches `lease-answered-in-update` and
+`environment-fence-as-activity`, with a local-activity fence; runs between that one and
+`environment-work-queue` answered every acquire with a notice.) Why this design rather than
 the others:
 - Nothing waits while holding what the work it waits for needs. Before, the `acquire_lease`
   activity held an activity slot while its update awaited the FENCE activity, which needs a slot
   of the same worker: with as many runs acquiring as the worker has slots, no fence could run
-  (a deadlock, issue 19). Now the message activity ends as soon as the update is taken, and a
-  run waits for its lease in its own workflow state (a condition on a signal), which holds no
-  slot, no timeout and survives any restart. Local activities for the lease messages would
-  only move the wait to other slots (and make a minutes-long wait a local activity); FENCE as
-  a local activity would keep every update in flight for as long as a fence takes.
+  (a deadlock, issue 19). Now the fence runs in slots of its own (the work queue), an acquire
+  waits in its update for at most that one fence, and a run queued behind another waits for
+  its lease in its own workflow state (a condition on a signal), which holds no slot, no
+  timeout and survives any restart. Local activities for the lease messages would only move
+  the wait to other slots (and make a minutes-long wait a local activity).
 - Failure has one meaning per place. An update fails only as a verdict on the message (no
   deployer's proof). A fence that keeps failing (platform down, worker overloaded) is retried
   here, later, with the request still in the inbox: the run keeps waiting, never fails for it
   (a crash or overload is not a verdict). Superseded is a verdict, and arrives as a notice.
-- Updates complete within the workflow task that delivers them, so a burst of one service's
-  commits stays far below Temporal's limit of updates in flight per workflow.
+- Updates complete within the workflow task that delivers them, but for the one acquire to a
+  free environment waiting for its fence (a second finds the inbox busy and is answered
+  pending), so a burst of one service's commits stays far below Temporal's limit of updates
+  in flight per workflow.
 
-FENCE and RUN_STATUS are regular activities (patch `environment-fence-as-activity`): their
-results are events in history, so a replay meets them in the workflow task they arrived in. As
-local activities (patch `environment-work-as-local-activities`, before) a result could reach a
-replay one workflow task early, beside an update, and the environment failed every replay.
-RESTORE is still a local activity: a rollback waits for it (its outcome is the answer the run
-needs) while its `request_rollback` activity holds a slot, and in slots of its own no number of
-waiting rollbacks can keep a restore from running.
+FENCE, RUN_STATUS and RESTORE are regular activities on the environment's own work queue
+(`environment_work_queue`, patch `environment-work-queue`), which every deployer worker polls
+with slots of its own (`worker.PipelineWorker`). Their results are events in history, so a
+replay meets them in the workflow task they arrived in. As local activities (patch
+`environment-work-as-local-activities`) a result could reach a replay one workflow task early,
+beside an update, and the environment failed every replay. And on a queue of their own, no
+activity waiting for this workflow's answer (an acquire for a fence, a `request_rollback` for
+its restore) can hold the slots they need.
 """
 
 from __future__ import annotations
@@ -76,10 +82,11 @@ from workflows.calls import call
 from workflows.environment.record import (
     FENCE_AS_ACTIVITY,
     WORK_FAILED,
+    WORK_QUEUE,
     as_utc,
     bounded_by,
     failure_of,
-    lease_work_is_local,
+    work_placement,
 )
 from workflows.environment.rollbacks import EnvironmentRollbacks
 
@@ -281,16 +288,18 @@ class EnvironmentWorkflow(EnvironmentRollbacks):
             s = self._s
             free = s.holder is None and not s.queue and not self._inbox and not self._regrant
             answer = self._take_request(request)
-            if (
-                answer.status != "pending"
-                or not free
-                or workflow.patched(FENCE_AS_ACTIVITY)
-                or not workflow.patched(LEASE_ANSWERED_IN_UPDATE)
+            if answer.status != "pending" or not free:
+                return answer
+            if workflow.patched(WORK_QUEUE):
+                pass  # the fence runs on the environment's work queue: waited for here
+            elif workflow.patched(FENCE_AS_ACTIVITY) or not workflow.patched(
+                LEASE_ANSWERED_IN_UPDATE
             ):
                 return answer
-            # Runs recorded between lease-answered-in-update and FENCE_AS_ACTIVITY: nothing
-            # stood before it, so its answer was one (local-activity) fence away, waited for
-            # here while the sender's activity slot was held.
+            # Nothing stood before it, so its answer is one fence away, waited for here while
+            # the sender's activity holds a slot: the fence runs in slots that activity cannot
+            # hold (WORK_QUEUE; a local activity's, for runs recorded between
+            # lease-answered-in-update and FENCE_AS_ACTIVITY).
             rid = request.request_id
             self._awaited[rid] = None
             await workflow.wait_condition(lambda: self._awaited[rid] is not None)
@@ -436,7 +445,7 @@ class EnvironmentWorkflow(EnvironmentRollbacks):
             ),
             ReleaseSpec,  # or None: nothing serves
             activity_id=f"fence-{s.token}",
-            local=lease_work_is_local(),
+            **work_placement(),
         )
         if found is not None and (s.serving is None or s.serving.release.digest != found.digest):
             # The platform serves something this record does not know (the first lease on an
@@ -522,7 +531,7 @@ class EnvironmentWorkflow(EnvironmentRollbacks):
             ActivityName.RUN_STATUS,
             RunRef(workflow_id=holder.run, run_id=holder.run_id),
             str,
-            local=lease_work_is_local(),
+            **work_placement(),
         )
         if status != "running" and self._s.holder is holder:
             workflow.logger.warning(
