@@ -104,8 +104,10 @@ class PipelineWorker:
         return self.main.config()
 
     async def __aenter__(self) -> PipelineWorker:
-        await self._running.enter_async_context(self.environment_work)
-        await self._running.enter_async_context(self.main)
+        async with contextlib.AsyncExitStack() as starting:  # one that fails stops the other
+            await starting.enter_async_context(self.environment_work)
+            await starting.enter_async_context(self.main)
+            self._running = starting.pop_all()
         return self
 
     async def __aexit__(self, *exc: object) -> None:
