@@ -5,8 +5,9 @@
     python worker.py --role runner     # only the untrusted work: checkout, scan, test, command,
                                        # build (contracts.activity.RUNNER_ACTIVITIES)
 
-The *deployer* polls the task queue (SLIPWAY_TASK_QUEUE) and holds the policy, the codec key,
-the platform and registry credentials. The *runner* polls the runner's queue
+The *deployer* polls the task queue (SLIPWAY_TASK_QUEUE), and `<task queue>-environment-work`
+for the environments' own work (`PipelineWorker`), and holds the policy, the codec key, the
+platform and registry credentials. The *runner* polls the runner's queue
 (SLIPWAY_RUNNER_TASK_QUEUE, default `<task queue>-runner`), registers no workflow, and reads
 neither the policy nor a platform credential; it needs the codec key only when payloads are
 encrypted (its inputs and results are payloads). `all` runs both in one process: every
