@@ -94,10 +94,6 @@ class PipelineWorker:
         self._running = contextlib.AsyncExitStack()
 
     @property
-    def task_queue(self) -> str:
-        return self.main.task_queue
-
-    @property
     def task_queues(self) -> list[str]:
         return [self.main.task_queue, self.environment_work.task_queue]
 
@@ -238,7 +234,10 @@ def build_worker(
         extra_workflows=extra_workflows,
         **options,
     )
+    # The activities' method names are their registered names (ActivityName values).
     own_work = [fn for fn in activities if fn.__name__ in ENVIRONMENT_WORK]
+    if {fn.__name__ for fn in own_work} != ENVIRONMENT_WORK:  # else fences would wait for ever
+        raise ValueError(f"the worker's activities lack some of {sorted(ENVIRONMENT_WORK)}")
     environment_work = Worker(
         client,
         task_queue=environment_work_queue(task_queue),

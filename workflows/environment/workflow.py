@@ -111,6 +111,16 @@ HISTORY_LIMIT = 2_000
 LEASE_REQUESTS_KEPT = 500
 
 
+def _fence_awaited_in_update() -> bool:
+    """Whether an acquire to a free environment waits in its update for its fence: since
+    WORK_QUEUE (the fence on the environment's work queue), and in runs recorded between
+    lease-answered-in-update and FENCE_AS_ACTIVITY (a local-activity fence). Runs between
+    those two answered with a notice."""
+    if workflow.patched(WORK_QUEUE):
+        return True
+    return not workflow.patched(FENCE_AS_ACTIVITY) and workflow.patched(LEASE_ANSWERED_IN_UPDATE)
+
+
 @workflow.defn(name="EnvironmentWorkflow")
 class EnvironmentWorkflow(EnvironmentRollbacks):
     """The main loop and the lease: the inbox taken in arrival order, grants, queues, supersedes,
@@ -288,18 +298,11 @@ class EnvironmentWorkflow(EnvironmentRollbacks):
             s = self._s
             free = s.holder is None and not s.queue and not self._inbox and not self._regrant
             answer = self._take_request(request)
-            if answer.status != "pending" or not free:
-                return answer
-            if workflow.patched(WORK_QUEUE):
-                pass  # the fence runs on the environment's work queue: waited for here
-            elif workflow.patched(FENCE_AS_ACTIVITY) or not workflow.patched(
-                LEASE_ANSWERED_IN_UPDATE
-            ):
+            if answer.status != "pending" or not free or not _fence_awaited_in_update():
                 return answer
             # Nothing stood before it, so its answer is one fence away, waited for here while
             # the sender's activity holds a slot: the fence runs in slots that activity cannot
-            # hold (WORK_QUEUE; a local activity's, for runs recorded between
-            # lease-answered-in-update and FENCE_AS_ACTIVITY).
+            # hold.
             rid = request.request_id
             self._awaited[rid] = None
             await workflow.wait_condition(lambda: self._awaited[rid] is not None)

@@ -140,9 +140,10 @@ class TraefikMetricsProvider:
         with file_lock(path.with_suffix(".lock")):
             history = self._load(path)
             end = self._recorded_end(history, query)
-            earlier = end and self._baseline(history, end.t, query.window_s)
-            if end is not None and earlier is not None:
-                return self._sample(query, name, earlier, end)
+            if end is not None:
+                earlier = self._baseline(history, end.t, query.window_s)
+                if earlier is not None:
+                    return self._sample(query, name, earlier, end)
             current = self._snapshot(
                 self._scrape(), name, query.service, query.environment, query.slot
             )
